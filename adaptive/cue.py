@@ -1,0 +1,405 @@
+"""The cue bank: what can play. Frozen, validated configuration (pydantic).
+
+A bank is a TOML file (see ``docs/cue-bank.md``) holding
+
+* **cues** — one musical state each: tempo (bpm), meter, key, chords, loop
+  length in bars, a point on the valence/arousal plane, and layers;
+* **layers** — a source (an audio stem file, a MIDI part rendered through
+  FluidSynth with a General MIDI program, or a generated part), a gain curve
+  over intensity and a fade length in beats;
+* **segments** — authored bridges, cues that play once between two cues;
+* **stingers** — short one-shot phrases quantized to the grid;
+* **transitions** — rules looked up by (from cue, to cue) with a ``"*"`` wildcard.
+
+File paths inside a bank are relative to the bank file's folder.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from adaptive.clock import Quantize
+from adaptive.gain import GainCurve
+from adaptive.harmony import Chord, Key
+
+WILDCARD = "*"
+"""Matches any cue in a transition rule."""
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MidiSource(_Frozen):
+    """A MIDI part: one track of a Standard MIDI File, rendered live by FluidSynth.
+
+    ``track`` is the track name (``track_name`` meta event); its notes' times
+    are read in beats (ticks / ticks per beat), from beat 0 of the cue.
+    """
+
+    kind: Literal["midi"]
+    file: str
+    track: str
+
+
+class RenderedFrom(_Frozen):
+    """Where a stem that is rendered on first use comes from: a MIDI track and
+    the General MIDI program (0..127) or percussion kit it is rendered with."""
+
+    file: str
+    track: str
+    program: int = Field(0, ge=0, le=127)
+    percussion: bool = False
+    tail_seconds: float = Field(2.0, ge=0.0, le=30.0)
+
+
+class StemSource(_Frozen):
+    """An audio stem (WAV, FLAC or OGG, any sample rate: resampled on load).
+
+    The stem loops every ``loop_bars`` bars of its cue; audio past the loop
+    length is a tail, mixed over the next loop's start. With ``rendered_from``,
+    the file is rendered from the project's MIDI into the stem cache on first
+    use and ``file`` names the cached file.
+    """
+
+    kind: Literal["stem"]
+    file: str
+    rendered_from: RenderedFrom | None = None
+
+
+class GeneratedSource(_Frozen):
+    """A part made while playing by a part generator, bar by bar, following the
+    cue's key and chords and the current emotion.
+
+    ``generator`` names a registered generator (``"rule_based"`` is the simple
+    rule-based arpeggiator that stands in until the model generator is
+    present); ``role`` is ``"melody"``, ``"arpeggio"`` or ``"bass"``.
+    """
+
+    kind: Literal["generated"]
+    generator: str = "rule_based"
+    role: Literal["melody", "arpeggio", "bass"] = "arpeggio"
+
+
+LayerSource = Annotated[Union[MidiSource, StemSource, GeneratedSource], Field(discriminator="kind")]
+
+
+class Layer(_Frozen):
+    """One layer of a cue (vertical layering).
+
+    Attributes:
+        name: unique within the cue.
+        source: where the audio or notes come from.
+        program: General MIDI program 0..127 for MIDI and generated parts.
+        percussion: play on the General MIDI percussion channel (channel 10).
+        gain_curve: ``[[intensity, gain_db], ...]``, intensity strictly
+            increasing in [0, 1], gain in dB (``-inf`` = silent, at most +12).
+        fade_beats: length in beats of the equal-power ramp when intensity
+            changes this layer's gain (0..64).
+    """
+
+    name: Name
+    source: LayerSource
+    program: int = Field(0, ge=0, le=127)
+    percussion: bool = False
+    gain_curve: list[tuple[float, float]] = Field(default_factory=lambda: [(0.0, 0.0), (1.0, 0.0)])
+    fade_beats: float = Field(1.0, ge=0.0, le=64.0)
+
+    @field_validator("gain_curve")
+    @classmethod
+    def _check_curve(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if not points:
+            raise ValueError("gain_curve needs at least one [intensity, gain_db] point")
+        previous = -1.0
+        for intensity, gain_db in points:
+            if not 0.0 <= intensity <= 1.0 or math.isnan(intensity):
+                raise ValueError(f"intensity {intensity} is outside 0..1")
+            if intensity <= previous:
+                raise ValueError("intensities must be strictly increasing")
+            if math.isnan(gain_db) or gain_db > 12.0:
+                raise ValueError(f"gain_db {gain_db} is not allowed (allowed: -inf up to +12 dB)")
+            previous = intensity
+        return points
+
+    @property
+    def curve(self) -> GainCurve:
+        """The gain curve as a :class:`GainCurve`."""
+        return GainCurve(tuple(self.gain_curve))
+
+
+class Meter(_Frozen):
+    """Time signature: ``beats_per_bar`` beats of ``beat_unit`` notes."""
+
+    beats_per_bar: int = Field(ge=1, le=16)
+    beat_unit: Literal[2, 4, 8] = 4
+
+
+def _parse_meter(value: object) -> object:
+    if isinstance(value, str):
+        parts = value.split("/")
+        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+            return {"beats_per_bar": int(parts[0]), "beat_unit": int(parts[1])}
+        raise ValueError(f"meter {value!r} is not of the form '4/4' or '3/4'")
+    return value
+
+
+class Cue(_Frozen):
+    """One musical state: tempo, meter, key, chords, loop length and layers.
+
+    Attributes:
+        name: unique in the bank.
+        bpm: tempo, 20..300 beats per minute.
+        meter: time signature, written ``"4/4"``.
+        key: e.g. ``"D minor"``.
+        chords: chord symbols, one per bar, repeating over the loop
+            (e.g. ``["Dm", "Bb", "F", "C"]``); empty = the tonic triad.
+        loop_bars: the loop length in bars (1..256).
+        phrase_bars: bars per phrase, the grid of :attr:`Quantize.NEXT_PHRASE`.
+        valence, arousal: the cue's point on the emotion plane, each in [-1, 1].
+        locations: locations where the cue may play; empty = everywhere.
+        gain_db: the cue's overall gain (-60..+12 dB).
+        layers: at least one.
+    """
+
+    name: Name
+    bpm: float = Field(ge=20.0, le=300.0)
+    meter: Annotated[Meter, Field()] = Meter(beats_per_bar=4)
+    key: str = "C major"
+    chords: list[str] = Field(default_factory=list)
+    loop_bars: int = Field(8, ge=1, le=256)
+    phrase_bars: int = Field(4, ge=1, le=256)
+    valence: float = Field(0.0, ge=-1.0, le=1.0)
+    arousal: float = Field(0.0, ge=-1.0, le=1.0)
+    locations: list[str] = Field(default_factory=list)
+    gain_db: float = Field(0.0, ge=-60.0, le=12.0)
+    layers: list[Layer] = Field(min_length=1, max_length=16)
+
+    @field_validator("meter", mode="before")
+    @classmethod
+    def _meter_from_text(cls, value: object) -> object:
+        return _parse_meter(value)
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, text: str) -> str:
+        Key.parse(text)
+        return text
+
+    @field_validator("chords")
+    @classmethod
+    def _check_chords(cls, symbols: list[str]) -> list[str]:
+        for symbol in symbols:
+            Chord.parse(symbol)
+        return symbols
+
+    @model_validator(mode="after")
+    def _unique_layers(self) -> "Cue":
+        names = [layer.name for layer in self.layers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"layer names must be unique within a cue; repeated: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def parsed_key(self) -> Key:
+        """The key as a :class:`~adaptive.harmony.Key`."""
+        return Key.parse(self.key)
+
+    def chord_at_bar(self, bar: int) -> Chord:
+        """Chord of bar ``bar`` (0-based, repeating over the chord list)."""
+        if not self.chords:
+            key = self.parsed_key
+            return Chord.parse(_tonic_triad_symbol(key))
+        return Chord.parse(self.chords[bar % len(self.chords)])
+
+
+_PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+def _tonic_triad_symbol(key: Key) -> str:
+    suffix = "" if key.mode.value == "major" else "m"
+    return _PITCH_CLASS_NAMES[key.tonic_pitch_class] + suffix
+
+
+class Stinger(_Frozen):
+    """A short one-shot phrase mixed on top of the music.
+
+    Attributes:
+        name: unique in the bank.
+        source: a MIDI part (times in beats; it plays at the current cue's tempo).
+        program / percussion: as for layers.
+        quantize: where it lands on the playing cue's grid.
+        key: the key it is written in; when set, it is transposed to the
+            playing cue's key (by at most a tritone).
+        gain_db: -60..+12 dB.
+    """
+
+    name: Name
+    source: MidiSource
+    program: int = Field(0, ge=0, le=127)
+    percussion: bool = False
+    quantize: Quantize = Quantize.NEXT_BEAT
+    key: str | None = None
+    gain_db: float = Field(0.0, ge=-60.0, le=12.0)
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, text: str | None) -> str | None:
+        if text is not None:
+            Key.parse(text)
+        return text
+
+
+class BridgeKind(enum.Enum):
+    """What plays between the outgoing and the incoming cue."""
+
+    NONE = "none"
+    SEGMENT = "segment"  # an authored segment from the bank's [[segments]]
+    GENERATED = "generated"  # N bars made by a part generator
+
+
+class Bridge(_Frozen):
+    """The bridge of a transition: none, an authored segment, or N generated bars."""
+
+    kind: BridgeKind = BridgeKind.NONE
+    segment: str | None = None
+    bars: int = Field(2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _segment_named(self) -> "Bridge":
+        if self.kind is BridgeKind.SEGMENT and not self.segment:
+            raise ValueError("a bridge of kind 'segment' needs segment = '<segment name>'")
+        return self
+
+
+class TransitionRule(_Frozen):
+    """How to move from one cue to another (Wwise's transition matrix,
+    Godot's AudioStreamInteractive transition table).
+
+    Attributes:
+        from_cue / to_cue: cue names or ``"*"`` (written ``from`` and ``to``).
+        exit: when to leave the playing cue.
+        fade_beats: crossfade length in beats of the outgoing cue (0..32);
+            0 is a cut, softened by a 5 ms declick fade.
+        bridge: what plays in between.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    from_cue: str = Field(WILDCARD, alias="from")
+    to_cue: str = Field(WILDCARD, alias="to")
+    exit: Quantize = Quantize.NEXT_BAR
+    fade_beats: float = Field(1.0, ge=0.0, le=32.0)
+    bridge: Bridge = Bridge()
+
+
+class CueBank(_Frozen):
+    """Everything that can play. See the module docstring.
+
+    Attributes:
+        name: the bank's name.
+        folder: the folder that relative file paths are resolved against (set
+            by the loader, not written in the file).
+    """
+
+    name: str = "bank"
+    folder: Path = Path(".")
+    cues: list[Cue] = Field(min_length=1)
+    segments: list[Cue] = Field(default_factory=list)
+    stingers: list[Stinger] = Field(default_factory=list)
+    transitions: list[TransitionRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "CueBank":
+        problems: list[str] = []
+        for label, items in (("cue", self.cues + self.segments), ("stinger", self.stingers)):
+            names = [item.name for item in items]
+            for name in sorted({n for n in names if names.count(n) > 1}):
+                problems.append(f"{label} name {name!r} is used more than once")
+        cue_names = {cue.name for cue in self.cues}
+        segment_names = {segment.name for segment in self.segments}
+        for index, rule in enumerate(self.transitions):
+            for end, name in (("from", rule.from_cue), ("to", rule.to_cue)):
+                if name != WILDCARD and name not in cue_names:
+                    problems.append(
+                        f"transitions[{index}].{end}: unknown cue {name!r} "
+                        f"(allowed: '*' or one of {', '.join(sorted(cue_names))})"
+                    )
+            if rule.bridge.kind is BridgeKind.SEGMENT and rule.bridge.segment not in segment_names:
+                allowed = ", ".join(sorted(segment_names)) or "none defined"
+                problems.append(
+                    f"transitions[{index}].bridge.segment: unknown segment {rule.bridge.segment!r} "
+                    f"(allowed: {allowed})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def cue(self, name: str) -> Cue:
+        """The cue (or segment) called ``name``.
+
+        Raises:
+            KeyError: with the allowed names.
+        """
+        for cue in self.cues + self.segments:
+            if cue.name == name:
+                return cue
+        raise KeyError(f"unknown cue {name!r} (allowed: {', '.join(c.name for c in self.cues)})")
+
+    def stinger(self, name: str) -> Stinger:
+        """The stinger called ``name``.
+
+        Raises:
+            KeyError: with the allowed names.
+        """
+        for stinger in self.stingers:
+            if stinger.name == name:
+                return stinger
+        allowed = ", ".join(s.name for s in self.stingers) or "none defined"
+        raise KeyError(f"unknown stinger {name!r} (allowed: {allowed})")
+
+    def path(self, relative: str) -> Path:
+        """A bank-relative file path resolved against :attr:`folder`."""
+        return (self.folder / relative).resolve()
+
+
+def load_bank(path: Path | str) -> CueBank:
+    """Read and validate a cue bank TOML file.
+
+    Args:
+        path: the bank file; relative paths inside it resolve against its folder.
+
+    Returns:
+        The validated, frozen :class:`CueBank`.
+
+    Raises:
+        ConfigError: the file is missing, not TOML (with the line), or invalid
+            (every problem, each with its entry and what is allowed).
+    """
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from adaptive.errors import ConfigError, describe_validation_error
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the cue bank ({error.strerror or error})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    data["folder"] = path.resolve().parent
+    try:
+        return CueBank.model_validate(data)
+    except ValidationError as error:
+        raise describe_validation_error(error, path, "cue bank") from None

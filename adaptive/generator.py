@@ -1,0 +1,108 @@
+"""Generated parts: the interface a part generator fills, and the simple
+rule-based generator that stands behind it until the model generator
+(``models/``) is wired in.
+
+A generator is asked for one bar at a time, ahead of the music, with the bar's
+musical context (key, chord, meter, tempo) and the emotion to express. Its
+answer is a :class:`~adaptive.part.Part` whose beats count from the bar's
+downbeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from adaptive.harmony import Chord, Key
+from adaptive.part import Part
+
+
+@dataclass(frozen=True)
+class BarRequest:
+    """What a generator is asked to write.
+
+    Attributes:
+        bar_index: the bar's index since its cue started (0-based).
+        key: the cue's key.
+        chord: the chord of this bar.
+        beats_per_bar: meter numerator.
+        bpm: tempo in beats per minute.
+        valence, arousal: the emotion to express, each in [-1, 1].
+        role: ``"melody"``, ``"arpeggio"`` or ``"bass"``.
+        seed: the session seed; generators derive their randomness from it and
+            the bar index only, so a render is repeatable.
+    """
+
+    bar_index: int
+    key: Key
+    chord: Chord
+    beats_per_bar: int
+    bpm: float
+    valence: float
+    arousal: float
+    role: str
+    seed: int
+
+
+class PartGenerator(Protocol):
+    """Makes one bar of a part at a time."""
+
+    name: str
+
+    def generate_bar(self, request: BarRequest) -> Part:
+        """Notes of the requested bar, beats from its downbeat, all starting
+        inside the bar."""
+        ...
+
+
+class RuleBasedGenerator:
+    """A rule-based arpeggiator, not a learned model: it plays the bar's chord
+    tones in a rising-and-falling pattern.
+
+    The emotion shapes it along the directions reported by Gabrielsson &
+    Lindström (2010) and Eerola, Friberg & Bresin (2013): arousal raises note
+    density (1, 2, 3 or 4 notes per beat) and velocity (45..110); valence
+    raises the register (about an octave across the range). Key and mode come
+    from the cue's chords, which keeps every note in harmony.
+    """
+
+    name = "rule_based"
+
+    def generate_bar(self, request: BarRequest) -> Part:
+        """See :class:`PartGenerator`. Deterministic for a given request."""
+        role_number = ("melody", "arpeggio", "bass").index(request.role)
+        rng = np.random.default_rng([request.seed & 0xFFFFFFFF, request.bar_index, role_number])
+        arousal01 = (request.arousal + 1.0) / 2.0
+        valence01 = (request.valence + 1.0) / 2.0
+        notes_per_beat = 1 + int(round(arousal01 * 3))
+        velocity = int(45 + 65 * arousal01)
+        chord_pcs = request.chord.pitch_classes()
+        if request.role == "bass":
+            base = 36 + chord_pcs[0]
+            notes = []
+            for beat in range(request.beats_per_bar):
+                pitch = base if beat % 2 == 0 else base + 7
+                notes.append((float(beat), 0.9, int(pitch), velocity))
+            return Part.from_notes(notes)
+        low = 57 + int(round(valence01 * 12)) if request.role == "arpeggio" else 64 + int(round(valence01 * 10))
+        pitches = sorted(
+            p for p in range(low, low + 19) if p % 12 in chord_pcs
+        )
+        cycle = pitches + pitches[-2:0:-1]  # up then down, no repeated turning points
+        step = 1.0 / notes_per_beat
+        count = request.beats_per_bar * notes_per_beat
+        offset = int(rng.integers(0, len(cycle)))
+        notes = []
+        for i in range(count):
+            if request.role == "melody" and rng.random() < 0.35:
+                continue  # melodies breathe: leave some steps as rests
+            pitch = cycle[(offset + i) % len(cycle)]
+            accent = 10 if (i % notes_per_beat) == 0 else 0
+            notes.append((i * step, step * 0.95, int(pitch), min(127, velocity + accent)))
+        return Part.from_notes(notes)
+
+
+GENERATORS: dict[str, type] = {"rule_based": RuleBasedGenerator}
+"""Part generators by the name a cue bank uses (``source.generator``)."""

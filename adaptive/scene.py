@@ -1,0 +1,129 @@
+"""Scene state: what the game tells the music, and the first, simple mapping
+from scene state to a cue and layer gains.
+
+Inputs are stamped with the session frame at which they take effect. The
+designer-facing mapping file (its own module) refines :class:`SimpleMapping`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from adaptive.cue import Cue, CueBank
+from adaptive.emotion import EmotionPoint, named_emotion
+
+
+@dataclass(frozen=True)
+class SceneUpdate:
+    """A change to the scene state; fields left ``None`` keep their value.
+
+    Attributes:
+        emotion: a named emotion (see :data:`adaptive.emotion.NAMED_EMOTIONS`).
+        valence, arousal: an explicit point, each in [-1, 1] (both or neither;
+            overrides ``emotion``).
+        intensity: 0..1.
+        location: any string; cues list the locations they may play in.
+        cue: force this cue, bypassing the mapping (``None``: let the mapping choose).
+    """
+
+    emotion: str | None = None
+    valence: float | None = None
+    arousal: float | None = None
+    intensity: float | None = None
+    location: str | None = None
+    cue: str | None = None
+
+
+@dataclass(frozen=True)
+class StingerTrigger:
+    """Play the named stinger at its quantized boundary."""
+
+    name: str
+
+
+SessionInput = SceneUpdate | StingerTrigger
+
+
+@dataclass
+class SceneState:
+    """The scene as the music currently believes it to be."""
+
+    emotion: EmotionPoint = EmotionPoint(0.0, 0.0)
+    emotion_name: str | None = None
+    intensity: float = 0.5
+    location: str = ""
+    forced_cue: str | None = None
+
+    def apply(self, update: SceneUpdate) -> None:
+        """Merge ``update`` (already validated) into the state."""
+        if update.valence is not None and update.arousal is not None:
+            self.emotion = EmotionPoint(update.valence, update.arousal)
+            self.emotion_name = None
+        elif update.emotion is not None:
+            self.emotion = named_emotion(update.emotion)
+            self.emotion_name = update.emotion
+        if update.intensity is not None:
+            self.intensity = update.intensity
+        if update.location is not None:
+            self.location = update.location
+        if update.cue is not None:
+            self.forced_cue = update.cue or None
+
+
+def validate_update(update: SceneUpdate, bank: CueBank) -> None:
+    """Check every field of ``update`` against what is allowed.
+
+    Raises:
+        ValueError: naming the field, the value and the allowed range or names.
+    """
+    for name in ("valence", "arousal", "intensity"):
+        value = getattr(update, name)
+        if value is None:
+            continue
+        low = 0.0 if name == "intensity" else -1.0
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not low <= value <= 1.0:
+            raise ValueError(f"{name} {value!r} is out of range (allowed: a number from {low:g} to 1)")
+    if (update.valence is None) != (update.arousal is None):
+        raise ValueError("valence and arousal must be given together (or use a named emotion)")
+    if update.emotion is not None:
+        named_emotion(update.emotion)  # raises KeyError with the allowed names
+    if update.cue:
+        bank.cue(update.cue)
+
+
+class SimpleMapping:
+    """Scene state → cue and layer gains, the simplest useful way.
+
+    * Cue: the cue (among those allowed at the location) whose valence/arousal
+      point is nearest the scene's emotion; the playing cue is kept unless
+      another is nearer by more than ``hysteresis`` (distance on the plane),
+      so an emotion hovering between two cues does not make the music thrash.
+    * Layer gains: each layer's gain curve at the scene's intensity.
+
+    Args:
+        bank: the cue bank.
+        hysteresis: extra closeness (0..2) another cue needs to take over.
+    """
+
+    def __init__(self, bank: CueBank, hysteresis: float = 0.15) -> None:
+        self.bank = bank
+        self.hysteresis = hysteresis
+
+    def candidates(self, location: str) -> list[Cue]:
+        """Cues allowed at ``location`` (all cues if none names it)."""
+        here = [cue for cue in self.bank.cues if not cue.locations or location in cue.locations]
+        return here or list(self.bank.cues)
+
+    def choose_cue(self, state: SceneState, playing: str | None) -> str:
+        """Name of the cue that should play for ``state`` given the ``playing`` one."""
+        if state.forced_cue:
+            return state.forced_cue
+        options = self.candidates(state.location)
+        def distance(cue: Cue) -> float:
+            return state.emotion.distance_to(EmotionPoint(cue.valence, cue.arousal))
+        nearest = min(options, key=lambda cue: (distance(cue), cue.name))
+        current = next((cue for cue in options if cue.name == playing), None)
+        if current is not None and distance(current) <= distance(nearest) + self.hysteresis:
+            return current.name
+        return nearest.name

@@ -1,0 +1,170 @@
+"""FluidSynth, through pyfluidsynth: SoundFont discovery and a synthesizer that
+renders float32 stereo into caller-owned buffers.
+
+Rendering uses ``fluid_synth_write_float`` (FluidSynth's public C API, called
+through the library handle pyfluidsynth already loaded) so that no array is
+allocated per block and no 16-bit quantization or dither enters the mix.
+
+FluidSynth renders in internal blocks of 64 frames (``FLUID_BUFSIZE``) and
+applies a MIDI event at the start of the next internal block it computes, so a
+note-on lands up to 63 frames (1.3 ms at 48 kHz) after the frame it was sent
+for. This is deterministic: it depends only on how many frames the synth has
+rendered, never on how the render was split into calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
+from adaptive.errors import AssetError
+
+SOUNDFONT_ENV = "ADAPTIVE_SOUNDFONT"
+"""Environment variable naming the General MIDI SoundFont to use."""
+
+SOUNDFONT_CANDIDATES = (
+    Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),  # Debian timgm6mb-soundfont
+    Path("/usr/share/sounds/sf2/default-GM.sf2"),
+    Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),  # Debian fluid-soundfont-gm
+    Path("/usr/share/soundfonts/default.sf2"),
+)
+"""Where a General MIDI SoundFont is looked for, in order, when none is named."""
+
+PERCUSSION_CHANNEL = 9
+"""General MIDI percussion is MIDI channel 10 (index 9), SoundFont bank 128."""
+
+SYNTH_GAIN = 0.2
+"""FluidSynth's master gain (``synth.gain``), its default: leaves headroom for
+many voices; the mixer's layer and master gains act on top of it."""
+
+
+def find_soundfont(explicit: Path | str | None = None) -> Path:
+    """The SoundFont to use: ``explicit``, else ``$ADAPTIVE_SOUNDFONT``, else the
+    first of :data:`SOUNDFONT_CANDIDATES` that exists.
+
+    Raises:
+        AssetError: the named file is missing or not a SoundFont 2 file, or none
+            was found (saying what to install).
+    """
+    named = explicit or os.environ.get(SOUNDFONT_ENV)
+    if named:
+        path = Path(named)
+        check_soundfont(path)
+        return path
+    for candidate in SOUNDFONT_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    raise AssetError(
+        "no General MIDI SoundFont found (looked for "
+        + ", ".join(str(c) for c in SOUNDFONT_CANDIDATES)
+        + "); install one with 'sudo apt-get install timgm6mb-soundfont' or name a .sf2 file "
+        f"with --soundfont or ${SOUNDFONT_ENV}"
+    )
+
+
+def check_soundfont(path: Path) -> None:
+    """Check that ``path`` is a readable SoundFont 2 file (a RIFF ``sfbk`` chunk).
+
+    Raises:
+        AssetError: missing, unreadable, or not a SoundFont 2 file.
+    """
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+    except FileNotFoundError:
+        raise AssetError(f"{path}: SoundFont not found") from None
+    except OSError as error:
+        raise AssetError(f"{path}: cannot read SoundFont ({error.strerror or error})") from None
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"sfbk":
+        raise AssetError(f"{path}: not a SoundFont 2 file (expected a RIFF 'sfbk' header; allowed: .sf2 files)")
+
+
+def _load_fluidsynth():
+    try:
+        import fluidsynth
+    except (ImportError, OSError) as error:
+        raise AssetError(
+            f"cannot load FluidSynth ({error}); install it with 'sudo apt-get install libfluidsynth3'"
+        ) from None
+    library = fluidsynth._fl
+    write_float = library.fluid_synth_write_float
+    write_float.argtypes = [
+        ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+    ]
+    write_float.restype = ctypes.c_int
+    # Silence FluidSynth's own logging: errors reach the user as AssetError.
+    set_log = library.fluid_set_log_function
+    set_log.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    for level in range(5):  # FLUID_PANIC .. FLUID_DBG
+        set_log(level, None, None)
+    return fluidsynth, write_float
+
+
+class Synth:
+    """One FluidSynth instance playing one part on one MIDI channel.
+
+    Reverb and chorus are off: effect sends cannot follow the mixer's per-layer
+    gains, and the command-line comparison in ``bench/`` uses the same settings.
+
+    Args:
+        soundfont: a SoundFont 2 file (checked).
+        sample_rate_hz: output rate.
+        program: General MIDI program 0..127 (or percussion kit with ``percussion``).
+        percussion: play on the percussion channel (bank 128).
+
+    Raises:
+        AssetError: FluidSynth missing, or the SoundFont cannot be loaded.
+    """
+
+    def __init__(self, soundfont: Path, sample_rate_hz: int, program: int = 0, percussion: bool = False) -> None:
+        fluidsynth, self._write_float = _load_fluidsynth()
+        check_soundfont(Path(soundfont))
+        self._synth = fluidsynth.Synth(
+            gain=SYNTH_GAIN,
+            samplerate=float(sample_rate_hz),
+            channels=16,
+            **{"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.cpu-cores": 1},
+        )
+        soundfont_id = self._synth.sfload(str(soundfont))
+        if soundfont_id < 0:
+            self._synth.delete()
+            raise AssetError(f"{soundfont}: FluidSynth could not load this SoundFont (corrupt or truncated?)")
+        self.channel = PERCUSSION_CHANNEL if percussion else 0
+        self._synth.program_select(self.channel, soundfont_id, 128 if percussion else 0, program)
+        self._handle = self._synth.synth
+
+    def note_on(self, pitch: int, velocity: int) -> None:
+        """Start ``pitch`` (0..127) at ``velocity`` (1..127)."""
+        self._synth.noteon(self.channel, int(pitch), int(velocity))
+
+    def note_off(self, pitch: int) -> None:
+        """Release ``pitch``."""
+        self._synth.noteoff(self.channel, int(pitch))
+
+    def silence(self) -> None:
+        """Stop every voice at once and flush FluidSynth's internal block, so
+        the next render starts from silence (no leftover of earlier sound)."""
+        self._synth.all_sounds_off(self.channel)
+        scratch = np.zeros((128, 2), np.float32)
+        self.render_into(scratch)
+
+    def active_voice_count(self) -> int:
+        """Voices sounding now (including releasing ones)."""
+        return int(self._synth.get_active_voice_count())
+
+    def render_into(self, out: np.ndarray) -> None:
+        """Overwrite ``out`` (shape ``(n_frames, 2)``, float32, C-contiguous) with
+        the next ``n_frames`` of audio."""
+        pointer = out.ctypes.data
+        self._write_float(self._handle, out.shape[0], pointer, 0, 2, pointer, 1, 2)
+
+    def close(self) -> None:
+        """Free the FluidSynth instance."""
+        if self._synth is not None:
+            self._synth.delete()
+            self._synth = None

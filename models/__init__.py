@@ -1,0 +1,1 @@
+"""The emotion-conditioned music generator, a PyTorch model."""
