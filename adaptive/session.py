@@ -176,7 +176,7 @@ class Session:
         sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
         seed: int = 0,
         max_block_frames: int = 4096,
-        master_gain_db: float = -3.0,
+        master_gain_db: float = 0.0,
         record_midi: bool = True,
         progress: Callable[[str], None] | None = None,
     ) -> None:

@@ -121,18 +121,20 @@ def rendered_stem_path(
     tail_seconds: float, soundfont: Path, sample_rate_hz: int, file_name: str,
 ) -> Path:
     """Cache path of a stem rendered with these settings: a hash of the MIDI
-    file's bytes, the SoundFont's identity (path, size, mtime) and every
-    setting, so a change to any of them renders anew."""
+    file's bytes, the SoundFont's identity (path, size, mtime), the synth gain
+    and every setting, so a change to any of them renders anew."""
     try:
         midi_bytes = midi_path.read_bytes()
         stat = soundfont.stat()
     except OSError as error:
         raise AssetError(f"{error.filename}: {error.strerror}") from None
+    from adaptive.synth import SYNTH_GAIN
+
     digest = hashlib.sha256()
     digest.update(midi_bytes)
     digest.update(
         repr((track, program, percussion, bpm, length_beats, tail_seconds, str(soundfont.resolve()),
-              stat.st_size, stat.st_mtime_ns, sample_rate_hz)).encode()
+              stat.st_size, stat.st_mtime_ns, sample_rate_hz, SYNTH_GAIN)).encode()
     )
     return cache_dir() / "stems" / digest.hexdigest()[:16] / Path(file_name).name
 
