@@ -150,6 +150,14 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> int | None:
     return int(differing[0]) if differing.size else None
 
 
+def fade_silent_frames(fade_frames: int) -> int:
+    """Frames at the start of an equal-power fade-out whose float32 gain still
+    rounds to exactly 1.0 (cos(pi t / 2L) > 1 - 2**-25 for t < ~1.6e-4 L), plus
+    one: a render that changes on frame b differs from one that does not from
+    at most this many frames after b."""
+    return int(np.ceil(fade_frames * 1.6e-4)) + 1
+
+
 def render_frames(session, n_frames: int, block_frames: int = 4096) -> np.ndarray:
     """Render ``n_frames`` from ``session`` into one array."""
     out = np.empty((n_frames, 2), np.float32)

@@ -10,7 +10,7 @@ import pytest
 
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
-from tests.adaptive.conftest import SAMPLE_RATE_HZ, first_difference, render_frames
+from tests.adaptive.conftest import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
 
 CALM = SceneUpdate(emotion="calm", intensity=0.3)  # nearest cue: "low"
 AFRAID = SceneUpdate(emotion="afraid")  # nearest cue: "high"
@@ -79,7 +79,7 @@ def test_cue_change_lands_on_its_quantized_frame(tone_bank, soundfont, exit, req
     # everything up to that frame is identical to the unchanged render; the
     # first float32 gain step below 1 comes a few frames later.
     difference = first_difference(with_change, without_change)
-    assert difference is not None and boundary_frame < difference <= boundary_frame + 8
+    assert difference is not None and boundary_frame < difference <= boundary_frame + fade_silent_frames(24_000)
     cue_changes = [e for e in changed.drain_events() if e.kind == "cue_change" and e.data["cue"] == "high"]
     assert [e.frame for e in cue_changes] == [boundary_frame]
     # After the one-beat crossfade (0.5 s at 120 bpm) only the new cue's 660 Hz tone sounds.
