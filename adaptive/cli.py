@@ -12,6 +12,7 @@ User mistakes (bad files, unknown names, values out of range) print one clear
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -66,6 +67,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse, before any work, an output path that cannot be written.
+
+    Raises:
+        AdaptiveError: the path is a folder, or its folder is missing or read-only.
+    """
+    import os
+
+    if path.is_dir():
+        raise AdaptiveError(f"{path}: is a folder; give a file name for the output")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise AdaptiveError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise AdaptiveError(f"{path}: not writable (permission denied)")
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """Turn a failure to write ``path`` into one clear :class:`AdaptiveError`."""
+    import soundfile
+
+    try:
+        yield
+    except (OSError, soundfile.LibsndfileError) as error:
+        raise AdaptiveError(f"{path}: cannot write ({getattr(error, 'strerror', None) or error})") from None
+
+
 def _render(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -78,22 +107,25 @@ def _render(args: argparse.Namespace) -> int:
     bank = load_bank(args.bank)
     timeline = load_timeline(args.timeline, bank)
     for path in (args.output, args.midi, args.events):
-        if path is not None and not path.parent.exists():
-            raise AdaptiveError(f"{path}: the folder {path.parent} does not exist")
+        if path is not None:
+            _check_writable(path)
     total = seconds_to_frames(timeline.duration_seconds, args.sample_rate)
     with tqdm(total=total, unit="frame", unit_scale=True, disable=args.no_progress or None,
               desc="rendering", file=sys.stderr, leave=False) as bar:
         result = render_timeline(bank, timeline, soundfont=args.soundfont, sample_rate_hz=args.sample_rate,
                                  seed=args.seed, on_block=bar.update,
                                  progress=lambda message: print(f"adaptive: {message}", file=sys.stderr))
-    write_wav(args.output, result.audio, args.sample_rate, args.subtype)
+    with _writing(args.output):
+        write_wav(args.output, result.audio, args.sample_rate, args.subtype)
     print(f"wrote {args.output} ({timeline.duration_seconds:g} s at {args.sample_rate} Hz)")
     if args.midi:
         session = result.session
-        write_midi(args.midi, session.midi_events, session.parts, session.tempo_changes, args.sample_rate)
+        with _writing(args.midi):
+            write_midi(args.midi, session.midi_events, session.parts, session.tempo_changes, args.sample_rate)
         print(f"wrote {args.midi} ({len(session.midi_events)} note events)")
     if args.events:
-        args.events.write_text(events_json(result.events, args.sample_rate) + "\n", encoding="utf-8")
+        with _writing(args.events):
+            args.events.write_text(events_json(result.events, args.sample_rate) + "\n", encoding="utf-8")
         counts: dict[str, int] = {}
         for event in result.events:
             counts[event.kind] = counts.get(event.kind, 0) + 1

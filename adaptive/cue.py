@@ -57,7 +57,7 @@ class RenderedFrom(_Frozen):
     track: str
     program: int = Field(0, ge=0, le=127)
     percussion: bool = False
-    tail_seconds: float = Field(2.0, ge=0.0, le=30.0)
+    tail_seconds: float = Field(2.0, ge=0.0, le=30.0, allow_inf_nan=False)
 
 
 class StemSource(_Frozen):
@@ -87,6 +87,15 @@ class GeneratedSource(_Frozen):
     generator: str = "rule_based"
     role: Literal["melody", "arpeggio", "bass"] = "arpeggio"
 
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, name: str) -> str:
+        from adaptive.generator import GENERATORS
+
+        if name not in GENERATORS:
+            raise ValueError(f"unknown generator {name!r} (allowed: {', '.join(sorted(GENERATORS))})")
+        return name
+
 
 LayerSource = Annotated[Union[MidiSource, StemSource, GeneratedSource], Field(discriminator="kind")]
 
@@ -110,7 +119,7 @@ class Layer(_Frozen):
     program: int = Field(0, ge=0, le=127)
     percussion: bool = False
     gain_curve: list[tuple[float, float]] = Field(default_factory=lambda: [(0.0, 0.0), (1.0, 0.0)])
-    fade_beats: float = Field(1.0, ge=0.0, le=64.0)
+    fade_beats: float = Field(1.0, ge=0.0, le=64.0, allow_inf_nan=False)
 
     @field_validator("gain_curve")
     @classmethod
@@ -169,16 +178,16 @@ class Cue(_Frozen):
     """
 
     name: Name
-    bpm: float = Field(ge=20.0, le=300.0)
+    bpm: float = Field(ge=20.0, le=300.0, allow_inf_nan=False)
     meter: Annotated[Meter, Field()] = Meter(beats_per_bar=4)
     key: str = "C major"
     chords: list[str] = Field(default_factory=list)
     loop_bars: int = Field(8, ge=1, le=256)
     phrase_bars: int = Field(4, ge=1, le=256)
-    valence: float = Field(0.0, ge=-1.0, le=1.0)
-    arousal: float = Field(0.0, ge=-1.0, le=1.0)
+    valence: float = Field(0.0, ge=-1.0, le=1.0, allow_inf_nan=False)
+    arousal: float = Field(0.0, ge=-1.0, le=1.0, allow_inf_nan=False)
     locations: list[str] = Field(default_factory=list)
-    gain_db: float = Field(0.0, ge=-60.0, le=12.0)
+    gain_db: float = Field(0.0, ge=-60.0, le=12.0, allow_inf_nan=False)
     layers: list[Layer] = Field(min_length=1, max_length=16)
 
     @field_validator("meter", mode="before")
@@ -247,7 +256,7 @@ class Stinger(_Frozen):
     percussion: bool = False
     quantize: Quantize = Quantize.NEXT_BEAT
     key: str | None = None
-    gain_db: float = Field(0.0, ge=-60.0, le=12.0)
+    gain_db: float = Field(0.0, ge=-60.0, le=12.0, allow_inf_nan=False)
 
     @field_validator("key")
     @classmethod
@@ -296,7 +305,7 @@ class TransitionRule(_Frozen):
     from_cue: str = Field(WILDCARD, alias="from")
     to_cue: str = Field(WILDCARD, alias="to")
     exit: Quantize = Quantize.NEXT_BAR
-    fade_beats: float = Field(1.0, ge=0.0, le=32.0)
+    fade_beats: float = Field(1.0, ge=0.0, le=32.0, allow_inf_nan=False)
     bridge: Bridge = Bridge()
 
 
@@ -318,26 +327,7 @@ class CueBank(_Frozen):
 
     @model_validator(mode="after")
     def _check_references(self) -> "CueBank":
-        problems: list[str] = []
-        for label, items in (("cue", self.cues + self.segments), ("stinger", self.stingers)):
-            names = [item.name for item in items]
-            for name in sorted({n for n in names if names.count(n) > 1}):
-                problems.append(f"{label} name {name!r} is used more than once")
-        cue_names = {cue.name for cue in self.cues}
-        segment_names = {segment.name for segment in self.segments}
-        for index, rule in enumerate(self.transitions):
-            for end, name in (("from", rule.from_cue), ("to", rule.to_cue)):
-                if name != WILDCARD and name not in cue_names:
-                    problems.append(
-                        f"transitions[{index}].{end}: unknown cue {name!r} "
-                        f"(allowed: '*' or one of {', '.join(sorted(cue_names))})"
-                    )
-            if rule.bridge.kind is BridgeKind.SEGMENT and rule.bridge.segment not in segment_names:
-                allowed = ", ".join(sorted(segment_names)) or "none defined"
-                problems.append(
-                    f"transitions[{index}].bridge.segment: unknown segment {rule.bridge.segment!r} "
-                    f"(allowed: {allowed})"
-                )
+        problems = reference_problems(self.model_dump(by_alias=True, mode="json"))
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -349,6 +339,17 @@ class CueBank(_Frozen):
             KeyError: with the allowed names.
         """
         for cue in self.cues + self.segments:
+            if cue.name == name:
+                return cue
+        raise KeyError(f"unknown cue {name!r} (allowed: {', '.join(c.name for c in self.cues)})")
+
+    def playable_cue(self, name: str) -> Cue:
+        """The cue called ``name``; segments only play inside transitions.
+
+        Raises:
+            KeyError: an unknown name or a segment, with the allowed cue names.
+        """
+        for cue in self.cues:
             if cue.name == name:
                 return cue
         raise KeyError(f"unknown cue {name!r} (allowed: {', '.join(c.name for c in self.cues)})")
@@ -370,6 +371,45 @@ class CueBank(_Frozen):
         return (self.folder / relative).resolve()
 
 
+def _names(items: object) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    return [item["name"] for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
+
+
+def reference_problems(data: dict) -> list[str]:
+    """Problems with names in a (possibly invalid) bank's raw data: repeated
+    cue, segment or stinger names, transitions naming unknown cues, bridges
+    naming unknown segments. Works on raw dicts so that it can report these
+    together with field errors."""
+    problems: list[str] = []
+    cue_names = _names(data.get("cues"))
+    segment_names = _names(data.get("segments"))
+    for label, names in (("cue", cue_names + segment_names), ("stinger", _names(data.get("stingers")))):
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"{label} name {name!r} is used more than once (names must be unique)")
+    transitions = data.get("transitions")
+    for index, rule in enumerate(transitions if isinstance(transitions, list) else []):
+        if not isinstance(rule, dict):
+            continue
+        for end in ("from", "to"):
+            name = rule.get(end, WILDCARD)
+            if isinstance(name, str) and name != WILDCARD and name not in cue_names:
+                problems.append(
+                    f"transitions[{index}].{end}: unknown cue {name!r} "
+                    f"(allowed: '*' or one of {', '.join(sorted(cue_names))})"
+                )
+        bridge = rule.get("bridge")
+        if isinstance(bridge, dict) and bridge.get("kind") == "segment":
+            segment = bridge.get("segment")
+            if isinstance(segment, str) and segment not in segment_names:
+                allowed = ", ".join(sorted(segment_names)) or "none defined"
+                problems.append(
+                    f"transitions[{index}].bridge.segment: unknown segment {segment!r} (allowed: {allowed})"
+                )
+    return problems
+
+
 def load_bank(path: Path | str) -> CueBank:
     """Read and validate a cue bank TOML file.
 
@@ -387,13 +427,15 @@ def load_bank(path: Path | str) -> CueBank:
 
     from pydantic import ValidationError
 
-    from adaptive.errors import ConfigError, describe_validation_error
+    from adaptive.errors import ConfigError, format_problems, problem_lines
 
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the cue bank ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.start}); a cue bank is TOML in UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -402,4 +444,5 @@ def load_bank(path: Path | str) -> CueBank:
     try:
         return CueBank.model_validate(data)
     except ValidationError as error:
-        raise describe_validation_error(error, path, "cue bank") from None
+        lines = problem_lines(error, CueBank, skip_top_level=True) + reference_problems(data)
+        raise ConfigError(format_problems(path, "cue bank", lines)) from None

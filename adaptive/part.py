@@ -82,8 +82,15 @@ def read_midi_tracks(path: Path) -> dict[str, Part]:
         midi = mido.MidiFile(str(path))
     except FileNotFoundError:
         raise AssetError(f"{path}: MIDI file not found") from None
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as error:
-        raise AssetError(f"{path}: not a valid Standard MIDI File ({error})") from None
+    except EOFError:
+        raise AssetError(f"{path}: not a valid Standard MIDI File (the file ends early: truncated?)") from None
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        raise AssetError(f"{path}: not a valid Standard MIDI File ({error or type(error).__name__})") from None
+    if midi.ticks_per_beat <= 0:
+        raise AssetError(
+            f"{path}: time division {midi.ticks_per_beat} is not supported "
+            "(allowed: ticks per quarter note, 1..32767; SMPTE time code divisions are not)"
+        )
     if midi.type == 2:
         raise AssetError(f"{path}: MIDI file type 2 is not supported (allowed: type 0 or 1)")
     ticks_per_beat = midi.ticks_per_beat

@@ -86,10 +86,14 @@ def validate_update(update: SceneUpdate, bank: CueBank) -> None:
             raise ValueError(f"{name} {value!r} is out of range (allowed: a number from {low:g} to 1)")
     if (update.valence is None) != (update.arousal is None):
         raise ValueError("valence and arousal must be given together (or use a named emotion)")
+    for name in ("emotion", "location", "cue"):
+        value = getattr(update, name)
+        if value is not None and (not isinstance(value, str) or len(value) > 64):
+            raise ValueError(f"{name} {value!r} is not allowed (allowed: a name of at most 64 characters)")
     if update.emotion is not None:
         named_emotion(update.emotion)  # raises KeyError with the allowed names
     if update.cue:
-        bank.cue(update.cue)
+        bank.playable_cue(update.cue)
 
 
 class SimpleMapping:

@@ -32,7 +32,7 @@ import numpy as np
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, Quantize, TempoGrid, beats_to_frames, seconds_to_frames
 from adaptive.cue import BridgeKind, Cue, CueBank, GeneratedSource, Layer, MidiSource, StemSource, TransitionRule
 from adaptive.emotion import EmotionPoint
-from adaptive.errors import AdaptiveError
+from adaptive.errors import AdaptiveError, AssetError
 from adaptive.gain import GainRamp, db_to_amplitude
 from adaptive.generator import GENERATORS, BarRequest, PartGenerator, RuleBasedGenerator
 from adaptive.harmony import Chord, ChordQuality, Key
@@ -219,7 +219,10 @@ class Session:
         self._stinger_amplitude: dict[str, float] = {}
         self._active_stingers: list[str] = []
         for stinger in bank.stingers:
-            part = self._library.track(bank.path(stinger.source.file), stinger.source.track)
+            try:
+                part = self._library.track(bank.path(stinger.source.file), stinger.source.track)
+            except AssetError as error:
+                raise AssetError(f"stinger {stinger.name!r}: {error}") from None
             synth = Synth(self.soundfont, sample_rate_hz, stinger.program, stinger.percussion)
             voice = MidiVoice(part, synth, None, self._midi_sink(f"stinger/{stinger.name}", stinger.program, stinger.percussion))
             self._stingers[stinger.name] = (voice, part)
@@ -247,8 +250,12 @@ class Session:
     def _build_player(self, cue: Cue, looping: bool) -> _Player:
         loop_beats = float(cue.loop_bars * cue.meter.beats_per_bar) if looping else None
         layers: list[_LayerPlayer] = []
+        role = "cue" if looping else "segment"
         for layer in cue.layers:
-            voice = self._build_voice(cue, layer, loop_beats)
+            try:
+                voice = self._build_voice(cue, layer, loop_beats)
+            except AssetError as error:
+                raise AssetError(f"{role} {cue.name!r} layer {layer.name!r}: {error}") from None
             layers.append(_LayerPlayer(layer.name, voice, layer.curve, layer.fade_beats))
         return _Player(cue.name, cue.bpm, cue.meter.beats_per_bar, layers, cue.gain_db, looping,
                        None if looping else cue.loop_bars)

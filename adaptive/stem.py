@@ -42,6 +42,7 @@ def load_stem(path: Path, sample_rate_hz: int) -> np.ndarray:
 
     if not path.is_file():
         raise AssetError(f"{path}: audio stem not found")
+    _check_audio_header(path)
     try:
         info = soundfile.info(str(path))
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
@@ -62,6 +63,26 @@ def load_stem(path: Path, sample_rate_hz: int) -> np.ndarray:
     if rate != sample_rate_hz:
         data = soxr.resample(data, rate, sample_rate_hz, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(data, dtype=np.float32)
+
+
+_AUDIO_MAGIC = ((b"RIFF", 8, b"WAVE"), (b"RF64", 8, b"WAVE"), (b"fLaC", None, None), (b"OggS", None, None))
+
+
+def _check_audio_header(path: Path) -> None:
+    """Refuse files that are not WAV, FLAC or OGG by their first bytes, before
+    any decoder (which may print to stderr) sees them."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+    except OSError as error:
+        raise AssetError(f"{path}: cannot read audio stem ({error.strerror or error})") from None
+    for magic, offset, form in _AUDIO_MAGIC:
+        if header.startswith(magic) and (offset is None or header[offset : offset + 4] == form):
+            return
+    raise AssetError(
+        f"{path}: not a WAV, FLAC or OGG file (its first bytes are {header[:4]!r}); "
+        f"allowed stem formats: {', '.join(STEM_FORMATS)}"
+    )
 
 
 def cache_dir() -> Path:

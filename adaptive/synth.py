@@ -52,11 +52,16 @@ def find_soundfont(explicit: Path | str | None = None) -> Path:
         AssetError: the named file is missing or not a SoundFont 2 file, or none
             was found (saying what to install).
     """
-    named = explicit or os.environ.get(SOUNDFONT_ENV)
+    if explicit:
+        check_soundfont(Path(explicit))
+        return Path(explicit)
+    named = os.environ.get(SOUNDFONT_ENV)
     if named:
-        path = Path(named)
-        check_soundfont(path)
-        return path
+        try:
+            check_soundfont(Path(named))
+        except AssetError as error:
+            raise AssetError(f"{error} (named by ${SOUNDFONT_ENV})") from None
+        return Path(named)
     for candidate in SOUNDFONT_CANDIDATES:
         if candidate.is_file():
             return candidate
@@ -79,10 +84,18 @@ def check_soundfont(path: Path) -> None:
             header = handle.read(12)
     except FileNotFoundError:
         raise AssetError(f"{path}: SoundFont not found") from None
+    except IsADirectoryError:
+        raise AssetError(f"{path}: is a folder, not a SoundFont (allowed: .sf2 files)") from None
     except OSError as error:
         raise AssetError(f"{path}: cannot read SoundFont ({error.strerror or error})") from None
     if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"sfbk":
         raise AssetError(f"{path}: not a SoundFont 2 file (expected a RIFF 'sfbk' header; allowed: .sf2 files)")
+    declared_bytes = int.from_bytes(header[4:8], "little") + 8
+    actual_bytes = path.stat().st_size
+    if actual_bytes < declared_bytes:
+        raise AssetError(
+            f"{path}: truncated SoundFont ({actual_bytes} bytes; its header says {declared_bytes})"
+        )
 
 
 def _load_fluidsynth():

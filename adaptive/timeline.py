@@ -26,14 +26,31 @@ import json
 import math
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from adaptive.cue import CueBank
-from adaptive.errors import ConfigError, describe_validation_error
+from adaptive.errors import ConfigError, format_problems, problem_lines
 from adaptive.scene import SceneUpdate, StingerTrigger, validate_update
 
 MAX_DURATION_SECONDS = 24 * 3600.0
 """Longest timeline accepted (a day)."""
+
+
+def _number(value: object) -> object:
+    """Accept ints and floats only: TOML ``true`` or a quoted ``"0.5"`` is a mistake."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, not {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number (got {value!r})")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+"""A finite int or float; booleans, strings, NaN and infinities are refused."""
+
+Text = Annotated[str, Field(strict=True, min_length=1, max_length=64)]
 
 
 class TimelineEvent(BaseModel):
@@ -41,21 +58,14 @@ class TimelineEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    time_seconds: float = Field(ge=0.0)
-    emotion: str | None = None
-    valence: float | None = Field(None, ge=-1.0, le=1.0)
-    arousal: float | None = Field(None, ge=-1.0, le=1.0)
-    intensity: float | None = Field(None, ge=0.0, le=1.0)
-    location: str | None = None
-    cue: str | None = None
-    stinger: str | None = None
-
-    @field_validator("time_seconds", "valence", "arousal", "intensity")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
+    time_seconds: Number = Field(ge=0.0)
+    emotion: Text | None = None
+    valence: Number | None = Field(None, ge=-1.0, le=1.0)
+    arousal: Number | None = Field(None, ge=-1.0, le=1.0)
+    intensity: Number | None = Field(None, ge=0.0, le=1.0)
+    location: Annotated[str, Field(strict=True, max_length=64)] | None = None
+    cue: Text | None = None
+    stinger: Text | None = None
 
     @model_validator(mode="after")
     def _says_something(self) -> "TimelineEvent":
@@ -78,18 +88,17 @@ class Timeline(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    duration_seconds: float = Field(gt=0.0, le=MAX_DURATION_SECONDS)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    duration_seconds: Number = Field(gt=0.0, le=MAX_DURATION_SECONDS)
+    seed: int = Field(0, ge=0, le=2**32 - 1, strict=True)
     events: list[TimelineEvent] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _inside(self) -> "Timeline":
-        for index, event in enumerate(self.events):
-            if event.time_seconds >= self.duration_seconds:
-                raise ValueError(
-                    f"events[{index}].time_seconds {event.time_seconds} is not before duration_seconds "
-                    f"{self.duration_seconds}"
-                )
+        late = [f"events[{index}].time_seconds {event.time_seconds:g} is not before duration_seconds "
+                f"{self.duration_seconds:g}" for index, event in enumerate(self.events)
+                if event.time_seconds >= self.duration_seconds]
+        if late:
+            raise ValueError("; ".join(late))
         return self
 
     def inputs(self) -> list[tuple[float, SceneUpdate | StingerTrigger]]:
@@ -131,12 +140,24 @@ def load_timeline(path: Path | str, bank: CueBank) -> Timeline:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a timeline must be a table/object with duration_seconds and events")
-    try:
-        timeline = Timeline.model_validate(data)
-    except ValidationError as error:
-        raise describe_validation_error(error, path, "timeline") from None
-    problems = []
-    for index, event in enumerate(timeline.events):
+    return _validate(path, data, bank)
+
+
+def _validate(path: Path, data: dict, bank: CueBank) -> Timeline:
+    """Validate every event on its own, so that every problem is reported at once."""
+    problems: list[str] = []
+    raw_events = data.get("events", [])
+    if not isinstance(raw_events, list):
+        problems.append("events: must be a list of event tables ([[events]])")
+        raw_events = []
+    events: list[TimelineEvent] = []
+    for index, raw in enumerate(raw_events):
+        try:
+            event = TimelineEvent.model_validate(raw)
+        except ValidationError as error:
+            problems.extend(problem_lines(error, TimelineEvent, ("events", index)))
+            continue
+        events.append(event)
         where = f"events[{index}] (time_seconds = {event.time_seconds:g})"
         update = event.scene_update()
         try:
@@ -145,10 +166,21 @@ def load_timeline(path: Path | str, bank: CueBank) -> Timeline:
             if event.stinger is not None:
                 bank.stinger(event.stinger)
         except KeyError as error:
-            problems.append(f"  {where}: {error.args[0]}")
+            problems.append(f"{where}: {error.args[0]}")
         except ValueError as error:
-            problems.append(f"  {where}: {error}")
+            problems.append(f"{where}: {error}")
+    header = {key: value for key, value in data.items() if key != "events"}
+    try:
+        shell = Timeline.model_validate({**header, "events": []})
+    except ValidationError as error:
+        problems[:0] = problem_lines(error, Timeline)
+        shell = None
+    if shell is not None:
+        for index, raw in enumerate(raw_events):
+            time = raw.get("time_seconds") if isinstance(raw, dict) else None
+            if isinstance(time, (int, float)) and not isinstance(time, bool) and time >= shell.duration_seconds:
+                problems.append(f"events[{index}].time_seconds {time:g} is not before duration_seconds "
+                                f"{shell.duration_seconds:g}")
     if problems:
-        raise ConfigError(f"{path}: invalid timeline ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
-                          + "\n".join(problems))
-    return timeline
+        raise ConfigError(format_problems(path, "timeline", problems))
+    return Timeline.model_validate({**header, "events": events})
