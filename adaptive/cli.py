@@ -121,7 +121,8 @@ def _render(args: argparse.Namespace) -> int:
     if args.midi:
         session = result.session
         with _writing(args.midi):
-            write_midi(args.midi, session.midi_events, session.parts, session.tempo_changes, args.sample_rate)
+            write_midi(args.midi, session.midi_events, session.parts, session.tempo_changes, args.sample_rate,
+                       end_frame=len(result.audio))
         print(f"wrote {args.midi} ({len(session.midi_events)} note events)")
     if args.events:
         with _writing(args.events):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from adaptive.session import MidiNoteEvent, PartInfo
 from adaptive.synth import PERCUSSION_CHANNEL
-from adaptive.voice import NOTE_ON
+from adaptive.voice import NOTE_OFF, NOTE_ON
 
 TICKS_PER_BEAT = 960
 
@@ -55,6 +55,7 @@ def write_midi(
     parts: dict[str, PartInfo],
     tempo_changes: list[tuple[int, float, int]],
     sample_rate_hz: int,
+    end_frame: int | None = None,
 ) -> None:
     """Write the played notes as a type-1 Standard MIDI File.
 
@@ -64,8 +65,25 @@ def write_midi(
         parts: program and percussion flag of every part named in ``events``.
         tempo_changes: ``(frame, bpm, beats_per_bar)`` of each cue change.
         sample_rate_hz: the session rate the frames count at.
+        end_frame: where the recording ends: notes still held then get a
+            note-off there, so no note hangs in the file (default: the last
+            event's frame).
+
+    Raises:
+        OSError: the file cannot be written.
     """
     import mido
+
+    held: dict[tuple[str, int], int] = {}
+    for event in sorted(events, key=lambda e: (e.frame, e.kind)):
+        key = (event.part, event.pitch)
+        held[key] = held.get(key, 0) + (1 if event.kind == NOTE_ON else -1)
+    last_frame = max((e.frame for e in events), default=0)
+    close_frame = max(end_frame if end_frame is not None else last_frame, last_frame)
+    events = list(events) + [
+        MidiNoteEvent(close_frame, part, NOTE_OFF, pitch, 0)
+        for (part, pitch), count in sorted(held.items()) for _ in range(max(count, 0))
+    ]
 
     tempo_map = _TempoMap(tempo_changes, sample_rate_hz)
     conductor: list[tuple[int, mido.MetaMessage]] = []

@@ -227,7 +227,11 @@ class Session:
             voice = MidiVoice(part, synth, None, self._midi_sink(f"stinger/{stinger.name}", stinger.program, stinger.percussion))
             self._stingers[stinger.name] = (voice, part)
             self._stinger_amplitude[stinger.name] = db_to_amplitude(stinger.gain_db)
-        self._bridge_synth: Synth | None = None
+        # Generated bridges get synthesizers made now, not while rendering; two,
+        # so a bridge can start while the previous one still fades out.
+        uses_bridges = any(rule.bridge.kind is BridgeKind.GENERATED for rule in bank.transitions)
+        self._bridge_synths = [Synth(self.soundfont, sample_rate_hz, BRIDGE_PROGRAM, False)
+                               for _ in range(2 if uses_bridges else 0)]
         self._bridges: list[_Player] = []  # generated bridges still sounding
 
         self._current: _Player | None = None  # the cue playing, or the one a transition is heading to
@@ -392,7 +396,7 @@ class Session:
             if player.generation == generation and player.active:
                 player.active = False
                 for layer in player.layers:
-                    layer.voice.stop()
+                    layer.voice.stop(self.frame_now)
 
         self._at(frame + fade_frames, stop)
 
@@ -436,6 +440,9 @@ class Session:
             arrival = bridge.grid.bar_to_frame(rule.bridge.bars)
             self._fade_out(bridge, arrival, beats_to_frames(1.0, bridge.bpm, self.sample_rate_hz))
         self._current = new
+        # The incoming cue's grid is known now: a request made while a bridge
+        # plays quantizes on it, and so lands at or after the arrival.
+        new.grid = TempoGrid(new.bpm, new.beats_per_bar, arrival, self.sample_rate_hz)
         cross_fade = fade_frames if rule.bridge.kind is BridgeKind.NONE else 0
         previous = self._lead.name if self._lead else old.name
 
@@ -468,9 +475,15 @@ class Session:
                               old.bpm, old_cue.valence + (new_cue.valence - old_cue.valence) * t,
                               old_cue.arousal + (new_cue.arousal - old_cue.arousal) * t, "arpeggio", self.seed)
 
-        if self._bridge_synth is None:
-            self._bridge_synth = Synth(self.soundfont, self.sample_rate_hz, BRIDGE_PROGRAM, False)
-        voice = GeneratedVoice(generator, request_for_bar, self._bridge_synth, old.beats_per_bar, bars,
+        sounding = [bridge for bridge in self._bridges if bridge.active]
+        busy = {id(bridge.layers[0].voice.synth) for bridge in sounding}
+        free = [synth for synth in self._bridge_synths if id(synth) not in busy]
+        if not free:  # a third bridge within one beat: cut the oldest
+            oldest = sounding[0]
+            oldest.active = False
+            oldest.layers[0].voice.stop(self.frame_now)
+            free = [oldest.layers[0].voice.synth]
+        voice = GeneratedVoice(generator, request_for_bar, free[0], old.beats_per_bar, bars,
                                self._midi_sink("bridge", BRIDGE_PROGRAM, False))
         layer = _LayerPlayer("bridge", voice, _Unity(), 0.0)
         return _Player(f"bridge:{old.name}->{new.name}", old.bpm, old.beats_per_bar, [layer], 0.0, False, bars)
@@ -604,8 +617,8 @@ class Session:
                     synth.close()
         for voice, _ in self._stingers.values():
             voice.synth.close()
-        if self._bridge_synth is not None:
-            self._bridge_synth.close()
+        for synth in self._bridge_synths:
+            synth.close()
 
 
 class _Unity:

@@ -37,8 +37,8 @@ class Voice(Protocol):
     def start(self, grid: TempoGrid) -> None:
         """Play from the grid's origin (beat 0 = the cue's downbeat)."""
 
-    def stop(self) -> None:
-        """Stop at once and forget what was scheduled."""
+    def stop(self, frame: int) -> None:
+        """Stop at once (at session ``frame``) and forget what was scheduled."""
 
     def render(self, start_frame: int, out: np.ndarray) -> None:
         """Overwrite ``out`` (``(n, 2)`` float32) with frames ``start_frame ..``."""
@@ -75,22 +75,25 @@ class MidiVoice:
     def start(self, grid: TempoGrid) -> None:
         """Play from ``grid.origin_frame``. Notes still held from an earlier
         start are released first (tails ring out naturally)."""
-        self.release_all()
+        self.release_all(grid.origin_frame)
         self._events.clear()
         self._grid = grid
         self._next_iteration = 0
 
-    def stop(self) -> None:
-        """Cut every voice and forget scheduled events."""
+    def stop(self, frame: int) -> None:
+        """Cut every voice at session ``frame`` and forget scheduled events."""
+        self.release_all(frame)
         self._events.clear()
         self._grid = None
-        self._sounding.clear()
         self.synth.silence()
 
-    def release_all(self) -> None:
-        """Send note-off to every sounding note now."""
-        for pitch in list(self._sounding):
+    def release_all(self, frame: int) -> None:
+        """Send note-off to every sounding note, at session ``frame`` (logged)."""
+        for pitch, held in sorted(self._sounding.items()):
             self.synth.note_off(pitch)
+            if self.midi_sink is not None:
+                for _ in range(held):
+                    self.midi_sink(frame, NOTE_OFF, pitch, 0)
         self._sounding.clear()
 
     @property
@@ -222,7 +225,7 @@ class StemVoice:
         """See :class:`Voice`."""
         self._grid = grid
 
-    def stop(self) -> None:
+    def stop(self, frame: int) -> None:
         """See :class:`Voice`."""
         self._grid = None
 

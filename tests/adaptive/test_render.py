@@ -160,3 +160,45 @@ def test_midi_export_holds_the_played_notes_at_their_times(tmp_path, default_ban
     assert np.abs(np.array(sorted(note_on_seconds)) - np.array(played)).max() < 0.001
     drums = next(track for track in midi.tracks if track.name == "triumph/drums")
     assert all(m.channel == 9 for m in drums if m.type in ("note_on", "note_off"))
+
+
+def test_midi_export_leaves_no_note_hanging(tmp_path, default_bank, soundfont):
+    """Cues cut off by transitions and notes held at the end of the render all
+    get their note-off in the file (a hanging note makes other players render
+    for ever)."""
+    from adaptive.midifile import write_midi
+
+    session = Session(default_bank, soundfont=soundfont)
+    session.submit(0, SceneUpdate(cue="explore", intensity=1.0))
+    session.submit(2 * SAMPLE_RATE_HZ, SceneUpdate(cue="combat"))
+    session.submit(5 * SAMPLE_RATE_HZ, SceneUpdate(cue="triumph"))
+    total = 9 * SAMPLE_RATE_HZ + 1234
+    render_frames(session, total)
+    path = tmp_path / "played.mid"
+    write_midi(path, session.midi_events, session.parts, session.tempo_changes, SAMPLE_RATE_HZ, end_frame=total)
+    midi = mido.MidiFile(str(path))
+    for track in midi.tracks:
+        sounding: dict[tuple[int, int], int] = {}
+        for message in track:
+            if message.type in ("note_on", "note_off"):
+                key = (message.channel, message.note)
+                change = 1 if message.type == "note_on" and message.velocity > 0 else -1
+                sounding[key] = sounding.get(key, 0) + change
+        assert all(count == 0 for count in sounding.values()), track.name
+    assert midi.length == pytest.approx(total / SAMPLE_RATE_HZ, abs=0.01)
+
+
+def test_a_cue_asked_for_during_a_bridge_waits_for_the_arrival(default_bank, soundfont):
+    """explore -> stealth has a generated bridge; asking for combat while it
+    plays lands on stealth's arrival at the earliest, and nothing crashes."""
+    session = Session(default_bank, soundfont=soundfont)
+    session.submit(0, SceneUpdate(cue="explore", intensity=1.0))
+    session.submit(4 * SAMPLE_RATE_HZ, SceneUpdate(cue="stealth"))
+    session.submit(round(6.5 * SAMPLE_RATE_HZ), SceneUpdate(cue="combat"))
+    audio = render_frames(session, 14 * SAMPLE_RATE_HZ)
+    changes = [(e.frame, e.data["cue"]) for e in session.drain_events() if e.kind == "cue_change"]
+    names = [name for _, name in changes]
+    assert names == ["explore", "bridge:explore->stealth", "stealth", "combat"]
+    arrival = changes[2][0]
+    assert changes[3][0] >= arrival
+    assert np.sqrt(np.mean(audio[-SAMPLE_RATE_HZ:] ** 2)) > 0.01  # combat is playing at the end
