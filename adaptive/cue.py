@@ -112,12 +112,15 @@ class Layer(_Frozen):
             increasing in [0, 1], gain in dB (``-inf`` = silent, at most +12).
         fade_beats: length in beats of the equal-power ramp when intensity
             changes this layer's gain (0..64).
+        max_voices: how many synthesizer voices the part may sound at once
+            (1..1024, default 64); beyond it the quietest released voices end.
     """
 
     name: Name
     source: LayerSource
     program: int = Field(0, ge=0, le=127)
     percussion: bool = False
+    max_voices: int = Field(64, ge=1, le=1024)
     gain_curve: list[tuple[float, float]] = Field(default_factory=lambda: [(0.0, 0.0), (1.0, 0.0)])
     fade_beats: float = Field(1.0, ge=0.0, le=64.0, allow_inf_nan=False)
 
@@ -254,6 +257,7 @@ class Stinger(_Frozen):
     source: MidiSource
     program: int = Field(0, ge=0, le=127)
     percussion: bool = False
+    max_voices: int = Field(64, ge=1, le=1024)
     quantize: Quantize = Quantize.NEXT_BEAT
     key: str | None = None
     gain_db: float = Field(0.0, ge=-60.0, le=12.0, allow_inf_nan=False)

@@ -223,7 +223,7 @@ class Session:
                 part = self._library.track(bank.path(stinger.source.file), stinger.source.track)
             except AssetError as error:
                 raise AssetError(f"stinger {stinger.name!r}: {error}") from None
-            synth = Synth(self.soundfont, sample_rate_hz, stinger.program, stinger.percussion)
+            synth = Synth(self.soundfont, sample_rate_hz, stinger.program, stinger.percussion, stinger.max_voices)
             voice = MidiVoice(part, synth, None, self._midi_sink(f"stinger/{stinger.name}", stinger.program, stinger.percussion))
             self._stingers[stinger.name] = (voice, part)
             self._stinger_amplitude[stinger.name] = db_to_amplitude(stinger.gain_db)
@@ -269,7 +269,7 @@ class Session:
         part_name = f"{cue.name}/{layer.name}"
         if isinstance(source, MidiSource):
             part = self._library.track(self.bank.path(source.file), source.track)
-            synth = Synth(self.soundfont, self.sample_rate_hz, layer.program, layer.percussion)
+            synth = Synth(self.soundfont, self.sample_rate_hz, layer.program, layer.percussion, layer.max_voices)
             return MidiVoice(part, synth, loop_beats, self._midi_sink(part_name, layer.program, layer.percussion))
         if isinstance(source, StemSource):
             return StemVoice(self._stem_audio(cue, source), loop_beats)
@@ -281,7 +281,7 @@ class Session:
                 f"(allowed: {', '.join(GENERATORS)})"
             )
         generator: PartGenerator = generator_class()
-        synth = Synth(self.soundfont, self.sample_rate_hz, layer.program, layer.percussion)
+        synth = Synth(self.soundfont, self.sample_rate_hz, layer.program, layer.percussion, layer.max_voices)
         key = cue.parsed_key
 
         def request_for_bar(bar_index: int, cue: Cue = cue, role: str = source.role) -> BarRequest:

@@ -149,13 +149,13 @@ def rendered_stem_path(
         stat = soundfont.stat()
     except OSError as error:
         raise AssetError(f"{error.filename}: {error.strerror}") from None
-    from adaptive.synth import SYNTH_GAIN
+    from adaptive.synth import DEFAULT_MAX_VOICES, SYNTH_GAIN
 
     digest = hashlib.sha256()
     digest.update(midi_bytes)
     digest.update(
         repr((track, program, percussion, bpm, length_beats, tail_seconds, str(soundfont.resolve()),
-              stat.st_size, stat.st_mtime_ns, sample_rate_hz, SYNTH_GAIN)).encode()
+              stat.st_size, stat.st_mtime_ns, sample_rate_hz, SYNTH_GAIN, DEFAULT_MAX_VOICES)).encode()
     )
     return cache_dir() / "stems" / digest.hexdigest()[:16] / Path(file_name).name
 
