@@ -304,3 +304,59 @@ loop_bars = 1
     expected = stem[loop_frames : loop_frames + 12_000, 0] + stem[:12_000, 0]
     assert np.allclose(audio[loop_frames : loop_frames + 12_000, 0], expected, atol=1e-6)
     assert np.allclose(audio[loop_frames + 12_000 : loop_frames + 20_000, 0], stem[12_000:20_000, 0], atol=1e-6)
+
+
+GENERATED_BANK = """
+[[cues]]
+name = "gen"
+bpm = 120
+key = "D major"
+chords = ["D", "G", "A", "Bm"]
+loop_bars = 4
+  [[cues.layers]]
+  name = "arpeggio"
+  program = 46
+  source = { kind = "generated", generator = "rule_based", role = "arpeggio" }
+
+[[stingers]]
+name = "rise"
+key = "C major"
+source = { kind = "midi", file = "stinger.mid", track = "rise" }
+quantize = "immediate"
+"""
+
+
+def test_generated_layer_follows_the_chords_and_reconditions_at_bar_lines(tmp_path, soundfont):
+    from adaptive.cue import load_bank
+    from tests.adaptive.conftest import write_midi
+
+    write_midi(tmp_path / "stinger.mid", {"rise": [(0.0, 0.5, 60, 100), (0.5, 0.5, 64, 100), (1.0, 1.0, 67, 100)]})
+    (tmp_path / "bank.toml").write_text(GENERATED_BANK)
+    bank = load_bank(tmp_path / "bank.toml")
+    session = make_session(bank, soundfont)
+    bar_frames = 2 * SAMPLE_RATE_HZ
+    session.submit(0, SceneUpdate(valence=0.5, arousal=-1.0, intensity=1.0))
+    # The emotion changes mid-bar 2: bar 2 keeps its notes, bar 3 follows.
+    session.submit(round(2.5 * bar_frames), SceneUpdate(valence=0.5, arousal=1.0))
+    render_frames(session, 4 * bar_frames)
+    onsets = [e for e in session.midi_events if e.kind == 1]
+    per_bar = [[e for e in onsets if bar * bar_frames <= e.frame < (bar + 1) * bar_frames] for bar in range(4)]
+    assert [len(notes) for notes in per_bar] == [4, 4, 4, 16]  # 1 note per beat when calm, 4 when excited
+    for bar, notes in enumerate(per_bar):
+        chord_tones = set(bank.cue("gen").chord_at_bar(bar).pitch_classes())
+        assert {e.pitch % 12 for e in notes} <= chord_tones
+    assert np.mean([e.velocity for e in per_bar[3]]) > np.mean([e.velocity for e in per_bar[0]]) + 30
+
+
+def test_stinger_is_transposed_to_the_playing_key(tmp_path, soundfont):
+    from adaptive.cue import load_bank
+    from tests.adaptive.conftest import write_midi
+
+    write_midi(tmp_path / "stinger.mid", {"rise": [(0.0, 0.5, 60, 100), (0.5, 0.5, 64, 100), (1.0, 1.0, 67, 100)]})
+    (tmp_path / "bank.toml").write_text(GENERATED_BANK)
+    session = make_session(load_bank(tmp_path / "bank.toml"), soundfont)
+    session.submit(0, SceneUpdate(intensity=0.0))
+    session.submit(10_000, StingerTrigger("rise"))
+    render_frames(session, SAMPLE_RATE_HZ)
+    stinger_notes = [e.pitch for e in session.midi_events if e.part == "stinger/rise" and e.kind == 1]
+    assert stinger_notes == [62, 66, 69]  # written in C major, played in D major
