@@ -29,11 +29,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, Quantize, TempoGrid, beats_to_frames, seconds_to_frames
+from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, TempoGrid, beats_to_frames, seconds_to_frames
 from adaptive.cue import BridgeKind, Cue, CueBank, GeneratedSource, Layer, MidiSource, StemSource, TransitionRule
-from adaptive.emotion import EmotionPoint
 from adaptive.errors import AdaptiveError, AssetError
-from adaptive.gain import GainRamp, db_to_amplitude
+from adaptive.gain import GainCurve, GainRamp, db_to_amplitude
 from adaptive.generator import GENERATORS, BarRequest, PartGenerator, RuleBasedGenerator
 from adaptive.harmony import Chord, ChordQuality, Key
 from adaptive.mixer import SoftLimiter
@@ -42,7 +41,7 @@ from adaptive.scene import SceneState, SceneUpdate, SessionInput, SimpleMapping,
 from adaptive.stem import load_stem, render_part, rendered_stem_path, write_stem
 from adaptive.synth import Synth, find_soundfont
 from adaptive.transition import find_rule
-from adaptive.voice import NOTE_ON, GeneratedVoice, MidiVoice, StemVoice
+from adaptive.voice import GeneratedVoice, MidiVoice, StemVoice
 
 DECLICK_SECONDS = 0.005
 """A cut (fade of 0 beats) still fades the outgoing cue over 5 ms, so it cannot click."""
@@ -195,6 +194,7 @@ class Session:
         self._progress = progress or (lambda message: None)
 
         self.frame = 0
+        self._position = 0  # the frame the schedule has reached inside render()
         self.scene = SceneState()
         self.mapping = SimpleMapping(bank)
         self.events: list[MusicEvent] = []
@@ -237,7 +237,6 @@ class Session:
         self._current: _Player | None = None  # the cue playing, or the one a transition is heading to
         self._lead: _Player | None = None  # the player whose grid gives beats and bars
         self._pending_transition: int | None = None  # schedule id of a transition not yet begun
-        self._emotion_history_for_bridge: EmotionPoint | None = None
 
     # ------------------------------------------------------------------ set-up
     def _midi_sink(self, part_name: str, program: int, percussion: bool) -> Callable[[int, int, int, int], None] | None:
@@ -485,7 +484,7 @@ class Session:
             free = [oldest.layers[0].voice.synth]
         voice = GeneratedVoice(generator, request_for_bar, free[0], old.beats_per_bar, bars,
                                self._midi_sink("bridge", BRIDGE_PROGRAM, False))
-        layer = _LayerPlayer("bridge", voice, _Unity(), 0.0)
+        layer = _LayerPlayer("bridge", voice, GainCurve(((0.0, 0.0),)), 0.0)
         return _Player(f"bridge:{old.name}->{new.name}", old.bpm, old.beats_per_bar, [layer], 0.0, False, bars)
 
     def _trigger_stinger(self, name: str, frame: int) -> None:
@@ -531,8 +530,6 @@ class Session:
     def frame_now(self) -> int:
         """The frame at which the action being run takes effect (the render position)."""
         return self._position
-
-    _position = 0
 
     def render(self, n_frames: int) -> np.ndarray:
         """Render the next ``n_frames`` (1..max_block_frames) frames.
@@ -620,10 +617,3 @@ class Session:
         for synth in self._bridge_synths:
             synth.close()
 
-
-class _Unity:
-    """A gain curve that is 1 at every intensity (for bridges)."""
-
-    @staticmethod
-    def amplitude(intensity: float) -> float:
-        return 1.0
