@@ -257,21 +257,27 @@ def test_loud_mix_never_clips(tone_bank, soundfont, tmp_path):
     assert session.counters["limited_blocks"] > 0
 
 
-def test_stem_at_another_rate_is_resampled(tmp_path, soundfont):
+def one_stem_bank(folder, stem_file: str):
+    """A bank with one cue (120 bpm, a one-bar loop) of one stem layer."""
     from adaptive.cue import load_bank
-    from tests.adaptive.conftest import write_sine
 
-    write_sine(tmp_path / "tone44.wav", 441.0, 2.0, sample_rate_hz=44_100)
-    (tmp_path / "bank.toml").write_text("""
+    (folder / "bank.toml").write_text(f"""
 [[cues]]
 name = "only"
 bpm = 120
 loop_bars = 1
   [[cues.layers]]
-  name = "tone"
-  source = { kind = "stem", file = "tone44.wav" }
+  name = "stem"
+  source = {{ kind = "stem", file = "{stem_file}" }}
 """)
-    session = make_session(load_bank(tmp_path / "bank.toml"), soundfont)
+    return load_bank(folder / "bank.toml")
+
+
+def test_stem_at_another_rate_is_resampled(tmp_path, soundfont):
+    from tests.adaptive.conftest import write_sine
+
+    write_sine(tmp_path / "tone44.wav", 441.0, 2.0, sample_rate_hz=44_100)
+    session = make_session(one_stem_bank(tmp_path, "tone44.wav"), soundfont)
     session.submit(0, SceneUpdate(intensity=0.5))
     audio = render_frames(session, SAMPLE_RATE_HZ)
     spectrum = np.abs(np.fft.rfft(audio[:, 0].astype(np.float64) * np.hanning(len(audio)), n=8 * len(audio)))
@@ -283,22 +289,11 @@ def test_stem_tail_overlaps_the_next_loop(tmp_path, soundfont):
     """A stem longer than its loop rings over the next loop's start."""
     import soundfile
 
-    from adaptive.cue import load_bank
-
     loop_frames = 2 * SAMPLE_RATE_HZ  # one bar at 120 bpm
     stem = np.zeros((loop_frames + 12_000, 2), np.float32)
     stem[:, 0] = np.linspace(0.0, 0.3, len(stem), dtype=np.float32)  # below the limiter's knee
     soundfile.write(str(tmp_path / "ramp.wav"), stem, SAMPLE_RATE_HZ, subtype="FLOAT")
-    (tmp_path / "bank.toml").write_text("""
-[[cues]]
-name = "only"
-bpm = 120
-loop_bars = 1
-  [[cues.layers]]
-  name = "ramp"
-  source = { kind = "stem", file = "ramp.wav" }
-""")
-    session = make_session(load_bank(tmp_path / "bank.toml"), soundfont, master_gain_db=0.0)
+    session = make_session(one_stem_bank(tmp_path, "ramp.wav"), soundfont, master_gain_db=0.0)
     session.submit(0, SceneUpdate(intensity=0.5))
     audio = render_frames(session, loop_frames + 20_000)
     expected = stem[loop_frames : loop_frames + 12_000, 0] + stem[:12_000, 0]
