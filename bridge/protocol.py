@@ -1,0 +1,457 @@
+"""The protocol: one table of every message between a game engine and the
+server, and everything derived from it — OSC decoding and encoding, JSON
+(ZeroMQ) decoding, validation with the allowed range in every error,
+``docs/protocol.md`` and the JSON Schema (DESIGN.md, "Protocol principles").
+
+Design for the weakest client: OSC arguments are ``i`` (int32), ``f`` (float32)
+and ``s`` (string) only; a float argument also accepts ``i`` and ``d``.
+Addresses are exact (no pattern matching). Times travel inside the arguments,
+never in bundle timetags, as two ``i``: whole seconds and microseconds of
+*server time* (seconds since the session started), so they stay exact for 68
+years; session frames travel as ``i`` (int32: 12.4 hours at 48 kHz). Every
+message stays under :data:`MAX_DATAGRAM_BYTES`.
+
+Over ZeroMQ the same messages are JSON objects ``{"type": NAME, ARG: value, ...}``
+with the same argument names; there, frames and times have no size limit.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_DATAGRAM_BYTES = 1400
+"""Largest OSC datagram sent or accepted (fits one Ethernet frame with UDP/IP headers)."""
+
+MAX_STRING_CHARS = 64
+"""Longest string argument (names, locations) accepted."""
+
+PROTOCOL_VERSION = 1
+
+
+class Direction(enum.Enum):
+    """Who sends a message."""
+
+    TO_SERVER = "to server"
+    TO_CLIENT = "to client"
+
+
+class ArgType(enum.Enum):
+    """OSC type tag of an argument, and its JSON type."""
+
+    INT = "i"
+    FLOAT = "f"
+    STRING = "s"
+
+    @property
+    def json_type(self) -> str:
+        return {"i": "integer", "f": "number", "s": "string"}[self.value]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument: name (with its unit), type, allowed values, meaning."""
+
+    name: str
+    type: ArgType
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def allowed(self) -> str:
+        """The allowed values, in words, for error messages and docs."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.type is ArgType.STRING:
+            return f"a string of at most {MAX_STRING_CHARS} characters"
+        kind = "an integer" if self.type is ArgType.INT else "a number"
+        if self.minimum is not None and self.maximum is not None:
+            return f"{kind} from {self.minimum:g} to {self.maximum:g}"
+        return kind
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of the protocol."""
+
+    name: str
+    address: str
+    direction: Direction
+    args: tuple[Arg, ...]
+    summary: str
+    reply: str | None = None  # the name of the message sent back, if any
+
+    @property
+    def signature(self) -> str:
+        """OSC type tags, e.g. ``"ff"``."""
+        return "".join(arg.type.value for arg in self.args)
+
+
+def _time_args() -> tuple[Arg, ...]:
+    return (
+        Arg("frame", ArgType.INT, "session frame the event happens on", 0, 2**31 - 1),
+        Arg("time_s", ArgType.INT, "server time of the frame: whole seconds since the session started", 0, 2**31 - 1),
+        Arg("time_us", ArgType.INT, "server time of the frame: microseconds past time_s", 0, 999_999),
+    )
+
+
+_NAME = "a name from the cue bank"
+STREAMS = ("events", "midi", "audio")
+
+MESSAGES: tuple[Message, ...] = (
+    # ------------------------------------------------------------ to the server
+    Message("hello", "/adaptive/hello", Direction.TO_SERVER, (
+        Arg("reply_port", ArgType.INT, "UDP port on the sender's host that replies and callbacks go to", 1, 65535),
+        Arg("sample_rate_hz", ArgType.INT, "the client's audio output rate", 8000, 192000),
+        Arg("channels", ArgType.INT, "the client's output channels", 1, 2),
+        Arg("sample_format", ArgType.STRING, "PCM format the client wants audio in", choices=("s16", "f32")),
+        Arg("client_name", ArgType.STRING, "free text naming the client, for logs"),
+    ), "Say hello; the server answers with welcome and starts sending callbacks to reply_port.", reply="welcome"),
+    Message("scene", "/adaptive/scene", Direction.TO_SERVER, (
+        Arg("emotion", ArgType.STRING, "a named emotion (calm, tense, angry, ...)"),
+        Arg("intensity", ArgType.FLOAT, "how intense the scene is", 0.0, 1.0),
+        Arg("location", ArgType.STRING, "where the player is; cues may be limited to locations"),
+    ), "Set the whole scene state at once."),
+    Message("emotion", "/adaptive/emotion", Direction.TO_SERVER, (
+        Arg("emotion", ArgType.STRING, "a named emotion (calm, tense, angry, ...)"),
+    ), "Set the emotion by name."),
+    Message("emotion_point", "/adaptive/emotion/point", Direction.TO_SERVER, (
+        Arg("valence", ArgType.FLOAT, "unpleasant (-1) to pleasant (+1)", -1.0, 1.0),
+        Arg("arousal", ArgType.FLOAT, "calm (-1) to excited (+1)", -1.0, 1.0),
+    ), "Set the emotion as a point on the valence/arousal plane."),
+    Message("intensity", "/adaptive/intensity", Direction.TO_SERVER, (
+        Arg("intensity", ArgType.FLOAT, "how intense the scene is; drives the layer gains", 0.0, 1.0),
+    ), "Set the intensity."),
+    Message("location", "/adaptive/location", Direction.TO_SERVER, (
+        Arg("location", ArgType.STRING, "where the player is"),
+    ), "Set the location."),
+    Message("cue", "/adaptive/cue", Direction.TO_SERVER, (
+        Arg("cue", ArgType.STRING, f"{_NAME}; an empty string hands the choice back to the mapping"),
+    ), "Force a cue, bypassing the mapping."),
+    Message("stinger", "/adaptive/stinger", Direction.TO_SERVER, (
+        Arg("stinger", ArgType.STRING, _NAME),
+    ), "Play a stinger at its quantized boundary."),
+    Message("subscribe", "/adaptive/subscribe", Direction.TO_SERVER, (
+        Arg("stream", ArgType.STRING, "what to receive at reply_port", choices=STREAMS),
+    ), "Start receiving a stream (events: beats, bars, cues, transitions, stingers; midi: note events)."),
+    Message("unsubscribe", "/adaptive/unsubscribe", Direction.TO_SERVER, (
+        Arg("stream", ArgType.STRING, "what to stop receiving", choices=STREAMS),
+    ), "Stop receiving a stream."),
+    Message("ping", "/adaptive/ping", Direction.TO_SERVER, (
+        Arg("sequence", ArgType.INT, "chosen by the client to match the pong", 0, 2**31 - 1),
+    ), "Clock sync (NTP-style): the client notes its send and receive times around the pong.", reply="pong"),
+    # ------------------------------------------------------------ to the client
+    Message("welcome", "/adaptive/welcome", Direction.TO_CLIENT, (
+        Arg("protocol_version", ArgType.INT, "this protocol's version", 1, 2**31 - 1),
+        Arg("session_id", ArgType.STRING, "the session the client joined"),
+        Arg("sample_rate_hz", ArgType.INT, "the session's sample rate: frames count at this rate", 8000, 192000),
+        Arg("block_frames", ArgType.INT, "frames per audio block", 1, 2**31 - 1),
+        Arg("lookahead_ms", ArgType.FLOAT, "how far ahead of playback the server renders and sends", 0.0, 10_000.0),
+        Arg("audio_tcp_port", ArgType.INT, "TCP port of the plain audio stream (0: none)", 0, 65535),
+        *(_time_args()[1:]),
+    ), "Answer to hello: the session's clock and where its audio stream is."),
+    Message("pong", "/adaptive/pong", Direction.TO_CLIENT, (
+        Arg("sequence", ArgType.INT, "the ping's sequence", 0, 2**31 - 1),
+        Arg("receive_time_s", ArgType.INT, "server time the ping arrived: whole seconds", 0, 2**31 - 1),
+        Arg("receive_time_us", ArgType.INT, "... and microseconds", 0, 999_999),
+        Arg("send_time_s", ArgType.INT, "server time the pong left: whole seconds", 0, 2**31 - 1),
+        Arg("send_time_us", ArgType.INT, "... and microseconds", 0, 999_999),
+    ), "Answer to ping. offset = ((receive - t_client_send) + (send - t_client_receive)) / 2."),
+    Message("beat", "/adaptive/beat", Direction.TO_CLIENT, (
+        *_time_args(),
+        Arg("cue", ArgType.STRING, "the cue whose grid the beat is on"),
+        Arg("bar_index", ArgType.INT, "bar since the cue started, from 0", 0, 2**31 - 1),
+        Arg("beat_in_bar", ArgType.INT, "beat within the bar, from 1", 1, 16),
+        Arg("bpm", ArgType.FLOAT, "tempo", 20.0, 300.0),
+    ), "A beat, sent ahead of its time."),
+    Message("bar", "/adaptive/bar", Direction.TO_CLIENT, (
+        *_time_args(),
+        Arg("cue", ArgType.STRING, "the cue whose grid the bar is on"),
+        Arg("bar_index", ArgType.INT, "bar since the cue started, from 0", 0, 2**31 - 1),
+    ), "A downbeat, sent ahead of its time."),
+    Message("cue_change", "/adaptive/cue_change", Direction.TO_CLIENT, (
+        *_time_args(),
+        Arg("cue", ArgType.STRING, "the cue (or segment, or bridge) starting"),
+        Arg("previous", ArgType.STRING, "the cue before it ('' at the start)"),
+    ), "A cue's downbeat."),
+    Message("transition", "/adaptive/transition", Direction.TO_CLIENT, (
+        *_time_args(),
+        Arg("phase", ArgType.STRING, "start or end of the transition", choices=("start", "end")),
+        Arg("from_cue", ArgType.STRING, "the outgoing cue"),
+        Arg("to_cue", ArgType.STRING, "the incoming cue"),
+    ), "A transition starts (on its quantized boundary) or ends."),
+    Message("stinger_played", "/adaptive/stinger_played", Direction.TO_CLIENT, (
+        *_time_args(),
+        Arg("stinger", ArgType.STRING, "the stinger"),
+    ), "A stinger starts."),
+    Message("midi", "/adaptive/midi", Direction.TO_CLIENT, (
+        *_time_args(),
+        Arg("status", ArgType.INT, "MIDI status byte (0x80 note off, 0x90 note on, 0xB0 control change, "
+            "0xC0 program change; low nibble = channel)", 0x80, 0xEF),
+        Arg("data1", ArgType.INT, "note number, controller or program", 0, 127),
+        Arg("data2", ArgType.INT, "velocity or controller value (0 for program change)", 0, 127),
+        Arg("part", ArgType.STRING, "the part: cue/layer, stinger/name or bridge"),
+    ), "A MIDI event as played."),
+    Message("error", "/adaptive/error", Direction.TO_CLIENT, (
+        Arg("code", ArgType.STRING, "what kind of error",
+            choices=("malformed", "unknown_address", "wrong_arguments", "out_of_range", "unknown_name",
+                     "too_large", "not_allowed")),
+        Arg("message", ArgType.STRING, "what was wrong and what is allowed"),
+    ), "The server rejected a message from this client; nothing else changed."),
+)
+
+BY_NAME = {message.name: message for message in MESSAGES}
+BY_ADDRESS = {message.address: message for message in MESSAGES}
+
+
+class ProtocolError(ValueError):
+    """A message the server cannot accept.
+
+    Attributes:
+        code: one of the ``error`` message's codes.
+        message: what was wrong and what is allowed (also ``str(error)``).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A validated message: its table entry and its arguments by name."""
+
+    message: Message
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_value(message: Message, arg: Arg, value: Any) -> Any:
+    where = f"{message.address} argument {arg.name!r}"
+    if arg.type is ArgType.STRING:
+        if not isinstance(value, str):
+            raise ProtocolError("wrong_arguments", f"{where} must be a string (type s), got {type(value).__name__}")
+        if len(value) > MAX_STRING_CHARS:
+            raise ProtocolError("out_of_range", f"{where} is {len(value)} characters long (allowed: {arg.allowed()})")
+        if arg.choices is not None and value not in arg.choices:
+            raise ProtocolError("out_of_range", f"{where} is {value!r} (allowed: {arg.allowed()})")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        tag = "i" if arg.type is ArgType.INT else "f"
+        raise ProtocolError("wrong_arguments", f"{where} must be a number (type {tag}), got {type(value).__name__}")
+    if arg.type is ArgType.INT:
+        if not isinstance(value, int):
+            raise ProtocolError("wrong_arguments", f"{where} must be an integer (type i), got {value!r}")
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ProtocolError("out_of_range", f"{where} is {value!r} (allowed: {arg.allowed()}, finite)")
+    if (arg.minimum is not None and value < arg.minimum) or (arg.maximum is not None and value > arg.maximum):
+        raise ProtocolError("out_of_range", f"{where} is {value!r} (allowed: {arg.allowed()})")
+    return value
+
+
+def validate(message: Message, values: list[Any]) -> Decoded:
+    """Check positional ``values`` against ``message``'s arguments.
+
+    Raises:
+        ProtocolError: wrong count, wrong type or out of range, naming the
+            argument and what is allowed.
+    """
+    if len(values) != len(message.args):
+        names = ", ".join(f"{a.name} ({a.type.value})" for a in message.args) or "none"
+        raise ProtocolError(
+            "wrong_arguments",
+            f"{message.address} takes {len(message.args)} argument{'s' if len(message.args) != 1 else ''} "
+            f"({names}), got {len(values)}",
+        )
+    return Decoded(message, {arg.name: _check_value(message, arg, value) for arg, value in zip(message.args, values)})
+
+
+def decode_osc(datagram: bytes, direction: Direction = Direction.TO_SERVER) -> Decoded:
+    """Parse and validate one OSC datagram (a message, not a bundle).
+
+    Raises:
+        ProtocolError: oversized, not OSC, a bundle, an unknown address, or
+            arguments that do not fit (see :func:`validate`).
+    """
+    from pythonosc.osc_message import OscMessage, ParseError
+
+    if len(datagram) > MAX_DATAGRAM_BYTES:
+        raise ProtocolError("too_large", f"datagram of {len(datagram)} bytes (allowed: at most {MAX_DATAGRAM_BYTES})")
+    if datagram.startswith(b"#bundle"):
+        raise ProtocolError("malformed", "OSC bundles are not accepted (allowed: single OSC messages)")
+    try:
+        parsed = OscMessage(datagram)
+        address, params = parsed.address, list(parsed.params)
+    except (ParseError, ValueError, IndexError, TypeError, UnicodeDecodeError) as error:
+        raise ProtocolError("malformed", f"not an OSC message ({error.args[0] if error.args else error})") from None
+    _check_osc_layout(datagram, address, params)
+    message = BY_ADDRESS.get(address)
+    if message is None or message.direction is not direction:
+        known = ", ".join(m.address for m in MESSAGES if m.direction is direction)
+        raise ProtocolError("unknown_address", f"unknown address {address!r} (allowed: {known})")
+    return validate(message, params)
+
+
+def _padded(length: int) -> int:
+    """Bytes an OSC string of ``length`` bytes takes: NUL-terminated, padded to 4."""
+    return (length + 4) & ~3
+
+
+def _check_osc_layout(datagram: bytes, address: str, params: list[Any]) -> None:
+    """OSC 1.0 fixes every argument's size; python-osc reads truncated
+    arguments without complaint (a missing float becomes 0.0), so check that
+    the datagram is exactly as long as its type tags say.
+
+    Raises:
+        ProtocolError: unsupported type tags, or a length that does not match.
+    """
+    start = _padded(len(address.encode()))
+    end = datagram.find(b"\x00", start)
+    tags = datagram[start + 1 : end].decode("ascii", "replace") if end > start else ""
+    unsupported = sorted(set(tags) - set("ifsd"))
+    if unsupported:
+        raise ProtocolError("wrong_arguments", f"OSC type tag {unsupported[0]!r} is not accepted (allowed: i, f, s, d)")
+    expected = start + _padded(len(tags) + 1)
+    for tag, value in zip(tags, params):
+        expected += {"i": 4, "f": 4, "d": 8}.get(tag, 0)
+        if tag == "s":
+            expected += _padded(len(str(value).encode()))
+    if len(datagram) != expected or len(tags) != len(params):
+        raise ProtocolError(
+            "malformed",
+            f"not an OSC message: {len(datagram)} bytes where type tags ',{tags}' need {expected} (truncated?)",
+        )
+
+
+def encode_osc(name: str, **values: Any) -> bytes:
+    """Build the OSC datagram of message ``name`` from its arguments.
+
+    Raises:
+        ProtocolError: the values do not fit the table (a bug in the caller),
+            or the datagram would exceed :data:`MAX_DATAGRAM_BYTES`.
+        KeyError: an unknown message name.
+    """
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    message = BY_NAME[name]
+    decoded = validate(message, [values.get(arg.name) for arg in message.args])
+    builder = OscMessageBuilder(address=message.address)
+    for arg in message.args:
+        builder.add_arg(decoded.values[arg.name], arg.type.value)
+    datagram = builder.build().dgram
+    if len(datagram) > MAX_DATAGRAM_BYTES:
+        raise ProtocolError("too_large", f"{message.address} would be {len(datagram)} bytes")
+    return datagram
+
+
+def decode_json(text: bytes | str, direction: Direction = Direction.TO_SERVER) -> Decoded:
+    """Parse and validate one JSON message ``{"type": NAME, ARG: value, ...}``.
+
+    Raises:
+        ProtocolError: invalid JSON (with line and column), not an object, an
+            unknown type, missing or extra arguments, wrong types, out of range.
+    """
+    if len(text) > 64 * 1024:
+        raise ProtocolError("too_large", f"message of {len(text)} bytes (allowed: at most 65536)")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = f" (line {error.lineno}, column {error.colno})" if isinstance(error, json.JSONDecodeError) else ""
+        raise ProtocolError("malformed", f"invalid JSON: {getattr(error, 'msg', error)}{where}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ProtocolError("malformed", 'a message must be a JSON object with a string "type"')
+    message = BY_NAME.get(data["type"])
+    if message is None or message.direction is not direction:
+        known = ", ".join(m.name for m in MESSAGES if m.direction is direction)
+        raise ProtocolError("unknown_address", f"unknown message type {data['type']!r} (allowed: {known})")
+    names = [arg.name for arg in message.args]
+    extra = sorted(set(data) - set(names) - {"type"})
+    missing = [name for name in names if name not in data]
+    if extra or missing:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+        raise ProtocolError("wrong_arguments", f"{message.name}: {'; '.join(parts)} (arguments: {', '.join(names)})")
+    return validate(message, [data[name] for name in names])
+
+
+def encode_json(name: str, **values: Any) -> bytes:
+    """The JSON form of message ``name`` (validated like :func:`encode_osc`)."""
+    message = BY_NAME[name]
+    decoded = validate(message, [values.get(arg.name) for arg in message.args])
+    return json.dumps({"type": name, **decoded.values}, separators=(",", ":")).encode()
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of every JSON message, from the table."""
+    variants = []
+    for message in MESSAGES:
+        properties: dict[str, Any] = {"type": {"const": message.name}}
+        for arg in message.args:
+            prop: dict[str, Any] = {"type": arg.type.json_type, "description": arg.description}
+            if arg.choices is not None:
+                prop["enum"] = list(arg.choices)
+            elif arg.type is ArgType.STRING:
+                prop["maxLength"] = MAX_STRING_CHARS
+            if arg.minimum is not None:
+                prop["minimum"] = arg.minimum
+            if arg.maximum is not None:
+                prop["maximum"] = arg.maximum
+            properties[arg.name] = prop
+        variants.append({
+            "title": message.name,
+            "description": f"{message.summary} ({message.direction.value})",
+            "type": "object",
+            "properties": properties,
+            "required": ["type", *(arg.name for arg in message.args)],
+            "additionalProperties": False,
+        })
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "adaptive protocol messages",
+        "oneOf": variants,
+    }
+
+
+def protocol_markdown() -> str:
+    """``docs/protocol.md``'s message reference, from the table."""
+    lines = []
+    for direction in Direction:
+        lines += [f"### Messages {direction.value}", ""]
+        for message in (m for m in MESSAGES if m.direction is direction):
+            lines += [f"#### `{message.address}` — {message.name}", "", message.summary, ""]
+            if message.reply:
+                lines += [f"Answered with `{BY_NAME[message.reply].address}`.", ""]
+            lines += [f"OSC type tags: `,{message.signature}`", "",
+                      "| # | argument | type | allowed | meaning |", "|---|---|---|---|---|"]
+            for index, arg in enumerate(message.args):
+                lines.append(f"| {index} | `{arg.name}` | `{arg.type.value}` | {arg.allowed()} | {arg.description} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+GENERATED_BEGIN = "<!-- generated from bridge/protocol.py: python -m bridge.protocol -->"
+GENERATED_END = "<!-- end of generated reference -->"
+
+
+def write_docs(root: Path | None = None) -> None:
+    """Rewrite the generated part of ``docs/protocol.md`` (between the markers)
+    and ``docs/protocol.schema.json`` from the table."""
+
+    root = root or Path(__file__).resolve().parent.parent
+    page = root / "docs" / "protocol.md"
+    text = page.read_text(encoding="utf-8")
+    head, _, rest = text.partition(GENERATED_BEGIN)
+    _, _, tail = rest.partition(GENERATED_END)
+    page.write_text(f"{head}{GENERATED_BEGIN}\n\n{protocol_markdown()}\n{GENERATED_END}{tail}", encoding="utf-8")
+    (root / "docs" / "protocol.schema.json").write_text(json.dumps(json_schema(), indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_docs()
+    print("wrote docs/protocol.md and docs/protocol.schema.json")
