@@ -1,0 +1,520 @@
+"""The audio stream: how rendered PCM blocks leave the server.
+
+The render thread hands each block it renders (float32, shape
+``(n_frames, channels)``, samples in [-1, 1]) to the transports here:
+
+* ``ZmqAudioPublisher`` — a ZeroMQ PUB socket; each block is one multipart
+  message ``[b"audio", header, pcm]``.
+* ``TcpAudioServer`` — a plain TCP stream for engines without a ZeroMQ library
+  (Unity): blocks are written back to back, ``header`` then ``pcm``, with
+  nothing else on the stream. The first bytes a client receives are a block
+  header; a client that starts reading mid-stream resyncs on the magic.
+
+Both encode a block once and never block the render thread: a slow or
+vanished client loses its oldest blocks (counted in ``dropped_blocks``); the
+music and the other clients carry on. Clients find gaps by the sequence
+number and place blocks on the session clock by ``first_frame``.
+
+Wire format of one block (all fields little-endian, no padding; the header is
+32 bytes, ``struct`` format ``<4sIQIHHII``):
+
+| Offset | Field            | Type  | Meaning |
+|-------:|------------------|-------|---------|
+| 0      | `magic`          | 4 bytes | `b"ADA1"` (0x41 0x44 0x41 0x31) |
+| 4      | `sequence`       | u32   | block number, +1 per block rendered, wraps modulo 2**32 |
+| 8      | `first_frame`    | u64   | session frame (audio frames since the session started) of the block's first frame |
+| 16     | `n_frames`       | u32   | frames in the block |
+| 20     | `channels`       | u16   | interleaved channels per frame (the server sends 2: left, right) |
+| 22     | `sample_format`  | u16   | 1 = signed 16-bit integer LE, 3 = 32-bit IEEE float LE |
+| 24     | `sample_rate_hz` | u32   | the session's sample rate, Hz |
+| 28     | `reserved`       | u32   | 0 |
+| 32     | PCM              | `n_frames * channels * bytes_per_sample` bytes | interleaved samples, frame by frame: L0 R0 L1 R1 … |
+
+int16 samples are ``round(clip(x, -1, 1) * 32767)``, read back as
+``s / 32767``; float32 samples are the rendered values unchanged.
+
+A reader rejects a header (``ValueError``) whose magic, sample format,
+channel count (1..8), sample rate (> 0) or reserved field is wrong, or whose
+PCM would exceed ``MAX_PCM_BYTES``.
+
+This module is transport only (``bridge/``); the engine (``adaptive/``) never
+imports it.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+MAGIC = b"ADA1"
+HEADER = struct.Struct("<4sIQIHHII")
+HEADER_BYTES = HEADER.size  # 32
+MAX_CHANNELS = 8
+MAX_PCM_BYTES = 16 * 1024 * 1024
+"""Largest PCM payload a reader accepts, bytes (bounds memory on a corrupt header)."""
+
+_U32 = 2**32
+_U64 = 2**64
+_INT16_SCALE = 32767.0
+
+assert HEADER_BYTES == 32
+
+
+class SampleFormat(enum.IntEnum):
+    """How samples are written on the wire (the header's ``sample_format``)."""
+
+    INT16 = 1
+    """Signed 16-bit integer, little-endian, full scale 32767."""
+    FLOAT32 = 3
+    """32-bit IEEE float, little-endian, full scale 1.0."""
+
+    @property
+    def bytes_per_sample(self) -> int:
+        """Bytes per sample: 2 for INT16, 4 for FLOAT32."""
+        return 2 if self is SampleFormat.INT16 else 4
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The numpy dtype of the wire samples (explicitly little-endian)."""
+        return np.dtype("<i2") if self is SampleFormat.INT16 else np.dtype("<f4")
+
+
+@dataclass(frozen=True)
+class AudioHeader:
+    """One decoded 32-byte block header.
+
+    ``sequence`` is the block number (mod 2**32), ``first_frame`` the session
+    frame of the block's first frame, ``n_frames`` the frames in the block,
+    ``channels`` samples per frame, ``sample_rate_hz`` the session rate in Hz.
+    """
+
+    sequence: int
+    first_frame: int
+    n_frames: int
+    channels: int
+    sample_format: SampleFormat
+    sample_rate_hz: int
+
+    @property
+    def pcm_bytes(self) -> int:
+        """Length of the PCM payload that follows the header, bytes."""
+        return self.n_frames * self.channels * self.sample_format.bytes_per_sample
+
+    def pack(self) -> bytes:
+        """The 32 header bytes for this header."""
+        return HEADER.pack(MAGIC, self.sequence, self.first_frame, self.n_frames, self.channels,
+                           int(self.sample_format), self.sample_rate_hz, 0)
+
+
+def encode_block(sequence: int, first_frame: int, audio: np.ndarray, sample_rate_hz: int,
+                 sample_format: SampleFormat | int = SampleFormat.INT16) -> tuple[bytes, bytes]:
+    """Encode one rendered block as ``(header, pcm)`` bytes.
+
+    ``sequence``: block number (stored modulo 2**32). ``first_frame``: session
+    frame of the block's first frame (0 <= first_frame < 2**64).
+    ``audio``: float array, shape ``(n_frames, channels)``, samples in
+    [-1, 1] (int16 clips outside that range; NaN becomes 0).
+    ``sample_rate_hz``: the session's sample rate, Hz.
+    ``sample_format``: ``SampleFormat.INT16`` (default) or ``FLOAT32``.
+    """
+    fmt = _sample_format(sample_format)
+    audio = np.asarray(audio)
+    if audio.ndim != 2 or not 1 <= audio.shape[1] <= MAX_CHANNELS:
+        raise ValueError(f"audio must have shape (n_frames, channels) with 1..{MAX_CHANNELS} channels, "
+                         f"got shape {audio.shape}")
+    if not 0 <= first_frame < _U64:
+        raise ValueError(f"first_frame must be in [0, 2**64), got {first_frame}")
+    if not 0 < sample_rate_hz < _U32:
+        raise ValueError(f"sample_rate_hz must be in (0, 2**32), got {sample_rate_hz}")
+    n_frames, channels = audio.shape
+    if fmt is SampleFormat.INT16:
+        samples = np.nan_to_num(audio.astype(np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
+        pcm = np.round(np.clip(samples, -1.0, 1.0) * _INT16_SCALE).astype("<i2").tobytes()
+    else:
+        pcm = np.ascontiguousarray(audio, dtype="<f4").tobytes()
+    header = AudioHeader(sequence % _U32, first_frame, n_frames, channels, fmt, sample_rate_hz)
+    if header.pcm_bytes > MAX_PCM_BYTES:
+        raise ValueError(f"block of {header.pcm_bytes} PCM bytes exceeds MAX_PCM_BYTES = {MAX_PCM_BYTES}")
+    return header.pack(), pcm
+
+
+def decode_header(data: bytes) -> AudioHeader:
+    """Decode exactly 32 header bytes; ``ValueError`` says what is wrong."""
+    if len(data) != HEADER_BYTES:
+        raise ValueError(f"audio block header must be {HEADER_BYTES} bytes, got {len(data)}")
+    magic, sequence, first_frame, n_frames, channels, fmt, rate_hz, reserved = HEADER.unpack(data)
+    if magic != MAGIC:
+        raise ValueError(f"audio block header has bad magic {magic!r}, expected {MAGIC!r}")
+    if fmt not in (f.value for f in SampleFormat):
+        raise ValueError(f"audio block header has unknown sample_format {fmt} "
+                         f"(allowed: 1 = int16, 3 = float32)")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ValueError(f"audio block header has channels = {channels}, allowed 1..{MAX_CHANNELS}")
+    if rate_hz == 0:
+        raise ValueError("audio block header has sample_rate_hz = 0, must be > 0")
+    if reserved != 0:
+        raise ValueError(f"audio block header has reserved = {reserved}, must be 0")
+    header = AudioHeader(sequence, first_frame, n_frames, channels, SampleFormat(fmt), rate_hz)
+    if header.pcm_bytes > MAX_PCM_BYTES:
+        raise ValueError(f"audio block header announces {header.pcm_bytes} PCM bytes, "
+                         f"more than MAX_PCM_BYTES = {MAX_PCM_BYTES}")
+    return header
+
+
+def decode_block(header: AudioHeader, pcm: bytes) -> np.ndarray:
+    """Decode a block's PCM into float32 samples, shape ``(n_frames, channels)``, full scale 1.0."""
+    if len(pcm) != header.pcm_bytes:
+        raise ValueError(f"audio block PCM must be {header.pcm_bytes} bytes for {header.n_frames} frames "
+                         f"x {header.channels} channels of {header.sample_format.name}, got {len(pcm)}")
+    samples = np.frombuffer(pcm, dtype=header.sample_format.dtype)
+    if header.sample_format is SampleFormat.INT16:
+        out = (samples.astype(np.float32) / np.float32(_INT16_SCALE))
+    else:
+        out = samples.astype(np.float32)  # a copy: writable, native byte order
+    return out.reshape(header.n_frames, header.channels)
+
+
+def read_tcp_blocks(sock: socket.socket, recv_bytes: int = 65536) -> Iterator[tuple[AudioHeader, np.ndarray]]:
+    """Read blocks from a TCP audio stream until the peer closes it.
+
+    Yields ``(AudioHeader, samples)`` with samples float32 of shape
+    ``(n_frames, channels)``. Handles partial reads; bytes before the first
+    valid header (a stream joined mid-block) are skipped by searching for the
+    magic. Socket timeouts and errors propagate to the caller.
+    ``recv_bytes``: largest single ``recv``, bytes.
+    """
+    buf = bytearray()
+
+    def fill(n_bytes: int) -> bool:
+        while len(buf) < n_bytes:
+            chunk = sock.recv(max(recv_bytes, n_bytes - len(buf)))
+            if not chunk:
+                return False
+            buf.extend(chunk)
+        return True
+
+    while True:
+        start = buf.find(MAGIC)
+        if start < 0:
+            del buf[:max(0, len(buf) - (len(MAGIC) - 1))]  # keep a possible magic prefix
+            chunk = sock.recv(recv_bytes)
+            if not chunk:
+                return
+            buf.extend(chunk)
+            continue
+        del buf[:start]
+        if not fill(HEADER_BYTES):
+            return
+        try:
+            header = decode_header(bytes(buf[:HEADER_BYTES]))
+        except ValueError:
+            del buf[:1]  # the magic was inside PCM: look further
+            continue
+        end = HEADER_BYTES + header.pcm_bytes
+        if not fill(end):
+            return
+        pcm = bytes(buf[HEADER_BYTES:end])
+        del buf[:end]
+        yield header, decode_block(header, pcm)
+
+
+def _sample_format(value: SampleFormat | int) -> SampleFormat:
+    try:
+        return SampleFormat(value)
+    except ValueError:
+        raise ValueError(f"sample_format must be 1 (int16) or 3 (float32), got {value!r}") from None
+
+
+# --------------------------------------------------------------------------- TCP
+
+
+@dataclass(frozen=True)
+class TcpClientStats:
+    """A snapshot of one connected TCP audio client.
+
+    ``address``: the client's (host, port). ``queued_blocks``: blocks waiting
+    in its queue. ``sent_blocks``: blocks fully written to its socket.
+    ``dropped_blocks``: blocks dropped because its queue was full.
+    """
+
+    address: tuple[str, int]
+    queued_blocks: int
+    sent_blocks: int
+    dropped_blocks: int
+
+
+class _TcpClient:
+    """One connection: a bounded queue filled by ``publish`` and a writer thread draining it."""
+
+    def __init__(self, server: TcpAudioServer, sock: socket.socket, address: tuple[str, int]):
+        self.server = server
+        self.sock = sock
+        self.address = address
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.cond = threading.Condition()
+        self.closed = False
+        self.sent_blocks = 0
+        self.dropped_blocks = 0
+        self.thread = threading.Thread(target=self._run, name=f"audio-tcp-writer-{address[1]}", daemon=True)
+
+    def offer(self, data: bytes) -> bool:
+        """Queue one encoded block; drop the oldest if full. True if one was dropped. Never blocks
+        beyond the writer's brief hold of the queue lock."""
+        with self.cond:
+            if self.closed:
+                return False
+            dropped = len(self.queue) >= self.server.queue_blocks
+            if dropped:
+                self.queue.popleft()
+                self.dropped_blocks += 1
+            self.queue.append(data)
+            self.cond.notify()
+        return dropped
+
+    def stop(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.queue.clear()
+            self.cond.notify()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a writer blocked in sendall
+        except OSError:
+            pass
+
+    def _peer_closed(self) -> bool:
+        """True if the peer has closed its end (readable with EOF, or an error)."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if not readable:
+                return False
+            # Clients send nothing meaningful on the audio stream: read and discard it.
+            return self.sock.recv(4096) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while not self.queue and not self.closed:
+                        if not self.cond.wait(self.server.idle_check_seconds):
+                            break
+                    if self.closed:
+                        return
+                    data = self.queue.popleft() if self.queue else None
+                if data is None:
+                    if self._peer_closed():
+                        return
+                    continue
+                self.sock.sendall(data)  # times out after send_timeout_seconds
+                self.sent_blocks += 1
+        except OSError:  # timeout, reset, broken pipe: the client is gone or stuck
+            pass
+        finally:
+            with self.cond:
+                self.closed = True
+                self.queue.clear()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.server._remove(self)
+
+
+class TcpAudioServer:
+    """Streams audio blocks to any number of TCP clients (the wire format is in the module docstring).
+
+    ``host``, ``port``: where to listen; loopback by default, port 0 picks a
+    free port (read ``.port``). ``sample_format``: one format for every
+    client, int16 by default. ``queue_blocks``: each client's queue length in
+    blocks; when full, its oldest block is dropped. ``send_timeout_seconds``:
+    a client that accepts no data for this long is disconnected (it may
+    reconnect and resync). ``max_clients``: further connections are closed at
+    once. ``send_buffer_bytes``: the kernel send buffer per client (None: the
+    OS default); smaller means less latency buffered in the kernel.
+
+    Listening starts in the constructor; ``close()`` (or leaving a ``with``
+    block) stops it. ``publish`` is meant to be called from one thread, the
+    render thread.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 sample_format: SampleFormat | int = SampleFormat.INT16, queue_blocks: int = 64,
+                 send_timeout_seconds: float = 2.0, max_clients: int = 16,
+                 send_buffer_bytes: int | None = None):
+        if queue_blocks < 1:
+            raise ValueError(f"queue_blocks must be >= 1, got {queue_blocks}")
+        if not send_timeout_seconds > 0:
+            raise ValueError(f"send_timeout_seconds must be > 0, got {send_timeout_seconds}")
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be >= 1, got {max_clients}")
+        self.sample_format = _sample_format(sample_format)
+        self.queue_blocks = queue_blocks
+        self.send_timeout_seconds = send_timeout_seconds
+        self.max_clients = max_clients
+        self.send_buffer_bytes = send_buffer_bytes
+        self.idle_check_seconds = 0.1
+        """How often an idle writer checks whether its client has gone, seconds."""
+        self.dropped_blocks = 0
+        """Blocks dropped over all clients, past and present, because a queue was full."""
+        self.rejected_clients = 0
+        """Connections refused because ``max_clients`` were connected."""
+        self._lock = threading.Lock()
+        self._clients: tuple[_TcpClient, ...] = ()
+        self._closed = threading.Event()
+        self._listener = socket.create_server((host, port), family=_family(host), backlog=16)
+        self._listener.settimeout(0.05)
+        self.host = host
+        self.port: int = self._listener.getsockname()[1]
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="audio-tcp-accept", daemon=True)
+        self._accept_thread.start()
+
+    @property
+    def client_count(self) -> int:
+        """Clients connected now."""
+        return len(self._clients)
+
+    def client_stats(self) -> list[TcpClientStats]:
+        """A snapshot of every connected client."""
+        return [TcpClientStats(c.address, len(c.queue), c.sent_blocks, c.dropped_blocks) for c in self._clients]
+
+    def publish(self, sequence: int, first_frame: int, audio: np.ndarray, sample_rate_hz: int) -> None:
+        """Send one rendered block to every client without blocking.
+
+        ``sequence``: block number; ``first_frame``: session frame of the
+        block's first frame; ``audio``: float32, shape ``(n_frames, 2)``;
+        ``sample_rate_hz``: session rate, Hz. The block is encoded once and
+        queued per client; a full queue loses its oldest block.
+        """
+        header, pcm = encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format)
+        data = header + pcm
+        for client in self._clients:  # a tuple, replaced (never mutated) by other threads
+            if client.offer(data):
+                self.dropped_blocks += 1
+
+    def close(self, timeout_seconds: float = 2.0) -> None:
+        """Close the listener and every client, joining threads (at most about ``timeout_seconds``)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        deadline = time.monotonic() + timeout_seconds
+        self._accept_thread.join(max(0.0, deadline - time.monotonic()))
+        self._listener.close()
+        with self._lock:
+            clients = self._clients
+        for client in clients:
+            client.stop()
+        for client in clients:
+            client.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> TcpAudioServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                sock, address = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self._closed.is_set():
+                sock.close()
+                return
+            if len(self._clients) >= self.max_clients:
+                self.rejected_clients += 1
+                sock.close()
+                continue
+            sock.settimeout(self.send_timeout_seconds)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.send_buffer_bytes is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+            client = _TcpClient(self, sock, address[:2])
+            with self._lock:
+                self._clients = self._clients + (client,)
+            client.thread.start()
+
+    def _remove(self, client: _TcpClient) -> None:
+        with self._lock:
+            self._clients = tuple(c for c in self._clients if c is not client)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+# --------------------------------------------------------------------------- ZeroMQ
+
+
+class ZmqAudioPublisher:
+    """Publishes audio blocks on a ZeroMQ PUB socket as ``[b"audio", header, pcm]``.
+
+    ``endpoint``: where to bind; loopback by default. A port of 0 (or ``*``)
+    picks a free port; ``.endpoint`` gives the bound address.
+    ``sample_format``: int16 by default. ``sndhwm_messages``: ZeroMQ's send
+    high-water mark per subscriber, in messages (blocks). ``context``: a
+    ``zmq.Context`` to use (default: the process's shared instance).
+
+    A PUB socket never blocks: at a subscriber's high-water mark libzmq drops
+    that subscriber's messages silently (the subscriber sees a gap in the
+    sequence numbers). ``dropped_blocks`` counts the sends ZeroMQ refused
+    outright (``zmq.Again``). Like every ZeroMQ socket it belongs to one
+    thread: call ``publish`` and ``close`` from the render thread.
+    """
+
+    TOPIC = b"audio"
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:0", *,
+                 sample_format: SampleFormat | int = SampleFormat.INT16, sndhwm_messages: int = 64,
+                 context: object | None = None):
+        import zmq  # imported here so the TCP stream works without pyzmq installed
+
+        if sndhwm_messages < 1:
+            raise ValueError(f"sndhwm_messages must be >= 1, got {sndhwm_messages}")
+        self._zmq = zmq
+        self.sample_format = _sample_format(sample_format)
+        self.sndhwm_messages = sndhwm_messages
+        self.dropped_blocks = 0
+        """Blocks ZeroMQ refused to queue (``zmq.Again``)."""
+        self.sent_blocks = 0
+        """Blocks handed to ZeroMQ."""
+        self._socket = (context or zmq.Context.instance()).socket(zmq.PUB)
+        self._socket.setsockopt(zmq.SNDHWM, sndhwm_messages)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        address, _, port = endpoint.rpartition(":")
+        if endpoint.startswith("tcp://") and port in ("0", "*"):
+            self.endpoint = f"{address}:{self._socket.bind_to_random_port(address)}"
+        else:
+            self._socket.bind(endpoint)
+            self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def publish(self, sequence: int, first_frame: int, audio: np.ndarray, sample_rate_hz: int) -> None:
+        """Send one rendered block without blocking (arguments as ``TcpAudioServer.publish``)."""
+        header, pcm = encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format)
+        try:
+            self._socket.send_multipart([self.TOPIC, header, pcm], flags=self._zmq.NOBLOCK)
+            self.sent_blocks += 1
+        except self._zmq.Again:
+            self.dropped_blocks += 1
+
+    def close(self) -> None:
+        """Close the socket at once (unsent blocks are discarded)."""
+        self._socket.close(linger=0)
+
+    def __enter__(self) -> ZmqAudioPublisher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
