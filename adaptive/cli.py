@@ -2,7 +2,8 @@
 
 Subcommands:
   render TIMELINE -o out.wav [--midi out.mid] [--events out.json]   offline render
-  serve                                                               the server (for now: the render demo)
+  serve [--config FILE]                                               the real-time server (OSC, ZeroMQ, TCP audio)
+  replay RECORDING -o out.wav                                         a served session, rendered again offline
   bank [--bank FILE]                                                  list a cue bank's cues, layers and stingers
 
 User mistakes (bad files, unknown names, values out of range) print one clear
@@ -22,8 +23,6 @@ from adaptive.errors import AdaptiveError
 DEFAULT_BANK = Path(__file__).parent / "data" / "default_bank" / "bank.toml"
 """The embedded default cue bank."""
 
-DEMO_TIMELINE = Path(__file__).resolve().parent.parent / "examples" / "walk.toml"
-"""The timeline the ``serve`` demo renders until the real-time server exists."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -58,9 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(render)
 
-    serve = commands.add_parser("serve", help="run the server (until the real-time server lands: render the demo)")
-    serve.add_argument("-o", "--output", type=Path, default=Path("out/demo.wav"), help="demo WAV (default out/demo.wav)")
-    _common(serve)
+    serve = commands.add_parser("serve", help="run the real-time server (OSC and ZeroMQ; see docs/protocol.md)")
+    serve.add_argument("--config", type=Path, help="server settings TOML (keys as the options below, with _ for -)")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--osc-port", type=int, help="UDP port for OSC (default 9000; 0 = any free port)")
+    serve.add_argument("--audio-tcp-port", type=int, help="TCP port of the audio stream (default 9001)")
+    serve.add_argument("--zmq-audio-port", type=int, help="ZeroMQ PUB audio port (default 9002)")
+    serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
+    serve.add_argument("--block-frames", type=int, help="frames per audio block (default 256)")
+    serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
+    serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
+    serve.add_argument("--seed", type=int, help="seed of generated parts (default 0)")
+    serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
+    serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
+
+    replay = commands.add_parser("replay", help="render a session recording offline, bit for bit as served")
+    replay.add_argument("recording", type=Path, help="a recording written by 'adaptive serve --record'")
+    replay.add_argument("-o", "--output", type=Path, required=True, help="output WAV file")
 
     bank = commands.add_parser("bank", help="list the cues, layers, stingers and transitions of a cue bank")
     _common(bank)
@@ -134,17 +147,66 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVE_KEYS = ("host", "osc_port", "audio_tcp_port", "zmq_audio_port", "lookahead_ms", "block_frames",
+              "sample_rate", "record", "seed", "bank", "soundfont")
+
+
+def _serve_settings(args: argparse.Namespace):
+    """Server settings from defaults, then the --config file, then the options.
+
+    Raises:
+        ConfigError: an unreadable config, unknown keys, or values out of range.
+    """
+    import tomllib
+
+    from adaptive.errors import ConfigError
+    from bridge.server import ServerSettings
+
+    values: dict = {"bank": DEFAULT_BANK}
+    if args.config is not None:
+        try:
+            config = tomllib.loads(args.config.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"{args.config}: cannot read ({error.strerror or error})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{args.config}: not valid TOML: {error}") from None
+        unknown = sorted(set(config) - set(SERVE_KEYS))
+        if unknown:
+            raise ConfigError(f"{args.config}: unknown setting {unknown[0]!r} (allowed: {', '.join(SERVE_KEYS)})")
+        values.update(config)
+    values.update({key: getattr(args, key) for key in SERVE_KEYS if getattr(args, key) is not None})
+    checks = {
+        "osc_port": (0, 65535), "audio_tcp_port": (0, 65535), "zmq_audio_port": (0, 65535),
+        "lookahead_ms": (0.0, 2000.0), "block_frames": (32, 4096), "sample_rate": (8000, 192000),
+        "seed": (0, 2**32 - 1),
+    }
+    where = f"{args.config}: " if args.config else ""
+    for key, (low, high) in checks.items():
+        if key in values:
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(f"{where}{key} {value!r} is out of range (allowed: {low}..{high})")
+    for key in ("bank", "soundfont", "record"):
+        if values.get(key) is not None:
+            values[key] = Path(values[key])
+    if "sample_rate" in values:
+        values["sample_rate_hz"] = int(values.pop("sample_rate"))
+    return ServerSettings(**values)
+
+
 def _serve(args: argparse.Namespace) -> int:
-    print("adaptive: the real-time server is not built yet; rendering the demo timeline instead", file=sys.stderr)
-    if not DEMO_TIMELINE.is_file():
-        raise AdaptiveError(f"{DEMO_TIMELINE}: demo timeline not found (run from a source checkout)")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    namespace = argparse.Namespace(
-        timeline=DEMO_TIMELINE, output=args.output, midi=args.output.with_suffix(".mid"),
-        events=args.output.with_suffix(".json"), sample_rate=DEFAULT_SAMPLE_RATE_HZ, seed=None,
-        subtype="PCM_16", no_progress=False, bank=args.bank, soundfont=args.soundfont,
-    )
-    return _render(namespace)
+    from bridge.server import serve
+
+    return serve(_serve_settings(args))
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from adaptive.recording import replay
+
+    _check_writable(args.output)
+    audio = replay(args.recording, args.output)
+    print(f"wrote {args.output} ({len(audio)} frames)")
+    return 0
 
 
 def _bank(args: argparse.Namespace) -> int:
@@ -171,7 +233,7 @@ def _bank(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``adaptive`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    handlers = {"render": _render, "serve": _serve, "bank": _bank}
+    handlers = {"render": _render, "serve": _serve, "replay": _replay, "bank": _bank}
     try:
         return handlers[args.command](args)
     except AdaptiveError as error:

@@ -30,6 +30,9 @@ MAX_DATAGRAM_BYTES = 1400
 MAX_STRING_CHARS = 64
 """Longest string argument (names, locations) accepted."""
 
+ERROR_MESSAGE_CHARS = 1000
+"""Longest text of an ``error`` message (it stays well inside one datagram)."""
+
 PROTOCOL_VERSION = 1
 
 
@@ -62,13 +65,14 @@ class Arg:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
+    max_chars: int = MAX_STRING_CHARS
 
     def allowed(self) -> str:
         """The allowed values, in words, for error messages and docs."""
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.type is ArgType.STRING:
-            return f"a string of at most {MAX_STRING_CHARS} characters"
+            return f"a string of at most {self.max_chars} characters"
         kind = "an integer" if self.type is ArgType.INT else "a number"
         if self.minimum is not None and self.maximum is not None:
             return f"{kind} from {self.minimum:g} to {self.maximum:g}"
@@ -201,7 +205,7 @@ MESSAGES: tuple[Message, ...] = (
         Arg("code", ArgType.STRING, "what kind of error",
             choices=("malformed", "unknown_address", "wrong_arguments", "out_of_range", "unknown_name",
                      "too_large", "not_allowed")),
-        Arg("message", ArgType.STRING, "what was wrong and what is allowed"),
+        Arg("message", ArgType.STRING, "what was wrong and what is allowed", max_chars=ERROR_MESSAGE_CHARS),
     ), "The server rejected a message from this client; nothing else changed."),
 )
 
@@ -236,7 +240,7 @@ def _check_value(message: Message, arg: Arg, value: Any) -> Any:
     if arg.type is ArgType.STRING:
         if not isinstance(value, str):
             raise ProtocolError("wrong_arguments", f"{where} must be a string (type s), got {type(value).__name__}")
-        if len(value) > MAX_STRING_CHARS:
+        if len(value) > arg.max_chars:
             raise ProtocolError("out_of_range", f"{where} is {len(value)} characters long (allowed: {arg.allowed()})")
         if arg.choices is not None and value not in arg.choices:
             raise ProtocolError("out_of_range", f"{where} is {value!r} (allowed: {arg.allowed()})")
@@ -397,7 +401,7 @@ def json_schema() -> dict[str, Any]:
             if arg.choices is not None:
                 prop["enum"] = list(arg.choices)
             elif arg.type is ArgType.STRING:
-                prop["maxLength"] = MAX_STRING_CHARS
+                prop["maxLength"] = arg.max_chars
             if arg.minimum is not None:
                 prop["minimum"] = arg.minimum
             if arg.maximum is not None:

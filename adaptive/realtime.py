@@ -1,0 +1,315 @@
+"""The real-time runner: the same deterministic engine core (:class:`Session`)
+driven by a pacing loop (DESIGN.md, "The time model").
+
+* Server time starts at ``t0`` (the clock reading when :meth:`RealtimeSession.start`
+  is called). Frame ``f`` of the session is scheduled to play at server time
+  ``f / sample_rate_hz`` seconds, so ``playback_frame() = (clock() - t0) * rate``.
+* One render thread keeps a bounded lookahead rendered: it renders a block
+  whenever ``frames_rendered < playback_frame() + lookahead_frames``, and
+  otherwise sleeps (at most ~5 ms, so new inputs are picked up quickly). The
+  lookahead is the latency floor of an input.
+* Inputs arrive from any thread through :meth:`RealtimeSession.submit`, which
+  only puts them in an inbox. The render thread stamps each with the frame at
+  which it takes effect — ``session.frame``, the first frame not yet rendered —
+  submits it to the session and writes it to the recording. So a recording
+  replayed offline gives the served audio bit for bit.
+* Every rendered block goes to the sinks as an :class:`OutputBlock`, with its
+  first frame, its scheduled server time, the music events and MIDI notes in it.
+
+The module opens no socket and does no file I/O itself: sinks and the recording
+(queue + writer thread) take the output off the render thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from adaptive.recording import Recording
+from adaptive.scene import SessionInput, StingerTrigger
+from adaptive.session import InputError, MidiNoteEvent, MusicEvent, Session
+
+MAX_SLEEP_SECONDS = 0.005
+"""The render thread sleeps at most this long (seconds) between checks, so an
+input waits at most ~5 ms in the inbox before it is stamped."""
+
+DEFAULT_RING_BLOCKS = 8
+"""Blocks in the ring of output buffers: an :attr:`OutputBlock.audio` view stays
+valid for this many blocks after it is handed out."""
+
+MIDI_TRIM_THRESHOLD = 10_000
+"""When more than this many MIDI note events have been handed to sinks, they
+are removed from ``session.midi_events`` (memory stays bounded in long sessions)."""
+
+
+@dataclass(frozen=True)
+class OutputBlock:
+    """One rendered block, as handed to sinks.
+
+    Attributes:
+        sequence: 0, 1, 2, ... per runner; a gap never happens (a sink that
+            sees one has dropped blocks itself).
+        first_frame: session frame of the block's first frame.
+        audio: float32 ``(n, 2)`` **view into the runner's ring buffer**, valid
+            for :data:`DEFAULT_RING_BLOCKS` (``ring_blocks``) blocks: a sink that
+            keeps it must copy it.
+        events: the music events of this block (``session.drain_events()``),
+            in frame order; a rejected input appears as an ``"error"`` event
+            (``data``: ``message``, ``input``) at the frame it was stamped with.
+        midi: the MIDI note events played since the previous block.
+        server_time_seconds: server time (seconds since the runner started) at
+            which ``first_frame`` is scheduled to play: ``first_frame / sample_rate_hz``.
+    """
+
+    sequence: int
+    first_frame: int
+    audio: np.ndarray
+    events: list[MusicEvent]
+    midi: list[MidiNoteEvent]
+    server_time_seconds: float
+
+    @property
+    def frame_count(self) -> int:
+        """Frames in the block."""
+        return int(self.audio.shape[0])
+
+
+Sink = Callable[[OutputBlock], None]
+"""An output consumer. It is called **on the render thread** and must not block:
+it must only put the block (copying ``audio`` if it keeps it) into its own
+bounded queue, dropping when that queue is full, and return. A sink that
+raises is removed and counted in ``counters["sink_drops"]``; the music goes on."""
+
+
+class RealtimeSession:
+    """Drives a :class:`Session` in real time with one render thread.
+
+    Args:
+        session: the engine core. Once :meth:`start` is called only the render
+            thread touches it, until :meth:`stop` returns.
+        block_frames: frames per rendered block (1..``session.max_block_frames``).
+        lookahead_ms: how far ahead of playback audio is kept rendered
+            (milliseconds): the latency floor of an input.
+        clock: monotonic clock in seconds (tests pass a fake one).
+        sleep: sleeps for the given seconds (tests pass one that advances a fake clock).
+        recording: if given, every accepted input is recorded with its frame,
+            and :meth:`stop` closes it with the end frame.
+        ring_blocks: output buffers in the ring (see :class:`OutputBlock`).
+        midi_trim_threshold: see :data:`MIDI_TRIM_THRESHOLD`; ``None`` keeps
+            every MIDI event in ``session.midi_events``.
+
+    Raises:
+        ValueError: ``block_frames``, ``lookahead_ms`` or ``ring_blocks`` out of range.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        block_frames: int = 256,
+        lookahead_ms: float = 40.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        recording: Recording | None = None,
+        *,
+        ring_blocks: int = DEFAULT_RING_BLOCKS,
+        midi_trim_threshold: int | None = MIDI_TRIM_THRESHOLD,
+    ) -> None:
+        if not 1 <= block_frames <= session.max_block_frames:
+            raise ValueError(f"block_frames {block_frames} is out of range "
+                             f"(allowed: 1..{session.max_block_frames}, the session's max_block_frames)")
+        if not 0.0 <= lookahead_ms <= 10_000.0:
+            raise ValueError(f"lookahead_ms {lookahead_ms} is out of range (allowed: 0..10000 ms)")
+        if ring_blocks < 2:
+            raise ValueError(f"ring_blocks {ring_blocks} is out of range (allowed: 2 or more)")
+        self.session = session
+        self.block_frames = int(block_frames)
+        self.lookahead_ms = float(lookahead_ms)
+        self.lookahead_frames = int(round(lookahead_ms * session.sample_rate_hz / 1000.0))
+        self.sample_rate_hz = session.sample_rate_hz
+        self.recording = recording
+        self.midi_trim_threshold = midi_trim_threshold
+        self._clock = clock
+        self._sleep = sleep
+        self._inbox: queue.SimpleQueue[SessionInput] = queue.SimpleQueue()
+        self._sinks: tuple[Sink, ...] = ()
+        self._sinks_lock = threading.Lock()  # only add/remove take it; the render thread reads the tuple
+        self._ring = np.zeros((ring_blocks, self.block_frames, 2), np.float32)
+        self._sequence = 0
+        self._midi_index = 0
+        self._pending_errors: list[MusicEvent] = []
+        self._behind = False
+        self._t0: float | None = None
+        self._running = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+        """An unexpected exception that ended the render thread (a bug), else ``None``."""
+        self.counters: dict[str, int] = {"blocks": 0, "underruns": 0, "late_frames": 0, "inputs": 0,
+                                         "rejected_inputs": 0, "sink_drops": 0}
+        """``blocks`` rendered; ``underruns``: times the render thread found
+        playback ahead of what it had rendered (one per episode); ``late_frames``:
+        frames rendered after their scheduled playback time; ``inputs`` accepted
+        and ``rejected_inputs``; ``sink_drops``: sinks removed because they raised."""
+
+    # ------------------------------------------------------------------ time
+    @property
+    def frames_rendered(self) -> int:
+        """Frames the session has rendered (the session clock)."""
+        return self.session.frame
+
+    def server_time_seconds(self) -> float:
+        """Seconds since the runner started (``clock() - t0``); 0 before :meth:`start`."""
+        if self._t0 is None:
+            return 0.0
+        return self._clock() - self._t0
+
+    def playback_frame(self) -> int:
+        """Frames that should have been played by now: ``(clock() - t0) * sample_rate_hz``."""
+        return int(self.server_time_seconds() * self.sample_rate_hz)
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> None:
+        """Set ``t0`` to now and start the render thread (named ``"adaptive-render"``,
+        not a daemon: call :meth:`stop`).
+
+        Raises:
+            RuntimeError: already started.
+        """
+        if self._thread is not None:
+            raise RuntimeError("the real-time session is already started")
+        self._t0 = self._clock()
+        self._running.set()
+        self._thread = threading.Thread(target=self._run, name="adaptive-render", daemon=False)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the render thread and join it (waiting up to ``timeout`` seconds),
+        then close the recording with the frames rendered as its end frame.
+        Inputs still in the inbox are dropped. Idempotent."""
+        self._running.clear()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                raise RuntimeError(f"the render thread did not stop within {timeout} s")
+        if self.recording is not None:
+            self.recording.close(self.session.frame)
+
+    @property
+    def running(self) -> bool:
+        """Whether the render thread is running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, item: SessionInput) -> None:
+        """Queue an input (any thread; never blocks, never touches the session).
+        The render thread stamps it with the first frame not yet rendered when
+        it picks it up (within ~5 ms); it is then heard after the lookahead."""
+        self._inbox.put(item)
+
+    def add_sink(self, sink: Sink) -> None:
+        """Add an output consumer (see :data:`Sink`: it must not block)."""
+        with self._sinks_lock:
+            self._sinks = self._sinks + (sink,)
+
+    def remove_sink(self, sink: Sink) -> None:
+        """Remove an output consumer (no error if it is not there). It may be
+        called once more if a block is being handed out at that moment."""
+        with self._sinks_lock:
+            self._sinks = tuple(s for s in self._sinks if s is not sink)
+
+    # ------------------------------------------------------------------ loop
+    def _run(self) -> None:
+        try:
+            while self._running.is_set():
+                wait = self.run_once()
+                if wait > 0.0:
+                    self._sleep(wait)
+        except BaseException as error:  # a bug: remember it, stop rendering
+            self.failure = error
+            self._running.clear()
+
+    def run_once(self) -> float:
+        """One iteration of the render loop (the render thread calls it; tests
+        drive it directly with a fake clock): stamp and submit the inputs in the
+        inbox, then render one block if the lookahead is not full.
+
+        Returns:
+            0.0 if a block was rendered, else the seconds to sleep before the
+            next block is needed (at most :data:`MAX_SLEEP_SECONDS`).
+        """
+        if self._t0 is None:
+            self._t0 = self._clock()
+        self._take_inputs()
+        session = self.session
+        rendered = session.frame
+        playback = self.playback_frame()
+        if playback > rendered:
+            if not self._behind:
+                self._behind = True
+                self.counters["underruns"] += 1
+        else:
+            self._behind = False
+        if rendered >= playback + self.lookahead_frames:
+            due = (rendered - self.lookahead_frames + 1) / self.sample_rate_hz  # server time the next block is due
+            return min(max(due - self.server_time_seconds(), 1e-4), MAX_SLEEP_SECONDS)
+        self._render_block(rendered, playback)
+        return 0.0
+
+    def _take_inputs(self) -> None:
+        session = self.session
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            frame = session.frame
+            try:
+                session.submit(frame, item)
+            except InputError as error:
+                self.counters["rejected_inputs"] += 1
+                kind = "stinger" if isinstance(item, StingerTrigger) else "scene"
+                self._pending_errors.append(MusicEvent(frame, "error", {"message": str(error), "input": kind}))
+                continue
+            self.counters["inputs"] += 1
+            if self.recording is not None:
+                self.recording.write_input(frame, item)
+
+    def _render_block(self, first_frame: int, playback: int) -> None:
+        session = self.session
+        n = self.block_frames
+        slot = self._ring[self._sequence % self._ring.shape[0], :n]
+        np.copyto(slot, session.render(n))
+        late = min(n, playback - first_frame)
+        if late > 0:
+            self.counters["late_frames"] += late
+        events = session.drain_events()
+        if self._pending_errors:
+            events = self._pending_errors + events
+            self._pending_errors = []
+        midi_log = session.midi_events
+        midi = midi_log[self._midi_index :] if len(midi_log) > self._midi_index else []
+        self._midi_index = len(midi_log)
+        block = OutputBlock(self._sequence, first_frame, slot, events, midi, first_frame / self.sample_rate_hz)
+        self._sequence += 1
+        self.counters["blocks"] += 1
+        for sink in self._sinks:
+            try:
+                sink(block)
+            except Exception:
+                self.remove_sink(sink)
+                self.counters["sink_drops"] += 1
+        # Every sink has seen these notes: drop them (in place: the session's
+        # MIDI callbacks hold this very list).
+        if self.midi_trim_threshold is not None and self._midi_index > self.midi_trim_threshold:
+            del midi_log[: self._midi_index]
+            self._midi_index = 0
+
+    def stats(self) -> dict[str, Any]:
+        """Counters plus the current frames rendered, playback frame and
+        lookahead (frames), for monitoring."""
+        return {**self.counters, "frames_rendered": self.frames_rendered, "playback_frame": self.playback_frame(),
+                "lookahead_frames": self.lookahead_frames}

@@ -1,0 +1,308 @@
+"""OSC over UDP: the control input of the server and its callback output.
+
+Three threads, none of them the render thread:
+
+* the **receive thread** reads datagrams, decodes and validates them against
+  the protocol table (:mod:`bridge.protocol`) and the cue bank, answers
+  ``hello`` and ``ping`` at once, and hands scene inputs to the real-time
+  session (which stamps them with the frame at which they take effect);
+* the render thread calls :meth:`OscServer.on_block` (a sink of the real-time
+  session) which only appends the block's events and MIDI to a bounded queue;
+* the **send thread** encodes callbacks and sends them to every client
+  subscribed to them.
+
+A slow or vanished client cannot stall anything: the outgoing queue is
+bounded and drops its oldest entries (counted) when full, and UDP sends never
+block. Bad input is answered with an ``error`` message to the sender (at its
+``hello`` reply port if it said hello, else at its source port), counted, and
+logged; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from adaptive.cue import CueBank
+from adaptive.scene import SceneUpdate, StingerTrigger, validate_update
+from adaptive.synth import PERCUSSION_CHANNEL
+from bridge.protocol import ERROR_MESSAGE_CHARS, PROTOCOL_VERSION, Decoded, ProtocolError, decode_osc, encode_osc
+
+log = logging.getLogger("adaptive.osc")
+
+OUTBOX_BLOCKS = 256
+"""Blocks of callbacks waiting to be sent before the oldest is dropped."""
+
+
+def split_time(frame: int, sample_rate_hz: int) -> tuple[int, int]:
+    """Server time of ``frame`` as (whole seconds, microseconds)."""
+    seconds, remainder = divmod(frame, sample_rate_hz)
+    return int(seconds), int(remainder * 1_000_000 // sample_rate_hz)
+
+
+def split_seconds(seconds: float) -> tuple[int, int]:
+    """``seconds`` (>= 0) as (whole seconds, microseconds)."""
+    whole = int(seconds)
+    return whole, min(999_999, int(round((seconds - whole) * 1_000_000)))
+
+
+@dataclass
+class OscClient:
+    """A client that said hello: where to send, and what it subscribed to."""
+
+    host: str
+    reply_port: int
+    name: str = ""
+    sample_format: str = "s16"
+    streams: set[str] = field(default_factory=lambda: {"events"})
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.reply_port)
+
+
+class OscServer:
+    """The OSC endpoint of a session.
+
+    Args:
+        bank: the cue bank (names are checked against it before an input is queued).
+        submit: hands a validated input to the real-time session (thread-safe).
+        server_time_seconds: the session's server time now (seconds since it started).
+        sample_rate_hz: the session rate.
+        welcome: fields of the ``welcome`` message besides the clock
+            (session_id, block_frames, lookahead_ms, audio_tcp_port).
+        host, port: where to listen (loopback by default; port 0 = any free port).
+
+    Raises:
+        OSError: the port cannot be bound (in use, not allowed).
+    """
+
+    def __init__(
+        self,
+        bank: CueBank,
+        submit: Callable[[Any], None],
+        server_time_seconds: Callable[[], float],
+        sample_rate_hz: int,
+        welcome: dict[str, Any],
+        host: str = "127.0.0.1",
+        port: int = 9000,
+        part_info: dict | None = None,
+    ) -> None:
+        self.bank = bank
+        self.submit = submit
+        self.server_time_seconds = server_time_seconds
+        self.sample_rate_hz = sample_rate_hz
+        self.welcome = welcome
+        self.part_info = part_info or {}
+        self.clients: dict[tuple[str, int], OscClient] = {}  # by the source address that said hello
+        self.counters = collections.Counter()
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind((host, port))
+        self._socket.settimeout(0.2)
+        self.port = self._socket.getsockname()[1]
+        self.host = host
+        self._outbox: collections.deque = collections.deque(maxlen=OUTBOX_BLOCKS)
+        self._outbox_ready = threading.Condition()
+        self._lock = threading.Lock()  # guards clients
+        self._running = False
+        self._threads: list[threading.Thread] = []
+        self._channels: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the receive and send threads."""
+        self._running = True
+        for name, target in (("adaptive-osc-receive", self._receive_loop), ("adaptive-osc-send", self._send_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self, timeout_seconds: float = 2.0) -> None:
+        """Stop the threads and close the socket."""
+        self._running = False
+        with self._outbox_ready:
+            self._outbox_ready.notify_all()
+        for thread in self._threads:
+            thread.join(timeout_seconds)
+        self._socket.close()
+
+    # ------------------------------------------------------------------ input
+    def _receive_loop(self) -> None:
+        while self._running:
+            try:
+                datagram, source = self._socket.recvfrom(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._running:
+                    self.counters["receive_errors"] += 1
+                    continue
+                return
+            self.counters["received"] += 1
+            try:
+                try:
+                    self.handle(datagram, source)
+                except ProtocolError as error:
+                    self._reject(source, error)
+            except Exception:  # a bug must not stop the server: count it, log it, keep serving
+                self.counters["internal_errors"] += 1
+                log.exception("OSC: internal error handling a datagram from %s:%d", *source)
+
+    def handle(self, datagram: bytes, source: tuple[str, int]) -> None:
+        """Decode, validate and act on one datagram from ``source``.
+
+        Raises:
+            ProtocolError: anything the server cannot accept.
+        """
+        decoded = decode_osc(datagram)
+        name = decoded.message.name
+        values = decoded.values
+        if name == "hello":
+            self._hello(decoded, source)
+        elif name == "ping":
+            receive_s, receive_us = split_seconds(self.server_time_seconds())
+            send_s, send_us = split_seconds(self.server_time_seconds())
+            self._send_now(self._reply_address(source), encode_osc(
+                "pong", sequence=values["sequence"], receive_time_s=receive_s, receive_time_us=receive_us,
+                send_time_s=send_s, send_time_us=send_us))
+        elif name in ("subscribe", "unsubscribe"):
+            client = self._client_for(source)
+            if client is None:
+                raise ProtocolError("not_allowed", f"/adaptive/{name} needs /adaptive/hello first (to know the reply port)")
+            with self._lock:
+                (client.streams.add if name == "subscribe" else client.streams.discard)(values["stream"])
+        else:
+            self.submit(self._to_input(decoded))
+            self.counters["inputs"] += 1
+
+    def _to_input(self, decoded: Decoded) -> SceneUpdate | StingerTrigger:
+        name, values = decoded.message.name, decoded.values
+        if name == "stinger":
+            try:
+                self.bank.stinger(values["stinger"])
+            except KeyError as error:
+                raise ProtocolError("unknown_name", str(error.args[0])) from None
+            return StingerTrigger(values["stinger"])
+        update = {
+            "scene": lambda v: SceneUpdate(emotion=v["emotion"], intensity=v["intensity"], location=v["location"]),
+            "emotion": lambda v: SceneUpdate(emotion=v["emotion"]),
+            "emotion_point": lambda v: SceneUpdate(valence=v["valence"], arousal=v["arousal"]),
+            "intensity": lambda v: SceneUpdate(intensity=v["intensity"]),
+            "location": lambda v: SceneUpdate(location=v["location"]),
+            "cue": lambda v: SceneUpdate(cue=v["cue"]),
+        }[name](values)
+        try:
+            validate_update(update, self.bank)
+        except KeyError as error:
+            raise ProtocolError("unknown_name", str(error.args[0])) from None
+        except ValueError as error:
+            raise ProtocolError("out_of_range", str(error)) from None
+        return update
+
+    def _hello(self, decoded: Decoded, source: tuple[str, int]) -> None:
+        values = decoded.values
+        client = OscClient(source[0], values["reply_port"], values["client_name"], values["sample_format"])
+        with self._lock:
+            self.clients[source] = client
+        time_s, time_us = split_seconds(self.server_time_seconds())
+        self._send_now(client.address, encode_osc(
+            "welcome", protocol_version=PROTOCOL_VERSION, sample_rate_hz=self.sample_rate_hz,
+            time_s=time_s, time_us=time_us, **self.welcome))
+        log.info("OSC: hello from %s (%s:%d, replies to port %d)", values["client_name"] or "a client",
+                 source[0], source[1], values["reply_port"])
+
+    def _client_for(self, source: tuple[str, int]) -> OscClient | None:
+        """The client that said hello from ``source`` (host, source port)."""
+        with self._lock:
+            return self.clients.get(source)
+
+    def _reply_address(self, source: tuple[str, int]) -> tuple[str, int]:
+        client = self._client_for(source)
+        return client.address if client is not None else source
+
+    def _reject(self, source: tuple[str, int], error: ProtocolError) -> None:
+        self.counters["rejected"] += 1
+        self.counters[f"rejected_{error.code}"] += 1
+        log.warning("OSC: rejected a datagram from %s:%d: %s", source[0], source[1], error.message)
+        limit = ERROR_MESSAGE_CHARS
+        text = error.message if len(error.message) <= limit else error.message[: limit - 3] + "..."
+        self._send_now(self._reply_address(source), encode_osc("error", code=error.code, message=text))
+
+    def _send_now(self, address: tuple[str, int], datagram: bytes) -> None:
+        try:
+            self._socket.sendto(datagram, address)
+            self.counters["sent"] += 1
+        except OSError:
+            self.counters["send_errors"] += 1
+
+    # ------------------------------------------------------------------ output
+    def on_block(self, block: Any) -> None:
+        """Sink of the real-time session (called on the render thread): queue
+        the block's events and MIDI for the send thread. Never blocks."""
+        if not block.events and not block.midi:
+            return
+        if len(self._outbox) == self._outbox.maxlen:
+            self.counters["dropped_blocks"] += 1
+        self._outbox.append((list(block.events), list(block.midi)))
+        with self._outbox_ready:
+            self._outbox_ready.notify()
+
+    def _send_loop(self) -> None:
+        while self._running:
+            with self._outbox_ready:
+                if not self._outbox:
+                    self._outbox_ready.wait(0.1)
+            while self._outbox:
+                events, midi = self._outbox.popleft()
+                with self._lock:
+                    clients = list(self.clients.values())
+                for stream, datagrams in (("events", self._event_datagrams(events)), ("midi", self._midi_datagrams(midi))):
+                    targets = [c.address for c in clients if stream in c.streams]
+                    for datagram in datagrams if targets else ():
+                        for address in targets:
+                            self._send_now(address, datagram)
+
+    def _event_datagrams(self, events: list) -> list[bytes]:
+        out = []
+        for event in events:
+            time_s, time_us = split_time(event.frame, self.sample_rate_hz)
+            stamp = {"frame": event.frame, "time_s": time_s, "time_us": time_us}
+            data = event.data
+            if event.kind == "beat":
+                out.append(encode_osc("beat", cue=data["cue"][:64], bar_index=data["bar_index"],
+                                      beat_in_bar=data["beat_in_bar"], bpm=data["bpm"], **stamp))
+            elif event.kind == "bar":
+                out.append(encode_osc("bar", cue=data["cue"][:64], bar_index=data["bar_index"], **stamp))
+            elif event.kind == "cue_change":
+                out.append(encode_osc("cue_change", cue=data["cue"][:64], previous=(data["previous"] or "")[:64],
+                                      **stamp))
+            elif event.kind in ("transition_start", "transition_end"):
+                out.append(encode_osc("transition", phase=event.kind.removeprefix("transition_"),
+                                      from_cue=data["cue"][:64], to_cue=data["to"][:64], **stamp))
+            elif event.kind == "stinger":
+                out.append(encode_osc("stinger_played", stinger=data["name"], **stamp))
+        return out
+
+    def _channel(self, part: str) -> int:
+        if part not in self._channels:
+            info = self.part_info.get(part)
+            if info is not None and info.percussion:
+                self._channels[part] = PERCUSSION_CHANNEL
+            else:
+                melodic = [c for c in range(16) if c != PERCUSSION_CHANNEL]
+                self._channels[part] = melodic[len(self._channels) % len(melodic)]
+        return self._channels[part]
+
+    def _midi_datagrams(self, midi: list) -> list[bytes]:
+        out = []
+        for event in midi:
+            time_s, time_us = split_time(event.frame, self.sample_rate_hz)
+            status = (0x90 if event.kind == 1 else 0x80) | self._channel(event.part)
+            out.append(encode_osc("midi", frame=event.frame, time_s=time_s, time_us=time_us, status=status,
+                                  data1=event.pitch, data2=event.velocity, part=event.part[:64]))
+        return out
+

@@ -1,0 +1,175 @@
+"""``adaptive serve``: the real-time server.
+
+It runs the engine core (:class:`adaptive.session.Session`) in real time
+(:class:`adaptive.realtime.RealtimeSession`: one render thread rendering a
+bounded lookahead ahead of playback) and connects it to the transports:
+
+* OSC over UDP (:mod:`bridge.osc_server`): scene input, hello/ping, and
+  beat/bar/cue/transition/stinger/MIDI callbacks to subscribed clients;
+* audio blocks over a plain TCP stream and over ZeroMQ PUB (:mod:`bridge.audio`).
+
+Everything binds to loopback unless another host is given explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("adaptive.server")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What ``adaptive serve`` runs with.
+
+    Attributes:
+        bank: cue bank file.
+        soundfont: SoundFont (None: the default one).
+        sample_rate_hz: session rate.
+        block_frames: frames per rendered (and sent) block, 32..4096.
+        lookahead_ms: how far ahead of playback the server renders (the latency floor).
+        host: interface to bind every socket to (loopback by default).
+        osc_port: UDP port for OSC (0: any free port).
+        audio_tcp_port: TCP port of the plain audio stream (0: any free port).
+        zmq_audio_port: port of the ZeroMQ PUB audio socket (0: any free port).
+        record: where to write the session recording (None: no recording).
+        seed: seeds generated parts.
+    """
+
+    bank: Path
+    soundfont: Path | None = None
+    sample_rate_hz: int = 48_000
+    block_frames: int = 256
+    lookahead_ms: float = 40.0
+    host: str = "127.0.0.1"
+    osc_port: int = 9000
+    audio_tcp_port: int = 9001
+    zmq_audio_port: int = 9002
+    record: Path | None = None
+    seed: int = 0
+
+
+class Server:
+    """A running server: the session, its render thread and its transports.
+
+    Raises:
+        AdaptiveError: the bank or SoundFont cannot be loaded.
+        OSError: a port cannot be bound (with the port in the message).
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        from adaptive.cue import load_bank
+        from adaptive.realtime import RealtimeSession
+        from adaptive.session import Session
+        from bridge.audio import TcpAudioServer, ZmqAudioPublisher
+        from bridge.osc_server import OscServer
+
+        self.settings = settings
+        self.session_id = uuid.uuid4().hex[:12]
+        self.bank = load_bank(settings.bank)
+        self.session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
+                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096))
+        self.recording = None
+        if settings.record is not None:
+            from adaptive.recording import Recording
+
+            self.recording = Recording(settings.record, bank=settings.bank.resolve(), soundfont=self.session.soundfont,
+                                       sample_rate_hz=settings.sample_rate_hz, seed=settings.seed)
+        self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
+                                        lookahead_ms=settings.lookahead_ms, recording=self.recording)
+        self._closers: list = []
+        try:
+            self.audio_tcp = _bind("audio TCP", settings.audio_tcp_port,
+                                   lambda: TcpAudioServer(settings.host, settings.audio_tcp_port))
+            self._closers.append(self.audio_tcp.close)
+            self.audio_zmq = _bind("ZeroMQ audio", settings.zmq_audio_port,
+                                   lambda: ZmqAudioPublisher(f"tcp://{settings.host}:{settings.zmq_audio_port}"))
+            self._closers.append(self.audio_zmq.close)
+            welcome = {"session_id": self.session_id, "block_frames": settings.block_frames,
+                       "lookahead_ms": settings.lookahead_ms, "audio_tcp_port": self.audio_tcp.port}
+            self.osc = _bind("OSC", settings.osc_port, lambda: OscServer(
+                self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
+                welcome, settings.host, settings.osc_port, part_info=self.session.parts))
+            self._closers.append(self.osc.close)
+        except BaseException:
+            self._close_transports()
+            self.session.close()
+            raise
+        self.realtime.add_sink(self.osc.on_block)
+        self.realtime.add_sink(self._publish_audio)
+
+    def _publish_audio(self, block) -> None:
+        rate = self.settings.sample_rate_hz
+        self.audio_tcp.publish(block.sequence, block.first_frame, block.audio, rate)
+        self.audio_zmq.publish(block.sequence, block.first_frame, block.audio, rate)
+
+    def endpoints(self) -> list[str]:
+        """One line per endpoint, as printed at start."""
+        host = self.settings.host
+        return [
+            f"osc      udp://{host}:{self.osc.port}  (control in, callbacks out; see docs/protocol.md)",
+            f"audio    tcp://{host}:{self.audio_tcp.port}  (PCM blocks, int16, {self.settings.sample_rate_hz} Hz)",
+            f"audio    {self.audio_zmq.endpoint}  (ZeroMQ PUB, topic 'audio')",
+        ]
+
+    def start(self) -> None:
+        """Start rendering and listening."""
+        self.realtime.start()
+        self.osc.start()
+
+    def close(self) -> None:
+        """Stop every thread, close every socket, finish the recording."""
+        self.osc.close()
+        self.realtime.stop()
+        self._close_transports()
+        self.session.close()
+
+    def _close_transports(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:  # closing must go on for the others
+                log.exception("error while closing")
+        self._closers.clear()
+
+
+def _bind(what: str, port: int, make):
+    try:
+        return make()
+    except OSError as error:
+        from adaptive.errors import AdaptiveError
+
+        raise AdaptiveError(f"cannot open the {what} port {port}: {error.strerror or error} "
+                            "(choose another port, or 0 for any free one)") from None
+
+
+def serve(settings: ServerSettings) -> int:
+    """Run the server until SIGINT or SIGTERM; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="adaptive: %(message)s", stream=sys.stderr)
+    server = Server(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    print(f"adaptive: serving session {server.session_id} on bank {server.bank.name!r} "
+          f"({settings.sample_rate_hz} Hz, blocks of {settings.block_frames} frames, "
+          f"lookahead {settings.lookahead_ms:g} ms)", flush=True)
+    for line in server.endpoints():
+        print(line, flush=True)
+    try:
+        while not stop.wait(0.5):
+            if server.realtime.failure is not None:
+                log.error("the render thread stopped: %r", server.realtime.failure)
+                return 1
+    finally:
+        server.close()
+        print(f"adaptive: stopped ({server.realtime.counters['blocks']} blocks, "
+              f"{server.realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages)",
+              flush=True)
+    return 0

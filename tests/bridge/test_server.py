@@ -1,0 +1,155 @@
+"""The real-time server over real loopback sockets, as a game engine uses it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from adaptive.cli import DEFAULT_BANK
+from adaptive.recording import replay
+from bridge.audio import SampleFormat, decode_block, decode_header, encode_block, read_tcp_blocks
+from bridge.protocol import Direction, decode_osc, encode_osc
+from bridge.server import Server, ServerSettings
+
+
+class OscClient:
+    """A test client: a UDP socket that records every datagram with the server time it arrived at."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.received: list[tuple[float, object]] = []
+        self.raw: list[bytes] = []
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while self._running:
+            try:
+                datagram, _ = self.sock.recvfrom(65536)
+            except OSError:
+                continue
+            arrival = self.server.realtime.server_time_seconds()
+            self.raw.append(datagram)
+            self.received.append((arrival, decode_osc(datagram, Direction.TO_CLIENT)))
+
+    def send(self, name: str, **values) -> None:
+        self.sock.sendto(encode_osc(name, **values), ("127.0.0.1", self.server.osc.port))
+
+    def send_raw(self, datagram: bytes) -> None:
+        self.sock.sendto(datagram, ("127.0.0.1", self.server.osc.port))
+
+    def of(self, name: str) -> list[tuple[float, dict]]:
+        return [(arrival, d.values) for arrival, d in list(self.received) if d.message.name == name]
+
+    def wait_for(self, name: str, timeout: float = 5.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.of(name)
+            if found:
+                return found[-1][1]
+            time.sleep(0.01)
+        raise AssertionError(f"no {name} message within {timeout} s")
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    settings = ServerSettings(bank=DEFAULT_BANK, osc_port=0, audio_tcp_port=0, zmq_audio_port=0,
+                              lookahead_ms=60.0, block_frames=256, record=tmp_path / "session.jsonl")
+    server = Server(settings)
+    server.start()
+    yield server
+    server.close()
+
+
+def test_a_client_hears_the_cue_change_on_its_beat_and_gets_beats_ahead_of_time(server, tmp_path):
+    client = OscClient(server)
+    audio_socket = socket.create_connection(("127.0.0.1", server.audio_tcp.port), timeout=5)
+    blocks: list = []
+
+    def read_audio() -> None:
+        try:
+            for header, pcm in read_tcp_blocks(audio_socket):
+                blocks.append((header, pcm))
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read_audio, daemon=True)
+    reader.start()
+    try:
+        client.send("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000, channels=2,
+                    sample_format="s16", client_name="test")
+        welcome = client.wait_for("welcome")
+        assert welcome["sample_rate_hz"] == 48000 and welcome["audio_tcp_port"] == server.audio_tcp.port
+        client.send("scene", emotion="calm", intensity=0.8, location="forest")
+        time.sleep(1.0)
+        client.send("emotion", emotion="angry")  # explore -> combat: next beat
+        time.sleep(1.5)
+        client.send_raw(b"\x00garbage")
+        error = client.wait_for("error")
+        assert error["code"] == "malformed"
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        too_loud = OscMessageBuilder("/adaptive/intensity")
+        too_loud.add_arg(2.0, "f")
+        client.send_raw(too_loud.build().dgram)
+        time.sleep(0.5)
+    finally:
+        server.close()
+        audio_socket.close()
+        reader.join(2)
+        client.close()
+
+    errors = [values for _, values in client.of("error")]
+    assert [e["code"] for e in errors] == ["malformed", "out_of_range"]
+    assert "from 0 to 1" in errors[1]["message"]
+
+    # Beats: sent ahead of their time, numbered bar by bar within each cue.
+    beats = client.of("beat")
+    assert len(beats) >= 5  # ~1 s of explore at 84 bpm, ~2.5 s of combat at 140 bpm
+    for arrival, beat in beats:
+        beat_time = beat["time_s"] + beat["time_us"] / 1e6
+        assert beat_time > arrival - 0.005, f"beat at {beat_time:.3f} s arrived at {arrival:.3f} s"
+    explore = [b for _, b in beats if b["cue"] == "explore"]
+    combat = [b for _, b in beats if b["cue"] == "combat"]
+    assert explore and combat
+    for cue_beats in (explore, combat):
+        numbers = [(b["bar_index"], b["beat_in_bar"]) for b in cue_beats]
+        expected = [divmod(i + numbers[0][0] * 4 + numbers[0][1] - 1, 4) for i in range(len(numbers))]
+        assert numbers == [(bar, beat + 1) for bar, beat in expected]
+
+    # The cue change lands on the first explore beat at or after the frame the input took effect.
+    from adaptive.recording import load_recording
+
+    header, inputs, end_frame = load_recording(tmp_path / "session.jsonl")
+    angry_frame = next(frame for frame, item in inputs if getattr(item, "emotion", None) == "angry")
+    change = next(values for _, values in client.of("cue_change") if values["cue"] == "combat")
+    explore_beat_frames = [b["frame"] for b in explore]
+    assert change["frame"] == min(f for f in explore_beat_frames + [change["frame"]] if f >= angry_frame)
+
+    # The audio received over TCP is continuous and is, sample for sample, the
+    # recording replayed offline (as int16).
+    sequences = [h.sequence for h, _ in blocks]
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+    received = np.concatenate([pcm for _, pcm in blocks])
+    first = blocks[0][0].first_frame
+    offline = replay(tmp_path / "session.jsonl")
+    # Encoded by the server's own int16 conversion, the offline replay gives the same blocks.
+    slice_ = np.ascontiguousarray(offline[first : first + len(received)])
+    header, pcm = encode_block(0, first, slice_, 48000, SampleFormat.INT16)
+    expected = decode_block(decode_header(header), pcm)
+    assert len(received) > 48000 * 2
+    assert np.array_equal(received, expected)
+    assert np.sqrt(np.mean(received**2)) > 0.01
