@@ -28,26 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
-from adaptive.scene import SceneUpdate, StingerTrigger, validate_update
-from adaptive.synth import PERCUSSION_CHANNEL
+from bridge.dispatch import MidiChannels, event_messages, split_seconds, to_input
 from bridge.protocol import ERROR_MESSAGE_CHARS, PROTOCOL_VERSION, Decoded, ProtocolError, decode_osc, encode_osc
 
 log = logging.getLogger("adaptive.osc")
 
 OUTBOX_BLOCKS = 256
 """Blocks of callbacks waiting to be sent before the oldest is dropped."""
-
-
-def split_time(frame: int, sample_rate_hz: int) -> tuple[int, int]:
-    """Server time of ``frame`` as (whole seconds, microseconds)."""
-    seconds, remainder = divmod(frame, sample_rate_hz)
-    return int(seconds), int(remainder * 1_000_000 // sample_rate_hz)
-
-
-def split_seconds(seconds: float) -> tuple[int, int]:
-    """``seconds`` (>= 0) as (whole seconds, microseconds)."""
-    whole = int(seconds)
-    return whole, min(999_999, int(round((seconds - whole) * 1_000_000)))
 
 
 @dataclass
@@ -110,7 +97,7 @@ class OscServer:
         self._lock = threading.Lock()  # guards clients
         self._running = False
         self._threads: list[threading.Thread] = []
-        self._channels: dict[str, int] = {}
+        self._midi = MidiChannels(self.part_info)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -176,32 +163,8 @@ class OscServer:
             with self._lock:
                 (client.streams.add if name == "subscribe" else client.streams.discard)(values["stream"])
         else:
-            self.submit(self._to_input(decoded))
+            self.submit(to_input(decoded, self.bank))
             self.counters["inputs"] += 1
-
-    def _to_input(self, decoded: Decoded) -> SceneUpdate | StingerTrigger:
-        name, values = decoded.message.name, decoded.values
-        if name == "stinger":
-            try:
-                self.bank.stinger(values["stinger"])
-            except KeyError as error:
-                raise ProtocolError("unknown_name", str(error.args[0])) from None
-            return StingerTrigger(values["stinger"])
-        update = {
-            "scene": lambda v: SceneUpdate(emotion=v["emotion"], intensity=v["intensity"], location=v["location"]),
-            "emotion": lambda v: SceneUpdate(emotion=v["emotion"]),
-            "emotion_point": lambda v: SceneUpdate(valence=v["valence"], arousal=v["arousal"]),
-            "intensity": lambda v: SceneUpdate(intensity=v["intensity"]),
-            "location": lambda v: SceneUpdate(location=v["location"]),
-            "cue": lambda v: SceneUpdate(cue=v["cue"]),
-        }[name](values)
-        try:
-            validate_update(update, self.bank)
-        except KeyError as error:
-            raise ProtocolError("unknown_name", str(error.args[0])) from None
-        except ValueError as error:
-            raise ProtocolError("out_of_range", str(error)) from None
-        return update
 
     def _hello(self, decoded: Decoded, source: tuple[str, int]) -> None:
         values = decoded.values
@@ -260,49 +223,10 @@ class OscServer:
                 events, midi = self._outbox.popleft()
                 with self._lock:
                     clients = list(self.clients.values())
-                for stream, datagrams in (("events", self._event_datagrams(events)), ("midi", self._midi_datagrams(midi))):
+                for stream, messages in (("events", event_messages(events, self.sample_rate_hz)),
+                                         ("midi", self._midi.messages(midi, self.sample_rate_hz))):
                     targets = [c.address for c in clients if stream in c.streams]
-                    for datagram in datagrams if targets else ():
+                    for name, values in messages if targets else ():
+                        datagram = encode_osc(name, **values)
                         for address in targets:
                             self._send_now(address, datagram)
-
-    def _event_datagrams(self, events: list) -> list[bytes]:
-        out = []
-        for event in events:
-            time_s, time_us = split_time(event.frame, self.sample_rate_hz)
-            stamp = {"frame": event.frame, "time_s": time_s, "time_us": time_us}
-            data = event.data
-            if event.kind == "beat":
-                out.append(encode_osc("beat", cue=data["cue"][:64], bar_index=data["bar_index"],
-                                      beat_in_bar=data["beat_in_bar"], bpm=data["bpm"], **stamp))
-            elif event.kind == "bar":
-                out.append(encode_osc("bar", cue=data["cue"][:64], bar_index=data["bar_index"], **stamp))
-            elif event.kind == "cue_change":
-                out.append(encode_osc("cue_change", cue=data["cue"][:64], previous=(data["previous"] or "")[:64],
-                                      **stamp))
-            elif event.kind in ("transition_start", "transition_end"):
-                out.append(encode_osc("transition", phase=event.kind.removeprefix("transition_"),
-                                      from_cue=data["cue"][:64], to_cue=data["to"][:64], **stamp))
-            elif event.kind == "stinger":
-                out.append(encode_osc("stinger_played", stinger=data["name"], **stamp))
-        return out
-
-    def _channel(self, part: str) -> int:
-        if part not in self._channels:
-            info = self.part_info.get(part)
-            if info is not None and info.percussion:
-                self._channels[part] = PERCUSSION_CHANNEL
-            else:
-                melodic = [c for c in range(16) if c != PERCUSSION_CHANNEL]
-                self._channels[part] = melodic[len(self._channels) % len(melodic)]
-        return self._channels[part]
-
-    def _midi_datagrams(self, midi: list) -> list[bytes]:
-        out = []
-        for event in midi:
-            time_s, time_us = split_time(event.frame, self.sample_rate_hz)
-            status = (0x90 if event.kind == 1 else 0x80) | self._channel(event.part)
-            out.append(encode_osc("midi", frame=event.frame, time_s=time_s, time_us=time_us, status=status,
-                                  data1=event.pitch, data2=event.velocity, part=event.part[:64]))
-        return out
-
