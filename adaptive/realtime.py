@@ -173,15 +173,15 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
-        """Set ``t0`` to now and start the render thread (named ``"adaptive-render"``,
-        not a daemon: call :meth:`stop`).
+        """Start the render thread (named ``"adaptive-render"``, not a daemon:
+        call :meth:`stop`). It renders the first lookahead, then sets ``t0``
+        (server time 0 = the playback of frame 0) and keeps pace.
 
         Raises:
             RuntimeError: already started.
         """
         if self._thread is not None:
             raise RuntimeError("the real-time session is already started")
-        self._t0 = self._clock()
         self._running.set()
         self._thread = threading.Thread(target=self._run, name="adaptive-render", daemon=False)
         self._thread.start()
@@ -222,8 +222,18 @@ class RealtimeSession:
             self._sinks = tuple(s for s in self._sinks if s is not sink)
 
     # ------------------------------------------------------------------ loop
+    def _prefill(self) -> None:
+        """Render the first lookahead before playback starts, then start the
+        playback clock (t0): playback begins with the lookahead full, so a
+        cold first block is not an underrun."""
+        while self._running.is_set() and self.session.frame < self.lookahead_frames:
+            self._take_inputs()
+            self._render_block(self.session.frame, 0)
+        self._t0 = self._clock()
+
     def _run(self) -> None:
         try:
+            self._prefill()
             while self._running.is_set():
                 wait = self.run_once()
                 if wait > 0.0:
