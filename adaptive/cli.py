@@ -5,6 +5,8 @@ Subcommands:
   serve [--config FILE]                                               the real-time server (OSC, ZeroMQ, TCP audio)
   replay RECORDING -o out.wav                                         a served session, rendered again offline
   bank [--bank FILE]                                                  list a cue bank's cues, layers and stingers
+  send [--host H] [--port P] MESSAGE ARGS...                          send one message to a running server
+  monitor [--host H] [--port P] [--midi] [--seconds N]                print a running server's callbacks live
 
 User mistakes (bad files, unknown names, values out of range) print one clear
 ``adaptive: error: ...`` message and exit with status 2, without a traceback.
@@ -63,10 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--osc-port", type=int, help="UDP port for OSC (default 9000; 0 = any free port)")
     serve.add_argument("--audio-tcp-port", type=int, help="TCP port of the audio stream (default 9001)")
     serve.add_argument("--zmq-audio-port", type=int, help="ZeroMQ PUB audio port (default 9002)")
+    serve.add_argument("--zmq-control-port", type=int, help="ZeroMQ ROUTER port for JSON control (default 9003)")
+    serve.add_argument("--zmq-events-port", type=int, help="ZeroMQ PUB port for JSON callbacks (default 9004)")
     serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
     serve.add_argument("--block-frames", type=int, help="frames per audio block (default 256)")
     serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
     serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
+    serve.add_argument("--midi-file", type=Path, help="write the notes played as a Standard MIDI File at exit")
+    serve.add_argument("--virtual-midi", action="store_true", default=None,
+                       help="also play the notes on a virtual MIDI port 'adaptive' (needs python-rtmidi)")
     serve.add_argument("--seed", type=int, help="seed of generated parts (default 0)")
     serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
     serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
@@ -77,7 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     bank = commands.add_parser("bank", help="list the cues, layers, stingers and transitions of a cue bank")
     _common(bank)
+
+    send = commands.add_parser("send", help="send one message to a running server (e.g. 'send scene calm 0.5 forest')")
+    _client_options(send)
+    send.add_argument("message", help="message name: " + ", ".join(SEND_MESSAGES))
+    send.add_argument("values", nargs="*", metavar="ARG", help="its arguments, in order (see docs/protocol.md)")
+
+    monitor = commands.add_parser("monitor", help="print a running server's beats, bars, cues and stingers as they come")
+    _client_options(monitor)
+    monitor.add_argument("--midi", action="store_true", help="also print the MIDI events played")
+    monitor.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     return parser
+
+
+SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger")
+"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md)."""
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="the server's host (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9000, help="the server's OSC UDP port (default 9000)")
 
 
 def _check_writable(path: Path) -> None:
@@ -147,8 +173,9 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-SERVE_KEYS = ("host", "osc_port", "audio_tcp_port", "zmq_audio_port", "lookahead_ms", "block_frames",
-              "sample_rate", "record", "seed", "bank", "soundfont")
+SERVE_KEYS = ("host", "osc_port", "audio_tcp_port", "zmq_audio_port", "zmq_control_port", "zmq_events_port",
+              "lookahead_ms", "block_frames", "sample_rate", "record", "midi_file", "virtual_midi", "seed", "bank",
+              "soundfont")
 
 
 def _serve_settings(args: argparse.Namespace):
@@ -177,6 +204,7 @@ def _serve_settings(args: argparse.Namespace):
     values.update({key: getattr(args, key) for key in SERVE_KEYS if getattr(args, key) is not None})
     checks = {
         "osc_port": (0, 65535), "audio_tcp_port": (0, 65535), "zmq_audio_port": (0, 65535),
+        "zmq_control_port": (0, 65535), "zmq_events_port": (0, 65535),
         "lookahead_ms": (0.0, 2000.0), "block_frames": (32, 4096), "sample_rate": (8000, 192000),
         "seed": (0, 2**32 - 1),
     }
@@ -186,7 +214,9 @@ def _serve_settings(args: argparse.Namespace):
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ConfigError(f"{where}{key} {value!r} is out of range (allowed: {low}..{high})")
-    for key in ("bank", "soundfont", "record"):
+    if "virtual_midi" in values and not isinstance(values["virtual_midi"], bool):
+        raise ConfigError(f"{where}virtual_midi {values['virtual_midi']!r} is not allowed (allowed: true or false)")
+    for key in ("bank", "soundfont", "record", "midi_file"):
         if values.get(key) is not None:
             values[key] = Path(values[key])
     if "sample_rate" in values:
@@ -230,10 +260,128 @@ def _bank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect(args: argparse.Namespace, name: str):
+    """An :class:`bridge.client.AdaptiveClient` that has said hello.
+
+    Raises:
+        AdaptiveError: a bad port, or no server answering.
+    """
+    from bridge.client import AdaptiveClient
+
+    if not 1 <= args.port <= 65535:
+        raise AdaptiveError(f"--port {args.port} is out of range (allowed: 1..65535)")
+    try:
+        client = AdaptiveClient(args.host, args.port, client_name=name)
+    except OSError as error:
+        raise AdaptiveError(f"cannot reach {args.host}:{args.port}: {error.strerror or error}") from None
+    try:
+        client.hello()
+    except TimeoutError as error:
+        client.close()
+        raise AdaptiveError(str(error)) from None
+    return client
+
+
+def _send_values(name: str, texts: list[str]) -> dict:
+    """The arguments of message ``name`` from command-line words, by the table's types.
+
+    Raises:
+        AdaptiveError: an unknown message, a wrong count, a word that is not of
+            its argument's type, or a value out of range.
+    """
+    from bridge.protocol import BY_NAME, ArgType, ProtocolError, validate
+
+    if name not in SEND_MESSAGES:
+        raise AdaptiveError(f"unknown message {name!r} (allowed: {', '.join(SEND_MESSAGES)})")
+    message = BY_NAME[name]
+    kinds = {ArgType.INT: "integer", ArgType.FLOAT: "number", ArgType.STRING: "string"}
+    usage = f"{name} takes " + (", ".join(f"{a.name} ({kinds[a.type]}: {a.allowed()})" for a in message.args))
+    if len(texts) != len(message.args):
+        raise AdaptiveError(f"{usage}; got {len(texts)} argument{'s' if len(texts) != 1 else ''}")
+    values = []
+    for arg, text in zip(message.args, texts):
+        try:
+            values.append({ArgType.INT: int, ArgType.FLOAT: float, ArgType.STRING: str}[arg.type](text))
+        except ValueError:
+            raise AdaptiveError(f"{name}: {arg.name} {text!r} is not a {kinds[arg.type]} ({usage})") from None
+    try:
+        return validate(message, values).values
+    except ProtocolError as error:
+        raise AdaptiveError(f"{error.message} ({usage})") from None
+
+
+def _send(args: argparse.Namespace) -> int:
+    from bridge.protocol import BY_NAME
+
+    values = _send_values(args.message, args.values)  # before any network: bad words fail fast
+    client = _connect(args, "adaptive send")
+    try:
+        client.send(args.message, **values)
+        try:
+            error = client.wait_for("error", timeout=0.3)
+        except TimeoutError:
+            error = None
+    finally:
+        client.close()
+    if error is not None:
+        raise AdaptiveError(f"the server rejected it ({error['code']}): {error['message']}")
+    shown = " ".join(repr(v) if isinstance(v, str) else f"{v:g}" for v in values.values())
+    print(f"sent {BY_NAME[args.message].address} {shown}".rstrip())
+    return 0
+
+
+def _describe(name: str, v: dict) -> str:
+    """One callback's text after its time and frame (see ``adaptive monitor``)."""
+    if name == "beat":
+        return f"beat  {v['cue']} bar {v['bar_index']} beat {v['beat_in_bar']} ({v['bpm']:g} bpm)"
+    if name == "bar":
+        return f"bar   {v['cue']} bar {v['bar_index']}"
+    if name == "cue_change":
+        return f"cue   {v['previous'] or '(start)'} -> {v['cue']}"
+    if name == "transition":
+        return f"transition {v['phase']}  {v['from_cue']} -> {v['to_cue']}"
+    if name == "stinger_played":
+        return f"stinger  {v['stinger']}"
+    if name == "midi":
+        kind = {0x80: "note off", 0x90: "note on", 0xB0: "control", 0xC0: "program"}.get(v["status"] & 0xF0, "midi")
+        return f"midi  {v['part']} ch {(v['status'] & 0x0F) + 1} {kind} {v['data1']} {v['data2']}"
+    return f"{name}  " + " ".join(f"{key}={value!r}" for key, value in v.items())
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    import time
+
+    client = _connect(args, "adaptive monitor")
+    streams = ["events"] + (["midi"] if args.midi else [])
+    deadline = None if args.seconds is None else time.monotonic() + args.seconds
+    try:
+        for stream in streams:
+            client.subscribe(stream)
+        print(f"adaptive: monitoring {args.host}:{args.port} (session {client.welcome['session_id']}, "
+              f"{client.welcome['sample_rate_hz']} Hz); Ctrl-C stops", flush=True)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        for decoded in client.messages(timeout=remaining):  # seconds; None: until Ctrl-C
+            name, values = decoded.message.name, decoded.values
+            if name == "error":
+                print(f"adaptive: the server says ({values['code']}): {values['message']}", flush=True)
+            elif "frame" in values:
+                seconds = values["time_s"] + values["time_us"] / 1e6
+                print(f"{seconds:8.3f} s  frame {values['frame']:>8}  {_describe(name, values)}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                client.unsubscribe(stream)
+        client.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``adaptive`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    handlers = {"render": _render, "serve": _serve, "replay": _replay, "bank": _bank}
+    handlers = {"render": _render, "serve": _serve, "replay": _replay, "bank": _bank, "send": _send,
+                "monitor": _monitor}
     try:
         return handlers[args.command](args)
     except AdaptiveError as error:

@@ -6,6 +6,8 @@ bounded lookahead ahead of playback) and connects it to the transports:
 
 * OSC over UDP (:mod:`bridge.osc_server`): scene input, hello/ping, and
   beat/bar/cue/transition/stinger/MIDI callbacks to subscribed clients;
+* the same messages as JSON over ZeroMQ (:mod:`bridge.zmq_server`): a ROUTER
+  control socket and a PUB socket of callbacks;
 * audio blocks over a plain TCP stream and over ZeroMQ PUB (:mod:`bridge.audio`).
 
 Everything binds to loopback unless another host is given explicitly.
@@ -38,7 +40,12 @@ class ServerSettings:
         osc_port: UDP port for OSC (0: any free port).
         audio_tcp_port: TCP port of the plain audio stream (0: any free port).
         zmq_audio_port: port of the ZeroMQ PUB audio socket (0: any free port).
+        zmq_control_port: ZeroMQ ROUTER port for JSON control messages (0: any free port).
+        zmq_events_port: ZeroMQ PUB port for JSON callbacks, topics 'events' and 'midi' (0: any free port).
         record: where to write the session recording (None: no recording).
+        midi_file: where to write the notes played as a Standard MIDI File at exit (None: nowhere).
+        virtual_midi: also play the notes on a virtual MIDI port "adaptive" (needs python-rtmidi
+            and a platform with virtual ports).
         seed: seeds generated parts.
     """
 
@@ -51,7 +58,11 @@ class ServerSettings:
     osc_port: int = 9000
     audio_tcp_port: int = 9001
     zmq_audio_port: int = 9002
+    zmq_control_port: int = 9003
+    zmq_events_port: int = 9004
     record: Path | None = None
+    midi_file: Path | None = None
+    virtual_midi: bool = False
     seed: int = 0
 
 
@@ -69,6 +80,7 @@ class Server:
         from adaptive.session import Session
         from bridge.audio import TcpAudioServer, ZmqAudioPublisher
         from bridge.osc_server import OscServer
+        from bridge.zmq_server import ZmqServer
 
         self.settings = settings
         self.session_id = uuid.uuid4().hex[:12]
@@ -83,8 +95,16 @@ class Server:
                                        sample_rate_hz=settings.sample_rate_hz, seed=settings.seed)
         self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
                                         lookahead_ms=settings.lookahead_ms, recording=self.recording)
+        from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
+
+        self.midi_recorder = MidiFileRecorder() if settings.midi_file is not None else None
+        self.virtual_midi = None
         self._closers: list = []
         try:
+            if settings.virtual_midi:
+                self.virtual_midi = VirtualMidiPort(self.session.parts, settings.sample_rate_hz,
+                                                    self.realtime.server_time_seconds)
+                self._closers.append(self.virtual_midi.close)
             self.audio_tcp = _bind("audio TCP", settings.audio_tcp_port,
                                    lambda: TcpAudioServer(settings.host, settings.audio_tcp_port))
             self._closers.append(self.audio_tcp.close)
@@ -97,11 +117,20 @@ class Server:
                 self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
                 welcome, settings.host, settings.osc_port, part_info=self.session.parts))
             self._closers.append(self.osc.close)
+            self.zmq = _bind("ZeroMQ control", settings.zmq_control_port, lambda: ZmqServer(
+                self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
+                welcome, settings.host, settings.zmq_control_port, settings.zmq_events_port,
+                part_info=self.session.parts))
+            self._closers.append(self.zmq.close)
         except BaseException:
             self._close_transports()
             self.session.close()
             raise
         self.realtime.add_sink(self.osc.on_block)
+        self.realtime.add_sink(self.zmq.on_block)
+        for extra in (self.midi_recorder, self.virtual_midi):
+            if extra is not None:
+                self.realtime.add_sink(extra.on_block)
         self.realtime.add_sink(self._publish_audio)
 
     def _publish_audio(self, block) -> None:
@@ -116,17 +145,23 @@ class Server:
             f"osc      udp://{host}:{self.osc.port}  (control in, callbacks out; see docs/protocol.md)",
             f"audio    tcp://{host}:{self.audio_tcp.port}  (PCM blocks, int16, {self.settings.sample_rate_hz} Hz)",
             f"audio    {self.audio_zmq.endpoint}  (ZeroMQ PUB, topic 'audio')",
-        ]
+            f"control  {self.zmq.control_endpoint}  (ZeroMQ ROUTER, JSON messages; see docs/protocol.md)",
+            f"events   {self.zmq.events_endpoint}  (ZeroMQ PUB, JSON callbacks, topics 'events' and 'midi')",
+        ] + ([f"midi     virtual port {self.virtual_midi.name!r}"] if self.virtual_midi is not None else [])
 
     def start(self) -> None:
         """Start rendering and listening."""
         self.realtime.start()
         self.osc.start()
+        self.zmq.start()
 
     def close(self) -> None:
         """Stop every thread, close every socket, finish the recording."""
         self.osc.close()
+        self.zmq.close()
         self.realtime.stop()
+        if self.midi_recorder is not None:
+            self.midi_recorder.close(self.settings.midi_file, self.session, end_frame=self.session.frame)
         self._close_transports()
         self.session.close()
 

@@ -67,6 +67,7 @@ class OscClient:
 @pytest.fixture
 def server(tmp_path):
     settings = ServerSettings(bank=DEFAULT_BANK, osc_port=0, audio_tcp_port=0, zmq_audio_port=0,
+                              zmq_control_port=0, zmq_events_port=0,
                               lookahead_ms=60.0, block_frames=256, record=tmp_path / "session.jsonl")
     server = Server(settings)
     server.start()

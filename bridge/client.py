@@ -1,0 +1,278 @@
+"""A small Python client of the server's OSC protocol (docs/protocol.md).
+
+Used by the tests and by ``adaptive send`` / ``adaptive monitor``; also a
+reference for engine integrations::
+
+    with AdaptiveClient("127.0.0.1", 9000) as client:
+        welcome = client.hello()
+        client.subscribe("events")
+        sync = client.sync_clock()
+        client.scene("calm", 0.5, "forest")
+        for message in client.messages(timeout=2.0):
+            if message.message.name == "beat":
+                local = sync.server_to_local(server_seconds(message.values))
+
+Every message is built with :func:`bridge.protocol.encode_osc`, so a value the
+table does not allow raises :class:`~bridge.protocol.ProtocolError` before
+anything is sent. One socket (bound to 127.0.0.1, any free port) sends and
+receives: the server answers to the port given in ``hello``, which is this one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.protocol import Decoded, Direction, ProtocolError, decode_osc, encode_osc
+
+__all__ = ["AdaptiveClient", "ClockSync", "OscClient", "server_seconds"]
+
+
+def server_seconds(values: dict[str, Any], prefix: str = "time") -> float:
+    """Server time in seconds from a message's ``{prefix}_s`` and ``{prefix}_us`` arguments."""
+    return values[f"{prefix}_s"] + values[f"{prefix}_us"] / 1e6
+
+
+@dataclass(frozen=True)
+class ClockSync:
+    """The mapping between server time and this process's ``time.monotonic()``.
+
+    Attributes:
+        offset_seconds: server time minus local monotonic time, seconds
+            (``server = local + offset``), from the ping with the smallest round trip.
+        round_trip_seconds: that ping's round trip minus the server's own
+            handling time, seconds (the error of the offset is at most half of it).
+        samples: pings answered (out of those sent).
+    """
+
+    offset_seconds: float
+    round_trip_seconds: float
+    samples: int
+
+    def server_to_local(self, server_seconds: float) -> float:
+        """Local ``time.monotonic()`` seconds of a server time in seconds."""
+        return server_seconds - self.offset_seconds
+
+    def local_to_server(self, local_seconds: float) -> float:
+        """Server time in seconds of a local ``time.monotonic()`` reading in seconds."""
+        return local_seconds + self.offset_seconds
+
+
+class AdaptiveClient:
+    """An OSC client of one server.
+
+    Args:
+        host: the server's host (an IPv4 address or name).
+        port: the server's OSC UDP port.
+        client_name: free text sent in ``hello`` (the server logs it).
+
+    Attributes:
+        errors: every ``error`` message received, as its values
+            (``{"code": ..., "message": ...}``), oldest first.
+        welcome: the values of the last ``welcome``, or None before :meth:`hello`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9000, client_name: str = "python") -> None:
+        self.host = host
+        self.port = port
+        self.client_name = client_name
+        self.errors: list[dict[str, Any]] = []
+        self.welcome: dict[str, Any] | None = None
+        self._queue: queue.Queue[Decoded] = queue.Queue()
+        self._pongs: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._pong_arrived = threading.Condition()
+        self._sequence = itertools.count(1)
+        self._address = (socket.gethostbyname(host), port)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Loopback servers answer on loopback; a remote one needs a reachable interface.
+        self._sock.bind(("127.0.0.1" if self._address[0].startswith("127.") else "0.0.0.0", 0))
+        self._sock.settimeout(0.1)
+        self._running = True
+        self._thread = threading.Thread(target=self._receive_loop, name="adaptive-client", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ plumbing
+    @property
+    def reply_port(self) -> int:
+        """The local UDP port replies and callbacks arrive at."""
+        return self._sock.getsockname()[1]
+
+    def _receive_loop(self) -> None:
+        while self._running:
+            try:
+                datagram, _ = self._sock.recvfrom(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                if not self._running:
+                    return
+                continue  # e.g. ICMP port unreachable reported on Linux: keep listening
+            arrival = time.monotonic()
+            try:
+                decoded = decode_osc(datagram, Direction.TO_CLIENT)
+            except ProtocolError as error:
+                self.errors.append({"code": "malformed", "message": f"undecodable datagram from the server: {error}"})
+                continue
+            name = decoded.message.name
+            if name == "pong":
+                with self._pong_arrived:
+                    self._pongs[decoded.values["sequence"]] = (arrival, decoded.values)
+                    self._pong_arrived.notify_all()
+                continue
+            if name == "error":
+                self.errors.append(decoded.values)
+            elif name == "welcome":
+                self.welcome = decoded.values
+            self._queue.put(decoded)
+
+    def send(self, name: str, **values: Any) -> None:
+        """Encode and send message ``name`` with its arguments.
+
+        Raises:
+            ProtocolError: the values do not fit the protocol table (nothing is sent).
+            KeyError: an unknown message name.
+        """
+        self._sock.sendto(encode_osc(name, **values), self._address)
+
+    # ------------------------------------------------------------ receiving
+    def messages(self, timeout: float | None = None) -> Iterator[Decoded]:
+        """Yield every message received (except pongs) as it arrives, until
+        ``timeout`` seconds have passed (None: forever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = 0.1 if deadline is None else deadline - time.monotonic()
+            if deadline is not None and wait <= 0:
+                return
+            try:
+                yield self._queue.get(timeout=min(wait, 0.1))
+            except queue.Empty:
+                continue
+
+    def wait_for(self, name: str, timeout: float = 2.0) -> dict[str, Any]:
+        """The values of the next message called ``name``; other messages
+        received meanwhile are dropped from the queue (``error`` stays in :attr:`errors`).
+
+        Raises:
+            TimeoutError: none within ``timeout`` seconds.
+        """
+        for decoded in self.messages(timeout):
+            if decoded.message.name == name:
+                return decoded.values
+        raise TimeoutError(f"no {name} message from {self.host}:{self.port} within {timeout:g} s")
+
+    # ------------------------------------------------------------ to the server
+    def hello(self, sample_rate_hz: int = 48000, channels: int = 2, sample_format: str = "s16",
+              timeout: float = 2.0) -> dict[str, Any]:
+        """Say hello; returns the ``welcome`` values (session_id, sample_rate_hz,
+        block_frames, lookahead_ms, audio_tcp_port, time_s, time_us, ...).
+
+        Raises:
+            TimeoutError: no welcome within ``timeout`` seconds (is the server running?).
+        """
+        self.send("hello", reply_port=self.reply_port, sample_rate_hz=sample_rate_hz, channels=channels,
+                  sample_format=sample_format, client_name=self.client_name)
+        try:
+            return self.wait_for("welcome", timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no answer from an adaptive server at udp://{self.host}:{self.port} "
+                               f"within {timeout:g} s (is 'adaptive serve' running there?)") from None
+
+    def subscribe(self, stream: str) -> None:
+        """Start receiving ``stream``: "events", "midi" or "audio"."""
+        self.send("subscribe", stream=stream)
+
+    def unsubscribe(self, stream: str) -> None:
+        """Stop receiving ``stream``."""
+        self.send("unsubscribe", stream=stream)
+
+    def scene(self, emotion: str, intensity: float, location: str) -> None:
+        """Set the whole scene: a named emotion, intensity 0..1, location."""
+        self.send("scene", emotion=emotion, intensity=intensity, location=location)
+
+    def emotion(self, name: str) -> None:
+        """Set the emotion by name."""
+        self.send("emotion", emotion=name)
+
+    def emotion_point(self, valence: float, arousal: float) -> None:
+        """Set the emotion as valence and arousal, each -1..1."""
+        self.send("emotion_point", valence=valence, arousal=arousal)
+
+    def intensity(self, x: float) -> None:
+        """Set the intensity, 0..1."""
+        self.send("intensity", intensity=x)
+
+    def location(self, s: str) -> None:
+        """Set the location."""
+        self.send("location", location=s)
+
+    def cue(self, name: str) -> None:
+        """Force a cue ("" hands the choice back to the mapping)."""
+        self.send("cue", cue=name)
+
+    def stinger(self, name: str) -> None:
+        """Play a stinger at its quantized boundary."""
+        self.send("stinger", stinger=name)
+
+    # ------------------------------------------------------------ clock
+    def sync_clock(self, pings: int = 16, timeout: float = 0.5) -> ClockSync:
+        """NTP-style clock sync over ``pings`` pings, one at a time.
+
+        For each ping, ``t0`` = local monotonic seconds before sending and
+        ``t3`` = at the pong's arrival; the pong carries server seconds ``t1``
+        (ping received) and ``t2`` (pong sent). ``offset = ((t1 - t0) + (t2 - t3)) / 2``,
+        ``delay = (t3 - t0) - (t2 - t1)``; the sample with the smallest delay wins.
+
+        Args:
+            pings: how many pings to send (at least 1).
+            timeout: seconds to wait for each pong (a lost one is skipped).
+
+        Raises:
+            TimeoutError: no pong at all.
+        """
+        best: tuple[float, float] | None = None  # (delay, offset)
+        answered = 0
+        for _ in range(max(1, pings)):
+            sequence = next(self._sequence) % 2**31
+            t0 = time.monotonic()
+            self.send("ping", sequence=sequence)
+            deadline = t0 + timeout
+            with self._pong_arrived:
+                while sequence not in self._pongs and time.monotonic() < deadline:
+                    self._pong_arrived.wait(deadline - time.monotonic())
+                pong = self._pongs.pop(sequence, None)
+            if pong is None:
+                continue
+            t3, values = pong
+            t1 = server_seconds(values, "receive_time")
+            t2 = server_seconds(values, "send_time")
+            offset = ((t1 - t0) + (t2 - t3)) / 2
+            delay = (t3 - t0) - (t2 - t1)
+            answered += 1
+            if best is None or delay < best[0]:
+                best = (delay, offset)
+        if best is None:
+            raise TimeoutError(f"no pong from {self.host}:{self.port} to {pings} pings")
+        return ClockSync(offset_seconds=best[1], round_trip_seconds=best[0], samples=answered)
+
+    # ------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Stop the receive thread and close the socket."""
+        self._running = False
+        self._thread.join(1.0)
+        self._sock.close()
+
+    def __enter__(self) -> AdaptiveClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+OscClient = AdaptiveClient
+"""The same class, under the name of the brief."""

@@ -1,0 +1,353 @@
+"""ZeroMQ: the same messages as OSC (:mod:`bridge.osc_server`), as JSON.
+
+Two sockets, both owned by one thread (``adaptive-zmq``), because ZeroMQ
+sockets are not thread-safe:
+
+* a **ROUTER** (control) socket: a client (DEALER, or REQ — see below) sends
+  one JSON message per frame, ``{"type": NAME, ARG: value, ...}``, validated
+  against the protocol table (:func:`bridge.protocol.decode_json`) and the cue
+  bank. ``hello`` is answered with ``welcome``, ``ping`` with ``pong``,
+  anything rejected with ``error`` (to that client only); scene inputs go to
+  the real-time session; ``subscribe``/``unsubscribe`` are validated and
+  otherwise ignored (a SUB socket filters by topic itself).
+* a **PUB** (callbacks) socket: multipart ``[topic, json]`` messages, topic
+  ``b"events"`` (``beat``, ``bar``, ``cue_change``, ``transition``,
+  ``stinger_played``) and ``b"midi"`` (``midi``). Subscribe to the topic on a
+  SUB socket.
+
+The render thread calls :meth:`ZmqServer.on_block` (a sink of the real-time
+session), which only appends the block's events and MIDI to a bounded queue
+and wakes the ZeroMQ thread through a local socket pair; it never blocks.
+When the queue is full the oldest block is dropped (counted). PUB sends never
+block either: at a subscriber's high-water mark libzmq drops that
+subscriber's messages.
+
+Every control message that is answered gets exactly one reply; the others
+(scene inputs, subscribe, unsubscribe) get none unless rejected. A plain REQ
+socket must receive a reply before it may send again, so a REQ client should
+either set ``zmq.REQ_RELAXED`` (and ``zmq.REQ_CORRELATE``) or use a DEALER.
+A REQ client's envelope (the empty delimiter frame) is echoed in replies.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import threading
+from typing import Any, Callable
+
+from adaptive.cue import CueBank
+from bridge.dispatch import MidiChannels, event_messages, split_seconds, to_input
+from bridge.protocol import ERROR_MESSAGE_CHARS, PROTOCOL_VERSION, ProtocolError, decode_json, encode_json
+
+log = logging.getLogger("adaptive.zmq")
+
+OUTBOX_BLOCKS = 256
+"""Blocks of callbacks waiting to be published before the oldest is dropped."""
+
+SNDHWM_MESSAGES = 1000
+"""ZeroMQ send high-water mark of each socket, in messages (per peer)."""
+
+RCVHWM_MESSAGES = 1000
+"""ZeroMQ receive high-water mark of the control socket, in messages (per peer)."""
+
+MAX_FRAME_BYTES = 1024 * 1024
+"""A peer that sends a message larger than this (bytes) is disconnected by
+libzmq (``zmq.MAXMSGSIZE``), so it cannot make the server buffer much; frames
+over 64 KiB but within this get a ``too_large`` error."""
+
+POLL_TIMEOUT_MS = 100
+"""How long (milliseconds) the ZeroMQ thread waits for input or a wake-up
+before checking whether it should stop."""
+
+RECEIVE_BATCH = 64
+"""Control messages (at most) handled per poll before the outbox is drained."""
+
+TOPIC_EVENTS = b"events"
+TOPIC_MIDI = b"midi"
+
+
+class ZmqServer:
+    """The ZeroMQ endpoint of a session (control ROUTER + callback PUB).
+
+    Args:
+        bank: the cue bank (names are checked against it before an input is queued).
+        submit: hands a validated input to the real-time session (thread-safe).
+        server_time_seconds: the session's server time now (seconds since it started).
+        sample_rate_hz: the session rate.
+        welcome: fields of the ``welcome`` message besides the clock
+            (session_id, block_frames, lookahead_ms, audio_tcp_port).
+        host: interface to bind both sockets to (loopback by default; an IPv4
+            address or ``*``).
+        control_port: TCP port of the ROUTER socket (0: any free port).
+        events_port: TCP port of the PUB socket (0: any free port).
+        part_info: the session's parts (for MIDI channels: percussion on 10).
+        outbox_blocks: blocks of callbacks queued before the oldest is dropped.
+        sndhwm_messages: ZeroMQ send high-water mark per peer, in messages.
+        context: a ``zmq.Context`` (default: the process's shared instance).
+
+    Attributes:
+        control_endpoint: where the ROUTER is bound, e.g. ``"tcp://127.0.0.1:5555"``.
+        events_endpoint: where the PUB is bound.
+        control_port, events_port: their TCP ports.
+        counters: ``received``, ``inputs``, ``hellos``, ``pings``, ``rejected``,
+            ``rejected_<code>``, ``sent`` (replies), ``published`` (callbacks),
+            ``dropped_blocks`` (outbox full), ``dropped_messages`` (PUB refused),
+            ``send_errors``, ``internal_errors``.
+
+    Raises:
+        OSError: a port cannot be bound (in use, not allowed).
+    """
+
+    def __init__(
+        self,
+        bank: CueBank,
+        submit: Callable[[Any], None],
+        server_time_seconds: Callable[[], float],
+        sample_rate_hz: int,
+        welcome: dict[str, Any],
+        host: str = "127.0.0.1",
+        control_port: int = 9003,
+        events_port: int = 9004,
+        part_info: dict | None = None,
+        *,
+        outbox_blocks: int = OUTBOX_BLOCKS,
+        sndhwm_messages: int = SNDHWM_MESSAGES,
+        context: Any = None,
+    ) -> None:
+        import zmq  # imported here so the OSC and TCP transports work without pyzmq
+
+        if outbox_blocks < 1:
+            raise ValueError(f"outbox_blocks must be >= 1, got {outbox_blocks}")
+        self._zmq = zmq
+        self.bank = bank
+        self.submit = submit
+        self.server_time_seconds = server_time_seconds
+        self.sample_rate_hz = sample_rate_hz
+        self.welcome = welcome
+        self.part_info = part_info or {}
+        self.host = host
+        self.counters: collections.Counter = collections.Counter()
+        self._outbox: collections.deque = collections.deque(maxlen=outbox_blocks)
+        self._midi = MidiChannels(self.part_info)
+        self._running = False
+        self._thread: threading.Thread | None = None
+        context = context or zmq.Context.instance()
+        self._control = self._events = None
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        try:
+            for sock in (self._wake_reader, self._wake_writer):
+                sock.setblocking(False)
+            self._control = context.socket(zmq.ROUTER)
+            self._control.setsockopt(zmq.LINGER, 0)
+            self._control.setsockopt(zmq.SNDHWM, sndhwm_messages)
+            self._control.setsockopt(zmq.RCVHWM, RCVHWM_MESSAGES)
+            self._control.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+            self.control_endpoint, self.control_port = _bind(zmq, self._control, host, control_port)
+            self._events = context.socket(zmq.PUB)
+            self._events.setsockopt(zmq.LINGER, 0)
+            self._events.setsockopt(zmq.SNDHWM, sndhwm_messages)
+            self.events_endpoint, self.events_port = _bind(zmq, self._events, host, events_port)
+        except BaseException:
+            self._close_sockets()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the ZeroMQ thread (it owns both sockets from now on)."""
+        if self._thread is not None:
+            return
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="adaptive-zmq", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_seconds: float = 2.0) -> None:
+        """Stop the thread and close both sockets at once (linger 0: unsent
+        messages are discarded). Waits at most ``timeout_seconds`` for the thread."""
+        self._running = False
+        thread, self._thread = self._thread, None
+        if thread is None:
+            self._close_sockets()
+            return
+        self._wake()
+        thread.join(timeout_seconds)
+        if thread.is_alive():  # the thread still owns the sockets; it closes them when it stops
+            log.warning("ZeroMQ: the thread did not stop within %g s", timeout_seconds)
+
+    def _close_sockets(self) -> None:
+        for sock in (self._control, self._events):
+            if sock is not None:
+                sock.close(linger=0)
+        for sock in (self._wake_reader, self._wake_writer):
+            sock.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_writer.send(b"\x00")
+        except OSError:  # full (a wake-up is already pending) or closed
+            pass
+
+    # ------------------------------------------------------------------ the thread
+    def _loop(self) -> None:
+        zmq = self._zmq
+        poller = zmq.Poller()
+        poller.register(self._control, zmq.POLLIN)
+        poller.register(self._wake_reader, zmq.POLLIN)
+        try:
+            while self._running:
+                try:
+                    ready = dict(poller.poll(POLL_TIMEOUT_MS))
+                except zmq.ZMQError:
+                    if self._running:
+                        self.counters["receive_errors"] += 1
+                        continue
+                    return
+                if self._wake_reader.fileno() in ready or self._wake_reader in ready:
+                    self._drain_wake()
+                if self._control in ready:
+                    self._receive_batch()
+                self._publish_outbox()
+        finally:
+            self._close_sockets()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _receive_batch(self) -> None:
+        zmq = self._zmq
+        for _ in range(RECEIVE_BATCH):
+            try:
+                frames = self._control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                self.counters["receive_errors"] += 1
+                return
+            receive_time = self.server_time_seconds()
+            self.counters["received"] += 1
+            identity, envelope, payload = frames[0], frames[1:-1], frames[-1]
+            try:
+                try:
+                    if any(envelope) or len(frames) < 2:
+                        raise ProtocolError("malformed", "send one JSON message per frame (allowed: a single "
+                                                         "frame, after REQ's empty delimiter if any)")
+                    self.handle(payload, identity, envelope, receive_time)
+                except ProtocolError as error:
+                    self._reject(identity, envelope, error)
+            except Exception:  # a bug must not stop the server: count it, log it, keep serving
+                self.counters["internal_errors"] += 1
+                log.exception("ZeroMQ: internal error handling a message")
+
+    # ------------------------------------------------------------------ input
+    def handle(self, payload: bytes, identity: bytes, envelope: list[bytes] | None = None,
+               receive_time_seconds: float | None = None) -> None:
+        """Decode, validate and act on one JSON message from ``identity``
+        (call on the ZeroMQ thread only: it may reply on the ROUTER).
+
+        Args:
+            payload: the message frame (UTF-8 JSON, at most 64 KiB).
+            identity: the ROUTER routing id of the sender.
+            envelope: frames between identity and payload, echoed in replies.
+            receive_time_seconds: server time (seconds) the message arrived (default: now).
+
+        Raises:
+            ProtocolError: anything the server cannot accept.
+        """
+        envelope = envelope or []
+        decoded = decode_json(payload)
+        name, values = decoded.message.name, decoded.values
+        if name == "hello":
+            self.counters["hellos"] += 1
+            time_s, time_us = split_seconds(self.server_time_seconds())
+            self._reply(identity, envelope, encode_json(
+                "welcome", protocol_version=PROTOCOL_VERSION, sample_rate_hz=self.sample_rate_hz,
+                time_s=time_s, time_us=time_us, **self.welcome))
+            log.info("ZeroMQ: hello from %s", values["client_name"] or "a client")
+        elif name == "ping":
+            self.counters["pings"] += 1
+            received = self.server_time_seconds() if receive_time_seconds is None else receive_time_seconds
+            receive_s, receive_us = split_seconds(received)
+            send_s, send_us = split_seconds(self.server_time_seconds())
+            self._reply(identity, envelope, encode_json(
+                "pong", sequence=values["sequence"], receive_time_s=receive_s, receive_time_us=receive_us,
+                send_time_s=send_s, send_time_us=send_us))
+        elif name in ("subscribe", "unsubscribe"):
+            pass  # validated; the SUB socket's own subscriptions do the filtering
+        else:
+            self.submit(to_input(decoded, self.bank))
+            self.counters["inputs"] += 1
+
+    def _reject(self, identity: bytes, envelope: list[bytes], error: ProtocolError) -> None:
+        self.counters["rejected"] += 1
+        self.counters[f"rejected_{error.code}"] += 1
+        log.warning("ZeroMQ: rejected a message: %s", error.message)
+        limit = ERROR_MESSAGE_CHARS
+        text = error.message if len(error.message) <= limit else error.message[: limit - 3] + "..."
+        self._reply(identity, envelope, encode_json("error", code=error.code, message=text))
+
+    def _reply(self, identity: bytes, envelope: list[bytes], payload: bytes) -> None:
+        zmq = self._zmq
+        try:
+            self._control.send_multipart([identity, *envelope, payload], zmq.NOBLOCK)
+            self.counters["sent"] += 1
+        except zmq.ZMQError:  # zmq.Again included: the peer's queue is full or it left
+            self.counters["send_errors"] += 1
+
+    # ------------------------------------------------------------------ output
+    def on_block(self, block: Any) -> None:
+        """Sink of the real-time session (called on the render thread): queue
+        the block's events and MIDI for the ZeroMQ thread. Never blocks; when
+        the outbox is full its oldest block is dropped (``dropped_blocks``)."""
+        if not block.events and not block.midi:
+            return
+        if len(self._outbox) == self._outbox.maxlen:
+            self.counters["dropped_blocks"] += 1
+        self._outbox.append((list(block.events), list(block.midi)))
+        self._wake()
+
+    def _publish_outbox(self) -> None:
+        while self._running:
+            try:
+                events, midi = self._outbox.popleft()
+            except IndexError:
+                return
+            try:
+                for topic, messages in ((TOPIC_EVENTS, event_messages(events, self.sample_rate_hz)),
+                                        (TOPIC_MIDI, self._midi.messages(midi, self.sample_rate_hz))):
+                    for name, values in messages:
+                        self._publish(topic, encode_json(name, **values))
+            except Exception:  # e.g. a value outside the table: skip the block, keep serving
+                self.counters["internal_errors"] += 1
+                log.exception("ZeroMQ: internal error publishing a block's callbacks")
+
+    def _publish(self, topic: bytes, payload: bytes) -> None:
+        zmq = self._zmq
+        try:
+            self._events.send_multipart([topic, payload], zmq.NOBLOCK)
+            self.counters["published"] += 1
+        except zmq.ZMQError:
+            self.counters["dropped_messages"] += 1
+
+
+def _bind(zmq: Any, sock: Any, host: str, port: int) -> tuple[str, int]:
+    """Bind ``sock`` to ``tcp://host:port`` (port 0: any free port); returns
+    (endpoint, port).
+
+    Raises:
+        OSError: the address cannot be bound (``zmq.ZMQError`` converted, so
+            callers handle it like a socket error).
+    """
+    address = f"tcp://{host}"
+    try:
+        if port == 0:
+            port = sock.bind_to_random_port(address)
+        else:
+            sock.bind(f"{address}:{port}")
+    except zmq.ZMQError as error:
+        raise OSError(error.errno, f"{error.strerror} ({address}:{port})") from None
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT), int(port)
