@@ -19,7 +19,6 @@ import logging
 import signal
 import sys
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +82,7 @@ class Server:
         from bridge.zmq_server import ZmqServer
 
         self.settings = settings
-        self.session_id = uuid.uuid4().hex[:12]
+        self.session_id = "default"  # one session per server for now; clients name it in logs
         self.bank = load_bank(settings.bank)
         self.session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
                                seed=settings.seed, max_block_frames=max(settings.block_frames, 4096))

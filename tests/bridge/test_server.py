@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -153,4 +157,70 @@ def test_a_client_hears_the_cue_change_on_its_beat_and_gets_beats_ahead_of_time(
     expected = decode_block(decode_header(header), pcm)
     assert len(received) > 48000 * 2
     assert np.array_equal(received, expected)
+
+    # Heard in the received audio: without the "angry" input the audio is the
+    # same up to the cue change's frame and differs right after it.
+    lines = (tmp_path / "session.jsonl").read_text().splitlines()
+    without = [line for line in lines if '"angry"' not in line]
+    assert len(without) == len(lines) - 1
+    (tmp_path / "without.jsonl").write_text("\n".join(without) + "\n")
+    calm_only = replay(tmp_path / "without.jsonl")[first : first + len(received)]
+    header_, pcm_ = encode_block(0, first, np.ascontiguousarray(calm_only), 48000, SampleFormat.INT16)
+    calm_received = decode_block(decode_header(header_), pcm_)
+    differing = np.flatnonzero(np.any(calm_received != received, axis=1))
+    fade_frames = round(0.5 * 60 * 48000 / 84)  # explore -> combat: half a beat at 84 bpm
+    # int16 hides the fade's first gain steps (below half an LSB): allow 2 % of the fade (7 ms).
+    assert differing.size and change["frame"] < first + differing[0] <= change["frame"] + fade_frames // 50
     assert np.sqrt(np.mean(received**2)) > 0.01
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo-tools (oscsend) not installed; ./run test installs it")
+def test_serve_driven_by_oscsend_stops_cleanly_on_sigterm(tmp_path):
+    """`adaptive serve` as a user runs it, driven by liblo's oscsend (not
+    python-osc); SIGTERM closes it with exit status 0, a complete recording
+    and a MIDI file with no hanging notes."""
+    import mido
+
+    from adaptive.recording import load_recording
+
+    osc, audio, zmq_audio, control, events = _free_ports(5)
+    command = [sys.executable, "-m", "adaptive.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
+               "--zmq-audio-port", str(zmq_audio), "--zmq-control-port", str(control),
+               "--zmq-events-port", str(events), "--record", str(tmp_path / "rec.jsonl"),
+               "--midi-file", str(tmp_path / "played.mid")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(6)]
+        assert lines[0].startswith("adaptive: serving session default"), lines
+        assert any(f"udp://127.0.0.1:{osc}" in line for line in lines)
+        for args in (["/adaptive/scene", "sfs", "calm", "0.9", "forest"], ["/adaptive/stinger", "s", "discovery"],
+                     ["/adaptive/intensity", "f", "7.5"]):
+            subprocess.run(["oscsend", "127.0.0.1", str(osc), *args], check=True, timeout=10)
+            time.sleep(0.3)
+        time.sleep(1.0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert "stopped" in out and "1 rejected messages" in out  # the out-of-range intensity
+    header, inputs, end_frame = load_recording(tmp_path / "rec.jsonl")
+    assert [type(item).__name__ for _, item in inputs] == ["SceneUpdate", "StingerTrigger"]
+    assert end_frame > 48000
+    midi = mido.MidiFile(str(tmp_path / "played.mid"))
+    held: dict = {}
+    for message in midi:
+        if message.type in ("note_on", "note_off"):
+            key = (message.channel, message.note)
+            held[key] = held.get(key, 0) + (1 if message.type == "note_on" and message.velocity else -1)
+    assert held and all(count == 0 for count in held.values())
