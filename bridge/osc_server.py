@@ -29,9 +29,12 @@ from typing import Any, Callable
 
 from adaptive.cue import CueBank
 from bridge.dispatch import MidiChannels, event_messages, split_seconds, to_input
-from bridge.protocol import ERROR_MESSAGE_CHARS, PROTOCOL_VERSION, Decoded, ProtocolError, decode_osc, encode_osc
+from bridge.protocol import PROTOCOL_VERSION, Decoded, ProtocolError, decode_osc, encode_osc
 
 log = logging.getLogger("adaptive.osc")
+
+ERROR_MESSAGE_BYTES = 1000
+"""Longest UTF-8 text of an ``error`` reply (it must fit one datagram with its address and code)."""
 
 OUTBOX_BLOCKS = 256
 """Blocks of callbacks waiting to be sent before the oldest is dropped."""
@@ -130,6 +133,9 @@ class OscServer:
                     continue
                 return
             self.counters["received"] += 1
+            if self._is_own_address(source):
+                self.counters["ignored_own"] += 1  # never answer ourselves: that would loop for ever
+                continue
             try:
                 try:
                     self.handle(datagram, source)
@@ -166,8 +172,16 @@ class OscServer:
             self.submit(to_input(decoded, self.bank))
             self.counters["inputs"] += 1
 
+    def _is_own_address(self, address: tuple[str, int]) -> bool:
+        """Whether ``address`` is this server's own OSC socket."""
+        return address[1] == self.port and (address[0] == self.host or address[0].startswith("127.")
+                                            or self.host in ("0.0.0.0", ""))
+
     def _hello(self, decoded: Decoded, source: tuple[str, int]) -> None:
         values = decoded.values
+        if self._is_own_address((source[0], values["reply_port"])):
+            raise ProtocolError("not_allowed", f"reply_port {values['reply_port']} is the server's own OSC port "
+                                               "(allowed: the port the client listens on)")
         client = OscClient(source[0], values["reply_port"], values["client_name"], values["sample_format"])
         with self._lock:
             self.clients[source] = client
@@ -191,8 +205,9 @@ class OscServer:
         self.counters["rejected"] += 1
         self.counters[f"rejected_{error.code}"] += 1
         log.warning("OSC: rejected a datagram from %s:%d: %s", source[0], source[1], error.message)
-        limit = ERROR_MESSAGE_CHARS
-        text = error.message if len(error.message) <= limit else error.message[: limit - 3] + "..."
+        text = error.message
+        if len(text.encode()) > ERROR_MESSAGE_BYTES:  # the datagram limit counts bytes, not characters
+            text = text.encode()[: ERROR_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "..."
         self._send_now(self._reply_address(source), encode_osc("error", code=error.code, message=text))
 
     def _send_now(self, address: tuple[str, int], datagram: bytes) -> None:

@@ -299,7 +299,8 @@ def decode_osc(datagram: bytes, direction: Direction = Direction.TO_SERVER) -> D
     message = BY_ADDRESS.get(address)
     if message is None or message.direction is not direction:
         known = ", ".join(m.address for m in MESSAGES if m.direction is direction)
-        raise ProtocolError("unknown_address", f"unknown address {address!r} (allowed: {known})")
+        shown = address if len(address) <= 64 else address[:61] + "..."
+        raise ProtocolError("unknown_address", f"unknown address {shown!r} (allowed: {known})")
     return validate(message, params)
 
 
@@ -374,7 +375,8 @@ def decode_json(text: bytes | str, direction: Direction = Direction.TO_SERVER) -
     message = BY_NAME.get(data["type"])
     if message is None or message.direction is not direction:
         known = ", ".join(m.name for m in MESSAGES if m.direction is direction)
-        raise ProtocolError("unknown_address", f"unknown message type {data['type']!r} (allowed: {known})")
+        shown = data["type"] if len(data["type"]) <= 64 else data["type"][:61] + "..."
+        raise ProtocolError("unknown_address", f"unknown message type {shown!r} (allowed: {known})")
     names = [arg.name for arg in message.args]
     extra = sorted(set(data) - set(names) - {"type"})
     missing = [name for name in names if name not in data]
