@@ -681,12 +681,15 @@ def markdown(results: dict, info: dict, command: str) -> str:
                      f"{soak['cpu_share']:.1%} over the {soak['seconds']:g} s run; the 15 % target has little margin. "
                      "The render thread's share splits (instrumented run, same client) into about 6 % engine "
                      "rendering (FluidSynth and mixing, in 256-frame blocks), 2.5 % publishing audio (int16 encoding, "
-                     "done once per transport, TCP and ZeroMQ) and 1 % pacing loop and inputs.")
+                     "now done once for both transports) and 1 % pacing loop and inputs.")
     if soak and soak["server_underruns"] > 0:
-        notes.append("The underruns are CPython's full (generation 2) garbage collections: they stop every Python "
-                     "thread for 20-60 ms on this machine (the session holds many long-lived objects), longer than "
-                     "the 40 ms lookahead, at irregular times, one or two in 10 minutes. Offline, over the same scene script, `gc.freeze()` after the session is built "
-                     "brings the longest 256-frame block from 39-57 ms to 11 ms.")
+        notes.append("Underruns: CPython's full (generation 2) garbage collections stopped every Python thread for "
+                     "20-60 ms (the session holds many long-lived objects), longer than the 40 ms lookahead; the "
+                     "server now calls `gc.freeze()` once the session is built (offline, over the same scene script, "
+                     "the longest 256-frame block fell from 39-57 ms to 11 ms). The 10-minute run above, made with "
+                     "that in place, still had one stall of about 77 ms (its blocks 37.7 ms late, all at one moment); "
+                     "its cause is not identified yet (a collection of the unfrozen objects, the virtual machine, "
+                     "or the client sharing the two cores are the candidates).")
     if notes:
         lines += ["### Notes", "", *[f"- {note}" for note in notes], ""]
     return "\n".join(lines)

@@ -395,7 +395,11 @@ class TcpAudioServer:
         ``sample_rate_hz``: session rate, Hz. The block is encoded once and
         queued per client; a full queue loses its oldest block.
         """
-        header, pcm = encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format)
+        self.publish_encoded(*encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format))
+
+    def publish_encoded(self, header: bytes, pcm: bytes) -> None:
+        """As :meth:`publish`, for a block already encoded (in this server's
+        ``sample_format``) by :func:`encode_block`: lets several transports share one encoding."""
         data = header + pcm
         for client in self._clients:  # a tuple, replaced (never mutated) by other threads
             if client.offer(data):
@@ -502,7 +506,10 @@ class ZmqAudioPublisher:
 
     def publish(self, sequence: int, first_frame: int, audio: np.ndarray, sample_rate_hz: int) -> None:
         """Send one rendered block without blocking (arguments as ``TcpAudioServer.publish``)."""
-        header, pcm = encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format)
+        self.publish_encoded(*encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format))
+
+    def publish_encoded(self, header: bytes, pcm: bytes) -> None:
+        """As :meth:`publish`, for a block already encoded by :func:`encode_block`."""
         try:
             self._socket.send_multipart([self.TOPIC, header, pcm], flags=self._zmq.NOBLOCK)
             self.sent_blocks += 1

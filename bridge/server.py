@@ -23,6 +23,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.audio import encode_block
+
 log = logging.getLogger("adaptive.server")
 
 
@@ -134,9 +136,13 @@ class Server:
         self.realtime.add_sink(self._publish_audio)
 
     def _publish_audio(self, block) -> None:
-        rate = self.settings.sample_rate_hz
-        self.audio_tcp.publish(block.sequence, block.first_frame, block.audio, rate)
-        self.audio_zmq.publish(block.sequence, block.first_frame, block.audio, rate)
+        header, pcm = encode_block(block.sequence, block.first_frame, block.audio, self.settings.sample_rate_hz,
+                                   self.audio_tcp.sample_format)
+        self.audio_tcp.publish_encoded(header, pcm)
+        if self.audio_zmq.sample_format == self.audio_tcp.sample_format:
+            self.audio_zmq.publish_encoded(header, pcm)
+        else:
+            self.audio_zmq.publish(block.sequence, block.first_frame, block.audio, self.settings.sample_rate_hz)
 
     def endpoints(self) -> list[str]:
         """One line per endpoint, as printed at start."""
