@@ -112,11 +112,21 @@ class GainRamp:
     def envelope(self, start_frame: int, n_frames: int) -> np.ndarray:
         """Amplitudes for frames ``start_frame .. start_frame + n_frames - 1``,
         shape ``(n_frames,)``, float32."""
-        frames = np.arange(start_frame, start_frame + n_frames, dtype=np.float64)
-        t = np.clip((frames - self.start_frame) / max(self.length_frames, 1), 0.0, 1.0)
-        s = (1.0 - np.cos(np.pi * t)) * 0.5
-        power = self.start_amplitude**2 * (1.0 - s) + self.target_amplitude**2 * s
-        return np.sqrt(power).astype(np.float32)
+        # In place on one float64 array: this runs for every ramping layer in every block.
+        # power = p0 + (p1 - p0) * (1 - cos(pi t)) / 2, with t from the absolute frame only.
+        x = np.arange(n_frames, dtype=np.float64)
+        x += start_frame - self.start_frame
+        x *= 1.0 / max(self.length_frames, 1)
+        np.clip(x, 0.0, 1.0, out=x)
+        x *= np.pi
+        np.cos(x, out=x)
+        p0 = self.start_amplitude**2
+        half_change = (self.target_amplitude**2 - p0) * 0.5
+        x *= -half_change
+        x += p0 + half_change
+        np.maximum(x, 0.0, out=x)  # rounding must not make a power negative
+        np.sqrt(x, out=x)
+        return x.astype(np.float32)
 
     @property
     def end_frame(self) -> int:

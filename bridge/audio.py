@@ -137,8 +137,12 @@ def encode_block(sequence: int, first_frame: int, audio: np.ndarray, sample_rate
         raise ValueError(f"sample_rate_hz must be in (0, 2**32), got {sample_rate_hz}")
     n_frames, channels = audio.shape
     if fmt is SampleFormat.INT16:
-        samples = np.nan_to_num(audio.astype(np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
-        pcm = np.round(np.clip(samples, -1.0, 1.0) * _INT16_SCALE).astype("<i2").tobytes()
+        samples = np.clip(audio.astype(np.float64), -1.0, 1.0)  # +-inf -> +-1; NaN stays NaN ...
+        not_a_number = np.isnan(samples)
+        if not_a_number.any():
+            samples[not_a_number] = 0.0  # ... and becomes 0 (np.nan_to_num costs ~5x more)
+        samples *= _INT16_SCALE
+        pcm = np.round(samples).astype("<i2").tobytes()
     else:
         pcm = np.ascontiguousarray(audio, dtype="<f4").tobytes()
     header = AudioHeader(sequence % _U32, first_frame, n_frames, channels, fmt, sample_rate_hz)
