@@ -723,24 +723,10 @@ def markdown(results: list[dict], info: dict, args: argparse.Namespace, cli_star
 
 
 def write_docs(path: Path, section: str) -> None:
-    """Replace (or add) the "## Offline rendering" section of ``path`` (up to
-    the next "## " heading), leaving every other section as it is."""
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-    else:
-        text = ("# Benchmarks\n\nFigures published by the benchmarks in `bench/` (see `bench/README.md`). "
-                "Each benchmark rewrites only its own section.\n")
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION_TITLE), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        kept_after = lines[end:]
-        new = "\n".join(lines[:start] + section.rstrip("\n").splitlines() + ([""] if kept_after else [])
-                        + kept_after).rstrip("\n") + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new, encoding="utf-8")
+    """Replace (or add) the "## Offline rendering" section of ``path``, leaving the others."""
+    from docs_section import write_section
+
+    write_section(path, SECTION_TITLE, section)
 
 
 def print_table(results: list[dict], cli_startup: dict) -> None:

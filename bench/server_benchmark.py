@@ -696,23 +696,10 @@ def markdown(results: dict, info: dict, command: str) -> str:
 
 
 def write_docs(path: Path, section: str) -> None:
-    """Replace (or add) the "## Real-time server" section of ``path`` (up to
-    the next "## " heading), leaving every other section as it is."""
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-    else:
-        text = ("# Benchmarks\n\nFigures published by the benchmarks in `bench/` (see `bench/README.md`). "
-                "Each benchmark rewrites only its own section.\n")
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION_TITLE), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        kept_after = lines[end:]
-        new = "\n".join(lines[:start] + section.rstrip("\n").splitlines() + ([""] if kept_after else [])
-                        + kept_after).rstrip("\n") + "\n"
-    path.write_text(new, encoding="utf-8")
+    """Replace (or add) the "## Real-time server" section of ``path``, leaving the others."""
+    from docs_section import write_section
+
+    write_section(path, SECTION_TITLE, section)
 
 
 def run_profile(seconds: float) -> None:
