@@ -107,8 +107,14 @@ def check_soundfont(path: Path) -> None:
 
 
 def _load_fluidsynth():
+    import contextlib
+    import io
+
     try:
-        import fluidsynth
+        # pyfluidsynth prints where it found the library when $CI is set; that is
+        # not the user's output (it broke the first line `adaptive serve` prints).
+        with contextlib.redirect_stdout(io.StringIO()):
+            import fluidsynth
     except (ImportError, OSError) as error:
         raise AssetError(
             f"cannot load FluidSynth ({error}); install it with 'sudo apt-get install libfluidsynth3'"
