@@ -25,3 +25,37 @@ def write_section(path: Path, title: str, section: str) -> None:
                         + kept_after).rstrip("\n") + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new, encoding="utf-8")
+
+
+def machine_facts() -> dict:
+    """What the benchmarks publish about the machine: ``cpu`` (model name with
+    family and model numbers), ``virtual`` (a hypervisor flag), ``cores``,
+    ``memory_gb``, ``os``, ``python``, ``numpy``."""
+    import os
+    import platform
+    import re
+
+    import numpy
+
+    def first_match(path: str, pattern: str) -> str:
+        try:
+            match = re.search(pattern, Path(path).read_text(), re.MULTILINE)
+        except OSError:
+            return "?"
+        return match.group(1).strip() if match else "?"
+
+    cpu = first_match("/proc/cpuinfo", r"^model name\s*:\s*(.*)$")
+    family = first_match("/proc/cpuinfo", r"^cpu family\s*:\s*(.*)$")
+    model = first_match("/proc/cpuinfo", r"^model\s*:\s*(.*)$")
+    flags = first_match("/proc/cpuinfo", r"^flags\s*:\s*(.*)$").split()
+    mem_kb = first_match("/proc/meminfo", r"^MemTotal:\s*(\d+)")
+    os_name = first_match("/etc/os-release", r'^PRETTY_NAME="?([^"\n]*)"?')
+    return {
+        "cpu": f"{cpu} (family {family}, model {model})",
+        "virtual": "hypervisor" in flags,
+        "cores": os.cpu_count(),
+        "memory_gb": int(mem_kb) / 1024 / 1024 if mem_kb.isdigit() else 0.0,
+        "os": f"{os_name}, Linux {platform.release()}",
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+    }

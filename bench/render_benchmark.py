@@ -60,7 +60,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -465,21 +464,8 @@ def one_note_midi(path: Path) -> None:
 # Machine description
 # =============================================================================
 def machine() -> dict:
-    import numpy
+    from docs_section import machine_facts
 
-    def first_match(path: str, pattern: str) -> str:
-        try:
-            match = re.search(pattern, Path(path).read_text(), re.MULTILINE)
-        except OSError:
-            return "?"
-        return match.group(1).strip() if match else "?"
-
-    cpu = first_match("/proc/cpuinfo", r"^model name\s*:\s*(.*)$")
-    family = first_match("/proc/cpuinfo", r"^cpu family\s*:\s*(.*)$")
-    model = first_match("/proc/cpuinfo", r"^model\s*:\s*(.*)$")
-    flags = first_match("/proc/cpuinfo", r"^flags\s*:\s*(.*)$").split()
-    mem_kb = first_match("/proc/meminfo", r"^MemTotal:\s*(\d+)")
-    os_name = first_match("/etc/os-release", r'^PRETTY_NAME="?([^"\n]*)"?')
     cli_version = "?"
     try:
         out = subprocess.run(["fluidsynth", "--version"], capture_output=True, text=True).stdout
@@ -503,13 +489,7 @@ def machine() -> dict:
     except Exception:  # noqa: BLE001
         pyfluidsynth = "?"
     return {
-        "cpu": f"{cpu} (family {family}, model {model})",
-        "virtual": "hypervisor" in flags,
-        "cores": os.cpu_count(),
-        "memory_gb": int(mem_kb) / 1024 / 1024 if mem_kb.isdigit() else 0.0,
-        "os": f"{os_name}, Linux {platform.release()}",
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
+        **machine_facts(),
         "fluidsynth_cli": cli_version,
         "fluidsynth_library": library_version,
         "pyfluidsynth": pyfluidsynth,

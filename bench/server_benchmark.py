@@ -50,7 +50,6 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import re
 import signal
 import socket
@@ -539,30 +538,12 @@ def run_rate(rates: list[int], seconds: float) -> dict:
 # Machine, report
 # =============================================================================
 def machine() -> dict:
-    import numpy
+    from docs_section import machine_facts
 
-    def first_match(path: str, pattern: str) -> str:
-        try:
-            match = re.search(pattern, Path(path).read_text(), re.MULTILINE)
-        except OSError:
-            return "?"
-        return match.group(1).strip() if match else "?"
-
-    cpu = first_match("/proc/cpuinfo", r"^model name\s*:\s*(.*)$")
-    family = first_match("/proc/cpuinfo", r"^cpu family\s*:\s*(.*)$")
-    model = first_match("/proc/cpuinfo", r"^model\s*:\s*(.*)$")
-    flags = first_match("/proc/cpuinfo", r"^flags\s*:\s*(.*)$").split()
-    mem_kb = first_match("/proc/meminfo", r"^MemTotal:\s*(\d+)")
-    os_name = first_match("/etc/os-release", r'^PRETTY_NAME="?([^"\n]*)"?')
-    return {
-        "cpu": f"{cpu} (family {family}, model {model})" + (", virtual machine (KVM guest)" if "hypervisor" in flags else ""),
-        "cores": os.cpu_count(),
-        "memory_gb": int(mem_kb) / 1024 / 1024 if mem_kb.isdigit() else 0.0,
-        "os": f"{os_name}, Linux {platform.release()}",
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "load": os.getloadavg()[0],
-    }
+    facts = machine_facts()
+    if facts.pop("virtual"):
+        facts["cpu"] += ", virtual machine (KVM guest)"
+    return {**facts, "load": os.getloadavg()[0]}
 
 
 def _verdict(ok: bool) -> str:

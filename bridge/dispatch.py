@@ -119,3 +119,24 @@ class MidiChannels:
             out.append(("midi", {"frame": event.frame, "time_s": time_s, "time_us": time_us, "status": status,
                                  "data1": event.pitch, "data2": event.velocity, "part": event.part[:64]}))
         return out
+
+
+def welcome_values(sample_rate_hz: int, now_seconds: float, welcome: dict[str, Any]) -> dict[str, Any]:
+    """Arguments of the ``welcome`` answer to ``hello``: the protocol version,
+    the session's rate, server time now (seconds since the session started)
+    and the endpoint's own fields (session_id, block_frames, lookahead_ms,
+    audio_tcp_port)."""
+    from bridge.protocol import PROTOCOL_VERSION
+
+    time_s, time_us = split_seconds(now_seconds)
+    return {"protocol_version": PROTOCOL_VERSION, "sample_rate_hz": sample_rate_hz, "time_s": time_s,
+            "time_us": time_us, **welcome}
+
+
+def pong_values(sequence: int, received_seconds: float, sent_seconds: float) -> dict[str, Any]:
+    """Arguments of the ``pong`` answer to ``ping``: the ping's sequence and the
+    server times (seconds since the session started) it arrived and the pong leaves."""
+    receive_s, receive_us = split_seconds(received_seconds)
+    send_s, send_us = split_seconds(sent_seconds)
+    return {"sequence": sequence, "receive_time_s": receive_s, "receive_time_us": receive_us,
+            "send_time_s": send_s, "send_time_us": send_us}

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
-from bridge.dispatch import MidiChannels, event_messages, split_seconds, to_input
-from bridge.protocol import PROTOCOL_VERSION, Decoded, ProtocolError, decode_osc, encode_osc
+from bridge.dispatch import MidiChannels, event_messages, pong_values, to_input, welcome_values
+from bridge.protocol import Decoded, ProtocolError, decode_osc, encode_osc
 
 log = logging.getLogger("adaptive.osc")
 
@@ -125,6 +125,7 @@ class OscServer:
         while self._running:
             try:
                 datagram, source = self._socket.recvfrom(65536)
+                received = self.server_time_seconds()
             except socket.timeout:
                 continue
             except OSError:
@@ -138,15 +139,16 @@ class OscServer:
                 continue
             try:
                 try:
-                    self.handle(datagram, source)
+                    self.handle(datagram, source, received)
                 except ProtocolError as error:
                     self._reject(source, error)
             except Exception:  # a bug must not stop the server: count it, log it, keep serving
                 self.counters["internal_errors"] += 1
                 log.exception("OSC: internal error handling a datagram from %s:%d", *source)
 
-    def handle(self, datagram: bytes, source: tuple[str, int]) -> None:
-        """Decode, validate and act on one datagram from ``source``.
+    def handle(self, datagram: bytes, source: tuple[str, int], received_seconds: float | None = None) -> None:
+        """Decode, validate and act on one datagram from ``source`` that arrived
+        at server time ``received_seconds`` (default: now).
 
         Raises:
             ProtocolError: anything the server cannot accept.
@@ -157,11 +159,9 @@ class OscServer:
         if name == "hello":
             self._hello(decoded, source)
         elif name == "ping":
-            receive_s, receive_us = split_seconds(self.server_time_seconds())
-            send_s, send_us = split_seconds(self.server_time_seconds())
+            received = self.server_time_seconds() if received_seconds is None else received_seconds
             self._send_now(self._reply_address(source), encode_osc(
-                "pong", sequence=values["sequence"], receive_time_s=receive_s, receive_time_us=receive_us,
-                send_time_s=send_s, send_time_us=send_us))
+                "pong", **pong_values(values["sequence"], received, self.server_time_seconds())))
         elif name in ("subscribe", "unsubscribe"):
             client = self._client_for(source)
             if client is None:
@@ -185,10 +185,8 @@ class OscServer:
         client = OscClient(source[0], values["reply_port"], values["client_name"], values["sample_format"])
         with self._lock:
             self.clients[source] = client
-        time_s, time_us = split_seconds(self.server_time_seconds())
         self._send_now(client.address, encode_osc(
-            "welcome", protocol_version=PROTOCOL_VERSION, sample_rate_hz=self.sample_rate_hz,
-            time_s=time_s, time_us=time_us, **self.welcome))
+            "welcome", **welcome_values(self.sample_rate_hz, self.server_time_seconds(), self.welcome)))
         log.info("OSC: hello from %s (%s:%d, replies to port %d)", values["client_name"] or "a client",
                  source[0], source[1], values["reply_port"])
 

@@ -38,8 +38,8 @@ import threading
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
-from bridge.dispatch import MidiChannels, event_messages, split_seconds, to_input
-from bridge.protocol import ERROR_MESSAGE_CHARS, PROTOCOL_VERSION, ProtocolError, decode_json, encode_json
+from bridge.dispatch import MidiChannels, event_messages, pong_values, to_input, welcome_values
+from bridge.protocol import ERROR_MESSAGE_CHARS, ProtocolError, decode_json, encode_json
 
 log = logging.getLogger("adaptive.zmq")
 
@@ -263,19 +263,14 @@ class ZmqServer:
         name, values = decoded.message.name, decoded.values
         if name == "hello":
             self.counters["hellos"] += 1
-            time_s, time_us = split_seconds(self.server_time_seconds())
             self._reply(identity, envelope, encode_json(
-                "welcome", protocol_version=PROTOCOL_VERSION, sample_rate_hz=self.sample_rate_hz,
-                time_s=time_s, time_us=time_us, **self.welcome))
+                "welcome", **welcome_values(self.sample_rate_hz, self.server_time_seconds(), self.welcome)))
             log.info("ZeroMQ: hello from %s", values["client_name"] or "a client")
         elif name == "ping":
             self.counters["pings"] += 1
             received = self.server_time_seconds() if receive_time_seconds is None else receive_time_seconds
-            receive_s, receive_us = split_seconds(received)
-            send_s, send_us = split_seconds(self.server_time_seconds())
             self._reply(identity, envelope, encode_json(
-                "pong", sequence=values["sequence"], receive_time_s=receive_s, receive_time_us=receive_us,
-                send_time_s=send_s, send_time_us=send_us))
+                "pong", **pong_values(values["sequence"], received, self.server_time_seconds())))
         elif name in ("subscribe", "unsubscribe"):
             pass  # validated; the SUB socket's own subscriptions do the filtering
         else:
