@@ -1,0 +1,176 @@
+"""A small decoder-only Transformer over music tokens, with a KV cache.
+
+The architecture is GPT-2's (Radford et al. 2019) as written in Karpathy's
+nanoGPT: learned token and position embeddings, pre-LayerNorm blocks of
+causal multi-head self-attention and a 4x GELU MLP, a final LayerNorm, and an
+output head tied to the token embedding. Shapes: B batch, T time (tokens),
+C model width, H heads, D = C / H head width, V vocabulary size.
+
+Incremental decoding keeps each layer's keys and values in a
+:class:`KVCache`, so a new token costs one position of work instead of the
+whole context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of :class:`MusicTransformer`.
+
+    Attributes:
+        vocab_size: V, tokens in the vocabulary.
+        block_size: the longest context in tokens (positions 0..block_size-1).
+        n_layer: Transformer blocks.
+        n_head: attention heads per block (must divide n_embd).
+        n_embd: C, model width.
+        dropout: dropout probability during training (0 at inference).
+    """
+
+    vocab_size: int
+    block_size: int = 512
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 192
+    dropout: float = 0.0
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far (batch 1 or B).
+
+    ``keys[l]``, ``values[l]``: (B, H, block_size, D) preallocated; ``length``
+    is how many positions are filled."""
+
+    def __init__(self, config: ModelConfig, batch_size: int = 1, dtype=torch.float32) -> None:
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.keys = [torch.zeros(shape, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, dtype=dtype) for _ in range(config.n_layer)]
+        self.length = 0
+        self.block_size = config.block_size
+
+    def room(self) -> int:
+        """Positions still free."""
+        return self.block_size - self.length
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees itself and earlier ones."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)                      # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        else:
+            start = cache.length
+            cache.keys[layer][:, :, start:start + T] = k
+            cache.values[layer][:, :, start:start + T] = v
+            k_all = cache.keys[layer][:, :, :start + T]               # (B, H, start+T, D)
+            v_all = cache.values[layer][:, :, :start + T]             # (B, H, start+T, D)
+            if T == 1:
+                y = F.scaled_dot_product_attention(q, k_all, v_all)    # (B, H, 1, D)
+            else:  # query i (at position start+i) sees keys 0..start+i
+                mask = torch.ones(T, start + T, dtype=torch.bool).tril(diagonal=start)  # (T, start+T)
+                y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)  # (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)            # (B, T, C)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: C → 4C → GELU → C."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))         # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: x + attention(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)              # (B, T, C)
+        return x + self.mlp(self.ln_2(x))                          # (B, T, C)
+
+
+class MusicTransformer(nn.Module):
+    """The generator: token ids (B, T) → next-token logits (B, T, V)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.head.weight = self.token_embedding.weight  # weight tying (Press & Wolf 2017)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def parameter_count(self) -> int:
+        """Trainable parameters (the tied head counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits for every position of ``idx``.
+
+        Args:
+            idx: (B, T) int64 token ids; with a cache, the T new tokens that follow
+                the ``cache.length`` already seen (T <= cache.room()).
+        Returns:
+            (B, T, V) float logits of the next token after each position.
+        """
+        B, T = idx.shape
+        start = 0 if cache is None else cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(f"context of {start + T} tokens exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T)                          # (T,)
+        x = self.dropout(self.token_embedding(idx) + self.position_embedding(pos))  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)                                # (B, T, C)
+        if cache is not None:
+            cache.length += T
+        return self.head(self.ln_f(x))                                # (B, T, V)

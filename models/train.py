@@ -1,0 +1,284 @@
+"""Train the generator: ``python -m models.train [--steps N] [--resume] ...``.
+
+Mixes POP909 (chords, keys; unlabelled emotion) and VGMIDI (emotion labels).
+VGMIDI is ~6 % of the bars, so windows are drawn from it with probability
+``vgmidi_share`` (0.3) and, in the last ``final_fraction`` (15 %) of the steps,
+``vgmidi_share_final`` (0.6): an oversampled mix that ends with a VGMIDI-heavy
+fine-tuning phase. Every window is transposed by a random -5..+6 semitones
+(pitches, key and chord tokens together; a window whose pitches would leave
+the piano range is left untransposed).
+
+Loss: next-token cross-entropy over note tokens and ``Bar`` (the model must
+learn where a bar ends); the header's conditioning tokens are inputs only.
+Held-out loss: fixed batches from the held-out files (see
+:func:`models.dataset.heldout_split`, also written to ``models/heldout.json``).
+
+The run keeps a resumable checkpoint (fp32 weights, optimizer, history) in
+``<cache>/run/``; at the end (or at ``--max-minutes``) it exports the fp16
+checkpoint (default ``models/generator.pt``), the loss plot
+(``models/loss.png``) and ``models/heldout.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+from models.dataset import Stream, cached_streams, default_cache_dir, default_data_dir, heldout_split
+from models.model import ModelConfig, MusicTransformer
+from models.tokenizer import Vocabulary
+
+MODELS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (all recorded in the checkpoint)."""
+
+    steps: int = 2400
+    batch_size: int = 16
+    block_size: int = 384
+    n_layer: int = 3
+    n_head: int = 4
+    n_embd: int = 192
+    dropout: float = 0.1
+    learning_rate: float = 2e-3
+    min_learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    vgmidi_share: float = 0.3
+    vgmidi_share_final: float = 0.6
+    final_fraction: float = 0.15
+    transpose: bool = True
+    eval_every: int = 100
+    eval_batches: int = 6
+    checkpoint_every: int = 100
+    seed: int = 1234
+    max_minutes: float = 0.0  # 0 = no limit; else stop, export and plot after this long
+
+
+class WindowSampler:
+    """Random training windows: ``[BOS, Role, bar header, notes, bar header, notes, ...]``.
+
+    ``sample(rng)`` → (tokens (block_size + 1,) int64, loss mask (block_size,) bool)."""
+
+    def __init__(self, streams: list[Stream], vocab: Vocabulary, block_size: int, transpose: bool) -> None:
+        self.by_source = {s: [st for st in streams if st.source == s and len(st.bars)] for s in ("pop909", "vgmidi")}
+        self.vocab = vocab
+        self.block_size = block_size
+        self.transpose = transpose
+        self.bos = vocab.id("BOS_None")
+        self.pad = vocab.id("PAD_None")
+        kinds = vocab.kind
+        # Targets we do not train on: conditioning inputs and padding.
+        self.ignored_target = np.isin(kinds, ["Key", "Valence", "Arousal", "Tempo", "Density", "MeanVelocity",
+                                              "Chord", "Role", "PAD", "BOS"])
+
+    def sample(self, rng: random.Random, vgmidi_share: float) -> tuple[np.ndarray, np.ndarray]:
+        source = "vgmidi" if (rng.random() < vgmidi_share and self.by_source["vgmidi"]) else "pop909"
+        if not self.by_source[source]:
+            source = "vgmidi" if source == "pop909" else "pop909"
+        stream = rng.choice(self.by_source[source])
+        start = rng.randrange(len(stream.bars))
+        pieces = [np.array([self.bos, self.vocab.id(f"Role_{stream.role}")], np.int64)]
+        length = 2
+        for b in range(start, len(stream.bars)):
+            pieces += [stream.headers[b].astype(np.int64), stream.bars[b].astype(np.int64)]
+            length += len(stream.headers[b]) + len(stream.bars[b])
+            if length > self.block_size:
+                break
+        seq = np.concatenate(pieces)[: self.block_size + 1]
+        if self.transpose:
+            shifted = self.vocab.transpose(seq, rng.randint(-5, 6))
+            seq = shifted if shifted is not None else seq
+        if len(seq) < self.block_size + 1:
+            seq = np.concatenate([seq, np.full(self.block_size + 1 - len(seq), self.pad, np.int64)])
+        mask = ~self.ignored_target[seq[1:]]
+        return seq, mask
+
+    def batch(self, rng: random.Random, batch_size: int, vgmidi_share: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs (B, T), targets (B, T) with -100 where not trained on)."""
+        seqs, masks = zip(*(self.sample(rng, vgmidi_share) for _ in range(batch_size)))
+        seq = torch.from_numpy(np.stack(seqs))                      # (B, T+1)
+        targets = seq[:, 1:].clone()                                # (B, T)
+        targets[~torch.from_numpy(np.stack(masks))] = -100
+        return seq[:, :-1], targets
+
+
+def split_streams(streams: list[Stream], heldout: dict[str, list[str]]) -> tuple[list[Stream], list[Stream]]:
+    held = set(heldout["pop909"]) | set(heldout["vgmidi"])
+    return [s for s in streams if s.file not in held], [s for s in streams if s.file in held]
+
+
+def learning_rate(step: int, config: TrainConfig, elapsed_seconds: float = 0.0) -> float:
+    """Linear warm-up then cosine decay to ``min_learning_rate`` (as in nanoGPT).
+    With a time limit, the decay follows whichever is further along: the steps
+    or the time (so a run slowed by a busy machine still ends annealed)."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    if config.max_minutes > 0:
+        progress = max(progress, min(1.0, elapsed_seconds / (config.max_minutes * 60)))
+    return config.min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_learning_rate)
+
+
+def evaluate(model: MusicTransformer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean cross-entropy (nats per trained token) over fixed batches."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for x, y in batches:
+            logits = model(x)                                        # (B, T, V)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-100, reduction="sum")
+            total += float(loss)
+            count += int((y != -100).sum())
+    model.train()
+    return total / max(1, count)
+
+
+def plot_history(history: dict, path: Path) -> None:
+    """Train and held-out loss against step, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(history["step"], history["train_loss"], label="train (mean of the last interval)")
+    ax.plot(history["step"], history["heldout_loss"], label="held-out")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    ax.set_title("Generator training loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Vocabulary, run_dir: Path,
+          out: Path | None, resume: bool = False, progress: bool = True, plot: Path | None = None) -> dict:
+    """Run (or resume) training; returns the history. Writes ``run_dir/run.pt``
+    every ``checkpoint_every`` steps and, when ``out`` is given, the exported
+    checkpoint at the end."""
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    train_streams, held_streams = split_streams(streams, heldout)
+    sampler = WindowSampler(train_streams, vocab, config.block_size, config.transpose)
+    held_sampler = WindowSampler(held_streams, vocab, config.block_size, transpose=False)
+    eval_rng = random.Random(config.seed + 1)
+    eval_batches = [held_sampler.batch(eval_rng, config.batch_size, 0.5) for _ in range(config.eval_batches)]
+
+    model_config = ModelConfig(vocab_size=len(vocab), block_size=config.block_size, n_layer=config.n_layer,
+                               n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout)
+    model = MusicTransformer(model_config)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate,
+                                  betas=(0.9, 0.95))
+    history = {"step": [], "train_loss": [], "heldout_loss": [], "seconds": []}
+    step, elapsed = 0, 0.0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_path = run_dir / "run.pt"
+    if resume and run_path.exists():
+        state = torch.load(run_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, step, elapsed = state["history"], state["step"], state["elapsed_seconds"]
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed from {run_path} at step {step}")
+
+    model.train()
+    started = time.perf_counter() - elapsed
+    window_losses: list[float] = []
+    bar = tqdm(total=config.steps, initial=step, desc="training", disable=not progress)
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config, time.perf_counter() - started)
+        final_phase = (step >= config.steps * (1 - config.final_fraction)
+                       or (config.max_minutes > 0
+                           and time.perf_counter() - started > config.max_minutes * 60 * (1 - config.final_fraction)))
+        x, y = sampler.batch(rng, config.batch_size, config.vgmidi_share_final if final_phase else config.vgmidi_share)
+        logits = model(x)                                            # (B, T, V)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-100)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        window_losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{window_losses[-1]:.3f}")
+        out_of_time = config.max_minutes > 0 and time.perf_counter() - started > config.max_minutes * 60
+        if step % config.eval_every == 0 or step == config.steps or out_of_time:
+            held = evaluate(model, eval_batches)
+            history["step"].append(step)
+            history["train_loss"].append(float(np.mean(window_losses)))
+            history["heldout_loss"].append(held)
+            history["seconds"].append(time.perf_counter() - started)
+            window_losses = []
+            bar.write(f"step {step}: train {history['train_loss'][-1]:.3f}  held-out {held:.3f}  "
+                      f"({history['seconds'][-1] / 60:.1f} min)")
+            if plot is not None:
+                plot_history(history, plot)
+        if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+                        "step": step, "elapsed_seconds": time.perf_counter() - started, "rng": rng.getstate(),
+                        "torch_rng": torch.get_rng_state(), "config": asdict(config)}, run_path)
+        if out_of_time:
+            bar.write(f"stopping at step {step}: --max-minutes {config.max_minutes} reached")
+            break
+    bar.close()
+    if out is not None:
+        save_checkpoint(out, model, vocab, asdict(config), heldout, history)
+    return history
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
+    for f in fields(TrainConfig):
+        kind = type(f.default)
+        if kind is bool:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
+                                default=f.default, metavar="BOOL")
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    parser.add_argument("--data", type=Path, default=None, help="data directory (default: ../shared/data)")
+    parser.add_argument("--cache", type=Path, default=None, help="token cache and run directory "
+                        "(default: ~/.cache/adaptive/models)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="exported checkpoint")
+    parser.add_argument("--plot", type=Path, default=MODELS_DIR / "loss.png")
+    parser.add_argument("--resume", action="store_true", help="continue the run in <cache>/run/")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    data_dir = (args.data or default_data_dir()).resolve()
+    cache_dir = args.cache or default_cache_dir()
+    vocab = Vocabulary.build()
+    streams = cached_streams(data_dir, vocab, cache_dir)
+    heldout = heldout_split(data_dir)
+    (MODELS_DIR / "heldout.json").write_text(json.dumps(heldout, indent=1) + "\n")
+    history = train(config, streams, heldout, vocab, cache_dir / "run", args.out, resume=args.resume, plot=args.plot)
+    (MODELS_DIR / "training_log.json").write_text(json.dumps({"config": asdict(config), "history": history},
+                                                             indent=1) + "\n")
+    plot_history(history, args.plot)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Generation with the committed checkpoint: grammar, meter, key, register,
+seeding, streaming, emotion control; and clear errors for bad checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adaptive.errors import AdaptiveError, AssetError
+from adaptive.generator import BarRequest
+from adaptive.harmony import Chord, Key, Mode
+from models.checkpoint import DEFAULT_CHECKPOINT, FORMAT_VERSION, ModelError, load_checkpoint
+from models.generate import ROLE_REGISTER_PITCH, ModelPartGenerator, generation_key
+from models.tokenizer import Vocabulary
+
+PROGRESSION = [Chord.parse(s) for s in ("C", "Am", "F", "G")]
+
+
+def request(bar_index=0, key="C major", beats=4, valence=0.5, arousal=0.0, role="melody", seed=1, chord=None,
+            bpm=120.0) -> BarRequest:
+    return BarRequest(bar_index=bar_index, key=Key.parse(key),
+                      chord=chord or PROGRESSION[bar_index % 4], beats_per_bar=beats, bpm=bpm,
+                      valence=valence, arousal=arousal, role=role, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def generator() -> ModelPartGenerator:
+    return ModelPartGenerator()
+
+
+def notes_of(part):
+    return list(zip(part.start_beats.tolist(), part.duration_beats.tolist(), part.pitch.tolist(),
+                    part.velocity.tolist()))
+
+
+def check_grammar(tokens: list[str], beats_per_bar: int) -> None:
+    """Bar header then (Position (Pitch Velocity Duration)+)*, positions rising inside the meter."""
+    i = 0
+    while i < len(tokens):
+        assert tokens[i] == "Bar_None", tokens[i:i + 3]
+        header = [t.split("_")[0] for t in tokens[i + 1:i + 8]]
+        assert header == ["Key", "Valence", "Arousal", "Tempo", "Density", "MeanVelocity", "Chord"]
+        i += 8
+        last_position = -1
+        while i < len(tokens) and tokens[i] != "Bar_None":
+            assert tokens[i].startswith("Position_")
+            position = int(tokens[i].split("_")[1])
+            assert last_position < position < 4 * min(4, beats_per_bar)
+            last_position = position
+            i += 1
+            assert tokens[i].startswith("Pitch_")
+            while i < len(tokens) and tokens[i].startswith("Pitch_"):
+                assert tokens[i + 1].startswith("Velocity_") and tokens[i + 2].startswith("Duration_")
+                i += 3
+
+
+@pytest.mark.parametrize("role", ["melody", "arpeggio", "bass"])
+def test_bars_obey_grammar_key_and_register(generator, role):
+    for bar in range(4):
+        part = generator.generate_bar(request(bar, key="D minor", valence=-0.6, role=role, arousal=0.3))
+        check_grammar(generator.last_tokens, 4)
+        assert len(part) > 0
+        d_minor = {2, 4, 5, 7, 9, 10, 0}
+        assert set((part.pitch % 12).tolist()) <= d_minor
+        low, high = ROLE_REGISTER_PITCH[role]
+        assert part.pitch.min() >= low and part.pitch.max() <= high
+        assert (part.start_beats >= 0).all() and (part.start_beats < 4).all()
+        assert (part.duration_beats > 0).all()
+        assert (part.velocity >= 1).all() and (part.velocity <= 127).all()
+
+
+@pytest.mark.parametrize("beats", [3, 2, 6, 7])
+def test_meter_limits_note_starts(generator, beats):
+    for bar in range(2):
+        part = generator.generate_bar(request(bar, beats=beats, role="arpeggio", arousal=0.8))
+        assert len(part) > 0
+        assert (part.start_beats < beats).all()
+    if beats <= 4:
+        check_grammar(generator.last_tokens, beats)
+    else:  # written as a 4-beat and a shorter model bar: notes land in both
+        assert (part.start_beats >= 4).any() and (part.start_beats < 4).any()
+
+
+def test_same_seed_same_notes_and_other_seed_other_notes():
+    requests = [request(b, seed=42, arousal=0.4) for b in range(4)]
+    streaming = ModelPartGenerator()
+    first = [notes_of(streaming.generate_bar(r)) for r in requests]
+    a, b = ModelPartGenerator(), ModelPartGenerator()
+    assert [notes_of(a.generate_bar(r)) for r in requests] == first
+    assert [notes_of(b.generate_bar(r)) for r in requests] == first
+    other = ModelPartGenerator()
+    assert [notes_of(other.generate_bar(request(i, seed=43, arousal=0.4))) for i in range(4)] != first
+
+
+def test_consecutive_bars_continue_the_cache_and_a_jump_restarts(generator):
+    generator.generate_bar(request(0, seed=5))
+    cache = generator._cache
+    length = cache.length
+    generator.generate_bar(request(1, seed=5))
+    assert generator._cache is cache and cache.length > length
+    generator.generate_bar(request(7, seed=5))
+    assert generator._cache is not cache
+    # A restarted bar 7 equals a fresh instance's bar 7.
+    fresh = ModelPartGenerator()
+    assert notes_of(fresh.generate_bar(request(7, seed=5))) == notes_of(ModelPartGenerator().generate_bar(request(7, seed=5)))
+
+
+def test_long_stream_outlives_the_context_window(generator):
+    for bar in range(40):
+        part = generator.generate_bar(request(bar, seed=9, role="arpeggio", arousal=1.0))
+        assert len(part) > 0
+    assert generator._cache.length <= generator.model.config.block_size
+
+
+def test_valence_sets_the_mode_and_arousal_raises_density_and_velocity():
+    assert generation_key(request(valence=0.7, key="A minor")) == Key(9, Mode.MAJOR)
+    assert generation_key(request(valence=-0.7, key="C major")) == Key(0, Mode.MINOR)
+    assert generation_key(request(valence=0.0, key="C major")) == Key(0, Mode.MAJOR)
+    density, velocity = [], []
+    for arousal in (-1.0, 0.0, 1.0):
+        g = ModelPartGenerator()
+        parts = [g.generate_bar(request(b, arousal=arousal, role="arpeggio", seed=3)) for b in range(4)]
+        density.append(np.mean([len(p) for p in parts]))
+        velocity.append(np.mean([p.velocity.mean() for p in parts]))
+    assert density[0] < density[1] < density[2]
+    assert velocity[0] < velocity[1] < velocity[2]
+
+
+def test_bad_requests_are_refused(generator):
+    with pytest.raises(ValueError, match="role"):
+        generator.generate_bar(request(role="drums"))
+    with pytest.raises(ValueError, match="beats_per_bar"):
+        generator.generate_bar(request(beats=0))
+    with pytest.raises(ValueError, match="arousal"):
+        generator.generate_bar(request(arousal=float("nan")))
+
+
+def test_committed_checkpoint_is_small_and_loads_weights_only():
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 20 * 1024 * 1024
+    payload = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert payload["format_version"] == FORMAT_VERSION
+    assert payload["heldout"]["pop909"] and payload["heldout"]["vgmidi"]
+    assert {"model_config", "train_config", "vocabulary", "tokenizer", "history"} <= set(payload)
+
+
+# ---------------------------------------------------------------- bad checkpoints
+
+
+def test_missing_checkpoint(tmp_path):
+    path = tmp_path / "nothing.pt"
+    with pytest.raises(ModelError, match="nothing.pt.*not found"):
+        ModelPartGenerator(path)
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"this is not a checkpoint" * 100)
+    with pytest.raises(AssetError, match="corrupt.pt.*not a readable generator checkpoint"):
+        ModelPartGenerator(path)
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = tmp_path / "truncated.pt"
+    data = DEFAULT_CHECKPOINT.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AdaptiveError, match="truncated.pt.*not a readable generator checkpoint"):
+        ModelPartGenerator(path)
+
+
+def _altered(tmp_path, name, change):
+    payload = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    change(payload)
+    path = tmp_path / name
+    torch.save(payload, path)
+    return path
+
+
+def test_checkpoint_with_another_vocabulary(tmp_path):
+    def change(p):
+        p["vocabulary"] = p["vocabulary"][:-1] + ["Chord_unheard_of"]
+    with pytest.raises(ModelError, match="vocab.pt: vocabulary mismatch.*Chord_unheard_of"):
+        load_checkpoint(_altered(tmp_path, "vocab.pt", change))
+
+
+def test_checkpoint_with_mismatched_shapes(tmp_path):
+    def change(p):
+        p["model_config"]["n_embd"] = p["model_config"]["n_embd"] * 2
+    with pytest.raises(ModelError, match="shapes.pt: weight .* has shape .* the model config needs"):
+        load_checkpoint(_altered(tmp_path, "shapes.pt", change))
+
+
+def test_checkpoint_of_another_format_version(tmp_path):
+    def change(p):
+        p["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(ModelError, match=f"version.pt: checkpoint format version {FORMAT_VERSION + 1}"):
+        load_checkpoint(_altered(tmp_path, "version.pt", change))
+
+
+def test_vocabulary_of_the_code_matches_the_committed_checkpoint():
+    payload = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert payload["vocabulary"] == list(Vocabulary.build().tokens)
