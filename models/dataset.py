@@ -58,8 +58,12 @@ def default_data_dir() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """``$ADAPTIVE_CACHE`` if set, else ``~/.cache/adaptive/models`` (outside the repository)."""
-    return Path(os.environ.get("ADAPTIVE_CACHE", Path.home() / ".cache" / "adaptive" / "models"))
+    """``models/`` in the project's cache folder (``$ADAPTIVE_CACHE``, else
+    ``$XDG_CACHE_HOME/adaptive``, else ``~/.cache/adaptive``), outside the repository."""
+    if os.environ.get("ADAPTIVE_CACHE"):
+        return Path(os.environ["ADAPTIVE_CACHE"]) / "models"
+    base = Path(os.environ["XDG_CACHE_HOME"]) if os.environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "adaptive" / "models"
 
 
 # Krumhansl & Kessler (1982) key profiles, tonic first (as in Krumhansl 1990, Table 2.1).

@@ -295,12 +295,13 @@ class ModelPartGenerator:
     @staticmethod
     def _sample(logits: np.ndarray, allowed: np.ndarray, bonus: np.ndarray | None,
                 rng: np.random.Generator) -> int:
-        """Draw a token from softmax(logits / T + bonus) restricted to ``allowed``."""
-        scores = logits / TEMPERATURE
+        """Draw a token from softmax(logits / T + bonus) restricted to ``allowed``
+        (inverse-CDF sampling with one uniform draw)."""
+        candidates = np.flatnonzero(allowed)
+        scores = logits[candidates] / TEMPERATURE
         if bonus is not None:
-            scores = scores + bonus
-        scores = np.where(allowed, scores, -np.inf)
-        scores = scores - scores.max()
-        probs = np.exp(scores)
-        probs /= probs.sum()
-        return int(rng.choice(len(probs), p=probs))
+            scores += bonus[candidates]
+        weights = np.exp(scores - scores.max())
+        cumulative = np.cumsum(weights)
+        choice = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
+        return int(candidates[min(choice, len(candidates) - 1)])

