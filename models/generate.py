@@ -14,11 +14,13 @@ What does what (the model card says the same):
   requested meter (``4 * beats`` sixteenths); a bar of more than 4 beats is
   written as several model bars of at most 4 beats (4 + 4 + ... + rest).
 * **Key** (hard): pitches are limited to the scale of the key (tonic from
-  ``request.key``, mode from the valence, see below) and to the role's
+  ``request.key``, mode from the valence, see below) plus the tones of the
+  bar's chord (so the E chord of A minor may bring its G#), and to the role's
   register (:data:`ROLE_REGISTER_PITCH`).
 * **Chord** (conditioning + bias): the bar's chord is the header's ``Chord``
   token; chord tones get a logit bonus of :data:`CHORD_TONE_BONUS` (the bass's
-  root another :data:`BASS_ROOT_BONUS`).
+  root another :data:`BASS_ROOT_BONUS`), the key's tonic
+  :data:`TONIC_BONUS`.
 * **Valence → mode**: valence > 0 asks for the major mode, < 0 for the minor
   mode of the requested tonic (valence exactly 0 keeps ``request.key``'s mode);
   it sets the ``Key`` and ``Valence`` tokens and the scale constraint, so the
@@ -52,15 +54,21 @@ from models.tokenizer import (BEATS_PER_MODEL_BAR, POSITIONS_PER_BEAT, ROLES, Vo
 
 ROLE_REGISTER_PITCH = {"melody": (60, 88), "arpeggio": (48, 79), "bass": (28, 55)}
 """Lowest and highest MIDI pitch of each role."""
-ROLE_NOTES_PER_BEAT = {"melody": (0.75, 3.0), "arpeggio": (1.5, 4.5), "bass": (0.5, 2.5)}
-"""Target notes per beat at arousal -1 and +1 (linear between), per role; from
-the spread of the training data's per-bar densities (about its 10th to 90th
-percentiles for each role)."""
+ROLE_NOTES_PER_BEAT = {"melody": (0.75, 3.0), "arpeggio": (0.75, 3.0), "bass": (0.75, 3.0)}
+"""Target notes per beat at arousal -1 and +1 (linear between), per role. One
+range for every role, inside the spread of the training data's per-bar
+densities (density bins 1..4 cover most bars of each role), so that density
+orders with arousal across roles as well as within one."""
 ROLE_MAX_NOTES_PER_POSITION = {"melody": 2, "arpeggio": 4, "bass": 1}
 VELOCITY_RANGE = (45.0, 110.0)
 """Target mean MIDI velocity at arousal -1 and +1 (linear between)."""
 CHORD_TONE_BONUS = 1.0
+"""Logit bonus of the bar's chord tones."""
 BASS_ROOT_BONUS = 2.0
+"""Further logit bonus of the chord root in the bass."""
+TONIC_BONUS = 1.5
+"""Logit bonus of the key's tonic: it makes the tonic, and so the mode, clear
+(rather than the relative key's, which has the same scale)."""
 TEMPERATURE = 0.95
 
 _MODELS: dict[tuple, tuple[MusicTransformer, dict, Vocabulary]] = {}
@@ -221,9 +229,9 @@ class ModelPartGenerator:
             chunk = start + header
         logits = self._feed(chunk)
 
-        # Allowed pitches: the role's register, in the scale of the key.
+        # Allowed pitches: the role's register, in the scale of the key or the bar's chord.
         key = generation_key(request)
-        scale = np.isin(v.pitch % 12, key.scale_pitch_classes())
+        scale = np.isin(v.pitch % 12, key.scale_pitch_classes() + request.chord.pitch_classes())
         low, high = ROLE_REGISTER_PITCH[request.role]
         allowed_pitch = self._is_pitch & scale & (v.pitch >= low) & (v.pitch <= high)
         pitch_bonus = np.zeros(len(v))
@@ -231,6 +239,7 @@ class ModelPartGenerator:
         pitch_bonus[self._is_pitch & np.isin(v.pitch % 12, chord_pcs)] += CHORD_TONE_BONUS
         if request.role == "bass":
             pitch_bonus[self._is_pitch & (v.pitch % 12 == chord_pcs[0])] += BASS_ROOT_BONUS
+        pitch_bonus[self._is_pitch & (v.pitch % 12 == key.tonic_pitch_class)] += TONIC_BONUS
         # Allowed velocities: the MidiTok levels on either side of the target.
         levels = v.velocity
         below = levels[self._is_velocity & (levels <= target_velocity)]
