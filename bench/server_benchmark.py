@@ -166,8 +166,14 @@ class ServerProcess:
         match = re.search(r"stopped \((\d+) blocks, (\d+) underruns, (\d+) rejected", text)
         if not match:
             raise RuntimeError(f"no 'stopped' line; stdout: {text[-1000:]} stderr: {''.join(self.stderr)[-2000:]}")
+        timing = re.search(r"timing: longest block ([\d.]+) ms, latest wake-up ([\d.]+) ms, longest garbage "
+                           r"collection ([\d.]+) ms", text)
         return {"blocks": int(match.group(1)), "underruns": int(match.group(2)), "rejected": int(match.group(3)),
-                "returncode": self.proc.returncode}
+                "returncode": self.proc.returncode,
+                "max_block_ms": float(timing.group(1)) if timing else None,
+                "max_wake_delay_ms": float(timing.group(2)) if timing else None,
+                "max_gc_pause_ms": float(timing.group(3)) if timing else None,
+                "stalls": re.findall(r"stall at .*", text)}
 
 
 class Client:

@@ -82,7 +82,7 @@ class Server:
 
     def __init__(self, settings: ServerSettings) -> None:
         from adaptive.cue import load_bank
-        from adaptive.realtime import RealtimeSession
+        from adaptive.realtime import GcPauseMonitor, RealtimeSession
         from adaptive.session import Session
         from bridge.audio import TcpAudioServer, ZmqAudioPublisher
         from bridge.osc_server import OscServer
@@ -101,6 +101,7 @@ class Server:
                                        sample_rate_hz=settings.sample_rate_hz, seed=settings.seed)
         self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
                                         lookahead_ms=settings.lookahead_ms, recording=self.recording)
+        self.gc_monitor = GcPauseMonitor()
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
         self.midi_recorder = MidiFileRecorder() if settings.midi_file is not None else None
@@ -176,6 +177,7 @@ class Server:
         """
         gc.collect()
         gc.freeze()
+        self.gc_monitor.install()
         self.realtime.start()
         self.osc.start()
         self.zmq.start()
@@ -185,6 +187,7 @@ class Server:
         self.osc.close()
         self.zmq.close()
         self.realtime.stop()
+        self.gc_monitor.remove()
         if self.midi_recorder is not None:
             self.midi_recorder.close(self.settings.midi_file, self.session, end_frame=self.session.frame)
         self._close_transports()
@@ -229,7 +232,14 @@ def serve(settings: ServerSettings) -> int:
                 return 1
     finally:
         server.close()
-        print(f"adaptive: stopped ({server.realtime.counters['blocks']} blocks, "
-              f"{server.realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages)",
+        realtime, gc_monitor = server.realtime, server.gc_monitor
+        print(f"adaptive: stopped ({realtime.counters['blocks']} blocks, "
+              f"{realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages)",
               flush=True)
+        print(f"adaptive: timing: longest block {realtime.max_block_ms:.1f} ms, latest wake-up "
+              f"{realtime.max_wake_delay_ms:.1f} ms, longest garbage collection {gc_monitor.max_pause_ms:.1f} ms "
+              f"(collections by generation: {'/'.join(map(str, gc_monitor.collections))})", flush=True)
+        for at_seconds, block_ms, wake_ms in list(realtime.stalls)[-10:]:
+            print(f"adaptive: stall at {at_seconds:.3f} s: block {block_ms:.1f} ms, wake-up {wake_ms:.1f} ms late",
+                  flush=True)
     return 0
