@@ -40,10 +40,10 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "d
 DEFAULT_CARD = Path(__file__).resolve().parent / "MODEL_CARD.md"
 CARD_BEGIN = "<!-- evaluation:begin -->"
 CARD_END = "<!-- evaluation:end -->"
-HELD_OUT_CANDIDATES = ("heldout.json", "held_out.json", "heldout_files.json")
-"""File names of the model branch's held-out list looked for in ``models/`` and
-next to the checkpoint: a JSON object ``{"pop909": [paths], "vgmidi":
-[paths]}``, paths relative to the data folder."""
+HELD_OUT_PATTERNS = ("*heldout*.json", "*held_out*.json", "*held-out*.json")
+"""File names of the model's held-out list looked for next to the checkpoint and
+in ``models/``: a JSON object ``{"pop909": [paths], "vgmidi": [paths]}``, paths
+relative to the data folder (what ``models.dataset.heldout_split`` returns)."""
 
 POP909_HELD_OUT_SEED = 909
 POP909_HELD_OUT_SHARE = 0.1
@@ -177,7 +177,11 @@ def generate_piece(generator: PartGenerator, piece: PieceRequest, grid: Grid) ->
             request = BarRequest(bar_index, piece.progression.key, chords[bar_index % len(chords)],
                                  grid.beats_per_bar, grid.bpm, piece.valence, piece.arousal, role, piece.seed)
             started = time.perf_counter()
-            part = generator.generate_bar(request)
+            try:
+                part = generator.generate_bar(request)
+            except Exception as error:
+                raise RuntimeError(f"generator {getattr(generator, 'name', generator)!r} failed on {request}: "
+                                   f"{type(error).__name__}: {error}") from error
             compute += time.perf_counter() - started
             outside += int(((part.start_beats < 0) | (part.start_beats >= grid.beats_per_bar)).sum())
             role_bars.append(part)
@@ -360,13 +364,34 @@ def read_held_out_list(path: Path) -> dict[str, list[str]]:
 
 
 def find_held_out_list(checkpoint: Path | None) -> Path | None:
-    """The first held-out list found next to ``checkpoint`` or in ``models/``."""
+    """The first held-out list (:data:`HELD_OUT_PATTERNS`) found next to
+    ``checkpoint`` or in ``models/``, or None."""
     folders = ([checkpoint.parent] if checkpoint else []) + [Path(__file__).resolve().parent]
     for folder in folders:
-        for name in HELD_OUT_CANDIDATES:
-            if (folder / name).is_file():
-                return folder / name
+        for pattern in HELD_OUT_PATTERNS:
+            found = sorted(folder.glob(pattern))
+            if found:
+                return found[0]
     return None
+
+
+def model_held_out(data_dir: Path, held_out_path: Path | None) -> tuple[dict[str, list[str]] | None, str]:
+    """The model's held-out files and where they came from: the JSON list at
+    ``held_out_path`` if given, else ``models.dataset.heldout_split(data_dir)``
+    if the model's data module provides it, else ``(None, reason)`` (the
+    evaluation then uses its own fixed split).
+
+    Raises:
+        ValueError: the JSON list is unreadable or malformed.
+    """
+    if held_out_path is not None:
+        return read_held_out_list(held_out_path), str(held_out_path)
+    try:
+        from models.dataset import heldout_split
+    except ImportError:
+        return None, "no held-out list from the model"
+    split = heldout_split(data_dir)
+    return {k: [str(p) for p in split.get(k, [])] for k in ("pop909", "vgmidi")}, "models.dataset.heldout_split"
 
 
 def real_sets(data_dir: Path, held_out: dict[str, list[str]] | None, held_out_source: str,
@@ -490,9 +515,11 @@ def bridge_times(generator: PartGenerator, grid: Grid) -> np.ndarray:
     return np.asarray(seconds)
 
 
-def speed(pieces: Sequence[GeneratedPiece], grid: Grid, bridge_seconds: np.ndarray, load_seconds: float) -> dict:
+def speed(pieces: Sequence[GeneratedPiece], grid: Grid, bridge_seconds: np.ndarray, load_seconds: float,
+          first_bar_seconds: float) -> dict:
     """Real-time factor over the grid (seconds of one part's music per second
-    of compute, every bar of every role counted), bridge p50/p99 in ms, load time."""
+    of compute, every bar of every role counted), bridge p50/p99 in ms, load
+    time, and the first bar's time (a generator that loads lazily pays there)."""
     compute = sum(p.compute_seconds for p in pieces)
     music = len(pieces) * len(grid.roles) * grid.bars * grid.beats_per_bar * 60.0 / grid.bpm
     per_bar_ms = 1000 * compute / max(1, len(pieces) * len(grid.roles) * grid.bars)
@@ -503,6 +530,7 @@ def speed(pieces: Sequence[GeneratedPiece], grid: Grid, bridge_seconds: np.ndarr
         "bridge_p99_ms": float(np.percentile(bridge_seconds, 99) * 1000) if len(bridge_seconds) else float("nan"),
         "bridge_trials": int(len(bridge_seconds)),
         "load_seconds": load_seconds,
+        "first_bar_ms": first_bar_seconds * 1000,
     }
 
 
@@ -631,6 +659,7 @@ def render_markdown(results: dict) -> str:
         f"| 2-bar bridge (4/4, 120 bpm = 4 s of music), p50 / p99 over {speed_figures['bridge_trials']} "
         f"| {_number(speed_figures['bridge_p50_ms'], 2)} / {_number(speed_figures['bridge_p99_ms'], 2)} ms |",
         f"| Load time (constructing the generator) | {_number(speed_figures['load_seconds'] * 1000, 1)} ms |",
+        f"| First bar after loading (cold) | {_number(speed_figures['first_bar_ms'], 2)} ms |",
         "",
         f"Machine: {results['machine']}.",
     ]
@@ -645,10 +674,20 @@ def write_card(path: Path, markdown: str) -> None:
         ValueError: the file is missing, or lacks either marker, or has them
             out of order or more than once; the file is then left unchanged.
     """
+    lines, begin, end = _card_sections(path)
+    body = markdown if markdown.endswith("\n") else markdown + "\n"
+    path.write_text("".join(lines[: begin + 1]) + body + "".join(lines[end:]), encoding="utf-8")
+
+
+def _card_sections(path: Path) -> tuple[list[str], int, int]:
+    """The card's lines and the indices of its begin and end marker lines.
+
+    Raises:
+        ValueError: as :func:`write_card`.
+    """
     if not path.is_file():
         raise ValueError(f"{path}: model card not found (it must exist and hold the lines {CARD_BEGIN} and {CARD_END})")
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     begins = [i for i, line in enumerate(lines) if line.strip() == CARD_BEGIN]
     ends = [i for i, line in enumerate(lines) if line.strip() == CARD_END]
     if len(begins) != 1 or len(ends) != 1 or begins[0] > ends[0]:
@@ -657,8 +696,7 @@ def write_card(path: Path, markdown: str) -> None:
             f"{CARD_END} (found {len(begins)} begin and {len(ends)} end markers"
             + (", end before begin" if begins and ends and begins[0] > ends[0] else "") + "); file left unchanged"
         )
-    body = markdown if markdown.endswith("\n") else markdown + "\n"
-    path.write_text("".join(lines[: begins[0] + 1]) + body + "".join(lines[ends[0]:]), encoding="utf-8")
+    return lines, begins[0], ends[0]
 
 
 def _machine() -> str:
@@ -711,6 +749,11 @@ def evaluate(generator: PartGenerator, load_seconds: float, grid: Grid, data_dir
 
     started = time.perf_counter()
     pieces_asked = grid.pieces()
+    first = pieces_asked[0]
+    first_started = time.perf_counter()
+    generator.generate_bar(BarRequest(0, first.progression.key, first.progression.chords[0], grid.beats_per_bar,
+                                      grid.bpm, first.valence, first.arousal, grid.roles[0], 0))
+    first_bar_seconds = time.perf_counter() - first_started
     progress(f"generating {len(pieces_asked)} pieces")
     pieces = [generate_piece(generator, piece, grid) for piece in pieces_asked]
     progress(f"timing {grid.bridge_trials} 2-bar bridges")
@@ -722,9 +765,9 @@ def evaluate(generator: PartGenerator, load_seconds: float, grid: Grid, data_dir
     model, report = evaluate_classifier(phrases)
     generated = classifier_on_generated(model, pieces)
     progress("comparing with held-out real music")
-    held_out = read_held_out_list(held_out_path) if held_out_path else None
+    held_out, held_out_source = model_held_out(data_dir, held_out_path)
     _, vgmidi_held_out = held_out_split(phrases)
-    references = real_sets(data_dir, held_out, str(held_out_path), [phrases.paths[i] for i in vgmidi_held_out],
+    references = real_sets(data_dir, held_out, held_out_source, [phrases.paths[i] for i in vgmidi_held_out],
                            dict(zip(phrases.paths, phrases.notes)))
     close = closeness(pieces, references)
     return {
@@ -737,7 +780,7 @@ def evaluate(generator: PartGenerator, load_seconds: float, grid: Grid, data_dir
         "classifier": asdict(report),
         "classifier_on_generated": generated,
         "closeness": close,
-        "speed": speed(pieces, grid, bridges, load_seconds),
+        "speed": speed(pieces, grid, bridges, load_seconds, first_bar_seconds),
         "notes_outside_bar": sum(p.notes_outside_bar for p in pieces),
         "machine": _machine(),
         "run_seconds": time.perf_counter() - started + load_seconds,
@@ -767,7 +810,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated roles stacked into each piece (default: melody,bass)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="folder holding vgmidi/ and pop909/")
     parser.add_argument("--held-out", type=Path, default=None,
-                        help="the model's held-out list (default: heldout.json next to the checkpoint or in models/)")
+                        help="the model's held-out list, JSON {\"pop909\": [...], \"vgmidi\": [...]} (default: "
+                             "*heldout*.json next to the checkpoint or in models/, else models.dataset.heldout_split)")
     parser.add_argument("--write-card", nargs="?", const=DEFAULT_CARD, type=Path, default=None, metavar="PATH",
                         help=f"write the tables into the card between {CARD_BEGIN} and {CARD_END} "
                              "(default: models/MODEL_CARD.md)")
@@ -780,9 +824,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if bad or not roles:
             parser.error(f"--roles {args.roles!r}: allowed roles are melody, arpeggio, bass")
         grid = Grid(**{**asdict(grid), "roles": roles})
-    if args.write_card is not None and not args.write_card.is_file():
-        parser.error(f"--write-card: {args.write_card} not found (the card must exist and hold the markers "
-                     f"{CARD_BEGIN} and {CARD_END})")
+    if args.write_card is not None:
+        try:  # before the long run: a card without markers fails now
+            _card_sections(args.write_card)
+        except ValueError as error:
+            print(f"error: --write-card: {error}", file=sys.stderr)
+            return 2
     held_out_path = args.held_out or find_held_out_list(args.checkpoint)
     command = "python -m models.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
