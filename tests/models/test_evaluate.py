@@ -188,6 +188,22 @@ def test_the_rule_based_generator_scores_as_designed():
     assert all(b > a for a, b in zip(velocities, velocities[1:]))
 
 
+def test_the_trained_model_goes_through_the_evaluation():
+    """Runs once the model lands (models.generate importable): a tiny grid
+    through the real ModelPartGenerator on one thread."""
+    pytest.importorskip("models.generate")
+    generator, load_seconds = evaluate.load_generator("model", None)
+    assert generator.name == "model" and load_seconds >= 0
+    grid = evaluate.Grid(valences=(-1.0, 1.0), arousals=(-1.0, 1.0), seeds=(1,), progressions_per_mode=1,
+                         roles=("melody",), bars=2, bridge_trials=2)
+    pieces = [evaluate.generate_piece(generator, piece, grid) for piece in grid.pieces()]
+    assert all(p.notes_outside_bar == 0 for p in pieces)
+    control = evaluate.emotion_control(pieces, ("KrumhanslSchmuckler",))
+    assert control["n_pieces"] == 4 and 0.0 <= control["mode_match"] <= 1.0
+    speed = evaluate.speed(pieces, grid, evaluate.bridge_times(generator, grid), load_seconds, 0.0)
+    assert speed["bridge_trials"] == 2 and speed["real_time_factor"] > 0
+
+
 def test_the_grid_follows_the_engine_major_for_positive_valence_minor_for_negative():
     pieces = evaluate.Grid().pieces()
     assert {p.progression.key.mode.value for p in pieces if p.valence > 0} == {"major"}
