@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,8 +35,9 @@ from adaptive.harmony import Chord, ChordQuality, Key
 from models import analysis
 from models.analysis import Notes
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-"""``../shared/data`` from the project root (override with ``--data``)."""
+DEFAULT_DATA_DIR = Path(os.environ.get("ADAPTIVE_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+"""``$ADAPTIVE_DATA`` if set (the setting models/ training uses too), else
+``../shared/data`` from the project root; ``--data`` overrides both."""
 
 DEFAULT_CARD = Path(__file__).resolve().parent / "MODEL_CARD.md"
 CARD_BEGIN = "<!-- evaluation:begin -->"
@@ -700,7 +702,6 @@ def _card_sections(path: Path) -> tuple[list[str], int, int]:
 
 
 def _machine() -> str:
-    import os
     import platform
 
     cpu = platform.processor() or platform.machine()

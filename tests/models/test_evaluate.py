@@ -21,9 +21,9 @@ from models import analysis, evaluate
 from models.analysis import Notes
 from models.emotion_classifier import QUADRANTS, evaluate_classifier, read_vgmidi
 
-DATA_DIR = Path(os.environ.get("ADAPTIVE_DATA_DIR", evaluate.DEFAULT_DATA_DIR))
+DATA_DIR = evaluate.DEFAULT_DATA_DIR
 needs_data = pytest.mark.skipif(not (DATA_DIR / "vgmidi" / "vgmidi_labelled.csv").is_file(),
-                                reason=f"VGMIDI not found under {DATA_DIR} (set ADAPTIVE_DATA_DIR)")
+                                reason=f"VGMIDI not found under {DATA_DIR} (set ADAPTIVE_DATA)")
 
 
 def melody(pitches: list[int], beats_each: float = 0.5) -> Notes:
@@ -296,11 +296,10 @@ def test_model_generator_that_cannot_be_imported_is_a_clear_error(monkeypatch):
         evaluate.load_generator("model", None)
 
 
-@needs_data
-def test_quick_run_end_to_end_on_a_small_data_folder(tmp_path, capsys):
-    """The whole command on 40 VGMIDI phrases and 20 POP909 songs: the printed
-    tables, the JSON and the card agree."""
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """A data folder of 40 VGMIDI phrases (10 per quadrant) and 20 POP909 songs (symbolic links)."""
+    data = tmp_path_factory.mktemp("data")
     (data / "vgmidi" / "phrases").mkdir(parents=True)
     (data / "pop909").mkdir()
     rows = (DATA_DIR / "vgmidi" / "vgmidi_labelled.csv").read_text().splitlines()
@@ -313,21 +312,42 @@ def test_quick_run_end_to_end_on_a_small_data_folder(tmp_path, capsys):
             name = Path(row.split(",")[5]).name
             (data / "vgmidi" / "phrases" / name).symlink_to(DATA_DIR / "vgmidi" / "phrases" / name)
     (data / "vgmidi" / "vgmidi_labelled.csv").write_text("\n".join(kept) + "\n")
-    for song in sorted((DATA_DIR / "pop909").iterdir())[:20]:
-        if song.is_dir():
-            (data / "pop909" / song.name).symlink_to(song)
+    for song in sorted(d for d in (DATA_DIR / "pop909").iterdir() if d.is_dir())[:20]:
+        (data / "pop909" / song.name).symlink_to(song)
+    return data
+
+
+@needs_data
+def test_without_the_models_list_the_reference_is_a_fixed_split(small_data):
+    phrases = sorted((small_data / "vgmidi" / "phrases").iterdir())[:3]
+    sets = evaluate.real_sets(small_data, None, "", phrases, {})
+    assert [(s.name, len(s.notes)) for s in sets] == [("VGMIDI", 3), ("POP909", 2)]  # 10 % of 20 songs
+    assert "fixed split" in sets[1].source
+    again = evaluate.real_sets(small_data, None, "", phrases, {})
+    assert [n.length_beats for n in again[1].notes] == [n.length_beats for n in sets[1].notes]
+
+
+@needs_data
+def test_quick_run_end_to_end_on_a_small_data_folder(small_data, tmp_path, capsys):
+    """The whole command: the printed tables, the JSON and the card agree."""
+    held_out = tmp_path / "heldout.json"
+    phrases = sorted((small_data / "vgmidi" / "phrases").iterdir())
+    held_out.write_text(json.dumps({"vgmidi": [f"vgmidi/phrases/{p.name}" for p in phrases[:4]],
+                                    "pop909": ["pop909/001/001.mid", "pop909/002/002.mid", "pop909/003/003.mid"]}))
     card = tmp_path / "MODEL_CARD.md"
     card.write_text(CARD)
     figures = tmp_path / "figures.json"
-    status = evaluate.main(["--generator", "rule_based", "--quick", "--data", str(data), "--json", str(figures),
-                            "--write-card", str(card)])
+    status = evaluate.main(["--generator", "rule_based", "--quick", "--data", str(small_data), "--json", str(figures),
+                            "--write-card", str(card), "--held-out", str(held_out)])
     printed = capsys.readouterr().out
     assert status == 0
     raw = json.loads(figures.read_text())
     assert raw["generator"] == "rule_based"
     assert raw["emotion_control"]["mode_match"] >= 0.9
     assert raw["speed"]["bridge_trials"] == 20 and raw["speed"]["real_time_factor"] > 1
-    assert set(raw["closeness"]["references"]) == {"VGMIDI", "POP909"}
+    references = raw["closeness"]["references"]
+    assert {name: figures["n_pieces"] for name, figures in references.items()} == {"VGMIDI": 4, "POP909": 3}
+    assert all(0 <= references["POP909"][h]["pooled_overlap"] <= 1 for h in ("pitch_class", "duration", "ioi"))
     text = card.read_text()
     assert text.startswith("# Model card\n\nIntro.\n\n<!-- evaluation:begin -->\n")
     assert text.endswith("<!-- evaluation:end -->\n\nAfter.\n") and "old figures" not in text
