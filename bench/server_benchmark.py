@@ -9,7 +9,7 @@ Run by hand (not in CI), from a source checkout::
     python bench/server_benchmark.py --soak-json soak.json --write-docs  # the rest, with that soak's figures
 
 What it measures (see ``bench/README.md``), with the server's default settings
-(48 kHz, blocks of 256 frames, lookahead 40 ms) and the default cue bank:
+(48 kHz, blocks of 512 frames, lookahead 40 ms) and the default cue bank:
 
 * **Reaction latency.** The server runs as a subprocess (``adaptive serve
   --record``); this process is the game: it says hello, syncs clocks with
@@ -555,8 +555,8 @@ def markdown(results: dict, info: dict, command: str) -> str:
     lines = [
         SECTION_TITLE, "",
         f"Measured {info['date']} with `{command}` (add `--write-docs` to rewrite this section; "
-        "`bench/README.md` says what is measured). The server with its default settings: 48 kHz, blocks of 256 "
-        "frames (5.3 ms), lookahead 40 ms, the default cue bank, loopback only.", "",
+        "`bench/README.md` says what is measured). The server with its default settings: 48 kHz, blocks of 512 "
+        "frames (10.7 ms), lookahead 40 ms, the default cue bank, loopback only.", "",
         "### Machine", "",
         f"- CPU: {info['cpu']}",
         f"- Cores: {info['cores']} (nothing pinned: the server's render, OSC and TCP threads share them with the client)",
