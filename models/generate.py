@@ -20,7 +20,7 @@ What does what (the model card says the same):
 * **Chord** (conditioning + bias): the bar's chord is the header's ``Chord``
   token; chord tones get a logit bonus of :data:`CHORD_TONE_BONUS` (the bass's
   root another :data:`BASS_ROOT_BONUS`), the key's tonic
-  :data:`TONIC_BONUS`.
+  :data:`TONIC_BONUS` and its third :data:`THIRD_BONUS`.
 * **Valence → mode**: valence > 0 asks for the major mode, < 0 for the minor
   mode of the requested tonic (valence exactly 0 keeps ``request.key``'s mode);
   it sets the ``Key`` and ``Valence`` tokens and the scale constraint, so the
@@ -69,6 +69,9 @@ BASS_ROOT_BONUS = 2.0
 TONIC_BONUS = 1.5
 """Logit bonus of the key's tonic: it makes the tonic, and so the mode, clear
 (rather than the relative key's, which has the same scale)."""
+THIRD_BONUS = 0.75
+"""Logit bonus of the key's third (major or minor), the note that tells the
+modes of one tonic apart."""
 TEMPERATURE = 0.95
 
 _MODELS: dict[tuple, tuple[MusicTransformer, dict, Vocabulary]] = {}
@@ -240,6 +243,7 @@ class ModelPartGenerator:
         if request.role == "bass":
             pitch_bonus[self._is_pitch & (v.pitch % 12 == chord_pcs[0])] += BASS_ROOT_BONUS
         pitch_bonus[self._is_pitch & (v.pitch % 12 == key.tonic_pitch_class)] += TONIC_BONUS
+        pitch_bonus[self._is_pitch & (v.pitch % 12 == key.scale_pitch_classes()[2])] += THIRD_BONUS
         # Allowed velocities: the MidiTok levels on either side of the target.
         levels = v.velocity
         below = levels[self._is_velocity & (levels <= target_velocity)]
