@@ -119,6 +119,7 @@ def main() -> None:
     from models.checkpoint import DEFAULT_CHECKPOINT
     from models.generate import shared_model
 
+    load_average = os.getloadavg()[0]
     load = measure_load(args.repeats, args.core)
     model, payload, _ = shared_model()
     rtf = measure_rtf(args.bars)
@@ -133,8 +134,9 @@ def main() -> None:
         "`bench/generator_benchmark.py`: the model generator (`models.generate.ModelPartGenerator`) on one core, "
         "one torch thread. Machine: "
         f"{facts['cpu']}{' (KVM guest)' if facts['virtual'] else ''}, {facts['cores']} cores, {facts['os']}, "
-        f"Python {facts['python']}, torch {torch.__version__}; the machine was shared with other work, "
-        "so figures are upper bounds.",
+        f"Python {facts['python']}, torch {torch.__version__}. Measured {time.strftime('%Y-%m-%d')}; the machine "
+        f"is shared with other work (1-minute load average {load_average:.2f} at the start), so the "
+        "figures vary with its load: under a load of 3-5 the per-token time was 3-10x longer.",
         "",
         f"Checkpoint `models/{DEFAULT_CHECKPOINT.name}`: {DEFAULT_CHECKPOINT.stat().st_size / 1e6:.1f} MB, "
         f"{model.parameter_count() / 1e6:.2f} M parameters ({config['n_layer']} layers, width {config['n_embd']}, "
