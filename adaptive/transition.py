@@ -8,6 +8,8 @@ the last one written wins (a later line overrides an earlier one).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from adaptive.cue import WILDCARD, CueBank, TransitionRule
 
 DEFAULT_RULE = TransitionRule()
@@ -25,9 +27,15 @@ def _specificity(rule: TransitionRule, from_cue: str, to_cue: str) -> int | None
 def find_rule(bank: CueBank, from_cue: str, to_cue: str) -> TransitionRule:
     """The most specific rule of ``bank`` for ``from_cue`` → ``to_cue``
     (:data:`DEFAULT_RULE` when none matches)."""
+    return find_rule_in(bank.transitions, from_cue, to_cue)
+
+
+def find_rule_in(rules: Sequence[TransitionRule], from_cue: str, to_cue: str) -> TransitionRule:
+    """The most specific of ``rules`` for ``from_cue`` → ``to_cue``, later
+    rules winning among equals (:data:`DEFAULT_RULE` when none matches)."""
     best: tuple[int, int] | None = None
     chosen = DEFAULT_RULE
-    for index, rule in enumerate(bank.transitions):
+    for index, rule in enumerate(rules):
         score = _specificity(rule, from_cue, to_cue)
         if score is not None and (best is None or (score, index) > best):
             best, chosen = (score, index), rule
