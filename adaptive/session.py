@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, TempoGrid, beats_to_frames, seconds_to_frames
+from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, Quantize, TempoGrid, beats_to_frames, seconds_to_frames
 from adaptive.cue import BridgeKind, Cue, CueBank, GeneratedSource, Layer, MidiSource, StemSource, TransitionRule
 from adaptive.errors import AdaptiveError, AssetError
 from adaptive.gain import GainCurve, GainRamp, db_to_amplitude
@@ -37,10 +37,11 @@ from adaptive.generator import GENERATORS, BarRequest, PartGenerator, RuleBasedG
 from adaptive.harmony import Chord, ChordQuality, Key
 from adaptive.mixer import SoftLimiter
 from adaptive.part import Part, PartLibrary
-from adaptive.scene import SceneState, SceneUpdate, SessionInput, SimpleMapping, StingerTrigger, validate_update
+from adaptive.mapping import MappingChange, ResolvedMapping, parse_mapping_text
+from adaptive.scene import SceneState, SceneUpdate, SessionInput, StingerTrigger, validate_update
+from adaptive.smoothing import SceneSmoother
 from adaptive.stem import load_stem, render_part, rendered_stem_path, write_stem
 from adaptive.synth import Synth, find_soundfont
-from adaptive.transition import find_rule
 from adaptive.voice import GeneratedVoice, MidiVoice, StemVoice
 
 DECLICK_SECONDS = 0.005
@@ -52,6 +53,11 @@ synthesizer is parked."""
 
 BRIDGE_PROGRAM = 48
 """General MIDI program of generated bridges (String Ensemble 1)."""
+
+FOLLOW_STEP_SECONDS = 0.05
+"""While the smoothed scene is still moving toward what the game said, the
+mapping is evaluated again this often (session time): cue choice and layer
+gains follow the slew in 50 ms steps."""
 
 
 class InputError(AdaptiveError):
@@ -161,6 +167,9 @@ class Session:
         master_gain_db: gain on the mix before the limiter (headroom).
         record_midi: keep every played note in :attr:`midi_events`.
         progress: called with a message while assets load (e.g. rendering stems).
+        mapping: the sound designer's mapping, resolved against ``bank``
+            (default: what the bank implies on its own,
+            :meth:`~adaptive.mapping.ResolvedMapping.from_bank`).
 
     Raises:
         AssetError: a SoundFont, MIDI file or stem is missing or unreadable.
@@ -178,6 +187,7 @@ class Session:
         master_gain_db: float = 0.0,
         record_midi: bool = True,
         progress: Callable[[str], None] | None = None,
+        mapping: ResolvedMapping | None = None,
     ) -> None:
         if not 8_000 <= sample_rate_hz <= 192_000:
             raise ValueError(f"sample rate {sample_rate_hz} Hz is out of range (allowed: 8000..192000)")
@@ -196,7 +206,12 @@ class Session:
         self.frame = 0
         self._position = 0  # the frame the schedule has reached inside render()
         self.scene = SceneState()
-        self.mapping = SimpleMapping(bank)
+        self.mapping = mapping if mapping is not None else ResolvedMapping.from_bank(bank)
+        smoothing = self.mapping.mapping.smoothing
+        self._smoother = SceneSmoother(smoothing.valence_per_second, smoothing.arousal_per_second,
+                                       smoothing.intensity_per_second, sample_rate_hz)
+        self._gain_intensity: float | None = None  # the intensity the layer gains were last set for
+        self._follow_pending: int | None = None  # frame of the next scheduled evaluation, if any
         self.events: list[MusicEvent] = []
         self.midi_events: list[MidiNoteEvent] = []
         self.parts: dict[str, PartInfo] = {}
@@ -229,7 +244,8 @@ class Session:
             self._stinger_amplitude[stinger.name] = db_to_amplitude(stinger.gain_db)
         # Generated bridges get synthesizers made now, not while rendering; two,
         # so a bridge can start while the previous one still fades out.
-        uses_bridges = any(rule.bridge.kind is BridgeKind.GENERATED for rule in bank.transitions)
+        uses_bridges = any(rule.bridge.kind is BridgeKind.GENERATED
+                           for rule in (*bank.transitions, *self.mapping.transition_rules()))
         self._bridge_synths = [Synth(self.soundfont, sample_rate_hz, BRIDGE_PROGRAM, False)
                                for _ in range(2 if uses_bridges else 0)]
         self._bridges: list[_Player] = []  # generated bridges still sounding
@@ -259,7 +275,8 @@ class Session:
                 voice = self._build_voice(cue, layer, loop_beats)
             except AssetError as error:
                 raise AssetError(f"{role} {cue.name!r} layer {layer.name!r}: {error}") from None
-            layers.append(_LayerPlayer(layer.name, voice, layer.curve, layer.fade_beats))
+            curve, fade_beats = self.mapping.layer_gain(cue.name, layer.name)
+            layers.append(_LayerPlayer(layer.name, voice, curve, fade_beats))
         return _Player(cue.name, cue.bpm, cue.meter.beats_per_bar, layers, cue.gain_db, looping,
                        None if looping else cue.loop_bars)
 
@@ -321,12 +338,16 @@ class Session:
         """
         try:
             if isinstance(item, SceneUpdate):
-                validate_update(item, self.bank)
+                validate_update(item, self.bank, self.mapping.emotion)
             elif isinstance(item, StingerTrigger):
-                self.bank.stinger(item.name)
+                self.mapping.stinger(item.name)
+            elif isinstance(item, MappingChange):
+                if item.resolved is None or item.resolved.bank is not self.bank:
+                    item = MappingChange(item.text, parse_mapping_text(item.text, self.bank, item.source), item.source)
             else:
-                raise ValueError(f"unknown input type {type(item).__name__} (allowed: SceneUpdate, StingerTrigger)")
-        except (KeyError, ValueError) as error:
+                raise ValueError(f"unknown input type {type(item).__name__} "
+                                 "(allowed: SceneUpdate, StingerTrigger, MappingChange)")
+        except (KeyError, ValueError, AdaptiveError) as error:
             self.counters["rejected_inputs"] += 1
             raise InputError(str(error.args[0] if isinstance(error, KeyError) else error)) from None
         self.counters["inputs"] += 1
@@ -345,22 +366,99 @@ class Session:
         if isinstance(item, StingerTrigger):
             self._trigger_stinger(item.name, frame)
             return
-        self.scene.apply(item)
-        self._emit(frame, "scene", valence=self.scene.emotion.valence, arousal=self.scene.emotion.arousal,
+        if isinstance(item, MappingChange):
+            self._schedule_mapping_change(item, frame)
+            return
+        self.scene.apply(item, self.mapping.emotions)
+        emotion = self.scene.emotion
+        self._smoother.set_target(frame, emotion.valence, emotion.arousal, self.scene.intensity)
+        self._emit(frame, "scene", valence=emotion.valence, arousal=emotion.arousal,
                    emotion=self.scene.emotion_name, intensity=self.scene.intensity, location=self.scene.location)
+        self._follow(retarget_all=True)
+
+    # ------------------------------------------------------------------ mapping
+    def _follow(self, retarget_all: bool = False) -> None:
+        """Evaluate the mapping for the scene as smoothed at this frame: choose
+        the cue (hysteresis, minimum time in a cue), set the layer gains, and
+        come back in :data:`FOLLOW_STEP_SECONDS` while the smoothing still moves."""
+        frame = self.frame_now
+        valence, arousal, intensity = self._smoother.at(frame)
+        if not retarget_all:
+            self._emit(frame, "follow", valence=valence, arousal=arousal, intensity=intensity)
         playing = self._current.name if self._current else None
-        wanted = self.mapping.choose_cue(self.scene, playing)
+        forced = self.scene.forced_cue
+        wanted = forced or self.mapping.choose_cue(valence, arousal, self.scene.location, playing)
         if self._current is None:
-            self._start_player(self._players[wanted], frame, fade_frames=0, previous=None)
+            self._start_player(self._players[wanted], frame, fade_frames=0, previous=None, arousal=arousal)
             self._current = self._players[wanted]
         elif wanted != self._current.name:
-            self._request_transition(wanted, frame)
+            held_until = self._held_until()
+            if forced or held_until <= frame:
+                self._request_transition(wanted, frame)
+            else:
+                self._follow_at(held_until)
         elif self._pending_transition is not None:
             self._cancelled.add(self._pending_transition)  # the scene came back before the boundary
             self._pending_transition = None
-        for player in self._players.values():
-            if player.active:
-                self._retarget_layers(player, frame)
+        if retarget_all or intensity != self._gain_intensity:
+            self._gain_intensity = intensity
+            for player in self._players.values():
+                if player.active:
+                    self._retarget_layers(player, frame)
+        settle = self._smoother.settle_frame()
+        if settle > frame:
+            self._follow_at(min(settle, frame + max(1, seconds_to_frames(FOLLOW_STEP_SECONDS, self.sample_rate_hz))))
+
+    def _follow_at(self, frame: int) -> None:
+        """Evaluate the mapping again at ``frame`` (one pending evaluation at a time: the earliest)."""
+        if self._follow_pending is not None and self._follow_pending <= frame:
+            return
+        self._follow_pending = frame
+
+        def follow() -> None:
+            if self._follow_pending == frame:
+                self._follow_pending = None
+                self._follow()
+
+        self._at(frame, follow)
+
+    def _held_until(self) -> int:
+        """The first frame at which the playing cue has played its minimum time
+        (``smoothing.min_cue_bars`` bars from its downbeat)."""
+        current = self._current
+        min_bars = self.mapping.mapping.smoothing.min_cue_bars
+        if current is None or current.grid is None or min_bars <= 0:
+            return 0
+        return current.grid.bar_to_frame(min_bars)
+
+    def _schedule_mapping_change(self, change: MappingChange, frame: int) -> None:
+        """Play by ``change``'s mapping from the next bar line of the lead cue
+        (at once when nothing plays): layer gains ramp to the new curves over
+        their fades, and the cue is chosen again."""
+        lead = self._lead
+        boundary = frame
+        if lead is not None and lead.grid is not None:
+            boundary = max(frame, lead.grid.quantize(frame, Quantize.NEXT_BAR))
+
+        def swap() -> None:
+            self._swap_mapping(change)
+
+        self._at(boundary, swap)
+
+    def _swap_mapping(self, change: MappingChange) -> None:
+        resolved = change.resolved
+        assert resolved is not None
+        frame = self.frame_now
+        self.mapping = resolved
+        smoothing = resolved.mapping.smoothing
+        self._smoother.set_rates(frame, smoothing.valence_per_second, smoothing.arousal_per_second,
+                                 smoothing.intensity_per_second)
+        for name, player in self._players.items():
+            for layer in player.layers:
+                layer.curve, layer.fade_beats = resolved.layer_gain(name, layer.layer_name)
+        self._emit(frame, "mapping", source=change.source)
+        if self._current is not None:
+            self._follow(retarget_all=True)
 
     # ------------------------------------------------------------------ music
     def _retarget_layers(self, player: _Player, frame: int) -> None:
@@ -368,7 +466,10 @@ class Session:
             fade = beats_to_frames(layer.fade_beats, player.bpm, self.sample_rate_hz)
             layer.gain.ramp_to(layer.curve.amplitude(self.scene.intensity), frame, fade)
 
-    def _start_player(self, player: _Player, frame: int, fade_frames: int, previous: str | None) -> None:
+    def _start_player(self, player: _Player, frame: int, fade_frames: int, previous: str | None,
+                      arousal: float | None = None) -> None:
+        if arousal is not None:  # a cue starting fresh takes its tempo from the mapping
+            player.bpm = self._start_bpm(player.name, arousal)
         player.generation += 1
         player.grid = TempoGrid(player.bpm, player.beats_per_bar, frame, self.sample_rate_hz)
         for layer in player.layers:
@@ -404,7 +505,7 @@ class Session:
         assert current is not None and current.grid is not None
         if self._pending_transition is not None:
             self._cancelled.add(self._pending_transition)
-        rule = find_rule(self.bank, current.name, target)
+        rule = self.mapping.find_rule(current.name, target)
         cue = self.bank.cue(current.name)
         boundary = current.grid.quantize(frame, rule.exit, phrase_bars=cue.phrase_bars, loop_bars=cue.loop_bars)
         boundary = max(boundary, current.grid.origin_frame, frame)
@@ -420,6 +521,8 @@ class Session:
         old = self._current
         assert old is not None
         new = self._players[target]
+        if not new.active:  # a cue re-entered while it fades out keeps its tempo
+            new.bpm = self._start_bpm(target, self._smoother.at(frame)[1])
         self._emit(frame, "transition_start", cue=old.name, to=target, exit=rule.exit.value,
                    fade_beats=rule.fade_beats, bridge=rule.bridge.kind.value, requested_frame=requested_frame)
         fade_frames = beats_to_frames(rule.fade_beats, old.bpm, self.sample_rate_hz)
@@ -455,6 +558,11 @@ class Session:
         self._at(max(arrival, frame + fade_frames), lambda: self._emit(
             self.frame_now, "transition_end", cue=old.name, to=target))
 
+    def _start_bpm(self, cue: str, arousal: float) -> float:
+        """A cue's tempo when it starts: the mapping's tempo for ``arousal``, else the bank's."""
+        bpm = self.mapping.bpm_for(cue, arousal)
+        return bpm if bpm is not None else self.bank.cue(cue).bpm
+
     def _build_bridge(self, old: _Player, new: _Player, bars: int) -> _Player:
         """A generated bridge of ``bars`` bars at the outgoing tempo, made by the
         rule-based generator (stand-in for the model): the outgoing chords, then
@@ -488,7 +596,12 @@ class Session:
         return _Player(f"bridge:{old.name}->{new.name}", old.bpm, old.beats_per_bar, [layer], 0.0, False, bars)
 
     def _trigger_stinger(self, name: str, frame: int) -> None:
-        stinger = self.bank.stinger(name)
+        try:
+            source, quantize, gain_db = self.mapping.stinger(name)
+        except KeyError as error:  # the mapping changed since the trigger was accepted
+            self._emit(frame, "error", message=str(error.args[0]), input="stinger")
+            return
+        stinger = self.bank.stinger(source)
         lead = self._lead
         if lead is None or lead.grid is None:
             boundary, bpm, beats_per_bar = frame, 120.0, 4
@@ -496,9 +609,9 @@ class Session:
             cue = self.bank.cue(lead.name) if lead.name in self._players else None
             phrase_bars = cue.phrase_bars if cue else 4
             loop_bars = cue.loop_bars if cue else (lead.length_bars or 1)
-            boundary = lead.grid.quantize(frame, stinger.quantize, phrase_bars=phrase_bars, loop_bars=loop_bars)
+            boundary = lead.grid.quantize(frame, quantize, phrase_bars=phrase_bars, loop_bars=loop_bars)
             bpm, beats_per_bar = lead.bpm, lead.beats_per_bar
-        voice, part = self._stingers[name]
+        voice, part = self._stingers[source]
         if stinger.key is not None and self._current is not None and self._current.name in self._players:
             semitones = Key.parse(stinger.key).semitones_to(self.bank.cue(self._current.name).parsed_key)
             part = part.transposed(semitones)
@@ -506,11 +619,15 @@ class Session:
         def play() -> None:
             voice.part = part
             voice.start(TempoGrid(bpm, beats_per_bar, self.frame_now, self.sample_rate_hz))
-            if name not in self._active_stingers:
-                self._active_stingers.append(name)
-            self._emit(self.frame_now, "stinger", name=name, requested_frame=frame)
+            self._stinger_amplitude[source] = db_to_amplitude(gain_db)
+            if source not in self._active_stingers:
+                self._active_stingers.append(source)
+            data = {"name": name, "requested_frame": frame}
+            if source != name:
+                data["source"] = source
+            self._emit(self.frame_now, "stinger", **data)
             self._at(voice.finished_frame + seconds_to_frames(STINGER_TAIL_CHECK_SECONDS, self.sample_rate_hz),
-                     lambda: self._park_stinger(name, voice))
+                     lambda: self._park_stinger(source, voice))
 
         self._at(boundary, play)
 

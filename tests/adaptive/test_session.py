@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from adaptive.mapping import parse_mapping_text
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
 from tests.adaptive.conftest import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
@@ -213,8 +214,9 @@ def test_hysteresis_holds_the_cue_under_noisy_input(tone_bank, soundfont):
     rng = np.random.default_rng(0)
 
     def transitions(hysteresis: float) -> int:
-        session = make_session(tone_bank(exit="immediate"), soundfont)
-        session.mapping.hysteresis = hysteresis
+        bank = tone_bank(exit="immediate")
+        mapping = parse_mapping_text(f"[smoothing]\nhysteresis = {hysteresis}\n", bank)
+        session = make_session(bank, soundfont, mapping=mapping)
         session.submit(0, SceneUpdate(valence=0.01, arousal=-0.01, intensity=0.5))
         step = SAMPLE_RATE_HZ // 90
         for i in range(1, 90 * 4):
