@@ -49,6 +49,9 @@ from adaptive.errors import ConfigError, problem_lines
 from adaptive.gain import SILENCE_DB, GainCurve, amplitude_to_db
 from adaptive.transition import find_rule_in
 
+DEFAULT_MAPPING = Path(__file__).parent / "data" / "default_bank" / "mapping.toml"
+"""The default mapping of the embedded cue bank."""
+
 MAX_LINEAR_GAIN = 10 ** (12.0 / 20.0)
 """Largest linear gain a curve may reach (+12 dB, the bank's limit)."""
 

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from adaptive.mapping import MappingChange
 from adaptive.recording import Recording
 from adaptive.scene import SessionInput, StingerTrigger
 from adaptive.session import InputError, MidiNoteEvent, MusicEvent, Session
@@ -281,7 +282,8 @@ class RealtimeSession:
                 session.submit(frame, item)
             except InputError as error:
                 self.counters["rejected_inputs"] += 1
-                kind = "stinger" if isinstance(item, StingerTrigger) else "scene"
+                kind = ("stinger" if isinstance(item, StingerTrigger) else
+                        "mapping" if isinstance(item, MappingChange) else "scene")
                 self._pending_errors.append(MusicEvent(frame, "error", {"message": str(error), "input": kind}))
                 continue
             self.counters["inputs"] += 1

@@ -9,7 +9,13 @@ The format is JSON Lines (UTF-8, one JSON object per line)::
     {"frame": 96000, "type": "scene", "emotion": "tense", "valence": null,
      "arousal": null, "intensity": 0.8, "location": null, "cue": null}
     {"frame": 120000, "type": "stinger", "name": "hit"}
+    {"frame": 150000, "type": "mapping", "source": "mapping.toml", "toml": "..."}
     {"type": "end", "frame": 480000}
+
+The header's optional ``mapping`` holds the TOML text of the mapping the
+session started with (absent or null: the bank's own); a ``"mapping"`` line is
+a mapping change (hot reload, live tuning) with the whole new mapping's text,
+so a replay plays by exactly the mappings that were live.
 
 Frames are session frames (audio frames at ``sample_rate_hz`` since the session
 started). The render block size is not recorded: rendering does not depend on it.
@@ -33,6 +39,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from adaptive.errors import ConfigError, format_problems
+from adaptive.mapping import MappingChange
 from adaptive.scene import SceneUpdate, SessionInput, StingerTrigger
 
 RECORDING_FORMAT = "adaptive-recording"
@@ -59,11 +66,15 @@ class RecordingHeader:
     soundfont: str | None
     sample_rate_hz: int
     seed: int
+    mapping: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The header line as a JSON object."""
-        return {"format": RECORDING_FORMAT, "version": RECORDING_VERSION, "bank": self.bank,
+        data = {"format": RECORDING_FORMAT, "version": RECORDING_VERSION, "bank": self.bank,
                 "soundfont": self.soundfont, "sample_rate_hz": self.sample_rate_hz, "seed": self.seed}
+        if self.mapping is not None:
+            data["mapping"] = self.mapping
+        return data
 
 
 def input_to_json(frame: int, item: SessionInput) -> dict[str, Any]:
@@ -72,6 +83,8 @@ def input_to_json(frame: int, item: SessionInput) -> dict[str, Any]:
         return {"frame": int(frame), "type": "stinger", "name": item.name}
     if isinstance(item, SceneUpdate):
         return {"frame": int(frame), "type": "scene", **{name: getattr(item, name) for name in SCENE_FIELDS}}
+    if isinstance(item, MappingChange):
+        return {"frame": int(frame), "type": "mapping", "source": item.source, "toml": item.text}
     raise TypeError(f"unknown input type {type(item).__name__} (allowed: SceneUpdate, StingerTrigger)")
 
 
@@ -92,17 +105,18 @@ class Recording:
         soundfont: path of the SoundFont; stored resolved to an absolute path.
         sample_rate_hz: the session's sample rate (Hz).
         seed: the session's seed.
+        mapping: the TOML text of the mapping the session starts with (None: the bank's own).
 
     Raises:
         ConfigError: the file cannot be created.
     """
 
     def __init__(self, path: Path | str, *, bank: Path | str, soundfont: Path | str | None,
-                 sample_rate_hz: int, seed: int) -> None:
+                 sample_rate_hz: int, seed: int, mapping: str | None = None) -> None:
         self.path = Path(path)
         self.header = RecordingHeader(str(Path(bank).resolve()),
                                       None if soundfont is None else str(Path(soundfont).resolve()),
-                                      int(sample_rate_hz), int(seed))
+                                      int(sample_rate_hz), int(seed), mapping or None)
         try:
             self._file: TextIO = self.path.open("w", encoding="utf-8")
         except OSError as error:
@@ -122,7 +136,7 @@ class Recording:
         made from the bank file ``bank_path``: soundfont, sample rate and seed
         are taken from the session."""
         return cls(path, bank=bank_path, soundfont=session.soundfont, sample_rate_hz=session.sample_rate_hz,
-                   seed=session.seed)
+                   seed=session.seed, mapping=session.mapping.text or None)
 
     def write_input(self, frame: int, item: SessionInput) -> None:
         """Record that ``item`` took effect at session frame ``frame``.
@@ -223,13 +237,15 @@ def load_recording(path: Path | str) -> tuple[RecordingHeader, list[tuple[int, S
             problems.append(f"line 1: sample_rate_hz {rate!r} is out of range (allowed: an integer from 8000 to 192000)")
         if not _check_number(header_data.get("seed"), integer=True):
             problems.append(f"line 1: seed {header_data.get('seed')!r} must be an integer")
-        allowed = {"format", "version", "bank", "soundfont", "sample_rate_hz", "seed"}
+        if header_data.get("mapping") is not None and not isinstance(header_data.get("mapping"), str):
+            problems.append(f"line 1: mapping must be the mapping's TOML text (a string) or null")
+        allowed = {"format", "version", "bank", "soundfont", "sample_rate_hz", "seed", "mapping"}
         for key in header_data:
             if key not in allowed:
                 problems.append(f"line 1: unknown field {key!r} (allowed: {', '.join(sorted(allowed))})")
         if len(problems) == before:
             header = RecordingHeader(header_data["bank"], header_data.get("soundfont"), header_data["sample_rate_hz"],
-                                     header_data["seed"])
+                                     header_data["seed"], header_data.get("mapping"))
 
     inputs: list[tuple[int, SessionInput]] = []
     end_frame: int | None = None
@@ -289,7 +305,18 @@ def load_recording(path: Path | str) -> tuple[RecordingHeader, list[tuple[int, S
             if not bad and frame is not None:
                 inputs.append((frame, SceneUpdate(**{name: data.get(name) for name in SCENE_FIELDS})))
             continue
-        problems.append(f"line {number}: type {kind!r} is not allowed (allowed: scene, stinger, end)")
+        if kind == "mapping":
+            extra = set(data) - {"type", "frame", "source", "toml"}
+            if extra:
+                problems.append(f"line {number}: unknown field {sorted(extra)[0]!r} (allowed: frame, type, source, toml)")
+            text, source = data.get("toml"), data.get("source", "<recording>")
+            if not isinstance(text, str) or not isinstance(source, str):
+                problems.append(f"line {number}: a mapping line needs toml (the mapping's TOML text) and source as strings")
+                continue
+            if frame is not None:
+                inputs.append((frame, MappingChange(text, None, source)))
+            continue
+        problems.append(f"line {number}: type {kind!r} is not allowed (allowed: scene, stinger, mapping, end)")
     if end_frame is None and not problems:
         problems.append(f"line {len(lines)}: no end line ({{\"type\": \"end\", \"frame\": N}}): the session was not "
                         "stopped cleanly; the inputs above are intact, add an end line with the frame to replay to")
@@ -302,7 +329,7 @@ def load_recording(path: Path | str) -> tuple[RecordingHeader, list[tuple[int, S
 
 
 def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont: Path | str | None = None,
-           block_frames: int = 4096, wav_subtype: str = "PCM_16") -> np.ndarray:
+           block_frames: int = 4096, wav_subtype: str = "PCM_16", events: list | None = None) -> np.ndarray:
     """Replay a recording offline: the same bank, SoundFont, sample rate and
     seed, every input submitted at its frame, rendered to the end frame.
 
@@ -318,6 +345,7 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
             then differs wherever MIDI parts play).
         block_frames: render block size in frames (does not change the audio).
         wav_subtype: WAV sample format (see :data:`adaptive.render.WAV_SUBTYPES`).
+        events: if given, the session's music events are appended to it.
 
     Returns:
         The audio, shape ``(end_frame, 2)``, float32.
@@ -330,10 +358,13 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
     from adaptive.cue import load_bank
     from adaptive.session import Session
 
+    from adaptive.mapping import parse_mapping_text
+
     header, inputs, end_frame = load_recording(path)
     bank = load_bank(header.bank)
+    mapping = None if header.mapping is None else parse_mapping_text(header.mapping, bank, f"{path} (header)")
     session = Session(bank, soundfont=soundfont or header.soundfont, sample_rate_hz=header.sample_rate_hz,
-                      seed=header.seed, max_block_frames=block_frames)
+                      seed=header.seed, max_block_frames=block_frames, mapping=mapping)
     try:
         audio = np.empty((end_frame, 2), np.float32)
 
@@ -347,6 +378,8 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
             render_to(frame)
             session.submit(frame, item)
         render_to(end_frame)
+        if events is not None:
+            events.extend(session.drain_events())
     finally:
         session.close()
     if output_wav is not None:

@@ -32,7 +32,7 @@ import numpy as np
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, Quantize, TempoGrid, beats_to_frames, seconds_to_frames
 from adaptive.cue import BridgeKind, Cue, CueBank, GeneratedSource, Layer, MidiSource, StemSource, TransitionRule
 from adaptive.errors import AdaptiveError, AssetError
-from adaptive.gain import GainCurve, GainRamp, db_to_amplitude
+from adaptive.gain import GainCurve, GainRamp, amplitude_to_db, db_to_amplitude
 from adaptive.generator import GENERATORS, BarRequest, PartGenerator, RuleBasedGenerator
 from adaptive.harmony import Chord, ChordQuality, Key
 from adaptive.mixer import SoftLimiter
@@ -383,8 +383,7 @@ class Session:
         come back in :data:`FOLLOW_STEP_SECONDS` while the smoothing still moves."""
         frame = self.frame_now
         valence, arousal, intensity = self._smoother.at(frame)
-        if not retarget_all:
-            self._emit(frame, "follow", valence=valence, arousal=arousal, intensity=intensity)
+        self._emit(frame, "follow", valence=valence, arousal=arousal, intensity=intensity)
         playing = self._current.name if self._current else None
         forced = self.scene.forced_cue
         wanted = forced or self.mapping.choose_cue(valence, arousal, self.scene.location, playing)
@@ -462,9 +461,24 @@ class Session:
 
     # ------------------------------------------------------------------ music
     def _retarget_layers(self, player: _Player, frame: int) -> None:
+        intensity = self._layer_intensity()
         for layer in player.layers:
             fade = beats_to_frames(layer.fade_beats, player.bpm, self.sample_rate_hz)
-            layer.gain.ramp_to(layer.curve.amplitude(self.scene.intensity), frame, fade)
+            layer.gain.ramp_to(layer.curve.amplitude(intensity), frame, fade)
+        self._emit_gains(player, frame)
+
+    def _layer_intensity(self) -> float:
+        """The intensity layer gains follow: the smoothed one (the scene's until the first input)."""
+        return self._smoother.at(self.frame_now)[2] if self._gain_intensity is not None else self.scene.intensity
+
+    def _emit_gains(self, player: _Player, frame: int) -> None:
+        """A ``gains`` event: each layer's target gain in dB (None: silent) and its fade in frames."""
+        layers = {}
+        for layer in player.layers:
+            amplitude = layer.gain.target_amplitude
+            layers[layer.layer_name] = [None if amplitude <= 0.0 else round(amplitude_to_db(amplitude), 3),
+                                        layer.gain.length_frames]
+        self._emit(frame, "gains", cue=player.name, layers=layers)
 
     def _start_player(self, player: _Player, frame: int, fade_frames: int, previous: str | None,
                       arousal: float | None = None) -> None:
@@ -474,7 +488,7 @@ class Session:
         player.grid = TempoGrid(player.bpm, player.beats_per_bar, frame, self.sample_rate_hz)
         for layer in player.layers:
             if not player.active:
-                layer.gain.ramp_to(layer.curve.amplitude(self.scene.intensity), frame, 0)
+                layer.gain.ramp_to(layer.curve.amplitude(self._layer_intensity()), frame, 0)
             layer.voice.start(player.grid)
         if player.active:
             self._retarget_layers(player, frame)
@@ -482,6 +496,8 @@ class Session:
         else:
             player.gain.ramp_to(0.0, frame, 0)
             player.gain.ramp_to(1.0, frame, fade_frames)
+        if not player.active and player.name in self._players:
+            self._emit_gains(player, frame)
         player.active = True
         self._lead = player
         self.tempo_changes.append((frame, player.bpm, player.beats_per_bar))

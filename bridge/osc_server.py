@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
-from bridge.dispatch import MidiChannels, event_messages, pong_values, to_input, welcome_values
+from bridge.dispatch import MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values
 from bridge.protocol import Decoded, ProtocolError, decode_osc, encode_osc
 
 log = logging.getLogger("adaptive.osc")
@@ -66,6 +66,9 @@ class OscServer:
         welcome: fields of the ``welcome`` message besides the clock
             (session_id, block_frames, lookahead_ms, audio_tcp_port).
         host, port: where to listen (loopback by default; port 0 = any free port).
+        part_info: the session's parts (for MIDI channels: percussion on 10).
+        mapping: the live mapping (:class:`bridge.mapping_watch.MappingControl`):
+            answers mapping_set/get/export and names emotions and stingers.
 
     Raises:
         OSError: the port cannot be bound (in use, not allowed).
@@ -81,6 +84,7 @@ class OscServer:
         host: str = "127.0.0.1",
         port: int = 9000,
         part_info: dict | None = None,
+        mapping: Any = None,
     ) -> None:
         self.bank = bank
         self.submit = submit
@@ -88,6 +92,7 @@ class OscServer:
         self.sample_rate_hz = sample_rate_hz
         self.welcome = welcome
         self.part_info = part_info or {}
+        self.mapping = mapping  # a bridge.mapping_watch.MappingControl, or None
         self.clients: dict[tuple[str, int], OscClient] = {}  # by the source address that said hello
         self.counters = collections.Counter()
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -168,8 +173,14 @@ class OscServer:
                 raise ProtocolError("not_allowed", f"/adaptive/{name} needs /adaptive/hello first (to know the reply port)")
             with self._lock:
                 (client.streams.add if name == "subscribe" else client.streams.discard)(values["stream"])
+        elif name in MAPPING_MESSAGES:
+            from bridge.mapping_watch import mapping_replies
+
+            address = self._reply_address(source)
+            for reply, reply_values in mapping_replies(name, values, self.mapping):
+                self._send_now(address, encode_osc(reply, **reply_values))
         else:
-            self.submit(to_input(decoded, self.bank))
+            self.submit(to_input(decoded, self.bank, self.mapping.current if self.mapping is not None else None))
             self.counters["inputs"] += 1
 
     def _is_own_address(self, address: tuple[str, int]) -> bool:
@@ -224,6 +235,13 @@ class OscServer:
         if len(self._outbox) == self._outbox.maxlen:
             self.counters["dropped_blocks"] += 1
         self._outbox.append((list(block.events), list(block.midi)))
+        with self._outbox_ready:
+            self._outbox_ready.notify()
+
+    def broadcast_events(self, events: list) -> None:
+        """Send music events (e.g. a ``mapping_error`` from the mapping watch)
+        to every client subscribed to events, from any thread. Never blocks."""
+        self._outbox.append((list(events), []))
         with self._outbox_ready:
             self._outbox_ready.notify()
 

@@ -49,6 +49,9 @@ class ServerSettings:
         virtual_midi: also play the notes on a virtual MIDI port "adaptive" (needs python-rtmidi
             and a platform with virtual ports).
         seed: seeds generated parts.
+        mapping: the sound designer's mapping file, watched and reloaded while
+            serving (None: the embedded default mapping with the embedded bank,
+            else the bank's own).
     """
 
     bank: Path
@@ -66,6 +69,7 @@ class ServerSettings:
     midi_file: Path | None = None
     virtual_midi: bool = False
     seed: int = 0
+    mapping: Path | None = None
 
 
 class Server:
@@ -86,17 +90,30 @@ class Server:
 
         self.settings = settings
         self.session_id = "default"  # one session per server for now; clients name it in logs
+        from adaptive.cli import DEFAULT_BANK
+        from adaptive.mapping import DEFAULT_MAPPING, ResolvedMapping, load_mapping
+        from bridge.mapping_watch import MappingControl
+
         self.bank = load_bank(settings.bank)
+        mapping_path = settings.mapping
+        if mapping_path is None and settings.bank.resolve() == DEFAULT_BANK.resolve():
+            mapping_path = DEFAULT_MAPPING
+        mapping = load_mapping(mapping_path, self.bank) if mapping_path is not None else ResolvedMapping.from_bank(self.bank)
         self.session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
-                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096))
+                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096), mapping=mapping)
         self.recording = None
         if settings.record is not None:
             from adaptive.recording import Recording
 
             self.recording = Recording(settings.record, bank=settings.bank.resolve(), soundfont=self.session.soundfont,
-                                       sample_rate_hz=settings.sample_rate_hz, seed=settings.seed)
+                                       sample_rate_hz=settings.sample_rate_hz, seed=settings.seed,
+                                       mapping=mapping.text or None)
         self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
                                         lookahead_ms=settings.lookahead_ms, recording=self.recording)
+        # Only a file the user named is watched: the embedded default is package data.
+        self.mapping = MappingControl(self.bank, mapping, self.realtime.submit,
+                                      path=settings.mapping.resolve() if settings.mapping is not None else None,
+                                      report_error=self._report_mapping_error)
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
         self.midi_recorder = MidiFileRecorder() if settings.midi_file is not None else None
@@ -117,12 +134,12 @@ class Server:
                        "lookahead_ms": settings.lookahead_ms, "audio_tcp_port": self.audio_tcp.port}
             self.osc = _bind("OSC", settings.osc_port, lambda: OscServer(
                 self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
-                welcome, settings.host, settings.osc_port, part_info=self.session.parts))
+                welcome, settings.host, settings.osc_port, part_info=self.session.parts, mapping=self.mapping))
             self._closers.append(self.osc.close)
             self.zmq = _bind("ZeroMQ control", settings.zmq_control_port, lambda: ZmqServer(
                 self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
                 welcome, settings.host, settings.zmq_control_port, settings.zmq_events_port,
-                part_info=self.session.parts))
+                part_info=self.session.parts, mapping=self.mapping))
             self._closers.append(self.zmq.close)
         except BaseException:
             self._close_transports()
@@ -134,6 +151,15 @@ class Server:
             if extra is not None:
                 self.realtime.add_sink(extra.on_block)
         self.realtime.add_sink(self._publish_audio)
+
+    def _report_mapping_error(self, path: str, message: str) -> None:
+        """Tell every client that an edited mapping file is invalid (from the watch thread)."""
+        from adaptive.session import MusicEvent
+
+        event = MusicEvent(self.session.frame, "mapping_error", {"path": path, "message": message})
+        for transport in (getattr(self, "osc", None), getattr(self, "zmq", None)):
+            if transport is not None:
+                transport.broadcast_events([event])
 
     def _publish_audio(self, block) -> None:
         header, pcm = encode_block(block.sequence, block.first_frame, block.audio, self.settings.sample_rate_hz,
@@ -170,9 +196,11 @@ class Server:
         self.realtime.start()
         self.osc.start()
         self.zmq.start()
+        self.mapping.start()
 
     def close(self) -> None:
         """Stop every thread, close every socket, finish the recording."""
+        self.mapping.close()
         self.osc.close()
         self.zmq.close()
         self.realtime.stop()
