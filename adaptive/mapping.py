@@ -218,20 +218,16 @@ class Conditioning(_Frozen):
     velocity: Curve = Field(default_factory=lambda: [(-1.0, 45.0), (1.0, 110.0)])
     register_semitones: Curve = Field(default_factory=lambda: [(-1.0, -6.0), (1.0, 6.0)])
 
-    @model_validator(mode="after")
-    def _check(self) -> "Conditioning":
-        for name, axis, low, high in (("density_notes_per_beat", "arousal", 0.25, 16.0),
-                                      ("velocity", "arousal", 1.0, 127.0),
-                                      ("register_semitones", "valence", -24.0, 24.0)):
-            points = getattr(self, name)
-            try:
-                _check_breakpoints(points, -1.0, axis)
-            except ValueError as error:
-                raise ValueError(f"{name}: {error}") from None
-            for _, y in points:
-                if not low <= y <= high:
-                    raise ValueError(f"{name}: {y:g} is out of range (allowed: {low:g}..{high:g})")
-        return self
+    @field_validator("density_notes_per_beat", "velocity", "register_semitones")
+    @classmethod
+    def _check(cls, points: list[tuple[float, float]], info: ValidationInfo) -> list[tuple[float, float]]:
+        axis, low, high = {"density_notes_per_beat": ("arousal", 0.25, 16.0), "velocity": ("arousal", 1.0, 127.0),
+                           "register_semitones": ("valence", -24.0, 24.0)}[info.field_name]
+        _check_breakpoints(points, -1.0, axis)
+        for _, y in points:
+            if not low <= y <= high:
+                raise ValueError(f"{y:g} is out of range (allowed: {low:g}..{high:g})")
+        return points
 
 
 class StingerMapping(_Frozen):

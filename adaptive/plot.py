@@ -257,7 +257,7 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
         color = colors.get(name, "lightgrey")
         ax_cue.broken_barh([(start, max(stop - start, 1e-3))], (0.3, 0.4), facecolors=color,
                            edgecolor="black", lw=0.5)
-        if stop - start > end * 0.04:
+        if stop - start > end * 0.011 * len(name):
             ax_cue.text(start + (stop - start) / 2, 0.5, name.replace("bridge:", "bridge "), ha="center",
                         va="center", fontsize=8, clip_on=True)
     for start_event in (e for e in events if e["type"] == "transition_start"):
@@ -284,27 +284,47 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
                            plt.Line2D([], [], color="tab:orange", ls=":", label="mapping change")],
                   loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
-    # Layer gains: each layer's target, reached over its fade (drawn as a straight ramp).
+    # Layer gains: each layer's equal-power ramps (adaptive.gain.GainRamp, as the
+    # session renders them) toward the targets of the gains events, drawn
+    # only while the layer's cue plays (from its downbeat to the next cue's).
+    from adaptive.gain import GainRamp, amplitude_to_db, db_to_amplitude
+
     floor_db = -40.0
-    tracks: dict[str, list[tuple[float, float]]] = {}
+    playing: dict[str, list[tuple[float, float]]] = {}
+    for index, change in enumerate(changes):
+        stop = seconds(changes[index + 1]) if index + 1 < len(changes) else end
+        playing.setdefault(change["cue"], []).append((seconds(change), stop))
+    targets: dict[str, list[tuple[int, float, int]]] = {}
     for event in (e for e in events if e["type"] == "gains"):
-        t = seconds(event)
         for layer, (gain_db, fade_frames) in event["layers"].items():
-            key = f"{event['cue']}/{layer}"
-            value = floor_db if gain_db is None else max(floor_db, gain_db)
-            track = tracks.setdefault(key, [(t, value)])
-            previous = track[-1][1]
-            track.append((t, previous))
-            track.append((t + fade_frames / sample_rate_hz, value))
-    layer_colors = plt.get_cmap("tab20")
-    for index, (key, track) in enumerate(sorted(tracks.items())):
-        if all(value <= floor_db for _, value in track):
-            continue
-        track.append((end, track[-1][1]))
-        xs, ys = zip(*sorted(track, key=lambda p: p[0]))
+            amplitude = 0.0 if gain_db is None else db_to_amplitude(gain_db)
+            targets.setdefault(f"{event['cue']}/{layer}", []).append((event["frame"], amplitude, fade_frames))
+    sample_frames = np.linspace(0, end * sample_rate_hz, 2000).astype(np.int64)
+    drawn = 0
+    for key, changes_of_layer in sorted(targets.items()):
         cue = key.split("/")[0]
-        style = "-" if names.index(cue) % 2 == 0 else "-." if cue in names else ":"
-        ax_gain.plot(xs, ys, style, color=layer_colors(index % 20), lw=1.4, label=key)
+        if cue not in playing:
+            continue
+        ramp = GainRamp(changes_of_layer[0][1])
+        values = np.empty(len(sample_frames))
+        position = 0
+        for index, frame in enumerate(sample_frames):
+            while position < len(changes_of_layer) and changes_of_layer[position][0] <= frame:
+                at, amplitude, fade = changes_of_layer[position]
+                ramp.ramp_to(amplitude, at, fade)
+                position += 1
+            values[index] = max(floor_db, amplitude_to_db(ramp.value_at(int(frame))))
+        times = sample_frames / sample_rate_hz
+        active = np.zeros(len(times), bool)
+        for first, last in playing[cue]:
+            active |= (times >= first) & (times <= last)
+        values[~active] = np.nan
+        if np.all(np.isnan(values)) or np.nanmax(values) <= floor_db:
+            continue
+        layer_number = sum(1 for other in targets if other.split("/")[0] == cue and other < key)
+        ax_gain.plot(times, values, ls=("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))[layer_number % 5],
+                     color=colors.get(cue, "grey"), lw=1.6, label=key)
+        drawn += 1
     ax_gain.set_ylim(floor_db - 2, 14)
     ax_gain.set_ylabel(f"layer gain (dB; {floor_db:g} = silent)")
     ax_gain.set_xlabel("time (seconds)")
