@@ -185,3 +185,48 @@ def test_an_invalid_reload_reaches_every_client_as_mapping_error(osc_with_mappin
                                                              "message": "line 3: smoothing.hysteresis: ..."})])
     assert client.next("mapping_error") == {"path": "/x/mapping.toml", "message": "line 3: smoothing.hysteresis: ..."}
     client.sock.close()
+
+
+def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path):
+    """adaptive serve end to end: an edited mapping file is announced to
+    events subscribers when it takes effect, a broken one is reported to
+    every client, and the recording replays both as served."""
+    from adaptive.recording import replay
+    from bridge.server import Server, ServerSettings
+
+    bank = tone_bank()
+    path = tmp_path / "mapping.toml"
+    write(path, QUIET, 0)
+    settings = ServerSettings(bank=bank.folder / "bank.toml", mapping=path, osc_port=0, audio_tcp_port=0,
+                              zmq_audio_port=0, zmq_control_port=0, zmq_events_port=0, lookahead_ms=60.0,
+                              record=tmp_path / "session.jsonl")
+    server = Server(settings)
+    server.mapping.poll_seconds = 0.05
+    server.start()
+    client = _Listener()
+    try:
+        client.sock.sendto(encode_osc("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000,
+                                      channels=2, sample_format="s16", client_name="t"), ("127.0.0.1", server.osc.port))
+        client.next("welcome")
+        client.sock.sendto(encode_osc("scene", emotion="calm", intensity=0.3, location=""),
+                           ("127.0.0.1", server.osc.port))
+        downbeat = client.next("cue_change")["frame"]
+        write(path, LOUD_UPPER, 1)
+        changed = client.next("mapping_changed")
+        assert changed["source"] == str(path.resolve())[-200:] and (changed["frame"] - downbeat) % BAR_FRAMES == 0
+        write(path, BROKEN, 2)
+        error = client.next("mapping_error")
+        assert error["path"] == str(path.resolve()) and "60 dB is not allowed" in error["message"]
+        assert server.session.mapping.text == LOUD_UPPER
+    finally:
+        client.sock.close()
+        server.close()
+    text = settings.record.read_text()
+    assert '"type": "mapping"' in text and text.count('"type": "mapping"') == 1
+    assert len(replay(settings.record)) == server.session.frame
+    from adaptive.plot import load_events, plot_session
+
+    events, rate = load_events(settings.record)  # a recording is replayed for its events
+    assert [e["type"] for e in events].count("mapping") == 1
+    plot_session(events, rate, tmp_path / "session.png")
+    assert (tmp_path / "session.png").stat().st_size > 10_000
