@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "session recording ('adaptive serve --record')")
     plot_session.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
     plot_session.add_argument("--soundfont", type=Path, default=None, help="SoundFont for replaying a recording")
+    plot_session.add_argument("--bank", type=Path, default=None,
+                              help="the cue bank, for each cue's colour (default: the embedded bank)")
     return parser
 
 
@@ -157,8 +159,9 @@ def _bank_and_mapping(bank_path: Path | None, mapping_path: Path | None, default
     return bank, load_mapping(mapping_path, bank)
 
 
-SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger")
-"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md)."""
+SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger", "mapping_set",
+                 "mapping_get")
+"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, and live mapping tuning)."""
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -377,6 +380,16 @@ def _send(args: argparse.Namespace) -> int:
     values = _send_values(args.message, args.values)  # before any network: bad words fail fast
     client = _connect(args, "adaptive send")
     try:
+        if args.message in ("mapping_set", "mapping_get"):
+            try:
+                getter = client.set_mapping if args.message == "mapping_set" else client.get_mapping
+                value = getter(*values.values())
+            except ValueError as refused:
+                raise AdaptiveError(f"the server refused it: {refused}") from None
+            except TimeoutError as error:
+                raise AdaptiveError(str(error)) from None
+            print(f"{values['path']} = {value}")
+            return 0
         client.send(args.message, **values)
         try:
             error = client.wait_for("error", timeout=0.3)
@@ -477,8 +490,12 @@ def _plot(args: argparse.Namespace) -> int:
         _, mapping = _bank_and_mapping(args.bank, args.mapping)
         plot.plot_mapping(mapping, args.output)
     else:
+        from adaptive.cue import load_bank
+
         events, sample_rate_hz = plot.load_events(args.events, soundfont=args.soundfont)
-        plot.plot_session(events, sample_rate_hz, args.output, title=f"session: {args.events.name}")
+        bank = load_bank(args.bank or DEFAULT_BANK)
+        plot.plot_session(events, sample_rate_hz, args.output, title=f"session: {args.events.name}",
+                          cue_order=[cue.name for cue in bank.cues + bank.segments])
     print(f"wrote {args.output}")
     return 0
 

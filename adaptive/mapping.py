@@ -380,14 +380,17 @@ class ResolvedMapping:
                    hysteresis: float | None = None) -> str:
         """The cue for an emotion at a location given the ``playing`` one.
 
-        The cue whose area (region, or point) is nearest wins; inside
-        overlapping regions, the one whose centre is nearest; then by name.
+        The cue whose area (region, or point) is nearest wins; a region owns
+        its inside (a point cue inside it wins nowhere there, not even on its
+        own point); inside overlapping regions, the one whose centre is
+        nearest; then by name.
         The playing cue is kept unless another is nearer by more than the
         hysteresis (``smoothing.hysteresis`` unless given).
         """
         options = self.areas(location)
         margin = self.mapping.smoothing.hysteresis if hysteresis is None else hysteresis
-        nearest = min(options, key=lambda a: (a.distance(valence, arousal), a.center_distance(valence, arousal), a.cue))
+        nearest = min(options, key=lambda a: (a.distance(valence, arousal), a.region is None,
+                                              a.center_distance(valence, arousal), a.cue))
         current = next((a for a in options if a.cue == playing), None)
         if current is not None and current.distance(valence, arousal) <= nearest.distance(valence, arousal) + margin:
             return current.cue

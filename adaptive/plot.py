@@ -212,10 +212,11 @@ def load_events(path: Path | str, soundfont: Path | str | None = None) -> tuple[
 
 
 def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path | str,
-                 title: str | None = None) -> None:
+                 title: str | None = None, cue_order: list[str] | None = None) -> None:
     """Draw a session's events to a PNG at ``output``: emotion, intensity,
     the playing cue with transitions, stingers and mapping changes, and layer
-    gains, over time (seconds).
+    gains, over time (seconds). ``cue_order`` (the bank's cues and segments)
+    gives each cue the colour it has in :func:`plot_mapping`.
 
     Raises:
         ConfigError: the file cannot be written.
@@ -229,7 +230,7 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
     end = max((seconds(e) for e in events), default=1.0)
     end = max(end, 1e-3)
     cues = [e["cue"] for e in events if e["type"] == "cue_change"]
-    names = list(dict.fromkeys(c for c in cues if not c.startswith("bridge:")))
+    names = list(dict.fromkeys(c for c in (cue_order or []) + cues if not c.startswith("bridge:")))
     colors = _cue_colors(names)
     figure, (ax_emotion, ax_intensity, ax_cue, ax_gain) = plt.subplots(
         4, 1, figsize=(13, 10), sharex=True, gridspec_kw={"height_ratios": [1.2, 1.0, 0.9, 1.8]})
@@ -237,12 +238,12 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
     scene = [e for e in events if e["type"] == "scene"]
     follow = [e for e in events if e["type"] == "follow"]
     for key, color in (("valence", "tab:blue"), ("arousal", "tab:red")):
-        _steps(ax_emotion, scene, key, end, seconds, color, f"{key} asked", ls="--", lw=1.0)
+        _steps(ax_emotion, scene, key, end, seconds, color, f"{key} asked", ls="--", lw=1.0, alpha=0.6)
         _followed(ax_emotion, follow, key, end, seconds, color, f"{key} followed")
     ax_emotion.set_ylim(-1.1, 1.1)
     ax_emotion.set_ylabel("emotion (-1..1)")
     ax_emotion.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    _steps(ax_intensity, scene, "intensity", end, seconds, "tab:green", "intensity asked", ls="--", lw=1.0)
+    _steps(ax_intensity, scene, "intensity", end, seconds, "tab:green", "intensity asked", ls="--", lw=1.0, alpha=0.6)
     _followed(ax_intensity, follow, "intensity", end, seconds, "tab:green", "intensity followed")
     ax_intensity.set_ylim(-0.05, 1.05)
     ax_intensity.set_ylabel("intensity (0..1)")
@@ -267,21 +268,21 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
                        color="black", alpha=0.6)
     stingers = [e for e in events if e["type"] == "stinger"]
     for n, stinger in enumerate(stingers):
-        ax_cue.axvline(seconds(stinger), ymin=0.0, ymax=0.28, color="tab:purple", lw=1.5)
-        ax_cue.text(seconds(stinger), 0.02 + 0.1 * (n % 2), " " + stinger["name"], fontsize=7.5, color="tab:purple",
+        ax_cue.axvline(seconds(stinger), ymin=0.0, ymax=0.28, color="tab:pink", lw=1.5)
+        ax_cue.text(seconds(stinger), 0.02 + 0.1 * (n % 2), " " + stinger["name"], fontsize=7.5, color="tab:pink",
                     va="bottom")
     for change in (e for e in events if e["type"] == "mapping"):
         for ax in (ax_emotion, ax_intensity, ax_cue, ax_gain):
-            ax.axvline(seconds(change), color="tab:orange", ls=":", lw=1.5)
-        ax_cue.text(seconds(change), 0.92, " mapping changed", fontsize=7.5, color="tab:orange", va="top")
+            ax.axvline(seconds(change), color="black", ls=":", lw=1.5)
+        ax_cue.text(seconds(change), 0.92, " mapping changed", fontsize=7.5, color="black", va="top")
     ax_cue.set_ylim(0, 1)
     ax_cue.set_yticks([])
     ax_cue.set_ylabel("cue")
     from matplotlib.patches import Patch
 
     ax_cue.legend(handles=[Patch(color="black", alpha=0.6, label="transition (start → end)"),
-                           plt.Line2D([], [], color="tab:purple", label="stinger"),
-                           plt.Line2D([], [], color="tab:orange", ls=":", label="mapping change")],
+                           plt.Line2D([], [], color="tab:pink", label="stinger"),
+                           plt.Line2D([], [], color="black", ls=":", label="mapping change")],
                   loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
     # Layer gains: each layer's equal-power ramps (adaptive.gain.GainRamp, as the
@@ -347,10 +348,12 @@ def _steps(ax, scene: list[dict[str, Any]], key: str, end: float, seconds, color
 
 
 def _followed(ax, rows: list[dict[str, Any]], key: str, end: float, seconds, color, label: str) -> None:
-    """The smoothed value (``follow`` events), joined by straight lines (the slew is linear)."""
+    """The smoothed value: each ``follow`` event holds until the next (they
+    come every 50 ms of session time while a slew moves, so a slew is drawn
+    as fine steps; a jump stays a jump)."""
     points = [(seconds(row), row[key]) for row in rows if row["type"] == "follow"]
     if not points:
         return
     points.append((end, points[-1][1]))
     xs, ys = zip(*points)
-    ax.plot(xs, ys, color=color, lw=1.8, label=label)
+    ax.step(xs, ys, where="post", color=color, lw=1.8, label=label)

@@ -230,3 +230,15 @@ def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path)
     assert [e["type"] for e in events].count("mapping") == 1
     plot_session(events, rate, tmp_path / "session.png")
     assert (tmp_path / "session.png").stat().st_size > 10_000
+
+
+def test_adaptive_send_sets_and_reads_mapping_values(osc_with_mapping, capsys):
+    server, control = osc_with_mapping
+    port = str(server.port)
+    assert main(["send", "--port", port, "mapping_set", "smoothing.min_cue_bars", "4"]) == 0
+    assert "smoothing.min_cue_bars = 4" in capsys.readouterr().out
+    assert main(["send", "--port", port, "mapping_get", "smoothing.min_cue_bars"]) == 0
+    assert "smoothing.min_cue_bars = 4" in capsys.readouterr().out
+    assert main(["send", "--port", port, "mapping_set", "smoothing.min_cue_bars", "100"]) == 2
+    assert "less than or equal to 64" in capsys.readouterr().err
+    assert control.get("smoothing.min_cue_bars") == "4"
