@@ -335,6 +335,7 @@ class ResolvedMapping:
     source: str = "<bank>"
     emotions: dict[str, EmotionPoint] = field(default_factory=dict)
     gains: dict[tuple[str, str], tuple[GainCurve, float]] = field(default_factory=dict)
+    _areas: dict[str, tuple[CueArea, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_bank(cls, bank: CueBank) -> "ResolvedMapping":
@@ -361,7 +362,14 @@ class ResolvedMapping:
     def areas(self, location: str) -> tuple[CueArea, ...]:
         """The cues that may play at ``location`` and their areas: the
         location's table, else the ``default_location``'s, else the bank's
-        rule (cues listing the location or none; all cues if none match)."""
+        rule (cues listing the location or none; all cues if none match).
+        Computed once per location (the session asks on every input)."""
+        cached = self._areas.get(location)
+        if cached is None:
+            cached = self._areas[location] = self._compute_areas(location)
+        return cached
+
+    def _compute_areas(self, location: str) -> tuple[CueArea, ...]:
         mapping = self.mapping
         table = mapping.locations.get(location)
         if table is None and mapping.default_location is not None:
@@ -389,12 +397,19 @@ class ResolvedMapping:
         """
         options = self.areas(location)
         margin = self.mapping.smoothing.hysteresis if hysteresis is None else hysteresis
-        nearest = min(options, key=lambda a: (a.distance(valence, arousal), a.region is None,
-                                              a.center_distance(valence, arousal), a.cue))
-        current = next((a for a in options if a.cue == playing), None)
-        if current is not None and current.distance(valence, arousal) <= nearest.distance(valence, arousal) + margin:
-            return current.cue
-        return nearest.cue
+        best: tuple | None = None
+        current_distance = None
+        for area in options:
+            distance = area.distance(valence, arousal)
+            if area.cue == playing:
+                current_distance = distance
+            key = (distance, area.region is None, area.center_distance(valence, arousal), area.cue)
+            if best is None or key < best:
+                best = key
+        assert best is not None
+        if current_distance is not None and current_distance <= best[0] + margin:
+            return playing  # type: ignore[return-value]
+        return best[3]
 
     # ------------------------------------------------------------------ music
     def layer_gain(self, cue: str, layer: str) -> tuple[GainCurve, float]:
@@ -433,12 +448,14 @@ class ResolvedMapping:
                 stinger.gain_db if spec.gain_db is None else float(spec.gain_db))
 
     def bpm_for(self, cue: str, arousal: float) -> float | None:
-        """The tempo a cue starts at for ``arousal``, or ``None`` to keep the bank's."""
+        """The tempo a cue starts at for ``arousal`` (linear over the cue's
+        ``bpm_range`` from arousal -1 to +1, rounded to 0.1 bpm), or ``None``
+        to keep the bank's."""
         spec = self.mapping.cues.get(cue)
         if spec is None or spec.bpm_range is None:
             return None
         low, high = spec.bpm_range
-        return float(low + (high - low) * (min(max(arousal, -1.0), 1.0) + 1.0) / 2.0)
+        return round(low + (high - low) * (min(max(arousal, -1.0), 1.0) + 1.0) / 2.0, 1)
 
     def conditioning(self, valence: float, arousal: float) -> GeneratorConditioning:
         """Generator conditioning at an emotion (see :class:`Conditioning`)."""
@@ -911,7 +928,8 @@ def parse_value(text: str) -> Any:
 
 def get_value(resolved: ResolvedMapping, path: str) -> Any:
     """The value at ``path`` in the live mapping: as written in it, else the
-    default the mapping format gives (enums as their names).
+    default the mapping format gives, or the bank's transition table (enums
+    as their names).
 
     Raises:
         KeyError: no such key, with the keys there are.
@@ -919,7 +937,10 @@ def get_value(resolved: ResolvedMapping, path: str) -> Any:
     """
     parts = split_path(path)
     written = resolved.data()
-    for source in (written, _plain(resolved.mapping.model_dump(by_alias=True, exclude_none=True))):
+    effective = _plain(resolved.mapping.model_dump(by_alias=True, exclude_none=True))
+    effective.setdefault("transitions", [_plain(rule.model_dump(by_alias=True, exclude_none=True))
+                                         for rule in resolved.transition_rules()])
+    for source in (written, effective):
         node: Any = source
         for part in parts:
             node = _child(node, part)

@@ -269,3 +269,10 @@ def test_load_mapping_reports_unreadable_files(tmp_path, tone_bank):
     (tmp_path / "bin.toml").write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="not a UTF-8 text file"):
         load_mapping(tmp_path / "bin.toml", tone_bank())
+
+
+def test_get_reads_the_banks_transition_table_when_the_mapping_has_none(tone_bank):
+    bank = tone_bank(exit="next_beat", fade_beats=1.5)
+    resolved = parse_mapping_text("", bank)
+    assert get_value(resolved, "transitions.0") == {"from": "*", "to": "*", "exit": "next_beat", "fade_beats": 1.5,
+                                                    "bridge": {"kind": "none", "bars": 2}}
