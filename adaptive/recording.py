@@ -363,8 +363,10 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
     header, inputs, end_frame = load_recording(path)
     bank = load_bank(header.bank)
     mapping = None if header.mapping is None else parse_mapping_text(header.mapping, bank, f"{path} (header)")
+    changes_mapping = any(isinstance(item, MappingChange) for _, item in inputs)
     session = Session(bank, soundfont=soundfont or header.soundfont, sample_rate_hz=header.sample_rate_hz,
-                      seed=header.seed, max_block_frames=block_frames, mapping=mapping)
+                      seed=header.seed, max_block_frames=block_frames, mapping=mapping,
+                      generated_bridges=changes_mapping)
     try:
         audio = np.empty((end_frame, 2), np.float32)
 

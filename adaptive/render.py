@@ -76,7 +76,7 @@ def render_timeline(
     """
     session = Session(bank, soundfont=soundfont, sample_rate_hz=sample_rate_hz,
                       seed=timeline.seed if seed is None else seed, max_block_frames=block_frames,
-                      progress=progress, mapping=mapping)
+                      progress=progress, mapping=mapping, generated_bridges=bool(mapping_changes))
     try:
         inputs: list = list(timeline.inputs()) + list(mapping_changes or [])
         inputs.sort(key=lambda pair: pair[0])  # stable: at equal times, timeline inputs first

@@ -60,6 +60,10 @@ mapping is evaluated again this often (session time): cue choice and layer
 gains follow the slew in 50 ms steps."""
 
 
+def _uses_generated_bridges(rules: Any) -> bool:
+    return any(rule.bridge.kind is BridgeKind.GENERATED for rule in rules)
+
+
 class InputError(AdaptiveError):
     """An input (scene update, stinger) that names something unknown or a value
     out of range. The session is unchanged."""
@@ -170,6 +174,9 @@ class Session:
         mapping: the sound designer's mapping, resolved against ``bank``
             (default: what the bank implies on its own,
             :meth:`~adaptive.mapping.ResolvedMapping.from_bank`).
+        generated_bridges: make the two synthesizers of generated bridges even
+            if neither the bank nor ``mapping`` uses such bridges, so a later
+            mapping change may (a live server does; default: only if used).
 
     Raises:
         AssetError: a SoundFont, MIDI file or stem is missing or unreadable.
@@ -188,6 +195,7 @@ class Session:
         record_midi: bool = True,
         progress: Callable[[str], None] | None = None,
         mapping: ResolvedMapping | None = None,
+        generated_bridges: bool = False,
     ) -> None:
         if not 8_000 <= sample_rate_hz <= 192_000:
             raise ValueError(f"sample rate {sample_rate_hz} Hz is out of range (allowed: 8000..192000)")
@@ -244,8 +252,8 @@ class Session:
             self._stinger_amplitude[stinger.name] = db_to_amplitude(stinger.gain_db)
         # Generated bridges get synthesizers made now, not while rendering; two,
         # so a bridge can start while the previous one still fades out.
-        uses_bridges = any(rule.bridge.kind is BridgeKind.GENERATED
-                           for rule in (*bank.transitions, *self.mapping.transition_rules()))
+        uses_bridges = generated_bridges or _uses_generated_bridges(bank.transitions) \
+            or _uses_generated_bridges(self.mapping.transition_rules())
         self._bridge_synths = [Synth(self.soundfont, sample_rate_hz, BRIDGE_PROGRAM, False)
                                for _ in range(2 if uses_bridges else 0)]
         self._bridges: list[_Player] = []  # generated bridges still sounding
@@ -344,6 +352,11 @@ class Session:
             elif isinstance(item, MappingChange):
                 if item.resolved is None or item.resolved.bank is not self.bank:
                     item = MappingChange(item.text, parse_mapping_text(item.text, self.bank, item.source), item.source)
+                assert item.resolved is not None
+                if not self._bridge_synths and _uses_generated_bridges(item.resolved.transition_rules()):
+                    raise ValueError("the new mapping's transitions use generated bridges, and this session was "
+                                     "started without their synthesizers (allowed: a mapping without them, or "
+                                     "start the session with generated_bridges=True, as the server does)")
             else:
                 raise ValueError(f"unknown input type {type(item).__name__} "
                                  "(allowed: SceneUpdate, StingerTrigger, MappingChange)")

@@ -100,7 +100,8 @@ class Server:
             mapping_path = DEFAULT_MAPPING
         mapping = load_mapping(mapping_path, self.bank) if mapping_path is not None else ResolvedMapping.from_bank(self.bank)
         self.session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
-                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096), mapping=mapping)
+                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096), mapping=mapping,
+                               generated_bridges=True)  # a live mapping change may add generated bridges
         self.recording = None
         if settings.record is not None:
             from adaptive.recording import Recording

@@ -179,3 +179,20 @@ def test_a_cue_starts_at_the_tempo_its_range_gives_the_arousal(tone_bank, soundf
     change = next(e for e in session.drain_events() if e.kind == "cue_change")
     session.close()
     assert change.data["cue"] == "keys" and change.data["bpm"] == pytest.approx(110.0)
+
+
+def test_a_mapping_change_that_adds_generated_bridges_needs_their_synthesizers(tone_bank, soundfont):
+    bank = tone_bank()  # no generated bridges in the bank
+    rule = '[[transitions]]\nbridge = { kind = "generated", bars = 1 }\n'
+    without = session_with(bank, soundfont)
+    with pytest.raises(InputError, match="generated bridges"):
+        without.submit(0, MappingChange(rule))
+    without.close()
+    live = session_with(bank, soundfont, generated_bridges=True)  # as the server makes it
+    live.submit(0, SceneUpdate(emotion="calm"))
+    live.submit(1000, MappingChange(rule))
+    live.submit(3 * SAMPLE_RATE_HZ, SceneUpdate(emotion="afraid"))
+    render_frames(live, 7 * SAMPLE_RATE_HZ)
+    cues = [cue for _, cue in cue_changes(live)]
+    live.close()
+    assert cues == ["low", "bridge:low->high", "high"]

@@ -242,3 +242,41 @@ def test_adaptive_send_sets_and_reads_mapping_values(osc_with_mapping, capsys):
     assert main(["send", "--port", port, "mapping_set", "smoothing.min_cue_bars", "100"]) == 2
     assert "less than or equal to 64" in capsys.readouterr().err
     assert control.get("smoothing.min_cue_bars") == "4"
+
+
+def test_live_tuning_over_zeromq_json(tone_bank):
+    zmq = pytest.importorskip("zmq")
+    import json as json_module
+
+    from bridge.zmq_server import ZmqServer
+
+    bank = tone_bank()
+    submitted: list = []
+    control = MappingControl(bank, parse_mapping_text(QUIET, bank), submitted.append)
+    server = ZmqServer(bank, lambda item: None, lambda: 0.0, SAMPLE_RATE_HZ,
+                       {"session_id": "t", "block_frames": 256, "lookahead_ms": 40.0, "audio_tcp_port": 0},
+                       control_port=0, events_port=0, mapping=control)
+    server.start()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.control_endpoint)
+
+    def ask(message: dict) -> list[dict]:
+        sock.send(json_module.dumps(message).encode())
+        replies = []
+        while sock.poll(300 if replies else 2000):
+            replies.append(json_module.loads(sock.recv_multipart()[-1]))
+        return replies
+
+    try:
+        assert ask({"type": "mapping_set", "path": "smoothing.hysteresis", "value": "0.2"}) == [
+            {"type": "mapping_value", "path": "smoothing.hysteresis", "value": "0.2"}]
+        (error,) = ask({"type": "mapping_get", "path": "smoothing.nope"})
+        assert error["type"] == "mapping_error" and "keys here: hysteresis" in error["message"]
+        parts = ask({"type": "mapping_export"})
+        assert [p["type"] for p in parts] == ["mapping_text"] * len(parts)
+        assert "".join(p["text"] for p in parts) == control.export_text()
+        assert len(submitted) == 1
+    finally:
+        sock.close(linger=0)
+        server.close()
