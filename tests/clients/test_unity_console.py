@@ -1,0 +1,134 @@
+"""The Unity package's engine-independent C# (unity_example/Runtime/Core), compiled with Mono's C#
+compiler into a console program (unity_example/Tests~/ConsoleClient), run against a real
+``adaptive serve``: what a Unity game would hear and see, checked."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import subprocess
+
+import pytest
+
+from adaptive.recording import load_recording
+from adaptive.scene import SceneUpdate, StingerTrigger
+from tests.clients.conftest import REPO
+
+UNITY = REPO / "unity_example"
+SAMPLE_RATE_HZ = 48000
+PREFILL_SECONDS = 0.1  # Program.cs PrefillSeconds
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("mcs") is None or shutil.which("mono") is None,
+    reason="Mono's C# compiler and runtime (Debian mono-mcs, mono-runtime) are not installed; ./run test installs them")
+
+
+@pytest.fixture(scope="module")
+def console_client(tmp_path_factory):
+    """The console program, compiled from the package's Core sources and Program.cs."""
+    exe = tmp_path_factory.mktemp("csharp") / "client.exe"
+    sources = sorted(str(p) for p in (UNITY / "Runtime" / "Core").glob("*.cs"))
+    sources.append(str(UNITY / "Tests~" / "ConsoleClient" / "Program.cs"))
+    result = subprocess.run(["mcs", "-warnaserror+", "-out:" + str(exe), *sources],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return exe
+
+
+def test_core_has_no_unity_dependency():
+    """Core compiles without Unity (the fixture proves it); it must not even mention UnityEngine."""
+    for source in (UNITY / "Runtime" / "Core").glob("*.cs"):
+        assert "UnityEngine" not in source.read_text(), source
+
+
+def test_csharp_client_hears_beats_cues_stingers_and_continuous_audio_from_the_real_server(console_client, served):
+    run = subprocess.run(["mono", str(console_client), "127.0.0.1", str(served.osc_port), "5"],
+                         capture_output=True, text=True, timeout=60)
+    out, err = served.stop()
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    assert "Exception" not in run.stderr, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    by_kind: dict[str, list[dict]] = {}
+    for line in lines:
+        by_kind.setdefault(line["kind"], []).append(line)
+    (welcome,) = by_kind["welcome"]
+    (clock,) = by_kind["clock"]
+    (summary,) = by_kind["summary"]
+    assert welcome["sample_rate_hz"] == SAMPLE_RATE_HZ and welcome["audio_tcp_port"] == served.audio_tcp_port
+    assert clock["synced"] and clock["samples"] == 8 and clock["round_trip_s"] < 0.05
+
+    # Callbacks are raised on the thread that calls DispatchPending (Unity: the main thread).
+    timed = [line for line in lines if "on_main_thread" in line]
+    assert timed and all(line["on_main_thread"] for line in timed)
+
+    # Beats: numbered bar by bar (4/4) within each cue, one beat apart in server time, sent ahead of time.
+    beats = by_kind["beat"]
+    explore = [b for b in beats if b["cue"] == "explore"]
+    combat = [b for b in beats if b["cue"] == "combat"]
+    assert len(explore) >= 2 and len(combat) >= 4, [(b["cue"], b["bar_index"], b["beat_in_bar"]) for b in beats]
+    for cue_beats, bpm in ((explore, 84.0), (combat, 140.0)):
+        numbers = [(b["bar_index"], b["beat_in_bar"]) for b in cue_beats]
+        first = numbers[0][0] * 4 + numbers[0][1] - 1
+        assert numbers == [((first + i) // 4, (first + i) % 4 + 1) for i in range(len(numbers))]
+        assert all(b["bpm"] == bpm for b in cue_beats)
+        beat_seconds = 60.0 / bpm
+        for a, b in zip(cue_beats, cue_beats[1:]):
+            assert abs((b["server_time_s"] - a["server_time_s"]) - beat_seconds) < 2e-5  # time_us resolution
+            assert abs((b["frame"] - a["frame"]) - beat_seconds * SAMPLE_RATE_HZ) <= 1
+    for beat in beats:  # clock-synced arrival vs the beat's own time: ahead by about the lookahead
+        assert beat["arrival_server_time_s"] < beat["server_time_s"] + 0.01, beat
+
+    # The scene change reached the server as sent; the cue changed on the next explore beat after it.
+    header, inputs, end_frame = load_recording(served.record)
+    scenes = [(frame, item) for frame, item in inputs if isinstance(item, SceneUpdate)]
+    calm = [item for _, item in scenes if item.emotion == "calm"]
+    angry_frame = next(frame for frame, item in scenes if item.emotion == "angry")
+    # Rate cap: 31 calm states were set, at most 3 reached the server, the newest (0.8) among them.
+    (burst,) = [line for line in by_kind["sent"] if line["what"] == "scene_burst"]
+    assert burst["calls"] == 30 and burst["sent_at_once"] <= 1
+    assert 2 <= len(calm) <= 3 and math.isclose(calm[-1].intensity, 0.8, abs_tol=1e-6)
+    (change,) = [c for c in by_kind["cue_change"] if c["cue"] == "combat"]
+    assert change["previous"] == "explore"
+    step = 60.0 / 84.0 * SAMPLE_RATE_HZ
+    last_explore = max(b["frame"] for b in explore if b["frame"] < angry_frame)
+    assert last_explore < angry_frame <= change["frame"] <= last_explore + step + 1
+    assert abs(change["frame"] - (last_explore + step)) <= 1
+    assert combat[0]["frame"] == change["frame"] and (combat[0]["bar_index"], combat[0]["beat_in_bar"]) == (0, 1)
+
+    # The stinger played on a combat beat (quantize next_beat); the unknown one came back as an error.
+    assert [item.name for _, item in inputs if isinstance(item, StingerTrigger)] == ["danger"]
+    (stinger,) = by_kind["stinger_played"]
+    assert stinger["stinger"] == "danger" and stinger["frame"] in {b["frame"] for b in combat}
+    (error,) = by_kind["error"]
+    assert error["code"] == "unknown_name" and "no_such_stinger" in error["message"]
+
+    # Audio over TCP: continuous sequence numbers and frames, the session's format, not silent.
+    audio = by_kind["audio"]
+    sequences = [a["sequence"] for a in audio]
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+    for a, b in zip(audio, audio[1:]):
+        assert b["first_frame"] == a["first_frame"] + a["n_frames"]
+    assert {(a["channels"], a["sample_format"], a["sample_rate_hz"]) for a in audio} == {(2, 1, SAMPLE_RATE_HZ)}
+    frames = sum(a["n_frames"] for a in audio)
+    assert frames >= 4 * SAMPLE_RATE_HZ
+    rms = math.sqrt(sum(a["rms"] ** 2 * a["n_frames"] for a in audio) / frames)
+    assert rms > 0.01
+    assert summary["sequence_gaps"] == 0 and summary["ring_dropped_samples"] == 0 and summary["connects"] == 1
+
+    # The ring buffer played it: prefilled, then no underrun, and every event maps to the moment it is
+    # heard; the stream's mapping agrees with the ping clock sync up to a constant latency
+    # (prefill minus the server's lookahead), the same for every event.
+    assert summary["underruns"] == 0 and summary["played_frames"] >= 3 * SAMPLE_RATE_HZ
+    assert summary["prefill_frames"] == PREFILL_SECONDS * SAMPLE_RATE_HZ
+    latencies = [line["heard_local_s"] - line["due_local_s"] for line in timed if line["heard_local_s"] is not None]
+    assert len(latencies) >= 5
+    assert max(latencies) - min(latencies) < 0.005, latencies
+    expected_latency = PREFILL_SECONDS - welcome["lookahead_ms"] / 1000
+    assert abs(statistics.median(latencies) - expected_latency) < 0.03, latencies
+
+    # The resampler (output rates other than 48 kHz): the right number of frames, the same loudness.
+    assert abs(summary["resample_out_frames"] - summary["resample_in_frames"] * 44100 / 48000) <= 2
+    assert math.isclose(summary["resample_rms_out"], summary["resample_rms_in"], rel_tol=0.02)
+    assert "1 rejected messages" in out
