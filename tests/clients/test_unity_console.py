@@ -37,6 +37,39 @@ def console_client(tmp_path_factory):
     return exe
 
 
+def test_unity_scripts_type_check_against_the_unity_api_they_use(tmp_path):
+    """Runtime/ and Samples~/ compile, warnings as errors, against tests/clients/unity_stub (Unity's
+    signatures for what they call): no typo or type error reaches a Unity user. Unity's behaviour is
+    not proven here."""
+    stub = tmp_path / "UnityEngine.dll"
+    result = subprocess.run(["mcs", "-target:library", "-out:" + str(stub),
+                             str(REPO / "tests" / "clients" / "unity_stub" / "UnityEngine.cs")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sources = [str(p) for folder in ("Runtime", "Runtime/Core", "Samples~/BasicScene")
+               for p in sorted((UNITY / folder).glob("*.cs"))]
+    result = subprocess.run(["mcs", "-warnaserror+", "-target:library", "-r:" + str(stub),
+                             "-out:" + str(tmp_path / "package.dll"), *sources],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_package_layout_is_what_the_unity_package_manager_reads():
+    manifest = json.loads((UNITY / "package.json").read_text())
+    assert manifest["name"] == manifest["name"].lower() and manifest["name"].count(".") >= 2
+    assert manifest["version"].count(".") == 2 and manifest["unity"].count(".") == 1
+    for sample in manifest["samples"]:
+        assert (UNITY / sample["path"]).is_dir(), sample
+    asmdef = json.loads((UNITY / "Runtime" / "Adaptive.Soundtrack.asmdef").read_text())
+    assert asmdef["name"] == "Adaptive.Soundtrack"
+    # A package installed from a git URL is immutable: Unity ignores any asset without a .meta file.
+    assets = [UNITY / "package.json", UNITY / "README.md", *(UNITY / "Runtime").rglob("*")]
+    missing = [str(p.relative_to(UNITY)) for p in assets if p.suffix != ".meta" and not p.with_name(p.name + ".meta").exists()]
+    assert not missing, f"no .meta file for {missing}"
+    guids = [line for p in UNITY.rglob("*.meta") for line in p.read_text().splitlines() if line.startswith("guid:")]
+    assert len(guids) == len(set(guids))
+
+
 def test_core_has_no_unity_dependency():
     """Core compiles without Unity (the fixture proves it); it must not even mention UnityEngine."""
     for source in (UNITY / "Runtime" / "Core").glob("*.cs"):
