@@ -30,7 +30,7 @@ def console_client(tmp_path_factory):
     """The console program, compiled from the package's Core sources and Program.cs."""
     exe = tmp_path_factory.mktemp("csharp") / "client.exe"
     sources = sorted(str(p) for p in (UNITY / "Runtime" / "Core").glob("*.cs"))
-    sources.append(str(UNITY / "Tests~" / "ConsoleClient" / "Program.cs"))
+    sources += sorted(str(p) for p in (UNITY / "Tests~" / "ConsoleClient").glob("*.cs"))
     result = subprocess.run(["mcs", "-warnaserror+", "-out:" + str(exe), *sources],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -68,6 +68,71 @@ def test_package_layout_is_what_the_unity_package_manager_reads():
     assert not missing, f"no .meta file for {missing}"
     guids = [line for p in UNITY.rglob("*.meta") for line in p.read_text().splitlines() if line.startswith("guid:")]
     assert len(guids) == len(set(guids))
+
+
+# One sample of every message the server sends, with values at the edges of their ranges.
+SERVER_MESSAGES = {
+    "welcome": dict(protocol_version=1, session_id="default", sample_rate_hz=48000, block_frames=256,
+                    lookahead_ms=40.0, audio_tcp_port=9001, time_s=12, time_us=999_999),
+    "pong": dict(sequence=2**31 - 1, receive_time_s=3, receive_time_us=5, send_time_s=3, send_time_us=7),
+    "beat": dict(frame=2**31 - 1, time_s=44739, time_us=242_666, cue="combat", bar_index=12, beat_in_bar=4, bpm=140.0),
+    "bar": dict(frame=0, time_s=0, time_us=0, cue="", bar_index=0),
+    "cue_change": dict(frame=96000, time_s=2, time_us=0, cue="sorrow ♪", previous="explore"),
+    "transition": dict(frame=5, time_s=0, time_us=104, phase="end", from_cue="combat", to_cue="to_triumph"),
+    "stinger_played": dict(frame=7, time_s=0, time_us=145, stinger="danger"),
+    "midi": dict(frame=9, time_s=0, time_us=187, status=0x99, data1=36, data2=127, part="combat/drums"),
+    "error": dict(code="out_of_range", message="/adaptive/intensity argument 'intensity' is 2.0 (allowed: a number from 0 to 1)"),
+}
+
+
+def test_csharp_codec_reads_every_server_message_and_writes_what_the_server_accepts(console_client):
+    """Cross-implementation: the C# codec decodes datagrams made by the server's own encoder
+    (bridge.protocol.encode_osc), rejects malformed ones, and what AdaptiveClient sends passes the
+    server's validating decoder (bridge.protocol.decode_osc) with the intended values."""
+    from bridge.protocol import BY_NAME, decode_osc, encode_osc
+
+    datagrams = [encode_osc(name, **values) for name, values in SERVER_MESSAGES.items()]
+    malformed = [datagrams[2][:-4], b"#bundle\x00" + bytes(8), b"/adaptive/beat\x00\x00,x\x00\x00", b"no slash\x00\x00\x00\x00"]
+    stdin = "\n".join(d.hex() for d in datagrams + malformed) + "\n"
+    run = subprocess.run(["mono", str(console_client), "codec"], input=stdin, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    decoded = [line for line in lines if line["kind"] == "decoded"]
+    assert len(decoded) == len(SERVER_MESSAGES)
+    for line, (name, values) in zip(decoded, SERVER_MESSAGES.items()):
+        message = BY_NAME[name]
+        assert line["address"] == message.address and line["tags"] == message.signature
+        for arg, got in zip(message.args, line["args"]):
+            expected = values[arg.name]
+            assert got == pytest.approx(expected, rel=1e-7) if isinstance(expected, float) else got == expected, arg.name
+        assert line["typed"] != "none" or name == "pong"
+    assert [line["kind"] for line in lines[len(decoded):len(decoded) + len(malformed)]] == ["rejected"] * len(malformed)
+
+    reply_port = next(line["port"] for line in lines if line["kind"] == "reply_port")
+    sent = [decode_osc(bytes.fromhex(line["hex"])) for line in lines if line["kind"] == "sent"]
+    assert [(d.message.name, d.values) for d in sent] == [
+        ("hello", dict(reply_port=reply_port, sample_rate_hz=44100, channels=2, sample_format="f32", client_name="codec-test")),
+        ("subscribe", dict(stream="midi")),
+        ("scene", dict(emotion="tense", intensity=0.25, location="cave é")),
+        ("emotion_point", dict(valence=-0.5, arousal=1.0)),
+        ("cue", dict(cue="")),
+        ("stinger", dict(stinger="impact")),
+        ("ping", dict(sequence=1)),
+        ("scene", dict(emotion="x" * 64, intensity=0.5, location="")),
+    ]
+
+
+def test_ring_buffer_playback_and_resampler(console_client):
+    """Without a server: the SPSC ring under a producer and a consumer thread (every sample and its
+    session frame checked across wrap-arounds), overfull writes, the playback's prefill / underrun /
+    skip / mono mapping, and the resampler against an ideal sine."""
+    run = subprocess.run(["mono", str(console_client), "ring"], capture_output=True, text=True, timeout=60)
+    lines = {line["kind"]: line for line in map(json.loads, run.stdout.splitlines())}
+    assert run.returncode == 0 and lines["checks"]["failures"] == 0, run.stdout + run.stderr
+    assert lines["ring_stress"]["samples"] == 4_000_000 and lines["ring_stress"]["dropped"] == 0
+    resampler = lines["resampler"]
+    assert abs(resampler["out_frames"] - resampler["in_frames"] * 44100 / 48000) <= 1
+    assert resampler["max_error"] < 0.0021  # linear interpolation of a 1 kHz sine at 48 kHz: (2 pi f / fs)^2 / 8
 
 
 def test_core_has_no_unity_dependency():

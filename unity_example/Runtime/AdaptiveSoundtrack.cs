@@ -107,8 +107,12 @@ namespace Adaptive.Soundtrack
                 enabled = false;
                 return;
             }
-            Client.WelcomeReceived += w => Debug.Log("AdaptiveSoundtrack: joined session '" + w.SessionId + "' at " +
-                                                     w.SampleRateHz + " Hz, audio on tcp port " + w.AudioTcpPort, this);
+            Client.WelcomeReceived += w =>
+            {
+                Debug.Log("AdaptiveSoundtrack: joined session '" + w.SessionId + "' at " + w.SampleRateHz +
+                          " Hz, audio on tcp port " + w.AudioTcpPort, this);
+                Client.ResendScene(); // a state sent before the server was up was lost
+            };
             Client.BeatReceived += OnBeat;
             Client.BarReceived += e => Schedule(e, () => { if (Bar != null) Bar(e); onBar.Invoke(e.BarIndex); });
             Client.CueChanged += e => Schedule(e, () => { CurrentCue = e.Cue; if (CueChange != null) CueChange(e); onCueChange.Invoke(e.Cue, e.Previous); });
@@ -132,8 +136,17 @@ namespace Adaptive.Soundtrack
         {
             while (running)
             {
-                // Hello again if the server was not up yet (or restarted): welcome is what tells us it is there.
-                if (Client.Welcome == null) Client.Hello(outputSampleRateHz, 2, "s16");
+                if (Client.Welcome == null)
+                {
+                    // No welcome yet: the server is not up, or the datagram was lost. Say hello again each second.
+                    for (int i = 0; i < 10 && running && Client.Welcome == null; i++) Thread.Sleep(100);
+                    if (Client.Welcome == null && running)
+                    {
+                        Client.Hello(outputSampleRateHz, 2, "s16");
+                        Client.Subscribe("events");
+                    }
+                    continue;
+                }
                 Client.SyncClock(clockSyncPings);
                 for (int i = 0; i < resyncSeconds * 10 && running; i++) Thread.Sleep(100);
             }

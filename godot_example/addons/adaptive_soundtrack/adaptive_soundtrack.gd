@@ -158,6 +158,8 @@ func _handle(m: Dictionary, arrival: float) -> void:
 		welcome = {"protocol_version": a[0], "session_id": a[1], "sample_rate_hz": a[2], "block_frames": a[3],
 			"lookahead_ms": a[4], "audio_tcp_port": a[5]}
 		welcome_received.emit(welcome)
+		_sent_scene = []  # a state sent before the server was up was lost: send it again
+		_push_scene()
 		return
 	if address == "/adaptive/pong":
 		if _pings.has(a[0]):

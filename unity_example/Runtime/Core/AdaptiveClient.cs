@@ -164,6 +164,18 @@ namespace Adaptive.Soundtrack
             return Tick();
         }
 
+        /// <summary>Sends the last scene state again (rate cap permitting), e.g. after a welcome: a state sent
+        /// before the server was up was lost. Returns true if a message was sent now.</summary>
+        public bool ResendScene()
+        {
+            lock (sceneGate)
+            {
+                if (!pendingScene.HasValue && sentScene.HasValue) pendingScene = sentScene;
+                sentScene = null;
+            }
+            return Tick();
+        }
+
         /// <summary>The scene state the server was last sent (null before the first).</summary>
         public SceneState? LastSentScene { get { lock (sceneGate) return sentScene; } }
 

@@ -13,7 +13,7 @@ static class Program
 {
     static readonly object OutputGate = new object();
 
-    static string Quote(string s)
+    internal static string Quote(string s)
     {
         var b = new StringBuilder("\"");
         foreach (char c in s)
@@ -49,9 +49,13 @@ static class Program
 
     static int Main(string[] args)
     {
+        if (args.Length == 1 && args[0] == "codec") return SelfTests.Codec();
+        if (args.Length == 1 && args[0] == "ring") return SelfTests.Ring();
         if (args.Length < 2)
         {
-            Console.Error.WriteLine("usage: client.exe HOST OSC_PORT [RUN_SECONDS]");
+            Console.Error.WriteLine("usage: client.exe HOST OSC_PORT [RUN_SECONDS]   (against a server)\n" +
+                                    "       client.exe codec < hex datagrams          (codec checks)\n" +
+                                    "       client.exe ring                           (ring buffer, playback, resampler checks)");
             return 2;
         }
         string host = args[0];
