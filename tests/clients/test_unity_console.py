@@ -230,3 +230,7 @@ def test_csharp_client_hears_beats_cues_stingers_and_continuous_audio_from_the_r
     assert abs(summary["resample_out_frames"] - summary["resample_in_frames"] * 44100 / 48000) <= 2
     assert math.isclose(summary["resample_rms_out"], summary["resample_rms_in"], rel_tol=0.02)
     assert "1 rejected messages" in out
+    (latency,) = by_kind["latency"]  # figures for the README; the first sound waits for the prefill
+    assert latency["hello_to_welcome_ms"] < latency["hello_to_first_audio_block_ms"] < latency["hello_to_first_heard_ms"]
+    assert latency["hello_to_first_heard_ms"] >= PREFILL_SECONDS * 1000
+    print(latency)

@@ -12,6 +12,7 @@ using Adaptive.Soundtrack;
 static class Program
 {
     static readonly object OutputGate = new object();
+    static double firstPlayedLocal = double.NaN;
 
     internal static string Quote(string s)
     {
@@ -66,8 +67,10 @@ static class Program
 
         using (var client = new AdaptiveClient(host, port, "csharp-console", maxSceneRateHz: 10))
         {
+            double helloLocal = ClockSync.Now();
             client.Hello(48000, 2, "s16");
             var welcome = client.WaitForWelcome(5.0);
+            double welcomeLocal = ClockSync.Now();
             if (welcome == null)
             {
                 Emit("kind", "fatal", "message", "no welcome from udp://" + host + ":" + port + " within 5 s");
@@ -77,9 +80,6 @@ static class Program
                  "sample_rate_hz", welcome.SampleRateHz, "block_frames", welcome.BlockFrames,
                  "lookahead_ms", welcome.LookaheadMs, "audio_tcp_port", welcome.AudioTcpPort);
             client.Subscribe("events");
-            bool synced = client.SyncClock(8);
-            Emit("kind", "clock", "synced", synced, "offset_s", client.Clock.OffsetSeconds,
-                 "round_trip_s", client.Clock.RoundTripSeconds, "samples", client.Clock.Samples);
 
             // Audio: network thread -> ring -> simulated audio callback at the session rate.
             int rate = welcome.SampleRateHz;
@@ -90,8 +90,11 @@ static class Program
             long check44kIn = 0, check44kOutFrames = 0;
             double sumSquaresIn = 0, sumSquaresOut = 0;
             var receiver = new TcpAudioReceiver(host, welcome.AudioTcpPort, ring, rate);
+            double firstBlockLocal = double.NaN;
+            firstPlayedLocal = double.NaN;
             receiver.BlockReceived = (h, samples, count) =>
             {
+                if (double.IsNaN(firstBlockLocal)) firstBlockLocal = ClockSync.Now();
                 double sum = 0;
                 for (int i = 0; i < count; i++) sum += samples[i] * (double)samples[i];
                 Emit("kind", "audio", "sequence", (long)h.Sequence, "first_frame", (long)h.FirstFrame, "n_frames", h.Frames,
@@ -122,10 +125,17 @@ static class Program
                     if (wait > 0) Thread.Sleep(TimeSpan.FromSeconds(Math.Min(wait, 0.05)));
                     if (ClockSync.Now() < audioClock) continue;
                     playback.Fill(buffer, 2, audioClock);
+                    if (playback.IsPlaying && double.IsNaN(Volatile.Read(ref firstPlayedLocal)))
+                        Volatile.Write(ref firstPlayedLocal, audioClock); // the first callback that played the stream
                     framesOut += CallbackFrames;
                 }
             }) { IsBackground = true, Name = "simulated-audio-callback" };
             audioThread.Start();
+
+            // Clock sync while the stream prefills (as AdaptiveSoundtrack does on its own thread).
+            bool synced = client.SyncClock(8);
+            Emit("kind", "clock", "synced", synced, "offset_s", client.Clock.OffsetSeconds,
+                 "round_trip_s", client.Clock.RoundTripSeconds, "samples", client.Clock.Samples);
 
             // Callbacks, dispatched on this (the "main") thread.
             int mainThread = Thread.CurrentThread.ManagedThreadId;
@@ -146,6 +156,11 @@ static class Program
             // The scene script, by seconds since start.
             double start = ClockSync.Now();
             int step = 0, burstCalls = 0, burstSentAtOnce = 0;
+            double angrySentLocal = double.NaN, combatHeardLocal = double.NaN;
+            client.CueChanged += e =>
+            {
+                if (e.Cue == "combat" && playback.ClockMap.IsAnchored) combatHeardLocal = playback.ClockMap.FrameToAudioSeconds(e.Frame);
+            };
             while (ClockSync.Now() - start < runSeconds)
             {
                 double t = ClockSync.Now() - start;
@@ -168,6 +183,7 @@ static class Program
                 else if (step == 2 && t >= 1.5)
                 {
                     client.SetScene("angry", 0.8f, "forest");
+                    angrySentLocal = ClockSync.Now();
                     Emit("kind", "sent", "what", "scene", "emotion", "angry", "intensity", 0.8, "t", t);
                     step++;
                 }
@@ -191,6 +207,10 @@ static class Program
             audioThread.Join(1000);
             receiver.Dispose();
             client.DispatchPending();
+            Emit("kind", "latency", "hello_to_welcome_ms", (welcomeLocal - helloLocal) * 1000,
+                 "hello_to_first_audio_block_ms", (firstBlockLocal - helloLocal) * 1000,
+                 "hello_to_first_heard_ms", (Volatile.Read(ref firstPlayedLocal) - helloLocal) * 1000,
+                 "scene_change_to_cue_heard_ms", (combatHeardLocal - angrySentLocal) * 1000);
             Emit("kind", "summary", "scene_messages_sent", client.SceneMessagesSent,
                  "datagrams_received", client.DatagramsReceived, "decode_errors", client.DecodeErrors,
                  "audio_blocks", receiver.Blocks, "sequence_gaps", receiver.SequenceGaps,
