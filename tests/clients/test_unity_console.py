@@ -133,6 +133,8 @@ def test_ring_buffer_playback_and_resampler(console_client):
     resampler = lines["resampler"]
     assert abs(resampler["out_frames"] - resampler["in_frames"] * 44100 / 48000) <= 1
     assert resampler["max_error"] < 0.0021  # linear interpolation of a 1 kHz sine at 48 kHz: (2 pi f / fs)^2 / 8
+    # EmotionZone's rule: highest priority, latest entered among equals, back to the one below on leaving.
+    assert lines["zones"]["tops"] == "+cave=cave +arena=arena +river=arena -arena=river +cave=cave river2=river -all=-"
 
 
 def test_core_has_no_unity_dependency():

@@ -75,7 +75,7 @@ namespace Adaptive.Soundtrack
         /// <summary>Set by <see cref="AdaptiveStreamPlayer"/>: server frames to the dspTime they are heard at.</summary>
         public AudioClockMap StreamClock { get; set; }
 
-        readonly List<EmotionZone> zones = new List<EmotionZone>();
+        readonly ZoneStack<EmotionZone> zones = new ZoneStack<EmotionZone>(zone => zone.priority);
         readonly List<KeyValuePair<double, Action>> due = new List<KeyValuePair<double, Action>>();
         readonly double[] dspMinusLocal = new double[64];
         int dspSamples;
@@ -223,23 +223,17 @@ namespace Adaptive.Soundtrack
 
         internal void EnterZone(EmotionZone zone)
         {
-            if (!zones.Contains(zone)) zones.Add(zone);
+            zones.Enter(zone);
             PushScene();
         }
 
         internal void ExitZone(EmotionZone zone)
         {
-            if (zones.Remove(zone)) PushScene();
+            if (zones.Exit(zone)) PushScene();
         }
 
         /// <summary>The zone whose state plays: the highest priority, the latest entered among equals.</summary>
-        EmotionZone TopZone()
-        {
-            EmotionZone top = null;
-            foreach (var zone in zones)
-                if (top == null || zone.priority >= top.priority) top = zone;
-            return top;
-        }
+        EmotionZone TopZone() { return zones.Top; }
 
         /// <summary>Sends the active state (rate-capped by the client; unchanged states are not resent).</summary>
         public void PushScene()

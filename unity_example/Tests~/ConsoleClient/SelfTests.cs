@@ -205,6 +205,20 @@ static class SelfTests
         }
         Console.WriteLine("{\"kind\":\"resampler\",\"in_frames\":" + inFrames + ",\"out_frames\":" + outFrames +
                           ",\"max_error\":" + maxError.ToString("R", CultureInfo.InvariantCulture) + "}");
+        // 5. Zones: the highest priority wins, the latest entered among equals; leaving returns to the one below.
+        var priorities = new Dictionary<string, int> { { "cave", 0 }, { "arena", 1 }, { "river", 0 } };
+        var stack = new ZoneStack<string>(zone => priorities[zone]);
+        var tops = new List<string>();
+        Action<string> record = what => tops.Add(what + "=" + (stack.Top ?? "-"));
+        stack.Enter("cave"); record("+cave");
+        stack.Enter("arena"); record("+arena");
+        stack.Enter("river"); record("+river");
+        stack.Exit("arena"); record("-arena");
+        stack.Enter("cave"); record("+cave");
+        priorities["river"] = 2; record("river2");
+        Check(!stack.Exit("nowhere"), "leaving a zone never entered");
+        stack.Exit("river"); stack.Exit("cave"); record("-all");
+        Console.WriteLine("{\"kind\":\"zones\",\"tops\":" + Program.Quote(string.Join(" ", tops)) + "}");
         Console.WriteLine("{\"kind\":\"checks\",\"failures\":" + failures + ",\"first\":" + Program.Quote(string.Join(" | ", Failures)) + "}");
         return failures == 0 ? 0 : 1;
     }
