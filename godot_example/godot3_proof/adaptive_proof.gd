@@ -14,6 +14,7 @@ var tcp := StreamPeerTCP.new()
 var audio_buffer := PoolByteArray()
 var best_round_trip := 1e9
 var offset_seconds := 0.0  # server time - local time
+var pings := {}  # ping sequence -> local send time
 
 
 func emit(d: Dictionary) -> void:
@@ -103,7 +104,7 @@ func send(address: String, tags: String, args: Array) -> void:
 
 
 # ----------------------------------------------------------------- receiving
-func poll_udp(pings: Dictionary) -> void:
+func poll_udp() -> void:
 	while udp.get_available_packet_count() > 0:
 		var packet := udp.get_packet()
 		var arrival := now()
@@ -150,6 +151,7 @@ func poll_tcp() -> void:
 		if got[0] == OK:
 			audio_buffer.append_array(got[1])
 	while audio_buffer.size() >= 32:
+		poll_udp()  # between blocks too: a datagram's arrival time is when this script reads it
 		if not (audio_buffer[0] == 65 and audio_buffer[1] == 68 and audio_buffer[2] == 65 and audio_buffer[3] == 49):
 			audio_buffer.remove(0)  # resync on the magic
 			continue
@@ -180,10 +182,10 @@ func poll_tcp() -> void:
 		audio_buffer = audio_buffer.subarray(32 + pcm_bytes, audio_buffer.size() - 1) if audio_buffer.size() > 32 + pcm_bytes else PoolByteArray()
 
 
-func wait_until(seconds: float, pings: Dictionary) -> void:
+func wait_until(seconds: float) -> void:
 	var deadline := now() + seconds
 	while now() < deadline:
-		poll_udp(pings)
+		poll_udp()
 		poll_tcp()
 		OS.delay_msec(2)
 
@@ -200,21 +202,20 @@ func _init() -> void:
 		quit()
 		return
 	udp.set_dest_address("127.0.0.1", osc_port)
-	var pings := {}
 	send("/adaptive/hello", "iiiss", [reply_port, 48000, 2, "s16", "godot3-proof"])
-	wait_until(0.5, pings)
+	wait_until(0.5)
 	for sequence in range(1, 9):
 		pings[sequence] = now()
 		send("/adaptive/ping", "i", [sequence])
-		wait_until(0.03, pings)
+		wait_until(0.03)
 	emit({"kind": "clock", "offset_s": offset_seconds, "round_trip_s": best_round_trip})
 	tcp.connect_to_host("127.0.0.1", int(OS.get_environment("ADAPTIVE_AUDIO_PORT")))
 	send("/adaptive/scene", "sfs", ["calm", 0.5, "forest"])
-	wait_until(1.2, pings)
+	wait_until(1.2)
 	send("/adaptive/scene", "sfs", ["angry", 0.8, "forest"])
-	wait_until(1.0, pings)
+	wait_until(1.0)
 	send("/adaptive/stinger", "s", ["danger"])
-	wait_until(max(0.5, run_seconds - 2.2), pings)
+	wait_until(max(0.5, run_seconds - 2.2))
 	emit({"kind": "done"})
 	tcp.disconnect_from_host()
 	udp.close()

@@ -177,8 +177,13 @@ def test_csharp_client_hears_beats_cues_stingers_and_continuous_audio_from_the_r
         for a, b in zip(cue_beats, cue_beats[1:]):
             assert abs((b["server_time_s"] - a["server_time_s"]) - beat_seconds) < 2e-5  # time_us resolution
             assert abs((b["frame"] - a["frame"]) - beat_seconds * SAMPLE_RATE_HZ) <= 1
-    for beat in beats:  # clock-synced arrival vs the beat's own time: ahead by about the lookahead
-        assert beat["arrival_server_time_s"] < beat["server_time_s"] + 0.01, beat
+    # Sent ahead of time: arrival (stamped on the receive thread, mapped by the ping clock sync) before
+    # the beat's own time, by about the server's lookahead. The session's first beat is left out: it
+    # starts the first cue at the earliest frame the server can still render after the first scene
+    # message, and was seen to lead by 9 ms or trail by up to 13 ms on this loaded machine.
+    leads = [b["server_time_s"] - b["arrival_server_time_s"] for b in beats[1:]]
+    assert min(leads) > -0.01, leads
+    assert statistics.median(leads) > welcome["lookahead_ms"] / 1000 / 2, leads
 
     # The scene change reached the server as sent; the cue changed on the next explore beat after it.
     header, inputs, end_frame = load_recording(served.record)
