@@ -53,6 +53,10 @@ class ServerSettings:
         virtual_midi: also play the notes on a virtual MIDI port "adaptive" (needs python-rtmidi
             and a platform with virtual ports).
         seed: seeds generated parts.
+        realtime_priority: the render thread's SCHED_FIFO priority (1..99) so a
+            busy machine cannot starve it (underruns); 0: normal scheduling.
+            Refused without permission (root, CAP_SYS_NICE or ``ulimit -r``):
+            the server then logs why and goes on at normal priority.
     """
 
     bank: Path
@@ -60,6 +64,7 @@ class ServerSettings:
     sample_rate_hz: int = 48_000
     block_frames: int = 512
     lookahead_ms: float = 40.0
+    realtime_priority: int = 10
     host: str = "127.0.0.1"
     osc_port: int = 9000
     audio_tcp_port: int = 9001
@@ -100,7 +105,8 @@ class Server:
             self.recording = Recording(settings.record, bank=settings.bank.resolve(), soundfont=self.session.soundfont,
                                        sample_rate_hz=settings.sample_rate_hz, seed=settings.seed)
         self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
-                                        lookahead_ms=settings.lookahead_ms, recording=self.recording)
+                                        lookahead_ms=settings.lookahead_ms, recording=self.recording,
+                                        thread_priority=settings.realtime_priority)
         self.gc_monitor = GcPauseMonitor()
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
@@ -225,8 +231,17 @@ def serve(settings: ServerSettings) -> int:
           f"lookahead {settings.lookahead_ms:g} ms)", flush=True)
     for line in server.endpoints():
         print(line, flush=True)
+    priority_checked = False
     try:
         while not stop.wait(0.5):
+            if not priority_checked and settings.realtime_priority:
+                priority_checked = True
+                problem = server.realtime.priority_problem
+                if problem is not None:
+                    log.warning("the render thread runs at normal priority (real-time priority %d refused: %s); "
+                                "on a busy machine that risks underruns: allow it (run as root, give CAP_SYS_NICE, "
+                                "or `ulimit -r %d`) or pass --realtime-priority 0 to not ask",
+                                settings.realtime_priority, problem, settings.realtime_priority)
             if server.realtime.failure is not None:
                 log.error("the render thread stopped: %r", server.realtime.failure)
                 return 1
