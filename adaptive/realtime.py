@@ -22,6 +22,9 @@ The module opens no socket and does no file I/O itself: sinks and the recording
 
 from __future__ import annotations
 
+import collections
+import gc
+import os
 import queue
 import threading
 import time
@@ -46,6 +49,37 @@ valid for this many blocks after it is handed out."""
 MIDI_TRIM_THRESHOLD = 10_000
 """When more than this many MIDI note events have been handed to sinks, they
 are removed from ``session.midi_events`` (memory stays bounded in long sessions)."""
+
+
+STALL_MS = 15.0
+"""A block taking longer than this (ms), or a wake-up this late, is kept in
+:attr:`RealtimeSession.stalls` (diagnosing underruns)."""
+
+STALLS_KEPT = 100
+"""How many stall episodes :attr:`RealtimeSession.stalls` keeps (the latest)."""
+
+
+def raise_thread_priority(priority: int) -> str | None:
+    """Give the calling thread real-time scheduling: ``SCHED_FIFO`` at
+    ``priority`` (1..99), as audio servers do (JACK, PipeWire through RTKit),
+    so that other processes on a busy machine cannot keep it off the CPU for
+    longer than the lookahead. It sleeps between blocks, so it takes only the
+    CPU its blocks need (and Linux caps real-time threads at 95 % of a core).
+
+    Returns:
+        None on success, else why it was not possible (no permission: needs
+        root, ``CAP_SYS_NICE`` or an ``ulimit -r`` of at least ``priority``;
+        or a platform without it). Never raises.
+    """
+    if not 1 <= priority <= 99:
+        return f"priority {priority} is out of range (allowed: 1..99)"
+    if not hasattr(os, "sched_setscheduler") or not hasattr(os, "SCHED_FIFO"):
+        return "this platform has no SCHED_FIFO"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: the calling thread (Linux)
+    except OSError as error:
+        return f"{error.strerror or error}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -103,6 +137,10 @@ class RealtimeSession:
         ring_blocks: output buffers in the ring (see :class:`OutputBlock`).
         midi_trim_threshold: see :data:`MIDI_TRIM_THRESHOLD`; ``None`` keeps
             every MIDI event in ``session.midi_events``.
+        thread_priority: 1..99: the render thread asks for real-time
+            scheduling at this priority (:func:`raise_thread_priority`); when
+            refused it goes on at normal priority and says why in
+            :attr:`priority_problem`. 0: normal priority.
 
     Raises:
         ValueError: ``block_frames``, ``lookahead_ms`` or ``ring_blocks`` out of range.
@@ -119,6 +157,7 @@ class RealtimeSession:
         *,
         ring_blocks: int = DEFAULT_RING_BLOCKS,
         midi_trim_threshold: int | None = MIDI_TRIM_THRESHOLD,
+        thread_priority: int = 0,
     ) -> None:
         if not 1 <= block_frames <= session.max_block_frames:
             raise ValueError(f"block_frames {block_frames} is out of range "
@@ -127,7 +166,12 @@ class RealtimeSession:
             raise ValueError(f"lookahead_ms {lookahead_ms} is out of range (allowed: 0..10000 ms)")
         if ring_blocks < 2:
             raise ValueError(f"ring_blocks {ring_blocks} is out of range (allowed: 2 or more)")
+        if not 0 <= thread_priority <= 99:
+            raise ValueError(f"thread_priority {thread_priority} is out of range (allowed: 0..99, 0 = normal)")
         self.session = session
+        self.thread_priority = thread_priority
+        self.priority_problem: str | None = None
+        """Why real-time priority was not granted (``None``: granted, or not asked for)."""
         self.block_frames = int(block_frames)
         self.lookahead_ms = float(lookahead_ms)
         self.lookahead_frames = int(round(lookahead_ms * session.sample_rate_hz / 1000.0))
@@ -155,6 +199,16 @@ class RealtimeSession:
         playback ahead of what it had rendered (one per episode); ``late_frames``:
         frames rendered after their scheduled playback time; ``inputs`` accepted
         and ``rejected_inputs``; ``sink_drops``: sinks removed because they raised."""
+        self.max_block_ms = 0.0
+        """Longest time (ms, by ``clock``) one block took: rendering plus sinks."""
+        self.max_wake_delay_ms = 0.0
+        """Longest time (ms) the render thread woke up after it asked to: time
+        it was kept off the CPU (the OS, the GIL held by another thread, a
+        garbage collection)."""
+        self.stalls: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=STALLS_KEPT)
+        """The latest episodes where a block took, or a wake-up came, more than
+        :data:`STALL_MS` late: ``(server_time_seconds, block_ms, wake_delay_ms)``."""
+        self._wake_due: float | None = None
 
     # ------------------------------------------------------------------ time
     @property
@@ -234,6 +288,8 @@ class RealtimeSession:
 
     def _run(self) -> None:
         try:
+            if self.thread_priority:
+                self.priority_problem = raise_thread_priority(self.thread_priority)
             self._prefill()
             while self._running.is_set():
                 wait = self.run_once()
@@ -254,6 +310,13 @@ class RealtimeSession:
         """
         if self._t0 is None:
             self._t0 = self._clock()
+        woke = self._clock()
+        wake_delay_ms = 0.0
+        if self._wake_due is not None:
+            wake_delay_ms = max(0.0, (woke - self._wake_due) * 1000.0)
+            self._wake_due = None
+            if wake_delay_ms > self.max_wake_delay_ms:
+                self.max_wake_delay_ms = wake_delay_ms
         self._take_inputs()
         session = self.session
         rendered = session.frame
@@ -266,8 +329,17 @@ class RealtimeSession:
             self._behind = False
         if rendered >= playback + self.lookahead_frames:
             due = (rendered - self.lookahead_frames + 1) / self.sample_rate_hz  # server time the next block is due
-            return min(max(due - self.server_time_seconds(), 1e-4), MAX_SLEEP_SECONDS)
+            wait = min(max(due - self.server_time_seconds(), 1e-4), MAX_SLEEP_SECONDS)
+            self._wake_due = self._clock() + wait
+            if wake_delay_ms > STALL_MS:
+                self.stalls.append((woke - self._t0, 0.0, wake_delay_ms))
+            return wait
         self._render_block(rendered, playback)
+        block_ms = (self._clock() - woke) * 1000.0
+        if block_ms > self.max_block_ms:
+            self.max_block_ms = block_ms
+        if block_ms > STALL_MS or wake_delay_ms > STALL_MS:
+            self.stalls.append((woke - self._t0, block_ms, wake_delay_ms))
         return 0.0
 
     def _take_inputs(self) -> None:
@@ -322,6 +394,52 @@ class RealtimeSession:
 
     def stats(self) -> dict[str, Any]:
         """Counters plus the current frames rendered, playback frame and
-        lookahead (frames), for monitoring."""
+        lookahead (frames), and the timing figures (ms), for monitoring."""
         return {**self.counters, "frames_rendered": self.frames_rendered, "playback_frame": self.playback_frame(),
-                "lookahead_frames": self.lookahead_frames}
+                "lookahead_frames": self.lookahead_frames, "max_block_ms": round(self.max_block_ms, 2),
+                "max_wake_delay_ms": round(self.max_wake_delay_ms, 2)}
+
+
+class GcPauseMonitor:
+    """Measures CPython's garbage-collection pauses (every thread stops
+    during one), through ``gc.callbacks``: the longest pause and the count
+    of collections per generation since :meth:`install`.
+
+    A pause longer than the lookahead minus a block causes an underrun; this
+    tells whether one did.
+    """
+
+    def __init__(self) -> None:
+        self.max_pause_ms = 0.0
+        """Longest collection, milliseconds."""
+        self.max_pause_generation = -1
+        """Generation (0..2) of that collection (-1: none yet)."""
+        self.collections = [0, 0, 0]
+        """Collections per generation."""
+        self._started: float | None = None
+
+    def install(self) -> None:
+        """Start measuring (idempotent)."""
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def remove(self) -> None:
+        """Stop measuring (idempotent)."""
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        if self._started is None:
+            return
+        pause_ms = (time.perf_counter() - self._started) * 1000.0
+        self._started = None
+        generation = int(info.get("generation", 0))
+        if 0 <= generation < 3:
+            self.collections[generation] += 1
+        if pause_ms > self.max_pause_ms:
+            self.max_pause_ms = pause_ms
+            self.max_pause_generation = generation
+

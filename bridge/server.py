@@ -36,7 +36,11 @@ class ServerSettings:
         bank: cue bank file.
         soundfont: SoundFont (None: the default one).
         sample_rate_hz: session rate.
-        block_frames: frames per rendered (and sent) block, 32..4096.
+        block_frames: frames per rendered (and sent) block, 32..4096. The default,
+            512 (10.7 ms at 48 kHz), is Unity's "good latency" DSP buffer size
+            (FMOD's default is 1024): half the per-block work of 256 for about
+            5 ms more reaction time, which keeps one session within 15 % of a
+            core (docs/benchmarks.md).
         lookahead_ms: how far ahead of playback the server renders (the latency floor).
         host: interface to bind every socket to (loopback by default).
         osc_port: UDP port for OSC (0: any free port).
@@ -49,6 +53,10 @@ class ServerSettings:
         virtual_midi: also play the notes on a virtual MIDI port "adaptive" (needs python-rtmidi
             and a platform with virtual ports).
         seed: seeds generated parts.
+        realtime_priority: the render thread's SCHED_FIFO priority (1..99) so a
+            busy machine cannot starve it (underruns); 0: normal scheduling.
+            Refused without permission (root, CAP_SYS_NICE or ``ulimit -r``):
+            the server then logs why and goes on at normal priority.
         mapping: the sound designer's mapping file, watched and reloaded while
             serving (None: the embedded default mapping with the embedded bank,
             else the bank's own).
@@ -57,8 +65,9 @@ class ServerSettings:
     bank: Path
     soundfont: Path | None = None
     sample_rate_hz: int = 48_000
-    block_frames: int = 256
+    block_frames: int = 512
     lookahead_ms: float = 40.0
+    realtime_priority: int = 10
     host: str = "127.0.0.1"
     osc_port: int = 9000
     audio_tcp_port: int = 9001
@@ -82,7 +91,7 @@ class Server:
 
     def __init__(self, settings: ServerSettings) -> None:
         from adaptive.cue import load_bank
-        from adaptive.realtime import RealtimeSession
+        from adaptive.realtime import GcPauseMonitor, RealtimeSession
         from adaptive.session import Session
         from bridge.audio import TcpAudioServer, ZmqAudioPublisher
         from bridge.osc_server import OscServer
@@ -110,7 +119,9 @@ class Server:
                                        sample_rate_hz=settings.sample_rate_hz, seed=settings.seed,
                                        mapping=mapping.text or None)
         self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
-                                        lookahead_ms=settings.lookahead_ms, recording=self.recording)
+                                        lookahead_ms=settings.lookahead_ms, recording=self.recording,
+                                        thread_priority=settings.realtime_priority)
+        self.gc_monitor = GcPauseMonitor()
         # Only a file the user named is watched: the embedded default is package data.
         self.mapping = MappingControl(self.bank, mapping, self.realtime.submit,
                                       path=settings.mapping.resolve() if settings.mapping is not None else None,
@@ -157,15 +168,21 @@ class Server:
         """Tell every client that an edited mapping file is invalid (from the watch thread)."""
         from adaptive.session import MusicEvent
 
-        event = MusicEvent(self.session.frame, "mapping_error", {"path": path, "message": message})
-        for transport in (getattr(self, "osc", None), getattr(self, "zmq", None)):
-            if transport is not None:
-                transport.broadcast_events([event])
+        osc, zmq = getattr(self, "osc", None), getattr(self, "zmq", None)
+        if osc is not None:
+            osc.broadcast("mapping_error", {"path": path[-200:], "message": message})
+        if zmq is not None:
+            zmq.broadcast_events([MusicEvent(self.session.frame, "mapping_error", {"path": path, "message": message})])
 
     def _publish_audio(self, block) -> None:
+        to_zmq = self.audio_zmq.has_subscribers()
+        if not to_zmq and not self.audio_tcp.has_clients():
+            return  # nobody listens: no encoding
         header, pcm = encode_block(block.sequence, block.first_frame, block.audio, self.settings.sample_rate_hz,
                                    self.audio_tcp.sample_format)
         self.audio_tcp.publish_encoded(header, pcm)
+        if not to_zmq:
+            return
         if self.audio_zmq.sample_format == self.audio_tcp.sample_format:
             self.audio_zmq.publish_encoded(header, pcm)
         else:
@@ -194,6 +211,7 @@ class Server:
         """
         gc.collect()
         gc.freeze()
+        self.gc_monitor.install()
         self.realtime.start()
         self.osc.start()
         self.zmq.start()
@@ -205,6 +223,7 @@ class Server:
         self.osc.close()
         self.zmq.close()
         self.realtime.stop()
+        self.gc_monitor.remove()
         if self.midi_recorder is not None:
             self.midi_recorder.close(self.settings.midi_file, self.session, end_frame=self.session.frame)
         self._close_transports()
@@ -242,14 +261,30 @@ def serve(settings: ServerSettings) -> int:
           f"lookahead {settings.lookahead_ms:g} ms)", flush=True)
     for line in server.endpoints():
         print(line, flush=True)
+    priority_checked = False
     try:
         while not stop.wait(0.5):
+            if not priority_checked and settings.realtime_priority:
+                priority_checked = True
+                problem = server.realtime.priority_problem
+                if problem is not None:
+                    log.warning("the render thread runs at normal priority (real-time priority %d refused: %s); "
+                                "on a busy machine that risks underruns: allow it (run as root, give CAP_SYS_NICE, "
+                                "or `ulimit -r %d`) or pass --realtime-priority 0 to not ask",
+                                settings.realtime_priority, problem, settings.realtime_priority)
             if server.realtime.failure is not None:
                 log.error("the render thread stopped: %r", server.realtime.failure)
                 return 1
     finally:
         server.close()
-        print(f"adaptive: stopped ({server.realtime.counters['blocks']} blocks, "
-              f"{server.realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages)",
+        realtime, gc_monitor = server.realtime, server.gc_monitor
+        print(f"adaptive: stopped ({realtime.counters['blocks']} blocks, "
+              f"{realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages)",
               flush=True)
+        print(f"adaptive: timing: longest block {realtime.max_block_ms:.1f} ms, latest wake-up "
+              f"{realtime.max_wake_delay_ms:.1f} ms, longest garbage collection {gc_monitor.max_pause_ms:.1f} ms "
+              f"(collections by generation: {'/'.join(map(str, gc_monitor.collections))})", flush=True)
+        for at_seconds, block_ms, wake_ms in list(realtime.stalls)[-10:]:
+            print(f"adaptive: stall at {at_seconds:.3f} s: block {block_ms:.1f} ms, wake-up {wake_ms:.1f} ms late",
+                  flush=True)
     return 0

@@ -174,15 +174,14 @@ def test_adaptive_mapping_export_writes_the_live_mapping(osc_with_mapping, tmp_p
 
 
 def test_an_invalid_reload_reaches_every_client_as_mapping_error(osc_with_mapping):
-    from adaptive.session import MusicEvent
-
     server, _ = osc_with_mapping
     client = _Listener()
     client.sock.sendto(encode_osc("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000,
                                   channels=2, sample_format="s16", client_name="t"), ("127.0.0.1", server.port))
     client.next("welcome")
-    server.broadcast_events([MusicEvent(0, "mapping_error", {"path": "/x/mapping.toml",
-                                                             "message": "line 3: smoothing.hysteresis: ..."})])
+    client.sock.sendto(encode_osc("unsubscribe", stream="events"), ("127.0.0.1", server.port))
+    time.sleep(0.1)  # the unsubscribe is handled: errors reach a client whatever it subscribed to
+    server.broadcast("mapping_error", {"path": "/x/mapping.toml", "message": "line 3: smoothing.hysteresis: ..."})
     assert client.next("mapping_error") == {"path": "/x/mapping.toml", "message": "line 3: smoothing.hysteresis: ..."}
     client.sock.close()
 
