@@ -782,6 +782,8 @@ def _validation_locations(error: ValidationError) -> list[tuple[tuple, str]]:
     for item, line in zip(error.errors(include_url=False), problem_lines(error, Mapping)):
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p in ("function-after",))))
         message = line.split(": ", 1)[1] if ": " in line else line
+        if "is not allowed (allowed:" in message and message.endswith(")") and " (got " in message:
+            message = message[: message.rindex(" (got ")]  # the value is already in the message
         out.append((loc, message))
     return out
 
