@@ -169,7 +169,7 @@ def _transition_graph(ax, resolved: ResolvedMapping, colors: dict[str, Any]) -> 
 def _save(figure, output: Path | str) -> None:
     plt = _pyplot()
     try:
-        figure.savefig(str(output), dpi=110, bbox_inches="tight")
+        figure.savefig(str(output), dpi=100, bbox_inches="tight", pil_kwargs={"optimize": True})
     except OSError as error:
         raise ConfigError(f"{output}: cannot write the plot ({error.strerror or error})") from None
     finally:
