@@ -169,6 +169,12 @@ class GenerationWorker:
             self._streams.append(stream)
         return stream
 
+    @property
+    def streams(self) -> tuple[PartStream, ...]:
+        """The registered parts, in registration order."""
+        with self._lock:
+            return tuple(self._streams)
+
     def submit(self, stream: PartStream, request: BarRequest, deadline_frame: float = NO_DEADLINE) -> Ticket:
         """Queue ``request`` for ``stream``'s generator; never blocks on generation
         (takes a lock held only for a queue append).

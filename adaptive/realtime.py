@@ -15,6 +15,10 @@ driven by a pacing loop (DESIGN.md, "The time model").
   replayed offline gives the served audio bit for bit.
 * Every rendered block goes to the sinks as an :class:`OutputBlock`, with its
   first frame, its scheduled server time, the music events and MIDI notes in it.
+* The session's generation worker is put in real-time mode: a generated bar
+  not ready at its downbeat plays the rule-based fallback (a miss, counted in
+  ``generation_misses``). Each fallback is written to the recording, so replay
+  plays the same fallbacks.
 
 The module opens no socket and does no file I/O itself: sinks and the recording
 (queue + writer thread) take the output off the render thread.
@@ -30,6 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from adaptive.generation import GenerationMode
 from adaptive.recording import Recording
 from adaptive.scene import SessionInput, StingerTrigger
 from adaptive.session import InputError, MidiNoteEvent, MusicEvent, Session
@@ -127,6 +132,7 @@ class RealtimeSession:
         if ring_blocks < 2:
             raise ValueError(f"ring_blocks {ring_blocks} is out of range (allowed: 2 or more)")
         self.session = session
+        session.generation.mode = GenerationMode.REALTIME  # never wait for the generator
         self.block_frames = int(block_frames)
         self.lookahead_ms = float(lookahead_ms)
         self.lookahead_frames = int(round(lookahead_ms * session.sample_rate_hz / 1000.0))
@@ -293,6 +299,11 @@ class RealtimeSession:
         n = self.block_frames
         slot = self._ring[self._sequence % self._ring.shape[0], :n]
         np.copyto(slot, session.render(n))
+        if session.generation.fallbacks:
+            fallbacks = session.generation.drain_fallbacks()
+            if self.recording is not None:
+                for fallback in fallbacks:
+                    self.recording.write_fallback(fallback)
         late = min(n, playback - first_frame)
         if late > 0:
             self.counters["late_frames"] += late
@@ -319,7 +330,8 @@ class RealtimeSession:
             self._midi_index = 0
 
     def stats(self) -> dict[str, Any]:
-        """Counters plus the current frames rendered, playback frame and
-        lookahead (frames), for monitoring."""
-        return {**self.counters, "frames_rendered": self.frames_rendered, "playback_frame": self.playback_frame(),
+        """Counters plus the generation worker's (``generated_bars``,
+        ``generation_misses``, ``generation_errors``) and the current frames
+        rendered, playback frame and lookahead (frames), for monitoring."""
+        return {**self.counters, **self.session.generation.counters, "frames_rendered": self.frames_rendered, "playback_frame": self.playback_frame(),
                 "lookahead_frames": self.lookahead_frames}

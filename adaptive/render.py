@@ -52,6 +52,7 @@ def render_timeline(
     block_frames: int = RENDER_BLOCK_FRAMES,
     on_block: Callable[[int], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    generator: str | None = None,
 ) -> RenderResult:
     """Render ``timeline`` with ``bank``.
 
@@ -59,6 +60,9 @@ def render_timeline(
         seed: overrides the timeline's seed when given.
         block_frames: render block size (any size gives the same audio).
         on_block: called with the frames rendered after each block (progress).
+        generator: the session's part generator (default
+            :data:`adaptive.generator.DEFAULT_GENERATOR`). Offline, every
+            generated bar is waited for: no fallback plays unless a generator fails.
 
     Returns:
         A :class:`RenderResult`.
@@ -70,7 +74,7 @@ def render_timeline(
     """
     session = Session(bank, soundfont=soundfont, sample_rate_hz=sample_rate_hz,
                       seed=timeline.seed if seed is None else seed, max_block_frames=block_frames,
-                      progress=progress)
+                      progress=progress, generator=generator)
     try:
         for time_seconds, item in timeline.inputs():
             session.submit(seconds_to_frames(time_seconds, sample_rate_hz), item)

@@ -217,6 +217,7 @@ class Session:
             raise ValueError(f"bars_ahead {bars_ahead} is out of range (allowed: 1..16)")
         self.generator_name = generator or DEFAULT_GENERATOR
         self.bars_ahead = bars_ahead
+        self.speculative_bridges = speculative_bridges
         self.generation = generation or GenerationWorker()
         """The generation worker; its ``counters`` (generated_bars,
         generation_misses, generation_errors) and fallbacks are the session's."""

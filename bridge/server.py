@@ -23,6 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptive.generator import DEFAULT_GENERATOR
 from bridge.audio import encode_block
 
 log = logging.getLogger("adaptive.server")
@@ -49,6 +50,8 @@ class ServerSettings:
         virtual_midi: also play the notes on a virtual MIDI port "adaptive" (needs python-rtmidi
             and a platform with virtual ports).
         seed: seeds generated parts.
+        generator: the part generator of generated layers, bridges and
+            stingers (a name of :data:`adaptive.generator.GENERATORS`).
     """
 
     bank: Path
@@ -66,6 +69,7 @@ class ServerSettings:
     midi_file: Path | None = None
     virtual_midi: bool = False
     seed: int = 0
+    generator: str = DEFAULT_GENERATOR
 
 
 class Server:
@@ -88,13 +92,13 @@ class Server:
         self.session_id = "default"  # one session per server for now; clients name it in logs
         self.bank = load_bank(settings.bank)
         self.session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
-                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096))
+                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096),
+                               generator=settings.generator)
         self.recording = None
         if settings.record is not None:
             from adaptive.recording import Recording
 
-            self.recording = Recording(settings.record, bank=settings.bank.resolve(), soundfont=self.session.soundfont,
-                                       sample_rate_hz=settings.sample_rate_hz, seed=settings.seed)
+            self.recording = Recording.for_session(settings.record, self.session, settings.bank.resolve())
         self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
                                         lookahead_ms=settings.lookahead_ms, recording=self.recording)
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
@@ -221,6 +225,7 @@ def serve(settings: ServerSettings) -> int:
     finally:
         server.close()
         print(f"adaptive: stopped ({server.realtime.counters['blocks']} blocks, "
-              f"{server.realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages)",
+              f"{server.realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages, "
+              f"{server.session.generation.counters['generation_misses']} generation misses)",
               flush=True)
     return 0
