@@ -320,15 +320,12 @@ def wait_idle(session: Session) -> None:
         time.sleep(0.005)
 
 
-def realtime_for_bridges() -> GenerationWorker:
-    """Layers wait (as if the model kept up); bridge bars are on time only if done when taken."""
-    return GenerationWorker(deadline_policy=lambda ticket: ticket.done.is_set()
-                            if ticket.stream.name == "bridge" else ticket.done.wait(10))
-
-
 def test_a_bridge_made_ahead_is_used_without_a_miss(bank, soundfont, monkeypatch):
     use_generator(monkeypatch)
-    session = make_session(bank, soundfont, generation=realtime_for_bridges())
+    # Layers wait (as if the model kept up); bridge bars are on time only if done when taken.
+    worker = GenerationWorker(deadline_policy=lambda ticket: ticket.done.is_set()
+                              if ticket.stream.name == "bridge" else ticket.done.wait(10))
+    session = make_session(bank, soundfont, generation=worker)
     session.submit(0, SceneUpdate(cue="calm", intensity=1.0))
     render_frames(session, CALM_BAR_FRAMES)
     wait_idle(session)  # the bridges to tense and dark were made while calm played
@@ -342,9 +339,21 @@ def test_a_bridge_made_ahead_is_used_without_a_miss(bank, soundfont, monkeypatch
 
 
 def test_a_bridge_not_ready_falls_back_and_counts_misses(bank, soundfont, monkeypatch):
+    # The bridge's generator is stuck until its last bar has been taken: all
+    # three bars are late (nothing was made ahead: speculative_bridges=0).
     gate = threading.Event()
     use_generator(monkeypatch, gate=gate, gated=lambda request: request.bpm not in (90.0, 120.0, 70.0))
-    session = make_session(bank, soundfont, generation=realtime_for_bridges(), speculative_bridges=0)
+
+    def policy(ticket: Ticket) -> bool:
+        if ticket.stream.name != "bridge":
+            return ticket.done.wait(10)
+        ready = ticket.done.is_set()
+        if ticket.request.bar_index == 2:
+            gate.set()
+        return ready
+
+    session = make_session(bank, soundfont, generation=GenerationWorker(deadline_policy=policy),
+                           speculative_bridges=0)
     try:
         session.submit(0, SceneUpdate(cue="calm", intensity=1.0))
         session.submit(CALM_BAR_FRAMES + 100, SceneUpdate(cue="tense"))
@@ -354,8 +363,10 @@ def test_a_bridge_not_ready_falls_back_and_counts_misses(bank, soundfont, monkey
     events = session.drain_events()
     [start] = [e for e in events if e.kind == "transition_start"]
     [change] = [e for e in events if e.kind == "cue_change" and e.data["cue"] == "tense"]
-    misses = [f for f in session.generation.drain_fallbacks() if f.part == "bridge"]
-    assert [f.bar_index for f in misses] == [0, 1, 2] and {f.reason for f in misses} == {"late"}
+    fallbacks = session.generation.drain_fallbacks()
+    assert [f.bar_index for f in fallbacks if f.part == "bridge"] == [0, 1, 2]
+    assert {f.reason for f in fallbacks} == {"late"} and len(fallbacks) == 3
+    assert session.generation.counters["generation_misses"] == 3
     assert rms(audio[start.frame : change.frame]) > 0.005  # the rule-based bridge played
     bridge_notes = notes(session, "bridge", start.frame, change.frame)
     assert bridge_notes and max(e.pitch for e in bridge_notes) < 84
@@ -423,3 +434,31 @@ def test_session_generator_option_and_bank_override(bank, soundfont, monkeypatch
 
     args = build_parser().parse_args(["render", "t.toml", "-o", "x.wav", "--generator", "model"])
     assert args.generator == "model"
+
+
+def test_default_bank_flourish_and_generated_bridge(soundfont):
+    from adaptive.cli import DEFAULT_BANK
+
+    bank = load_bank(DEFAULT_BANK)
+    session = Session(bank, soundfont=soundfont, sample_rate_hz=RATE)  # the default generator
+    def beat(k: int) -> int:  # explore: D major, 84 bpm
+        return beats_to_frames(k, 84.0, RATE)
+
+    session.submit(0, SceneUpdate(cue="explore", intensity=1.0))
+    session.submit(beat(1) + 10, StingerTrigger("flourish"))
+    session.submit(beat(5), SceneUpdate(cue="stealth"))
+    render_frames(session, beat(16))
+    events = session.drain_events()
+    [stinger] = [e for e in events if e.kind == "stinger"]
+    assert stinger.frame == beat(2)
+    played = notes(session, "stinger/flourish", 0, session.frame)
+    assert played and {e.pitch % 12 for e in played} <= {2, 6, 9}  # D major's tonic triad
+    [start] = [e for e in events if e.kind == "transition_start"]
+    assert start.frame == beat(8) and start.data["bridge"] == "generated"
+    [change] = [e for e in events if e.kind == "cue_change" and e.data["cue"] == "stealth"]
+    bridge_bpm = 84 + (96 - 84) / 2  # one bar, halfway from explore's tempo to stealth's
+    assert change.frame == start.frame + beats_to_frames(4, bridge_bpm, RATE)
+    bridge = notes(session, "bridge", start.frame, change.frame)
+    assert bridge and {e.pitch % 12 for e in bridge} <= {11, 3, 6, 9}  # B7, the dominant of E minor
+    assert session.generation.counters["generation_misses"] == 0
+    session.close()
