@@ -345,6 +345,11 @@ class BarFeed:
             tickets = self._tickets
         self._primed = dict(tickets)
 
+    def unprime(self) -> None:
+        """Forget primed requests (the transition they were for will not happen;
+        they are still generated, their answers are dropped)."""
+        self._primed = None
+
     def restart(self) -> None:
         """The part starts (at bar 0): use the primed requests or make them now."""
         if self._primed is not None:

@@ -277,6 +277,7 @@ class Session:
         self._current: _Player | None = None  # the cue playing, or the one a transition is heading to
         self._lead: _Player | None = None  # the player whose grid gives beats and bars
         self._pending_transition: int | None = None  # schedule id of a transition not yet begun
+        self._primed_target: str | None = None  # the cue whose generated bars were asked for early
 
     # ------------------------------------------------------------------ set-up
     def _midi_sink(self, part_name: str, program: int, percussion: bool) -> Callable[[int, int, int, int], None] | None:
@@ -393,6 +394,7 @@ class Session:
         elif self._pending_transition is not None:
             self._cancelled.add(self._pending_transition)  # the scene came back before the boundary
             self._pending_transition = None
+            self._prime_incoming(None)
         for player in self._players.values():
             if player.active:
                 self._retarget_layers(player, frame)
@@ -465,17 +467,29 @@ class Session:
         # incoming cue's first bars (unless it is still sounding).
         if rule.bridge.kind is BridgeKind.GENERATED:
             self._bridges_ahead.requested(current.name, target, rule.bridge.bars, boundary)
-        incoming = self._players[target]
-        if not incoming.active:
-            for layer in incoming.layers:
-                if isinstance(layer.voice, GeneratedVoice):
-                    layer.voice.feed.prime(deadline_frame=boundary)
+        self._prime_incoming(target, boundary)
 
         def begin() -> None:
             self._pending_transition = None
+            self._primed_target = None
             self._begin_transition(target, rule, frame)
 
         self._pending_transition = self._at(boundary, begin)
+
+    def _prime_incoming(self, target: str | None, boundary: int = 0) -> None:
+        """Ask for the first bars of ``target``'s generated layers now (once per
+        pending transition), or forget those asked for a transition that will
+        not happen (``target`` None or another cue)."""
+        previous, self._primed_target = self._primed_target, target
+        if previous is not None and previous != target:
+            for layer in self._players[previous].layers:
+                if isinstance(layer.voice, GeneratedVoice):
+                    layer.voice.feed.unprime()
+        incoming = self._players.get(target) if target is not None else None
+        if incoming is not None and previous != target and not incoming.active:
+            for layer in incoming.layers:
+                if isinstance(layer.voice, GeneratedVoice):
+                    layer.voice.feed.prime(deadline_frame=boundary)
 
     def _begin_transition(self, target: str, rule: TransitionRule, requested_frame: int) -> None:
         frame = self.frame_now

@@ -156,6 +156,7 @@ def test_the_render_step_never_calls_the_generator(bank, soundfont, monkeypatch)
     session.submit(CALM_BAR_FRAMES + 100, StingerTrigger("flourish"))
     session.submit(2 * CALM_BAR_FRAMES + 100, SceneUpdate(cue="tense"))
     render_frames(session, 7 * CALM_BAR_FRAMES, block_frames=1024)
+    wait_idle(session)
     calls = [call for generator in made for call in generator.calls]
     roles = {request.role for _, request in calls}
     assert roles == {"arpeggio", "melody"}  # layers and bridge (arpeggio), stinger (melody)
@@ -460,5 +461,20 @@ def test_default_bank_flourish_and_generated_bridge(soundfont):
     assert change.frame == start.frame + beats_to_frames(4, bridge_bpm, RATE)
     bridge = notes(session, "bridge", start.frame, change.frame)
     assert bridge and {e.pitch % 12 for e in bridge} <= {11, 3, 6, 9}  # B7, the dominant of E minor
+    assert session.generation.counters["generation_misses"] == 0
+    session.close()
+
+
+def test_incoming_bars_are_asked_for_once_while_a_transition_waits(bank, soundfont, monkeypatch):
+    use_generator(monkeypatch)
+    session = make_session(bank, soundfont, speculative_bridges=0)
+    session.submit(0, SceneUpdate(cue="calm", intensity=1.0))
+    for i in range(20):  # a game sending updates at 30 Hz while the transition waits for the bar line
+        session.submit(1000 + i * 1600, SceneUpdate(cue="tense", intensity=0.5 + i / 40))
+    render_frames(session, CALM_BAR_FRAMES - 1)
+    wait_idle(session)
+    asked = [request.bar_index for _, request in stream(session, "tense/arp").generator.calls]
+    assert asked == [0, 1]  # primed once, for the boundary
+    render_frames(session, 5 * CALM_BAR_FRAMES)
     assert session.generation.counters["generation_misses"] == 0
     session.close()
