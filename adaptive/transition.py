@@ -78,9 +78,10 @@ def bridge_chords(old: Cue, new_key: Key, bars: int) -> list[tuple[Chord, Key]]:
     * last bar: V7 of the new key (in the new key);
     * the bar before (2+ bars): its pre-dominant, ii in major or iv in minor
       (in the new key) — so the bridge ends with a ii–V (iv–V) cadence;
-    * the bar before that (3+ bars): a **pivot chord**, a triad diatonic to both
-      keys (the new key's IV, vi, ii, I or iii, first found), heard in the old
-      key; when the keys share none, the new key's IV/iv (a direct modulation);
+    * the bar before that (3+ bars): a **pivot chord**, a major or minor triad
+      diatonic to both keys (the new key's IV, vi, ii, I or iii, first found,
+      other than the pre-dominant), heard in the old key; when the keys share
+      none, the new key's IV/iv (a direct modulation);
     * earlier bars (4+ bars): the outgoing cue's own chords from its first bar.
 
     The common-chord modulation is the textbook one (e.g. Aldwell & Schachter,
@@ -89,17 +90,20 @@ def bridge_chords(old: Cue, new_key: Key, bars: int) -> list[tuple[Chord, Key]]:
     old_key = old.parsed_key
     new_is_major = new_key.mode is Mode.MAJOR
     path: list[tuple[Chord, Key]] = [(old.chord_at_bar(i), old_key) for i in range(max(0, bars - 3))]
+    predominant_degree = 1 if new_is_major else 3
     if bars >= 3:
         old_scale = set(old_key.scale_pitch_classes())
         pivot, pivot_key = diatonic_triad(new_key, 3), new_key
         for degree in _PIVOT_DEGREES:
+            if degree == predominant_degree:
+                continue  # the next bar's chord
             chord = diatonic_triad(new_key, degree)
             if chord.quality.value in ((0, 4, 7), (0, 3, 7)) and set(chord.pitch_classes()) <= old_scale:
                 pivot, pivot_key = chord, old_key
                 break
         path.append((pivot, pivot_key))
     if bars >= 2:
-        path.append((diatonic_triad(new_key, 1 if new_is_major else 3), new_key))
+        path.append((diatonic_triad(new_key, predominant_degree), new_key))
     path.append((dominant_seventh(new_key), new_key))
     return path
 

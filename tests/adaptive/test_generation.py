@@ -478,3 +478,18 @@ def test_incoming_bars_are_asked_for_once_while_a_transition_waits(bank, soundfo
     render_frames(session, 5 * CALM_BAR_FRAMES)
     assert session.generation.counters["generation_misses"] == 0
     session.close()
+
+
+def test_bridge_chords_pivot_between_keys(bank):
+    from adaptive.harmony import Chord
+    from adaptive.transition import bridge_chords
+
+    calm = bank.cue("calm")  # C major, chords C Am F G
+    path = bridge_chords(calm, Key.parse("E minor"), 4)
+    assert [chord for chord, _ in path] == [Chord.parse("C"), Chord.parse("C"), Chord.parse("Am"), Chord.parse("B7")]
+    # C (VI of E minor) is diatonic to C major: the pivot, heard in C; then iv-V7 in E minor.
+    assert [key for _, key in path] == [Key.parse("C major"), Key.parse("C major"), Key.parse("E minor"),
+                                        Key.parse("E minor")]
+    # No common triad between C major and F# major: a direct move to the new IV.
+    path = bridge_chords(calm, Key.parse("F# major"), 3)
+    assert [chord for chord, _ in path] == [Chord.parse("B"), Chord.parse("G#m"), Chord.parse("C#7")]
