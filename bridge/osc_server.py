@@ -40,6 +40,10 @@ OUTBOX_BLOCKS = 256
 """Blocks of callbacks waiting to be sent before the oldest is dropped."""
 
 
+RECEIVE_BUFFER_BYTES = 1 << 20
+"""Socket receive buffer asked for (bytes): about 10 000 small datagrams, so a
+burst of input waits in the kernel instead of being dropped."""
+
 @dataclass
 class OscClient:
     """A client that said hello: where to send, and what it subscribed to."""
@@ -91,6 +95,10 @@ class OscServer:
         self.clients: dict[tuple[str, int], OscClient] = {}  # by the source address that said hello
         self.counters = collections.Counter()
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:  # room for bursts of input (the kernel caps it at net.core.rmem_max)
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        except OSError:
+            pass
         self._socket.bind((host, port))
         self._socket.settimeout(0.2)
         self.port = self._socket.getsockname()[1]
@@ -98,6 +106,10 @@ class OscServer:
         self._outbox: collections.deque = collections.deque(maxlen=OUTBOX_BLOCKS)
         self._outbox_ready = threading.Condition()
         self._lock = threading.Lock()  # guards clients
+        # Streams some client subscribes to, replaced (never mutated) under the
+        # lock; the render thread reads it to skip blocks nobody wants.
+        self._wanted_streams: frozenset[str] = frozenset()
+        self._sender_waiting = False  # the send thread is (about to be) asleep on _outbox_ready
         self._running = False
         self._threads: list[threading.Thread] = []
         self._midi = MidiChannels(self.part_info)
@@ -168,6 +180,7 @@ class OscServer:
                 raise ProtocolError("not_allowed", f"/adaptive/{name} needs /adaptive/hello first (to know the reply port)")
             with self._lock:
                 (client.streams.add if name == "subscribe" else client.streams.discard)(values["stream"])
+                self._update_wanted_streams()
         else:
             self.submit(to_input(decoded, self.bank))
             self.counters["inputs"] += 1
@@ -185,10 +198,15 @@ class OscServer:
         client = OscClient(source[0], values["reply_port"], values["client_name"], values["sample_format"])
         with self._lock:
             self.clients[source] = client
+            self._update_wanted_streams()
         self._send_now(client.address, encode_osc(
             "welcome", **welcome_values(self.sample_rate_hz, self.server_time_seconds(), self.welcome)))
         log.info("OSC: hello from %s (%s:%d, replies to port %d)", values["client_name"] or "a client",
                  source[0], source[1], values["reply_port"])
+
+    def _update_wanted_streams(self) -> None:
+        """Recompute the streams any client wants (call with the lock held)."""
+        self._wanted_streams = frozenset(stream for client in self.clients.values() for stream in client.streams)
 
     def _client_for(self, source: tuple[str, int]) -> OscClient | None:
         """The client that said hello from ``source`` (host, source port)."""
@@ -218,20 +236,32 @@ class OscServer:
     # ------------------------------------------------------------------ output
     def on_block(self, block: Any) -> None:
         """Sink of the real-time session (called on the render thread): queue
-        the block's events and MIDI for the send thread. Never blocks."""
-        if not block.events and not block.midi:
+        the block's events and MIDI for the send thread. Never blocks.
+
+        Only what some client subscribes to is queued, and the send thread is
+        woken only when it sleeps: waking another thread costs the render
+        thread far more than the rest of this sink."""
+        wanted = self._wanted_streams
+        events = block.events if "events" in wanted else ()
+        midi = block.midi if "midi" in wanted else ()
+        if not events and not midi:
             return
         if len(self._outbox) == self._outbox.maxlen:
             self.counters["dropped_blocks"] += 1
-        self._outbox.append((list(block.events), list(block.midi)))
-        with self._outbox_ready:
-            self._outbox_ready.notify()
+        self._outbox.append((list(events), list(midi)))
+        if self._sender_waiting:
+            with self._outbox_ready:
+                self._outbox_ready.notify()
 
     def _send_loop(self) -> None:
         while self._running:
             with self._outbox_ready:
+                # Set before looking at the outbox: a block queued after this
+                # line sees the flag and notifies (under the lock, so after we wait).
+                self._sender_waiting = True
                 if not self._outbox:
                     self._outbox_ready.wait(0.1)
+                self._sender_waiting = False
             while self._outbox:
                 events, midi = self._outbox.popleft()
                 with self._lock:

@@ -13,7 +13,8 @@ sockets are not thread-safe:
 * a **PUB** (callbacks) socket: multipart ``[topic, json]`` messages, topic
   ``b"events"`` (``beat``, ``bar``, ``cue_change``, ``transition``,
   ``stinger_played``) and ``b"midi"`` (``midi``). Subscribe to the topic on a
-  SUB socket.
+  SUB socket. (It is an XPUB: the server reads the subscriptions, so it does
+  no work for a topic that nobody subscribes to.)
 
 The render thread calls :meth:`ZmqServer.on_block` (a sink of the real-time
 session), which only appends the block's events and MIDI to a bounded queue
@@ -130,6 +131,10 @@ class ZmqServer:
         self.host = host
         self.counters: collections.Counter = collections.Counter()
         self._outbox: collections.deque = collections.deque(maxlen=outbox_blocks)
+        # Topic prefixes SUB sockets subscribe to (read from the XPUB by the
+        # ZeroMQ thread; replaced, never mutated), so the render thread can skip
+        # blocks nobody wants.
+        self._subscribed_prefixes: frozenset[bytes] = frozenset()
         self._midi = MidiChannels(self.part_info)
         self._running = False
         self._thread: threading.Thread | None = None
@@ -145,7 +150,7 @@ class ZmqServer:
             self._control.setsockopt(zmq.RCVHWM, RCVHWM_MESSAGES)
             self._control.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
             self.control_endpoint, self.control_port = _bind(zmq, self._control, host, control_port)
-            self._events = context.socket(zmq.PUB)
+            self._events = context.socket(zmq.XPUB)  # a PUB that tells us its subscriptions
             self._events.setsockopt(zmq.LINGER, 0)
             self._events.setsockopt(zmq.SNDHWM, sndhwm_messages)
             self.events_endpoint, self.events_port = _bind(zmq, self._events, host, events_port)
@@ -194,6 +199,7 @@ class ZmqServer:
         poller = zmq.Poller()
         poller.register(self._control, zmq.POLLIN)
         poller.register(self._wake_reader, zmq.POLLIN)
+        poller.register(self._events, zmq.POLLIN)
         try:
             while self._running:
                 try:
@@ -207,9 +213,31 @@ class ZmqServer:
                     self._drain_wake()
                 if self._control in ready:
                     self._receive_batch()
+                if self._events in ready:
+                    self._receive_subscriptions()
                 self._publish_outbox()
         finally:
             self._close_sockets()
+
+    def _receive_subscriptions(self) -> None:
+        """Read the XPUB's (un)subscription messages: ``b"\\x01" + prefix`` or
+        ``b"\\x00" + prefix``; libzmq reports the first subscription to a prefix
+        and the last unsubscription (also when a subscriber disconnects)."""
+        zmq = self._zmq
+        prefixes = set(self._subscribed_prefixes)
+        for _ in range(RECEIVE_BATCH):
+            try:
+                message = self._events.recv(zmq.NOBLOCK)
+            except zmq.ZMQError:  # zmq.Again: nothing more
+                break
+            if message[:1] == b"\x01":
+                prefixes.add(message[1:])
+            elif message[:1] == b"\x00":
+                prefixes.discard(message[1:])
+        self._subscribed_prefixes = frozenset(prefixes)
+
+    def _wants(self, topic: bytes) -> bool:
+        return any(topic.startswith(prefix) for prefix in self._subscribed_prefixes)
 
     def _drain_wake(self) -> None:
         try:
@@ -297,12 +325,15 @@ class ZmqServer:
     def on_block(self, block: Any) -> None:
         """Sink of the real-time session (called on the render thread): queue
         the block's events and MIDI for the ZeroMQ thread. Never blocks; when
-        the outbox is full its oldest block is dropped (``dropped_blocks``)."""
-        if not block.events and not block.midi:
+        the outbox is full its oldest block is dropped (``dropped_blocks``).
+        Only topics some SUB socket subscribes to are queued."""
+        events = block.events if block.events and self._wants(TOPIC_EVENTS) else ()
+        midi = block.midi if block.midi and self._wants(TOPIC_MIDI) else ()
+        if not events and not midi:
             return
         if len(self._outbox) == self._outbox.maxlen:
             self.counters["dropped_blocks"] += 1
-        self._outbox.append((list(block.events), list(block.midi)))
+        self._outbox.append((list(events), list(midi)))
         self._wake()
 
     def _publish_outbox(self) -> None:
