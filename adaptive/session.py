@@ -40,9 +40,9 @@ from adaptive.harmony import Key
 from adaptive.mixer import SoftLimiter
 from adaptive.part import Part, PartLibrary
 from adaptive.scene import SceneState, SceneUpdate, SessionInput, SimpleMapping, StingerTrigger, validate_update
+from adaptive.speculation import DEFAULT_SPECULATIVE_BRIDGES, BridgesAhead, StingersAhead
 from adaptive.stem import load_stem, render_part, rendered_stem_path, write_stem
 from adaptive.synth import Synth, find_soundfont
-from adaptive.speculation import DEFAULT_SPECULATIVE_BRIDGES, BridgesAhead, StingersAhead
 from adaptive.transition import find_rule
 from adaptive.voice import GeneratedVoice, MidiVoice, StemVoice
 
