@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zmq-control-port", type=int, help="ZeroMQ ROUTER port for JSON control (default 9003)")
     serve.add_argument("--zmq-events-port", type=int, help="ZeroMQ PUB port for JSON callbacks (default 9004)")
     serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
-    serve.add_argument("--block-frames", type=int, help="frames per audio block (default 256)")
+    serve.add_argument("--block-frames", type=int, help="frames per audio block (default 512)")
     serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
     serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
     serve.add_argument("--midi-file", type=Path, help="write the notes played as a Standard MIDI File at exit")

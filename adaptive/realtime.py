@@ -26,6 +26,8 @@ The module opens no socket and does no file I/O itself: sinks and the recording
 
 from __future__ import annotations
 
+import collections
+import gc
 import queue
 import threading
 import time
@@ -50,6 +52,14 @@ valid for this many blocks after it is handed out."""
 MIDI_TRIM_THRESHOLD = 10_000
 """When more than this many MIDI note events have been handed to sinks, they
 are removed from ``session.midi_events`` (memory stays bounded in long sessions)."""
+
+
+STALL_MS = 15.0
+"""A block taking longer than this (ms), or a wake-up this late, is kept in
+:attr:`RealtimeSession.stalls` (diagnosing underruns)."""
+
+STALLS_KEPT = 100
+"""How many stall episodes :attr:`RealtimeSession.stalls` keeps (the latest)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,16 @@ class RealtimeSession:
         playback ahead of what it had rendered (one per episode); ``late_frames``:
         frames rendered after their scheduled playback time; ``inputs`` accepted
         and ``rejected_inputs``; ``sink_drops``: sinks removed because they raised."""
+        self.max_block_ms = 0.0
+        """Longest time (ms, by ``clock``) one block took: rendering plus sinks."""
+        self.max_wake_delay_ms = 0.0
+        """Longest time (ms) the render thread woke up after it asked to: time
+        it was kept off the CPU (the OS, the GIL held by another thread, a
+        garbage collection)."""
+        self.stalls: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=STALLS_KEPT)
+        """The latest episodes where a block took, or a wake-up came, more than
+        :data:`STALL_MS` late: ``(server_time_seconds, block_ms, wake_delay_ms)``."""
+        self._wake_due: float | None = None
 
     # ------------------------------------------------------------------ time
     @property
@@ -259,6 +279,13 @@ class RealtimeSession:
         """
         if self._t0 is None:
             self._t0 = self._clock()
+        woke = self._clock()
+        wake_delay_ms = 0.0
+        if self._wake_due is not None:
+            wake_delay_ms = max(0.0, (woke - self._wake_due) * 1000.0)
+            self._wake_due = None
+            if wake_delay_ms > self.max_wake_delay_ms:
+                self.max_wake_delay_ms = wake_delay_ms
         self._take_inputs()
         session = self.session
         rendered = session.frame
@@ -271,8 +298,17 @@ class RealtimeSession:
             self._behind = False
         if rendered >= playback + self.lookahead_frames:
             due = (rendered - self.lookahead_frames + 1) / self.sample_rate_hz  # server time the next block is due
-            return min(max(due - self.server_time_seconds(), 1e-4), MAX_SLEEP_SECONDS)
+            wait = min(max(due - self.server_time_seconds(), 1e-4), MAX_SLEEP_SECONDS)
+            self._wake_due = self._clock() + wait
+            if wake_delay_ms > STALL_MS:
+                self.stalls.append((woke - self._t0, 0.0, wake_delay_ms))
+            return wait
         self._render_block(rendered, playback)
+        block_ms = (self._clock() - woke) * 1000.0
+        if block_ms > self.max_block_ms:
+            self.max_block_ms = block_ms
+        if block_ms > STALL_MS or wake_delay_ms > STALL_MS:
+            self.stalls.append((woke - self._t0, block_ms, wake_delay_ms))
         return 0.0
 
     def _take_inputs(self) -> None:
@@ -331,7 +367,55 @@ class RealtimeSession:
 
     def stats(self) -> dict[str, Any]:
         """Counters plus the generation worker's (``generated_bars``,
-        ``generation_misses``, ``generation_errors``) and the current frames
-        rendered, playback frame and lookahead (frames), for monitoring."""
-        return {**self.counters, **self.session.generation.counters, "frames_rendered": self.frames_rendered, "playback_frame": self.playback_frame(),
-                "lookahead_frames": self.lookahead_frames}
+        ``generation_misses``, ``generation_errors``), the current frames
+        rendered, playback frame and lookahead (frames), and the timing
+        figures (ms), for monitoring."""
+        return {**self.counters, **self.session.generation.counters, "frames_rendered": self.frames_rendered,
+                "playback_frame": self.playback_frame(),
+                "lookahead_frames": self.lookahead_frames, "max_block_ms": round(self.max_block_ms, 2),
+                "max_wake_delay_ms": round(self.max_wake_delay_ms, 2)}
+
+
+class GcPauseMonitor:
+    """Measures CPython's garbage-collection pauses (every thread stops
+    during one), through ``gc.callbacks``: the longest pause and the count
+    of collections per generation since :meth:`install`.
+
+    A pause longer than the lookahead minus a block causes an underrun; this
+    tells whether one did.
+    """
+
+    def __init__(self) -> None:
+        self.max_pause_ms = 0.0
+        """Longest collection, milliseconds."""
+        self.max_pause_generation = -1
+        """Generation (0..2) of that collection (-1: none yet)."""
+        self.collections = [0, 0, 0]
+        """Collections per generation."""
+        self._started: float | None = None
+
+    def install(self) -> None:
+        """Start measuring (idempotent)."""
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def remove(self) -> None:
+        """Stop measuring (idempotent)."""
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        if self._started is None:
+            return
+        pause_ms = (time.perf_counter() - self._started) * 1000.0
+        self._started = None
+        generation = int(info.get("generation", 0))
+        if 0 <= generation < 3:
+            self.collections[generation] += 1
+        if pause_ms > self.max_pause_ms:
+            self.max_pause_ms = pause_ms
+            self.max_pause_generation = generation
+

@@ -9,7 +9,7 @@ Run by hand (not in CI), from a source checkout::
     python bench/server_benchmark.py --soak-json soak.json --write-docs  # the rest, with that soak's figures
 
 What it measures (see ``bench/README.md``), with the server's default settings
-(48 kHz, blocks of 256 frames, lookahead 40 ms) and the default cue bank:
+(48 kHz, blocks of 512 frames, lookahead 40 ms) and the default cue bank:
 
 * **Reaction latency.** The server runs as a subprocess (``adaptive serve
   --record``); this process is the game: it says hello, syncs clocks with
@@ -166,8 +166,14 @@ class ServerProcess:
         match = re.search(r"stopped \((\d+) blocks, (\d+) underruns, (\d+) rejected", text)
         if not match:
             raise RuntimeError(f"no 'stopped' line; stdout: {text[-1000:]} stderr: {''.join(self.stderr)[-2000:]}")
+        timing = re.search(r"timing: longest block ([\d.]+) ms, latest wake-up ([\d.]+) ms, longest garbage "
+                           r"collection ([\d.]+) ms", text)
         return {"blocks": int(match.group(1)), "underruns": int(match.group(2)), "rejected": int(match.group(3)),
-                "returncode": self.proc.returncode}
+                "returncode": self.proc.returncode,
+                "max_block_ms": float(timing.group(1)) if timing else None,
+                "max_wake_delay_ms": float(timing.group(2)) if timing else None,
+                "max_gc_pause_ms": float(timing.group(3)) if timing else None,
+                "stalls": re.findall(r"stall at .*", text)}
 
 
 class Client:
@@ -555,8 +561,8 @@ def markdown(results: dict, info: dict, command: str) -> str:
     lines = [
         SECTION_TITLE, "",
         f"Measured {info['date']} with `{command}` (add `--write-docs` to rewrite this section; "
-        "`bench/README.md` says what is measured). The server with its default settings: 48 kHz, blocks of 256 "
-        "frames (5.3 ms), lookahead 40 ms, the default cue bank, loopback only.", "",
+        "`bench/README.md` says what is measured). The server with its default settings: 48 kHz, blocks of 512 "
+        "frames (10.7 ms), lookahead 40 ms, the default cue bank, loopback only.", "",
         "### Machine", "",
         f"- CPU: {info['cpu']}",
         f"- Cores: {info['cores']} (nothing pinned: the server's render, OSC and TCP threads share them with the client)",

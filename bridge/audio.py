@@ -257,13 +257,21 @@ class TcpClientStats:
 
 
 class _TcpClient:
-    """One connection: a bounded queue filled by ``publish`` and a writer thread draining it."""
+    """One connection. ``offer`` (the render thread) writes a block straight
+    to the non-blocking socket when nothing is waiting before it, which is
+    the usual case: one ``send`` call, no thread wake-up. What the kernel does
+    not take at once (the rest of a block: ``pending``, never dropped, or the
+    stream would lose its framing; then whole blocks: ``queue``, bounded,
+    oldest dropped) is written by the client's writer thread, which waits for
+    the socket with ``select`` and gives up on a client that takes no data for
+    ``send_timeout_seconds``."""
 
     def __init__(self, server: TcpAudioServer, sock: socket.socket, address: tuple[str, int]):
         self.server = server
         self.sock = sock
         self.address = address
         self.queue: collections.deque[bytes] = collections.deque()
+        self.pending = b""  # the unsent rest of the block being written
         self.cond = threading.Condition()
         self.closed = False
         self.sent_blocks = 0
@@ -271,10 +279,22 @@ class _TcpClient:
         self.thread = threading.Thread(target=self._run, name=f"audio-tcp-writer-{address[1]}", daemon=True)
 
     def offer(self, data: bytes) -> bool:
-        """Queue one encoded block; drop the oldest if full. True if one was dropped. Never blocks
-        beyond the writer's brief hold of the queue lock."""
+        """Send or queue one encoded block; drop the oldest queued block if the
+        queue is full. True if one was dropped. Never blocks beyond the
+        writer's brief hold of the queue lock."""
         with self.cond:
             if self.closed:
+                return False
+            if not self.pending and not self.queue:
+                try:
+                    sent = self.sock.send(data)
+                except OSError:  # BlockingIOError: the kernel buffer is full; others: the writer will find out
+                    sent = 0
+                if sent == len(data):
+                    self.sent_blocks += 1
+                    return False
+                self.pending = data[sent:]
+                self.cond.notify()
                 return False
             dropped = len(self.queue) >= self.server.queue_blocks
             if dropped:
@@ -288,9 +308,10 @@ class _TcpClient:
         with self.cond:
             self.closed = True
             self.queue.clear()
+            self.pending = b""
             self.cond.notify()
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a writer blocked in sendall
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a writer waiting in select
         except OSError:
             pass
 
@@ -302,31 +323,62 @@ class _TcpClient:
                 return False
             # Clients send nothing meaningful on the audio stream: read and discard it.
             return self.sock.recv(4096) == b""
+        except BlockingIOError:
+            return False
         except (OSError, ValueError):
             return True
+
+    def _write_pending(self) -> None:
+        """Write ``pending`` (and nothing else) to the end, waiting for the
+        socket at most ``send_timeout_seconds`` in all.
+
+        Raises:
+            OSError: the peer is gone, or took nothing for that long (TimeoutError).
+        """
+        deadline = time.monotonic() + self.server.send_timeout_seconds
+        while True:
+            with self.cond:
+                data = self.pending
+                if not data or self.closed:
+                    return
+            _, writable, _ = select.select([], [self.sock], [], max(0.0, deadline - time.monotonic()))
+            if not writable:
+                raise TimeoutError(f"audio client {self.address} took no data for {self.server.send_timeout_seconds} s")
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            with self.cond:
+                if self.closed:
+                    return
+                self.pending = data[sent:]
+                if not self.pending:
+                    self.sent_blocks += 1
 
     def _run(self) -> None:
         try:
             while True:
                 with self.cond:
-                    while not self.queue and not self.closed:
+                    while not self.pending and not self.queue and not self.closed:
                         if not self.cond.wait(self.server.idle_check_seconds):
                             break
                     if self.closed:
                         return
-                    data = self.queue.popleft() if self.queue else None
-                if data is None:
+                    if not self.pending and self.queue:
+                        self.pending = self.queue.popleft()
+                    busy = bool(self.pending)
+                if not busy:
                     if self._peer_closed():
                         return
                     continue
-                self.sock.sendall(data)  # times out after send_timeout_seconds
-                self.sent_blocks += 1
-        except OSError:  # timeout, reset, broken pipe: the client is gone or stuck
+                self._write_pending()
+        except (OSError, ValueError):  # timeout, reset, broken pipe: the client is gone or stuck
             pass
         finally:
             with self.cond:
                 self.closed = True
                 self.queue.clear()
+                self.pending = b""
             try:
                 self.sock.close()
             except OSError:
@@ -401,6 +453,10 @@ class TcpAudioServer:
         """
         self.publish_encoded(*encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format))
 
+    def has_clients(self) -> bool:
+        """Whether any client is connected now."""
+        return bool(self._clients)
+
     def publish_encoded(self, header: bytes, pcm: bytes) -> None:
         """As :meth:`publish`, for a block already encoded (in this server's
         ``sample_format``) by :func:`encode_block`: lets several transports share one encoding."""
@@ -445,7 +501,7 @@ class TcpAudioServer:
                 self.rejected_clients += 1
                 sock.close()
                 continue
-            sock.settimeout(self.send_timeout_seconds)
+            sock.setblocking(False)  # see _TcpClient: the render thread must never wait on it
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.send_buffer_bytes is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
@@ -479,7 +535,9 @@ class ZmqAudioPublisher:
     that subscriber's messages silently (the subscriber sees a gap in the
     sequence numbers). ``dropped_blocks`` counts the sends ZeroMQ refused
     outright (``zmq.Again``). Like every ZeroMQ socket it belongs to one
-    thread: call ``publish`` and ``close`` from the render thread.
+    thread: call ``publish``, ``has_subscribers`` and ``close`` from the
+    render thread. The socket is an XPUB, so the publisher knows whether
+    anyone subscribes and skips the work when nobody does.
     """
 
     TOPIC = b"audio"
@@ -498,7 +556,8 @@ class ZmqAudioPublisher:
         """Blocks ZeroMQ refused to queue (``zmq.Again``)."""
         self.sent_blocks = 0
         """Blocks handed to ZeroMQ."""
-        self._socket = (context or zmq.Context.instance()).socket(zmq.PUB)
+        self._socket = (context or zmq.Context.instance()).socket(zmq.XPUB)  # a PUB that reports subscriptions
+        self._subscribed_prefixes: set[bytes] = set()
         self._socket.setsockopt(zmq.SNDHWM, sndhwm_messages)
         self._socket.setsockopt(zmq.LINGER, 0)
         address, _, port = endpoint.rpartition(":")
@@ -511,6 +570,23 @@ class ZmqAudioPublisher:
     def publish(self, sequence: int, first_frame: int, audio: np.ndarray, sample_rate_hz: int) -> None:
         """Send one rendered block without blocking (arguments as ``TcpAudioServer.publish``)."""
         self.publish_encoded(*encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format))
+
+    def has_subscribers(self) -> bool:
+        """Whether some SUB socket subscribes to the audio topic now (reads
+        the subscription messages the XPUB queued: ``b"\\x01" + prefix`` for
+        the first subscription to a prefix, ``b"\\x00" + prefix`` for the last
+        unsubscription or disconnection). Never blocks."""
+        zmq = self._zmq
+        while True:
+            try:
+                message = self._socket.recv(zmq.NOBLOCK)
+            except zmq.ZMQError:  # zmq.Again: nothing queued
+                break
+            if message[:1] == b"\x01":
+                self._subscribed_prefixes.add(message[1:])
+            elif message[:1] == b"\x00":
+                self._subscribed_prefixes.discard(message[1:])
+        return any(self.TOPIC.startswith(prefix) for prefix in self._subscribed_prefixes)
 
     def publish_encoded(self, header: bytes, pcm: bytes) -> None:
         """As :meth:`publish`, for a block already encoded by :func:`encode_block`."""

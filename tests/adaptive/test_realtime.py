@@ -3,6 +3,7 @@ input stamping from other threads, bit-exact replay, failing sinks and bad input
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from adaptive.errors import ConfigError
-from adaptive.realtime import OutputBlock, RealtimeSession
+from adaptive.realtime import GcPauseMonitor, OutputBlock, RealtimeSession
 from adaptive.recording import Recording, load_recording, replay
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
@@ -102,6 +103,52 @@ def test_lookahead_is_bounded_and_underruns_are_counted(tone_bank, soundfont):
         pass
     assert runner.counters["underruns"] == 2
     session.close()
+
+
+def test_slow_blocks_and_late_wake_ups_are_measured_as_stalls(tone_bank, soundfont):
+    clock = FakeClock()
+    session = make_session(tone_bank, soundfont)
+    runner = RealtimeSession(session, block_frames=256, lookahead_ms=40.0, clock=clock, sleep=clock.sleep)
+    slow = {"seconds": 0.0}
+    runner.add_sink(lambda block: clock.advance(slow["seconds"]))  # a sink that takes time
+    while runner.run_once() == 0.0:
+        pass
+    assert runner.max_block_ms < 1.0 and not runner.stalls
+
+    slow["seconds"] = 0.030  # one block taking 30 ms
+    clock.advance(0.006)
+    assert runner.run_once() == 0.0
+    assert runner.max_block_ms == pytest.approx(30.0)
+    assert runner.stalls[-1][1] == pytest.approx(30.0)
+    slow["seconds"] = 0.0
+    while (wait := runner.run_once()) == 0.0:
+        pass
+
+    clock.advance(wait + 0.025)  # the thread wakes 25 ms after it asked to
+    runner.run_once()
+    assert runner.max_wake_delay_ms == pytest.approx(25.0)
+    assert runner.stalls[-1][2] == pytest.approx(25.0)
+    assert runner.stats()["max_wake_delay_ms"] == pytest.approx(25.0)
+    session.close()
+
+
+def test_gc_pause_monitor_measures_collections():
+    monitor = GcPauseMonitor()
+    monitor.install()
+    monitor.install()  # idempotent
+    try:
+        garbage = [[index] for index in range(200_000)]
+        for item in garbage:
+            item.append(item)  # cycles: only the collector frees them
+        del garbage
+        gc.collect()
+    finally:
+        monitor.remove()
+    assert monitor.collections[2] >= 1
+    assert monitor.max_pause_ms > 0.0 and monitor.max_pause_generation in (0, 1, 2)
+    count = list(monitor.collections)
+    gc.collect()  # removed: no longer counted
+    assert monitor.collections == count
 
 
 def test_render_thread_keeps_pace_with_a_fake_clock(tone_bank, soundfont):

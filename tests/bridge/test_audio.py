@@ -384,3 +384,28 @@ def test_zmq_publish_without_subscribers_never_blocks():
             publisher.publish(sequence, sequence * BLOCK_FRAMES, block(sequence), RATE_HZ)
         assert time.perf_counter() - start < 1.0
     context.term()
+
+
+def test_the_zmq_publisher_knows_whether_anyone_subscribes_to_audio():
+    zmq = pytest.importorskip("zmq")
+    context = zmq.Context()
+    publisher = ZmqAudioPublisher(context=context)
+    others = context.socket(zmq.SUB)
+    listener = context.socket(zmq.SUB)
+    for sock in (others, listener):
+        sock.setsockopt(zmq.LINGER, 0)
+    try:
+        assert not publisher.has_subscribers()
+        others.setsockopt(zmq.SUBSCRIBE, b"events")  # another topic: not a listener of audio
+        others.connect(publisher.endpoint)
+        time.sleep(0.2)
+        assert not publisher.has_subscribers()
+        listener.setsockopt(zmq.SUBSCRIBE, b"")  # everything, audio included
+        listener.connect(publisher.endpoint)
+        assert wait_until(publisher.has_subscribers)
+        listener.close()  # its subscriptions go with it
+        assert wait_until(lambda: not publisher.has_subscribers())
+    finally:
+        others.close()
+        publisher.close()
+        context.term()
