@@ -137,7 +137,8 @@ class GenerationWorker:
             ``ticket.done``); tests use it to make misses happen exactly where
             they want, as a slow generator would in real time.
 
-    The thread starts on the first :meth:`submit`; :meth:`close` stops it.
+    The thread starts when the first part is registered (:meth:`stream`, at
+    set-up time, not in the render step); :meth:`close` stops it.
     """
 
     def __init__(self, mode: GenerationMode = GenerationMode.WAIT,
@@ -167,6 +168,9 @@ class GenerationWorker:
         stream = PartStream(name, generator)
         with self._lock:
             self._streams.append(stream)
+            if self._thread is None and not self._closing:
+                self._thread = threading.Thread(target=self._run, name="adaptive-generation", daemon=True)
+                self._thread.start()
         return stream
 
     @property
@@ -187,9 +191,6 @@ class GenerationWorker:
         stream.submitted += 1
         with self._wake:
             stream.queue.append(ticket)
-            if self._thread is None and not self._closing:
-                self._thread = threading.Thread(target=self._run, name="adaptive-generation", daemon=True)
-                self._thread.start()
             self._wake.notify()
         return ticket
 
