@@ -116,17 +116,22 @@ def load_model_generator() -> PartGenerator:
     """
     from adaptive.errors import ConfigError
 
+    def unavailable(error: ImportError) -> ConfigError:
+        missing = getattr(error, "name", None) or str(error)
+        return ConfigError(
+            f"generator 'model' is not available: models.generate.ModelPartGenerator cannot be imported "
+            f"({missing} is missing: {error}); install the project with its dependencies ('./run setup') "
+            f"or choose --generator rule_based"
+        )
+
     try:
         from models.generate import ModelPartGenerator
     except ImportError as error:
-        missing = getattr(error, "name", None) or str(error)
-        raise ConfigError(
-            f"generator 'model' is not available: cannot import models.generate.ModelPartGenerator "
-            f"({missing} is missing: {error}); install the project with PyTorch ('./run setup') "
-            f"or choose --generator rule_based"
-        ) from None
+        raise unavailable(error) from None
     try:
         return ModelPartGenerator(checkpoint=None, threads=1)
+    except ImportError as error:  # a dependency imported when the model loads
+        raise unavailable(error) from None
     except Exception as error:  # a missing or corrupt checkpoint, a torch failure
         raise ConfigError(
             f"generator 'model': cannot load its checkpoint ({type(error).__name__}: {error}); "

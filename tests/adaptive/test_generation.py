@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -416,6 +417,16 @@ def test_model_generator_is_imported_only_when_asked_for(monkeypatch):
     assert "models.generate" in str(caught.value) and "--generator rule_based" in str(caught.value)
     with pytest.raises(ConfigError, match="unknown generator 'oracle'"):
         make_generator("oracle")
+    fake = types.ModuleType("models.generate")
+
+    class BrokenCheckpoint:
+        def __init__(self, checkpoint=None, threads=1):
+            raise ValueError("models/generator.pt is truncated")
+
+    fake.ModelPartGenerator = BrokenCheckpoint
+    monkeypatch.setitem(sys.modules, "models.generate", fake)
+    with pytest.raises(ConfigError, match="cannot load its checkpoint .*generator.pt is truncated"):
+        make_generator("model")
     code = "import sys, adaptive.session, adaptive.cli, adaptive.realtime; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
