@@ -504,3 +504,20 @@ def test_bridge_chords_pivot_between_keys(bank):
     # No common triad between C major and F# major: a direct move to the new IV.
     path = bridge_chords(calm, Key.parse("F# major"), 3)
     assert [chord for chord, _ in path] == [Chord.parse("B"), Chord.parse("G#m"), Chord.parse("C#7")]
+
+
+def test_bridges_made_ahead_follow_the_emotion_nearest_first(bank, soundfont, monkeypatch):
+    use_generator(monkeypatch)
+    session = make_session(bank, soundfont, speculative_bridges=1)
+    bridge_firsts = lambda: [r.bpm for _, r in stream(session, "bridge").generator.calls if r.bar_index == 0]  # noqa: E731
+    session.submit(0, SceneUpdate(cue="calm", valence=-0.7, arousal=-0.7, intensity=1.0))  # near dark
+    render_frames(session, 4096)
+    wait_idle(session)
+    assert bridge_firsts() == [85.0]  # calm -> dark: 90 bpm stepping towards 70
+    session.submit(session.frame, SceneUpdate(cue="calm", valence=-0.6, arousal=-0.6))  # moved < 0.25: no refresh
+    render_frames(session, 4096)
+    session.submit(session.frame, SceneUpdate(cue="calm", valence=-0.4, arousal=0.6))  # near tense now
+    render_frames(session, 4096)
+    wait_idle(session)
+    assert bridge_firsts() == [85.0, 97.5]  # then calm -> tense
+    session.close()
