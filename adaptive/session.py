@@ -572,22 +572,24 @@ class Session:
             boundary = lead.grid.quantize(frame, stinger.quantize, phrase_bars=phrase_bars, loop_bars=loop_bars)
             bpm, beats_per_bar = lead.bpm, lead.beats_per_bar
         voice, part = self._stingers[name]
-        generated = isinstance(stinger.source, GeneratedStingerSource) and self._current is not None
+        # A generated stinger is in the key of the cue playing when it is
+        # triggered, as a MIDI stinger is transposed to it.
+        key_cue = self.bank.cue(self._current.name) if self._current is not None else None
+        generated = isinstance(stinger.source, GeneratedStingerSource) and key_cue is not None
         if generated:
-            assert self._current is not None
+            assert key_cue is not None
             emotion = self.scene.emotion
-            self._stingers_ahead.requested(name, self.bank.cue(self._current.name), emotion.valence,
-                                           emotion.arousal, boundary)
+            self._stingers_ahead.requested(name, key_cue, emotion.valence, emotion.arousal, boundary)
         elif stinger.key is not None and self._current is not None and self._current.name in self._players:
             semitones = Key.parse(stinger.key).semitones_to(self.bank.cue(self._current.name).parsed_key)
             part = part.transposed(semitones)
 
         def play() -> None:
             if generated:
-                assert self._current is not None
+                assert key_cue is not None
                 emotion = self.scene.emotion
-                voice.part = self._stingers_ahead.take(name, self.bank.cue(self._current.name), emotion.valence,
-                                                       emotion.arousal, self.frame_now)
+                voice.part = self._stingers_ahead.take(name, key_cue, emotion.valence, emotion.arousal,
+                                                       self.frame_now)
             else:
                 voice.part = part
             voice.start(TempoGrid(bpm, beats_per_bar, self.frame_now, self.sample_rate_hz))

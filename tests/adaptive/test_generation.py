@@ -521,3 +521,21 @@ def test_bridges_made_ahead_follow_the_emotion_nearest_first(bank, soundfont, mo
     wait_idle(session)
     assert bridge_firsts() == [85.0, 97.5]  # then calm -> tense
     session.close()
+
+
+def test_generated_stinger_on_a_transition_boundary_keeps_the_key_it_was_triggered_in(bank, soundfont, monkeypatch):
+    use_generator(monkeypatch)
+    worker = GenerationWorker(deadline_policy=lambda ticket: ticket.done.wait(10))
+    session = make_session(bank, soundfont, generation=worker, speculative_bridges=0)
+    session.submit(0, SceneUpdate(cue="calm", intensity=1.0))
+    render_frames(session, CALM_BAR_FRAMES - 30_000)
+    wait_idle(session)  # the flourish for calm is ready
+    session.submit(session.frame, SceneUpdate(cue="tense"))  # leaves calm at the bar line
+    session.submit(session.frame + 10, StingerTrigger("flourish"))  # lands on that same bar line
+    render_frames(session, 2 * CALM_BAR_FRAMES)
+    [stinger] = [e for e in session.drain_events() if e.kind == "stinger"]
+    assert stinger.frame == CALM_BAR_FRAMES
+    played = notes(session, "stinger/flourish", 0, session.frame)
+    assert played and {e.pitch % 12 for e in played} <= {0, 4, 7}  # C major's tonic triad: calm's key
+    assert session.generation.counters["generation_misses"] == 0
+    session.close()
