@@ -22,6 +22,7 @@ takes answers); the generator runs on the worker.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -169,6 +170,7 @@ class StingersAhead:
         self.seed = seed
         self._refresher = _Refresher(refresh_distance)
         self._ready: dict[str, tuple[str, list[Ticket]]] = {}  # stinger -> (cue it was made for, tickets)
+        self._triggered: Counter[str] = Counter()  # stingers triggered, not yet played
 
     def _submit(self, name: str, cue: Cue, valence: float, arousal: float, deadline: float) -> tuple[str, list[Ticket]]:
         stinger, stream = self.stingers[name]
@@ -186,7 +188,8 @@ class StingersAhead:
         if not self.stingers or not self._refresher.due(cue.name, valence, arousal):
             return
         for name in self.stingers:
-            self._ready[name] = self._submit(name, cue, valence, arousal, NO_DEADLINE)
+            if not self._triggered[name]:  # a triggered phrase stays until it plays
+                self._ready[name] = self._submit(name, cue, valence, arousal, NO_DEADLINE)
 
     def requested(self, name: str, cue: Cue, valence: float, arousal: float, play_frame: int) -> None:
         """Stinger ``name`` was triggered, to play at ``play_frame``: hurry its phrase
@@ -194,6 +197,7 @@ class StingersAhead:
         entry = self._ready.get(name)
         if entry is None or entry[0] != cue.name:
             entry = self._ready[name] = self._submit(name, cue, valence, arousal, play_frame)
+        self._triggered[name] += 1
         _, stream = self.stingers[name]
         self.worker.hurry(stream, entry[1], play_frame)
 
@@ -204,6 +208,8 @@ class StingersAhead:
         source = stinger.source
         assert isinstance(source, GeneratedStingerSource)
         entry = self._ready.pop(name, None)
+        if self._triggered[name]:
+            self._triggered[name] -= 1
         if entry is None or entry[0] != cue.name:
             entry = self._submit(name, cue, valence, arousal, frame)
         bars = [self.worker.take(ticket, frame) for ticket in entry[1]]
