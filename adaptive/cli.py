@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zmq-control-port", type=int, help="ZeroMQ ROUTER port for JSON control (default 9003)")
     serve.add_argument("--zmq-events-port", type=int, help="ZeroMQ PUB port for JSON callbacks (default 9004)")
     serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
+    serve.add_argument("--realtime-priority", type=int,
+                       help="SCHED_FIFO priority of the render thread, 1..99 (default 10; 0: normal scheduling)")
     serve.add_argument("--block-frames", type=int, help="frames per audio block (default 512)")
     serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
     serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
@@ -183,8 +185,8 @@ def _render(args: argparse.Namespace) -> int:
 
 
 SERVE_KEYS = ("host", "osc_port", "audio_tcp_port", "zmq_audio_port", "zmq_control_port", "zmq_events_port",
-              "lookahead_ms", "block_frames", "sample_rate", "record", "midi_file", "virtual_midi", "seed", "bank",
-              "soundfont", "generator")
+              "lookahead_ms", "realtime_priority", "block_frames", "sample_rate", "record", "midi_file", "virtual_midi",
+              "seed", "bank", "soundfont", "generator")
 
 
 def _serve_settings(args: argparse.Namespace):
@@ -214,7 +216,7 @@ def _serve_settings(args: argparse.Namespace):
     checks = {
         "osc_port": (0, 65535), "audio_tcp_port": (0, 65535), "zmq_audio_port": (0, 65535),
         "zmq_control_port": (0, 65535), "zmq_events_port": (0, 65535),
-        "lookahead_ms": (0.0, 2000.0), "block_frames": (32, 4096), "sample_rate": (8000, 192000),
+        "lookahead_ms": (0.0, 2000.0), "realtime_priority": (0, 99), "block_frames": (32, 4096), "sample_rate": (8000, 192000),
         "seed": (0, 2**32 - 1),
     }
     where = f"{args.config}: " if args.config else ""
@@ -223,6 +225,8 @@ def _serve_settings(args: argparse.Namespace):
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ConfigError(f"{where}{key} {value!r} is out of range (allowed: {low}..{high})")
+            if isinstance(low, int) and not isinstance(value, int):
+                raise ConfigError(f"{where}{key} {value!r} is not allowed (allowed: a whole number from {low} to {high})")
     if "generator" in values and values["generator"] not in GENERATORS:
         raise ConfigError(f"{where}generator {values['generator']!r} is not allowed (allowed: {', '.join(GENERATORS)})")
     if "virtual_midi" in values and not isinstance(values["virtual_midi"], bool):

@@ -111,9 +111,12 @@ MESSAGES: tuple[Message, ...] = (
     # ------------------------------------------------------------ to the server
     Message("hello", "/adaptive/hello", Direction.TO_SERVER, (
         Arg("reply_port", ArgType.INT, "UDP port on the sender's host that replies and callbacks go to", 1, 65535),
-        Arg("sample_rate_hz", ArgType.INT, "the client's audio output rate", 8000, 192000),
-        Arg("channels", ArgType.INT, "the client's output channels", 1, 2),
-        Arg("sample_format", ArgType.STRING, "PCM format the client wants audio in", choices=("s16", "f32")),
+        Arg("sample_rate_hz", ArgType.INT, "the client's audio output rate (informational: the audio streams "
+            "stay at the session's rate, in welcome and every block header; a client at another rate resamples)",
+            8000, 192000),
+        Arg("channels", ArgType.INT, "the client's output channels (informational: the audio streams are stereo)", 1, 2),
+        Arg("sample_format", ArgType.STRING, "PCM format the client prefers (informational: each audio block "
+            "header states the format the server streams)", choices=("s16", "f32")),
         Arg("client_name", ArgType.STRING, "free text naming the client, for logs"),
     ), "Say hello; the server answers with welcome and starts sending callbacks to reply_port.", reply="welcome"),
     Message("scene", "/adaptive/scene", Direction.TO_SERVER, (
@@ -141,7 +144,8 @@ MESSAGES: tuple[Message, ...] = (
         Arg("stinger", ArgType.STRING, _NAME),
     ), "Play a stinger at its quantized boundary."),
     Message("subscribe", "/adaptive/subscribe", Direction.TO_SERVER, (
-        Arg("stream", ArgType.STRING, "what to receive at reply_port", choices=STREAMS),
+        Arg("stream", ArgType.STRING, "what to receive at reply_port ('audio' sends nothing over OSC: audio "
+            "comes over the TCP stream of welcome's audio_tcp_port or ZeroMQ PUB)", choices=STREAMS),
     ), "Start receiving a stream (events: beats, bars, cues, transitions, stingers; midi: note events)."),
     Message("unsubscribe", "/adaptive/unsubscribe", Direction.TO_SERVER, (
         Arg("stream", ArgType.STRING, "what to stop receiving", choices=STREAMS),

@@ -56,6 +56,10 @@ class ServerSettings:
         seed: seeds generated parts.
         generator: the part generator of generated layers, bridges and
             stingers (a name of :data:`adaptive.generator.GENERATORS`).
+        realtime_priority: the render thread's SCHED_FIFO priority (1..99) so a
+            busy machine cannot starve it (underruns); 0: normal scheduling.
+            Refused without permission (root, CAP_SYS_NICE or ``ulimit -r``):
+            the server then logs why and goes on at normal priority.
     """
 
     bank: Path
@@ -63,6 +67,7 @@ class ServerSettings:
     sample_rate_hz: int = 48_000
     block_frames: int = 512
     lookahead_ms: float = 40.0
+    realtime_priority: int = 10
     host: str = "127.0.0.1"
     osc_port: int = 9000
     audio_tcp_port: int = 9001
@@ -104,7 +109,8 @@ class Server:
 
             self.recording = Recording.for_session(settings.record, self.session, settings.bank.resolve())
         self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
-                                        lookahead_ms=settings.lookahead_ms, recording=self.recording)
+                                        lookahead_ms=settings.lookahead_ms, recording=self.recording,
+                                        thread_priority=settings.realtime_priority)
         self.gc_monitor = GcPauseMonitor()
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
@@ -229,8 +235,17 @@ def serve(settings: ServerSettings) -> int:
           f"lookahead {settings.lookahead_ms:g} ms)", flush=True)
     for line in server.endpoints():
         print(line, flush=True)
+    priority_checked = False
     try:
         while not stop.wait(0.5):
+            if not priority_checked and settings.realtime_priority:
+                priority_checked = True
+                problem = server.realtime.priority_problem
+                if problem is not None:
+                    log.warning("the render thread runs at normal priority (real-time priority %d refused: %s); "
+                                "on a busy machine that risks underruns: allow it (run as root, give CAP_SYS_NICE, "
+                                "or `ulimit -r %d`) or pass --realtime-priority 0 to not ask",
+                                settings.realtime_priority, problem, settings.realtime_priority)
             if server.realtime.failure is not None:
                 log.error("the render thread stopped: %r", server.realtime.failure)
                 return 1

@@ -456,3 +456,35 @@ def test_malformed_recordings_are_named_by_line(tmp_path, lines, expected):
 def test_missing_recording_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the session recording"):
         load_recording(tmp_path / "missing.jsonl")
+
+
+def test_the_render_thread_asks_for_real_time_priority_and_goes_on_without_it(tone_bank, soundfont, monkeypatch):
+    import os
+
+    from adaptive import realtime
+
+    asked = []
+
+    def refuse(pid, policy, param):
+        asked.append((pid, policy, param.sched_priority))
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse, raising=False)
+    monkeypatch.setattr(os, "SCHED_FIFO", 1, raising=False)
+    monkeypatch.setattr(os, "sched_param", lambda priority: type("P", (), {"sched_priority": priority})(),
+                        raising=False)
+    session = make_session(tone_bank, soundfont)
+    runner = RealtimeSession(session, block_frames=256, lookahead_ms=40.0, thread_priority=12)
+    collector = Collector()
+    runner.add_sink(collector)
+    runner.start()
+    try:
+        wait_for(lambda: len(collector.blocks) >= 20)  # refused, yet the music plays
+    finally:
+        runner.stop()
+        session.close()
+    assert asked == [(0, 1, 12)]
+    assert runner.priority_problem == "Operation not permitted"
+    assert realtime.raise_thread_priority(0) == "priority 0 is out of range (allowed: 1..99)"
+    with pytest.raises(ValueError, match="thread_priority 100 is out of range"):
+        RealtimeSession(make_session(tone_bank, soundfont), thread_priority=100)
