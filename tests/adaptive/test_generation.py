@@ -452,7 +452,9 @@ def test_default_bank_flourish_and_generated_bridge(soundfont):
     from adaptive.cli import DEFAULT_BANK
 
     bank = load_bank(DEFAULT_BANK)
-    session = Session(bank, soundfont=soundfont, sample_rate_hz=RATE)  # the default generator
+    # Pinned to the rule-based generator (chord tones only, as asserted below);
+    # the bank itself names no generator, so the session's plays.
+    session = Session(bank, soundfont=soundfont, sample_rate_hz=RATE, generator="rule_based")
     def beat(k: int) -> int:  # explore: D major, 84 bpm
         return beats_to_frames(k, 84.0, RATE)
 
