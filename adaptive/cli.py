@@ -25,6 +25,7 @@ from pathlib import Path
 
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ
 from adaptive.errors import AdaptiveError
+from adaptive.generator import DEFAULT_GENERATOR, GENERATORS
 
 DEFAULT_BANK = Path(__file__).parent / "data" / "default_bank" / "bank.toml"
 """The embedded default cue bank."""
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--seed", type=int, default=None, help="override the timeline's seed")
     render.add_argument("--subtype", choices=("PCM_16", "PCM_24", "FLOAT"), default="PCM_16", help="WAV sample format")
     render.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _generator_option(render)
     _common(render)
     _mapping_option(render)
 
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--virtual-midi", action="store_true", default=None,
                        help="also play the notes on a virtual MIDI port 'adaptive' (needs python-rtmidi)")
     serve.add_argument("--seed", type=int, help="seed of generated parts (default 0)")
+    _generator_option(serve, default=None)
     serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
     serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
     serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
@@ -131,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     plot_session.add_argument("--bank", type=Path, default=None,
                               help="the cue bank, for each cue's colour (default: the embedded bank)")
     return parser
+
+
+def _generator_option(parser: argparse.ArgumentParser, default: str | None = DEFAULT_GENERATOR) -> None:
+    parser.add_argument("--generator", choices=tuple(GENERATORS), default=default,
+                        help="part generator of generated layers, bridges and stingers "
+                             f"(default {DEFAULT_GENERATOR}; 'model' needs models/ and PyTorch)")
 
 
 def _mapping_option(parser: argparse.ArgumentParser) -> None:
@@ -217,7 +226,7 @@ def _render(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="frame", unit_scale=True, disable=args.no_progress or None,
               desc="rendering", file=sys.stderr, leave=False) as bar:
         result = render_timeline(bank, timeline, soundfont=args.soundfont, sample_rate_hz=args.sample_rate,
-                                 seed=args.seed, on_block=bar.update, mapping=mapping,
+                                 seed=args.seed, on_block=bar.update, generator=args.generator, mapping=mapping,
                                  progress=lambda message: print(f"adaptive: {message}", file=sys.stderr))
     with _writing(args.output):
         write_wav(args.output, result.audio, args.sample_rate, args.subtype)
@@ -239,8 +248,8 @@ def _render(args: argparse.Namespace) -> int:
 
 
 SERVE_KEYS = ("host", "osc_port", "audio_tcp_port", "zmq_audio_port", "zmq_control_port", "zmq_events_port",
-              "lookahead_ms", "realtime_priority", "block_frames", "sample_rate", "record", "midi_file", "virtual_midi", "seed", "bank",
-              "soundfont", "mapping")
+              "lookahead_ms", "realtime_priority", "block_frames", "sample_rate", "record", "midi_file", "virtual_midi",
+              "seed", "bank", "soundfont", "generator", "mapping")
 
 
 def _serve_settings(args: argparse.Namespace):
@@ -281,6 +290,8 @@ def _serve_settings(args: argparse.Namespace):
                 raise ConfigError(f"{where}{key} {value!r} is out of range (allowed: {low}..{high})")
             if isinstance(low, int) and not isinstance(value, int):
                 raise ConfigError(f"{where}{key} {value!r} is not allowed (allowed: a whole number from {low} to {high})")
+    if "generator" in values and values["generator"] not in GENERATORS:
+        raise ConfigError(f"{where}generator {values['generator']!r} is not allowed (allowed: {', '.join(GENERATORS)})")
     if "virtual_midi" in values and not isinstance(values["virtual_midi"], bool):
         raise ConfigError(f"{where}virtual_midi {values['virtual_midi']!r} is not allowed (allowed: true or false)")
     for key in ("bank", "soundfont", "record", "midi_file", "mapping"):

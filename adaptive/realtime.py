@@ -15,6 +15,10 @@ driven by a pacing loop (DESIGN.md, "The time model").
   replayed offline gives the served audio bit for bit.
 * Every rendered block goes to the sinks as an :class:`OutputBlock`, with its
   first frame, its scheduled server time, the music events and MIDI notes in it.
+* The session's generation worker is put in real-time mode: a generated bar
+  not ready at its downbeat plays the rule-based fallback (a miss, counted in
+  ``generation_misses``). Each fallback is written to the recording, so replay
+  plays the same fallbacks.
 
 The module opens no socket and does no file I/O itself: sinks and the recording
 (queue + writer thread) take the output off the render thread.
@@ -33,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from adaptive.generation import GenerationMode
 from adaptive.mapping import MappingChange
 from adaptive.recording import Recording
 from adaptive.scene import SessionInput, StingerTrigger
@@ -169,6 +174,7 @@ class RealtimeSession:
         if not 0 <= thread_priority <= 99:
             raise ValueError(f"thread_priority {thread_priority} is out of range (allowed: 0..99, 0 = normal)")
         self.session = session
+        session.generation.mode = GenerationMode.REALTIME  # never wait for the generator
         self.thread_priority = thread_priority
         self.priority_problem: str | None = None
         """Why real-time priority was not granted (``None``: granted, or not asked for)."""
@@ -367,6 +373,11 @@ class RealtimeSession:
         n = self.block_frames
         slot = self._ring[self._sequence % self._ring.shape[0], :n]
         np.copyto(slot, session.render(n))
+        if session.generation.fallbacks:
+            fallbacks = session.generation.drain_fallbacks()
+            if self.recording is not None:
+                for fallback in fallbacks:
+                    self.recording.write_fallback(fallback)
         late = min(n, playback - first_frame)
         if late > 0:
             self.counters["late_frames"] += late
@@ -393,9 +404,12 @@ class RealtimeSession:
             self._midi_index = 0
 
     def stats(self) -> dict[str, Any]:
-        """Counters plus the current frames rendered, playback frame and
-        lookahead (frames), and the timing figures (ms), for monitoring."""
-        return {**self.counters, "frames_rendered": self.frames_rendered, "playback_frame": self.playback_frame(),
+        """Counters plus the generation worker's (``generated_bars``,
+        ``generation_misses``, ``generation_errors``), the current frames
+        rendered, playback frame and lookahead (frames), and the timing
+        figures (ms), for monitoring."""
+        return {**self.counters, **self.session.generation.counters, "frames_rendered": self.frames_rendered,
+                "playback_frame": self.playback_frame(),
                 "lookahead_frames": self.lookahead_frames, "max_block_ms": round(self.max_block_ms, 2),
                 "max_wake_delay_ms": round(self.max_wake_delay_ms, 2)}
 

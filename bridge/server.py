@@ -23,6 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptive.generator import DEFAULT_GENERATOR
 from bridge.audio import encode_block
 
 log = logging.getLogger("adaptive.server")
@@ -53,6 +54,8 @@ class ServerSettings:
         virtual_midi: also play the notes on a virtual MIDI port "adaptive" (needs python-rtmidi
             and a platform with virtual ports).
         seed: seeds generated parts.
+        generator: the part generator of generated layers, bridges and
+            stingers (a name of :data:`adaptive.generator.GENERATORS`).
         realtime_priority: the render thread's SCHED_FIFO priority (1..99) so a
             busy machine cannot starve it (underruns); 0: normal scheduling.
             Refused without permission (root, CAP_SYS_NICE or ``ulimit -r``):
@@ -78,6 +81,7 @@ class ServerSettings:
     midi_file: Path | None = None
     virtual_midi: bool = False
     seed: int = 0
+    generator: str = DEFAULT_GENERATOR
     mapping: Path | None = None
 
 
@@ -109,15 +113,14 @@ class Server:
             mapping_path = DEFAULT_MAPPING
         mapping = load_mapping(mapping_path, self.bank) if mapping_path is not None else ResolvedMapping.from_bank(self.bank)
         self.session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
-                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096), mapping=mapping,
+                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096),
+                               generator=settings.generator, mapping=mapping,
                                generated_bridges=True)  # a live mapping change may add generated bridges
         self.recording = None
         if settings.record is not None:
             from adaptive.recording import Recording
 
-            self.recording = Recording(settings.record, bank=settings.bank.resolve(), soundfont=self.session.soundfont,
-                                       sample_rate_hz=settings.sample_rate_hz, seed=settings.seed,
-                                       mapping=mapping.text or None)
+            self.recording = Recording.for_session(settings.record, self.session, settings.bank.resolve())
         self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
                                         lookahead_ms=settings.lookahead_ms, recording=self.recording,
                                         thread_priority=settings.realtime_priority)
@@ -279,7 +282,8 @@ def serve(settings: ServerSettings) -> int:
         server.close()
         realtime, gc_monitor = server.realtime, server.gc_monitor
         print(f"adaptive: stopped ({realtime.counters['blocks']} blocks, "
-              f"{realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages)",
+              f"{realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages, "
+              f"{server.session.generation.counters['generation_misses']} generation misses)",
               flush=True)
         print(f"adaptive: timing: longest block {realtime.max_block_ms:.1f} ms, latest wake-up "
               f"{realtime.max_wake_delay_ms:.1f} ms, longest garbage collection {gc_monitor.max_pause_ms:.1f} ms "

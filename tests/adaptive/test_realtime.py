@@ -371,8 +371,10 @@ def write_lines(path: Path, lines: list) -> Path:
     return path
 
 
-HEADER = {"format": "adaptive-recording", "version": 1, "bank": "/x/bank.toml", "soundfont": None,
-          "sample_rate_hz": 48000, "seed": 0}
+HEADER = {"format": "adaptive-recording", "version": 2, "bank": "/x/bank.toml", "soundfont": None,
+          "sample_rate_hz": 48000, "seed": 0, "generator": "rule_based", "bars_ahead": 1, "speculative_bridges": 2}
+HEADER_V1 = {"format": "adaptive-recording", "version": 1, "bank": "/x/bank.toml", "soundfont": None,
+             "sample_rate_hz": 48000, "seed": 0}
 
 
 def test_recording_round_trip(tmp_path):
@@ -394,11 +396,38 @@ def test_recording_round_trip(tmp_path):
     assert end_frame == 9600
 
 
+def test_recording_keeps_generation_fallbacks_and_reads_version_1(tmp_path):
+    from adaptive.generation import GenerationFallback
+    from adaptive.recording import load_recording_with_fallbacks
+
+    path = tmp_path / "r.jsonl"
+    recording = Recording(path, bank="bank.toml", soundfont=None, sample_rate_hz=48000, seed=0, generator="model",
+                          bars_ahead=2, speculative_bridges=0)
+    recording.write_input(0, StingerTrigger("hit"))
+    fallback = GenerationFallback(96000, "explore/arpeggio", 3, 2, "late")
+    recording.write_fallback(fallback)
+    recording.close(192000)
+    header, inputs, fallbacks, end_frame = load_recording_with_fallbacks(path)
+    assert (header.generator, header.bars_ahead, header.speculative_bridges) == ("model", 2, 0)
+    assert inputs == [(0, StingerTrigger("hit"))] and fallbacks == [fallback] and end_frame == 192000
+    assert load_recording(path)[1] == inputs  # the plain loader leaves fallbacks out
+    old = write_lines(tmp_path / "v1.jsonl", [HEADER_V1, {"frame": 0, "type": "stinger", "name": "hit"},
+                                             {"type": "end", "frame": 10}])
+    header, inputs, fallbacks, end_frame = load_recording_with_fallbacks(old)
+    assert (header.generator, header.bars_ahead, fallbacks) == ("rule_based", 1, [])
+
+
 @pytest.mark.parametrize("lines, expected", [
     ([], "line 1: empty file"),
     (["{not json"], "line 1: not valid JSON"),
     ([{**HEADER, "format": "other"}, {"type": "end", "frame": 0}], "line 1: format 'other'"),
-    ([{**HEADER, "version": 2}, {"type": "end", "frame": 0}], "line 1: version 2 is not supported"),
+    ([{**HEADER, "version": 3}, {"type": "end", "frame": 0}], "line 1: version 3 is not supported"),
+    ([{**HEADER, "generator": "oracle"}, {"type": "end", "frame": 0}], "line 1: generator 'oracle' is not known"),
+    ([{**HEADER, "bars_ahead": 0}, {"type": "end", "frame": 0}], "line 1: bars_ahead 0 is out of range"),
+    ([HEADER, {"frame": 0, "type": "generation_fallback", "part": "a/b", "request": -1, "bar_index": 0,
+               "reason": "late"}, {"type": "end", "frame": 0}], "line 2: generation_fallback needs part"),
+    ([HEADER, {"frame": 0, "type": "generation_fallback", "part": "a/b"}, {"type": "end", "frame": 0}],
+     "line 2: a generation_fallback line has exactly the fields"),
     ([{**HEADER, "sample_rate_hz": 5}, {"type": "end", "frame": 0}], "line 1: sample_rate_hz 5 is out of range"),
     ([HEADER, {"frame": -1, "type": "stinger", "name": "hit"}, {"type": "end", "frame": 0}],
      "line 2: frame -1 must be an integer >= 0"),
