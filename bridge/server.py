@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,6 +28,10 @@ from adaptive.generator import DEFAULT_GENERATOR
 from bridge.audio import encode_block
 
 log = logging.getLogger("adaptive.server")
+
+
+SWITCH_INTERVAL_SECONDS = 0.001
+"""The interpreter's thread switch interval while serving (``sys.setswitchinterval``)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,11 @@ class Server:
         """
         gc.collect()
         gc.freeze()
+        # Another Python thread (the generation worker, the socket threads)
+        # holding the GIL keeps a waking render thread waiting up to the switch
+        # interval; 5 ms (CPython's default) made the 99th-percentile block
+        # 8 ms against a busy thread, 1 ms makes it 0.7-1.6 ms (docs/benchmarks.md).
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self.gc_monitor.install()
         self.realtime.start()
         self.osc.start()
@@ -251,9 +261,35 @@ def _bind(what: str, port: int, make):
                             "(choose another port, or 0 for any free one)") from None
 
 
+SERVER_NICE = -10
+"""Nice value of every thread of ``adaptive serve`` (when real-time priority is on)."""
+
+
+def raise_process_priority(nice: int = SERVER_NICE) -> str | None:
+    """Give the calling thread, and so every thread it starts afterwards (on
+    Linux a thread inherits its creator's nice value), the nice value
+    ``nice``. Call it before the server starts its threads.
+
+    Why: the render thread (SCHED_FIFO) must take the GIL from whichever of
+    the server's Python threads holds it; if that thread is preempted by
+    another process meanwhile, the render thread waits for it (a priority
+    inversion: a 97 ms block in a 10-minute run on a loaded machine). At nice
+    -10 the others are preempted far less.
+
+    Returns:
+        None on success, else why not (no permission). Never raises.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except (OSError, AttributeError) as error:
+        return f"{getattr(error, 'strerror', None) or error}"
+    return None
+
+
 def serve(settings: ServerSettings) -> int:
     """Run the server until SIGINT or SIGTERM; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="adaptive: %(message)s", stream=sys.stderr)
+    nice_problem = raise_process_priority() if settings.realtime_priority else None
     server = Server(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -270,6 +306,9 @@ def serve(settings: ServerSettings) -> int:
             if not priority_checked and settings.realtime_priority:
                 priority_checked = True
                 problem = server.realtime.priority_problem
+                if nice_problem is not None:
+                    log.warning("the server's threads run at normal priority (nice %d refused: %s)",
+                                SERVER_NICE, nice_problem)
                 if problem is not None:
                     log.warning("the render thread runs at normal priority (real-time priority %d refused: %s); "
                                 "on a busy machine that risks underruns: allow it (run as root, give CAP_SYS_NICE, "
