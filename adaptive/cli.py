@@ -7,6 +7,10 @@ Subcommands:
   bank [--bank FILE]                                                  list a cue bank's cues, layers and stingers
   send [--host H] [--port P] MESSAGE ARGS...                          send one message to a running server
   monitor [--host H] [--port P] [--midi] [--seconds N]                print a running server's callbacks live
+  check MAPPING [--bank FILE]                                         check a mapping: every error, then warnings
+  mapping export [--host H] [--port P] -o FILE                        write a running server's live mapping as TOML
+  plot mapping MAPPING -o map.png                                     the emotion plane, cue regions, transitions
+  plot session EVENTS_OR_RECORDING -o session.png                     emotion, intensity, cues, gains over time
 
 User mistakes (bad files, unknown names, values out of range) print one clear
 ``adaptive: error: ...`` message and exit with status 2, without a traceback.
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ
 from adaptive.errors import AdaptiveError
+from adaptive.generator import DEFAULT_GENERATOR, GENERATORS
 
 DEFAULT_BANK = Path(__file__).parent / "data" / "default_bank" / "bank.toml"
 """The embedded default cue bank."""
@@ -28,7 +33,7 @@ DEFAULT_BANK = Path(__file__).parent / "data" / "default_bank" / "bank.toml"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bank", type=Path, default=DEFAULT_BANK, help="cue bank TOML file (default: the embedded bank)")
+    parser.add_argument("--bank", type=Path, default=None, help="cue bank TOML file (default: the embedded bank)")
     parser.add_argument("--soundfont", type=Path, default=None,
                         help="General MIDI SoundFont .sf2 (default: $ADAPTIVE_SOUNDFONT or the system's TimGM6mb)")
 
@@ -57,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--seed", type=int, default=None, help="override the timeline's seed")
     render.add_argument("--subtype", choices=("PCM_16", "PCM_24", "FLOAT"), default="PCM_16", help="WAV sample format")
     render.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _generator_option(render)
     _common(render)
+    _mapping_option(render)
 
     serve = commands.add_parser("serve", help="run the real-time server (OSC and ZeroMQ; see docs/protocol.md)")
     serve.add_argument("--config", type=Path, help="server settings TOML (keys as the options below, with _ for -)")
@@ -68,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zmq-control-port", type=int, help="ZeroMQ ROUTER port for JSON control (default 9003)")
     serve.add_argument("--zmq-events-port", type=int, help="ZeroMQ PUB port for JSON callbacks (default 9004)")
     serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
+    serve.add_argument("--realtime-priority", type=int,
+                       help="SCHED_FIFO priority of the render thread, 1..99 (default 10; 0: normal scheduling)")
     serve.add_argument("--block-frames", type=int, help="frames per audio block (default 512)")
     serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
     serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
@@ -75,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--virtual-midi", action="store_true", default=None,
                        help="also play the notes on a virtual MIDI port 'adaptive' (needs python-rtmidi)")
     serve.add_argument("--seed", type=int, help="seed of generated parts (default 0)")
+    _generator_option(serve, default=None)
     serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
     serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
+    serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
+                                                    "the next bar; default: the embedded bank's mapping)")
 
     replay = commands.add_parser("replay", help="render a session recording offline, bit for bit as served")
     replay.add_argument("recording", type=Path, help="a recording written by 'adaptive serve --record'")
@@ -94,11 +106,73 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(monitor)
     monitor.add_argument("--midi", action="store_true", help="also print the MIDI events played")
     monitor.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+
+    check = commands.add_parser("check", help="check a mapping file: every error (with its line), then warnings")
+    check.add_argument("mapping", type=Path, help="mapping TOML file (see docs/mapping.md)")
+    check.add_argument("--bank", type=Path, default=None,
+                       help="cue bank (default: the mapping's `bank`, else the embedded bank)")
+
+    mapping = commands.add_parser("mapping", help="the live mapping of a running server")
+    mapping_commands = mapping.add_subparsers(dest="mapping_command", required=True)
+    export = mapping_commands.add_parser("export", help="write a running server's live mapping to a TOML file")
+    _client_options(export)
+    export.add_argument("-o", "--output", type=Path, required=True, help="the TOML file to write")
+
+    plot = commands.add_parser("plot", help="draw a mapping or a session to a PNG")
+    plot_commands = plot.add_subparsers(dest="plot_command", required=True)
+    plot_mapping = plot_commands.add_parser("mapping", help="the emotion plane per location and the transitions")
+    plot_mapping.add_argument("mapping", type=Path, help="mapping TOML file")
+    plot_mapping.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
+    plot_mapping.add_argument("--bank", type=Path, default=None,
+                              help="cue bank (default: the mapping's `bank`, else the embedded bank)")
+    plot_session = plot_commands.add_parser("session", help="emotion, intensity, cues, transitions, stingers and "
+                                                            "layer gains over time")
+    plot_session.add_argument("events", type=Path, help="an events JSON file ('adaptive render --events') or a "
+                                                        "session recording ('adaptive serve --record')")
+    plot_session.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
+    plot_session.add_argument("--soundfont", type=Path, default=None, help="SoundFont for replaying a recording")
+    plot_session.add_argument("--bank", type=Path, default=None,
+                              help="the cue bank, for each cue's colour (default: the embedded bank)")
     return parser
 
 
-SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger")
-"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md)."""
+def _generator_option(parser: argparse.ArgumentParser, default: str | None = DEFAULT_GENERATOR) -> None:
+    parser.add_argument("--generator", choices=tuple(GENERATORS), default=default,
+                        help="part generator of generated layers, bridges and stingers "
+                             f"(default {DEFAULT_GENERATOR}; 'model' needs models/ and PyTorch)")
+
+
+def _mapping_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mapping", type=Path, default=None,
+                        help="the sound designer's mapping (default: the embedded bank's mapping with the "
+                             "embedded bank, else the bank's own)")
+
+
+def _bank_and_mapping(bank_path: Path | None, mapping_path: Path | None, default_mapping: bool = True):
+    """The cue bank and resolved mapping a command works with: ``--bank``,
+    else the mapping's ``bank``, else the embedded bank; ``--mapping``, else
+    (with the embedded bank) its default mapping, else the bank's own.
+
+    Raises:
+        ConfigError: a bank or mapping that cannot be read or is invalid.
+    """
+    from adaptive.cue import load_bank
+    from adaptive.mapping import DEFAULT_MAPPING, ResolvedMapping, load_mapping, mapping_bank_path
+
+    if bank_path is None and mapping_path is not None:
+        bank_path = mapping_bank_path(mapping_path)
+    bank_path = bank_path or DEFAULT_BANK
+    bank = load_bank(bank_path)
+    if mapping_path is None and default_mapping and bank_path.resolve() == DEFAULT_BANK.resolve():
+        mapping_path = DEFAULT_MAPPING
+    if mapping_path is None:
+        return bank, ResolvedMapping.from_bank(bank)
+    return bank, load_mapping(mapping_path, bank)
+
+
+SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger", "mapping_set",
+                 "mapping_get")
+"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, and live mapping tuning)."""
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -143,8 +217,8 @@ def _render(args: argparse.Namespace) -> int:
     from adaptive.render import events_json, render_timeline, write_wav
     from adaptive.timeline import load_timeline
 
-    bank = load_bank(args.bank)
-    timeline = load_timeline(args.timeline, bank)
+    bank, mapping = _bank_and_mapping(args.bank, args.mapping)
+    timeline = load_timeline(args.timeline, bank, mapping)
     for path in (args.output, args.midi, args.events):
         if path is not None:
             _check_writable(path)
@@ -152,7 +226,7 @@ def _render(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="frame", unit_scale=True, disable=args.no_progress or None,
               desc="rendering", file=sys.stderr, leave=False) as bar:
         result = render_timeline(bank, timeline, soundfont=args.soundfont, sample_rate_hz=args.sample_rate,
-                                 seed=args.seed, on_block=bar.update,
+                                 seed=args.seed, on_block=bar.update, generator=args.generator, mapping=mapping,
                                  progress=lambda message: print(f"adaptive: {message}", file=sys.stderr))
     with _writing(args.output):
         write_wav(args.output, result.audio, args.sample_rate, args.subtype)
@@ -174,8 +248,8 @@ def _render(args: argparse.Namespace) -> int:
 
 
 SERVE_KEYS = ("host", "osc_port", "audio_tcp_port", "zmq_audio_port", "zmq_control_port", "zmq_events_port",
-              "lookahead_ms", "block_frames", "sample_rate", "record", "midi_file", "virtual_midi", "seed", "bank",
-              "soundfont")
+              "lookahead_ms", "realtime_priority", "block_frames", "sample_rate", "record", "midi_file", "virtual_midi",
+              "seed", "bank", "soundfont", "generator", "mapping")
 
 
 def _serve_settings(args: argparse.Namespace):
@@ -205,7 +279,7 @@ def _serve_settings(args: argparse.Namespace):
     checks = {
         "osc_port": (0, 65535), "audio_tcp_port": (0, 65535), "zmq_audio_port": (0, 65535),
         "zmq_control_port": (0, 65535), "zmq_events_port": (0, 65535),
-        "lookahead_ms": (0.0, 2000.0), "block_frames": (32, 4096), "sample_rate": (8000, 192000),
+        "lookahead_ms": (0.0, 2000.0), "realtime_priority": (0, 99), "block_frames": (32, 4096), "sample_rate": (8000, 192000),
         "seed": (0, 2**32 - 1),
     }
     where = f"{args.config}: " if args.config else ""
@@ -214,9 +288,13 @@ def _serve_settings(args: argparse.Namespace):
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ConfigError(f"{where}{key} {value!r} is out of range (allowed: {low}..{high})")
+            if isinstance(low, int) and not isinstance(value, int):
+                raise ConfigError(f"{where}{key} {value!r} is not allowed (allowed: a whole number from {low} to {high})")
+    if "generator" in values and values["generator"] not in GENERATORS:
+        raise ConfigError(f"{where}generator {values['generator']!r} is not allowed (allowed: {', '.join(GENERATORS)})")
     if "virtual_midi" in values and not isinstance(values["virtual_midi"], bool):
         raise ConfigError(f"{where}virtual_midi {values['virtual_midi']!r} is not allowed (allowed: true or false)")
-    for key in ("bank", "soundfont", "record", "midi_file"):
+    for key in ("bank", "soundfont", "record", "midi_file", "mapping"):
         if values.get(key) is not None:
             values[key] = Path(values[key])
     if "sample_rate" in values:
@@ -242,6 +320,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _bank(args: argparse.Namespace) -> int:
     from adaptive.cue import load_bank
 
+    args.bank = args.bank or DEFAULT_BANK
     bank = load_bank(args.bank)
     print(f"cue bank {bank.name!r} ({args.bank})")
     for cue in bank.cues + bank.segments:
@@ -316,6 +395,16 @@ def _send(args: argparse.Namespace) -> int:
     values = _send_values(args.message, args.values)  # before any network: bad words fail fast
     client = _connect(args, "adaptive send")
     try:
+        if args.message in ("mapping_set", "mapping_get"):
+            try:
+                getter = client.set_mapping if args.message == "mapping_set" else client.get_mapping
+                value = getter(*values.values())
+            except ValueError as refused:
+                raise AdaptiveError(f"the server refused it: {refused}") from None
+            except TimeoutError as error:
+                raise AdaptiveError(str(error)) from None
+            print(f"{values['path']} = {value}")
+            return 0
         client.send(args.message, **values)
         try:
             error = client.wait_for("error", timeout=0.3)
@@ -377,11 +466,60 @@ def _monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from adaptive.cue import load_bank
+    from adaptive.mapping import check_mapping, format_report, mapping_bank_path
+
+    bank_path = args.bank or mapping_bank_path(args.mapping) or DEFAULT_BANK
+    bank = load_bank(bank_path)
+    result = check_mapping(args.mapping, bank)
+    report = format_report(str(args.mapping), result)
+    if report:
+        print(report)
+    errors, warnings = len(result.errors), len(result.warnings)
+    print(f"{args.mapping}: {errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''} "
+          f"(bank {bank_path})")
+    return 2 if errors else 0
+
+
+def _mapping(args: argparse.Namespace) -> int:
+    _check_writable(args.output)
+    client = _connect(args, "adaptive mapping export")
+    try:
+        text = client.export_mapping()
+    except TimeoutError as error:
+        raise AdaptiveError(str(error)) from None
+    finally:
+        client.close()
+    with _writing(args.output):
+        args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output} ({len(text.splitlines())} lines of the live mapping of {args.host}:{args.port})")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from adaptive import plot
+
+    _check_writable(args.output)
+    if args.plot_command == "mapping":
+        _, mapping = _bank_and_mapping(args.bank, args.mapping)
+        plot.plot_mapping(mapping, args.output)
+    else:
+        from adaptive.cue import load_bank
+
+        events, sample_rate_hz = plot.load_events(args.events, soundfont=args.soundfont)
+        bank = load_bank(args.bank or DEFAULT_BANK)
+        plot.plot_session(events, sample_rate_hz, args.output, title=f"session: {args.events.name}",
+                          cue_order=[cue.name for cue in bank.cues + bank.segments])
+    print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``adaptive`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     handlers = {"render": _render, "serve": _serve, "replay": _replay, "bank": _bank, "send": _send,
-                "monitor": _monitor}
+                "monitor": _monitor, "check": _check, "mapping": _mapping, "plot": _plot}
     try:
         return handlers[args.command](args)
     except AdaptiveError as error:

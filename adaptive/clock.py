@@ -15,9 +15,10 @@ same frames.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_SAMPLE_RATE_HZ = 48_000
 """The session sample rate unless configured otherwise (DESIGN.md)."""
@@ -78,6 +79,10 @@ class TempoGrid:
     def frames_per_beat(self) -> float:
         """Frames in one beat (fractional)."""
         return frames_per_beat(self.bpm, self.sample_rate_hz)
+
+    def bpm_at_beat(self, beat: float) -> float:
+        """Tempo (bpm) at ``beat``: constant on this grid."""
+        return self.bpm
 
     def beat_to_frame(self, beat: float) -> int:
         """Session frame at which ``beat`` (beats since the origin, may be
@@ -147,3 +152,89 @@ class TempoGrid:
         first = self.next_beat_at_or_after(start_frame)
         last = self.next_beat_at_or_after(end_frame)
         return range(first, last)
+
+
+@dataclass(frozen=True)
+class SteppedTempoGrid:
+    """A beat grid whose tempo changes bar by bar (a generated bridge moving
+    from one cue's tempo to the next one's), anchored at an absolute frame.
+
+    Bar ``i`` (``0 <= i < len(bar_bpms)``) is played at ``bar_bpms[i]``; bars
+    before 0 use the first tempo, bars after the last use the last one. Bar
+    ``i`` starts at frame ``bar_frames[i]``, where ``bar_frames[0] =
+    origin_frame`` and each bar adds ``round(beats_per_bar · 60 · rate / bpm)``
+    frames, so bar lines are whole frames; beat ``j`` of bar ``i`` falls at
+    ``bar_frames[i] + round(j · 60 · rate / bar_bpms[i])`` (half-to-even, as in
+    :class:`TempoGrid`). It offers the same methods as :class:`TempoGrid`.
+
+    Attributes:
+        bar_bpms: tempo of each bar (bpm, > 0), at least one.
+        beats_per_bar: beats in one bar (>= 1).
+        origin_frame: session frame of bar 0's downbeat.
+        sample_rate_hz: session sample rate.
+    """
+
+    bar_bpms: tuple[float, ...]
+    beats_per_bar: int
+    origin_frame: int
+    sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ
+
+    def __post_init__(self) -> None:
+        if not self.bar_bpms or any(not bpm > 0 for bpm in self.bar_bpms):
+            raise ValueError(f"bar_bpms {self.bar_bpms!r} must hold at least one tempo, each > 0 bpm")
+        frames = [self.origin_frame]
+        for bpm in self.bar_bpms:
+            frames.append(frames[-1] + beats_to_frames(self.beats_per_bar, bpm, self.sample_rate_hz))
+        object.__setattr__(self, "bar_frames", tuple(frames))
+
+    bar_frames: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
+    """Frame of each bar line, ``len(bar_bpms) + 1`` of them (the last one is
+    where the grid's last tempo bar ends). Computed, not given."""
+
+    @property
+    def bpm(self) -> float:
+        """The first bar's tempo (bpm)."""
+        return self.bar_bpms[0]
+
+    @property
+    def frames_per_beat(self) -> float:
+        """Frames in one beat of the first bar (fractional)."""
+        return frames_per_beat(self.bar_bpms[0], self.sample_rate_hz)
+
+    def bpm_at_beat(self, beat: float) -> float:
+        """Tempo (bpm) of the bar holding ``beat``."""
+        bar = math.floor(beat / self.beats_per_bar)
+        return self.bar_bpms[min(max(bar, 0), len(self.bar_bpms) - 1)]
+
+    def beat_to_frame(self, beat: float) -> int:
+        """Session frame at which ``beat`` (beats since the origin, may be
+        fractional or negative) falls."""
+        bar = math.floor(beat / self.beats_per_bar)
+        last = len(self.bar_bpms)
+        if bar < 0:
+            anchor_bar, bpm = 0, self.bar_bpms[0]
+        elif bar >= last:
+            anchor_bar, bpm = last, self.bar_bpms[-1]
+        else:
+            anchor_bar, bpm = bar, self.bar_bpms[bar]
+        offset_beats = beat - anchor_bar * self.beats_per_bar
+        return self.bar_frames[anchor_bar] + int(round(offset_beats * frames_per_beat(bpm, self.sample_rate_hz)))
+
+    def frame_to_beat(self, frame: int | float) -> float:
+        """Beats (fractional) from the origin to session ``frame``."""
+        bar_frames = self.bar_frames
+        last = len(self.bar_bpms)
+        if frame < bar_frames[0]:
+            anchor_bar, bpm = 0, self.bar_bpms[0]
+        elif frame >= bar_frames[last]:
+            anchor_bar, bpm = last, self.bar_bpms[-1]
+        else:
+            anchor_bar = bisect.bisect_right(bar_frames, frame) - 1
+            bpm = self.bar_bpms[anchor_bar]
+        return anchor_bar * self.beats_per_bar + (frame - bar_frames[anchor_bar]) / frames_per_beat(bpm, self.sample_rate_hz)
+
+    # Built only on beat_to_frame / frame_to_beat / beats_per_bar, so shared.
+    bar_to_frame = TempoGrid.bar_to_frame
+    next_beat_at_or_after = TempoGrid.next_beat_at_or_after
+    quantize = TempoGrid.quantize
+    beats_in_span = TempoGrid.beats_in_span

@@ -78,21 +78,22 @@ class GeneratedSource(_Frozen):
     """A part made while playing by a part generator, bar by bar, following the
     cue's key and chords and the current emotion.
 
-    ``generator`` names a registered generator (``"rule_based"`` is the simple
-    rule-based arpeggiator that stands in until the model generator is
-    present); ``role`` is ``"melody"``, ``"arpeggio"`` or ``"bass"``.
+    ``generator`` names a registered generator (``"model"``, the Transformer
+    of ``models/``, or ``"rule_based"``, the simple rule-based arpeggiator);
+    omitted, the session's generator plays it (``--generator``). ``role`` is
+    ``"melody"``, ``"arpeggio"`` or ``"bass"``.
     """
 
     kind: Literal["generated"]
-    generator: str = "rule_based"
+    generator: str | None = None
     role: Literal["melody", "arpeggio", "bass"] = "arpeggio"
 
     @field_validator("generator")
     @classmethod
-    def _known_generator(cls, name: str) -> str:
+    def _known_generator(cls, name: str | None) -> str | None:
         from adaptive.generator import GENERATORS
 
-        if name not in GENERATORS:
+        if name is not None and name not in GENERATORS:
             raise ValueError(f"unknown generator {name!r} (allowed: {', '.join(sorted(GENERATORS))})")
         return name
 
@@ -240,12 +241,38 @@ def _tonic_triad_symbol(key: Key) -> str:
     return _PITCH_CLASS_NAMES[key.tonic_pitch_class] + suffix
 
 
+class GeneratedStingerSource(_Frozen):
+    """A stinger made by a part generator: a phrase of ``beats`` beats (0.25..16)
+    in the playing cue's key, on its tonic chord, expressing the current
+    emotion. It is generated ahead in the background (again when the playing
+    cue changes or the emotion moves), so a trigger never waits; if it is not
+    ready, the rule-based generator's phrase plays (a counted miss).
+
+    ``role`` is ``"melody"``, ``"arpeggio"`` or ``"bass"``; ``generator`` as
+    for generated layers (omitted: the session's generator).
+    """
+
+    kind: Literal["generated"]
+    beats: float = Field(2.0, ge=0.25, le=16.0, allow_inf_nan=False)
+    role: Literal["melody", "arpeggio", "bass"] = "melody"
+    generator: str | None = None
+
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, name: str | None) -> str | None:
+        return GeneratedSource._known_generator(name)
+
+
+StingerSource = Annotated[Union[MidiSource, GeneratedStingerSource], Field(discriminator="kind")]
+
+
 class Stinger(_Frozen):
     """A short one-shot phrase mixed on top of the music.
 
     Attributes:
         name: unique in the bank.
-        source: a MIDI part (times in beats; it plays at the current cue's tempo).
+        source: a MIDI part (times in beats; it plays at the current cue's
+            tempo) or a generated phrase (:class:`GeneratedStingerSource`).
         program / percussion: as for layers.
         quantize: where it lands on the playing cue's grid.
         key: the key it is written in; when set, it is transposed to the
@@ -254,7 +281,7 @@ class Stinger(_Frozen):
     """
 
     name: Name
-    source: MidiSource
+    source: StingerSource
     program: int = Field(0, ge=0, le=127)
     percussion: bool = False
     max_voices: int = Field(64, ge=1, le=1024)

@@ -56,6 +56,8 @@ def _step(annotation: object, part: object) -> object | None:
         origin = typing.get_origin(member)
         if isinstance(part, int) and origin in (list, tuple):
             return typing.get_args(member)[0]
+        if isinstance(part, str) and origin is dict:
+            return typing.get_args(member)[1]
         if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
             for name, info in member.model_fields.items():
                 if part in (name, info.alias):

@@ -11,7 +11,7 @@ downbeat.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -104,5 +104,61 @@ class RuleBasedGenerator:
         return Part.from_notes(notes)
 
 
-GENERATORS: dict[str, type] = {"rule_based": RuleBasedGenerator}
-"""Part generators by the name a cue bank uses (``source.generator``)."""
+def load_model_generator() -> PartGenerator:
+    """The model part generator (``models.generate.ModelPartGenerator``, a
+    PyTorch Transformer) with its committed checkpoint, inferring on one
+    thread. Imported only when asked for, so the engine core imports without
+    PyTorch.
+
+    Raises:
+        ConfigError: ``models.generate`` (or PyTorch) cannot be imported, or the
+            checkpoint cannot be loaded; the message names what is missing.
+    """
+    from adaptive.errors import ConfigError
+
+    def unavailable(error: ImportError) -> ConfigError:
+        missing = getattr(error, "name", None) or str(error)
+        return ConfigError(
+            f"generator 'model' is not available: models.generate.ModelPartGenerator cannot be imported "
+            f"({missing} is missing: {error}); install the project with its dependencies ('./run setup') "
+            f"or choose --generator rule_based"
+        )
+
+    try:
+        from models.generate import ModelPartGenerator
+    except ImportError as error:
+        raise unavailable(error) from None
+    try:
+        return ModelPartGenerator(checkpoint=None, threads=1)
+    except ImportError as error:  # a dependency imported when the model loads
+        raise unavailable(error) from None
+    except Exception as error:  # a missing or corrupt checkpoint, a torch failure
+        raise ConfigError(
+            f"generator 'model': cannot load its checkpoint ({type(error).__name__}: {error}); "
+            f"choose --generator rule_based to play without the model"
+        ) from None
+
+
+GENERATORS: dict[str, Callable[[], PartGenerator]] = {"rule_based": RuleBasedGenerator, "model": load_model_generator}
+"""Part generator factories by the name a cue bank (``source.generator``) or
+the ``--generator`` option uses. Each call makes a new instance (a part owns
+its instance: a model generator keeps a KV cache per instance)."""
+
+DEFAULT_GENERATOR = "rule_based"
+"""The generator of generated layers (without their own ``source.generator``),
+generated bridges and generated stingers when a session is not told otherwise.
+Flip to ``"model"`` when the model generator (``models/``) is in."""
+
+
+def make_generator(name: str) -> PartGenerator:
+    """A new instance of the generator registered as ``name``.
+
+    Raises:
+        ConfigError: unknown name, or the generator cannot be loaded.
+    """
+    from adaptive.errors import ConfigError
+
+    factory = GENERATORS.get(name)
+    if factory is None:
+        raise ConfigError(f"unknown generator {name!r} (allowed: {', '.join(GENERATORS)})")
+    return factory()

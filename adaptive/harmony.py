@@ -124,3 +124,27 @@ class Chord:
     def pitch_classes(self) -> tuple[int, ...]:
         """Pitch classes of the chord tones, root first."""
         return tuple((self.root_pitch_class + i) % 12 for i in self.quality.value)
+
+
+def diatonic_triad(key: Key, degree: int) -> Chord:
+    """The triad built in thirds on scale degree ``degree`` (0 = tonic .. 6) of
+    ``key`` (natural minor for minor keys): e.g. degree 1 of C major is Dm,
+    degree 3 of A minor is Dm.
+
+    Raises:
+        ValueError: ``degree`` outside 0..6.
+    """
+    if not 0 <= degree <= 6:
+        raise ValueError(f"scale degree {degree} is out of range (allowed: 0..6)")
+    scale = key.scale_pitch_classes()
+    root, third, fifth = scale[degree], scale[(degree + 2) % 7], scale[(degree + 4) % 7]
+    intervals = (0, (third - root) % 12, (fifth - root) % 12)
+    quality = next(q for q in (ChordQuality.MAJOR, ChordQuality.MINOR, ChordQuality.DIMINISHED,
+                               ChordQuality.AUGMENTED) if q.value == intervals)
+    return Chord(root, quality)
+
+
+def dominant_seventh(key: Key) -> Chord:
+    """V7 of ``key``: the dominant seventh chord on its fifth degree (in a minor
+    key its third is the raised leading tone, as in harmonic minor)."""
+    return Chord((key.tonic_pitch_class + 7) % 12, ChordQuality.DOMINANT7)

@@ -15,6 +15,10 @@ driven by a pacing loop (DESIGN.md, "The time model").
   replayed offline gives the served audio bit for bit.
 * Every rendered block goes to the sinks as an :class:`OutputBlock`, with its
   first frame, its scheduled server time, the music events and MIDI notes in it.
+* The session's generation worker is put in real-time mode: a generated bar
+  not ready at its downbeat plays the rule-based fallback (a miss, counted in
+  ``generation_misses``). Each fallback is written to the recording, so replay
+  plays the same fallbacks.
 
 The module opens no socket and does no file I/O itself: sinks and the recording
 (queue + writer thread) take the output off the render thread.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import gc
+import os
 import queue
 import threading
 import time
@@ -32,6 +37,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from adaptive.generation import GenerationMode
+from adaptive.mapping import MappingChange
 from adaptive.recording import Recording
 from adaptive.scene import SessionInput, StingerTrigger
 from adaptive.session import InputError, MidiNoteEvent, MusicEvent, Session
@@ -55,6 +62,29 @@ STALL_MS = 15.0
 
 STALLS_KEPT = 100
 """How many stall episodes :attr:`RealtimeSession.stalls` keeps (the latest)."""
+
+
+def raise_thread_priority(priority: int) -> str | None:
+    """Give the calling thread real-time scheduling: ``SCHED_FIFO`` at
+    ``priority`` (1..99), as audio servers do (JACK, PipeWire through RTKit),
+    so that other processes on a busy machine cannot keep it off the CPU for
+    longer than the lookahead. It sleeps between blocks, so it takes only the
+    CPU its blocks need (and Linux caps real-time threads at 95 % of a core).
+
+    Returns:
+        None on success, else why it was not possible (no permission: needs
+        root, ``CAP_SYS_NICE`` or an ``ulimit -r`` of at least ``priority``;
+        or a platform without it). Never raises.
+    """
+    if not 1 <= priority <= 99:
+        return f"priority {priority} is out of range (allowed: 1..99)"
+    if not hasattr(os, "sched_setscheduler") or not hasattr(os, "SCHED_FIFO"):
+        return "this platform has no SCHED_FIFO"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: the calling thread (Linux)
+    except OSError as error:
+        return f"{error.strerror or error}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -112,6 +142,10 @@ class RealtimeSession:
         ring_blocks: output buffers in the ring (see :class:`OutputBlock`).
         midi_trim_threshold: see :data:`MIDI_TRIM_THRESHOLD`; ``None`` keeps
             every MIDI event in ``session.midi_events``.
+        thread_priority: 1..99: the render thread asks for real-time
+            scheduling at this priority (:func:`raise_thread_priority`); when
+            refused it goes on at normal priority and says why in
+            :attr:`priority_problem`. 0: normal priority.
 
     Raises:
         ValueError: ``block_frames``, ``lookahead_ms`` or ``ring_blocks`` out of range.
@@ -128,6 +162,7 @@ class RealtimeSession:
         *,
         ring_blocks: int = DEFAULT_RING_BLOCKS,
         midi_trim_threshold: int | None = MIDI_TRIM_THRESHOLD,
+        thread_priority: int = 0,
     ) -> None:
         if not 1 <= block_frames <= session.max_block_frames:
             raise ValueError(f"block_frames {block_frames} is out of range "
@@ -136,7 +171,13 @@ class RealtimeSession:
             raise ValueError(f"lookahead_ms {lookahead_ms} is out of range (allowed: 0..10000 ms)")
         if ring_blocks < 2:
             raise ValueError(f"ring_blocks {ring_blocks} is out of range (allowed: 2 or more)")
+        if not 0 <= thread_priority <= 99:
+            raise ValueError(f"thread_priority {thread_priority} is out of range (allowed: 0..99, 0 = normal)")
         self.session = session
+        session.generation.mode = GenerationMode.REALTIME  # never wait for the generator
+        self.thread_priority = thread_priority
+        self.priority_problem: str | None = None
+        """Why real-time priority was not granted (``None``: granted, or not asked for)."""
         self.block_frames = int(block_frames)
         self.lookahead_ms = float(lookahead_ms)
         self.lookahead_frames = int(round(lookahead_ms * session.sample_rate_hz / 1000.0))
@@ -253,6 +294,8 @@ class RealtimeSession:
 
     def _run(self) -> None:
         try:
+            if self.thread_priority:
+                self.priority_problem = raise_thread_priority(self.thread_priority)
             self._prefill()
             while self._running.is_set():
                 wait = self.run_once()
@@ -317,7 +360,8 @@ class RealtimeSession:
                 session.submit(frame, item)
             except InputError as error:
                 self.counters["rejected_inputs"] += 1
-                kind = "stinger" if isinstance(item, StingerTrigger) else "scene"
+                kind = ("stinger" if isinstance(item, StingerTrigger) else
+                        "mapping" if isinstance(item, MappingChange) else "scene")
                 self._pending_errors.append(MusicEvent(frame, "error", {"message": str(error), "input": kind}))
                 continue
             self.counters["inputs"] += 1
@@ -329,6 +373,11 @@ class RealtimeSession:
         n = self.block_frames
         slot = self._ring[self._sequence % self._ring.shape[0], :n]
         np.copyto(slot, session.render(n))
+        if session.generation.fallbacks:
+            fallbacks = session.generation.drain_fallbacks()
+            if self.recording is not None:
+                for fallback in fallbacks:
+                    self.recording.write_fallback(fallback)
         late = min(n, playback - first_frame)
         if late > 0:
             self.counters["late_frames"] += late
@@ -355,9 +404,12 @@ class RealtimeSession:
             self._midi_index = 0
 
     def stats(self) -> dict[str, Any]:
-        """Counters plus the current frames rendered, playback frame and
-        lookahead (frames), and the timing figures (ms), for monitoring."""
-        return {**self.counters, "frames_rendered": self.frames_rendered, "playback_frame": self.playback_frame(),
+        """Counters plus the generation worker's (``generated_bars``,
+        ``generation_misses``, ``generation_errors``), the current frames
+        rendered, playback frame and lookahead (frames), and the timing
+        figures (ms), for monitoring."""
+        return {**self.counters, **self.session.generation.counters, "frames_rendered": self.frames_rendered,
+                "playback_frame": self.playback_frame(),
                 "lookahead_frames": self.lookahead_frames, "max_block_ms": round(self.max_block_ms, 2),
                 "max_wake_delay_ms": round(self.max_wake_delay_ms, 2)}
 

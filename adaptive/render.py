@@ -17,6 +17,7 @@ import numpy as np
 
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, frames_to_seconds, seconds_to_frames
 from adaptive.cue import CueBank
+from adaptive.mapping import MappingChange, ResolvedMapping
 from adaptive.session import MusicEvent, Session
 from adaptive.timeline import Timeline
 
@@ -52,6 +53,9 @@ def render_timeline(
     block_frames: int = RENDER_BLOCK_FRAMES,
     on_block: Callable[[int], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    generator: str | None = None,
+    mapping: ResolvedMapping | None = None,
+    mapping_changes: list[tuple[float, MappingChange]] | None = None,
 ) -> RenderResult:
     """Render ``timeline`` with ``bank``.
 
@@ -59,6 +63,12 @@ def render_timeline(
         seed: overrides the timeline's seed when given.
         block_frames: render block size (any size gives the same audio).
         on_block: called with the frames rendered after each block (progress).
+        generator: the session's part generator (default
+            :data:`adaptive.generator.DEFAULT_GENERATOR`). Offline, every
+            generated bar is waited for: no fallback plays unless a generator fails.
+        mapping: the mapping to play by (default: the bank's own).
+        mapping_changes: ``(time_seconds, change)`` pairs: mapping changes
+            (as a hot reload makes them) submitted at those times.
 
     Returns:
         A :class:`RenderResult`.
@@ -70,9 +80,12 @@ def render_timeline(
     """
     session = Session(bank, soundfont=soundfont, sample_rate_hz=sample_rate_hz,
                       seed=timeline.seed if seed is None else seed, max_block_frames=block_frames,
-                      progress=progress)
+                      progress=progress, generator=generator, mapping=mapping,
+                      generated_bridges=bool(mapping_changes))
     try:
-        for time_seconds, item in timeline.inputs():
+        inputs: list = list(timeline.inputs()) + list(mapping_changes or [])
+        inputs.sort(key=lambda pair: pair[0])  # stable: at equal times, timeline inputs first
+        for time_seconds, item in inputs:
             session.submit(seconds_to_frames(time_seconds, sample_rate_hz), item)
         total_frames = seconds_to_frames(timeline.duration_seconds, sample_rate_hz)
         audio = np.empty((total_frames, 2), np.float32)

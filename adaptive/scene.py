@@ -2,16 +2,18 @@
 from scene state to a cue and layer gains.
 
 Inputs are stamped with the session frame at which they take effect. The
-designer-facing mapping file (its own module) refines :class:`SimpleMapping`.
+session plays by the designer-facing mapping (:mod:`adaptive.mapping`); a
+bank with no mapping file behaves as :class:`SimpleMapping` describes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from adaptive.cue import Cue, CueBank
-from adaptive.emotion import EmotionPoint, named_emotion
+from adaptive.emotion import NAMED_EMOTIONS, EmotionPoint, named_emotion
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class StingerTrigger:
 
 
 SessionInput = SceneUpdate | StingerTrigger
+"""What a session accepts (a :class:`adaptive.mapping.MappingChange` too)."""
 
 
 @dataclass
@@ -55,14 +58,18 @@ class SceneState:
     location: str = ""
     forced_cue: str | None = None
 
-    def apply(self, update: SceneUpdate) -> None:
-        """Merge ``update`` (already validated) into the state."""
+    def apply(self, update: SceneUpdate, emotions: Mapping[str, EmotionPoint] | None = None) -> None:
+        """Merge ``update`` (already validated) into the state; named emotions
+        are looked up in ``emotions`` (default: the built-in ones). An unknown
+        name leaves the emotion as it was."""
         if update.valence is not None and update.arousal is not None:
             self.emotion = EmotionPoint(update.valence, update.arousal)
             self.emotion_name = None
         elif update.emotion is not None:
-            self.emotion = named_emotion(update.emotion)
-            self.emotion_name = update.emotion
+            point = (emotions if emotions is not None else NAMED_EMOTIONS).get(update.emotion)
+            if point is not None:
+                self.emotion = point
+                self.emotion_name = update.emotion
         if update.intensity is not None:
             self.intensity = update.intensity
         if update.location is not None:
@@ -71,8 +78,10 @@ class SceneState:
             self.forced_cue = update.cue or None
 
 
-def validate_update(update: SceneUpdate, bank: CueBank) -> None:
-    """Check every field of ``update`` against what is allowed.
+def validate_update(update: SceneUpdate, bank: CueBank, emotion: Callable[[str], object] = named_emotion) -> None:
+    """Check every field of ``update`` against what is allowed; ``emotion``
+    looks a named emotion up (raising ``KeyError`` with the allowed names),
+    by default among the built-in ones.
 
     Raises:
         ValueError: naming the field, the value and the allowed range or names.
@@ -91,7 +100,7 @@ def validate_update(update: SceneUpdate, bank: CueBank) -> None:
         if value is not None and (not isinstance(value, str) or len(value) > 64):
             raise ValueError(f"{name} {value!r} is not allowed (allowed: a name of at most 64 characters)")
     if update.emotion is not None:
-        named_emotion(update.emotion)  # raises KeyError with the allowed names
+        emotion(update.emotion)  # raises KeyError with the allowed names
     if update.cue:
         bank.playable_cue(update.cue)
 

@@ -29,18 +29,23 @@ from typing import Any, Callable
 
 import numpy as np
 
-from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, TempoGrid, beats_to_frames, seconds_to_frames
-from adaptive.cue import BridgeKind, Cue, CueBank, GeneratedSource, Layer, MidiSource, StemSource, TransitionRule
+from adaptive.clock import (DEFAULT_SAMPLE_RATE_HZ, Quantize, SteppedTempoGrid, TempoGrid, beats_to_frames,
+                            seconds_to_frames)
+from adaptive.cue import (BridgeKind, Cue, CueBank, GeneratedSource, GeneratedStingerSource, Layer, MidiSource,
+                          StemSource, TransitionRule)
 from adaptive.errors import AdaptiveError, AssetError
-from adaptive.gain import GainCurve, GainRamp, db_to_amplitude
-from adaptive.generator import GENERATORS, BarRequest, PartGenerator, RuleBasedGenerator
-from adaptive.harmony import Chord, ChordQuality, Key
+from adaptive.gain import GainCurve, GainRamp, amplitude_to_db, db_to_amplitude
+from adaptive.generation import BarFeed, GenerationWorker
+from adaptive.generator import DEFAULT_GENERATOR, BarRequest, make_generator
+from adaptive.harmony import Key
+from adaptive.mapping import MappingChange, ResolvedMapping, parse_mapping_text
 from adaptive.mixer import SoftLimiter
 from adaptive.part import Part, PartLibrary
-from adaptive.scene import SceneState, SceneUpdate, SessionInput, SimpleMapping, StingerTrigger, validate_update
+from adaptive.scene import SceneState, SceneUpdate, SessionInput, StingerTrigger, validate_update
+from adaptive.smoothing import SceneSmoother
+from adaptive.speculation import DEFAULT_SPECULATIVE_BRIDGES, BridgesAhead, StingersAhead
 from adaptive.stem import load_stem, render_part, rendered_stem_path, write_stem
 from adaptive.synth import Synth, find_soundfont
-from adaptive.transition import find_rule
 from adaptive.voice import GeneratedVoice, MidiVoice, StemVoice
 
 DECLICK_SECONDS = 0.005
@@ -52,6 +57,15 @@ synthesizer is parked."""
 
 BRIDGE_PROGRAM = 48
 """General MIDI program of generated bridges (String Ensemble 1)."""
+
+FOLLOW_STEP_SECONDS = 0.05
+"""While the smoothed scene is still moving toward what the game said, the
+mapping is evaluated again this often (session time): cue choice and layer
+gains follow the slew in 50 ms steps."""
+
+
+def _uses_generated_bridges(rules: Any) -> bool:
+    return any(rule.bridge.kind is BridgeKind.GENERATED for rule in rules)
 
 
 class InputError(AdaptiveError):
@@ -119,7 +133,8 @@ class _Player:
         self.gain = GainRamp(0.0)
         self.looping = looping
         self.length_bars = length_bars
-        self.grid: TempoGrid | None = None
+        self.bar_bpms: tuple[float, ...] | None = None  # a bridge's per-bar tempos (else constant bpm)
+        self.grid: TempoGrid | SteppedTempoGrid | None = None
         self.active = False
         self.generation = 0  # bumped at each start, so a stale stop is ignored
 
@@ -161,10 +176,29 @@ class Session:
         master_gain_db: gain on the mix before the limiter (headroom).
         record_midi: keep every played note in :attr:`midi_events`.
         progress: called with a message while assets load (e.g. rendering stems).
+        generator: the part generator (a name of :data:`adaptive.generator.GENERATORS`)
+            of generated layers without their own ``source.generator``, of
+            generated bridges and of generated stingers (default
+            :data:`adaptive.generator.DEFAULT_GENERATOR`).
+        generation: the generation worker (default: a new one in
+            :attr:`~adaptive.generation.GenerationMode.WAIT` mode, for offline
+            rendering; the real-time runner switches it to real time). The
+            session closes it.
+        bars_ahead: bars a generated layer asks for beyond the one playing
+            (1..16): the emotion a bar expresses is the one current that many
+            bars before it plays.
+        speculative_bridges: generated bridges made ahead per playing cue (0..16).
+        mapping: the sound designer's mapping, resolved against ``bank``
+            (default: what the bank implies on its own,
+            :meth:`~adaptive.mapping.ResolvedMapping.from_bank`).
+        generated_bridges: make the two synthesizers of generated bridges even
+            if neither the bank nor ``mapping`` uses such bridges, so a later
+            mapping change may (a live server does; default: only if used).
 
     Raises:
         AssetError: a SoundFont, MIDI file or stem is missing or unreadable.
-        ValueError: a sample rate or block size out of range.
+        ConfigError: an unknown generator, or one that cannot be loaded.
+        ValueError: a sample rate, block size or count out of range.
     """
 
     def __init__(
@@ -178,6 +212,12 @@ class Session:
         master_gain_db: float = 0.0,
         record_midi: bool = True,
         progress: Callable[[str], None] | None = None,
+        generator: str | None = None,
+        generation: GenerationWorker | None = None,
+        bars_ahead: int = 1,
+        speculative_bridges: int = DEFAULT_SPECULATIVE_BRIDGES,
+        mapping: ResolvedMapping | None = None,
+        generated_bridges: bool = False,
     ) -> None:
         if not 8_000 <= sample_rate_hz <= 192_000:
             raise ValueError(f"sample rate {sample_rate_hz} Hz is out of range (allowed: 8000..192000)")
@@ -192,11 +232,24 @@ class Session:
         self.limiter = SoftLimiter()
         self.record_midi = record_midi
         self._progress = progress or (lambda message: None)
+        if not 1 <= bars_ahead <= 16:
+            raise ValueError(f"bars_ahead {bars_ahead} is out of range (allowed: 1..16)")
+        self.generator_name = generator or DEFAULT_GENERATOR
+        self.bars_ahead = bars_ahead
+        self.speculative_bridges = speculative_bridges
+        self.generation = generation or GenerationWorker()
+        """The generation worker; its ``counters`` (generated_bars,
+        generation_misses, generation_errors) and fallbacks are the session's."""
 
         self.frame = 0
         self._position = 0  # the frame the schedule has reached inside render()
         self.scene = SceneState()
-        self.mapping = SimpleMapping(bank)
+        self.mapping = mapping if mapping is not None else ResolvedMapping.from_bank(bank)
+        smoothing = self.mapping.mapping.smoothing
+        self._smoother = SceneSmoother(smoothing.valence_per_second, smoothing.arousal_per_second,
+                                       smoothing.intensity_per_second, sample_rate_hz)
+        self._gain_intensity: float | None = None  # the intensity the layer gains were last set for
+        self._follow_pending: int | None = None  # frame of the next scheduled evaluation, if any
         self.events: list[MusicEvent] = []
         self.midi_events: list[MidiNoteEvent] = []
         self.parts: dict[str, PartInfo] = {}
@@ -218,25 +271,39 @@ class Session:
         self._stingers: dict[str, tuple[MidiVoice, Part]] = {}
         self._stinger_amplitude: dict[str, float] = {}
         self._active_stingers: list[str] = []
+        generated_stingers = []
         for stinger in bank.stingers:
-            try:
-                part = self._library.track(bank.path(stinger.source.file), stinger.source.track)
-            except AssetError as error:
-                raise AssetError(f"stinger {stinger.name!r}: {error}") from None
+            if isinstance(stinger.source, GeneratedStingerSource):
+                part = Part.empty()
+                generated_stingers.append((stinger, self.generation.stream(
+                    f"stinger/{stinger.name}", make_generator(stinger.source.generator or self.generator_name))))
+            else:
+                try:
+                    part = self._library.track(bank.path(stinger.source.file), stinger.source.track)
+                except AssetError as error:
+                    raise AssetError(f"stinger {stinger.name!r}: {error}") from None
             synth = Synth(self.soundfont, sample_rate_hz, stinger.program, stinger.percussion, stinger.max_voices)
             voice = MidiVoice(part, synth, None, self._midi_sink(f"stinger/{stinger.name}", stinger.program, stinger.percussion))
             self._stingers[stinger.name] = (voice, part)
             self._stinger_amplitude[stinger.name] = db_to_amplitude(stinger.gain_db)
         # Generated bridges get synthesizers made now, not while rendering; two,
         # so a bridge can start while the previous one still fades out.
-        uses_bridges = any(rule.bridge.kind is BridgeKind.GENERATED for rule in bank.transitions)
+        uses_bridges = generated_bridges or _uses_generated_bridges(bank.transitions) \
+            or _uses_generated_bridges(self.mapping.transition_rules())
         self._bridge_synths = [Synth(self.soundfont, sample_rate_hz, BRIDGE_PROGRAM, False)
                                for _ in range(2 if uses_bridges else 0)]
         self._bridges: list[_Player] = []  # generated bridges still sounding
+        self._bridges_ahead = BridgesAhead(
+            bank, self.generation,
+            self.generation.stream("bridge", make_generator(self.generator_name)) if uses_bridges else None,  # type: ignore[arg-type]
+            seed, speculative_bridges if uses_bridges else 0)
+        self._bridges_ahead.rules = self.mapping.transition_rules()
+        self._stingers_ahead = StingersAhead(self.generation, generated_stingers, seed)
 
         self._current: _Player | None = None  # the cue playing, or the one a transition is heading to
         self._lead: _Player | None = None  # the player whose grid gives beats and bars
         self._pending_transition: int | None = None  # schedule id of a transition not yet begun
+        self._primed_target: str | None = None  # the cue whose generated bars were asked for early
 
     # ------------------------------------------------------------------ set-up
     def _midi_sink(self, part_name: str, program: int, percussion: bool) -> Callable[[int, int, int, int], None] | None:
@@ -259,7 +326,8 @@ class Session:
                 voice = self._build_voice(cue, layer, loop_beats)
             except AssetError as error:
                 raise AssetError(f"{role} {cue.name!r} layer {layer.name!r}: {error}") from None
-            layers.append(_LayerPlayer(layer.name, voice, layer.curve, layer.fade_beats))
+            curve, fade_beats = self.mapping.layer_gain(cue.name, layer.name)
+            layers.append(_LayerPlayer(layer.name, voice, curve, fade_beats))
         return _Player(cue.name, cue.bpm, cue.meter.beats_per_bar, layers, cue.gain_db, looping,
                        None if looping else cue.loop_bars)
 
@@ -273,13 +341,7 @@ class Session:
         if isinstance(source, StemSource):
             return StemVoice(self._stem_audio(cue, source), loop_beats)
         assert isinstance(source, GeneratedSource)
-        generator_class = GENERATORS.get(source.generator)
-        if generator_class is None:
-            raise AdaptiveError(
-                f"cue {cue.name!r} layer {layer.name!r}: unknown generator {source.generator!r} "
-                f"(allowed: {', '.join(GENERATORS)})"
-            )
-        generator: PartGenerator = generator_class()
+        stream = self.generation.stream(part_name, make_generator(source.generator or self.generator_name))
         synth = Synth(self.soundfont, self.sample_rate_hz, layer.program, layer.percussion, layer.max_voices)
         key = cue.parsed_key
 
@@ -288,7 +350,8 @@ class Session:
             return BarRequest(bar_index, key, cue.chord_at_bar(bar_index), cue.meter.beats_per_bar, cue.bpm,
                               emotion.valence, emotion.arousal, role, self.seed)
 
-        return GeneratedVoice(generator, request_for_bar, synth, cue.meter.beats_per_bar, None,
+        feed = BarFeed(self.generation, stream, request_for_bar, self.bars_ahead)
+        return GeneratedVoice(feed, synth, cue.meter.beats_per_bar, None,
                               self._midi_sink(part_name, layer.program, layer.percussion))
 
     def _stem_audio(self, cue: Cue, source: StemSource) -> np.ndarray:
@@ -321,12 +384,21 @@ class Session:
         """
         try:
             if isinstance(item, SceneUpdate):
-                validate_update(item, self.bank)
+                validate_update(item, self.bank, self.mapping.emotion)
             elif isinstance(item, StingerTrigger):
-                self.bank.stinger(item.name)
+                self.mapping.stinger(item.name)
+            elif isinstance(item, MappingChange):
+                if item.resolved is None or item.resolved.bank is not self.bank:
+                    item = MappingChange(item.text, parse_mapping_text(item.text, self.bank, item.source), item.source)
+                assert item.resolved is not None
+                if not self._bridge_synths and _uses_generated_bridges(item.resolved.transition_rules()):
+                    raise ValueError("the new mapping's transitions use generated bridges, and this session was "
+                                     "started without their synthesizers (allowed: a mapping without them, or "
+                                     "start the session with generated_bridges=True, as the server does)")
             else:
-                raise ValueError(f"unknown input type {type(item).__name__} (allowed: SceneUpdate, StingerTrigger)")
-        except (KeyError, ValueError) as error:
+                raise ValueError(f"unknown input type {type(item).__name__} "
+                                 "(allowed: SceneUpdate, StingerTrigger, MappingChange)")
+        except (KeyError, ValueError, AdaptiveError) as error:
             self.counters["rejected_inputs"] += 1
             raise InputError(str(error.args[0] if isinstance(error, KeyError) else error)) from None
         self.counters["inputs"] += 1
@@ -345,35 +417,145 @@ class Session:
         if isinstance(item, StingerTrigger):
             self._trigger_stinger(item.name, frame)
             return
-        self.scene.apply(item)
-        self._emit(frame, "scene", valence=self.scene.emotion.valence, arousal=self.scene.emotion.arousal,
+        if isinstance(item, MappingChange):
+            self._schedule_mapping_change(item, frame)
+            return
+        self.scene.apply(item, self.mapping.emotions)
+        emotion = self.scene.emotion
+        self._smoother.set_target(frame, emotion.valence, emotion.arousal, self.scene.intensity)
+        self._emit(frame, "scene", valence=emotion.valence, arousal=emotion.arousal,
                    emotion=self.scene.emotion_name, intensity=self.scene.intensity, location=self.scene.location)
+        self._follow(retarget_all=True)
+
+    # ------------------------------------------------------------------ mapping
+    def _follow(self, retarget_all: bool = False) -> None:
+        """Evaluate the mapping for the scene as smoothed at this frame: choose
+        the cue (hysteresis, minimum time in a cue), set the layer gains, and
+        come back in :data:`FOLLOW_STEP_SECONDS` while the smoothing still moves."""
+        frame = self.frame_now
+        valence, arousal, intensity = self._smoother.at(frame)
+        self._emit(frame, "follow", valence=valence, arousal=arousal, intensity=intensity)
         playing = self._current.name if self._current else None
-        wanted = self.mapping.choose_cue(self.scene, playing)
+        forced = self.scene.forced_cue
+        wanted = forced or self.mapping.choose_cue(valence, arousal, self.scene.location, playing)
         if self._current is None:
-            self._start_player(self._players[wanted], frame, fade_frames=0, previous=None)
+            self._start_player(self._players[wanted], frame, fade_frames=0, previous=None, arousal=arousal)
             self._current = self._players[wanted]
         elif wanted != self._current.name:
-            self._request_transition(wanted, frame)
+            held_until = self._held_until()
+            if forced or held_until <= frame:
+                self._request_transition(wanted, frame)
+            else:
+                self._follow_at(held_until)
         elif self._pending_transition is not None:
             self._cancelled.add(self._pending_transition)  # the scene came back before the boundary
             self._pending_transition = None
-        for player in self._players.values():
-            if player.active:
-                self._retarget_layers(player, frame)
+            self._prime_incoming(None)
+        if retarget_all or intensity != self._gain_intensity:
+            self._gain_intensity = intensity
+            for player in self._players.values():
+                if player.active:
+                    self._retarget_layers(player, frame)
+        self._generate_ahead()
+        settle = self._smoother.settle_frame()
+        if settle > frame:
+            self._follow_at(min(settle, frame + max(1, seconds_to_frames(FOLLOW_STEP_SECONDS, self.sample_rate_hz))))
+
+    def _follow_at(self, frame: int) -> None:
+        """Evaluate the mapping again at ``frame`` (one pending evaluation at a time: the earliest)."""
+        if self._follow_pending is not None and self._follow_pending <= frame:
+            return
+        self._follow_pending = frame
+
+        def follow() -> None:
+            if self._follow_pending == frame:
+                self._follow_pending = None
+                self._follow()
+
+        self._at(frame, follow)
+
+    def _held_until(self) -> int:
+        """The first frame at which the playing cue has played its minimum time
+        (``smoothing.min_cue_bars`` bars from its downbeat)."""
+        current = self._current
+        min_bars = self.mapping.mapping.smoothing.min_cue_bars
+        if current is None or current.grid is None or min_bars <= 0:
+            return 0
+        return current.grid.bar_to_frame(min_bars)
+
+    def _schedule_mapping_change(self, change: MappingChange, frame: int) -> None:
+        """Play by ``change``'s mapping from the next bar line of the lead cue
+        (at once when nothing plays): layer gains ramp to the new curves over
+        their fades, and the cue is chosen again."""
+        lead = self._lead
+        boundary = frame
+        if lead is not None and lead.grid is not None:
+            boundary = max(frame, lead.grid.quantize(frame, Quantize.NEXT_BAR))
+
+        def swap() -> None:
+            self._swap_mapping(change)
+
+        self._at(boundary, swap)
+
+    def _swap_mapping(self, change: MappingChange) -> None:
+        resolved = change.resolved
+        assert resolved is not None
+        frame = self.frame_now
+        self.mapping = resolved
+        self._bridges_ahead.rules = resolved.transition_rules()
+        smoothing = resolved.mapping.smoothing
+        self._smoother.set_rates(frame, smoothing.valence_per_second, smoothing.arousal_per_second,
+                                 smoothing.intensity_per_second)
+        for name, player in self._players.items():
+            for layer in player.layers:
+                layer.curve, layer.fade_beats = resolved.layer_gain(name, layer.layer_name)
+        self._emit(frame, "mapping", source=change.source)
+        if self._current is not None:
+            self._follow(retarget_all=True)
+
+    def _generate_ahead(self) -> None:
+        """Refresh what is generated ahead (bridges to the likely next cues,
+        generated stingers) for the cue playing or coming and the emotion
+        the music follows."""
+        if self._current is None:
+            return
+        valence, arousal, _ = self._smoother.at(self.frame_now)
+        self._bridges_ahead.refresh(self._current.name, valence, arousal)
+        self._stingers_ahead.refresh(self.bank.cue(self._current.name), valence, arousal)
 
     # ------------------------------------------------------------------ music
     def _retarget_layers(self, player: _Player, frame: int) -> None:
+        intensity = self._layer_intensity()
         for layer in player.layers:
             fade = beats_to_frames(layer.fade_beats, player.bpm, self.sample_rate_hz)
-            layer.gain.ramp_to(layer.curve.amplitude(self.scene.intensity), frame, fade)
+            layer.gain.ramp_to(layer.curve.amplitude(intensity), frame, fade)
+        self._emit_gains(player, frame)
 
-    def _start_player(self, player: _Player, frame: int, fade_frames: int, previous: str | None) -> None:
+    def _layer_intensity(self) -> float:
+        """The intensity layer gains follow: the smoothed one (the scene's until the first input)."""
+        return self._smoother.at(self.frame_now)[2] if self._gain_intensity is not None else self.scene.intensity
+
+    def _emit_gains(self, player: _Player, frame: int) -> None:
+        """A ``gains`` event: each layer's target gain in dB (None: silent) and its fade in frames."""
+        layers = {}
+        for layer in player.layers:
+            amplitude = layer.gain.target_amplitude
+            layers[layer.layer_name] = [None if amplitude <= 0.0 else round(amplitude_to_db(amplitude), 3),
+                                        layer.gain.length_frames]
+        self._emit(frame, "gains", cue=player.name, layers=layers)
+
+    def _start_player(self, player: _Player, frame: int, fade_frames: int, previous: str | None,
+                      arousal: float | None = None) -> None:
+        if arousal is not None:  # a cue starting fresh takes its tempo from the mapping
+            player.bpm = self._start_bpm(player.name, arousal)
         player.generation += 1
-        player.grid = TempoGrid(player.bpm, player.beats_per_bar, frame, self.sample_rate_hz)
+        if player.bar_bpms is None:
+            player.grid = TempoGrid(player.bpm, player.beats_per_bar, frame, self.sample_rate_hz)
+        else:
+            player.grid = SteppedTempoGrid(player.bar_bpms, player.beats_per_bar, frame, self.sample_rate_hz)
         for layer in player.layers:
             if not player.active:
-                layer.gain.ramp_to(layer.curve.amplitude(self.scene.intensity), frame, 0)
+                layer.gain.ramp_to(layer.curve.amplitude(self._layer_intensity()), frame, 0)
             layer.voice.start(player.grid)
         if player.active:
             self._retarget_layers(player, frame)
@@ -381,9 +563,15 @@ class Session:
         else:
             player.gain.ramp_to(0.0, frame, 0)
             player.gain.ramp_to(1.0, frame, fade_frames)
+        if not player.active and player.name in self._players:
+            self._emit_gains(player, frame)
         player.active = True
         self._lead = player
-        self.tempo_changes.append((frame, player.bpm, player.beats_per_bar))
+        if isinstance(player.grid, SteppedTempoGrid):
+            for bar, bpm in enumerate(player.grid.bar_bpms):
+                self.tempo_changes.append((player.grid.bar_frames[bar], bpm, player.beats_per_bar))
+        else:
+            self.tempo_changes.append((frame, player.bpm, player.beats_per_bar))
         self._emit(frame, "cue_change", cue=player.name, previous=previous, bpm=player.bpm,
                    beats_per_bar=player.beats_per_bar)
 
@@ -404,22 +592,46 @@ class Session:
         assert current is not None and current.grid is not None
         if self._pending_transition is not None:
             self._cancelled.add(self._pending_transition)
-        rule = find_rule(self.bank, current.name, target)
+        rule = self.mapping.find_rule(current.name, target)
         cue = self.bank.cue(current.name)
         boundary = current.grid.quantize(frame, rule.exit, phrase_bars=cue.phrase_bars, loop_bars=cue.loop_bars)
         boundary = max(boundary, current.grid.origin_frame, frame)
 
+        # Give the generator the time until the boundary: the bridge, and the
+        # incoming cue's first bars (unless it is still sounding).
+        if rule.bridge.kind is BridgeKind.GENERATED:
+            self._bridges_ahead.requested(current.name, target, rule.bridge.bars, boundary)
+        self._prime_incoming(target, boundary)
+
         def begin() -> None:
             self._pending_transition = None
+            self._primed_target = None
             self._begin_transition(target, rule, frame)
 
         self._pending_transition = self._at(boundary, begin)
+
+    def _prime_incoming(self, target: str | None, boundary: int = 0) -> None:
+        """Ask for the first bars of ``target``'s generated layers now (once per
+        pending transition), or forget those asked for a transition that will
+        not happen (``target`` None or another cue)."""
+        previous, self._primed_target = self._primed_target, target
+        if previous is not None and previous != target:
+            for layer in self._players[previous].layers:
+                if isinstance(layer.voice, GeneratedVoice):
+                    layer.voice.feed.unprime()
+        incoming = self._players.get(target) if target is not None else None
+        if incoming is not None and previous != target and not incoming.active:
+            for layer in incoming.layers:
+                if isinstance(layer.voice, GeneratedVoice):
+                    layer.voice.feed.prime(deadline_frame=boundary)
 
     def _begin_transition(self, target: str, rule: TransitionRule, requested_frame: int) -> None:
         frame = self.frame_now
         old = self._current
         assert old is not None
         new = self._players[target]
+        if not new.active:  # a cue re-entered while it fades out keeps its tempo
+            new.bpm = self._start_bpm(target, self._smoother.at(frame)[1])
         self._emit(frame, "transition_start", cue=old.name, to=target, exit=rule.exit.value,
                    fade_beats=rule.fade_beats, bridge=rule.bridge.kind.value, requested_frame=requested_frame)
         fade_frames = beats_to_frames(rule.fade_beats, old.bpm, self.sample_rate_hz)
@@ -454,26 +666,22 @@ class Session:
             self._at(arrival, arrive)
         self._at(max(arrival, frame + fade_frames), lambda: self._emit(
             self.frame_now, "transition_end", cue=old.name, to=target))
+        self._generate_ahead()
+
+    def _start_bpm(self, cue: str, arousal: float) -> float:
+        """A cue's tempo when it starts: the mapping's tempo for ``arousal``, else the bank's."""
+        bpm = self.mapping.bpm_for(cue, arousal)
+        return bpm if bpm is not None else self.bank.cue(cue).bpm
 
     def _build_bridge(self, old: _Player, new: _Player, bars: int) -> _Player:
-        """A generated bridge of ``bars`` bars at the outgoing tempo, made by the
-        rule-based generator (stand-in for the model): the outgoing chords, then
-        the dominant seventh of the incoming key on the last bar, with the
-        emotion moving from the outgoing cue's point to the incoming one's."""
-        old_cue, new_cue = self.bank.cue(old.name), self.bank.cue(new.name)
-        assert old.grid is not None
-        old_key, new_key = old_cue.parsed_key, new_cue.parsed_key
-        first_bar = int(old.grid.frame_to_beat(self.frame_now) // old.beats_per_bar)
-        dominant = Chord((new_key.tonic_pitch_class + 7) % 12, ChordQuality.DOMINANT7)
-        generator = RuleBasedGenerator()
-
-        def request_for_bar(bar_index: int) -> BarRequest:
-            t = (bar_index + 1) / bars
-            chord = dominant if bar_index == bars - 1 else old_cue.chord_at_bar(first_bar + bar_index)
-            return BarRequest(bar_index, old_key if bar_index < bars - 1 else new_key, chord, old.beats_per_bar,
-                              old.bpm, old_cue.valence + (new_cue.valence - old_cue.valence) * t,
-                              old_cue.arousal + (new_cue.arousal - old_cue.arousal) * t, "arpeggio", self.seed)
-
+        """A generated bridge of ``bars`` bars (:func:`adaptive.transition.plan_bridge`):
+        it modulates to the incoming key (ending on its dominant), moves the
+        emotion from the outgoing cue's point to the incoming one's and steps
+        the tempo from the outgoing cue's towards the incoming one's, bar by
+        bar. Its bars come from the generation worker — made ahead if the
+        transition was foreseen — each taken at its downbeat (the rule-based
+        fallback plays a bar that is not ready: a counted miss)."""
+        plan, tickets = self._bridges_ahead.take(old.name, new.name, bars, self.frame_now)
         sounding = [bridge for bridge in self._bridges if bridge.active]
         busy = {id(bridge.layers[0].voice.synth) for bridge in sounding}
         free = [synth for synth in self._bridge_synths if id(synth) not in busy]
@@ -482,13 +690,24 @@ class Session:
             oldest.active = False
             oldest.layers[0].voice.stop(self.frame_now)
             free = [oldest.layers[0].voice.synth]
-        voice = GeneratedVoice(generator, request_for_bar, free[0], old.beats_per_bar, bars,
+        feed = BarFeed(self.generation, self._bridges_ahead.stream, plan.requests.__getitem__,
+                       bars_ahead=min(plan.bars, 16), bars=plan.bars)
+        feed.prime(tickets=tickets)
+        voice = GeneratedVoice(feed, free[0], plan.beats_per_bar, plan.bars,
                                self._midi_sink("bridge", BRIDGE_PROGRAM, False))
         layer = _LayerPlayer("bridge", voice, GainCurve(((0.0, 0.0),)), 0.0)
-        return _Player(f"bridge:{old.name}->{new.name}", old.bpm, old.beats_per_bar, [layer], 0.0, False, bars)
+        player = _Player(f"bridge:{old.name}->{new.name}", plan.bar_bpms[-1], plan.beats_per_bar, [layer], 0.0,
+                         False, plan.bars)
+        player.bar_bpms = plan.bar_bpms
+        return player
 
     def _trigger_stinger(self, name: str, frame: int) -> None:
-        stinger = self.bank.stinger(name)
+        try:
+            source, quantize, gain_db = self.mapping.stinger(name)
+        except KeyError as error:  # the mapping changed since the trigger was accepted
+            self._emit(frame, "error", message=str(error.args[0]), input="stinger")
+            return
+        stinger = self.bank.stinger(source)
         lead = self._lead
         if lead is None or lead.grid is None:
             boundary, bpm, beats_per_bar = frame, 120.0, 4
@@ -496,21 +715,39 @@ class Session:
             cue = self.bank.cue(lead.name) if lead.name in self._players else None
             phrase_bars = cue.phrase_bars if cue else 4
             loop_bars = cue.loop_bars if cue else (lead.length_bars or 1)
-            boundary = lead.grid.quantize(frame, stinger.quantize, phrase_bars=phrase_bars, loop_bars=loop_bars)
+            boundary = lead.grid.quantize(frame, quantize, phrase_bars=phrase_bars, loop_bars=loop_bars)
             bpm, beats_per_bar = lead.bpm, lead.beats_per_bar
-        voice, part = self._stingers[name]
-        if stinger.key is not None and self._current is not None and self._current.name in self._players:
+        voice, part = self._stingers[source]
+        # A generated stinger is in the key of the cue playing when it is
+        # triggered, as a MIDI stinger is transposed to it.
+        key_cue = self.bank.cue(self._current.name) if self._current is not None else None
+        generated = isinstance(stinger.source, GeneratedStingerSource) and key_cue is not None
+        if generated:
+            assert key_cue is not None
+            emotion = self.scene.emotion
+            self._stingers_ahead.requested(source, key_cue, emotion.valence, emotion.arousal, boundary)
+        elif stinger.key is not None and self._current is not None and self._current.name in self._players:
             semitones = Key.parse(stinger.key).semitones_to(self.bank.cue(self._current.name).parsed_key)
             part = part.transposed(semitones)
 
         def play() -> None:
-            voice.part = part
+            if generated:
+                assert key_cue is not None
+                emotion = self.scene.emotion
+                voice.part = self._stingers_ahead.take(source, key_cue, emotion.valence, emotion.arousal,
+                                                       self.frame_now)
+            else:
+                voice.part = part
             voice.start(TempoGrid(bpm, beats_per_bar, self.frame_now, self.sample_rate_hz))
-            if name not in self._active_stingers:
-                self._active_stingers.append(name)
-            self._emit(self.frame_now, "stinger", name=name, requested_frame=frame)
+            self._stinger_amplitude[source] = db_to_amplitude(gain_db)
+            if source not in self._active_stingers:
+                self._active_stingers.append(source)
+            data = {"name": name, "requested_frame": frame}
+            if source != name:
+                data["source"] = source
+            self._emit(self.frame_now, "stinger", **data)
             self._at(voice.finished_frame + seconds_to_frames(STINGER_TAIL_CHECK_SECONDS, self.sample_rate_hz),
-                     lambda: self._park_stinger(name, voice))
+                     lambda: self._park_stinger(source, voice))
 
         self._at(boundary, play)
 
@@ -583,7 +820,7 @@ class Session:
                 if beat_in_bar == 0:
                     self._emit(frame, "bar", cue=lead.name, bar_index=bar_index)
                 self._emit(frame, "beat", cue=lead.name, bar_index=bar_index, beat_in_bar=beat_in_bar + 1,
-                           bpm=lead.bpm)
+                           bpm=grid.bpm_at_beat(beat))
         scratch = self._scratch
         for player in self._active_players():
             player.render(start, out, scratch)
@@ -616,4 +853,5 @@ class Session:
             voice.synth.close()
         for synth in self._bridge_synths:
             synth.close()
+        self.generation.close()
 

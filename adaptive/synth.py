@@ -119,7 +119,12 @@ def _load_fluidsynth():
         raise AssetError(
             f"cannot load FluidSynth ({error}); install it with 'sudo apt-get install libfluidsynth3'"
         ) from None
-    library = fluidsynth._fl
+    # The render call goes through a PyDLL handle, which keeps the GIL during
+    # the call (a CDLL releases it): a block's dozen short FluidSynth calls
+    # then do not each have to win the GIL back from another Python thread
+    # (the generation worker), which made blocks wait up to the interpreter's
+    # switch interval (5 ms) per call.
+    library = ctypes.PyDLL(fluidsynth._fl._name)
     write_float = library.fluid_synth_write_float
     write_float.argtypes = [
         ctypes.c_void_p, ctypes.c_int,

@@ -26,13 +26,17 @@ import json
 import math
 from pathlib import Path
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from adaptive.cue import CueBank
 from adaptive.errors import ConfigError, format_problems, problem_lines
+from adaptive.emotion import named_emotion
 from adaptive.scene import SceneUpdate, StingerTrigger, validate_update
+
+if TYPE_CHECKING:
+    from adaptive.mapping import ResolvedMapping
 
 MAX_DURATION_SECONDS = 24 * 3600.0
 """Longest timeline accepted (a day)."""
@@ -115,8 +119,10 @@ class Timeline(BaseModel):
         return [(time, item) for time, _, item in items]
 
 
-def load_timeline(path: Path | str, bank: CueBank) -> Timeline:
-    """Read and validate a timeline against ``bank`` (emotions, cues, stingers).
+def load_timeline(path: Path | str, bank: CueBank, mapping: "ResolvedMapping | None" = None) -> Timeline:
+    """Read and validate a timeline against ``bank`` (emotions, cues, stingers)
+    and the ``mapping`` it will play by (its emotions and stinger names;
+    default: the bank's own).
 
     Raises:
         ConfigError: unreadable file, bad TOML/JSON (with the line), or invalid
@@ -140,10 +146,10 @@ def load_timeline(path: Path | str, bank: CueBank) -> Timeline:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a timeline must be a table/object with duration_seconds and events")
-    return _validate(path, data, bank)
+    return _validate(path, data, bank, mapping)
 
 
-def _validate(path: Path, data: dict, bank: CueBank) -> Timeline:
+def _validate(path: Path, data: dict, bank: CueBank, mapping: "ResolvedMapping | None" = None) -> Timeline:
     """Validate every event on its own, so that every problem is reported at once."""
     problems: list[str] = []
     raw_events = data.get("events", [])
@@ -162,9 +168,9 @@ def _validate(path: Path, data: dict, bank: CueBank) -> Timeline:
         update = event.scene_update()
         try:
             if update is not None:
-                validate_update(update, bank)
+                validate_update(update, bank, mapping.emotion if mapping is not None else named_emotion)
             if event.stinger is not None:
-                bank.stinger(event.stinger)
+                (mapping.stinger if mapping is not None else bank.stinger)(event.stinger)
         except KeyError as error:
             problems.append(f"{where}: {error.args[0]}")
         except ValueError as error:

@@ -1,4 +1,5 @@
-"""Transition rules: which rule applies to a move from one cue to another.
+"""Transition rules: which rule applies to a move from one cue to another,
+and the plan of a generated bridge between two cues.
 
 Rules are looked up by specificity, like Wwise's transition matrix and Godot's
 AudioStreamInteractive table: an exact (from, to) rule beats (from, "*"),
@@ -8,7 +9,12 @@ the last one written wins (a later line overrides an earlier one).
 
 from __future__ import annotations
 
-from adaptive.cue import WILDCARD, CueBank, TransitionRule
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adaptive.cue import WILDCARD, BridgeKind, Cue, CueBank, TransitionRule
+from adaptive.generator import BarRequest
+from adaptive.harmony import Chord, Key, Mode, diatonic_triad, dominant_seventh
 
 DEFAULT_RULE = TransitionRule()
 """The rule used when a bank has none that matches: next bar, a one-beat crossfade."""
@@ -25,10 +31,135 @@ def _specificity(rule: TransitionRule, from_cue: str, to_cue: str) -> int | None
 def find_rule(bank: CueBank, from_cue: str, to_cue: str) -> TransitionRule:
     """The most specific rule of ``bank`` for ``from_cue`` → ``to_cue``
     (:data:`DEFAULT_RULE` when none matches)."""
+    return find_rule_in(bank.transitions, from_cue, to_cue)
+
+
+def find_rule_in(rules: Sequence[TransitionRule], from_cue: str, to_cue: str) -> TransitionRule:
+    """The most specific of ``rules`` for ``from_cue`` → ``to_cue``, later
+    rules winning among equals (:data:`DEFAULT_RULE` when none matches)."""
     best: tuple[int, int] | None = None
     chosen = DEFAULT_RULE
-    for index, rule in enumerate(bank.transitions):
+    for index, rule in enumerate(rules):
         score = _specificity(rule, from_cue, to_cue)
         if score is not None and (best is None or (score, index) > best):
             best, chosen = (score, index), rule
     return chosen
+
+
+BRIDGE_ROLE = "arpeggio"
+"""Role asked of the generator for bridge bars."""
+
+_PIVOT_DEGREES = (3, 5, 1, 0, 2)
+"""Scale degrees of the incoming key tried as the pivot chord, in order of
+preference: IV, vi, ii, I, iii (the subdominant side prepares the dominant)."""
+
+
+@dataclass(frozen=True)
+class BridgePlan:
+    """What a generated bridge plays: one request per bar and the tempo of each bar.
+
+    Attributes:
+        from_cue, to_cue: the cues it connects.
+        requests: one :class:`BarRequest` per bar (``bar_index`` 0..bars-1).
+        bar_bpms: tempo of each bar (bpm), stepping from the outgoing cue's
+            tempo towards the incoming one's.
+        beats_per_bar: the outgoing cue's meter numerator (the bridge keeps it).
+    """
+
+    from_cue: str
+    to_cue: str
+    requests: tuple[BarRequest, ...]
+    bar_bpms: tuple[float, ...]
+    beats_per_bar: int
+
+    @property
+    def bars(self) -> int:
+        """Length in bars."""
+        return len(self.requests)
+
+
+def bridge_chords(old: Cue, new_key: Key, bars: int) -> list[tuple[Chord, Key]]:
+    """The chord path of a ``bars``-bar bridge from cue ``old`` into ``new_key``,
+    with the key each bar is heard in. It ends on the incoming key's dominant:
+
+    * last bar: V7 of the new key (in the new key);
+    * the bar before (2+ bars): its pre-dominant, ii in major or iv in minor
+      (in the new key) — so the bridge ends with a ii–V (iv–V) cadence;
+    * the bar before that (3+ bars): a **pivot chord**, a major or minor triad
+      diatonic to both keys (the new key's IV, vi, ii, I or iii, first found,
+      other than the pre-dominant), heard in the old key; when the keys share
+      none, the new key's IV/iv (a direct modulation);
+    * earlier bars (4+ bars): the outgoing cue's own chords from its first bar.
+
+    The common-chord modulation is the textbook one (e.g. Aldwell & Schachter,
+    *Harmony and Voice Leading*, ch. "Modulation").
+    """
+    old_key = old.parsed_key
+    new_is_major = new_key.mode is Mode.MAJOR
+    path: list[tuple[Chord, Key]] = [(old.chord_at_bar(i), old_key) for i in range(max(0, bars - 3))]
+    predominant_degree = 1 if new_is_major else 3
+    if bars >= 3:
+        old_scale = set(old_key.scale_pitch_classes())
+        pivot, pivot_key = diatonic_triad(new_key, 3), new_key
+        for degree in _PIVOT_DEGREES:
+            if degree == predominant_degree:
+                continue  # the next bar's chord
+            chord = diatonic_triad(new_key, degree)
+            if chord.quality.value in ((0, 4, 7), (0, 3, 7)) and set(chord.pitch_classes()) <= old_scale:
+                pivot, pivot_key = chord, old_key
+                break
+        path.append((pivot, pivot_key))
+    if bars >= 2:
+        path.append((diatonic_triad(new_key, predominant_degree), new_key))
+    path.append((dominant_seventh(new_key), new_key))
+    return path
+
+
+def bridge_bpms(old_bpm: float, new_bpm: float, bars: int) -> tuple[float, ...]:
+    """Per-bar tempos of a bridge: ``old + (new − old) · (i + 1) / (bars + 1)``
+    for bar ``i``, so the tempo steps evenly from the outgoing cue's towards
+    the incoming one's (which the incoming cue then takes)."""
+    return tuple(old_bpm + (new_bpm - old_bpm) * (i + 1) / (bars + 1) for i in range(bars))
+
+
+def plan_bridge(old: Cue, new: Cue, bars: int, seed: int) -> BridgePlan:
+    """The plan of a ``bars``-bar generated bridge from ``old`` to ``new``:
+    the chord path of :func:`bridge_chords`, the tempo steps of
+    :func:`bridge_bpms`, and the emotion interpolated linearly from ``old``'s
+    point to ``new``'s (bar ``i`` at ``t = (i + 1) / bars``, so the last bar
+    expresses the incoming cue's emotion).
+
+    It depends only on the two cues, the length and the seed, so a bridge can
+    be generated before the transition fires (speculatively).
+
+    Raises:
+        ValueError: ``bars`` < 1.
+    """
+    if bars < 1:
+        raise ValueError(f"a bridge needs at least 1 bar, got {bars}")
+    chords = bridge_chords(old, new.parsed_key, bars)
+    bpms = bridge_bpms(old.bpm, new.bpm, bars)
+    beats_per_bar = old.meter.beats_per_bar
+    requests = []
+    for i, (chord, key) in enumerate(chords):
+        t = (i + 1) / bars
+        requests.append(BarRequest(i, key, chord, beats_per_bar, bpms[i],
+                                   old.valence + (new.valence - old.valence) * t,
+                                   old.arousal + (new.arousal - old.arousal) * t, BRIDGE_ROLE, seed))
+    return BridgePlan(old.name, new.name, tuple(requests), bpms, beats_per_bar)
+
+
+def generated_bridge_targets(bank: CueBank, from_cue: str,
+                             rules: Sequence[TransitionRule] | None = None) -> list[tuple[str, int]]:
+    """Cues reachable from ``from_cue`` through a rule with a generated bridge,
+    with the bridge's length in bars, in bank order; ``rules`` is the
+    transition table in force (default: the bank's; a mapping may replace it)."""
+    table = bank.transitions if rules is None else rules
+    targets = []
+    for cue in bank.cues:
+        if cue.name == from_cue:
+            continue
+        rule = find_rule_in(table, from_cue, cue.name)
+        if rule.bridge.kind is BridgeKind.GENERATED:
+            targets.append((cue.name, rule.bridge.bars))
+    return targets

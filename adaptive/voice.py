@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from adaptive.clock import TempoGrid
-from adaptive.generator import BarRequest, PartGenerator
+from adaptive.generation import BarFeed
 from adaptive.part import Part
 from adaptive.synth import Synth
 
@@ -164,32 +164,41 @@ class MidiVoice:
 
 
 class GeneratedVoice(MidiVoice):
-    """A part written bar by bar by a :class:`~adaptive.generator.PartGenerator`.
+    """A part written bar by bar by a part generator, through a
+    :class:`~adaptive.generation.BarFeed`.
 
-    Each bar is asked for when the render reaches its downbeat, with the
-    context ``request_for_bar(bar_index)`` returns at that moment, so the part
-    re-conditions on the emotion at every bar line.
+    The generator never runs here: the feed asks the generation worker for
+    bars ahead of the music (bar ``k + bars_ahead`` when bar ``k`` starts,
+    conditioned on the emotion current then) and, at each bar's downbeat, hands
+    over the finished bar — or, if it is not ready in real time, the rule-based
+    fallback for the same request (counted as a miss).
 
     Args:
-        generator: writes the bars.
-        request_for_bar: builds the :class:`BarRequest` for a bar index.
+        feed: the part's bar feed.
+        synth: the synthesizer it owns.
         beats_per_bar: meter numerator.
         bars: how many bars to play (None: until stopped).
+        midi_sink: called with every note event played.
     """
 
     def __init__(
         self,
-        generator: PartGenerator,
-        request_for_bar: Callable[[int], BarRequest],
+        feed: BarFeed,
         synth: Synth,
         beats_per_bar: int,
         bars: int | None = None,
         midi_sink: MidiSink | None = None,
     ) -> None:
         super().__init__(Part.empty(), synth, float(beats_per_bar), midi_sink)
-        self.generator = generator
-        self.request_for_bar = request_for_bar
+        self.feed = feed
         self.bars = bars
+
+    def start(self, grid: TempoGrid) -> None:
+        """See :class:`Voice`; the feed restarts at bar 0 (using bars primed
+        before the start, if any)."""
+        super().start(grid)
+        self.feed.deadline_for_bar = grid.bar_to_frame
+        self.feed.restart()
 
     def _schedule_until(self, end_frame: int) -> None:
         if self.bars is not None and self._next_iteration >= self.bars:
@@ -197,9 +206,11 @@ class GeneratedVoice(MidiVoice):
         super()._schedule_until(end_frame)
 
     def _iteration_notes(self, iteration: int) -> tuple[Part, float]:
+        first_beat = iteration * self._iteration_length_beats()
         if self.bars is not None and iteration >= self.bars:
-            return Part.empty(), iteration * self._iteration_length_beats()
-        return self.generator.generate_bar(self.request_for_bar(iteration)), iteration * self._iteration_length_beats()
+            return Part.empty(), first_beat
+        assert self._grid is not None
+        return self.feed.take(iteration, self._grid.beat_to_frame(first_beat)), first_beat
 
 
 class StemVoice:

@@ -219,6 +219,61 @@ class AdaptiveClient:
         """Play a stinger at its quantized boundary."""
         self.send("stinger", stinger=name)
 
+    # ------------------------------------------------------------ live mapping
+    def _mapping_answer(self, timeout: float) -> tuple[str, dict[str, Any]]:
+        for decoded in self.messages(timeout):
+            if decoded.message.name in ("mapping_value", "mapping_error", "mapping_text"):
+                return decoded.message.name, decoded.values
+        raise TimeoutError(f"no answer about the mapping from {self.host}:{self.port} within {timeout:g} s")
+
+    def set_mapping(self, path: str, value: str, timeout: float = 2.0) -> str:
+        """Set a live mapping value (``value``: JSON or TOML text); returns the
+        value in force, as JSON text.
+
+        Raises:
+            ValueError: the server refused it (its message says why).
+            TimeoutError: no answer.
+        """
+        self.send("mapping_set", path=path, value=value)
+        name, values = self._mapping_answer(timeout)
+        if name != "mapping_value":
+            raise ValueError(values.get("message", "unexpected answer"))
+        return values["value"]
+
+    def get_mapping(self, path: str, timeout: float = 2.0) -> str:
+        """A live mapping value as JSON text.
+
+        Raises:
+            ValueError: no such key (the server's message says which keys there are).
+            TimeoutError: no answer.
+        """
+        self.send("mapping_get", path=path)
+        name, values = self._mapping_answer(timeout)
+        if name != "mapping_value":
+            raise ValueError(values.get("message", "unexpected answer"))
+        return values["value"]
+
+    def export_mapping(self, timeout: float = 2.0) -> str:
+        """The server's whole live mapping as TOML (its ``mapping_text`` parts joined).
+
+        Raises:
+            TimeoutError: no answer, or parts missing.
+        """
+        self.send("mapping_export")
+        parts: dict[int, str] = {}
+        count = None
+        deadline = time.monotonic() + timeout
+        while count is None or len(parts) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the live mapping from {self.host}:{self.port} came incomplete "
+                                   f"({len(parts)} of {count or '?'} parts within {timeout:g} s)")
+            name, values = self._mapping_answer(remaining)
+            if name == "mapping_text":
+                parts[values["index"]] = values["text"]
+                count = values["count"]
+        return "".join(parts[index] for index in range(count))
+
     # ------------------------------------------------------------ clock
     def sync_clock(self, pings: int = 16, timeout: float = 0.5) -> ClockSync:
         """NTP-style clock sync over ``pings`` pings, one at a time.

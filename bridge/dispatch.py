@@ -20,6 +20,9 @@ from bridge.protocol import Decoded, ProtocolError
 SCENE_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger")
 """Messages that become engine inputs."""
 
+MAPPING_MESSAGES = ("mapping_set", "mapping_get", "mapping_export")
+"""Messages answered by the live mapping (:func:`bridge.mapping_watch.mapping_replies`)."""
+
 
 def split_time(frame: int, sample_rate_hz: int) -> tuple[int, int]:
     """Server time of ``frame`` (seconds since the session started) as
@@ -34,8 +37,10 @@ def split_seconds(seconds: float) -> tuple[int, int]:
     return whole, min(999_999, int(round((seconds - whole) * 1_000_000)))
 
 
-def to_input(decoded: Decoded, bank: CueBank) -> SceneUpdate | StingerTrigger:
-    """The engine input for a scene or stinger message.
+def to_input(decoded: Decoded, bank: CueBank, mapping: Any = None) -> SceneUpdate | StingerTrigger:
+    """The engine input for a scene or stinger message, its names checked
+    against ``mapping`` (a :class:`adaptive.mapping.ResolvedMapping`: its
+    emotions and stinger names) or, without one, the bank and built-in emotions.
 
     Raises:
         ProtocolError: ``unknown_name`` for a name the bank or the emotion
@@ -45,7 +50,7 @@ def to_input(decoded: Decoded, bank: CueBank) -> SceneUpdate | StingerTrigger:
     name, values = decoded.message.name, decoded.values
     if name == "stinger":
         try:
-            bank.stinger(values["stinger"])
+            (mapping.stinger if mapping is not None else bank.stinger)(values["stinger"])
         except KeyError as error:
             raise ProtocolError("unknown_name", str(error.args[0])) from None
         return StingerTrigger(values["stinger"])
@@ -59,7 +64,10 @@ def to_input(decoded: Decoded, bank: CueBank) -> SceneUpdate | StingerTrigger:
     }
     update = builders[name](values)
     try:
-        validate_update(update, bank)
+        if mapping is not None:
+            validate_update(update, bank, mapping.emotion)
+        else:
+            validate_update(update, bank)
     except KeyError as error:
         raise ProtocolError("unknown_name", str(error.args[0])) from None
     except ValueError as error:
@@ -69,7 +77,8 @@ def to_input(decoded: Decoded, bank: CueBank) -> SceneUpdate | StingerTrigger:
 
 def event_messages(events: list, sample_rate_hz: int) -> list[tuple[str, dict[str, Any]]]:
     """Callback messages for a block's music events (beats, bars, cue changes,
-    transitions, stingers), in order; scene and error events are not sent."""
+    transitions, stingers, mapping changes; a ``mapping_error`` event from the
+    mapping watch), in order; scene, follow, gains and error events are not sent."""
     out = []
     for event in events:
         time_s, time_us = split_time(event.frame, sample_rate_hz)
@@ -87,6 +96,10 @@ def event_messages(events: list, sample_rate_hz: int) -> list[tuple[str, dict[st
                                            from_cue=data["cue"][:64], to_cue=data["to"][:64])))
         elif event.kind == "stinger":
             out.append(("stinger_played", dict(stamp, stinger=data["name"])))
+        elif event.kind == "mapping":
+            out.append(("mapping_changed", dict(stamp, source=data["source"][-200:])))
+        elif event.kind == "mapping_error":
+            out.append(("mapping_error", {"path": data["path"][-200:], "message": data["message"]}))
     return out
 
 

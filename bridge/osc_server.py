@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
-from bridge.dispatch import MidiChannels, event_messages, pong_values, to_input, welcome_values
+from bridge.dispatch import MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values
 from bridge.protocol import Decoded, ProtocolError, decode_osc, encode_osc
 
 log = logging.getLogger("adaptive.osc")
@@ -70,6 +70,9 @@ class OscServer:
         welcome: fields of the ``welcome`` message besides the clock
             (session_id, block_frames, lookahead_ms, audio_tcp_port).
         host, port: where to listen (loopback by default; port 0 = any free port).
+        part_info: the session's parts (for MIDI channels: percussion on 10).
+        mapping: the live mapping (:class:`bridge.mapping_watch.MappingControl`):
+            answers mapping_set/get/export and names emotions and stingers.
 
     Raises:
         OSError: the port cannot be bound (in use, not allowed).
@@ -85,6 +88,7 @@ class OscServer:
         host: str = "127.0.0.1",
         port: int = 9000,
         part_info: dict | None = None,
+        mapping: Any = None,
     ) -> None:
         self.bank = bank
         self.submit = submit
@@ -92,6 +96,7 @@ class OscServer:
         self.sample_rate_hz = sample_rate_hz
         self.welcome = welcome
         self.part_info = part_info or {}
+        self.mapping = mapping  # a bridge.mapping_watch.MappingControl, or None
         self.clients: dict[tuple[str, int], OscClient] = {}  # by the source address that said hello
         self.counters = collections.Counter()
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -181,8 +186,14 @@ class OscServer:
             with self._lock:
                 (client.streams.add if name == "subscribe" else client.streams.discard)(values["stream"])
                 self._update_wanted_streams()
+        elif name in MAPPING_MESSAGES:
+            from bridge.mapping_watch import mapping_replies
+
+            address = self._reply_address(source)
+            for reply, reply_values in mapping_replies(name, values, self.mapping):
+                self._send_now(address, encode_osc(reply, **reply_values))
         else:
-            self.submit(to_input(decoded, self.bank))
+            self.submit(to_input(decoded, self.bank, self.mapping.current if self.mapping is not None else None))
             self.counters["inputs"] += 1
 
     def _is_own_address(self, address: tuple[str, int]) -> bool:
@@ -252,6 +263,16 @@ class OscServer:
         if self._sender_waiting:
             with self._outbox_ready:
                 self._outbox_ready.notify()
+
+    def broadcast(self, name: str, values: dict[str, Any]) -> None:
+        """Send message ``name`` to every client that said hello, whatever it
+        subscribed to (e.g. ``mapping_error`` from the mapping watch), from
+        any thread. Never blocks (UDP)."""
+        datagram = encode_osc(name, **values)
+        with self._lock:
+            addresses = [client.address for client in self.clients.values()]
+        for address in addresses:
+            self._send_now(address, datagram)
 
     def _send_loop(self) -> None:
         while self._running:

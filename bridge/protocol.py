@@ -107,13 +107,25 @@ def _time_args() -> tuple[Arg, ...]:
 _NAME = "a name from the cue bank"
 STREAMS = ("events", "midi", "audio")
 
+MAPPING_PATH_CHARS = 200
+"""Longest mapping key path accepted (``locations.forest.cues.explore.region``)."""
+
+MAPPING_VALUE_CHARS = 1000
+"""Longest mapping value text (JSON or TOML) in a set or a reply; it stays inside one datagram."""
+
+MAPPING_TEXT_BYTES = 1000
+"""Bytes of mapping TOML per ``mapping_text`` message (UTF-8, cut between characters)."""
+
 MESSAGES: tuple[Message, ...] = (
     # ------------------------------------------------------------ to the server
     Message("hello", "/adaptive/hello", Direction.TO_SERVER, (
         Arg("reply_port", ArgType.INT, "UDP port on the sender's host that replies and callbacks go to", 1, 65535),
-        Arg("sample_rate_hz", ArgType.INT, "the client's audio output rate", 8000, 192000),
-        Arg("channels", ArgType.INT, "the client's output channels", 1, 2),
-        Arg("sample_format", ArgType.STRING, "PCM format the client wants audio in", choices=("s16", "f32")),
+        Arg("sample_rate_hz", ArgType.INT, "the client's audio output rate (informational: the audio streams "
+            "stay at the session's rate, in welcome and every block header; a client at another rate resamples)",
+            8000, 192000),
+        Arg("channels", ArgType.INT, "the client's output channels (informational: the audio streams are stereo)", 1, 2),
+        Arg("sample_format", ArgType.STRING, "PCM format the client prefers (informational: each audio block "
+            "header states the format the server streams)", choices=("s16", "f32")),
         Arg("client_name", ArgType.STRING, "free text naming the client, for logs"),
     ), "Say hello; the server answers with welcome and starts sending callbacks to reply_port.", reply="welcome"),
     Message("scene", "/adaptive/scene", Direction.TO_SERVER, (
@@ -141,7 +153,8 @@ MESSAGES: tuple[Message, ...] = (
         Arg("stinger", ArgType.STRING, _NAME),
     ), "Play a stinger at its quantized boundary."),
     Message("subscribe", "/adaptive/subscribe", Direction.TO_SERVER, (
-        Arg("stream", ArgType.STRING, "what to receive at reply_port", choices=STREAMS),
+        Arg("stream", ArgType.STRING, "what to receive at reply_port ('audio' sends nothing over OSC: audio "
+            "comes over the TCP stream of welcome's audio_tcp_port or ZeroMQ PUB)", choices=STREAMS),
     ), "Start receiving a stream (events: beats, bars, cues, transitions, stingers; midi: note events)."),
     Message("unsubscribe", "/adaptive/unsubscribe", Direction.TO_SERVER, (
         Arg("stream", ArgType.STRING, "what to stop receiving", choices=STREAMS),
@@ -149,6 +162,21 @@ MESSAGES: tuple[Message, ...] = (
     Message("ping", "/adaptive/ping", Direction.TO_SERVER, (
         Arg("sequence", ArgType.INT, "chosen by the client to match the pong", 0, 2**31 - 1),
     ), "Clock sync (NTP-style): the client notes its send and receive times around the pong.", reply="pong"),
+    Message("mapping_set", "/adaptive/mapping/set", Direction.TO_SERVER, (
+        Arg("path", ArgType.STRING, "a mapping key, dotted: smoothing.hysteresis, "
+            "locations.forest.cues.explore.region, transitions.2.exit (docs/mapping.md)", max_chars=MAPPING_PATH_CHARS),
+        Arg("value", ArgType.STRING, "the new value as JSON (0.3, [[0, -60], [1, 0]]) or TOML (-inf, "
+            "{ valence = [0, 1], arousal = [-1, 0] }); a bare word is a string (next_bar)",
+            max_chars=MAPPING_VALUE_CHARS),
+    ), "Set one value of the live mapping; it is checked against the bank and takes effect at the next bar line. "
+       "Answered with mapping_value (the value now in force) or mapping_error (nothing changed).",
+       reply="mapping_value"),
+    Message("mapping_get", "/adaptive/mapping/get", Direction.TO_SERVER, (
+        Arg("path", ArgType.STRING, "a mapping key, dotted, as for mapping_set", max_chars=MAPPING_PATH_CHARS),
+    ), "Read one value of the live mapping. Answered with mapping_value or mapping_error.", reply="mapping_value"),
+    Message("mapping_export", "/adaptive/mapping/export", Direction.TO_SERVER, (),
+            "Ask for the whole live mapping as TOML. Answered with mapping_text messages (in order; join their texts).",
+            reply="mapping_text"),
     # ------------------------------------------------------------ to the client
     Message("welcome", "/adaptive/welcome", Direction.TO_CLIENT, (
         Arg("protocol_version", ArgType.INT, "this protocol's version", 1, 2**31 - 1),
@@ -201,6 +229,27 @@ MESSAGES: tuple[Message, ...] = (
         Arg("data2", ArgType.INT, "velocity or controller value (0 for program change)", 0, 127),
         Arg("part", ArgType.STRING, "the part: cue/layer, stinger/name or bridge"),
     ), "A MIDI event as played."),
+    Message("mapping_value", "/adaptive/mapping/value", Direction.TO_CLIENT, (
+        Arg("path", ArgType.STRING, "the mapping key asked for or set", max_chars=MAPPING_PATH_CHARS),
+        Arg("value", ArgType.STRING, "its value as JSON (-inf as -Infinity)", max_chars=MAPPING_VALUE_CHARS),
+    ), "Answer to mapping_get and mapping_set."),
+    Message("mapping_text", "/adaptive/mapping/text", Direction.TO_CLIENT, (
+        Arg("index", ArgType.INT, "this part's number, from 0", 0, 2**31 - 1),
+        Arg("count", ArgType.INT, "how many parts the mapping was cut into", 1, 2**31 - 1),
+        Arg("text", ArgType.STRING, "the part: UTF-8 TOML, at most 1000 bytes", max_chars=MAPPING_TEXT_BYTES),
+    ), "Answer to mapping_export: one part of the live mapping's TOML."),
+    Message("mapping_error", "/adaptive/mapping/error", Direction.TO_CLIENT, (
+        Arg("path", ArgType.STRING, "the key that was set or read, or the mapping file that was reloaded",
+            max_chars=MAPPING_PATH_CHARS),
+        Arg("message", ArgType.STRING, "every problem, each with its key (and line, for a file) and what is allowed",
+            max_chars=ERROR_MESSAGE_CHARS),
+    ), "A mapping_set or mapping_get was refused, or an edited mapping file is invalid (sent to every client "
+       "that said hello); the last good mapping keeps playing."),
+    Message("mapping_changed", "/adaptive/mapping/changed", Direction.TO_CLIENT, (
+        *_time_args(),
+        Arg("source", ArgType.STRING, "where the new mapping came from: its file, or 'live' for mapping_set",
+            max_chars=MAPPING_PATH_CHARS),
+    ), "A new mapping takes effect (on a bar line of the playing cue), sent to events subscribers."),
     Message("error", "/adaptive/error", Direction.TO_CLIENT, (
         Arg("code", ArgType.STRING, "what kind of error",
             choices=("malformed", "unknown_address", "wrong_arguments", "out_of_range", "unknown_name",

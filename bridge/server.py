@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptive.generator import DEFAULT_GENERATOR
 from bridge.audio import encode_block
 
 log = logging.getLogger("adaptive.server")
+
+
+SWITCH_INTERVAL_SECONDS = 0.001
+"""The interpreter's thread switch interval while serving (``sys.setswitchinterval``)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,15 @@ class ServerSettings:
         virtual_midi: also play the notes on a virtual MIDI port "adaptive" (needs python-rtmidi
             and a platform with virtual ports).
         seed: seeds generated parts.
+        generator: the part generator of generated layers, bridges and
+            stingers (a name of :data:`adaptive.generator.GENERATORS`).
+        realtime_priority: the render thread's SCHED_FIFO priority (1..99) so a
+            busy machine cannot starve it (underruns); 0: normal scheduling.
+            Refused without permission (root, CAP_SYS_NICE or ``ulimit -r``):
+            the server then logs why and goes on at normal priority.
+        mapping: the sound designer's mapping file, watched and reloaded while
+            serving (None: the embedded default mapping with the embedded bank,
+            else the bank's own).
     """
 
     bank: Path
@@ -60,6 +75,7 @@ class ServerSettings:
     sample_rate_hz: int = 48_000
     block_frames: int = 512
     lookahead_ms: float = 40.0
+    realtime_priority: int = 10
     host: str = "127.0.0.1"
     osc_port: int = 9000
     audio_tcp_port: int = 9001
@@ -70,6 +86,8 @@ class ServerSettings:
     midi_file: Path | None = None
     virtual_midi: bool = False
     seed: int = 0
+    generator: str = DEFAULT_GENERATOR
+    mapping: Path | None = None
 
 
 class Server:
@@ -90,18 +108,32 @@ class Server:
 
         self.settings = settings
         self.session_id = "default"  # one session per server for now; clients name it in logs
+        from adaptive.cli import DEFAULT_BANK
+        from adaptive.mapping import DEFAULT_MAPPING, ResolvedMapping, load_mapping
+        from bridge.mapping_watch import MappingControl
+
         self.bank = load_bank(settings.bank)
+        mapping_path = settings.mapping
+        if mapping_path is None and settings.bank.resolve() == DEFAULT_BANK.resolve():
+            mapping_path = DEFAULT_MAPPING
+        mapping = load_mapping(mapping_path, self.bank) if mapping_path is not None else ResolvedMapping.from_bank(self.bank)
         self.session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
-                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096))
+                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096),
+                               generator=settings.generator, mapping=mapping,
+                               generated_bridges=True)  # a live mapping change may add generated bridges
         self.recording = None
         if settings.record is not None:
             from adaptive.recording import Recording
 
-            self.recording = Recording(settings.record, bank=settings.bank.resolve(), soundfont=self.session.soundfont,
-                                       sample_rate_hz=settings.sample_rate_hz, seed=settings.seed)
+            self.recording = Recording.for_session(settings.record, self.session, settings.bank.resolve())
         self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
-                                        lookahead_ms=settings.lookahead_ms, recording=self.recording)
+                                        lookahead_ms=settings.lookahead_ms, recording=self.recording,
+                                        thread_priority=settings.realtime_priority)
         self.gc_monitor = GcPauseMonitor()
+        # Only a file the user named is watched: the embedded default is package data.
+        self.mapping = MappingControl(self.bank, mapping, self.realtime.submit,
+                                      path=settings.mapping.resolve() if settings.mapping is not None else None,
+                                      report_error=self._report_mapping_error)
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
         self.midi_recorder = MidiFileRecorder() if settings.midi_file is not None else None
@@ -122,12 +154,12 @@ class Server:
                        "lookahead_ms": settings.lookahead_ms, "audio_tcp_port": self.audio_tcp.port}
             self.osc = _bind("OSC", settings.osc_port, lambda: OscServer(
                 self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
-                welcome, settings.host, settings.osc_port, part_info=self.session.parts))
+                welcome, settings.host, settings.osc_port, part_info=self.session.parts, mapping=self.mapping))
             self._closers.append(self.osc.close)
             self.zmq = _bind("ZeroMQ control", settings.zmq_control_port, lambda: ZmqServer(
                 self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
                 welcome, settings.host, settings.zmq_control_port, settings.zmq_events_port,
-                part_info=self.session.parts))
+                part_info=self.session.parts, mapping=self.mapping))
             self._closers.append(self.zmq.close)
         except BaseException:
             self._close_transports()
@@ -139,6 +171,16 @@ class Server:
             if extra is not None:
                 self.realtime.add_sink(extra.on_block)
         self.realtime.add_sink(self._publish_audio)
+
+    def _report_mapping_error(self, path: str, message: str) -> None:
+        """Tell every client that an edited mapping file is invalid (from the watch thread)."""
+        from adaptive.session import MusicEvent
+
+        osc, zmq = getattr(self, "osc", None), getattr(self, "zmq", None)
+        if osc is not None:
+            osc.broadcast("mapping_error", {"path": path[-200:], "message": message})
+        if zmq is not None:
+            zmq.broadcast_events([MusicEvent(self.session.frame, "mapping_error", {"path": path, "message": message})])
 
     def _publish_audio(self, block) -> None:
         to_zmq = self.audio_zmq.has_subscribers()
@@ -177,13 +219,20 @@ class Server:
         """
         gc.collect()
         gc.freeze()
+        # Another Python thread (the generation worker, the socket threads)
+        # holding the GIL keeps a waking render thread waiting up to the switch
+        # interval; 5 ms (CPython's default) made the 99th-percentile block
+        # 8 ms against a busy thread, 1 ms makes it 0.7-1.6 ms (docs/benchmarks.md).
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self.gc_monitor.install()
         self.realtime.start()
         self.osc.start()
         self.zmq.start()
+        self.mapping.start()
 
     def close(self) -> None:
         """Stop every thread, close every socket, finish the recording."""
+        self.mapping.close()
         self.osc.close()
         self.zmq.close()
         self.realtime.stop()
@@ -212,9 +261,35 @@ def _bind(what: str, port: int, make):
                             "(choose another port, or 0 for any free one)") from None
 
 
+SERVER_NICE = -10
+"""Nice value of every thread of ``adaptive serve`` (when real-time priority is on)."""
+
+
+def raise_process_priority(nice: int = SERVER_NICE) -> str | None:
+    """Give the calling thread, and so every thread it starts afterwards (on
+    Linux a thread inherits its creator's nice value), the nice value
+    ``nice``. Call it before the server starts its threads.
+
+    Why: the render thread (SCHED_FIFO) must take the GIL from whichever of
+    the server's Python threads holds it; if that thread is preempted by
+    another process meanwhile, the render thread waits for it (a priority
+    inversion: a 97 ms block in a 10-minute run on a loaded machine). At nice
+    -10 the others are preempted far less.
+
+    Returns:
+        None on success, else why not (no permission). Never raises.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except (OSError, AttributeError) as error:
+        return f"{getattr(error, 'strerror', None) or error}"
+    return None
+
+
 def serve(settings: ServerSettings) -> int:
     """Run the server until SIGINT or SIGTERM; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="adaptive: %(message)s", stream=sys.stderr)
+    nice_problem = raise_process_priority() if settings.realtime_priority else None
     server = Server(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -225,8 +300,20 @@ def serve(settings: ServerSettings) -> int:
           f"lookahead {settings.lookahead_ms:g} ms)", flush=True)
     for line in server.endpoints():
         print(line, flush=True)
+    priority_checked = False
     try:
         while not stop.wait(0.5):
+            if not priority_checked and settings.realtime_priority:
+                priority_checked = True
+                problem = server.realtime.priority_problem
+                if nice_problem is not None:
+                    log.warning("the server's threads run at normal priority (nice %d refused: %s)",
+                                SERVER_NICE, nice_problem)
+                if problem is not None:
+                    log.warning("the render thread runs at normal priority (real-time priority %d refused: %s); "
+                                "on a busy machine that risks underruns: allow it (run as root, give CAP_SYS_NICE, "
+                                "or `ulimit -r %d`) or pass --realtime-priority 0 to not ask",
+                                settings.realtime_priority, problem, settings.realtime_priority)
             if server.realtime.failure is not None:
                 log.error("the render thread stopped: %r", server.realtime.failure)
                 return 1
@@ -234,7 +321,8 @@ def serve(settings: ServerSettings) -> int:
         server.close()
         realtime, gc_monitor = server.realtime, server.gc_monitor
         print(f"adaptive: stopped ({realtime.counters['blocks']} blocks, "
-              f"{realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages)",
+              f"{realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages, "
+              f"{server.session.generation.counters['generation_misses']} generation misses)",
               flush=True)
         print(f"adaptive: timing: longest block {realtime.max_block_ms:.1f} ms, latest wake-up "
               f"{realtime.max_wake_delay_ms:.1f} ms, longest garbage collection {gc_monitor.max_pause_ms:.1f} ms "

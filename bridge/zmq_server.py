@@ -39,7 +39,7 @@ import threading
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
-from bridge.dispatch import MidiChannels, event_messages, pong_values, to_input, welcome_values
+from bridge.dispatch import MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values
 from bridge.protocol import ERROR_MESSAGE_CHARS, ProtocolError, decode_json, encode_json
 
 log = logging.getLogger("adaptive.zmq")
@@ -84,6 +84,8 @@ class ZmqServer:
         control_port: TCP port of the ROUTER socket (0: any free port).
         events_port: TCP port of the PUB socket (0: any free port).
         part_info: the session's parts (for MIDI channels: percussion on 10).
+        mapping: the live mapping (:class:`bridge.mapping_watch.MappingControl`):
+            answers mapping_set/get/export and names emotions and stingers.
         outbox_blocks: blocks of callbacks queued before the oldest is dropped.
         sndhwm_messages: ZeroMQ send high-water mark per peer, in messages.
         context: a ``zmq.Context`` (default: the process's shared instance).
@@ -112,6 +114,7 @@ class ZmqServer:
         control_port: int = 9003,
         events_port: int = 9004,
         part_info: dict | None = None,
+        mapping: Any = None,
         *,
         outbox_blocks: int = OUTBOX_BLOCKS,
         sndhwm_messages: int = SNDHWM_MESSAGES,
@@ -128,6 +131,7 @@ class ZmqServer:
         self.sample_rate_hz = sample_rate_hz
         self.welcome = welcome
         self.part_info = part_info or {}
+        self.mapping = mapping  # a bridge.mapping_watch.MappingControl, or None
         self.host = host
         self.counters: collections.Counter = collections.Counter()
         self._outbox: collections.deque = collections.deque(maxlen=outbox_blocks)
@@ -301,8 +305,13 @@ class ZmqServer:
                 "pong", **pong_values(values["sequence"], received, self.server_time_seconds())))
         elif name in ("subscribe", "unsubscribe"):
             pass  # validated; the SUB socket's own subscriptions do the filtering
+        elif name in MAPPING_MESSAGES:
+            from bridge.mapping_watch import mapping_replies
+
+            for reply, reply_values in mapping_replies(name, values, self.mapping):
+                self._reply(identity, envelope, encode_json(reply, **reply_values))
         else:
-            self.submit(to_input(decoded, self.bank))
+            self.submit(to_input(decoded, self.bank, self.mapping.current if self.mapping is not None else None))
             self.counters["inputs"] += 1
 
     def _reject(self, identity: bytes, envelope: list[bytes], error: ProtocolError) -> None:
@@ -334,6 +343,12 @@ class ZmqServer:
         if len(self._outbox) == self._outbox.maxlen:
             self.counters["dropped_blocks"] += 1
         self._outbox.append((list(events), list(midi)))
+        self._wake()
+
+    def broadcast_events(self, events: list) -> None:
+        """Publish music events (e.g. a ``mapping_error`` from the mapping
+        watch) on the events topic, from any thread. Never blocks."""
+        self._outbox.append((list(events), []))
         self._wake()
 
     def _publish_outbox(self) -> None:

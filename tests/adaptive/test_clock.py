@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adaptive.clock import Quantize, TempoGrid, beats_to_frames, frames_to_seconds, seconds_to_frames
+from adaptive.clock import (Quantize, SteppedTempoGrid, TempoGrid, beats_to_frames, frames_per_beat, frames_to_seconds,
+                            seconds_to_frames)
 
 bpms = st.floats(min_value=20.0, max_value=300.0, allow_nan=False)
 rates = st.sampled_from([8_000, 22_050, 44_100, 48_000, 96_000, 192_000])
@@ -80,3 +81,26 @@ def test_beats_in_span():
     grid = TempoGrid(120.0, 4, 0, 48_000)
     assert list(grid.beats_in_span(0, 24_000)) == [0]
     assert list(grid.beats_in_span(1, 48_001)) == [1, 2]
+
+
+@given(bar_bpms=st.lists(bpms, min_size=1, max_size=6), rate=rates, beats_per_bar=meters, origin=origins,
+       beat=st.floats(min_value=-8, max_value=40, allow_nan=False))
+def test_stepped_grid_beats_frames_round_trip(bar_bpms, rate, beats_per_bar, origin, beat):
+    grid = SteppedTempoGrid(tuple(bar_bpms), beats_per_bar, origin, rate)
+    frame = grid.beat_to_frame(beat)
+    bar = min(max(int(beat // beats_per_bar), 0), len(bar_bpms) - 1)
+    # Within half a frame of the exact beat (at the slowest-framed tempo: a
+    # beat at a bar's end may round onto the next bar's line).
+    assert abs(grid.frame_to_beat(frame) - beat) <= 0.5 / min(frames_per_beat(b, rate) for b in bar_bpms) + 1e-9
+    assert grid.bar_to_frame(0) == origin
+    assert grid.bpm_at_beat(beat) == bar_bpms[bar]
+
+
+def test_stepped_grid_bars_add_up_and_quantize_on_them():
+    grid = SteppedTempoGrid((100.0, 110.0, 120.0), 4, 1_000, 48_000)
+    assert grid.bar_frames == (1_000, 1_000 + 115_200, 1_000 + 115_200 + 104_727, 1_000 + 115_200 + 104_727 + 96_000)
+    assert grid.bar_to_frame(3) == grid.bar_frames[3]
+    assert grid.beat_to_frame(5) == grid.bar_frames[1] + round(60 * 48_000 / 110)
+    assert grid.quantize(grid.bar_frames[1] + 1, Quantize.NEXT_BAR) == grid.bar_frames[2]
+    assert list(grid.beats_in_span(grid.bar_frames[1], grid.bar_frames[2])) == [4, 5, 6, 7]
+    assert grid.beat_to_frame(13) == grid.bar_frames[3] + 24_000  # past the last bar: its tempo (120) goes on

@@ -134,6 +134,8 @@ def _all_references(bank: CueBank) -> list[tuple[str, str, str, bool]]:
             if reference is not None:
                 references.append((f"{cue.name}.{layer.name}", *reference, layer.percussion))
     for stinger in bank.stingers:
+        if stinger.source.kind == "generated":
+            continue
         references.append((f"stinger {stinger.name}", stinger.source.file, stinger.source.track, stinger.percussion))
     return references
 

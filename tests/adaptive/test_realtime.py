@@ -371,8 +371,10 @@ def write_lines(path: Path, lines: list) -> Path:
     return path
 
 
-HEADER = {"format": "adaptive-recording", "version": 1, "bank": "/x/bank.toml", "soundfont": None,
-          "sample_rate_hz": 48000, "seed": 0}
+HEADER = {"format": "adaptive-recording", "version": 2, "bank": "/x/bank.toml", "soundfont": None,
+          "sample_rate_hz": 48000, "seed": 0, "generator": "rule_based", "bars_ahead": 1, "speculative_bridges": 2}
+HEADER_V1 = {"format": "adaptive-recording", "version": 1, "bank": "/x/bank.toml", "soundfont": None,
+             "sample_rate_hz": 48000, "seed": 0}
 
 
 def test_recording_round_trip(tmp_path):
@@ -394,11 +396,38 @@ def test_recording_round_trip(tmp_path):
     assert end_frame == 9600
 
 
+def test_recording_keeps_generation_fallbacks_and_reads_version_1(tmp_path):
+    from adaptive.generation import GenerationFallback
+    from adaptive.recording import load_recording_with_fallbacks
+
+    path = tmp_path / "r.jsonl"
+    recording = Recording(path, bank="bank.toml", soundfont=None, sample_rate_hz=48000, seed=0, generator="model",
+                          bars_ahead=2, speculative_bridges=0)
+    recording.write_input(0, StingerTrigger("hit"))
+    fallback = GenerationFallback(96000, "explore/arpeggio", 3, 2, "late")
+    recording.write_fallback(fallback)
+    recording.close(192000)
+    header, inputs, fallbacks, end_frame = load_recording_with_fallbacks(path)
+    assert (header.generator, header.bars_ahead, header.speculative_bridges) == ("model", 2, 0)
+    assert inputs == [(0, StingerTrigger("hit"))] and fallbacks == [fallback] and end_frame == 192000
+    assert load_recording(path)[1] == inputs  # the plain loader leaves fallbacks out
+    old = write_lines(tmp_path / "v1.jsonl", [HEADER_V1, {"frame": 0, "type": "stinger", "name": "hit"},
+                                             {"type": "end", "frame": 10}])
+    header, inputs, fallbacks, end_frame = load_recording_with_fallbacks(old)
+    assert (header.generator, header.bars_ahead, fallbacks) == ("rule_based", 1, [])
+
+
 @pytest.mark.parametrize("lines, expected", [
     ([], "line 1: empty file"),
     (["{not json"], "line 1: not valid JSON"),
     ([{**HEADER, "format": "other"}, {"type": "end", "frame": 0}], "line 1: format 'other'"),
-    ([{**HEADER, "version": 2}, {"type": "end", "frame": 0}], "line 1: version 2 is not supported"),
+    ([{**HEADER, "version": 3}, {"type": "end", "frame": 0}], "line 1: version 3 is not supported"),
+    ([{**HEADER, "generator": "oracle"}, {"type": "end", "frame": 0}], "line 1: generator 'oracle' is not known"),
+    ([{**HEADER, "bars_ahead": 0}, {"type": "end", "frame": 0}], "line 1: bars_ahead 0 is out of range"),
+    ([HEADER, {"frame": 0, "type": "generation_fallback", "part": "a/b", "request": -1, "bar_index": 0,
+               "reason": "late"}, {"type": "end", "frame": 0}], "line 2: generation_fallback needs part"),
+    ([HEADER, {"frame": 0, "type": "generation_fallback", "part": "a/b"}, {"type": "end", "frame": 0}],
+     "line 2: a generation_fallback line has exactly the fields"),
     ([{**HEADER, "sample_rate_hz": 5}, {"type": "end", "frame": 0}], "line 1: sample_rate_hz 5 is out of range"),
     ([HEADER, {"frame": -1, "type": "stinger", "name": "hit"}, {"type": "end", "frame": 0}],
      "line 2: frame -1 must be an integer >= 0"),
@@ -427,3 +456,35 @@ def test_malformed_recordings_are_named_by_line(tmp_path, lines, expected):
 def test_missing_recording_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the session recording"):
         load_recording(tmp_path / "missing.jsonl")
+
+
+def test_the_render_thread_asks_for_real_time_priority_and_goes_on_without_it(tone_bank, soundfont, monkeypatch):
+    import os
+
+    from adaptive import realtime
+
+    asked = []
+
+    def refuse(pid, policy, param):
+        asked.append((pid, policy, param.sched_priority))
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse, raising=False)
+    monkeypatch.setattr(os, "SCHED_FIFO", 1, raising=False)
+    monkeypatch.setattr(os, "sched_param", lambda priority: type("P", (), {"sched_priority": priority})(),
+                        raising=False)
+    session = make_session(tone_bank, soundfont)
+    runner = RealtimeSession(session, block_frames=256, lookahead_ms=40.0, thread_priority=12)
+    collector = Collector()
+    runner.add_sink(collector)
+    runner.start()
+    try:
+        wait_for(lambda: len(collector.blocks) >= 20)  # refused, yet the music plays
+    finally:
+        runner.stop()
+        session.close()
+    assert asked == [(0, 1, 12)]
+    assert runner.priority_problem == "Operation not permitted"
+    assert realtime.raise_thread_priority(0) == "priority 0 is out of range (allowed: 1..99)"
+    with pytest.raises(ValueError, match="thread_priority 100 is out of range"):
+        RealtimeSession(make_session(tone_bank, soundfont), thread_priority=100)

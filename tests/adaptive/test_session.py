@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from adaptive.mapping import parse_mapping_text
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
 from tests.adaptive.conftest import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
@@ -213,8 +214,9 @@ def test_hysteresis_holds_the_cue_under_noisy_input(tone_bank, soundfont):
     rng = np.random.default_rng(0)
 
     def transitions(hysteresis: float) -> int:
-        session = make_session(tone_bank(exit="immediate"), soundfont)
-        session.mapping.hysteresis = hysteresis
+        bank = tone_bank(exit="immediate")
+        mapping = parse_mapping_text(f"[smoothing]\nhysteresis = {hysteresis}\n", bank)
+        session = make_session(bank, soundfont, mapping=mapping)
         session.submit(0, SceneUpdate(valence=0.01, arousal=-0.01, intensity=0.5))
         step = SAMPLE_RATE_HZ // 90
         for i in range(1, 90 * 4):
@@ -331,8 +333,10 @@ def test_generated_layer_follows_the_chords_and_reconditions_at_bar_lines(tmp_pa
     session = make_session(bank, soundfont)
     bar_frames = 2 * SAMPLE_RATE_HZ
     session.submit(0, SceneUpdate(valence=0.5, arousal=-1.0, intensity=1.0))
-    # The emotion changes mid-bar 2: bar 2 keeps its notes, bar 3 follows.
-    session.submit(round(2.5 * bar_frames), SceneUpdate(valence=0.5, arousal=1.0))
+    # Bars are asked for one bar ahead, with the emotion current then. The
+    # emotion changes mid-bar 1: bar 2, asked for at bar 1's downbeat, stays
+    # calm; bar 3, asked for at bar 2's downbeat, follows.
+    session.submit(round(1.5 * bar_frames), SceneUpdate(valence=0.5, arousal=1.0))
     render_frames(session, 4 * bar_frames)
     onsets = [e for e in session.midi_events if e.kind == 1]
     per_bar = [[e for e in onsets if bar * bar_frames <= e.frame < (bar + 1) * bar_frames] for bar in range(4)]

@@ -1,0 +1,251 @@
+class_name AdaptiveSoundtrack
+extends Node
+## Connects to `adaptive serve` over OSC (PacketPeerUDP): says hello, sends scene state on change at a
+## capped rate, triggers stingers, syncs its clock (ping/pong), and emits beat, bar, cue and stinger signals
+## when the music you hear reaches them (or on arrival). Written from docs/protocol.md.
+
+signal welcome_received(info: Dictionary)
+## bar_index from 0, beat_in_bar from 1; info has frame, server_time, cue, bpm.
+signal beat(bar_index: int, beat_in_bar: int, info: Dictionary)
+signal bar(bar_index: int, info: Dictionary)
+signal cue_changed(cue: String, previous: String, info: Dictionary)
+signal transition(phase: String, from_cue: String, to_cue: String, info: Dictionary)
+signal stinger_played(stinger: String, info: Dictionary)
+## The server rejected a message of ours (code and sentence, see docs/protocol.md "Errors").
+signal server_error(code: String, message: String)
+
+enum DispatchTiming { WHEN_HEARD, ON_ARRIVAL }
+
+@export var host := "127.0.0.1"
+@export var osc_port := 9000
+@export var client_name := "godot"
+@export var max_scene_rate_hz := 20.0
+@export var dispatch_timing: DispatchTiming = DispatchTiming.WHEN_HEARD
+## Added to the ping-synced time when no AdaptiveStreamPlayer plays the stream (seconds).
+@export var extra_latency_seconds := 0.0
+@export_group("Scene state outside every zone")
+@export var emotion := "calm"
+@export_range(0.0, 1.0) var intensity := 0.3
+@export var location := ""
+
+var welcome: Dictionary = {}
+var current_cue := ""
+var offset_seconds := 0.0  ## server time minus local time (Time.get_ticks_usec), from the best ping
+var round_trip_seconds := INF
+## Set by AdaptiveStreamPlayer: it knows which server frame is being heard.
+var stream_player = null
+
+var _udp := PacketPeerUDP.new()
+var _zones: Array = []
+var _sent_scene := []
+var _pending_scene := []
+var _last_scene_send := -INF
+var _pings := {}  # sequence -> local send time
+var _next_ping := 0
+var _next_sync := 0.0
+var _next_hello := 0.0
+var _due: Array = []  # [frame, server_time, Callable]
+
+
+static func now() -> float:
+	return Time.get_ticks_usec() / 1e6
+
+
+func _ready() -> void:
+	var err := _udp.bind(0, "127.0.0.1" if host.begins_with("127.") or host == "localhost" else "*")
+	if err != OK:
+		push_error("AdaptiveSoundtrack: cannot bind a UDP port (error %d)" % err)
+		set_process(false)
+		return
+	_udp.set_dest_address(host, osc_port)
+	_hello()
+	_push_scene()
+
+
+func _hello() -> void:
+	_send("/adaptive/hello", "iiiss", [_udp.get_local_port(), AudioServer.get_mix_rate(), 2, "s16", client_name.left(64)])
+	_next_hello = now() + 1.0
+
+
+func _send(address: String, tags: String, args: Array) -> void:
+	_udp.put_packet(AdaptiveOsc.encode(address, tags, args))
+
+
+# ------------------------------------------------------------------ scene state and stingers
+## Sets the scene state outside every zone (sent at once if no zone is active).
+func set_default_scene(new_emotion: String, new_intensity: float, new_location: String) -> void:
+	emotion = new_emotion
+	intensity = new_intensity
+	location = new_location
+	_push_scene()
+
+
+## Plays a stinger at its quantized boundary (names: `adaptive bank`).
+func trigger_stinger(stinger: String) -> void:
+	_send("/adaptive/stinger", "s", [stinger.left(64)])
+
+
+## Sets the emotion as a valence/arousal point, each -1..1.
+func set_emotion_point(valence: float, arousal: float) -> void:
+	_send("/adaptive/emotion/point", "ff", [clampf(valence, -1, 1), clampf(arousal, -1, 1)])
+
+
+## Forces a cue ("" hands the choice back to the mapping).
+func force_cue(cue: String) -> void:
+	_send("/adaptive/cue", "s", [cue.left(64)])
+
+
+func enter_zone(zone) -> void:
+	if not zone in _zones:
+		_zones.append(zone)
+	_push_scene()
+
+
+func exit_zone(zone) -> void:
+	if zone in _zones:
+		_zones.erase(zone)
+		_push_scene()
+
+
+## Sends the active state: the highest-priority zone's (latest entered among equals), else the default.
+func _push_scene() -> void:
+	var top = null
+	for zone in _zones:
+		if top == null or zone.priority >= top.priority:
+			top = zone
+	var state := [emotion, clampf(intensity, 0, 1), location]
+	if top != null:
+		state = [top.emotion, clampf(top.intensity, 0, 1), top.location if top.location != "" else location]
+	if state != _sent_scene:
+		_pending_scene = state
+	_flush_scene()
+
+
+func _flush_scene() -> void:
+	if _pending_scene.is_empty() or now() - _last_scene_send < 1.0 / max_scene_rate_hz:
+		return
+	_send("/adaptive/scene", "sfs", [String(_pending_scene[0]).left(64), _pending_scene[1], String(_pending_scene[2]).left(64)])
+	_sent_scene = _pending_scene
+	_pending_scene = []
+	_last_scene_send = now()
+
+
+# ------------------------------------------------------------------ receiving
+func _process(_delta: float) -> void:
+	while _udp.get_available_packet_count() > 0:
+		var packet := _udp.get_packet()
+		_handle(AdaptiveOsc.decode(packet), now())
+	_flush_scene()
+	var t := now()
+	if welcome.is_empty() and t >= _next_hello:
+		_hello()  # the server was not up yet, or the datagram was lost
+	elif not welcome.is_empty() and t >= _next_sync:
+		# Clock sync: one ping per frame, 8 in a row, again every 10 s.
+		_next_ping += 1
+		_pings[_next_ping] = t
+		_send("/adaptive/ping", "i", [_next_ping])
+		_next_sync = t + (10.0 if _next_ping % 8 == 0 else 0.0)
+	_dispatch_due()
+
+
+func _handle(m: Dictionary, arrival: float) -> void:
+	if m.has("error"):
+		server_error.emit("client_decode", "undecodable datagram from the server: " + str(m["error"]))
+		return
+	var a: Array = m["args"]
+	var address: String = m["address"]
+	if address == "/adaptive/welcome":
+		welcome = {"protocol_version": a[0], "session_id": a[1], "sample_rate_hz": a[2], "block_frames": a[3],
+			"lookahead_ms": a[4], "audio_tcp_port": a[5]}
+		welcome_received.emit(welcome)
+		_sent_scene = []  # a state sent before the server was up was lost: send it again
+		_push_scene()
+		return
+	if address == "/adaptive/pong":
+		if _pings.has(a[0]):
+			var t0: float = _pings[a[0]]
+			_pings.erase(a[0])
+			var t1: float = a[1] + a[2] / 1e6
+			var t2: float = a[3] + a[4] / 1e6
+			var rtt := (arrival - t0) - (t2 - t1)  # RFC 5905: the sample with the smallest delay wins
+			if rtt < round_trip_seconds:
+				round_trip_seconds = rtt
+				offset_seconds = ((t1 - t0) + (t2 - arrival)) / 2.0
+		return
+	if address == "/adaptive/error":
+		server_error.emit(a[0], a[1])
+		push_warning("AdaptiveSoundtrack: the server said %s: %s" % [a[0], a[1]])
+		return
+	if a.size() < 3:
+		return
+	var info := {"frame": a[0], "server_time": a[1] + a[2] / 1e6}
+	match address:
+		"/adaptive/beat":
+			info.merge({"cue": a[3], "bar_index": a[4], "beat_in_bar": a[5], "bpm": a[6]})
+			_schedule(info, _emit_beat.bind(info))
+		"/adaptive/bar":
+			info.merge({"cue": a[3], "bar_index": a[4]})
+			_schedule(info, _emit_bar.bind(info))
+		"/adaptive/cue_change":
+			info.merge({"cue": a[3], "previous": a[4]})
+			_schedule(info, _emit_cue_changed.bind(info))
+		"/adaptive/transition":
+			info.merge({"phase": a[3], "from_cue": a[4], "to_cue": a[5]})
+			_schedule(info, _emit_transition.bind(info))
+		"/adaptive/stinger_played":
+			info.merge({"stinger": a[3]})
+			_schedule(info, _emit_stinger_played.bind(info))
+
+
+func _emit_beat(info: Dictionary) -> void:
+	current_cue = info["cue"]
+	beat.emit(info["bar_index"], info["beat_in_bar"], info)
+
+
+func _emit_bar(info: Dictionary) -> void:
+	bar.emit(info["bar_index"], info)
+
+
+func _emit_cue_changed(info: Dictionary) -> void:
+	current_cue = info["cue"]
+	cue_changed.emit(info["cue"], info["previous"], info)
+
+
+func _emit_transition(info: Dictionary) -> void:
+	transition.emit(info["phase"], info["from_cue"], info["to_cue"], info)
+
+
+func _emit_stinger_played(info: Dictionary) -> void:
+	stinger_played.emit(info["stinger"], info)
+
+
+func _schedule(info: Dictionary, emit_it: Callable) -> void:
+	if dispatch_timing == DispatchTiming.ON_ARRIVAL:
+		emit_it.call()
+	else:
+		_due.append([info["frame"], info["server_time"], emit_it])
+
+
+## The server time (seconds) of what is heard now: from the stream player when it plays the stream, else
+## from the ping clock sync minus Godot's output latency.
+func heard_server_time() -> float:
+	if stream_player != null and stream_player.is_streaming() and not welcome.is_empty():
+		return stream_player.heard_frame() / float(welcome["sample_rate_hz"])
+	return now() + offset_seconds - AudioServer.get_output_latency() - extra_latency_seconds
+
+
+func _dispatch_due() -> void:
+	if _due.is_empty():
+		return
+	var heard := heard_server_time()
+	var still: Array = []
+	for item in _due:
+		if item[1] <= heard:
+			item[2].call()
+		else:
+			still.append(item)
+	_due = still
+
+
+func _exit_tree() -> void:
+	_udp.close()

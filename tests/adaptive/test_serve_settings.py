@@ -1,0 +1,42 @@
+"""`adaptive serve` settings: defaults, a --config file, options over it, and
+every bad value named with what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from adaptive.cli import _serve_settings, build_parser
+from adaptive.errors import ConfigError
+
+
+def settings(*argv: str):
+    return _serve_settings(build_parser().parse_args(["serve", *argv]))
+
+
+def test_defaults_then_config_then_options(tmp_path):
+    default = settings()
+    assert (default.block_frames, default.lookahead_ms, default.realtime_priority) == (512, 40.0, 10)
+    config = tmp_path / "serve.toml"
+    config.write_text("block_frames = 256\nrealtime_priority = 0\nlookahead_ms = 60.0\n", encoding="utf-8")
+    from_file = settings("--config", str(config))
+    assert (from_file.block_frames, from_file.lookahead_ms, from_file.realtime_priority) == (256, 60.0, 0)
+    overridden = settings("--config", str(config), "--realtime-priority", "20", "--block-frames", "1024")
+    assert (overridden.block_frames, overridden.realtime_priority) == (1024, 20)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("realtime_priority = 100", "realtime_priority 100 is out of range (allowed: 0..99)"),
+    ("realtime_priority = 10.5", "realtime_priority 10.5 is not allowed (allowed: a whole number from 0 to 99)"),
+    ("block_frames = 512.5", "block_frames 512.5 is not allowed (allowed: a whole number from 32 to 4096)"),
+    ("block_frames = 16", "block_frames 16 is out of range (allowed: 32..4096)"),
+    ("lookahead_ms = true", "lookahead_ms True is out of range"),
+    ("blocksize = 512", "unknown setting 'blocksize'"),
+    ("block_frames = ", "not valid TOML"),
+])
+def test_bad_config_values_are_named_with_what_is_allowed(tmp_path, text, expected):
+    config = tmp_path / "serve.toml"
+    config.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        settings("--config", str(config))
+    assert str(config) in str(caught.value)
+    assert expected in str(caught.value)

@@ -1,0 +1,281 @@
+"""The live mapping of a server: hot reload of valid and invalid files during
+a render, live tuning over OSC (set, get, export, errors), and
+``adaptive mapping export``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from adaptive.cli import main
+from adaptive.mapping import ResolvedMapping, load_mapping, parse_mapping_text
+from adaptive.scene import SceneUpdate
+from adaptive.session import Session
+from bridge.mapping_watch import MappingControl, cut_utf8, mapping_replies
+from bridge.osc_server import OscServer
+from bridge.protocol import Direction, decode_osc, encode_osc
+from tests.adaptive.conftest import SAMPLE_RATE_HZ, soundfont, tone_bank  # noqa: F401 (fixtures)
+from tests.adaptive.test_session import tone_amplitude
+
+BAR_FRAMES = 2 * SAMPLE_RATE_HZ  # cue "low" of the tone bank: 120 bpm, 4/4
+
+QUIET = "# the designer's notes\n[smoothing]\nhysteresis = 0.15\n"
+LOUD_UPPER = QUIET + "[cues.low.layers.upper]\ngain_curve = [[0.0, -6.0], [1.0, -6.0]]\nfade_beats = 1\n"
+BROKEN = QUIET + "[cues.low.layers.upper]\ngain_curve = [[0.0, -6.0], [1.0, 60.0]]\n[[transitions]]\nto = 'hgih'\n"
+
+
+def write(path, text: str, bump_seconds: int) -> None:
+    """Write ``text`` and move its modification time on (a real editor's
+    save is seconds apart; the test must not depend on timestamp granularity)."""
+    path.write_text(text, encoding="utf-8")
+    stamp = time.time() + bump_seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_hot_reload_of_valid_and_invalid_files_during_a_render(tone_bank, soundfont, tmp_path):
+    bank = tone_bank()
+    path = tmp_path / "mapping.toml"
+    write(path, QUIET, 0)
+    session = Session(bank, soundfont=soundfont, sample_rate_hz=SAMPLE_RATE_HZ, mapping=load_mapping(path, bank))
+    reported: list[tuple[str, str]] = []
+    # The render loop stamps what the control submits at the first frame not yet rendered, as RealtimeSession does.
+    control = MappingControl(bank, session.mapping, lambda change: session.submit(session.frame, change), path=path,
+                             report_error=lambda where, message: reported.append((where, message)))
+    session.submit(0, SceneUpdate(emotion="calm", intensity=0.3))
+    audio = np.empty((8 * SAMPLE_RATE_HZ, 2), np.float32)
+    edits = {SAMPLE_RATE_HZ // 2: (LOUD_UPPER, 1), int(4.5 * SAMPLE_RATE_HZ): (BROKEN, 2)}
+    polled = []
+    for start in range(0, len(audio), 1000):
+        if start in edits or any(start <= frame < start + 1000 for frame in edits):
+            text, bump = next(v for f, v in edits.items() if start <= f < start + 1000)
+            write(path, text, bump)
+        polled.append(control.poll())
+        n = min(1000, len(audio) - start)
+        audio[start : start + n] = session.render(n)
+    events = session.drain_events()
+    session.close()
+    assert sum(polled) == 1 and control.counters == {"reloads": 1, "rejected_reloads": 1, "sets": 0,
+                                                     "rejected_sets": 0}
+    # The valid edit plays from the bar line after it was seen; the broken one changes nothing.
+    assert [e.frame for e in events if e.kind == "mapping"] == [BAR_FRAMES]
+    assert tone_amplitude(audio[SAMPLE_RATE_HZ : BAR_FRAMES], 880.0) < 1e-3
+    loud = 0.2 * 10 ** (-6 / 20)
+    assert tone_amplitude(audio[3 * SAMPLE_RATE_HZ : 4 * SAMPLE_RATE_HZ], 880.0) == pytest.approx(loud, rel=0.02)
+    assert tone_amplitude(audio[6 * SAMPLE_RATE_HZ : 8 * SAMPLE_RATE_HZ], 880.0) == pytest.approx(loud, rel=0.02)
+    assert session.mapping.text == LOUD_UPPER and control.current.text == LOUD_UPPER
+    (where, message), = reported
+    assert where == str(path)
+    assert f"{path}:5: error: cues.low.layers.upper.gain_curve: 60 dB is not allowed" in message
+    assert f"{path}:7: error: transitions[0].to: unknown cue 'hgih'" in message and "did you mean 'high'" in message
+
+
+def test_touching_the_file_without_changing_it_reloads_nothing(tone_bank, tmp_path):
+    bank = tone_bank()
+    path = tmp_path / "mapping.toml"
+    write(path, QUIET, 0)
+    submitted = []
+    control = MappingControl(bank, load_mapping(path, bank), submitted.append, path=path)
+    write(path, QUIET, 5)
+    assert control.poll() is False and submitted == []
+
+
+def test_live_tuning_sets_reads_and_exports_the_mapping(tone_bank):
+    bank = tone_bank()
+    submitted = []
+    control = MappingControl(bank, parse_mapping_text(QUIET, bank), submitted.append)
+    assert control.set("smoothing.hysteresis", "0.4") == "0.4"
+    assert control.set("cues.low.layers.upper.gain_curve", "[[0, -inf], [1, -3]]") == "[[0, -Infinity], [1, -3]]"
+    assert control.set("transitions", '[{"from": "*", "to": "high", "exit": "next_beat"}]')
+    assert control.set("transitions.0.exit", "immediate") == '"immediate"'
+    assert len(submitted) == 4 and submitted[-1].resolved.find_rule("low", "high").exit.value == "immediate"
+    assert control.get("smoothing.min_cue_bars") == "0.0"
+    exported = control.export_text()
+    assert exported.startswith("# the designer's notes") and "hysteresis = 0.4" in exported
+    assert parse_mapping_text(exported, bank).mapping == control.current.mapping
+    # Refused sets change nothing and say why.
+    for path, value, fragment in (("smoothing.hysteresis", "9", "less than or equal to 2"),
+                                  ("smoothing.hysterisis", "0.1", "did you mean 'hysteresis'"),
+                                  ("locations.cave.cues.lwo", "{}", "unknown cue 'lwo'"),
+                                  ("transitions.5.exit", "next_bar", "no such entry"),
+                                  ("smoothing.hysteresis.x", "1", "is not a table")):
+        (name, values), = mapping_replies("mapping_set", {"path": path, "value": value}, control)
+        assert name == "mapping_error" and fragment in values["message"], (path, values)
+    assert len(submitted) == 4 and control.get("smoothing.hysteresis") == "0.4"
+    assert control.counters["rejected_sets"] == 5
+    (name, values), = mapping_replies("mapping_get", {"path": "cues.nope"}, control)
+    assert name == "mapping_error" and "keys here: low" in values["message"]
+
+
+def test_mapping_text_parts_are_cut_between_utf8_characters():
+    text = "é" * 700 + "x" * 10
+    parts = cut_utf8(text, 1000)
+    assert "".join(parts) == text and all(len(p.encode()) <= 1000 for p in parts) and len(parts) == 2
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(2.0)
+
+    def next(self, name: str):
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            decoded = decode_osc(self.sock.recvfrom(65536)[0], Direction.TO_CLIENT)
+            if decoded.message.name == name:
+                return decoded.values
+        raise TimeoutError(name)
+
+
+@pytest.fixture
+def osc_with_mapping(tone_bank):
+    bank = tone_bank()
+    long_notes = "".join(f"# note {i}: {'•' * 40}\n" for i in range(60))  # > 3 KB: several parts
+    control = MappingControl(bank, parse_mapping_text(long_notes + QUIET, bank), lambda change: None)
+    server = OscServer(bank, lambda item: None, lambda: 0.0, SAMPLE_RATE_HZ,
+                       {"session_id": "t", "block_frames": 256, "lookahead_ms": 40.0, "audio_tcp_port": 0},
+                       port=0, mapping=control)
+    server.start()
+    yield server, control
+    server.close()
+
+
+def test_live_tuning_over_osc_with_string_arguments(osc_with_mapping):
+    server, control = osc_with_mapping
+    client = _Listener()
+    client.sock.sendto(encode_osc("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000,
+                                  channels=2, sample_format="s16", client_name="t"), ("127.0.0.1", server.port))
+    client.next("welcome")
+    client.sock.sendto(encode_osc("mapping_set", path="smoothing.min_cue_bars", value="2"), ("127.0.0.1", server.port))
+    assert client.next("mapping_value") == {"path": "smoothing.min_cue_bars", "value": "2"}
+    client.sock.sendto(encode_osc("mapping_get", path="smoothing.hysteresis"), ("127.0.0.1", server.port))
+    assert client.next("mapping_value")["value"] == "0.15"
+    client.sock.sendto(encode_osc("mapping_set", path="smoothing.hysteresis", value="-1"), ("127.0.0.1", server.port))
+    error = client.next("mapping_error")
+    assert error["path"] == "smoothing.hysteresis" and "greater than or equal to 0" in error["message"]
+    assert control.get("smoothing.hysteresis") == "0.15"
+    client.sock.close()
+
+
+def test_adaptive_mapping_export_writes_the_live_mapping(osc_with_mapping, tmp_path, capsys):
+    server, control = osc_with_mapping
+    control.set("smoothing.hysteresis", "0.3")
+    output = tmp_path / "kept.toml"
+    assert main(["mapping", "export", "--port", str(server.port), "-o", str(output)]) == 0
+    assert output.read_text(encoding="utf-8") == control.export_text()
+    assert "hysteresis = 0.3" in output.read_text(encoding="utf-8")
+    assert len(control.export_parts()) > 3
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_an_invalid_reload_reaches_every_client_as_mapping_error(osc_with_mapping):
+    server, _ = osc_with_mapping
+    client = _Listener()
+    client.sock.sendto(encode_osc("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000,
+                                  channels=2, sample_format="s16", client_name="t"), ("127.0.0.1", server.port))
+    client.next("welcome")
+    client.sock.sendto(encode_osc("unsubscribe", stream="events"), ("127.0.0.1", server.port))
+    time.sleep(0.1)  # the unsubscribe is handled: errors reach a client whatever it subscribed to
+    server.broadcast("mapping_error", {"path": "/x/mapping.toml", "message": "line 3: smoothing.hysteresis: ..."})
+    assert client.next("mapping_error") == {"path": "/x/mapping.toml", "message": "line 3: smoothing.hysteresis: ..."}
+    client.sock.close()
+
+
+def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path):
+    """adaptive serve end to end: an edited mapping file is announced to
+    events subscribers when it takes effect, a broken one is reported to
+    every client, and the recording replays both as served."""
+    from adaptive.recording import replay
+    from bridge.server import Server, ServerSettings
+
+    bank = tone_bank()
+    path = tmp_path / "mapping.toml"
+    write(path, QUIET, 0)
+    settings = ServerSettings(bank=bank.folder / "bank.toml", mapping=path, osc_port=0, audio_tcp_port=0,
+                              zmq_audio_port=0, zmq_control_port=0, zmq_events_port=0, lookahead_ms=60.0,
+                              record=tmp_path / "session.jsonl")
+    server = Server(settings)
+    server.mapping.poll_seconds = 0.05
+    server.start()
+    client = _Listener()
+    try:
+        client.sock.sendto(encode_osc("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000,
+                                      channels=2, sample_format="s16", client_name="t"), ("127.0.0.1", server.osc.port))
+        client.next("welcome")
+        client.sock.sendto(encode_osc("scene", emotion="calm", intensity=0.3, location=""),
+                           ("127.0.0.1", server.osc.port))
+        downbeat = client.next("cue_change")["frame"]
+        write(path, LOUD_UPPER, 1)
+        changed = client.next("mapping_changed")
+        assert changed["source"] == str(path.resolve())[-200:] and (changed["frame"] - downbeat) % BAR_FRAMES == 0
+        write(path, BROKEN, 2)
+        error = client.next("mapping_error")
+        assert error["path"] == str(path.resolve()) and "60 dB is not allowed" in error["message"]
+        assert server.session.mapping.text == LOUD_UPPER
+    finally:
+        client.sock.close()
+        server.close()
+    text = settings.record.read_text()
+    assert '"type": "mapping"' in text and text.count('"type": "mapping"') == 1
+    assert len(replay(settings.record)) == server.session.frame
+    from adaptive.plot import load_events, plot_session
+
+    events, rate = load_events(settings.record)  # a recording is replayed for its events
+    assert [e["type"] for e in events].count("mapping") == 1
+    plot_session(events, rate, tmp_path / "session.png")
+    assert (tmp_path / "session.png").stat().st_size > 10_000
+
+
+def test_adaptive_send_sets_and_reads_mapping_values(osc_with_mapping, capsys):
+    server, control = osc_with_mapping
+    port = str(server.port)
+    assert main(["send", "--port", port, "mapping_set", "smoothing.min_cue_bars", "4"]) == 0
+    assert "smoothing.min_cue_bars = 4" in capsys.readouterr().out
+    assert main(["send", "--port", port, "mapping_get", "smoothing.min_cue_bars"]) == 0
+    assert "smoothing.min_cue_bars = 4" in capsys.readouterr().out
+    assert main(["send", "--port", port, "mapping_set", "smoothing.min_cue_bars", "100"]) == 2
+    assert "less than or equal to 64" in capsys.readouterr().err
+    assert control.get("smoothing.min_cue_bars") == "4"
+
+
+def test_live_tuning_over_zeromq_json(tone_bank):
+    zmq = pytest.importorskip("zmq")
+    import json as json_module
+
+    from bridge.zmq_server import ZmqServer
+
+    bank = tone_bank()
+    submitted: list = []
+    control = MappingControl(bank, parse_mapping_text(QUIET, bank), submitted.append)
+    server = ZmqServer(bank, lambda item: None, lambda: 0.0, SAMPLE_RATE_HZ,
+                       {"session_id": "t", "block_frames": 256, "lookahead_ms": 40.0, "audio_tcp_port": 0},
+                       control_port=0, events_port=0, mapping=control)
+    server.start()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.control_endpoint)
+
+    def ask(message: dict) -> list[dict]:
+        sock.send(json_module.dumps(message).encode())
+        replies = []
+        while sock.poll(300 if replies else 2000):
+            replies.append(json_module.loads(sock.recv_multipart()[-1]))
+        return replies
+
+    try:
+        assert ask({"type": "mapping_set", "path": "smoothing.hysteresis", "value": "0.2"}) == [
+            {"type": "mapping_value", "path": "smoothing.hysteresis", "value": "0.2"}]
+        (error,) = ask({"type": "mapping_get", "path": "smoothing.nope"})
+        assert error["type"] == "mapping_error" and "keys here: hysteresis" in error["message"]
+        parts = ask({"type": "mapping_export"})
+        assert [p["type"] for p in parts] == ["mapping_text"] * len(parts)
+        assert "".join(p["text"] for p in parts) == control.export_text()
+        assert len(submitted) == 1
+    finally:
+        sock.close(linger=0)
+        server.close()

@@ -1,0 +1,67 @@
+"""A real ``adaptive serve`` subprocess on free loopback ports, for the engine clients' tests."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` loopback ports free right now (UDP and TCP)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@dataclass
+class Served:
+    """A running server: its OSC and TCP audio ports, its recording, and the process."""
+
+    osc_port: int
+    audio_tcp_port: int
+    record: Path
+    process: subprocess.Popen
+
+    def stop(self) -> tuple[str, str]:
+        """SIGTERM, wait, and return (stdout, stderr); idempotent."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        out, err = self.process.communicate(timeout=20)
+        return out, err
+
+
+@pytest.fixture
+def served(tmp_path):
+    osc, audio, zmq_audio, control, events = free_ports(5)
+    record = tmp_path / "session.jsonl"
+    command = [sys.executable, "-m", "adaptive.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
+               "--zmq-audio-port", str(zmq_audio), "--zmq-control-port", str(control),
+               "--zmq-events-port", str(events), "--record", str(record)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    server = Served(osc, audio, record, process)
+    try:
+        deadline = time.monotonic() + 30
+        lines = []
+        while not any(f"udp://127.0.0.1:{osc}" in line for line in lines):
+            line = process.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                server.stop()
+                pytest.fail(f"adaptive serve did not start: {lines} {process.stderr.read() if process.stderr else ''}")
+            lines.append(line)
+        yield server
+    finally:
+        if process.returncode is None:
+            server.stop()

@@ -1,0 +1,72 @@
+"""The protocol from a real Godot runtime: godot_example/godot3_proof/adaptive_proof.gd, run headless by
+Debian's godot3-server against a real ``adaptive serve`` (OSC over PacketPeerUDP, the TCP audio stream
+over StreamPeerTCP, as the Godot 4 addon does)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.clients.conftest import REPO, free_ports
+
+GODOT = shutil.which("godot3-server")
+SAMPLE_RATE_HZ = 48000
+
+pytestmark = pytest.mark.skipif(GODOT is None, reason="Debian's godot3-server is not installed; ./run test installs it")
+
+
+def test_gdscript_says_hello_changes_the_cue_and_receives_beats_and_continuous_audio(served, tmp_path):
+    (reply_port,) = free_ports(1)
+    env = dict(os.environ, ADAPTIVE_OSC_PORT=str(served.osc_port), ADAPTIVE_AUDIO_PORT=str(served.audio_tcp_port),
+               ADAPTIVE_REPLY_PORT=str(reply_port), ADAPTIVE_RUN_SECONDS="4", HOME=str(tmp_path))
+    run = subprocess.run([GODOT, "--no-window", "-s", str(REPO / "godot_example" / "godot3_proof" / "adaptive_proof.gd")],
+                         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    served.stop()
+    lines = [json.loads(line.removeprefix("ADAPTIVE ")) for line in run.stdout.splitlines() if line.startswith("ADAPTIVE ")]
+    assert lines and lines[-1]["kind"] == "done", run.stdout[-3000:] + run.stderr[-3000:]
+    assert "SCRIPT ERROR" not in run.stderr + run.stdout, run.stderr
+    by_kind: dict[str, list[dict]] = {}
+    for line in lines:
+        by_kind.setdefault(line["kind"], []).append(line)
+    assert "decode_error" not in by_kind and "error" not in by_kind, by_kind.get("decode_error", by_kind.get("error"))
+    (welcome,) = by_kind["welcome"]
+    assert welcome["sample_rate_hz"] == SAMPLE_RATE_HZ and welcome["audio_tcp_port"] == served.audio_tcp_port
+    (clock,) = by_kind["clock"]
+    assert 0 <= clock["round_trip_s"] < 0.05
+
+    beats = by_kind["beat"]
+    explore = [b for b in beats if b["cue"] == "explore"]
+    combat = [b for b in beats if b["cue"] == "combat"]
+    assert explore and len(combat) >= 3
+    for cue_beats, bpm in ((explore, 84), (combat, 140)):
+        numbers = [(b["bar_index"], b["beat_in_bar"]) for b in cue_beats]
+        first = numbers[0][0] * 4 + numbers[0][1] - 1
+        assert numbers == [((first + i) // 4, (first + i) % 4 + 1) for i in range(len(numbers))]
+        for a, b in zip(cue_beats, cue_beats[1:]):
+            assert abs((b["server_time_s"] - a["server_time_s"]) - 60 / bpm) < 2e-5
+    # Ahead of time, by the clock the GDScript synced and read by its polling loop, by about the
+    # lookahead. The session's first beat is left out: it starts the first cue at the earliest frame the
+    # server can still render after the first scene message, so it may lead by only ~10 ms (or trail a
+    # little on a loaded machine): less than a polling script's scheduling jitter.
+    leads = [b["server_time_s"] - b["arrival_server_time_s"] for b in beats[1:]]
+    assert min(leads) > -0.01, leads
+    assert sorted(leads)[len(leads) // 2] > welcome["lookahead_ms"] / 1000 / 2, leads
+    change = next(c for c in by_kind["cue_change"] if c["cue"] == "combat")
+    assert change["previous"] == "explore" and change["frame"] == combat[0]["frame"]
+    (stinger,) = by_kind["stinger_played"]
+    assert stinger["stinger"] == "danger" and stinger["frame"] in {b["frame"] for b in combat}
+
+    audio = by_kind["audio"]
+    sequences = [a["sequence"] for a in audio]
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+    for a, b in zip(audio, audio[1:]):
+        assert b["first_frame"] == a["first_frame"] + a["n_frames"]
+    assert {(a["channels"], a["sample_format"], a["sample_rate_hz"]) for a in audio} == {(2, 1, SAMPLE_RATE_HZ)}
+    frames = sum(a["n_frames"] for a in audio)
+    assert frames >= 3 * SAMPLE_RATE_HZ
+    assert math.sqrt(sum(a["rms"] ** 2 * a["n_frames"] for a in audio) / frames) > 0.01

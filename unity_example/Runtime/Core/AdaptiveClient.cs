@@ -1,0 +1,317 @@
+// The OSC client of an adaptive server (docs/protocol.md): hello, scene state on change at a capped rate,
+// stingers, clock sync, and callbacks read on a background thread and handed to the caller's thread.
+// No Unity: the AdaptiveSoundtrack MonoBehaviour wraps it, and Tests~/ConsoleClient runs it under Mono.
+using System;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Net;
+using System.Net.Sockets;
+using System.Threading;
+
+namespace Adaptive.Soundtrack
+{
+    /// <summary>One scene state: a named emotion, an intensity 0..1 and a location (the /adaptive/scene message).</summary>
+    public struct SceneState : IEquatable<SceneState>
+    {
+        public string Emotion;
+        public float Intensity;
+        public string Location;
+
+        public SceneState(string emotion, float intensity, string location)
+        {
+            Emotion = emotion ?? "";
+            Intensity = intensity;
+            Location = location ?? "";
+        }
+
+        public bool Equals(SceneState other)
+        {
+            return Emotion == other.Emotion && Intensity == other.Intensity && Location == other.Location;
+        }
+
+        public override bool Equals(object obj) { return obj is SceneState && Equals((SceneState)obj); }
+        public override int GetHashCode() { return (Emotion ?? "").GetHashCode() ^ Intensity.GetHashCode() ^ (Location ?? "").GetHashCode(); }
+        public override string ToString() { return Emotion + " " + Intensity.ToString("0.###") + " " + Location; }
+    }
+
+    /// <summary>
+    /// A UDP OSC client of one adaptive server.
+    /// <para>Threads: a background receive thread decodes every datagram; pongs feed <see cref="Clock"/> at once
+    /// (their arrival time matters), everything else is queued. <see cref="DispatchPending"/>, called by the
+    /// owner's thread (Unity: the main thread, in Update), raises the events there. All send methods are
+    /// thread-safe (a UDP send never blocks for long).</para>
+    /// </summary>
+    public sealed class AdaptiveClient : IDisposable
+    {
+        /// <summary>Longest string argument the server accepts (bridge/protocol.py MAX_STRING_CHARS).</summary>
+        public const int MaxStringChars = 64;
+
+        readonly UdpClient udp;
+        readonly IPEndPoint server;
+        readonly ConcurrentQueue<object> inbox = new ConcurrentQueue<object>();
+        readonly ConcurrentDictionary<int, double> pingSendTimes = new ConcurrentDictionary<int, double>();
+        readonly object sceneGate = new object();
+        Thread receiveThread;
+        volatile bool running;
+        int pingSequence;
+
+        SceneState? sentScene;
+        SceneState? pendingScene;
+        double lastSceneSendSeconds = double.NegativeInfinity;
+
+        public readonly string ClientName;
+        /// <summary>Scene states are sent at most once per this many seconds; a change in between is held
+        /// and sent by <see cref="Tick"/> when the interval has passed (only the newest one).</summary>
+        public double MinSceneIntervalSeconds;
+        /// <summary>Server time to local time.</summary>
+        public readonly ClockSync Clock = new ClockSync();
+
+        /// <summary>The last welcome (null before one arrived). Written by the receive thread.</summary>
+        public volatile WelcomeInfo Welcome;
+        int sceneMessagesSent, datagramsReceived, decodeErrors;
+        public int SceneMessagesSent { get { return Volatile.Read(ref sceneMessagesSent); } }
+        public int DatagramsReceived { get { return Volatile.Read(ref datagramsReceived); } }
+        /// <summary>Datagrams from the server this client could not decode (each also raises ErrorReceived).</summary>
+        public int DecodeErrors { get { return Volatile.Read(ref decodeErrors); } }
+
+        public event Action<WelcomeInfo> WelcomeReceived;
+        public event Action<BeatInfo> BeatReceived;
+        public event Action<BarInfo> BarReceived;
+        public event Action<CueChangeInfo> CueChanged;
+        public event Action<TransitionInfo> TransitionReceived;
+        public event Action<StingerInfo> StingerPlayed;
+        public event Action<MidiInfo> MidiReceived;
+        public event Action<ServerError> ErrorReceived;
+
+        /// <param name="host">the server's host (IPv4 address or name).</param>
+        /// <param name="port">the server's OSC UDP port (default 9000).</param>
+        /// <param name="clientName">free text sent in hello (at most 64 characters).</param>
+        /// <param name="maxSceneRateHz">at most this many scene messages per second (default 20).</param>
+        public AdaptiveClient(string host = "127.0.0.1", int port = 9000, string clientName = "unity", double maxSceneRateHz = 20)
+        {
+            if (maxSceneRateHz <= 0) throw new ArgumentOutOfRangeException("maxSceneRateHz", "must be > 0 (messages per second)");
+            ClientName = Truncate(clientName);
+            MinSceneIntervalSeconds = 1.0 / maxSceneRateHz;
+            IPAddress address;
+            if (!IPAddress.TryParse(host, out address))
+            {
+                address = Array.Find(Dns.GetHostAddresses(host), a => a.AddressFamily == AddressFamily.InterNetwork);
+                if (address == null) throw new ArgumentException("no IPv4 address for host '" + host + "'");
+            }
+            server = new IPEndPoint(address, port);
+            // Loopback servers answer on loopback; a remote one needs a reachable interface.
+            var local = IPAddress.IsLoopback(address) ? IPAddress.Loopback : IPAddress.Any;
+            udp = new UdpClient(new IPEndPoint(local, 0));
+            udp.Client.ReceiveTimeout = 200;
+        }
+
+        /// <summary>The local UDP port replies and callbacks arrive at (sent in hello).</summary>
+        public int ReplyPort { get { return ((IPEndPoint)udp.Client.LocalEndPoint).Port; } }
+
+        /// <summary>Starts the receive thread (idempotent).</summary>
+        public void Start()
+        {
+            if (running) return;
+            running = true;
+            receiveThread = new Thread(ReceiveLoop) { IsBackground = true, Name = "adaptive-osc-receive" };
+            receiveThread.Start();
+        }
+
+        // ------------------------------------------------------------------ sending
+        void Send(string address, params object[] args)
+        {
+            byte[] datagram = OscCodec.Encode(address, args);
+            udp.Send(datagram, datagram.Length, server);
+        }
+
+        static string Truncate(string s)
+        {
+            s = s ?? "";
+            return s.Length <= MaxStringChars ? s : s.Substring(0, MaxStringChars);
+        }
+
+        /// <summary>Says hello: the server answers with welcome (see <see cref="WaitForWelcome"/>) and sends
+        /// callbacks to <see cref="ReplyPort"/>. <paramref name="sampleFormat"/> is "s16" or "f32".</summary>
+        public void Hello(int sampleRateHz = 48000, int channels = 2, string sampleFormat = "s16")
+        {
+            Start();
+            Send(Addresses.Hello, ReplyPort, sampleRateHz, channels, sampleFormat, ClientName);
+        }
+
+        /// <summary>Blocks until a welcome arrives (the receive thread stores it); null after the timeout.</summary>
+        public WelcomeInfo WaitForWelcome(double timeoutSeconds)
+        {
+            double deadline = ClockSync.Now() + timeoutSeconds;
+            while (Welcome == null && ClockSync.Now() < deadline) Thread.Sleep(5);
+            return Welcome;
+        }
+
+        /// <summary>Starts receiving a stream: "events" (on by default after hello) or "midi".</summary>
+        public void Subscribe(string stream) { Send(Addresses.Subscribe, stream); }
+        public void Unsubscribe(string stream) { Send(Addresses.Unsubscribe, stream); }
+
+        /// <summary>Sets the scene state. Sent at once if it differs from the last one sent and the rate cap
+        /// allows; otherwise held and sent by <see cref="Tick"/>. Returns true if a message was sent now.</summary>
+        public bool SetScene(string emotion, float intensity, string location)
+        {
+            if (float.IsNaN(intensity)) throw new ArgumentException("intensity is NaN (allowed: 0..1)");
+            var state = new SceneState(Truncate(emotion), Math.Max(0f, Math.Min(1f, intensity)), Truncate(location));
+            lock (sceneGate)
+            {
+                if (sentScene.HasValue && sentScene.Value.Equals(state)) { pendingScene = null; return false; }
+                pendingScene = state;
+            }
+            return Tick();
+        }
+
+        /// <summary>Sends the last scene state again (rate cap permitting), e.g. after a welcome: a state sent
+        /// before the server was up was lost. Returns true if a message was sent now.</summary>
+        public bool ResendScene()
+        {
+            lock (sceneGate)
+            {
+                if (!pendingScene.HasValue && sentScene.HasValue) pendingScene = sentScene;
+                sentScene = null;
+            }
+            return Tick();
+        }
+
+        /// <summary>The scene state the server was last sent (null before the first).</summary>
+        public SceneState? LastSentScene { get { lock (sceneGate) return sentScene; } }
+
+        /// <summary>Sends a held scene state if the rate cap now allows. Call it every frame.
+        /// Returns true if a message was sent.</summary>
+        public bool Tick()
+        {
+            SceneState state;
+            lock (sceneGate)
+            {
+                if (!pendingScene.HasValue) return false;
+                double now = ClockSync.Now();
+                if (now - lastSceneSendSeconds < MinSceneIntervalSeconds) return false;
+                state = pendingScene.Value;
+                pendingScene = null;
+                sentScene = state;
+                lastSceneSendSeconds = now;
+                Send(Addresses.Scene, state.Emotion, state.Intensity, state.Location);
+            }
+            Interlocked.Increment(ref sceneMessagesSent);
+            return true;
+        }
+
+        /// <summary>Sets the emotion as a valence/arousal point, each -1..1 (sent at once).</summary>
+        public void SetEmotionPoint(float valence, float arousal)
+        {
+            Send(Addresses.EmotionPoint, Math.Max(-1f, Math.Min(1f, valence)), Math.Max(-1f, Math.Min(1f, arousal)));
+        }
+
+        /// <summary>Forces a cue ("" hands the choice back to the mapping).</summary>
+        public void ForceCue(string cue) { Send(Addresses.Cue, Truncate(cue)); }
+
+        /// <summary>Plays a stinger at its quantized boundary (sent at once, never rate-capped).</summary>
+        public void TriggerStinger(string stinger) { Send(Addresses.Stinger, Truncate(stinger)); }
+
+        /// <summary>Sends one ping; its pong updates <see cref="Clock"/> on the receive thread.</summary>
+        public void Ping()
+        {
+            int sequence = Interlocked.Increment(ref pingSequence) & int.MaxValue;
+            pingSendTimes[sequence] = ClockSync.Now();
+            Send(Addresses.Ping, sequence);
+        }
+
+        /// <summary>NTP-style sync: <paramref name="pings"/> pings, one every <paramref name="intervalSeconds"/>;
+        /// blocks (call it from a background thread in a game). Returns true if at least one pong came back.</summary>
+        public bool SyncClock(int pings = 8, double intervalSeconds = 0.02, double timeoutSeconds = 0.5)
+        {
+            int before = Clock.Samples;
+            for (int i = 0; i < pings; i++)
+            {
+                Ping();
+                Thread.Sleep(TimeSpan.FromSeconds(intervalSeconds));
+            }
+            double deadline = ClockSync.Now() + timeoutSeconds;
+            while (Clock.Samples < before + pings && ClockSync.Now() < deadline) Thread.Sleep(2);
+            return Clock.Samples > before;
+        }
+
+        // ------------------------------------------------------------------ receiving
+        void ReceiveLoop()
+        {
+            var from = new IPEndPoint(IPAddress.Any, 0);
+            while (running)
+            {
+                byte[] datagram;
+                try { datagram = udp.Receive(ref from); }
+                catch (SocketException) { continue; } // timeout, or ICMP port unreachable: keep listening
+                catch (ObjectDisposedException) { return; }
+                double arrival = ClockSync.Now();
+                Interlocked.Increment(ref datagramsReceived);
+                try { Handle(OscCodec.Decode(datagram, datagram.Length), arrival); }
+                catch (OscFormatException error)
+                {
+                    Interlocked.Increment(ref decodeErrors);
+                    inbox.Enqueue(new ServerError { Code = "client_decode", Message = "undecodable datagram from the server: " + error.Message });
+                }
+            }
+        }
+
+        void Handle(OscMessage m, double arrival)
+        {
+            object item;
+            switch (m.Address)
+            {
+                case Addresses.Pong:
+                    double t0;
+                    if (pingSendTimes.TryRemove(m.GetInt(0), out t0))
+                        Clock.AddSample(t0, ServerTime.Seconds(m, 1), ServerTime.Seconds(m, 3), arrival);
+                    return;
+                case Addresses.Welcome:
+                    var welcome = WelcomeInfo.From(m);
+                    Welcome = welcome;
+                    item = welcome;
+                    break;
+                case Addresses.Beat: item = BeatInfo.From(m); break;
+                case Addresses.Bar: item = BarInfo.From(m); break;
+                case Addresses.CueChange: item = CueChangeInfo.From(m); break;
+                case Addresses.Transition: item = TransitionInfo.From(m); break;
+                case Addresses.StingerPlayed: item = StingerInfo.From(m); break;
+                case Addresses.Midi: item = MidiInfo.From(m); break;
+                case Addresses.Error: item = ServerError.From(m); break;
+                default: throw new OscFormatException("unknown address " + m.Address + " from the server");
+            }
+            var timed = item as TimedEvent;
+            if (timed != null) timed.ArrivalLocalSeconds = arrival;
+            inbox.Enqueue(item);
+        }
+
+        /// <summary>Raises the events of the messages received so far, on the calling thread, oldest first;
+        /// at most <paramref name="maxMessages"/>. Returns how many were dispatched.</summary>
+        public int DispatchPending(int maxMessages = int.MaxValue)
+        {
+            int count = 0;
+            object item;
+            while (count < maxMessages && inbox.TryDequeue(out item))
+            {
+                count++;
+                if (item is BeatInfo) Raise(BeatReceived, (BeatInfo)item);
+                else if (item is BarInfo) Raise(BarReceived, (BarInfo)item);
+                else if (item is CueChangeInfo) Raise(CueChanged, (CueChangeInfo)item);
+                else if (item is TransitionInfo) Raise(TransitionReceived, (TransitionInfo)item);
+                else if (item is StingerInfo) Raise(StingerPlayed, (StingerInfo)item);
+                else if (item is MidiInfo) Raise(MidiReceived, (MidiInfo)item);
+                else if (item is ServerError) Raise(ErrorReceived, (ServerError)item);
+                else if (item is WelcomeInfo) Raise(WelcomeReceived, (WelcomeInfo)item);
+            }
+            return count;
+        }
+
+        static void Raise<T>(Action<T> handler, T value) { if (handler != null) handler(value); }
+
+        public void Dispose()
+        {
+            running = false;
+            udp.Close();
+            if (receiveThread != null) receiveThread.Join(1000);
+        }
+    }
+}

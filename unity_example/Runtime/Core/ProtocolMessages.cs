@@ -1,0 +1,172 @@
+// The callback messages of docs/protocol.md ("Messages to client"), as typed values.
+// Written from docs/protocol.md: argument order, types and meanings are the protocol table's.
+using System;
+
+namespace Adaptive.Soundtrack
+{
+    /// <summary>Addresses of docs/protocol.md.</summary>
+    public static class Addresses
+    {
+        public const string Hello = "/adaptive/hello";
+        public const string Scene = "/adaptive/scene";
+        public const string Emotion = "/adaptive/emotion";
+        public const string EmotionPoint = "/adaptive/emotion/point";
+        public const string Intensity = "/adaptive/intensity";
+        public const string Location = "/adaptive/location";
+        public const string Cue = "/adaptive/cue";
+        public const string Stinger = "/adaptive/stinger";
+        public const string Subscribe = "/adaptive/subscribe";
+        public const string Unsubscribe = "/adaptive/unsubscribe";
+        public const string Ping = "/adaptive/ping";
+        public const string Welcome = "/adaptive/welcome";
+        public const string Pong = "/adaptive/pong";
+        public const string Beat = "/adaptive/beat";
+        public const string Bar = "/adaptive/bar";
+        public const string CueChange = "/adaptive/cue_change";
+        public const string Transition = "/adaptive/transition";
+        public const string StingerPlayed = "/adaptive/stinger_played";
+        public const string Midi = "/adaptive/midi";
+        public const string Error = "/adaptive/error";
+    }
+
+    /// <summary>Server time as the protocol carries it: whole seconds and microseconds since the session started.</summary>
+    public static class ServerTime
+    {
+        public static double Seconds(OscMessage message, int secondsIndex)
+        {
+            return message.GetInt(secondsIndex) + message.GetInt(secondsIndex + 1) / 1e6;
+        }
+    }
+
+    /// <summary>Answer to hello: the session's clock and where its audio stream is.</summary>
+    public sealed class WelcomeInfo
+    {
+        public int ProtocolVersion;
+        public string SessionId;
+        public int SampleRateHz;       // frames count at this rate
+        public int BlockFrames;
+        public double LookaheadMs;
+        public int AudioTcpPort;       // 0: no TCP audio stream
+        public double ServerTimeSeconds;
+
+        public static WelcomeInfo From(OscMessage m)
+        {
+            return new WelcomeInfo
+            {
+                ProtocolVersion = m.GetInt(0), SessionId = m.GetString(1), SampleRateHz = m.GetInt(2),
+                BlockFrames = m.GetInt(3), LookaheadMs = m.GetNumber(4), AudioTcpPort = m.GetInt(5),
+                ServerTimeSeconds = ServerTime.Seconds(m, 6),
+            };
+        }
+    }
+
+    /// <summary>What every callback carries: the session frame it happens on and its server time.</summary>
+    public abstract class TimedEvent
+    {
+        public long Frame;
+        public double ServerTimeSeconds;
+        /// <summary>Local <see cref="ClockSync.Now"/> seconds at which the datagram arrived.</summary>
+        public double ArrivalLocalSeconds;
+
+        protected void ReadTime(OscMessage m)
+        {
+            Frame = m.GetInt(0);
+            ServerTimeSeconds = ServerTime.Seconds(m, 1);
+        }
+    }
+
+    public sealed class BeatInfo : TimedEvent
+    {
+        public string Cue;
+        public int BarIndex;    // bar since the cue started, from 0
+        public int BeatInBar;   // from 1
+        public double Bpm;
+
+        public static BeatInfo From(OscMessage m)
+        {
+            var e = new BeatInfo { Cue = m.GetString(3), BarIndex = m.GetInt(4), BeatInBar = m.GetInt(5), Bpm = m.GetNumber(6) };
+            e.ReadTime(m);
+            return e;
+        }
+    }
+
+    public sealed class BarInfo : TimedEvent
+    {
+        public string Cue;
+        public int BarIndex;
+
+        public static BarInfo From(OscMessage m)
+        {
+            var e = new BarInfo { Cue = m.GetString(3), BarIndex = m.GetInt(4) };
+            e.ReadTime(m);
+            return e;
+        }
+    }
+
+    public sealed class CueChangeInfo : TimedEvent
+    {
+        public string Cue;
+        public string Previous; // "" at the start
+
+        public static CueChangeInfo From(OscMessage m)
+        {
+            var e = new CueChangeInfo { Cue = m.GetString(3), Previous = m.GetString(4) };
+            e.ReadTime(m);
+            return e;
+        }
+    }
+
+    public sealed class TransitionInfo : TimedEvent
+    {
+        public string Phase; // "start" or "end"
+        public string FromCue;
+        public string ToCue;
+
+        public static TransitionInfo From(OscMessage m)
+        {
+            var e = new TransitionInfo { Phase = m.GetString(3), FromCue = m.GetString(4), ToCue = m.GetString(5) };
+            e.ReadTime(m);
+            return e;
+        }
+    }
+
+    public sealed class StingerInfo : TimedEvent
+    {
+        public string Stinger;
+
+        public static StingerInfo From(OscMessage m)
+        {
+            var e = new StingerInfo { Stinger = m.GetString(3) };
+            e.ReadTime(m);
+            return e;
+        }
+    }
+
+    public sealed class MidiInfo : TimedEvent
+    {
+        public int Status;  // 0x80 note off, 0x90 note on, ...; low nibble = channel
+        public int Data1;
+        public int Data2;
+        public string Part;
+
+        public static MidiInfo From(OscMessage m)
+        {
+            var e = new MidiInfo { Status = m.GetInt(3), Data1 = m.GetInt(4), Data2 = m.GetInt(5), Part = m.GetString(6) };
+            e.ReadTime(m);
+            return e;
+        }
+    }
+
+    /// <summary>The server rejected a message from this client (code and sentence), or the client could
+    /// not decode a datagram from the server (code "client_decode").</summary>
+    public sealed class ServerError
+    {
+        public string Code;
+        public string Message;
+
+        public static ServerError From(OscMessage m)
+        {
+            return new ServerError { Code = m.GetString(0), Message = m.GetString(1) };
+        }
+    }
+}
