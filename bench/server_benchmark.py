@@ -665,18 +665,21 @@ def markdown(results: dict, info: dict, command: str) -> str:
     notes = []
     if cpu and soak and abs(soak["cpu_share"] - cpu["cpu_share"]) > 0.02:
         notes.append(f"The CPU share moves with the machine: {cpu['cpu_share']:.1%} over the {cpu['seconds']:g} s run, "
-                     f"{soak['cpu_share']:.1%} over the {soak['seconds']:g} s run; the 15 % target has little margin. "
-                     "The render thread's share splits (instrumented run, same client) into about 6 % engine "
-                     "rendering (FluidSynth and mixing, in 256-frame blocks), 2.5 % publishing audio (int16 encoding, "
-                     "now done once for both transports) and 1 % pacing loop and inputs.")
-    if soak and soak["server_underruns"] > 0:
-        notes.append("Underruns: CPython's full (generation 2) garbage collections stopped every Python thread for "
-                     "20-60 ms (the session holds many long-lived objects), longer than the 40 ms lookahead; the "
-                     "server now calls `gc.freeze()` once the session is built (offline, over the same scene script, "
-                     "the longest 256-frame block fell from 39-57 ms to 11 ms). The 10-minute run above, made with "
-                     "that in place, still had one stall of about 77 ms (its blocks 37.7 ms late, all at one moment); "
-                     "its cause is not identified yet (a collection of the unfrozen objects, the virtual machine, "
-                     "or the client sharing the two cores are the candidates).")
+                     f"{soak['cpu_share']:.1%} over the {soak['seconds']:g} s run.")
+    if soak and soak.get("server_max_block_ms") is not None:
+        notes.append(f"Timing inside the server over the {soak['seconds'] / 60:g}-minute run (printed when it stops): "
+                     f"longest block (render + sinks) {soak['server_max_block_ms']:.1f} ms, latest wake-up of the "
+                     f"render thread {soak['server_max_wake_delay_ms']:.1f} ms after it asked, longest garbage "
+                     f"collection {soak['server_max_gc_pause_ms']:.1f} ms; audio arrived at least "
+                     f"{soak['ahead_ms']['min']:.1f} ms ahead of its playback time.")
+    notes.append("What got the server here (each measured on this machine, docs/engine.md): sinks that do no work for "
+                 "streams nobody subscribes to and wake no thread per block (the ZeroMQ sockets are XPUBs; the TCP "
+                 "stream is written from the render thread with a non-blocking send); blocks of 512 frames (half the "
+                 "per-block Python work of 256); `gc.freeze()` after start-up (full collections had paused every "
+                 "thread 20-60 ms; now under 2 ms); and scheduling: the render thread asks for SCHED_FIFO and the "
+                 "server's threads run at nice -10 (a stall of 77-115 ms had come from the render thread, or the "
+                 "thread holding the GIL, being preempted by other processes), with a 1 ms interpreter switch "
+                 "interval (a waking render thread waited up to 5 ms for the GIL).")
     if notes:
         lines += ["### Notes", "", *[f"- {note}" for note in notes], ""]
     return "\n".join(lines)

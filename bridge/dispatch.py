@@ -75,6 +75,18 @@ def to_input(decoded: Decoded, bank: CueBank, mapping: Any = None) -> SceneUpdat
     return update
 
 
+WIRE_EVENT_KINDS = frozenset({"beat", "bar", "cue_change", "transition_start", "transition_end", "stinger",
+                              "mapping", "mapping_error"})
+"""Music event kinds that become callback messages (see :func:`event_messages`)."""
+
+
+def wire_events(events: list) -> list:
+    """The events of ``events`` that :func:`event_messages` sends, so a sink
+    can skip (and not wake its thread for) a block of only internal events
+    (scene, follow, gains: one per input)."""
+    return [event for event in events if event.kind in WIRE_EVENT_KINDS]
+
+
 def event_messages(events: list, sample_rate_hz: int) -> list[tuple[str, dict[str, Any]]]:
     """Callback messages for a block's music events (beats, bars, cue changes,
     transitions, stingers, mapping changes; a ``mapping_error`` event from the

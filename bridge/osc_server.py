@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
-from bridge.dispatch import MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values
+from bridge.dispatch import (MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values,
+                             wire_events)
 from bridge.protocol import Decoded, ProtocolError, decode_osc, encode_osc
 
 log = logging.getLogger("adaptive.osc")
@@ -253,7 +254,7 @@ class OscServer:
         woken only when it sleeps: waking another thread costs the render
         thread far more than the rest of this sink."""
         wanted = self._wanted_streams
-        events = block.events if "events" in wanted else ()
+        events = wire_events(block.events) if "events" in wanted and block.events else ()
         midi = block.midi if "midi" in wanted else ()
         if not events and not midi:
             return

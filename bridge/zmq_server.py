@@ -39,7 +39,8 @@ import threading
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
-from bridge.dispatch import MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values
+from bridge.dispatch import (MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values,
+                             wire_events)
 from bridge.protocol import ERROR_MESSAGE_CHARS, ProtocolError, decode_json, encode_json
 
 log = logging.getLogger("adaptive.zmq")
@@ -336,7 +337,7 @@ class ZmqServer:
         the block's events and MIDI for the ZeroMQ thread. Never blocks; when
         the outbox is full its oldest block is dropped (``dropped_blocks``).
         Only topics some SUB socket subscribes to are queued."""
-        events = block.events if block.events and self._wants(TOPIC_EVENTS) else ()
+        events = wire_events(block.events) if block.events and self._wants(TOPIC_EVENTS) else ()
         midi = block.midi if block.midi and self._wants(TOPIC_MIDI) else ()
         if not events and not midi:
             return
