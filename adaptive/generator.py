@@ -144,10 +144,11 @@ GENERATORS: dict[str, Callable[[], PartGenerator]] = {"rule_based": RuleBasedGen
 the ``--generator`` option uses. Each call makes a new instance (a part owns
 its instance: a model generator keeps a KV cache per instance)."""
 
-DEFAULT_GENERATOR = "rule_based"
+DEFAULT_GENERATOR = "model"
 """The generator of generated layers (without their own ``source.generator``),
-generated bridges and generated stingers when a session is not told otherwise.
-Flip to ``"model"`` when the model generator (``models/``) is in."""
+generated bridges and generated stingers when a session is not told otherwise:
+the trained model (``models/``); ``"rule_based"`` is the simpler part played
+when the model misses a deadline, and can be chosen with ``--generator``."""
 
 
 def make_generator(name: str) -> PartGenerator:
