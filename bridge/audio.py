@@ -577,7 +577,9 @@ class ZmqAudioPublisher:
         the first subscription to a prefix, ``b"\\x00" + prefix`` for the last
         unsubscription or disconnection). Never blocks."""
         zmq = self._zmq
-        while True:
+        # Polling the socket's event flags is far cheaper than a recv that
+        # raises zmq.Again, and this runs once per block on the render thread.
+        while self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             try:
                 message = self._socket.recv(zmq.NOBLOCK)
             except zmq.ZMQError:  # zmq.Again: nothing queued
