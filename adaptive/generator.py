@@ -20,6 +20,25 @@ from adaptive.part import Part
 
 
 @dataclass(frozen=True)
+class PartConditioning:
+    """What the sound designer's mapping asks a generated part for at the
+    current emotion (``[conditioning]`` in the mapping file, docs/mapping.md).
+
+    Attributes:
+        mode: ``"major"`` or ``"minor"`` to write in that mode on the key's
+            tonic; ``None``: keep the key's own mode.
+        notes_per_beat: note density asked for, 0.25..16.
+        velocity: MIDI velocity asked for, 1..127.
+        register_semitones: shift of the part's register, -24..24.
+    """
+
+    mode: str | None
+    notes_per_beat: float
+    velocity: int
+    register_semitones: float
+
+
+@dataclass(frozen=True)
 class BarRequest:
     """What a generator is asked to write.
 
@@ -33,6 +52,8 @@ class BarRequest:
         role: ``"melody"``, ``"arpeggio"`` or ``"bass"``.
         seed: the session seed; generators derive their randomness from it and
             the bar index only, so a render is repeatable.
+        conditioning: the mapping's asks (mode, density, velocity, register);
+            ``None``: the generator derives them from valence and arousal itself.
     """
 
     bar_index: int
@@ -44,6 +65,7 @@ class BarRequest:
     arousal: float
     role: str
     seed: int
+    conditioning: PartConditioning | None = None
 
 
 class PartGenerator(Protocol):
@@ -78,15 +100,23 @@ class RuleBasedGenerator:
         valence01 = (request.valence + 1.0) / 2.0
         notes_per_beat = 1 + int(round(arousal01 * 3))
         velocity = int(45 + 65 * arousal01)
+        register_shift = 0
+        conditioning = request.conditioning
+        if conditioning is not None:  # the mapping's asks replace the built-in directions
+            notes_per_beat = min(4, max(1, int(round(conditioning.notes_per_beat))))
+            velocity = min(117, max(1, conditioning.velocity))
+            valence01 = 0.5
+            register_shift = int(round(conditioning.register_semitones))
         chord_pcs = request.chord.pitch_classes()
         if request.role == "bass":
-            base = 36 + chord_pcs[0]
+            base = 36 + chord_pcs[0] + 12 * int(round(register_shift / 12))
             notes = []
             for beat in range(request.beats_per_bar):
                 pitch = base if beat % 2 == 0 else base + 7
                 notes.append((float(beat), 0.9, int(pitch), velocity))
             return Part.from_notes(notes)
-        low = 57 + int(round(valence01 * 12)) if request.role == "arpeggio" else 64 + int(round(valence01 * 10))
+        low = (57 + int(round(valence01 * 12)) if request.role == "arpeggio" else 64 + int(round(valence01 * 10)))
+        low += register_shift
         pitches = sorted(
             p for p in range(low, low + 19) if p % 12 in chord_pcs
         )

@@ -47,6 +47,7 @@ from adaptive.cue import WILDCARD, Cue, CueBank, Name, StemSource, TransitionRul
 from adaptive.emotion import NAMED_EMOTIONS, EmotionPoint
 from adaptive.errors import ConfigError, problem_lines
 from adaptive.gain import SILENCE_DB, GainCurve, amplitude_to_db
+from adaptive.generator import PartConditioning
 from adaptive.transition import find_rule_in
 
 DEFAULT_MAPPING = Path(__file__).parent / "data" / "default_bank" / "mapping.toml"
@@ -296,15 +297,9 @@ class CueArea:
         return math.hypot(valence - center[0], arousal - center[1])
 
 
-@dataclass(frozen=True)
-class GeneratorConditioning:
-    """What a generator is asked for at an emotion (see :class:`Conditioning`).
-    ``mode`` is ``None`` when the cue's mode is kept."""
-
-    mode: str | None
-    density_notes_per_beat: float
-    velocity: int
-    register_semitones: float
+GeneratorConditioning = PartConditioning
+"""What a generator is asked for at an emotion (see :class:`Conditioning`);
+``mode`` is ``None`` when the cue's mode is kept."""
 
 
 def _interpolate(points: list[tuple[float, float]], x: float) -> float:
@@ -463,9 +458,9 @@ class ResolvedMapping:
         mode = None
         if spec.mode == "valence":
             mode = "major" if valence >= spec.major_from_valence else "minor"
-        return GeneratorConditioning(mode, _interpolate(spec.density_notes_per_beat, arousal),
-                                     int(round(_interpolate(spec.velocity, arousal))),
-                                     _interpolate(spec.register_semitones, valence))
+        return PartConditioning(mode, _interpolate(spec.density_notes_per_beat, arousal),
+                                int(round(_interpolate(spec.velocity, arousal))),
+                                _interpolate(spec.register_semitones, valence))
 
     # ------------------------------------------------------------------ live tuning
     def data(self) -> dict[str, Any]:

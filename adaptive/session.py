@@ -298,6 +298,7 @@ class Session:
             self.generation.stream("bridge", make_generator(self.generator_name)) if uses_bridges else None,  # type: ignore[arg-type]
             seed, speculative_bridges if uses_bridges else 0)
         self._bridges_ahead.rules = self.mapping.transition_rules()
+        self._bridges_ahead.conditioning = self.mapping.conditioning
         self._stingers_ahead = StingersAhead(self.generation, generated_stingers, seed)
 
         self._current: _Player | None = None  # the cue playing, or the one a transition is heading to
@@ -348,7 +349,8 @@ class Session:
         def request_for_bar(bar_index: int, cue: Cue = cue, role: str = source.role) -> BarRequest:
             emotion = self.scene.emotion
             return BarRequest(bar_index, key, cue.chord_at_bar(bar_index), cue.meter.beats_per_bar, cue.bpm,
-                              emotion.valence, emotion.arousal, role, self.seed)
+                              emotion.valence, emotion.arousal, role, self.seed,
+                              self.mapping.conditioning(emotion.valence, emotion.arousal))
 
         feed = BarFeed(self.generation, stream, request_for_bar, self.bars_ahead)
         return GeneratedVoice(feed, synth, cue.meter.beats_per_bar, None,
@@ -503,6 +505,7 @@ class Session:
         frame = self.frame_now
         self.mapping = resolved
         self._bridges_ahead.rules = resolved.transition_rules()
+        self._bridges_ahead.conditioning = resolved.conditioning
         smoothing = resolved.mapping.smoothing
         self._smoother.set_rates(frame, smoothing.valence_per_second, smoothing.arousal_per_second,
                                  smoothing.intensity_per_second)

@@ -80,6 +80,7 @@ class BridgesAhead:
         self.seed = seed
         self.max_bridges = max_bridges
         self.rules: tuple | None = None
+        self.conditioning = None  # the mapping's conditioning at an emotion (set by the session), or None
         """The transition table in force (a mapping may replace the bank's; None: the bank's)."""
         self._refresher = _Refresher(refresh_distance)
         self._ready: dict[tuple[str, str, int], tuple[BridgePlan, dict[int, Ticket]]] = {}
@@ -103,7 +104,7 @@ class BridgesAhead:
                 self.made_ahead += 1
 
     def _submit(self, from_cue: str, to_cue: str, bars: int, deadline: float) -> tuple[BridgePlan, dict[int, Ticket]]:
-        plan = plan_bridge(self.bank.cue(from_cue), self.bank.cue(to_cue), bars, self.seed)
+        plan = plan_bridge(self.bank.cue(from_cue), self.bank.cue(to_cue), bars, self.seed, self.conditioning)
         return plan, request_tickets(self.worker, self.stream, list(plan.requests), deadline)
 
     def requested(self, from_cue: str, to_cue: str, bars: int, boundary_frame: int) -> None:

@@ -9,11 +9,11 @@ the last one written wins (a later line overrides an earlier one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from adaptive.cue import WILDCARD, BridgeKind, Cue, CueBank, TransitionRule
-from adaptive.generator import BarRequest
+from adaptive.generator import BarRequest, PartConditioning
 from adaptive.harmony import Chord, Key, Mode, diatonic_triad, dominant_seventh
 
 DEFAULT_RULE = TransitionRule()
@@ -122,7 +122,8 @@ def bridge_bpms(old_bpm: float, new_bpm: float, bars: int) -> tuple[float, ...]:
     return tuple(old_bpm + (new_bpm - old_bpm) * (i + 1) / (bars + 1) for i in range(bars))
 
 
-def plan_bridge(old: Cue, new: Cue, bars: int, seed: int) -> BridgePlan:
+def plan_bridge(old: Cue, new: Cue, bars: int, seed: int,
+                conditioning: Callable[[float, float], PartConditioning] | None = None) -> BridgePlan:
     """The plan of a ``bars``-bar generated bridge from ``old`` to ``new``:
     the chord path of :func:`bridge_chords`, the tempo steps of
     :func:`bridge_bpms`, and the emotion interpolated linearly from ``old``'s
@@ -131,6 +132,9 @@ def plan_bridge(old: Cue, new: Cue, bars: int, seed: int) -> BridgePlan:
 
     It depends only on the two cues, the length and the seed, so a bridge can
     be generated before the transition fires (speculatively).
+
+    ``conditioning``: the mapping's asks at an emotion (valence, arousal), put
+    in each bar's request (None: the generator's own).
 
     Raises:
         ValueError: ``bars`` < 1.
@@ -143,9 +147,10 @@ def plan_bridge(old: Cue, new: Cue, bars: int, seed: int) -> BridgePlan:
     requests = []
     for i, (chord, key) in enumerate(chords):
         t = (i + 1) / bars
-        requests.append(BarRequest(i, key, chord, beats_per_bar, bpms[i],
-                                   old.valence + (new.valence - old.valence) * t,
-                                   old.arousal + (new.arousal - old.arousal) * t, BRIDGE_ROLE, seed))
+        valence = old.valence + (new.valence - old.valence) * t
+        arousal = old.arousal + (new.arousal - old.arousal) * t
+        requests.append(BarRequest(i, key, chord, beats_per_bar, bpms[i], valence, arousal, BRIDGE_ROLE, seed,
+                                   conditioning(valence, arousal) if conditioning is not None else None))
     return BridgePlan(old.name, new.name, tuple(requests), bpms, beats_per_bar)
 
 

@@ -102,7 +102,14 @@ def shared_model(checkpoint: str | Path | None = None) -> tuple[MusicTransformer
 
 def generation_key(request: BarRequest) -> Key:
     """The key a bar is written in: ``request.key``'s tonic, in the mode the
-    valence asks for (major above 0, minor below, ``request.key``'s at 0)."""
+    mapping asks for (``request.conditioning.mode``; ``None`` there keeps
+    ``request.key``'s mode), or without conditioning the mode the valence
+    asks for (major above 0, minor below, ``request.key``'s at 0)."""
+    if request.conditioning is not None:
+        mode = request.conditioning.mode
+        if mode is None:
+            return request.key
+        return Key(request.key.tonic_pitch_class, Mode.MAJOR if mode == "major" else Mode.MINOR)
     if request.valence > 0:
         return Key(request.key.tonic_pitch_class, Mode.MAJOR)
     if request.valence < 0:
@@ -198,6 +205,9 @@ class ModelPartGenerator:
         low, high = ROLE_NOTES_PER_BEAT[request.role]
         notes_per_beat = low + a01 * (high - low)
         velocity = VELOCITY_RANGE[0] + a01 * (VELOCITY_RANGE[1] - VELOCITY_RANGE[0])
+        if request.conditioning is not None:  # the mapping's asks replace the built-in ones
+            notes_per_beat = min(max(request.conditioning.notes_per_beat, 0.25), 16.0)
+            velocity = float(min(max(request.conditioning.velocity, 1), 127))
         tokens = bar_header(generation_key(request), valence, arousal, request.bpm, density_bin(notes_per_beat),
                             velocity_level(velocity), request.chord)
         return [self.vocab.id(t) for t in tokens], notes_per_beat * beats, velocity
@@ -236,6 +246,9 @@ class ModelPartGenerator:
         key = generation_key(request)
         scale = np.isin(v.pitch % 12, key.scale_pitch_classes() + request.chord.pitch_classes())
         low, high = ROLE_REGISTER_PITCH[request.role]
+        if request.conditioning is not None:
+            shift = int(round(request.conditioning.register_semitones))
+            low, high = max(0, low + shift), min(127, high + shift)
         allowed_pitch = self._is_pitch & scale & (v.pitch >= low) & (v.pitch <= high)
         pitch_bonus = np.zeros(len(v))
         chord_pcs = request.chord.pitch_classes()

@@ -243,7 +243,7 @@ def test_conditioning_follows_the_emotion():
     resolved = parse_mapping_text('[conditioning]\nmode = "valence"\n', bank)
     calm, angry = resolved.conditioning(0.4, -0.6), resolved.conditioning(-0.7, 0.8)
     assert calm.mode == "major" and angry.mode == "minor"
-    assert angry.density_notes_per_beat > calm.density_notes_per_beat and angry.velocity > calm.velocity
+    assert angry.notes_per_beat > calm.notes_per_beat and angry.velocity > calm.velocity
     assert calm.register_semitones > angry.register_semitones
 
 

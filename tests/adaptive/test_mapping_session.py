@@ -196,3 +196,32 @@ def test_a_mapping_change_that_adds_generated_bridges_needs_their_synthesizers(t
     cues = [cue for _, cue in cue_changes(live)]
     live.close()
     assert cues == ["low", "bridge:low->high", "high"]
+
+
+def test_generated_layers_are_asked_for_what_the_mappings_conditioning_says(soundfont, monkeypatch):
+    from adaptive import generator as generator_module
+    from adaptive.cli import DEFAULT_BANK
+    from adaptive.cue import load_bank
+
+    requests = []
+
+    class RecordingGenerator(generator_module.RuleBasedGenerator):
+        def generate_bar(self, request):
+            requests.append(request)
+            return super().generate_bar(request)
+
+    monkeypatch.setitem(generator_module.GENERATORS, "rule_based", RecordingGenerator)
+    bank = load_bank(DEFAULT_BANK)
+    text = ('[conditioning]\nmode = "valence"\nvelocity = [[-1.0, 30.0], [1.0, 32.0]]\n'
+            'density_notes_per_beat = [[-1.0, 2.0], [1.0, 2.0]]\n')
+    session = session_with(bank, soundfont, text, generator="rule_based")
+    session.submit(0, SceneUpdate(valence=0.5, arousal=-0.4, intensity=1.0))  # explore, harp arpeggio audible
+    render_frames(session, 8 * SAMPLE_RATE_HZ)
+    session.close()
+    asked = [r for r in requests if r.role == "arpeggio"]  # the layer's bars, and bridges made ahead
+    assert any(r.valence == 0.5 for r in asked), "the generated layer asked for no bars"
+    assert all(r.conditioning is not None for r in asked)
+    assert all(r.conditioning.mode == ("major" if r.valence >= 0.0 else "minor") for r in asked)
+    assert all(r.conditioning.velocity == 31 and r.conditioning.notes_per_beat == 2.0 for r in asked)
+    played = [note for note in session.midi_events if note.part == "explore/arpeggio" and note.velocity > 0]
+    assert played and all(note.velocity in (31, 41) for note in played)  # 31, and 41 on accented steps

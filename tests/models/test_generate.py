@@ -201,3 +201,27 @@ def test_checkpoint_of_another_format_version(tmp_path):
 def test_vocabulary_of_the_code_matches_the_committed_checkpoint():
     payload = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
     assert payload["vocabulary"] == list(Vocabulary.build().tokens)
+
+
+def test_the_mappings_conditioning_replaces_the_built_in_asks():
+    from dataclasses import replace
+
+    from adaptive.generator import PartConditioning
+
+    keep_key = PartConditioning(mode=None, notes_per_beat=1.0, velocity=40, register_semitones=0.0)
+    # Negative valence, but the mapping keeps the cue's key: C major stays C major.
+    assert generation_key(replace(request(valence=-0.8), conditioning=keep_key)) == Key(0, Mode.MAJOR)
+    assert generation_key(replace(request(valence=0.8), conditioning=replace(keep_key, mode="minor"))) \
+        == Key(0, Mode.MINOR)
+    sparse_soft, dense_loud, high = [], [], []
+    for asks, out in ((keep_key, sparse_soft),
+                      (replace(keep_key, notes_per_beat=3.0, velocity=110), dense_loud),
+                      (replace(keep_key, register_semitones=12.0), high)):
+        g = ModelPartGenerator()
+        out.extend(g.generate_bar(replace(request(b, role="arpeggio", seed=5, arousal=0.0), conditioning=asks))
+                   for b in range(4))
+    assert np.mean([len(p) for p in dense_loud]) > 2 * np.mean([len(p) for p in sparse_soft])
+    assert max(p.velocity.max() for p in sparse_soft) <= 48 and min(p.velocity.min() for p in dense_loud) >= 100
+    low, top = ROLE_REGISTER_PITCH["arpeggio"]
+    assert all(low + 12 <= pitch <= top + 12 for p in high for pitch in p.pitch.tolist())
+    assert np.mean([p.pitch.mean() for p in high]) > np.mean([p.pitch.mean() for p in sparse_soft]) + 2
