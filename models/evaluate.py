@@ -387,7 +387,12 @@ def model_held_out(data_dir: Path, held_out_path: Path | None) -> tuple[dict[str
         ValueError: the JSON list is unreadable or malformed.
     """
     if held_out_path is not None:
-        return read_held_out_list(held_out_path), str(held_out_path)
+        shown = held_out_path.resolve()
+        try:  # name it relative to the repository, not this machine's folders
+            shown = shown.relative_to(Path(__file__).resolve().parent.parent)
+        except ValueError:
+            pass
+        return read_held_out_list(held_out_path), str(shown)
     try:
         from models.dataset import heldout_split
     except ImportError:
