@@ -18,6 +18,7 @@ from adaptive.recording import replay
 from bridge.audio import SampleFormat, decode_block, decode_header, encode_block, read_tcp_blocks
 from bridge.protocol import Direction, decode_osc, encode_osc
 from bridge.server import Server, ServerSettings
+from tests.clients.conftest import free_ports
 
 
 class OscClient:
@@ -174,16 +175,6 @@ def test_a_client_hears_the_cue_change_on_its_beat_and_gets_beats_ahead_of_time(
     assert np.sqrt(np.mean(received**2)) > 0.01
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo-tools (oscsend) not installed; ./run test installs it")
 def test_serve_driven_by_oscsend_stops_cleanly_on_sigterm(tmp_path):
     """`adaptive serve` as a user runs it, driven by liblo's oscsend (not
@@ -193,7 +184,7 @@ def test_serve_driven_by_oscsend_stops_cleanly_on_sigterm(tmp_path):
 
     from adaptive.recording import load_recording
 
-    osc, audio, zmq_audio, control, events = _free_ports(5)
+    osc, audio, zmq_audio, control, events = free_ports(5)
     command = [sys.executable, "-m", "adaptive.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
                "--zmq-audio-port", str(zmq_audio), "--zmq-control-port", str(control),
                "--zmq-events-port", str(events), "--record", str(tmp_path / "rec.jsonl"),
