@@ -67,17 +67,6 @@ class GainCurve:
         return db_to_amplitude(points[-1][1])
 
 
-_FRAME_OFFSETS = np.arange(4096, dtype=np.float64)
-
-
-def _frame_offsets(n_frames: int) -> np.ndarray:
-    """A read-only view of ``0.0, 1.0, .. n_frames - 1`` (grown on demand)."""
-    global _FRAME_OFFSETS
-    if n_frames > _FRAME_OFFSETS.shape[0]:
-        _FRAME_OFFSETS = np.arange(max(n_frames, 2 * _FRAME_OFFSETS.shape[0]), dtype=np.float64)
-    return _FRAME_OFFSETS[:n_frames]
-
-
 class GainRamp:
     """An equal-power gain envelope over absolute session frames.
 
@@ -125,11 +114,10 @@ class GainRamp:
         shape ``(n_frames,)``, float32."""
         # In place on one float64 array: this runs for every ramping layer in every block.
         # power = p0 + (p1 - p0) * (1 - cos(pi t)) / 2, with t from the absolute frame only.
-        # (ufuncs with out=, not np.clip and np.arange: their Python wrappers cost more than the math here)
-        x = np.add(_frame_offsets(n_frames), float(start_frame - self.start_frame))
+        x = np.arange(n_frames, dtype=np.float64)
+        x += start_frame - self.start_frame
         x *= 1.0 / max(self.length_frames, 1)
-        np.maximum(x, 0.0, out=x)
-        np.minimum(x, 1.0, out=x)
+        np.clip(x, 0.0, 1.0, out=x)
         x *= np.pi
         np.cos(x, out=x)
         p0 = self.start_amplitude**2
