@@ -51,7 +51,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -522,6 +522,44 @@ def _family(host: str) -> socket.AddressFamily:
 # --------------------------------------------------------------------------- ZeroMQ
 
 
+class XpubSubscriptions:
+    """The topic prefixes SUB sockets subscribe to on one XPUB socket (a PUB
+    that reports its subscriptions), so a publisher skips the work for a topic
+    nobody wants.
+
+    libzmq reports the first subscription to a prefix as ``b"\\x01" + prefix``
+    and the last unsubscription (also when a subscriber disconnects) as
+    ``b"\\x00" + prefix``; a subscription matches every topic it prefixes.
+    ``prefixes`` is replaced, never mutated, so another thread may call
+    :meth:`wants` while the socket's own thread calls :meth:`update`.
+    """
+
+    def __init__(self) -> None:
+        self.prefixes: frozenset[bytes] = frozenset()
+
+    def update(self, zmq: Any, sock: Any) -> None:
+        """Read the subscription messages queued on the XPUB ``sock`` (call
+        on the thread that owns it). Never blocks: the socket's event flags
+        are checked first, far cheaper than a ``recv`` that raises ``zmq.Again``."""
+        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return
+        prefixes = set(self.prefixes)
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                message = sock.recv(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                break
+            if message[:1] == b"\x01":
+                prefixes.add(message[1:])
+            elif message[:1] == b"\x00":
+                prefixes.discard(message[1:])
+        self.prefixes = frozenset(prefixes)
+
+    def wants(self, topic: bytes) -> bool:
+        """Whether some subscriber receives ``topic``."""
+        return any(topic.startswith(prefix) for prefix in self.prefixes)
+
+
 class ZmqAudioPublisher:
     """Publishes audio blocks on a ZeroMQ PUB socket as ``[b"audio", header, pcm]``.
 
@@ -557,7 +595,7 @@ class ZmqAudioPublisher:
         self.sent_blocks = 0
         """Blocks handed to ZeroMQ."""
         self._socket = (context or zmq.Context.instance()).socket(zmq.XPUB)  # a PUB that reports subscriptions
-        self._subscribed_prefixes: set[bytes] = set()
+        self._subscriptions = XpubSubscriptions()
         self._socket.setsockopt(zmq.SNDHWM, sndhwm_messages)
         self._socket.setsockopt(zmq.LINGER, 0)
         address, _, port = endpoint.rpartition(":")
@@ -572,23 +610,10 @@ class ZmqAudioPublisher:
         self.publish_encoded(*encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format))
 
     def has_subscribers(self) -> bool:
-        """Whether some SUB socket subscribes to the audio topic now (reads
-        the subscription messages the XPUB queued: ``b"\\x01" + prefix`` for
-        the first subscription to a prefix, ``b"\\x00" + prefix`` for the last
-        unsubscription or disconnection). Never blocks."""
-        zmq = self._zmq
-        # Polling the socket's event flags is far cheaper than a recv that
-        # raises zmq.Again, and this runs once per block on the render thread.
-        while self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            try:
-                message = self._socket.recv(zmq.NOBLOCK)
-            except zmq.ZMQError:  # zmq.Again: nothing queued
-                break
-            if message[:1] == b"\x01":
-                self._subscribed_prefixes.add(message[1:])
-            elif message[:1] == b"\x00":
-                self._subscribed_prefixes.discard(message[1:])
-        return any(self.TOPIC.startswith(prefix) for prefix in self._subscribed_prefixes)
+        """Whether some SUB socket subscribes to the audio topic now (see
+        :class:`XpubSubscriptions`). Never blocks."""
+        self._subscriptions.update(self._zmq, self._socket)
+        return self._subscriptions.wants(self.TOPIC)
 
     def publish_encoded(self, header: bytes, pcm: bytes) -> None:
         """As :meth:`publish`, for a block already encoded by :func:`encode_block`."""

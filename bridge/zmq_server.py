@@ -39,6 +39,7 @@ import threading
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
+from bridge.audio import XpubSubscriptions
 from bridge.dispatch import (MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values,
                              wire_events)
 from bridge.protocol import ERROR_MESSAGE_CHARS, ProtocolError, decode_json, encode_json
@@ -136,10 +137,8 @@ class ZmqServer:
         self.host = host
         self.counters: collections.Counter = collections.Counter()
         self._outbox: collections.deque = collections.deque(maxlen=outbox_blocks)
-        # Topic prefixes SUB sockets subscribe to (read from the XPUB by the
-        # ZeroMQ thread; replaced, never mutated), so the render thread can skip
-        # blocks nobody wants.
-        self._subscribed_prefixes: frozenset[bytes] = frozenset()
+        # Read from the XPUB by the ZeroMQ thread, so the render thread can skip blocks nobody wants.
+        self._subscriptions = XpubSubscriptions()
         self._midi = MidiChannels(self.part_info)
         self._running = False
         self._thread: threading.Thread | None = None
@@ -219,30 +218,10 @@ class ZmqServer:
                 if self._control in ready:
                     self._receive_batch()
                 if self._events in ready:
-                    self._receive_subscriptions()
+                    self._subscriptions.update(zmq, self._events)
                 self._publish_outbox()
         finally:
             self._close_sockets()
-
-    def _receive_subscriptions(self) -> None:
-        """Read the XPUB's (un)subscription messages: ``b"\\x01" + prefix`` or
-        ``b"\\x00" + prefix``; libzmq reports the first subscription to a prefix
-        and the last unsubscription (also when a subscriber disconnects)."""
-        zmq = self._zmq
-        prefixes = set(self._subscribed_prefixes)
-        for _ in range(RECEIVE_BATCH):
-            try:
-                message = self._events.recv(zmq.NOBLOCK)
-            except zmq.ZMQError:  # zmq.Again: nothing more
-                break
-            if message[:1] == b"\x01":
-                prefixes.add(message[1:])
-            elif message[:1] == b"\x00":
-                prefixes.discard(message[1:])
-        self._subscribed_prefixes = frozenset(prefixes)
-
-    def _wants(self, topic: bytes) -> bool:
-        return any(topic.startswith(prefix) for prefix in self._subscribed_prefixes)
 
     def _drain_wake(self) -> None:
         try:
@@ -337,8 +316,8 @@ class ZmqServer:
         the block's events and MIDI for the ZeroMQ thread. Never blocks; when
         the outbox is full its oldest block is dropped (``dropped_blocks``).
         Only topics some SUB socket subscribes to are queued."""
-        events = wire_events(block.events) if block.events and self._wants(TOPIC_EVENTS) else ()
-        midi = block.midi if block.midi and self._wants(TOPIC_MIDI) else ()
+        events = wire_events(block.events) if block.events and self._subscriptions.wants(TOPIC_EVENTS) else ()
+        midi = block.midi if block.midi and self._subscriptions.wants(TOPIC_MIDI) else ()
         if not events and not midi:
             return
         if len(self._outbox) == self._outbox.maxlen:

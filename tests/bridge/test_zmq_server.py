@@ -187,7 +187,7 @@ def test_callbacks_are_published_on_their_topics(server):
 def test_a_full_outbox_drops_the_oldest_block_and_counts_without_blocking(bank):
     server = ZmqServer(bank, lambda item: None, lambda: 0.0, RATE, WELCOME, control_port=0, events_port=0,
                        outbox_blocks=4)
-    server._subscribed_prefixes = frozenset({b""})  # as if a SUB socket subscribed to every topic
+    server._subscriptions.prefixes = frozenset({b""})  # as if a SUB socket subscribed to every topic
     try:  # not started: nothing drains the outbox
         started = time.monotonic()
         for index in range(10):
@@ -205,10 +205,10 @@ def test_blocks_for_topics_nobody_subscribes_to_are_not_queued(bank):
     try:  # not started, so the outbox keeps what was queued
         server.on_block(block([MusicEvent(0, "bar", {"cue": "c", "bar_index": 0})]))
         assert not server._outbox  # no subscriber at all
-        server._subscribed_prefixes = frozenset({b"midi"})
+        server._subscriptions.prefixes = frozenset({b"midi"})
         server.on_block(block([MusicEvent(1, "bar", {"cue": "c", "bar_index": 1})]))
         assert not server._outbox  # events, but only MIDI is subscribed
-        server._subscribed_prefixes = frozenset({b"ev"})  # a prefix of "events" matches it, as in ZeroMQ
+        server._subscriptions.prefixes = frozenset({b"ev"})  # a prefix of "events" matches it, as in ZeroMQ
         server.on_block(block([MusicEvent(2, "bar", {"cue": "c", "bar_index": 2})]))
         assert [events[0].frame for events, _ in server._outbox] == [2]
     finally:
