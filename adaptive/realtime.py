@@ -6,7 +6,7 @@ driven by a pacing loop (DESIGN.md, "The time model").
   ``f / sample_rate_hz`` seconds, so ``playback_frame() = (clock() - t0) * rate``.
 * One render thread keeps a bounded lookahead rendered: it renders a block
   whenever ``frames_rendered < playback_frame() + lookahead_frames``, and
-  otherwise sleeps (at most ~5 ms, so new inputs are picked up quickly). The
+  otherwise sleeps until the next block is due (one wake-up per block). The
   lookahead is the latency floor of an input.
 * Inputs arrive from any thread through :meth:`RealtimeSession.submit`, which
   only puts them in an inbox. The render thread stamps each with the frame at
@@ -43,9 +43,15 @@ from adaptive.recording import Recording
 from adaptive.scene import SessionInput, StingerTrigger
 from adaptive.session import InputError, MidiNoteEvent, MusicEvent, Session
 
-MAX_SLEEP_SECONDS = 0.005
-"""The render thread sleeps at most this long (seconds) between checks, so an
-input waits at most ~5 ms in the inbox before it is stamped."""
+MAX_SLEEP_SECONDS = 0.05
+"""The render thread sleeps until the next block is due, but at most this long
+(seconds), so :meth:`RealtimeSession.stop` is never kept waiting longer.
+
+It does not wake in between to look at the inbox: an input is stamped with the
+first frame not yet rendered, and that frame only moves when a block is
+rendered, so picking inputs up at the next block stamps them with the very
+same frame. (Waking every 5 ms to look cost two extra wake-ups per 512-frame
+block: about a quarter of the render thread's CPU time, docs/benchmarks.md.)"""
 
 DEFAULT_RING_BLOCKS = 8
 """Blocks in the ring of output buffers: an :attr:`OutputBlock.audio` view stays
@@ -267,8 +273,9 @@ class RealtimeSession:
 
     def submit(self, item: SessionInput) -> None:
         """Queue an input (any thread; never blocks, never touches the session).
-        The render thread stamps it with the first frame not yet rendered when
-        it picks it up (within ~5 ms); it is then heard after the lookahead."""
+        The render thread picks it up when it renders the next block and stamps
+        it with that block's first frame, the first frame it can change; it is
+        heard after the lookahead."""
         self._inbox.put(item)
 
     def add_sink(self, sink: Sink) -> None:
