@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
     serve.add_argument("--realtime-priority", type=int,
                        help="SCHED_FIFO priority of the render thread, 1..99 (default 10; 0: normal scheduling)")
-    serve.add_argument("--block-frames", type=int, help="frames per audio block (default 512)")
+    serve.add_argument("--block-frames", type=int, help="frames per audio block, 32..4096 (default 1024, 21.3 ms at 48 kHz; 512 reacts ~10 ms sooner for more CPU)")
     serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
     serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
     serve.add_argument("--midi-file", type=Path, help="write the notes played as a Standard MIDI File at exit")

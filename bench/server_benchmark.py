@@ -9,7 +9,7 @@ Run by hand (not in CI), from a source checkout::
     python bench/server_benchmark.py --soak-json soak.json --write-docs  # the rest, with that soak's figures
 
 What it measures (see ``bench/README.md``), with the server's default settings
-(48 kHz, blocks of 512 frames, lookahead 40 ms) and the default cue bank:
+(48 kHz, blocks of 1024 frames, lookahead 40 ms) and the default cue bank:
 
 * **Reaction latency.** The server runs as a subprocess (``adaptive serve
   --record``); this process is the game: it says hello, syncs clocks with
@@ -46,6 +46,7 @@ What it measures (see ``bench/README.md``), with the server's default settings
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -557,12 +558,17 @@ def _verdict(ok: bool) -> str:
 
 
 def markdown(results: dict, info: dict, command: str) -> str:
+    from bridge.server import ServerSettings
+
     lat, rate, cpu, soak = (results.get(k) for k in ("latency", "rate", "cpu", "soak"))
+    defaults = {f.name: f.default for f in dataclasses.fields(ServerSettings)}
+    block_ms = 1000.0 * defaults["block_frames"] / defaults["sample_rate_hz"]
     lines = [
         SECTION_TITLE, "",
         f"Measured {info['date']} with `{command}` (add `--write-docs` to rewrite this section; "
-        "`bench/README.md` says what is measured). The server with its default settings: 48 kHz, blocks of 512 "
-        "frames (10.7 ms), lookahead 40 ms, the default cue bank, loopback only.", "",
+        "`bench/README.md` says what is measured). The server with its default settings: "
+        f"{defaults['sample_rate_hz'] / 1000:g} kHz, blocks of {defaults['block_frames']} frames ({block_ms:.1f} ms), "
+        f"lookahead {defaults['lookahead_ms']:g} ms, the default cue bank, loopback only.", "",
         "### Machine", "",
         f"- CPU: {info['cpu']}",
         f"- Cores: {info['cores']} (nothing pinned: the server's render, OSC and TCP threads share them with the client)",
@@ -674,8 +680,12 @@ def markdown(results: dict, info: dict, command: str) -> str:
                      f"{soak['ahead_ms']['min']:.1f} ms ahead of its playback time.")
     notes.append("What got the server here (each measured on this machine, docs/engine.md): sinks that do no work for "
                  "streams nobody subscribes to and wake no thread per block (the ZeroMQ sockets are XPUBs; the TCP "
-                 "stream is written from the render thread with a non-blocking send); blocks of 512 frames (half the "
-                 "per-block Python work of 256); `gc.freeze()` after start-up (full collections had paused every "
+                 "stream is written from the render thread with a non-blocking send); one wake-up of the render "
+                 "thread per block (it had also woken every 5 ms to look for inputs, which changed no stamp), and "
+                 "blocks of 1024 frames: on this virtual machine a wake-up costs far more than the frames it renders "
+                 "(the same 90 Hz session offline, `Session.render(512)` with a 10 ms sleep between blocks, took "
+                 "7.8-9.3 % of a core; without the sleeps 3.3 %), so the share went from 11-16 % at 512 frames to "
+                 "8-10 % at 1024, for about 10 ms more reaction time; `gc.freeze()` after start-up (full collections had paused every "
                  "thread 20-60 ms; now under 2 ms); and scheduling: the render thread asks for SCHED_FIFO and the "
                  "server's threads run at nice -10 (a stall of 77-115 ms had come from the render thread, or the "
                  "thread holding the GIL, being preempted by other processes), with a 1 ms interpreter switch "

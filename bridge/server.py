@@ -43,10 +43,14 @@ class ServerSettings:
         soundfont: SoundFont (None: the default one).
         sample_rate_hz: session rate.
         block_frames: frames per rendered (and sent) block, 32..4096. The default,
-            512 (10.7 ms at 48 kHz), is Unity's "good latency" DSP buffer size
-            (FMOD's default is 1024): half the per-block work of 256 for about
-            5 ms more reaction time, which keeps one session within 15 % of a
-            core (docs/benchmarks.md).
+            1024 (21.3 ms at 48 kHz), is Wwise's default audio frame size
+            (and FMOD's DSP buffer length). The render thread wakes once per
+            block, and on this project's benchmark machine each wake-up costs
+            far more than the frames it renders (Python and FluidSynth start
+            from cold caches after each sleep): the same 90 Hz session took
+            8.4-10.3 % of a core with 1024 against 11.3-16 % with 512, for
+            about 10 ms more reaction time (docs/benchmarks.md). 512 (Unity's
+            "good latency" buffer) is the choice when latency matters more.
         lookahead_ms: how far ahead of playback the server renders (the latency floor).
         host: interface to bind every socket to (loopback by default).
         osc_port: UDP port for OSC (0: any free port).
@@ -73,7 +77,7 @@ class ServerSettings:
     bank: Path
     soundfont: Path | None = None
     sample_rate_hz: int = 48_000
-    block_frames: int = 512
+    block_frames: int = 1024
     lookahead_ms: float = 40.0
     realtime_priority: int = 10
     host: str = "127.0.0.1"

@@ -15,13 +15,13 @@ def settings(*argv: str):
 
 def test_defaults_then_config_then_options(tmp_path):
     default = settings()
-    assert (default.block_frames, default.lookahead_ms, default.realtime_priority) == (512, 40.0, 10)
+    assert (default.block_frames, default.lookahead_ms, default.realtime_priority) == (1024, 40.0, 10)
     config = tmp_path / "serve.toml"
     config.write_text("block_frames = 256\nrealtime_priority = 0\nlookahead_ms = 60.0\n", encoding="utf-8")
     from_file = settings("--config", str(config))
     assert (from_file.block_frames, from_file.lookahead_ms, from_file.realtime_priority) == (256, 60.0, 0)
-    overridden = settings("--config", str(config), "--realtime-priority", "20", "--block-frames", "1024")
-    assert (overridden.block_frames, overridden.realtime_priority) == (1024, 20)
+    overridden = settings("--config", str(config), "--realtime-priority", "20", "--block-frames", "512")
+    assert (overridden.block_frames, overridden.realtime_priority) == (512, 20)
 
 
 @pytest.mark.parametrize("text, expected", [
