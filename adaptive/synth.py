@@ -120,25 +120,47 @@ def _load_fluidsynth():
         raise AssetError(
             f"cannot load FluidSynth ({error}); install it with 'sudo apt-get install libfluidsynth3'"
         ) from None
-    # The render call goes through a PyDLL handle, which keeps the GIL during
-    # the call (a CDLL releases it), so a block's short FluidSynth calls need
-    # not each win the GIL back from another busy Python thread (the generation
-    # worker). Measured against a busy thread: longest block 13.3 -> 9.6 ms;
-    # the larger gain came from the 1 ms switch interval (bridge/server.py).
+    # The calls made while rendering (render, note on, note off) go through a
+    # PyDLL handle, which keeps the GIL during the call (a CDLL releases it).
+    # Each is short (a note on takes ~4 us), and with a CDLL each had to win
+    # the GIL back afterwards from any other busy Python thread (the
+    # generation worker). Measured against a busy thread: longest block
+    # 13.3 -> 9.6 ms for the render call (the larger gain came from the 1 ms
+    # switch interval, bridge/server.py).
     library = ctypes.PyDLL(fluidsynth._fl._name)
-    write_float = library.fluid_synth_write_float
-    write_float.argtypes = [
-        ctypes.c_void_p, ctypes.c_int,
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-    ]
-    write_float.restype = ctypes.c_int
+    calls = _RenderCalls(library)
     # Silence FluidSynth's own logging: errors reach the user as AssetError.
     set_log = library.fluid_set_log_function
     set_log.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
     for level in range(5):  # FLUID_PANIC .. FLUID_DBG
         set_log(level, None, None)
-    return fluidsynth, write_float
+    return fluidsynth, calls
+
+
+class _RenderCalls:
+    """FluidSynth's C calls made on the render path, bound with argument types
+    on a GIL-keeping (PyDLL) handle: ``fluid_synth_write_float(synth, n, left,
+    left_offset, left_step, right, right_offset, right_step)``,
+    ``fluid_synth_noteon(synth, channel, key, velocity)`` and
+    ``fluid_synth_noteoff(synth, channel, key)`` (FluidSynth 2 API; each returns
+    FLUID_OK = 0 or FLUID_FAILED = -1)."""
+
+    __slots__ = ("write_float", "noteon", "noteoff")
+
+    def __init__(self, library: ctypes.PyDLL) -> None:
+        self.write_float = library.fluid_synth_write_float
+        self.write_float.argtypes = [
+            ctypes.c_void_p, ctypes.c_int,
+            ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+            ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+        ]
+        self.write_float.restype = ctypes.c_int
+        self.noteon = library.fluid_synth_noteon
+        self.noteon.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.noteon.restype = ctypes.c_int
+        self.noteoff = library.fluid_synth_noteoff
+        self.noteoff.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        self.noteoff.restype = ctypes.c_int
 
 
 class Synth:
@@ -161,7 +183,8 @@ class Synth:
 
     def __init__(self, soundfont: Path, sample_rate_hz: int, program: int = 0, percussion: bool = False,
                  max_voices: int = DEFAULT_MAX_VOICES) -> None:
-        fluidsynth, self._write_float = _load_fluidsynth()
+        fluidsynth, calls = _load_fluidsynth()
+        self._write_float, self._noteon, self._noteoff = calls.write_float, calls.noteon, calls.noteoff
         check_soundfont(Path(soundfont))
         self._synth = fluidsynth.Synth(
             gain=SYNTH_GAIN,
@@ -186,11 +209,11 @@ class Synth:
 
     def note_on(self, pitch: int, velocity: int) -> None:
         """Start ``pitch`` (0..127) at ``velocity`` (1..127)."""
-        self._synth.noteon(self.channel, int(pitch), int(velocity))
+        self._noteon(self._handle, self.channel, int(pitch), int(velocity))
 
     def note_off(self, pitch: int) -> None:
         """Release ``pitch``."""
-        self._synth.noteoff(self.channel, int(pitch))
+        self._noteoff(self._handle, self.channel, int(pitch))
 
     def silence(self) -> None:
         """Stop every voice at once and flush FluidSynth's internal block, so

@@ -488,3 +488,71 @@ def test_the_render_thread_asks_for_real_time_priority_and_goes_on_without_it(to
     assert realtime.raise_thread_priority(0) == "priority 0 is out of range (allowed: 1..99)"
     with pytest.raises(ValueError, match="thread_priority 100 is out of range"):
         RealtimeSession(make_session(tone_bank, soundfont), thread_priority=100)
+
+
+RENDER_PATH_IMPORTS_SCRIPT = r"""
+import json, sys, threading
+from adaptive.cli import _bank_and_mapping
+from adaptive.generation import GenerationMode
+from adaptive.generator import GENERATORS
+from adaptive.realtime import RealtimeSession
+from adaptive.scene import SceneUpdate, StingerTrigger
+from adaptive.session import Session
+
+class Stuck:
+    # A generator that never finishes: every generated bar, bridge and stinger
+    # misses, and the rule-based fallback is made on the render thread. (It never
+    # runs the fallback's code itself, so it cannot import anything for it.)
+    name = "stuck"
+    def generate_bar(self, request):
+        threading.Event().wait()
+
+GENERATORS["stuck"] = Stuck
+render_thread = threading.current_thread()
+imported = []
+
+class Watch:
+    # Sees every import the import system resolves (a first import of a module).
+    def find_spec(self, name, path=None, target=None):
+        if threading.current_thread() is render_thread and watching:
+            imported.append(name)
+        return None
+
+watching = False
+sys.meta_path.insert(0, Watch())
+bank, mapping = _bank_and_mapping(None, None)  # the default bank and mapping, as `adaptive serve` loads them
+session = Session(bank, generator="stuck", mapping=mapping, seed=3)
+session.generation.mode = GenerationMode.REALTIME  # as the real-time runner sets it
+script = {0: SceneUpdate(emotion="calm", intensity=0.4, location="forest"),
+          48_000 * 4: SceneUpdate(emotion="tense", intensity=0.9),
+          48_000 * 6: StingerTrigger("flourish"),
+          48_000 * 9: SceneUpdate(emotion="triumphant", intensity=1.0),
+          48_000 * 14: SceneUpdate(emotion="sorrowful", intensity=0.2)}
+watching = True
+while session.frame < 48_000 * 20:
+    for frame in [f for f in script if f <= session.frame]:
+        session.submit(session.frame, script.pop(frame))
+    session.render(1024)
+    session.drain_events()
+watching = False
+print(json.dumps({"imported": imported, "misses": session.generation.counters["generation_misses"],
+                  "cues": sorted({e.data["cue"] for e in session.events if e.kind == "cue_change"})}))
+"""
+
+
+def test_the_render_path_imports_nothing(tmp_path):
+    # A module imported on the render thread reads files while it renders: numpy 2
+    # imports numpy.random on first use, and the first fallback bar of a session
+    # took 7 ms doing so. In a fresh interpreter, a session on the default bank
+    # plays cue changes, transitions, a stinger and fallback bars (its generator
+    # never finishes), and no module is imported while it renders.
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", RENDER_PATH_IMPORTS_SCRIPT], cwd=repo, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["misses"] >= 5  # the fallbacks were made on the render thread
+    assert report["imported"] == [], report["imported"]

@@ -38,9 +38,9 @@ def test_shared_soundfont_sounds_like_a_private_copy_and_outlives_closed_users(s
         private.noteon(0, 60, 100)
         from adaptive.synth import _load_fluidsynth
 
-        _, write_float = _load_fluidsynth()
+        _, calls = _load_fluidsynth()
         pointer = private_audio.ctypes.data
-        write_float(private.synth, 4800, pointer, 0, 2, pointer, 1, 2)
+        calls.write_float(private.synth, 4800, pointer, 0, 2, pointer, 1, 2)
     finally:
         private.delete()
     assert np.abs(shared_audio).max() > 0.01

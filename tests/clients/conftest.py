@@ -58,8 +58,8 @@ def served(tmp_path):
         while not any(f"udp://127.0.0.1:{osc}" in line for line in lines):
             line = process.stdout.readline()
             if not line or time.monotonic() > deadline:
-                server.stop()
-                pytest.fail(f"adaptive serve did not start: {lines} {process.stderr.read() if process.stderr else ''}")
+                out, err = server.stop()
+                pytest.fail(f"adaptive serve did not start: {''.join(lines)}{out}{err[-3000:]}")
             lines.append(line)
         yield server
     finally:
