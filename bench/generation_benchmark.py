@@ -8,8 +8,9 @@ Run by hand (not in CI), from a source checkout::
     python bench/generation_benchmark.py --generator model --write-docs   # rewrite its section of docs/benchmarks.md
 
 What it measures: the default cue bank served in real time in this process
-(:class:`adaptive.realtime.RealtimeSession`, real clock, default block size and
-lookahead, nothing else running in the process), driven by a script that
+(:class:`adaptive.realtime.RealtimeSession`, real clock, with the block size,
+lookahead, render thread priority and switch interval of ``adaptive serve``,
+nothing else running in the process), driven by a script that
 changes cue every ``--cue-seconds`` (8 s) between ``explore`` and ``stealth``
 (explore -> stealth plays a generated bridge) at intensity 1.0 (explore's
 generated harp layer audible) and triggers the generated ``flourish`` stinger
@@ -86,7 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_seconds = time.perf_counter() - started
     folder = Path(tempfile.mkdtemp(prefix="adaptive-generation-bench-"))
     recording = Recording.for_session(folder / "session.jsonl", session, DEFAULT_BANK)
-    runner = RealtimeSession(session, recording=recording)
+    # As `adaptive serve` runs it: its block size, lookahead, render thread
+    # priority and interpreter switch interval (bridge/server.py).
+    from bridge.server import SWITCH_INTERVAL_SECONDS, ServerSettings
+
+    serve = ServerSettings(bank=DEFAULT_BANK)
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    runner = RealtimeSession(session, block_frames=serve.block_frames, lookahead_ms=serve.lookahead_ms,
+                             recording=recording, thread_priority=serve.realtime_priority)
     served: list[np.ndarray] = []
     runner.add_sink(lambda block: served.append(block.audio.copy()))
     script: list[tuple[float, object]] = []
