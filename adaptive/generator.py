@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
-import numpy.random  # noqa: F401  now, not on first use: numpy 2 imports it lazily, which put file reads
-#                      (7 ms) on the render thread at a session's first fallback bar
+
+# Imported now, not on first use: numpy 2 imports numpy.random lazily, which
+# put module loading (7 ms) on the render thread at a session's first fallback bar.
+import numpy.random  # noqa: F401
 
 from adaptive.harmony import Chord, Key
 from adaptive.part import Part

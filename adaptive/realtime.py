@@ -51,7 +51,7 @@ It does not wake in between to look at the inbox: an input is stamped with the
 first frame not yet rendered, and that frame only moves when a block is
 rendered, so picking inputs up at the next block stamps them with the very
 same frame. (Waking every 5 ms to look cost two extra wake-ups per 512-frame
-block: about a quarter of the render thread's CPU time, docs/benchmarks.md.)"""
+block: 1.5-2 points of a core, of the server's 12-15 %, docs/benchmarks.md.)"""
 
 DEFAULT_RING_BLOCKS = 8
 """Blocks in the ring of output buffers: an :attr:`OutputBlock.audio` view stays

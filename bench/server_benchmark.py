@@ -685,8 +685,8 @@ def markdown(results: dict, info: dict, command: str) -> str:
                  "blocks of 1024 frames: on this virtual machine a wake-up costs far more than the frames it renders "
                  "(the same 90 Hz session offline, `Session.render(512)` with a 10 ms sleep between blocks, took "
                  "7.8-9.3 % of a core; without the sleeps 3.3 %), so the share went from 11-16 % at 512 frames to "
-                 "8-10 % at 1024, for about 10 ms more reaction time; `gc.freeze()` after start-up (full collections had paused every "
-                 "thread 20-60 ms; now under 2 ms); and scheduling: the render thread asks for SCHED_FIFO and the "
+                 "8-10 % at 1024, for about 10 ms more reaction time; `gc.freeze()` after start-up (full "
+                 "collections had paused every thread 20-60 ms; now under 2 ms); and scheduling: the render thread asks for SCHED_FIFO and the "
                  "server's threads run at nice -10 (a stall of 77-115 ms had come from the render thread, or the "
                  "thread holding the GIL, being preempted by other processes), with a 1 ms interpreter switch "
                  "interval (a waking render thread waited up to 5 ms for the GIL).")
