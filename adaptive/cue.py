@@ -172,7 +172,9 @@ class Cue(_Frozen):
         meter: time signature, written ``"4/4"``.
         key: e.g. ``"D minor"``.
         chords: chord symbols, one per bar, repeating over the loop
-            (e.g. ``["Dm", "Bb", "F", "C"]``); empty = the tonic triad.
+            (e.g. ``["Dm", "Bb", "F", "C"]``), or two in one entry for a
+            bar that changes chord at its half (``"F G"``); empty = the tonic
+            triad.
         loop_bars: the loop length in bars (1..256).
         phrase_bars: bars per phrase, the grid of :attr:`Quantize.NEXT_PHRASE`.
         valence, arousal: the cue's point on the emotion plane, each in [-1, 1].
@@ -209,7 +211,12 @@ class Cue(_Frozen):
     @classmethod
     def _check_chords(cls, symbols: list[str]) -> list[str]:
         for symbol in symbols:
-            Chord.parse(symbol)
+            halves = symbol.split()
+            if not 1 <= len(halves) <= 2:
+                raise ValueError(f"chord entry {symbol!r}: one chord per bar, or two separated by a space "
+                                 "(first and second half of the bar, e.g. 'F G')")
+            for half in halves:
+                Chord.parse(half)
         return symbols
 
     @model_validator(mode="after")
@@ -226,11 +233,19 @@ class Cue(_Frozen):
         return Key.parse(self.key)
 
     def chord_at_bar(self, bar: int) -> Chord:
-        """Chord of bar ``bar`` (0-based, repeating over the chord list)."""
+        """Chord of bar ``bar`` (0-based, repeating over the chord list); for
+        a bar of two chords, the first."""
+        return self.chords_at_bar(bar)[0]
+
+    def chords_at_bar(self, bar: int) -> tuple[Chord, Chord | None]:
+        """The chord of bar ``bar`` and the chord from its half on (None when
+        the bar keeps one chord). An entry ``"F G"`` in ``chords`` is such a
+        bar: F, then G from the half bar."""
         if not self.chords:
             key = self.parsed_key
-            return Chord.parse(_tonic_triad_symbol(key))
-        return Chord.parse(self.chords[bar % len(self.chords)])
+            return Chord.parse(_tonic_triad_symbol(key)), None
+        halves = self.chords[bar % len(self.chords)].split()
+        return Chord.parse(halves[0]), (Chord.parse(halves[1]) if len(halves) == 2 else None)
 
 
 _PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")

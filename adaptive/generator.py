@@ -34,12 +34,33 @@ class PartConditioning:
         notes_per_beat: note density asked for, 0.25..16.
         velocity: MIDI velocity asked for, 1..127.
         register_semitones: shift of the part's register, -24..24.
+        guidance_scale: classifier-free guidance scale of the model generator
+            on the emotion (1 = plain conditioning, larger = stronger; 0..8);
+            ``None``: the generator's default.
     """
 
     mode: str | None
     notes_per_beat: float
     velocity: int
     register_semitones: float
+    guidance_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class BarEnding:
+    """How a bar must end: a bridge's last bar leads into the incoming cue.
+
+    Attributes:
+        pitch_classes: the last note's pitch class must be one of these
+            (0..11, C = 0; a bridge asks for the incoming key's tonic and
+            dominant).
+        next_pitch: the MIDI pitch that follows the bar (the incoming cue's
+            first note in this register), or None; the last note must then lie
+            within an octave of it (no leap over an octave at the seam).
+    """
+
+    pitch_classes: tuple[int, ...]
+    next_pitch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,16 @@ class BarRequest:
             the bar index only, so a render is repeatable.
         conditioning: the mapping's asks (mode, density, velocity, register);
             ``None``: the generator derives them from valence and arousal itself.
+        beat_unit: the meter's denominator (4: beats are quarter notes; 8:
+            eighth notes, as in 6/8; 2: half notes).
+        second_chord: the chord from the bar's half on, when the cue's
+            progression changes chord inside the bar (None: ``chord`` all bar).
+        context: bars heard just before this one (oldest first; each a
+            :class:`Part` in beats from its own downbeat), for a generator that
+            starts afresh here: it continues from them instead of from silence
+            (a bridge continues the outgoing cue's last bar), and its first
+            note lies within an octave of their last one.
+        ending: how the bar must end (a bridge's last bar), or None.
     """
 
     bar_index: int
@@ -70,6 +101,10 @@ class BarRequest:
     role: str
     seed: int
     conditioning: PartConditioning | None = None
+    beat_unit: int = 4
+    second_chord: Chord | None = None
+    context: tuple[Part, ...] = ()
+    ending: BarEnding | None = None
 
 
 class PartGenerator(Protocol):

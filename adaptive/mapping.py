@@ -211,9 +211,13 @@ class Conditioning(_Frozen):
         density_notes_per_beat: ``[[arousal, notes per beat], ...]`` (0.25..16).
         velocity: ``[[arousal, MIDI velocity], ...]`` (1..127).
         register_semitones: ``[[valence, semitones], ...]`` (-24..24), a shift of the part's register.
+        guidance_scale: how strongly the model generator follows the emotion
+            (classifier-free guidance, 0..8; 1 = plain conditioning; unset =
+            the generator's default, models/MODEL_CARD.md).
     """
 
     mode: Literal["cue", "valence"] = "cue"
+    guidance_scale: Number | None = Field(None, ge=0.0, le=8.0)
     major_from_valence: Number = Field(0.0, ge=-1.0, le=1.0)
     density_notes_per_beat: Curve = Field(default_factory=lambda: [(-1.0, 1.0), (1.0, 4.0)])
     velocity: Curve = Field(default_factory=lambda: [(-1.0, 45.0), (1.0, 110.0)])
@@ -460,7 +464,8 @@ class ResolvedMapping:
             mode = "major" if valence >= spec.major_from_valence else "minor"
         return PartConditioning(mode, _interpolate(spec.density_notes_per_beat, arousal),
                                 int(round(_interpolate(spec.velocity, arousal))),
-                                _interpolate(spec.register_semitones, valence))
+                                _interpolate(spec.register_semitones, valence),
+                                None if spec.guidance_scale is None else float(spec.guidance_scale))
 
     # ------------------------------------------------------------------ live tuning
     def data(self) -> dict[str, Any]:

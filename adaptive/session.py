@@ -45,6 +45,7 @@ from adaptive.scene import SceneState, SceneUpdate, SessionInput, StingerTrigger
 from adaptive.smoothing import SceneSmoother
 from adaptive.speculation import DEFAULT_SPECULATIVE_BRIDGES, BridgesAhead, StingersAhead
 from adaptive.stem import load_stem, render_part, rendered_stem_path, write_stem
+from adaptive.transition import bridge_seams, lead_part
 from adaptive.synth import Synth, find_soundfont
 from adaptive.voice import GeneratedVoice, MidiVoice, StemVoice
 
@@ -299,6 +300,17 @@ class Session:
             seed, speculative_bridges if uses_bridges else 0)
         self._bridges_ahead.rules = self.mapping.transition_rules()
         self._bridges_ahead.conditioning = self.mapping.conditioning
+        seams: dict[tuple[str, str], tuple] = {}
+
+        def bridge_seams_of(from_cue: str, to_cue: str) -> tuple:
+            if (from_cue, to_cue) not in seams:  # MIDI tracks come from the library: read once, at load
+                seams[from_cue, to_cue] = bridge_seams(bank, self._library, from_cue, to_cue)
+            return seams[from_cue, to_cue]
+
+        self._bridges_ahead.seams = bridge_seams_of
+        if uses_bridges:  # read every lead line now, not on the session thread later
+            for cue in bank.cues:
+                lead_part(cue, bank, self._library)
         self._stingers_ahead = StingersAhead(self.generation, generated_stingers, seed)
 
         self._current: _Player | None = None  # the cue playing, or the one a transition is heading to
@@ -348,9 +360,11 @@ class Session:
 
         def request_for_bar(bar_index: int, cue: Cue = cue, role: str = source.role) -> BarRequest:
             emotion = self.scene.emotion
-            return BarRequest(bar_index, key, cue.chord_at_bar(bar_index), cue.meter.beats_per_bar, cue.bpm,
+            chord, second_chord = cue.chords_at_bar(bar_index)
+            return BarRequest(bar_index, key, chord, cue.meter.beats_per_bar, cue.bpm,
                               emotion.valence, emotion.arousal, role, self.seed,
-                              self.mapping.conditioning(emotion.valence, emotion.arousal))
+                              self.mapping.conditioning(emotion.valence, emotion.arousal),
+                              beat_unit=cue.meter.beat_unit, second_chord=second_chord)
 
         feed = BarFeed(self.generation, stream, request_for_bar, self.bars_ahead)
         return GeneratedVoice(feed, synth, cue.meter.beats_per_bar, None,

@@ -81,6 +81,10 @@ class BridgesAhead:
         self.max_bridges = max_bridges
         self.rules: tuple | None = None
         self.conditioning = None  # the mapping's conditioning at an emotion (set by the session), or None
+        self.seams = None
+        """``seams(from_cue, to_cue) -> (context bars, next pitch)`` (set by the
+        session): the outgoing cue's last bar and the incoming cue's first note,
+        for a bridge that leads from one into the other; None: no seams."""
         """The transition table in force (a mapping may replace the bank's; None: the bank's)."""
         self._refresher = _Refresher(refresh_distance)
         self._ready: dict[tuple[str, str, int], tuple[BridgePlan, dict[int, Ticket]]] = {}
@@ -104,7 +108,9 @@ class BridgesAhead:
                 self.made_ahead += 1
 
     def _submit(self, from_cue: str, to_cue: str, bars: int, deadline: float) -> tuple[BridgePlan, dict[int, Ticket]]:
-        plan = plan_bridge(self.bank.cue(from_cue), self.bank.cue(to_cue), bars, self.seed, self.conditioning)
+        context, next_pitch = self.seams(from_cue, to_cue) if self.seams is not None else ((), None)
+        plan = plan_bridge(self.bank.cue(from_cue), self.bank.cue(to_cue), bars, self.seed, self.conditioning,
+                           context, next_pitch)
         return plan, request_tickets(self.worker, self.stream, list(plan.requests), deadline)
 
     def requested(self, from_cue: str, to_cue: str, bars: int, boundary_frame: int) -> None:

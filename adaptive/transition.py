@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from adaptive.cue import WILDCARD, BridgeKind, Cue, CueBank, TransitionRule
-from adaptive.generator import BarRequest, PartConditioning
+import numpy as np
+
+from adaptive.cue import WILDCARD, BridgeKind, Cue, CueBank, MidiSource, StemSource, TransitionRule
+from adaptive.generator import BarEnding, BarRequest, PartConditioning
 from adaptive.harmony import Chord, Key, Mode, diatonic_triad, dominant_seventh
+from adaptive.part import Part, PartLibrary
 
 DEFAULT_RULE = TransitionRule()
 """The rule used when a bank has none that matches: next bar, a one-beat crossfade."""
@@ -123,7 +126,8 @@ def bridge_bpms(old_bpm: float, new_bpm: float, bars: int) -> tuple[float, ...]:
 
 
 def plan_bridge(old: Cue, new: Cue, bars: int, seed: int,
-                conditioning: Callable[[float, float], PartConditioning] | None = None) -> BridgePlan:
+                conditioning: Callable[[float, float], PartConditioning] | None = None,
+                context: tuple[Part, ...] = (), next_pitch: int | None = None) -> BridgePlan:
     """The plan of a ``bars``-bar generated bridge from ``old`` to ``new``:
     the chord path of :func:`bridge_chords`, the tempo steps of
     :func:`bridge_bpms`, and the emotion interpolated linearly from ``old``'s
@@ -136,6 +140,12 @@ def plan_bridge(old: Cue, new: Cue, bars: int, seed: int,
     ``conditioning``: the mapping's asks at an emotion (valence, arousal), put
     in each bar's request (None: the generator's own).
 
+    Seams: the first bar's request carries ``context`` (the outgoing cue's
+    last bar, so the bridge continues from it rather than from silence), and
+    the last bar's an :class:`~adaptive.generator.BarEnding` — end on the
+    incoming key's tonic or dominant, within an octave of ``next_pitch``
+    (the incoming cue's first note of its lead layer, when known).
+
     Raises:
         ValueError: ``bars`` < 1.
     """
@@ -144,13 +154,17 @@ def plan_bridge(old: Cue, new: Cue, bars: int, seed: int,
     chords = bridge_chords(old, new.parsed_key, bars)
     bpms = bridge_bpms(old.bpm, new.bpm, bars)
     beats_per_bar = old.meter.beats_per_bar
+    new_key = new.parsed_key
+    ending = BarEnding((new_key.tonic_pitch_class, (new_key.tonic_pitch_class + 7) % 12), next_pitch)
     requests = []
     for i, (chord, key) in enumerate(chords):
         t = (i + 1) / bars
         valence = old.valence + (new.valence - old.valence) * t
         arousal = old.arousal + (new.arousal - old.arousal) * t
         requests.append(BarRequest(i, key, chord, beats_per_bar, bpms[i], valence, arousal, BRIDGE_ROLE, seed,
-                                   conditioning(valence, arousal) if conditioning is not None else None))
+                                   conditioning(valence, arousal) if conditioning is not None else None,
+                                   beat_unit=old.meter.beat_unit, context=context if i == 0 else (),
+                                   ending=ending if i == bars - 1 else None))
     return BridgePlan(old.name, new.name, tuple(requests), bpms, beats_per_bar)
 
 
@@ -168,3 +182,50 @@ def generated_bridge_targets(bank: CueBank, from_cue: str,
         if rule.bridge.kind is BridgeKind.GENERATED:
             targets.append((cue.name, rule.bridge.bars))
     return targets
+
+
+def lead_part(cue: Cue, bank: CueBank, library: PartLibrary) -> Part | None:
+    """The cue's lead line: among its layers written as MIDI (MIDI layers, and
+    stems rendered from a MIDI track) and not played on percussion, the one
+    with the highest median pitch; None when it has none (a cue of generated
+    layers or plain audio stems)."""
+    best: tuple[float, Part] | None = None
+    for layer in cue.layers:
+        source = layer.source
+        if isinstance(source, MidiSource) and not layer.percussion:
+            file, track = source.file, source.track
+        elif isinstance(source, StemSource) and source.rendered_from is not None \
+                and not source.rendered_from.percussion:
+            file, track = source.rendered_from.file, source.rendered_from.track
+        else:
+            continue
+        part = library.track(bank.path(file), track)
+        if len(part) and (best is None or float(np.median(part.pitch)) > best[0]):
+            best = (float(np.median(part.pitch)), part)
+    return None if best is None else best[1]
+
+
+def bridge_seams(bank: CueBank, library: PartLibrary, from_cue: str, to_cue: str) -> tuple[tuple[Part, ...], int | None]:
+    """What a generated bridge from ``from_cue`` to ``to_cue`` joins: the last
+    bar of the outgoing cue's lead line (beats from that bar's downbeat; empty
+    when it has no lead line) and the first pitch of the incoming cue's lead
+    line (the highest note of its first onset; None without one).
+
+    Raises:
+        AssetError: a MIDI file of either cue cannot be read.
+    """
+    context: tuple[Part, ...] = ()
+    old = bank.cue(from_cue)
+    lead = lead_part(old, bank, library)
+    if lead is not None:
+        beats_per_bar = old.meter.beats_per_bar
+        last_bar_beats = (old.loop_bars - 1) * beats_per_bar
+        keep = (lead.start_beats >= last_bar_beats) & (lead.start_beats < last_bar_beats + beats_per_bar)
+        context = (Part(lead.start_beats[keep] - last_bar_beats, lead.duration_beats[keep], lead.pitch[keep],
+                        lead.velocity[keep]),)
+    next_pitch = None
+    incoming = lead_part(bank.cue(to_cue), bank, library)
+    if incoming is not None:
+        first = incoming.start_beats == incoming.start_beats.min()
+        next_pitch = int(incoming.pitch[first].max())
+    return context, next_pitch

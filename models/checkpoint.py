@@ -24,7 +24,7 @@ from adaptive.errors import AssetError
 from models.model import ModelConfig, MusicTransformer
 from models.tokenizer import HEADER_LENGTH, REMI_SETTINGS, Vocabulary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "generator.pt"
 """The committed checkpoint (package data of ``models``)."""
 

@@ -45,10 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from adaptive.harmony import Chord, ChordQuality, Key, Mode, parse_pitch_class
-from models.tokenizer import (BEATS_PER_MODEL_BAR, REMI_SETTINGS, Vocabulary, bar_header, density_bin,
-                              make_remi, velocity_level)
+from adaptive.harmony import diatonic_triad
+from models.tokenizer import (HEADER_LENGTH, METERS, REMI_SETTINGS, Vocabulary, bar_header, density_bin, encode_bar,
+                              velocity_level)
 
-DATA_FORMAT_VERSION = 1
+DATA_FORMAT_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -130,13 +131,16 @@ def _read_segments(path: Path) -> list[tuple[float, float, str]]:
 
 @dataclass
 class Stream:
-    """One role of one file, tokenized bar by bar.
+    """One role of one piece, tokenized bar by bar.
 
     Attributes:
-        source: ``"pop909"`` or ``"vgmidi"``; file: path relative to the data directory.
+        source: ``"pop909"``, ``"vgmidi"``, ``"vgmidi_piece"`` or a
+            :data:`models.folk_corpus.SOURCES` name; file: path relative to the
+            data directory (or to music21's corpus, with ``#<tune>``).
         role: ``"melody"``, ``"arpeggio"`` or ``"bass"``.
         bars: per bar, the token ids of its notes (int16 array; no ``Bar``, no header).
-        headers: per bar, the header token ids (``Bar`` first), shape (n_bars, 8) int16.
+        headers: per bar, the header token ids (``Bar`` first), shape
+            (n_bars, :data:`HEADER_LENGTH`) int16.
     """
 
     source: str
@@ -159,115 +163,6 @@ def _seconds_at_ticks(score, ticks: np.ndarray) -> np.ndarray:
     return seg_seconds[idx] + (ticks - starts[idx]) * spt[idx]
 
 
-def _onset_extreme(notes: np.ndarray, highest: bool) -> np.ndarray:
-    """Indices of the highest (or lowest) note at each distinct start time."""
-    order = np.lexsort((notes["pitch"] if not highest else -notes["pitch"], notes["time"]))
-    times = notes["time"][order]
-    first = np.ones(len(order), bool)
-    first[1:] = times[1:] != times[:-1]
-    return order[first]
-
-
-def _single_track_score(score, notes: dict):
-    import symusic
-
-    out = symusic.Score(score.ticks_per_quarter)
-    out.tempos = score.tempos
-    track = symusic.Track("part", 0, False)
-    track.notes = symusic.Note.from_numpy(notes["time"], notes["duration"], notes["pitch"], notes["velocity"])
-    out.tracks.append(track)
-    return out
-
-
-def _subset(notes: dict, index: np.ndarray) -> dict:
-    index = np.sort(index)
-    return {k: v[index] for k, v in notes.items()}
-
-
-def _role_notes(tracks: dict[str, dict]) -> dict[str, dict]:
-    """Note arrays per role from the named tracks (see the module docstring)."""
-    if "PIANO" in tracks:  # POP909
-        piano = tracks["PIANO"]
-        low = _onset_extreme(piano, highest=False)
-        return {"melody": tracks.get("MELODY"), "arpeggio": piano,
-                "bass": _subset(piano, low[piano["pitch"][low] < 60])}
-    notes = {k: np.concatenate([t[k] for t in tracks.values()]) for k in next(iter(tracks.values()))}
-    high = _onset_extreme(notes, highest=True)
-    low = _onset_extreme(notes, highest=False)
-    return {"melody": _subset(notes, high[notes["pitch"][high] >= 55]), "arpeggio": notes,
-            "bass": _subset(notes, low[notes["pitch"][low] < 60])}
-
-
-def _histogram(notes: dict, weights_from: np.ndarray | None = None) -> np.ndarray:
-    hist = np.zeros(12)
-    np.add.at(hist, notes["pitch"] % 12, notes["duration"].astype(float))
-    return hist
-
-
-def tokenize_file(path: Path, source: str, relative: str, vocab: Vocabulary, remi,
-                  valence: float | None = None, arousal: float | None = None) -> list[Stream]:
-    """Every role stream of one data file (see the module docstring for how
-    each attribute is derived). Raises whatever symusic raises on a bad file."""
-    import symusic
-
-    score = symusic.Score(str(path))
-    tpq = score.ticks_per_quarter
-    ticks_per_bar = BEATS_PER_MODEL_BAR * tpq
-    tracks = {}
-    for i, track in enumerate(score.tracks):
-        arr = track.notes.numpy()
-        if len(arr["time"]):
-            tracks[track.name or f"track{i}"] = {k: np.asarray(v) for k, v in arr.items()}
-    if not tracks:
-        return []
-    folder = path.parent
-    if source == "pop909":
-        bpm = float(score.tempos[0].qpm) if len(score.tempos) else None
-        keys = [(s, e, Key.parse(k.replace(":", " "))) for s, e, k in _read_segments(folder / "key_audio.txt")]
-        chords = [(s, e, pop909_chord(c)) for s, e, c in _read_segments(folder / "chord_midi.txt")]
-        phrase_key = None
-    else:
-        bpm = None
-        all_notes = {k: np.concatenate([t[k] for t in tracks.values()]) for k in next(iter(tracks.values()))}
-        phrase_key = estimate_key(_histogram(all_notes))
-        keys, chords = [], []
-    streams = []
-    for role, notes in _role_notes(tracks).items():
-        if notes is None or len(notes["time"]) == 0:
-            continue
-        tokens = remi.encode(_single_track_score(score, notes))
-        tokens = tokens[0].tokens if isinstance(tokens, list) else tokens.tokens
-        ids = np.array([vocab.index[t] for t in tokens], np.int64)
-        bar_starts = np.flatnonzero(ids == vocab.id("Bar_None"))
-        stream = Stream(source, relative, role)
-        headers = []
-        for b, start in enumerate(bar_starts):
-            end = bar_starts[b + 1] if b + 1 < len(bar_starts) else len(ids)
-            bar_ids = ids[start + 1:end]
-            pitches = vocab.pitch[bar_ids]
-            n_notes = int((pitches >= 0).sum())
-            velocities = vocab.velocity[bar_ids]
-            velocities = velocities[velocities >= 0]
-            level = velocity_level(velocities.mean()) if n_notes else None
-            t0, t1 = _seconds_at_ticks(score, np.array([b * ticks_per_bar, (b + 1) * ticks_per_bar]))
-            if source == "pop909":
-                key = _segment_at(keys, t0) or Key(0, Mode.MAJOR)
-                chord = _longest_overlap(chords, t0, t1)
-            else:
-                key = phrase_key
-                in_bar = (notes["time"] >= b * ticks_per_bar) & (notes["time"] < (b + 1) * ticks_per_bar)
-                all_in_bar = {k: v[(all_notes["time"] >= b * ticks_per_bar)
-                                   & (all_notes["time"] < (b + 1) * ticks_per_bar)] for k, v in all_notes.items()}
-                chord = estimate_chord(_histogram(all_in_bar)) if len(all_in_bar["time"]) >= 2 else None
-                del in_bar
-            header = bar_header(key, valence, arousal, bpm, density_bin(n_notes / BEATS_PER_MODEL_BAR), level, chord)
-            headers.append([vocab.index[t] for t in header])
-            stream.bars.append(bar_ids.astype(np.int16))
-        stream.headers = np.array(headers, np.int16).reshape(-1, 8)
-        streams.append(stream)
-    return streams
-
-
 def _segment_at(segments, t: float):
     for s, e, value in segments:
         if s <= t < e:
@@ -286,17 +181,259 @@ def _longest_overlap(segments, t0: float, t1: float):
     return best
 
 
-def heldout_split(data_dir: Path) -> dict[str, list[str]]:
-    """The held-out files (paths relative to the data directory): POP909 songs whose
-    number is a multiple of 20 (45 songs, 5 %), and VGMIDI phrases whose piece
-    (game + piece name) hashes (md5) to 0 mod 10 (about 10 %)."""
+NOTE_FIELDS = 4
+"""Columns of a note array: onset (quarter notes), duration (quarter notes), MIDI pitch, velocity."""
+
+
+def _onset_extreme(notes: np.ndarray, highest: bool) -> np.ndarray:
+    """Rows of the highest (or lowest) note at each distinct onset, as a note array."""
+    if len(notes) == 0:
+        return notes
+    order = np.lexsort((-notes[:, 2] if highest else notes[:, 2], notes[:, 0]))
+    onsets = notes[order, 0]
+    first = np.ones(len(order), bool)
+    first[1:] = onsets[1:] != onsets[:-1]
+    return notes[np.sort(order[first])]
+
+
+def skyline_roles(notes: np.ndarray) -> dict[str, np.ndarray]:
+    """Roles of a piano texture: ``melody`` = the highest note of each onset
+    when at or above MIDI 55 ("skyline"), ``arpeggio`` = every note, ``bass`` =
+    the lowest note of each onset when below MIDI 60."""
+    high = _onset_extreme(notes, highest=True)
+    low = _onset_extreme(notes, highest=False)
+    return {"melody": high[high[:, 2] >= 55], "arpeggio": notes, "bass": low[low[:, 2] < 60]}
+
+
+def meter_of(numerator: int, denominator: int) -> tuple[str, float] | None:
+    """Meter token value and bar length in quarter notes for a time signature
+    (None when the model has no such meter): 2/4, 3/4, 4/4, 6/8, 3/8 as they
+    are; 2/2 → 4/4; 4/2, 6/4, 12/8 → bars of half the length (4/4, 3/4, 6/8)."""
+    table = {(2, 4): ("2_4", 2.0), (3, 4): ("3_4", 3.0), (4, 4): ("4_4", 4.0), (6, 8): ("6_8", 3.0),
+             (3, 8): ("3_8", 1.5), (2, 2): ("4_4", 4.0), (4, 2): ("4_4", 4.0), (6, 4): ("3_4", 3.0),
+             (12, 8): ("6_8", 3.0)}
+    return table.get((numerator, denominator))
+
+
+def _duration_histogram(notes: np.ndarray) -> np.ndarray:
+    hist = np.zeros(12)
+    np.add.at(hist, notes[:, 2].astype(int) % 12, notes[:, 1])
+    return hist
+
+
+def _diatonic_templates(key: Key) -> list[tuple[Chord, np.ndarray]]:
+    """The key's diatonic triads (in minor, V is major: the harmonic minor's
+    dominant), each with its binary pitch-class template."""
+    chords = [diatonic_triad(key, d) for d in range(7) if diatonic_triad(key, d).quality is not ChordQuality.DIMINISHED]
+    if key.mode is Mode.MINOR:
+        chords = [Chord(c.root_pitch_class, ChordQuality.MAJOR) if c.root_pitch_class == (key.tonic_pitch_class + 7) % 12
+                  else c for c in chords]
+    return [(c, np.isin(np.arange(12), c.pitch_classes()).astype(float)) for c in chords]
+
+
+def estimate_span_chords(notes: np.ndarray, spans: np.ndarray, key: Key, melody_only: bool) -> list[Chord | None]:
+    """A chord for each span (rows of ``spans``: start, end in quarter notes),
+    by template matching on the pitch classes of the notes starting in it
+    (weighted by duration, a note on the span's first 16th counted 1.5 times).
+
+    Melody-only sources choose among the key's diatonic triads (one voice
+    cannot tell a chord's quality apart well); textures among all 12 x 9
+    chords (:func:`estimate_chord`). An empty span keeps the previous chord.
+    """
+    templates = _diatonic_templates(key) if melody_only else _TEMPLATES
+    matrix = np.stack([t for _, t in templates])
+    matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    span_index = np.searchsorted(spans[:, 0], notes[:, 0], side="right") - 1
+    hist = np.zeros((len(spans), 12))
+    valid = span_index >= 0
+    weight = np.minimum(notes[:, 1], 2.0) * np.where(np.abs(notes[:, 0] - spans[np.maximum(span_index, 0), 0]) < 0.125,
+                                                     1.5, 1.0)
+    np.add.at(hist, (span_index[valid], notes[valid, 2].astype(int) % 12), weight[valid])
+    chords: list[Chord | None] = []
+    previous = None
+    for row in hist:
+        if row.sum() == 0 or (not melody_only and (row > 0).sum() < 2):
+            chords.append(previous)
+            continue
+        previous = templates[int(np.argmax(matrix @ row))][0]
+        chords.append(previous)
+    return chords
+
+
+def streams_from_roles(source: str, file: str, roles: dict[str, np.ndarray], meter: str, bar_quarters: float,
+                       keys: list[Key], chords: list[tuple[Chord | None, Chord | None]], bpm: float | None,
+                       valence: float | None, arousal: float | None, vocab: Vocabulary,
+                       has_dynamics: bool = True) -> list[Stream]:
+    """Token streams of one piece's roles.
+
+    Args:
+        roles: role → note array (n, :data:`NOTE_FIELDS`), onsets from bar 0's downbeat.
+        keys, chords: per bar (len = number of bars), its key and the chords of its two halves.
+        has_dynamics: False for sources whose velocities are a constant (folk
+            tunes, chorales): their ``MeanVelocity`` is ``unknown``.
+    Phrase position: the bar's index counted from the first bar holding a note
+    of any role, mod 8.
+    """
+    n_bars = len(keys)
+    positions = METERS[meter]
+    firsts = [int(n[:, 0].min() // bar_quarters) for n in roles.values() if len(n)]
+    first_bar = min(firsts) if firsts else 0
+    streams = []
+    for role, notes in roles.items():
+        if notes is None or len(notes) == 0:
+            continue
+        bar_of = np.floor(notes[:, 0] / bar_quarters + 1e-6).astype(int)
+        order = np.argsort(bar_of, kind="stable")
+        bounds = np.searchsorted(bar_of[order], np.arange(n_bars + 1))
+        stream = Stream(source, file, role)
+        headers = []
+        for b in range(n_bars):
+            rows = notes[order[bounds[b]:bounds[b + 1]]]
+            ids = encode_bar(vocab, rows[:, 0] - b * bar_quarters, rows[:, 1], rows[:, 2], rows[:, 3], positions)
+            n_notes = sum(1 for i in ids if vocab.kind[i] == "Pitch")
+            if not has_dynamics:
+                level = None
+            else:
+                level = velocity_level(float(rows[:, 3].mean())) if n_notes else "none"
+            header = bar_header(meter, b - first_bar, keys[b], valence, arousal, bpm,
+                                density_bin(n_notes / bar_quarters), level, chords[b])
+            headers.append([vocab.index[t] for t in header])
+            stream.bars.append(np.array(ids, np.int16))
+        stream.headers = np.array(headers, np.int16).reshape(-1, HEADER_LENGTH)
+        streams.append(stream)
+    return streams
+
+
+def _half_spans(n_bars: int, bar_quarters: float, meter: str) -> np.ndarray:
+    """(n_bars * 2, 2) start/end of each bar's halves (one chord per bar in 3/4 and 3/8: both halves the whole bar)."""
+    starts = np.arange(n_bars) * bar_quarters
+    if meter in ("3_4", "3_8"):
+        return np.repeat(np.stack([starts, starts + bar_quarters], 1), 2, axis=0)
+    half = bar_quarters / 2
+    return np.stack([np.repeat(starts, 2) + np.tile([0, half], n_bars), np.repeat(starts, 2) + np.tile([half, bar_quarters], n_bars)], 1)
+
+
+def _pairs(chords: list) -> list[tuple]:
+    return [(chords[2 * i], chords[2 * i + 1]) for i in range(len(chords) // 2)]
+
+
+def _score_notes(path: Path) -> tuple[object, dict[str, np.ndarray]]:
+    import symusic
+
+    score = symusic.Score(str(path))
+    tpq = float(score.ticks_per_quarter)
+    tracks = {}
+    for i, track in enumerate(score.tracks):
+        if track.is_drum:
+            continue
+        arr = track.notes.numpy()
+        if len(arr["time"]):
+            tracks[track.name or f"track{i}"] = np.stack([arr["time"] / tpq, arr["duration"] / tpq,
+                                                          arr["pitch"].astype(float), arr["velocity"].astype(float)], 1)
+    return score, tracks
+
+
+def tokenize_file(path: Path, source: str, relative: str, vocab: Vocabulary,
+                  valence: float | None = None, arousal: float | None = None) -> list[Stream]:
+    """Every role stream of one POP909 song or VGMIDI phrase/piece (see the
+    module docstring for how each attribute is derived). Bars are 4/4 from
+    the file's tick 0. Raises whatever symusic raises on a bad file."""
+    score, tracks = _score_notes(path)
+    if not tracks:
+        return []
+    every = np.concatenate(list(tracks.values()))
+    n_bars = int(every[:, 0].max() // 4) + 1
+    spans = _half_spans(n_bars, 4.0, "4_4")
+    if source == "pop909":
+        folder = path.parent
+        bpm = float(score.tempos[0].qpm) if len(score.tempos) else None
+        key_segments = [(s, e, Key.parse(k.replace(":", " "))) for s, e, k in _read_segments(folder / "key_audio.txt")]
+        chord_segments = [(s, e, pop909_chord(c)) for s, e, c in _read_segments(folder / "chord_midi.txt")]
+        tpq = score.ticks_per_quarter
+        seconds = _seconds_at_ticks(score, (spans * tpq).ravel()).reshape(-1, 2)
+        keys = [_segment_at(key_segments, seconds[2 * b, 0]) or Key(0, Mode.MAJOR) for b in range(n_bars)]
+        chords = _pairs([_longest_overlap(chord_segments, t0, t1) for t0, t1 in seconds])
+        piano = tracks.get("PIANO")
+        if piano is None:
+            return []
+        low = _onset_extreme(piano, highest=False)
+        roles = {"melody": tracks.get("MELODY"), "arpeggio": piano, "bass": low[low[:, 2] < 60]}
+    else:
+        bpm = None
+        key = estimate_key(_duration_histogram(every))
+        keys = [key] * n_bars
+        chords = _pairs(estimate_span_chords(every, spans, key, melody_only=False))
+        roles = skyline_roles(every[np.argsort(every[:, 0], kind="stable")])
+    return streams_from_roles(source, relative, {r: n for r, n in roles.items() if n is not None}, "4_4", 4.0,
+                              keys, chords, bpm, valence, arousal, vocab)
+
+
+def corpus_streams(piece, vocab: Vocabulary) -> list[Stream]:
+    """Streams of one :class:`models.folk_corpus.RawPiece`. Folk tunes give a
+    ``melody`` (the top note of each onset); chorales a ``melody`` (soprano),
+    a ``bass`` (bass voice) and an ``arpeggio`` (all four voices). Key: the
+    Krumhansl-Schmuckler estimate over the whole tune; chords: per half bar,
+    :func:`estimate_span_chords` (folk: diatonic triads from the melody;
+    chorales: all chords from the four voices). Tempo, valence, arousal and
+    mean velocity are unknown."""
+    meter = meter_of(piece.numerator, piece.denominator)
+    if meter is None:
+        return []
+    meter_value, bar_quarters = meter
+    voices = [np.concatenate([v, np.full((len(v), 1), 80.0)], 1) for v in piece.voices]
+    every = np.concatenate(voices)
+    if len(every) < 8:
+        return []
+    n_bars = int(every[:, 0].max() // bar_quarters) + 1
+    key = estimate_key(_duration_histogram(every))
+    spans = _half_spans(n_bars, bar_quarters, meter_value)
+    if piece.source == "chorales":
+        chords = estimate_span_chords(every, spans, key, melody_only=False)
+        roles = {"melody": voices[0], "arpeggio": every[np.argsort(every[:, 0], kind="stable")], "bass": voices[-1]}
+    else:
+        melody = _onset_extreme(voices[0], highest=True)
+        chords = estimate_span_chords(melody, spans, key, melody_only=True)
+        roles = {"melody": melody}
+    return streams_from_roles(piece.source, piece.file, roles, meter_value, bar_quarters, [key] * n_bars,
+                              _pairs(chords), None, None, None, vocab, has_dynamics=False)
+
+
+def _tune_held_out(file: str) -> bool:
+    """A music21 corpus tune is held out when its name hashes (md5) to 0 mod 20 (about 5 %)."""
+    return int(hashlib.md5(file.encode()).hexdigest(), 16) % 20 == 0
+
+
+def heldout_split(data_dir: Path, corpus_files: list[str] | None = None) -> dict[str, list[str]]:
+    """The held-out files (paths relative to the data directory, or to
+    music21's corpus): POP909 songs whose number is a multiple of 20 (45 songs,
+    5 %); VGMIDI phrases whose piece (game + piece name) hashes (md5) to 0 mod
+    10 (about 10 %; the whole pieces they were cut from are held out with
+    them); music21 corpus tunes whose name hashes to 0 mod 20 (``corpus_files``:
+    the tunes to choose from)."""
     pop = sorted(f"pop909/{d.name}/{d.name}.mid" for d in (data_dir / "pop909").iterdir()
                  if d.is_dir() and d.name.isdigit() and int(d.name) % 20 == 0)
     vg = []
     for row in vgmidi_labels(data_dir):
         if int(hashlib.md5(f"{row['game']}|{row['piece']}".encode()).hexdigest(), 16) % 10 == 0:
             vg.append(row["file"])
-    return {"pop909": pop, "vgmidi": sorted(vg)}
+    split = {"pop909": pop, "vgmidi": sorted(vg)}
+    if corpus_files is not None:
+        split["corpus"] = sorted(f for f in corpus_files if _tune_held_out(f))
+    return split
+
+
+def held_out_files(split: dict[str, list[str]]) -> set[str]:
+    """Every file a split holds out, with the VGMIDI whole pieces its phrases come from."""
+    held = {f for files in split.values() for f in files}
+    for phrase in split.get("vgmidi", []):
+        held.add(vgmidi_piece_of(phrase))
+    return held
+
+
+def vgmidi_piece_of(phrase: str) -> str:
+    """``vgmidi/phrases/<name>_<n>.mid`` → ``vgmidi/pieces/<name>.mid``."""
+    stem = Path(phrase).stem.rsplit("_", 1)[0]
+    return f"vgmidi/pieces/{stem}.mid"
 
 
 def vgmidi_labels(data_dir: Path) -> list[dict]:
@@ -310,8 +447,11 @@ def vgmidi_labels(data_dir: Path) -> list[dict]:
     return rows
 
 
-def all_files(data_dir: Path, limit_pop909: int | None = None) -> list[tuple[str, str, float | None, float | None]]:
-    """``(source, relative path, valence, arousal)`` for every usable file."""
+def all_files(data_dir: Path, limit_pop909: int | None = None,
+              with_pieces: bool = True) -> list[tuple[str, str, float | None, float | None]]:
+    """``(source, relative path, valence, arousal)`` for every usable file:
+    POP909 songs, VGMIDI labelled phrases and (``with_pieces``) VGMIDI's
+    unlabelled whole pieces (source ``vgmidi_piece``)."""
     files = []
     songs = sorted(d.name for d in (data_dir / "pop909").iterdir() if d.is_dir() and d.name.isdigit())
     for name in songs[:limit_pop909]:
@@ -319,6 +459,9 @@ def all_files(data_dir: Path, limit_pop909: int | None = None) -> list[tuple[str
     for row in vgmidi_labels(data_dir):
         if (data_dir / row["file"]).exists():
             files.append(("vgmidi", row["file"], float(row["valence"]), float(row["arousal"])))
+    if with_pieces and (data_dir / "vgmidi" / "pieces").is_dir():
+        for path in sorted((data_dir / "vgmidi" / "pieces").glob("*.mid")):
+            files.append(("vgmidi_piece", f"vgmidi/pieces/{path.name}", None, None))
     return files
 
 
@@ -327,30 +470,59 @@ def build_streams(data_dir: Path, files, vocab: Vocabulary, progress: bool = Tru
     skipped with a warning line."""
     from tqdm import tqdm
 
-    remi = make_remi()
     streams = []
     for source, rel, valence, arousal in tqdm(files, desc="tokenizing", disable=not progress):
         try:
-            streams += tokenize_file(data_dir / rel, source, rel, vocab, remi, valence, arousal)
+            streams += tokenize_file(data_dir / rel, source, rel, vocab, valence, arousal)
         except Exception as exc:  # a bad data file must not stop the run
             print(f"warning: skipped {rel}: {exc}")
     return streams
 
 
-def cached_streams(data_dir: Path, vocab: Vocabulary, cache_dir: Path | None = None) -> list[Stream]:
-    """All streams, from the token cache if it was made with this vocabulary and
-    data format, else built and cached (``cache_dir``, default :func:`default_cache_dir`)."""
-    cache_dir = cache_dir or default_cache_dir()
-    digest = hashlib.sha256(json.dumps([DATA_FORMAT_VERSION, str(data_dir), list(vocab.tokens),
-                                        repr(REMI_SETTINGS)]).encode()).hexdigest()[:16]
-    path = cache_dir / f"streams-{digest}.pkl"
+def build_corpus_streams(pieces, vocab: Vocabulary, progress: bool = True) -> list[Stream]:
+    """Streams of music21 corpus pieces (:func:`corpus_streams`); pieces that fail are skipped with a warning."""
+    from tqdm import tqdm
+
+    streams = []
+    for piece in tqdm(pieces, desc="tokenizing corpus", disable=not progress):
+        try:
+            streams += corpus_streams(piece, vocab)
+        except Exception as exc:
+            print(f"warning: skipped {piece.file}: {exc}")
+    return streams
+
+
+def _cached(path: Path, build) -> list[Stream]:
     if path.exists():
         with open(path, "rb") as f:
             return pickle.load(f)
-    streams = build_streams(data_dir, all_files(data_dir), vocab)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    streams = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         pickle.dump(streams, f)
     tmp.replace(path)
+    return streams
+
+
+def cached_streams(data_dir: Path, vocab: Vocabulary, cache_dir: Path | None = None,
+                   corpus: bool | str = True) -> list[Stream]:
+    """All streams (POP909, VGMIDI and, with ``corpus``, music21's corpus), from
+    the token caches if they were made with this vocabulary and data format,
+    else built and cached (``cache_dir``, default :func:`default_cache_dir`).
+    ``corpus="parsed"``: only the corpus sources already parsed into the cache
+    (:func:`models.folk_corpus.parsed_sources`), so a run can start while
+    ``python -m models.folk_corpus`` still parses the rest."""
+    cache_dir = cache_dir or default_cache_dir()
+    digest = hashlib.sha256(json.dumps([DATA_FORMAT_VERSION, str(data_dir), list(vocab.tokens),
+                                        repr(REMI_SETTINGS)]).encode()).hexdigest()[:16]
+    streams = _cached(cache_dir / f"streams-midi-{digest}.pkl",
+                      lambda: build_streams(data_dir, all_files(data_dir), vocab))
+    if corpus:
+        from models.folk_corpus import SOURCES, extract, parsed_sources
+
+        sources = SOURCES if corpus is True else tuple(parsed_sources(cache_dir))
+        names = "-".join(s if isinstance(s, str) else f"{s[0]}{s[1] or ''}" for s in sources)
+        streams = streams + _cached(cache_dir / f"streams-corpus-{names}-{digest}.pkl",
+                                    lambda: build_corpus_streams(extract(cache_dir, sources), vocab))
     return streams

@@ -67,16 +67,34 @@ class Progression:
         return cls(f"{key}: {chords}", Key.parse(key), tuple(Chord.parse(c) for c in chords.split()))
 
 
-MAJOR_PROGRESSIONS = (
+TUNING_MAJOR_PROGRESSIONS = (
     Progression.parse("C major", "C G Am F C F G C"),
     Progression.parse("D major", "D Bm7 Gmaj7 Asus4 D F#m G A"),  # the default bank's explore cue
     Progression.parse("Bb major", "Bb F Gm Eb Bb Eb F Bb"),
 )
-MINOR_PROGRESSIONS = (
+TUNING_MINOR_PROGRESSIONS = (
     Progression.parse("A minor", "Am F C G F Dm Esus4 E"),  # the default bank's sorrow cue
     Progression.parse("D minor", "Dm Bb C Dm Dm Bb Gm A"),  # the default bank's combat cue
     Progression.parse("E minor", "Em C Em C Am Em C B7"),  # the default bank's stealth cue
 )
+"""The progressions that decoding settings (the guidance scale, sampling) were
+chosen on, and that the previous generator's bonuses were tuned on."""
+
+HELD_OUT_MAJOR_PROGRESSIONS = (
+    Progression.parse("G major", "G Em Am D G Bm C D"),
+    Progression.parse("F major", "F Dm Bb C F Am Gm C"),
+    Progression.parse("E major", "E C#m A B E G#m F#m B"),
+)
+HELD_OUT_MINOR_PROGRESSIONS = (
+    Progression.parse("C minor", "Cm Ab Fm G Cm Eb Fm G"),
+    Progression.parse("B minor", "Bm G D A Bm Em F# Bm"),
+    Progression.parse("F# minor", "F#m D A E F#m Bm C#7 F#m"),
+)
+"""Progressions never used to choose anything: the evaluation's default."""
+
+PROGRESSION_SETS = {"held_out": (HELD_OUT_MAJOR_PROGRESSIONS, HELD_OUT_MINOR_PROGRESSIONS),
+                    "tuning": (TUNING_MAJOR_PROGRESSIONS, TUNING_MINOR_PROGRESSIONS)}
+MAJOR_PROGRESSIONS, MINOR_PROGRESSIONS = PROGRESSION_SETS["held_out"]
 
 
 @dataclass(frozen=True)
@@ -100,9 +118,11 @@ class Grid:
     beats_per_bar: int = 4
     bpm: float = 120.0
     bridge_trials: int = 100
+    progression_set: str = "held_out"
 
     def pieces(self) -> list["PieceRequest"]:
         """Every piece of the grid, in a fixed order."""
+        MAJOR_PROGRESSIONS, MINOR_PROGRESSIONS = PROGRESSION_SETS[self.progression_set]  # noqa: N806
         requests = []
         for valence in self.valences:
             for arousal in self.arousals:
@@ -120,6 +140,7 @@ class Grid:
     def describe(self) -> str:
         """One paragraph saying exactly what is asked."""
         pieces = self.pieces()
+        MAJOR_PROGRESSIONS, MINOR_PROGRESSIONS = PROGRESSION_SETS[self.progression_set]  # noqa: N806
         major = "; ".join(p.name for p in MAJOR_PROGRESSIONS[: self.progressions_per_mode])
         minor = "; ".join(p.name for p in MINOR_PROGRESSIONS[: self.progressions_per_mode])
         return (
@@ -127,7 +148,10 @@ class Grid:
             f"(roles {' + '.join(self.roles)}, each its own stream of bars 0..{self.bars - 1}, stacked). "
             f"Valence in {list(self.valences)} x arousal in {list(self.arousals)}; "
             f"valence > 0 in major ({major}), valence < 0 in minor ({minor}), each with seeds {list(self.seeds)}; "
-            f"valence 0 in all {2 * self.progressions_per_mode} progressions with seed {self.seeds[0]}."
+            f"valence 0 in all {2 * self.progressions_per_mode} progressions with seed {self.seeds[0]}. "
+            + ("These progressions were never used to choose any setting."
+               if self.progression_set == "held_out" else
+               "These are the progressions decoding settings were chosen on (the 'tuning' set).")
         )
 
 
@@ -362,7 +386,7 @@ def read_held_out_list(path: Path) -> dict[str, list[str]]:
         raise ValueError(f"{path}: cannot read the held-out list ({error})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k, []), list) for k in ("pop909", "vgmidi")):
         raise ValueError(f'{path}: a held-out list must be a JSON object {{"pop909": [paths], "vgmidi": [paths]}}')
-    return {k: [str(p) for p in data.get(k, [])] for k in ("pop909", "vgmidi")}
+    return {k: [str(p) for p in data.get(k, [])] for k in ("pop909", "vgmidi", "corpus") if k in data or k != "corpus"}
 
 
 def find_held_out_list(checkpoint: Path | None) -> Path | None:
@@ -490,6 +514,42 @@ def closeness(pieces: Sequence[GeneratedPiece], references: Sequence[RealSet]) -
     result["outside_key_and_chord_share"] = outside_both / total if total else float("nan")
     result["n_generated_notes"] = total
     return result
+
+
+# ---------------------------------------------------------------- 5. realness
+
+
+def role_pieces(pieces: Sequence[GeneratedPiece], grid: Grid) -> dict[str, list]:
+    """Generated pieces as :class:`models.realness.RolePiece` per role, and
+    ``"texture"`` (every role of a piece together)."""
+    from models.realness import RolePiece
+
+    out: dict[str, list] = {role: [] for role in grid.roles}
+    out["texture"] = []
+    for piece in pieces:
+        tonic = piece.request.progression.key.tonic_pitch_class
+        per_role = [RolePiece.from_bar_parts(bars, grid.beats_per_bar, tonic) for bars in piece.bars]
+        for role, role_piece in zip(grid.roles, per_role):
+            out[role].append(role_piece)
+        out["texture"].append(RolePiece(np.concatenate([p.onset_beats for p in per_role]),
+                                        np.concatenate([p.duration_beats for p in per_role]),
+                                        np.concatenate([p.pitch for p in per_role]), grid.beats_per_bar, grid.bars,
+                                        tonic))
+    return out
+
+
+def realness_section(pieces: Sequence[GeneratedPiece], grid: Grid, data_dir: Path,
+                     held_out: dict[str, list[str]] | None) -> dict:
+    """Real-vs-generated classification (:mod:`models.realness`) against the
+    held-out real pieces of each reference set; empty without a held-out list."""
+    from models.realness import held_out_references, realness_figures
+    from models.tokenizer import Vocabulary
+
+    if held_out is None:
+        return {}
+    vocab = Vocabulary.build()
+    references = held_out_references(data_dir, held_out, vocab)
+    return realness_figures(role_pieces(pieces, grid), references, vocab, tuple(grid.roles))
 
 
 # ---------------------------------------------------------------- 4. speed
@@ -656,7 +716,23 @@ def render_markdown(results: dict) -> str:
         f"{_percent(closeness_figures['outside_key_and_chord_share'])} "
         f"(of {closeness_figures['n_generated_notes']} notes).",
         "",
-        "### 4. Speed (one CPU thread)",
+        "### 4. Realness: can a classifier tell generated from real?",
+        "",
+        "A random forest on 84 symbolic features of each piece (key-relative pitch classes, top-line "
+        "intervals, step/leap/repeat and tonic shares, onset positions, note lengths, bar-rhythm and "
+        "bar-interval repetition, density and register; `models/realness.py`), balanced accuracy in "
+        "stratified 5-fold cross-validation on equal numbers of real and generated 8-bar pieces. "
+        "0.50 = cannot be told apart; target <= 0.70. Real pieces: 8-bar windows from bar 0 of a period of "
+        "the model's held-out files, in 4/4, each role as the training data defines it.",
+        "",
+        "| Reference | Role | Pieces each | Balanced accuracy | Most telling features |",
+        "|---|---|---|---|---|",
+        *[f"| {ref} | {role} | {f['n_per_class']} | {_number(f['balanced_accuracy'])} ± {_number(f['fold_std'])} "
+          f"| {', '.join(name for name, _ in f['top_features'][:3])} |"
+          for ref, roles in results.get("realness", {}).items() for role, f in roles.items()],
+        "",
+        *_statistics_lines(results.get("realness", {})),
+        "### 5. Speed (one CPU thread)",
         "",
         "| Measure | Value |",
         "|---|---|",
@@ -671,6 +747,23 @@ def render_markdown(results: dict) -> str:
         f"Machine: {results['machine']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _statistics_lines(realness: dict) -> list[str]:
+    lines = []
+    for ref, roles in realness.items():
+        stats = roles.get("melody", {}).get("statistics")
+        if not stats:
+            continue
+        lines += [f"Melody statistics against {ref} (real quartiles; generated median, inside the real "
+                  "interquartile range?):", "",
+                  "| Statistic | Real Q1 / median / Q3 | Generated median | Inside |", "|---|---|---|---|"]
+        for name, row in stats.items():
+            lines.append(f"| {name.replace('_', ' ')} | {_number(row['real_q1'])} / {_number(row['real_median'])} / "
+                         f"{_number(row['real_q3'])} | {_number(row['generated_median'])} | "
+                         f"{'yes' if row['inside'] else '**no**'} |")
+        lines.append("")
+    return lines
 
 
 def write_card(path: Path, markdown: str) -> None:
@@ -720,8 +813,10 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def load_generator(name: str, checkpoint: Path | None) -> tuple[PartGenerator, float]:
+def load_generator(name: str, checkpoint: Path | None, **options) -> tuple[PartGenerator, float]:
     """``(generator, seconds to construct it)``; the model runs on one thread.
+    ``options`` go to :class:`models.generate.ModelPartGenerator` (guidance_scale,
+    texture_from_arousal, constrained).
 
     Raises:
         ValueError: an unknown name, or the model cannot be imported.
@@ -744,7 +839,7 @@ def load_generator(name: str, checkpoint: Path | None) -> tuple[PartGenerator, f
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    generator = ModelPartGenerator(checkpoint=checkpoint, threads=1)
+    generator = ModelPartGenerator(checkpoint=checkpoint, threads=1, **options)
     return generator, time.perf_counter() - started
 
 
@@ -776,6 +871,8 @@ def evaluate(generator: PartGenerator, load_seconds: float, grid: Grid, data_dir
     references = real_sets(data_dir, held_out, held_out_source, [phrases.paths[i] for i in vgmidi_held_out],
                            dict(zip(phrases.paths, phrases.notes)))
     close = closeness(pieces, references)
+    progress("telling generated from real music")
+    realness = realness_section(pieces, grid, data_dir, held_out)
     return {
         "generator": getattr(generator, "name", type(generator).__name__),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -786,11 +883,123 @@ def evaluate(generator: PartGenerator, load_seconds: float, grid: Grid, data_dir
         "classifier": asdict(report),
         "classifier_on_generated": generated,
         "closeness": close,
+        "realness": realness,
         "speed": speed(pieces, grid, bridges, load_seconds, first_bar_seconds),
         "notes_outside_bar": sum(p.notes_outside_bar for p in pieces),
         "machine": _machine(),
         "run_seconds": time.perf_counter() - started + load_seconds,
     }
+
+
+ABLATION_ROWS: tuple[tuple[str, str, dict], ...] = (
+    ("rule-based generator", "rule_based", {}),
+    ("model, no constraints, no guidance", "model", {"constrained": False, "guidance_scale": 1.0}),
+    ("model, musical constraints only (no guidance)", "model", {"guidance_scale": 1.0}),
+    ("model, constraints + guidance 1.5", "model", {"guidance_scale": 1.5}),
+    ("model, constraints + guidance 2 (default)", "model", {"guidance_scale": 2.0}),
+    ("model, constraints + guidance 3", "model", {"guidance_scale": 3.0}),
+    ("model, guidance 2, no density/loudness tokens from arousal", "model",
+     {"guidance_scale": 2.0, "texture_from_arousal": False}),
+)
+"""Rows of ``--ablation``: label, generator, options."""
+
+
+def ablation(grid: Grid, data_dir: Path, held_out_path: Path | None, checkpoint: Path | None,
+             progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Every figure of the evaluation for each of :data:`ABLATION_ROWS` on ``grid``."""
+    from models.emotion_classifier import evaluate_classifier, read_vgmidi
+    from models.realness import held_out_references, realness_figures
+    from models.tokenizer import Vocabulary
+
+    phrases = read_vgmidi(data_dir / "vgmidi")
+    classifier, report = evaluate_classifier(phrases)
+    held_out, _ = model_held_out(data_dir, held_out_path)
+    vocab = Vocabulary.build()
+    references = held_out_references(data_dir, held_out, vocab) if held_out else {}
+    rows = []
+    for label, name, options in ABLATION_ROWS:
+        progress(f"ablation: {label}")
+        generator, _ = load_generator(name, checkpoint, **options)
+        pieces = [generate_piece(generator, piece, grid) for piece in grid.pieces()]
+        emotion = emotion_control(pieces, analysis.KEY_ALGORITHMS[:1])
+        quadrant = classifier_on_generated(classifier, pieces)
+        realness = realness_figures(role_pieces(pieces, grid), references, vocab, tuple(grid.roles))
+        rows.append({"label": label, "emotion": emotion, "quadrant": quadrant, "realness": realness,
+                     "real_quadrant_accuracy": report.quadrant_accuracy,
+                     "speed": speed(pieces, grid, np.zeros(0), 0.0, 0.0)})
+    return rows
+
+
+def render_ablation(rows: list[dict], grid: Grid) -> str:
+    """The ablation as one Markdown table (and a statistics table)."""
+    refs = sorted({ref for row in rows for ref in row["realness"]})
+    columns = [(ref, role) for ref in refs for role in ("melody", "texture")]
+    lines = [f"Grid: {grid.describe()}", "",
+             "| Row | Mode match | ρ(arousal, density) | ρ(arousal, velocity) | Quadrant (VGMIDI classifier) | "
+             + " | ".join(f"Realness {ref} {role}" for ref, role in columns) + " | RTF |",
+             "|---|---|---|---|---|" + "---|" * len(columns) + "---|"]
+    for row in rows:
+        e, q = row["emotion"], row["quadrant"]
+        cells = [_number(row["realness"].get(ref, {}).get(role, {}).get("balanced_accuracy", float("nan")))
+                 for ref, role in columns]
+        lines.append(f"| {row['label']} | {_percent(e['mode_match'])} | {_number(e['spearman_arousal_density'])} | "
+                     f"{_number(e['spearman_arousal_velocity'])} | {_percent(q.get('quadrant_accuracy', float('nan')))} | "
+                     + " | ".join(cells) + f" | {_number(row['speed']['real_time_factor'], 0)}x |")
+    lines += ["", f"Held-out real VGMIDI phrases: the classifier finds their quadrant "
+                  f"{_percent(rows[0]['real_quadrant_accuracy'])} of the time.", ""]
+    ref = "VGMIDI" if "VGMIDI" in refs else (refs[0] if refs else None)
+    if ref:
+        names = list(next((r["realness"][ref]["melody"]["statistics"] for r in rows
+                           if r["realness"].get(ref, {}).get("melody", {}).get("statistics")), {}))
+        if names:
+            first = next(r for r in rows if r["realness"].get(ref, {}).get("melody", {}).get("statistics"))
+            stats = first["realness"][ref]["melody"]["statistics"]
+            lines += [f"Melody statistics, generated median (real {ref} interquartile range in the header):", "",
+                      "| Row | " + " | ".join(f"{n.replace('_', ' ')} ({_number(stats[n]['real_q1'])}-"
+                                               f"{_number(stats[n]['real_q3'])})" for n in names) + " |",
+                      "|---|" + "---|" * len(names)]
+            for row in rows:
+                st = row["realness"].get(ref, {}).get("melody", {}).get("statistics", {})
+                lines.append(f"| {row['label']} | " + " | ".join(
+                    (_number(st[n]["generated_median"]) + ("" if st[n]["inside"] else " (out)")) if n in st else "n/a"
+                    for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def grid_requests(grid: Grid) -> dict:
+    """The grid's pieces as plain JSON data (see tools/dump_generated_pieces.py)."""
+    return {"roles": list(grid.roles), "bars": grid.bars, "beats_per_bar": grid.beats_per_bar, "bpm": grid.bpm,
+            "pieces": [{"valence": p.valence, "arousal": p.arousal, "key": p.progression.name.split(":")[0],
+                        "chords": [c for c in p.progression.name.split(": ", 1)[1].split()], "seed": p.seed}
+                       for p in grid.pieces()]}
+
+
+class DumpedPieces:
+    """A stand-in generator that replays pieces written by
+    tools/dump_generated_pieces.py for the same grid, in grid order (so an
+    older checkout's generator can be judged by this evaluation)."""
+
+    name = "dumped"
+
+    def __init__(self, path: Path, grid: Grid) -> None:
+        from adaptive.part import Part
+
+        data = json.loads(Path(path).read_text())
+        requests = grid.pieces()
+        if len(data) != len(requests):
+            raise ValueError(f"{path}: {len(data)} pieces, the grid has {len(requests)}")
+        self._bars = {}
+        for piece, request in zip(data, requests):
+            for role, bars in zip(grid.roles, piece["bars"]):
+                for index, notes in enumerate(bars):
+                    key = (request.valence, request.arousal, request.progression.key, request.seed, role, index)
+                    self._bars[key] = Part.from_notes([tuple(n) for n in notes]) if notes else Part.empty()
+
+    def generate_bar(self, request: BarRequest):
+        from adaptive.part import Part
+
+        return self._bars.get((request.valence, request.arousal, request.key, request.seed, request.role,
+                               request.bar_index), Part.empty())
 
 
 def _json_safe(value):
@@ -822,8 +1031,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"write the tables into the card between {CARD_BEGIN} and {CARD_END} "
                              "(default: models/MODEL_CARD.md)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw figures as JSON")
+    parser.add_argument("--guidance", type=float, default=None, help="the model's guidance scale (default: its own)")
+    parser.add_argument("--progressions", choices=tuple(PROGRESSION_SETS), default="held_out",
+                        help="held_out (default): progressions never used to choose a setting; tuning: those that were")
+    parser.add_argument("--write-requests", type=Path, default=None, metavar="PATH",
+                        help="write the grid's requests as JSON (for tools/dump_generated_pieces.py) and exit")
+    parser.add_argument("--pieces", type=Path, default=None, metavar="PATH",
+                        help="judge these generated pieces (tools/dump_generated_pieces.py) instead of generating")
+    parser.add_argument("--ablation", action="store_true",
+                        help="evaluate every row of the ablation (rule-based, constraints, guidance scales) instead")
     args = parser.parse_args(argv)
     grid = QUICK_GRID if args.quick else Grid()
+    grid = Grid(**{**asdict(grid), "progression_set": args.progressions})
+    if args.write_requests is not None:
+        args.write_requests.write_text(json.dumps(grid_requests(grid), indent=1) + "\n")
+        return 0
+    if args.ablation:
+        markdown = render_ablation(ablation(grid, args.data, args.held_out or find_held_out_list(args.checkpoint),
+                                            args.checkpoint,
+                                            lambda m: print(f"evaluate: {m}", file=sys.stderr, flush=True)), grid)
+        print(markdown)
+        return 0
     if args.roles:
         roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
         bad = [r for r in roles if r not in ("melody", "arpeggio", "bass")]
@@ -839,7 +1067,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     held_out_path = args.held_out or find_held_out_list(args.checkpoint)
     command = "python -m models.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        generator, load_seconds = load_generator(args.generator, args.checkpoint)
+        options = {"guidance_scale": args.guidance} if args.guidance is not None and args.generator == "model" else {}
+        if args.pieces is not None:
+            generator, load_seconds = DumpedPieces(args.pieces, grid), 0.0
+        else:
+            generator, load_seconds = load_generator(args.generator, args.checkpoint, **options)
         results = evaluate(generator, load_seconds, grid, args.data, held_out_path, command.strip(),
                            lambda message: print(f"evaluate: {message}", file=sys.stderr, flush=True))
     except ValueError as error:

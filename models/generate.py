@@ -1,87 +1,83 @@
-"""Streaming, constrained generation: :class:`ModelPartGenerator`, the
-``"model"`` part generator the engine uses.
+"""Streaming generation: :class:`ModelPartGenerator`, the ``"model"`` part
+generator the engine uses.
 
-One bar at a time: the bar's header of conditioning tokens is fed to the
-Transformer in one chunk (continuing the KV cache of the previous bar when the
-bar indices are consecutive), then note tokens are sampled one by one under
-constraints until the bar ends.
+One bar at a time: the bar's header of conditioning tokens (meter, place in
+the 8-bar period, key, valence, arousal, tempo, density, loudness, the chords
+of the bar's two halves) is fed in one chunk, continuing the context of the
+previous bars when the bar indices are consecutive, then note tokens are
+sampled one by one until the model ends the bar.
 
 What does what (the model card says the same):
 
-* **Grammar and meter** (hard constraints): after ``Position`` comes ``Pitch``,
-  then ``Velocity``, then ``Duration``; then another ``Pitch`` at the same
-  position, a later ``Position`` or ``Bar``. Positions are limited to the
-  requested meter (``4 * beats`` sixteenths); a bar of more than 4 beats is
-  written as several model bars of at most 4 beats (4 + 4 + ... + rest).
-* **Key** (hard): pitches are limited to the scale of the key (tonic from
-  ``request.key``, mode from the valence, see below) plus the tones of the
-  bar's chord (so the E chord of A minor may bring its G#), and to the role's
-  register (:data:`ROLE_REGISTER_PITCH`).
-* **Chord** (conditioning + bias): the bar's chord is the header's ``Chord``
-  token; chord tones get a logit bonus of :data:`CHORD_TONE_BONUS` (the bass's
-  root another :data:`BASS_ROOT_BONUS`), the key's tonic
-  :data:`TONIC_BONUS` and its third :data:`THIRD_BONUS`.
-* **Valence → mode**: valence > 0 asks for the major mode, < 0 for the minor
-  mode of the requested tonic (valence exactly 0 keeps ``request.key``'s mode);
-  it sets the ``Key`` and ``Valence`` tokens and the scale constraint, so the
-  mode always matches.
-* **Arousal → density and loudness**: arousal sets a target of notes per beat
-  (:data:`ROLE_NOTES_PER_BEAT`, linear) and a target mean velocity
-  (:data:`VELOCITY_RANGE`, linear). The targets set the ``Arousal``,
-  ``Density`` and ``MeanVelocity`` tokens; the decoder also keeps the bar's
-  note count within ±1 of the target (``Bar`` is masked below it, new notes
-  above it) and allows only the two MidiTok velocity levels around the target
-  velocity. The model chooses which notes, where and how long.
+* **Emotion** is carried by the model. ``Valence`` and ``Arousal`` tokens
+  condition every bar, and decoding uses classifier-free guidance (Ho &
+  Salimans 2022): the model also runs on the same context with the emotion
+  tokens reading ``unknown`` (it was trained with them dropped in 30 % of
+  the windows), and the logits are ``unconditional + s · (conditional −
+  unconditional)`` with scale ``s`` = :data:`DEFAULT_GUIDANCE_SCALE` (or the
+  mapping's ``guidance_scale``). Valence also picks the mode of the key
+  (major above 0, minor below, as the mapping's ``mode`` does), and arousal
+  the ``Density`` and ``MeanVelocity`` tokens when
+  :attr:`ModelPartGenerator.texture_from_arousal` is on (the default, see
+  :data:`AROUSAL_NOTES_PER_BEAT`): conditioning the model learned from real
+  bars, not limits on the notes.
+* **Hard constraints** are only the rules a composer would state: the token
+  grammar (``Position`` → ``Pitch`` → ``Velocity`` → ``Duration``, positions
+  rising); the meter (positions inside the bar); the role's register
+  (:data:`ROLE_REGISTER_PITCH`) and notes per onset; the cue's key (pitches in
+  its scale, or tones of the bar's chord, so the E chord of A minor may bring
+  its G#); a bridge's seams (:class:`adaptive.generator.BarEnding`, and the
+  first note within an octave of the context's last). Nothing biases the
+  tonic, the third or the chord tones, and nothing counts notes.
+
+The Transformer runs in numpy (:mod:`models.inference`); randomness comes
+only from ``(seed, bar_index, role)``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from adaptive.generator import BarRequest
-from adaptive.harmony import Key, Mode
+from adaptive.harmony import Chord, Key, Mode
 from adaptive.part import Part
 from models.checkpoint import DEFAULT_CHECKPOINT, ModelError, load_checkpoint
-from models.model import KVCache, MusicTransformer
-from models.tokenizer import (BEATS_PER_MODEL_BAR, POSITIONS_PER_BEAT, ROLES, Vocabulary, bar_header,
-                              density_bin, velocity_level)
+from models.inference import NumpyCache, NumpyDecoder
+from models.tokenizer import (HEADER_SLOTS, METERS, PHRASE_BARS, POSITIONS_PER_BEAT, ROLES, Vocabulary, bar_header,
+                              density_bin, encode_bar, velocity_level)
 
-ROLE_REGISTER_PITCH = {"melody": (60, 88), "arpeggio": (48, 79), "bass": (28, 55)}
-"""Lowest and highest MIDI pitch of each role."""
-ROLE_NOTES_PER_BEAT = {"melody": (0.75, 3.0), "arpeggio": (0.75, 3.0), "bass": (0.75, 3.0)}
-"""Target notes per beat at arousal -1 and +1 (linear between), per role. One
-range for every role, inside the spread of the training data's per-bar
-densities (density bins 1..4 cover most bars of each role), so that density
-orders with arousal across roles as well as within one."""
+ROLE_REGISTER_PITCH = {"melody": (60, 88), "arpeggio": (45, 81), "bass": (28, 57)}
+"""Lowest and highest MIDI pitch of each role (a composer's ranges: the
+melody above middle C, the bass below the stave's middle)."""
 ROLE_MAX_NOTES_PER_POSITION = {"melody": 2, "arpeggio": 4, "bass": 1}
-VELOCITY_RANGE = (45.0, 110.0)
-"""Target mean MIDI velocity at arousal -1 and +1 (linear between)."""
-CHORD_TONE_BONUS = 1.0
-"""Logit bonus of the bar's chord tones."""
-BASS_ROOT_BONUS = 2.0
-"""Further logit bonus of the chord root in the bass."""
-TONIC_BONUS = 1.5
-"""Logit bonus of the key's tonic: it makes the tonic, and so the mode, clear
-(rather than the relative key's, which has the same scale)."""
-THIRD_BONUS = 0.75
-"""Logit bonus of the key's third (major or minor), the note that tells the
-modes of one tonic apart."""
-TEMPERATURE = 0.95
+"""Notes sounding together at most, per role."""
+AROUSAL_NOTES_PER_BEAT = (0.75, 3.0)
+"""Notes per beat asked through the ``Density`` token at arousal -1 and +1
+(linear between): the middle of the training bars' densities (bins 1..4
+hold most bars of every role)."""
+AROUSAL_VELOCITY = (45.0, 110.0)
+"""Mean MIDI velocity asked through the ``MeanVelocity`` token at arousal -1 and +1."""
+DEFAULT_GUIDANCE_SCALE = 2.0
+"""Classifier-free guidance scale on the emotion tokens (chosen by the
+evaluation's guidance rows, docs/evaluation.md)."""
+MAX_GUIDANCE_SCALE = 8.0
+TEMPERATURE = 0.9
+TOP_P = 0.95
+"""Nucleus sampling (Holtzman et al. 2020): sample from the smallest set of
+allowed tokens holding this much probability."""
 
-_MODELS: dict[tuple, tuple[MusicTransformer, dict, Vocabulary]] = {}
+_MODELS: dict[tuple, tuple[NumpyDecoder, dict, Vocabulary]] = {}
 _MODELS_LOCK = threading.Lock()
-_DEFAULT_TORCH_THREADS = torch.get_num_threads()
 
 
-def shared_model(checkpoint: str | Path | None = None) -> tuple[MusicTransformer, dict, Vocabulary]:
-    """The model of ``checkpoint`` (default: the committed one), loaded once per
-    process per file version and shared (read-only) by every generator.
+def shared_model(checkpoint: str | Path | None = None) -> tuple[NumpyDecoder, dict, Vocabulary]:
+    """The decoder of ``checkpoint`` (default: the committed one), loaded once
+    per process per file version and shared (read-only) by every generator.
 
     Raises:
         ModelError: see :func:`models.checkpoint.load_checkpoint`.
@@ -96,7 +92,7 @@ def shared_model(checkpoint: str | Path | None = None) -> tuple[MusicTransformer
         if key not in _MODELS:
             vocab = Vocabulary.build()
             model, payload = load_checkpoint(path, vocab)
-            _MODELS[key] = (model, payload, vocab)
+            _MODELS[key] = (NumpyDecoder(model), payload, vocab)
         return _MODELS[key]
 
 
@@ -117,21 +113,69 @@ def generation_key(request: BarRequest) -> Key:
     return request.key
 
 
+@dataclass(frozen=True)
+class ModelBar:
+    """One bar as the model writes it: a meter of :data:`METERS`, the
+    positions (16ths) used of it, and where it starts in the requested bar."""
+
+    meter: str
+    positions: int
+    offset_quarters: float
+    chords: tuple[Chord, Chord]
+
+
+def model_bars(request: BarRequest) -> list[ModelBar]:
+    """The requested bar as one or more model bars: 2/4, 3/4, 4/4, 6/8 and 3/8
+    as they are, 2/2 as 4/4; longer or odd meters as a sum (5/4 = 3/4 + 2/4,
+    6/4 = 3/4 + 3/4, 7/4 = 4/4 + 3/4, 12/8 = 6/8 + 6/8, 5/8 = 2/4 + a cut 3/8)."""
+    quarters = request.beats_per_bar * 4.0 / request.beat_unit
+    first, second = request.chord, request.second_chord or request.chord
+    half = quarters / 2
+    if request.beat_unit == 8 and request.beats_per_bar % 3 == 0:
+        sizes = [("6_8", 3.0)] * (request.beats_per_bar // 6) + [("3_8", 1.5)] * (request.beats_per_bar % 6 // 3)
+    else:
+        sizes = []
+        left = quarters
+        while left > 1e-9:
+            if left in (5.0, 6.0) or 3.0 <= left < 4.0:   # 5 = 3 + 2, 6 = 3 + 3
+                size = ("3_4", 3.0)
+            elif left >= 4.0:
+                size = ("4_4", 4.0)
+            elif left >= 2.0:
+                size = ("2_4", 2.0)
+            else:                                         # what is left of a beat and a half or less
+                size = ("3_8", min(1.5, left))
+            sizes.append(size)
+            left -= size[1]
+    bars, offset = [], 0.0
+    for meter, length in sizes:
+        positions = int(round(length * POSITIONS_PER_BEAT))
+        if len(sizes) == 1:
+            chords = (first, second)
+        else:
+            chords = (first if offset < half else second, first if offset + length / 2 < half else second)
+        bars.append(ModelBar(meter, min(positions, METERS[meter]), offset, chords))
+        offset += length
+    return bars
+
+
 class ModelPartGenerator:
     """The Transformer generator (satisfies :class:`adaptive.generator.PartGenerator`).
 
     One instance per generated part. Requests for consecutive ``bar_index``
-    values continue the instance's KV cache (the music follows on); any other
-    request restarts the context. Randomness comes only from
-    ``(request.seed, request.bar_index, role)``, so the same requests in the
-    same order give the same notes.
+    values continue the instance's context (the music follows on, and the
+    model sees the earlier bars it wrote); any other request starts afresh
+    from the request's ``context`` bars. The same requests in the same order
+    give the same notes.
 
     Args:
         checkpoint: a checkpoint file; None = the committed ``models/generator.pt``.
-        threads: a hint: torch intra-op threads to use if the process has not
-            chosen a number itself. ``torch.set_num_threads`` is process-wide, so
-            it is called only when ``$OMP_NUM_THREADS`` is unset and the count is
-            still the one torch had when this module was imported.
+        threads: accepted for compatibility; decoding runs on the calling thread.
+        guidance_scale: default classifier-free guidance scale (1 = none).
+        texture_from_arousal: set the ``Density``/``MeanVelocity`` tokens from
+            the arousal when the mapping does not ask (else they read ``unknown``).
+        constrained: False turns off the key and register constraints (for the
+            evaluation's ablation).
     Raises:
         ModelError (an :class:`adaptive.errors.AssetError`): the checkpoint is
             missing, corrupt, truncated, or does not match this code.
@@ -139,22 +183,28 @@ class ModelPartGenerator:
 
     name = "model"
 
-    def __init__(self, checkpoint: str | Path | None = None, threads: int = 1) -> None:
-        if ("OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() == _DEFAULT_TORCH_THREADS
-                and threads >= 1 and threads != torch.get_num_threads()):
-            torch.set_num_threads(threads)
-        self.model, self.payload, self.vocab = shared_model(checkpoint)
+    def __init__(self, checkpoint: str | Path | None = None, threads: int = 1,
+                 guidance_scale: float = DEFAULT_GUIDANCE_SCALE, texture_from_arousal: bool = True,
+                 constrained: bool = True) -> None:
+        del threads
+        self.decoder, self.payload, self.vocab = shared_model(checkpoint)
+        self.guidance_scale = guidance_scale
+        self.texture_from_arousal = texture_from_arousal
+        self.constrained = constrained
         v = self.vocab
-        self._kind = v.kind
-        self._is_position = self._kind == "Position"
-        self._is_pitch = self._kind == "Pitch"
-        self._is_velocity = self._kind == "Velocity"
-        self._is_duration = self._kind == "Duration"
+        kind = v.kind
+        self._is_position = kind == "Position"
+        self._is_pitch = kind == "Pitch"
+        self._velocity_ids = np.flatnonzero(kind == "Velocity")
+        self._duration_ids = np.flatnonzero(kind == "Duration")
+        self._position_ids = np.flatnonzero(self._is_position)
         self._bar = v.id("Bar_None")
-        self._cache: KVCache | None = None
+        self._slot_ids = {name: i for i, name in enumerate(HEADER_SLOTS)}
+        self._cache: NumpyCache | None = None
+        self._rows = 1
         self._next_bar_index: int | None = None
         self._stream_key: tuple | None = None
-        self._previous_bar: list[int] = []
+        self._history: list[list[int]] = []  # token ids (header + notes) of the bars in the context, per bar
         self.last_tokens: list[str] = []
         """Token strings of the last generated request (headers and notes), for inspection."""
 
@@ -164,170 +214,249 @@ class ModelPartGenerator:
         """Notes of one bar, beats from its downbeat (see the module docstring).
 
         Raises:
-            ValueError: unknown role, beats_per_bar < 1, or a non-finite
-                valence/arousal/bpm.
+            ValueError: unknown role, beats_per_bar < 1, a beat unit other
+                than 2, 4 or 8, or a non-finite valence/arousal/bpm.
         """
         if request.role not in ROLES:
             raise ValueError(f"role {request.role!r} is not one of {', '.join(ROLES)}")
         if request.beats_per_bar < 1:
             raise ValueError(f"beats_per_bar {request.beats_per_bar} must be >= 1")
+        if request.beat_unit not in (2, 4, 8):
+            raise ValueError(f"beat_unit {request.beat_unit} is not one of 2, 4, 8")
         for name in ("valence", "arousal", "bpm"):
             if not math.isfinite(getattr(request, name)):
                 raise ValueError(f"{name} {getattr(request, name)!r} is not a finite number")
-        stream_key = (request.seed, request.role)
+        scale = self._guidance(request)
+        rows = 2 if scale != 1.0 else 1
+        stream_key = (request.seed, request.role, rows)
         continuing = (self._cache is not None and self._stream_key == stream_key
                       and self._next_bar_index == request.bar_index)
         if not continuing:
             self._cache = None
-            self._previous_bar = []
+            self._history = self._context_history(request)
         self._stream_key = stream_key
+        self._rows = rows
         self._next_bar_index = request.bar_index + 1
         rng = np.random.default_rng([request.seed & 0xFFFFFFFF, request.bar_index & 0xFFFFFFFF,
                                      ROLES.index(request.role), 0x6D6F64])
         self.last_tokens = []
         notes: list[tuple[float, float, int, int]] = []
-        offset_beats = 0
-        remaining = request.beats_per_bar
-        with torch.inference_mode():
-            while remaining > 0:
-                beats = min(BEATS_PER_MODEL_BAR, remaining)
-                notes += self._model_bar(request, beats, offset_beats, rng)
-                offset_beats += beats
-                remaining -= beats
+        previous_pitch = self._last_context_pitch(request) if not continuing else None
+        bars = model_bars(request)
+        to_beats = request.beat_unit / 4.0
+        for index, bar in enumerate(bars):
+            ending = request.ending if index == len(bars) - 1 else None
+            for onset, duration, pitch, velocity in self._model_bar(request, bar, scale, rng, previous_pitch, ending):
+                notes.append(((bar.offset_quarters + onset) * to_beats, duration * to_beats, pitch, velocity))
+            previous_pitch = None
         return Part.from_notes(notes)
 
-    # ------------------------------------------------------------------ decoding
+    # ------------------------------------------------------------------ conditioning
 
-    def _header(self, request: BarRequest, beats: int) -> tuple[list[int], float, float]:
+    def _guidance(self, request: BarRequest) -> float:
+        scale = self.guidance_scale
+        if request.conditioning is not None and request.conditioning.guidance_scale is not None:
+            scale = request.conditioning.guidance_scale
+        return float(min(max(scale, 0.0), MAX_GUIDANCE_SCALE))
+
+    def _header(self, request: BarRequest, bar: ModelBar, unconditional: bool) -> list[int]:
         arousal = min(1.0, max(-1.0, request.arousal))
         valence = min(1.0, max(-1.0, request.valence))
         a01 = (arousal + 1.0) / 2.0
-        low, high = ROLE_NOTES_PER_BEAT[request.role]
-        notes_per_beat = low + a01 * (high - low)
-        velocity = VELOCITY_RANGE[0] + a01 * (VELOCITY_RANGE[1] - VELOCITY_RANGE[0])
-        if request.conditioning is not None:  # the mapping's asks replace the built-in ones
-            notes_per_beat = min(max(request.conditioning.notes_per_beat, 0.25), 16.0)
-            velocity = float(min(max(request.conditioning.velocity, 1), 127))
-        tokens = bar_header(generation_key(request), valence, arousal, request.bpm, density_bin(notes_per_beat),
-                            velocity_level(velocity), request.chord)
-        return [self.vocab.id(t) for t in tokens], notes_per_beat * beats, velocity
+        density: int | None = None
+        level: int | None = None
+        if request.conditioning is not None:  # the mapping's asks
+            density = density_bin(min(max(request.conditioning.notes_per_beat, 0.25), 16.0))
+            level = velocity_level(float(min(max(request.conditioning.velocity, 1), 127)))
+        elif self.texture_from_arousal:
+            low, high = AROUSAL_NOTES_PER_BEAT
+            density = density_bin(low + a01 * (high - low))
+            level = velocity_level(AROUSAL_VELOCITY[0] + a01 * (AROUSAL_VELOCITY[1] - AROUSAL_VELOCITY[0]))
+        tokens = bar_header(bar.meter, request.bar_index, generation_key(request),
+                            None if unconditional else valence, None if unconditional else arousal,
+                            request.bpm, density, level, bar.chords)
+        return [self.vocab.id(t) for t in tokens]
 
-    def _feed(self, ids: list[int]) -> np.ndarray:
-        """Run ``ids`` through the model (continuing the cache); next-token logits (V,)."""
-        x = torch.tensor([ids], dtype=torch.long)                    # (1, T)
-        logits = self.model(x, self._cache)                          # (1, T, V)
-        return logits[0, -1].float().numpy()
+    def _context_history(self, request: BarRequest) -> list[list[int]]:
+        """Token bars of ``request.context`` (as the previous bars), headed like the request."""
+        history = []
+        count = len(request.context)
+        for i, part in enumerate(request.context):
+            bar_index = request.bar_index - count + i
+            for bar in model_bars(request)[:1]:
+                header = self._header(request, bar, unconditional=False)
+                header[self._slot_ids["Phrase"]] = self.vocab.id(f"Phrase_{bar_index % PHRASE_BARS}")
+                quarters = 4.0 / request.beat_unit
+                keep = part.start_beats * quarters < bar.positions / POSITIONS_PER_BEAT
+                notes = encode_bar(self.vocab, part.start_beats[keep] * quarters, part.duration_beats[keep] * quarters,
+                                   part.pitch[keep], part.velocity[keep], bar.positions)
+                history.append(header + notes)
+        return history
 
-    def _model_bar(self, request: BarRequest, beats: int, offset_beats: int,
-                   rng: np.random.Generator) -> list[tuple[float, float, int, int]]:
+    @staticmethod
+    def _last_context_pitch(request: BarRequest) -> int | None:
+        for part in reversed(request.context):
+            if len(part):
+                last = np.flatnonzero(part.start_beats == part.start_beats.max())
+                return int(part.pitch[last].max())
+        return None
+
+    # ------------------------------------------------------------------ decoding
+
+    def _start(self, request: BarRequest, headers: list[list[int]], room_needed: int) -> np.ndarray:
+        """Feed the new bar's headers (one row per guidance branch), opening or
+        re-opening the context if needed; returns the logits (rows, V)."""
         v = self.vocab
-        header, target_notes, target_velocity = self._header(request, beats)
-        max_notes = max(1, math.ceil(target_notes + 1))
-        min_notes = max(1, math.floor(target_notes - 1))
-        max_position = beats * POSITIONS_PER_BEAT                     # positions 0..max_position-1
-        max_per_position = ROLE_MAX_NOTES_PER_POSITION[request.role]
-        max_tokens = 4 * max_notes + 2
-        config = self.model.config
-
         start = [v.id("BOS_None"), v.id(f"Role_{request.role}")]
-        if self._cache is None:
-            self._cache = KVCache(config)
-            chunk = start + self._previous_bar + header
-        elif self._cache.room() < len(header) + max_tokens:
-            self._cache = KVCache(config)  # context full: restart from the previous bar
-            chunk = start + self._previous_bar + header
-        else:
-            chunk = header
-        if len(chunk) + max_tokens > config.block_size:
-            chunk = start + header
-        logits = self._feed(chunk)
+        if self._cache is not None and self._cache.room() >= len(headers[0]) + room_needed:
+            return self.decoder.forward(np.array(headers, np.int64), self._cache)
+        # Fresh context: BOS, role, as many earlier bars as fit, then the header.
+        budget = self.decoder.block_size - len(start) - len(headers[0]) - room_needed
+        kept: list[list[int]] = []
+        for bar in reversed(self._history):
+            if len(bar) > budget:
+                break
+            kept.insert(0, bar)
+            budget -= len(bar)
+        self._history = kept
+        self._cache = self.decoder.new_cache(len(headers))
+        rows = []
+        for r, header in enumerate(headers):
+            earlier = [t for bar in kept for t in (self._unconditional_header(bar) if r else bar)]
+            rows.append(start + earlier + header)
+        return self.decoder.forward(np.array(rows, np.int64), self._cache)
 
-        # Allowed pitches: the role's register, in the scale of the key or the bar's chord.
-        key = generation_key(request)
-        scale = np.isin(v.pitch % 12, key.scale_pitch_classes() + request.chord.pitch_classes())
+    def _unconditional_header(self, bar: list[int]) -> list[int]:
+        out = list(bar)
+        out[self._slot_ids["Valence"]] = self.vocab.id("Valence_unknown")
+        out[self._slot_ids["Arousal"]] = self.vocab.id("Arousal_unknown")
+        return out
+
+    def _allowed_pitches(self, request: BarRequest, chords: tuple[Chord, Chord]) -> tuple[np.ndarray, np.ndarray]:
+        """Pitch masks (V,) bool for the bar's first and second half."""
+        v = self.vocab
         low, high = ROLE_REGISTER_PITCH[request.role]
         if request.conditioning is not None:
             shift = int(round(request.conditioning.register_semitones))
             low, high = max(0, low + shift), min(127, high + shift)
-        allowed_pitch = self._is_pitch & scale & (v.pitch >= low) & (v.pitch <= high)
-        pitch_bonus = np.zeros(len(v))
-        chord_pcs = request.chord.pitch_classes()
-        pitch_bonus[self._is_pitch & np.isin(v.pitch % 12, chord_pcs)] += CHORD_TONE_BONUS
-        if request.role == "bass":
-            pitch_bonus[self._is_pitch & (v.pitch % 12 == chord_pcs[0])] += BASS_ROOT_BONUS
-        pitch_bonus[self._is_pitch & (v.pitch % 12 == key.tonic_pitch_class)] += TONIC_BONUS
-        pitch_bonus[self._is_pitch & (v.pitch % 12 == key.scale_pitch_classes()[2])] += THIRD_BONUS
-        # Allowed velocities: the MidiTok levels on either side of the target.
-        levels = v.velocity
-        below = levels[self._is_velocity & (levels <= target_velocity)]
-        above = levels[self._is_velocity & (levels >= target_velocity)]
-        chosen_levels = [x for x in (below.max() if len(below) else None, above.min() if len(above) else None)
-                         if x is not None]
-        allowed_velocity = self._is_velocity & np.isin(levels, chosen_levels)
-        allowed_duration = self._is_duration & (v.duration_beats <= beats)
+        if not self.constrained:
+            return self._is_pitch, self._is_pitch
+        register = self._is_pitch & (v.pitch >= low) & (v.pitch <= high)
+        scale = generation_key(request).scale_pitch_classes()
+        return tuple(register & np.isin(v.pitch % 12, scale + chord.pitch_classes()) for chord in chords)
 
+    def _model_bar(self, request: BarRequest, bar: ModelBar, scale: float, rng: np.random.Generator,
+                   previous_pitch: int | None, ending) -> list[tuple[float, float, int, int]]:
+        v = self.vocab
+        max_per_position = ROLE_MAX_NOTES_PER_POSITION[request.role]
+        max_tokens = bar.positions * (1 + 3 * max_per_position) + 1
+        header = self._header(request, bar, unconditional=False)
+        headers = [header] + ([self._header(request, bar, unconditional=True)] if self._rows == 2 else [])
+        logits = self._start(request, headers, max_tokens)
+        pitch_first_half, pitch_second_half = self._allowed_pitches(request, bar.chords)
+        half_position = bar.positions // 2
+        durations_ok = self._duration_ids[v.duration_beats[self._duration_ids] <= 8.0]
         body: list[int] = []
         notes: list[tuple[float, float, int, int]] = []
+        position, pitches_here, last_pitch = -1, [], None
         state = "after_duration"
-        position = -1
-        pitches_here: list[int] = []
-        pitch = velocity = 0
         while True:
             if state == "after_duration":
-                allowed = np.zeros(len(v), bool)
-                needed = min_notes - len(notes)
-                if len(notes) < max_notes:
-                    # a later position, if the positions left after it can still hold the notes needed
-                    capacity = (max_position - v.position) * max_per_position
-                    allowed |= (self._is_position & (v.position > position) & (v.position < max_position)
-                                & (capacity >= needed))
-                    if position >= 0 and len(pitches_here) < max_per_position:
-                        allowed |= allowed_pitch & ~np.isin(v.pitch, pitches_here)
-                if needed <= 0 or not allowed.any():
-                    allowed[self._bar] = True
+                candidates = list(self._position_ids[(v.position[self._position_ids] > position)
+                                                     & (v.position[self._position_ids] < bar.positions)])
+                if ending is not None and position >= 0 and not self._ends_well(last_pitch, ending):
+                    pass  # the bar may not end yet: a later note must land on the ending
+                else:
+                    candidates.append(self._bar)
+                if position >= 0 and len(pitches_here) < max_per_position:
+                    candidates += list(self._pitch_candidates(
+                        pitch_first_half if position < half_position else pitch_second_half,
+                        pitches_here, None, ending, position, bar.positions))
+                if not candidates:
+                    candidates = [self._bar]
+                allowed = np.array(candidates, np.int64)
             elif state == "after_position":
-                allowed = allowed_pitch & ~np.isin(v.pitch, pitches_here)
+                allowed = self._pitch_candidates(pitch_first_half if position < half_position else pitch_second_half,
+                                                 pitches_here, previous_pitch if not notes else None, ending,
+                                                 position, bar.positions)
+                if len(allowed) == 0:  # nothing fits here (cannot happen with an ending reachable)
+                    allowed = np.flatnonzero(self._is_pitch & (v.pitch >= 21))
             elif state == "after_pitch":
-                allowed = allowed_velocity
-            else:  # after_velocity
-                allowed = allowed_duration
-            token = self._sample(logits, allowed, pitch_bonus if state in ("after_position", "after_duration") else None, rng)
+                allowed = self._velocity_ids
+            else:
+                allowed = durations_ok
+            token = self._sample(logits, scale, allowed, rng)
             if token == self._bar:
                 break
             body.append(token)
-            kind = self._kind[token]
+            kind = v.kind[token]
             if kind == "Position":
                 position = int(v.position[token])
                 pitches_here = []
                 state = "after_position"
             elif kind == "Pitch":
-                pitch = int(v.pitch[token])
-                pitches_here.append(pitch)
+                last_pitch = int(v.pitch[token])
+                pitches_here.append(last_pitch)
                 state = "after_pitch"
             elif kind == "Velocity":
                 velocity = int(v.velocity[token])
                 state = "after_velocity"
             else:
                 duration = float(v.duration_beats[token])
-                notes.append((offset_beats + position / POSITIONS_PER_BEAT, duration, pitch, velocity))
+                notes.append((position / POSITIONS_PER_BEAT, duration, last_pitch, velocity))
                 state = "after_duration"
-            if self._cache.room() < 2 or len(body) > max_tokens:
-                break  # cannot happen with the limits above; a guard against an endless bar
-            logits = self._feed([token])
-        self._previous_bar = header + body
+            if self._cache.room() < 1 or len(body) > max_tokens:
+                break  # a guard: the limits above keep a bar shorter than this
+            logits = self.decoder.forward(np.full((self._rows, 1), token, np.int64), self._cache)
+        self._history.append(header + body)
+        del self._history[:-64]  # more bars than any context holds
         self.last_tokens += [v.tokens[i] for i in header + body]
         return notes
 
     @staticmethod
-    def _sample(logits: np.ndarray, allowed: np.ndarray, bonus: np.ndarray | None,
-                rng: np.random.Generator) -> int:
-        """Draw a token from softmax(logits / T + bonus) restricted to ``allowed``
-        (inverse-CDF sampling with one uniform draw)."""
-        candidates = np.flatnonzero(allowed)
-        scores = logits[candidates] / TEMPERATURE
-        if bonus is not None:
-            scores += bonus[candidates]
+    def _ends_well(pitch: int | None, ending) -> bool:
+        if pitch is None or pitch % 12 not in ending.pitch_classes:
+            return False
+        return ending.next_pitch is None or abs(pitch - ending.next_pitch) <= 12
+
+    def _pitch_candidates(self, mask: np.ndarray, pitches_here: list[int], previous_pitch: int | None, ending,
+                          position: int, positions: int) -> np.ndarray:
+        """Allowed pitch ids at a position: the mask less pitches already there,
+        within an octave of ``previous_pitch`` (a seam), and at a bar's last
+        position with an ending, only pitches that end it well."""
+        v = self.vocab
+        ok = mask.copy()
+        if pitches_here:
+            ok[np.isin(v.pitch, pitches_here)] = False
+        if previous_pitch is not None:
+            near = np.abs(v.pitch - previous_pitch) <= 12
+            if (ok & near).any():
+                ok &= near
+        if ending is not None and position == positions - 1:
+            good = np.isin(v.pitch % 12, ending.pitch_classes) & self._is_pitch
+            if ending.next_pitch is not None:
+                good &= np.abs(v.pitch - ending.next_pitch) <= 12
+            if (ok & good).any():
+                ok &= good
+        return np.flatnonzero(ok)
+
+    @staticmethod
+    def _sample(logits: np.ndarray, scale: float, allowed: np.ndarray, rng: np.random.Generator) -> int:
+        """Draw a token among ``allowed`` ids from the guided logits (rows: the
+        conditional, then the unconditional one), with temperature and nucleus
+        sampling, by inverse-CDF sampling with one uniform draw."""
+        conditional = logits[0, allowed].astype(np.float64)
+        if logits.shape[0] == 2:
+            unconditional = logits[1, allowed].astype(np.float64)
+            scores = unconditional + scale * (conditional - unconditional)
+        else:
+            scores = conditional
+        scores = scores / TEMPERATURE
         weights = np.exp(scores - scores.max())
-        cumulative = np.cumsum(weights)
-        choice = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
-        return int(candidates[min(choice, len(candidates) - 1)])
+        order = np.argsort(-weights, kind="stable")
+        sorted_weights = weights[order]
+        cumulative = np.cumsum(sorted_weights)
+        keep = int(np.searchsorted(cumulative, TOP_P * cumulative[-1])) + 1
+        cumulative = cumulative[:keep]
+        choice = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+        return int(allowed[order[min(choice, keep - 1)]])

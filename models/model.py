@@ -117,7 +117,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(linear(F.gelu(linear(x, self.fc)), self.proj))  # (B, T, C)
+        return self.dropout(linear(F.gelu(linear(x, self.fc), approximate="tanh"), self.proj))  # (B, T, C)
 
 
 class Block(nn.Module):

@@ -3,18 +3,20 @@
 A training sequence (and a generated stream) reads::
 
     BOS Role_<role>
-    Bar Key_<tonic>_<mode> Valence_<v> Arousal_<a> Tempo_<t> Density_<d> MeanVelocity_<m> Chord_<root>_<quality>
+    Bar Meter_<n>_<d> Phrase_<0..7> Key_<tonic>_<mode> Valence_<v> Arousal_<a> Tempo_<t>
+        Density_<d> MeanVelocity_<m> Chord_<first half> Chord_<second half>
         Position_<p> Pitch_<n> Velocity_<v> Duration_<d> [Pitch Velocity Duration ...] Position ...
-    Bar Key ... Chord  <notes of the next bar>
+    Bar Meter ... Chord Chord  <notes of the next bar>
     ...
 
 The note tokens (``Bar``, ``Position``, ``Pitch``, ``Velocity``, ``Duration``) are
-MidiTok's REMI tokens (Huang & Yang 2020, "Pop Music Transformer"), produced by
-``miditok.REMI`` from a ``symusic.Score``; the tokenizer's configuration is
-:data:`REMI_SETTINGS` (16th-note positions, 4/4 bars, 8 velocity levels). Each
-bar's header of conditioning tokens (everything between ``Bar`` and the first
-``Position``) is ours; :func:`bar_header` builds it. How each attribute is
-derived from the data is in :mod:`models.dataset` and the model card.
+MidiTok's REMI vocabulary (Huang & Yang 2020, "Pop Music Transformer"; the
+tokenizer's configuration is :data:`REMI_SETTINGS`: 16th-note positions, 8
+velocity levels); :func:`encode_bar` writes a bar's notes with them, in any of
+the :data:`METERS` (a bar of ``positions`` sixteenths). Each bar's header of
+conditioning tokens (everything between ``Bar`` and the first ``Position``) is
+ours; :func:`bar_header` builds it. How each attribute is derived from the data
+is in :mod:`models.dataset` and the model card.
 
 Pitch classes are 0..11 with C = 0; chord qualities and modes are
 :class:`adaptive.harmony.ChordQuality` and :class:`adaptive.harmony.Mode`.
@@ -38,15 +40,22 @@ REMI_SETTINGS: dict = {
     "use_chords": False,
     "use_rests": False,
     "use_tempos": False,
-    "use_time_signatures": False,        # bars are 4/4: 16 positions; shorter meters are a decoding constraint
+    "use_time_signatures": False,        # meters are our Meter_ header tokens (see METERS)
     "use_programs": False,
 }
 """Keyword arguments of ``miditok.TokenizerConfig`` for the note vocabulary."""
 
 POSITIONS_PER_BEAT = 4
-"""REMI positions per beat (16th notes), from ``REMI_SETTINGS["beat_res"]``."""
+"""REMI positions per quarter note (16th notes), from ``REMI_SETTINGS["beat_res"]``."""
 BEATS_PER_MODEL_BAR = 4
-"""Bars of the vocabulary are 4/4 (MidiTok without time-signature tokens)."""
+"""The longest model bar, in quarter notes (16 positions); longer bars are
+written as several model bars."""
+
+METERS: dict[str, int] = {"2_4": 8, "3_4": 12, "4_4": 16, "6_8": 12, "3_8": 6}
+"""Meter token value → bar length in 16th-note positions. 2/2 is written as
+4/4; 4/2, 6/4 and 12/8 bars as two bars of 4/4, 3/4 and 6/8."""
+PHRASE_BARS = 8
+"""``Phrase_<i>``: the bar's place ``i`` (0..7) in an 8-bar period."""
 
 ROLES = ("melody", "arpeggio", "bass")
 VALENCES = ("positive", "negative", "unknown")
@@ -98,11 +107,12 @@ def arousal_value(arousal: float | None) -> str:
 def conditioning_tokens() -> list[str]:
     """Every conditioning token, in vocabulary order."""
     tokens = [f"Role_{r}" for r in ROLES]
+    tokens += [f"Meter_{m}" for m in METERS] + [f"Phrase_{i}" for i in range(PHRASE_BARS)]
     tokens += [f"Key_{pc}_{mode.value}" for mode in Mode for pc in range(12)]
     tokens += [f"Valence_{v}" for v in VALENCES] + [f"Arousal_{a}" for a in AROUSALS]
     tokens += [f"Tempo_{i}" for i in range(len(TEMPO_EDGES_BPM) + 1)] + ["Tempo_unknown"]
-    tokens += [f"Density_{i}" for i in range(N_DENSITY_BINS)]
-    tokens += [f"MeanVelocity_{i}" for i in range(N_VELOCITY_LEVELS)] + ["MeanVelocity_none"]
+    tokens += [f"Density_{i}" for i in range(N_DENSITY_BINS)] + ["Density_unknown"]
+    tokens += [f"MeanVelocity_{i}" for i in range(N_VELOCITY_LEVELS)] + ["MeanVelocity_none", "MeanVelocity_unknown"]
     tokens += [f"Chord_{pc}_{q.name}" for q in ChordQuality for pc in range(12)] + ["Chord_none"]
     return tokens
 
@@ -173,7 +183,8 @@ class Vocabulary:
 
     @cached_property
     def header_kinds(self) -> frozenset[str]:
-        return frozenset({"Key", "Valence", "Arousal", "Tempo", "Density", "MeanVelocity", "Chord"})
+        return frozenset({"Meter", "Phrase", "Key", "Valence", "Arousal", "Tempo", "Density", "MeanVelocity",
+                          "Chord"})
 
     def _values(self, prefix: str, parse, dtype=np.int64) -> np.ndarray:
         out = np.full(len(self.tokens), -1, dtype)
@@ -209,14 +220,82 @@ def velocity_level(velocity: float) -> int:
     return int(np.argmin(np.abs(levels - velocity)))
 
 
-def bar_header(key: Key, valence: float | None, arousal: float | None, bpm: float | None,
-               density: int, mean_velocity_level: int | None, chord: Chord | None) -> list[str]:
-    """The tokens opening a bar: ``Bar`` then its conditioning, in sequence order."""
-    velocity = "none" if mean_velocity_level is None else str(mean_velocity_level)
-    return ["Bar_None", key_token(key), f"Valence_{valence_value(valence)}",
-            f"Arousal_{arousal_value(arousal)}", f"Tempo_{tempo_bin(bpm)}", f"Density_{density}",
-            f"MeanVelocity_{velocity}", chord_token(chord)]
+def bar_header(meter: str, phrase_bar: int, key: Key, valence: float | None, arousal: float | None,
+               bpm: float | None, density: int | None, mean_velocity_level: int | str | None,
+               chords: tuple[Chord | None, Chord | None]) -> list[str]:
+    """The tokens opening a bar: ``Bar`` then its conditioning, in sequence order.
+
+    Args:
+        meter: a key of :data:`METERS`; phrase_bar: the bar's place in its
+            period (taken mod :data:`PHRASE_BARS`).
+        density: bin 0..5 (:func:`density_bin`), None = unknown.
+        mean_velocity_level: 0..7 (:func:`velocity_level`), ``"none"`` for an
+            empty bar, None = unknown.
+        chords: the chord of the bar's first and second half (None = no chord).
+    """
+    velocity = "unknown" if mean_velocity_level is None else str(mean_velocity_level)
+    return ["Bar_None", f"Meter_{meter}", f"Phrase_{phrase_bar % PHRASE_BARS}", key_token(key),
+            f"Valence_{valence_value(valence)}", f"Arousal_{arousal_value(arousal)}", f"Tempo_{tempo_bin(bpm)}",
+            f"Density_{'unknown' if density is None else density}", f"MeanVelocity_{velocity}",
+            chord_token(chords[0]), chord_token(chords[1])]
 
 
-HEADER_LENGTH = 8
+HEADER_LENGTH = 11
 """Tokens in a bar header, ``Bar`` included."""
+HEADER_SLOTS = ("Bar", "Meter", "Phrase", "Key", "Valence", "Arousal", "Tempo", "Density", "MeanVelocity",
+                "Chord", "Chord")
+"""Token family of each header slot, in order."""
+
+
+def encode_bar(vocab: Vocabulary, onsets_quarters: np.ndarray, durations_quarters: np.ndarray,
+               pitches: np.ndarray, velocities: np.ndarray, positions: int) -> list[int]:
+    """REMI note tokens of one bar (no ``Bar`` or header).
+
+    Args:
+        onsets_quarters: (n,) onsets in quarter notes from the bar's downbeat;
+            notes outside ``[0, positions / 4)`` after rounding to the 16th grid
+            are dropped.
+        durations_quarters, pitches, velocities: (n,) each; durations are
+            rounded to the nearest ``Duration_`` token (at least a 16th),
+            velocities to the nearest MidiTok level, pitches outside the
+            vocabulary's 21..109 dropped.
+        positions: the bar's length in 16th notes (:data:`METERS`).
+    Returns:
+        token ids: ``Position`` then ``Pitch Velocity Duration`` per note at it,
+        positions rising, pitches rising within a position, no repeated
+        (position, pitch).
+    """
+    grid = np.rint(np.asarray(onsets_quarters, float) * POSITIONS_PER_BEAT).astype(np.int64)
+    keep = (grid >= 0) & (grid < positions) & (pitches >= 21) & (pitches <= 109)
+    order = np.lexsort((np.asarray(pitches)[keep], grid[keep]))
+    grid, durations = grid[keep][order], np.asarray(durations_quarters, float)[keep][order]
+    pitches, velocities = np.asarray(pitches)[keep][order].astype(int), np.asarray(velocities)[keep][order]
+    tables = _encode_tables(vocab)
+    ids: list[int] = []
+    last_position, last_pitch = -1, -1
+    for position, duration, pitch, velocity in zip(grid, durations, pitches, velocities):
+        if position == last_position and pitch == last_pitch:
+            continue
+        if position != last_position:
+            ids.append(tables["position"][position])
+            last_position = int(position)
+        last_pitch = int(pitch)
+        ids.append(vocab.index[f"Pitch_{pitch}"])
+        ids.append(tables["velocity"][velocity_level(velocity)])
+        ids.append(tables["duration"][int(np.argmin(np.abs(tables["duration_values"] - max(duration, 0.25))))])
+    return ids
+
+
+_TABLES: dict[int, dict] = {}
+
+
+def _encode_tables(vocab: Vocabulary) -> dict:
+    tables = _TABLES.get(id(vocab))
+    if tables is None:
+        durations = vocab.ids_with_prefix("Duration_")
+        velocities = vocab.ids_with_prefix("Velocity_")
+        tables = {"position": {p: vocab.index[f"Position_{p}"] for p in range(16)},
+                  "velocity": list(velocities[np.argsort(vocab.velocity[velocities])]),
+                  "duration": list(durations), "duration_values": vocab.duration_beats[durations]}
+        _TABLES[id(vocab)] = tables
+    return tables

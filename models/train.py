@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from models.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
-from models.dataset import Stream, cached_streams, default_cache_dir, default_data_dir, heldout_split
+from models.dataset import (Stream, cached_streams, default_cache_dir, default_data_dir, held_out_files,
+                            heldout_split)
 from models.model import ModelConfig, MusicTransformer
-from models.tokenizer import Vocabulary
+from models.tokenizer import HEADER_SLOTS, PHRASE_BARS, Vocabulary
 
 MODELS_DIR = Path(__file__).resolve().parent
 
@@ -46,19 +47,23 @@ class TrainConfig:
     """Settings of a training run (all recorded in the checkpoint)."""
 
     steps: int = 2400
-    batch_size: int = 16
-    block_size: int = 384
-    n_layer: int = 3
+    batch_size: int = 12
+    block_size: int = 512
+    n_layer: int = 4
     n_head: int = 4
-    n_embd: int = 192
+    n_embd: int = 256
     dropout: float = 0.1
     learning_rate: float = 2e-3
     min_learning_rate: float = 1e-4
     warmup_steps: int = 100
     weight_decay: float = 0.05
     vgmidi_share: float = 0.3
-    vgmidi_share_final: float = 0.6
+    vgmidi_share_final: float = 0.5
     final_fraction: float = 0.15
+    folk_share: float = 0.3
+    chorale_share: float = 0.08
+    emotion_dropout: float = 0.3
+    texture_dropout: float = 0.3
     transpose: bool = True
     eval_every: int = 100
     eval_batches: int = 6
@@ -67,34 +72,64 @@ class TrainConfig:
     max_minutes: float = 0.0  # 0 = no limit; else stop, export and plot after this long
 
 
+SOURCE_GROUPS = {"pop909": ("pop909",), "vgmidi": ("vgmidi", "vgmidi_piece"), "folk": ("essen", "oneills", "ryans"),
+                 "chorales": ("chorales",)}
+"""Sources drawn together: a window comes from group ``g`` with the share
+:meth:`WindowSampler.shares` gives it, then from a stream of that group chosen
+uniformly."""
+
+
 class WindowSampler:
     """Random training windows: ``[BOS, Role, bar header, notes, bar header, notes, ...]``.
 
-    ``sample(rng)`` → (tokens (block_size + 1,) int64, loss mask (block_size,) bool)."""
+    ``sample(rng)`` → (tokens (block_size + 1,) int64, loss mask (block_size,) bool).
 
-    def __init__(self, streams: list[Stream], vocab: Vocabulary, block_size: int, transpose: bool) -> None:
-        self.by_source = {s: [st for st in streams if st.source == s and len(st.bars)] for s in ("pop909", "vgmidi")}
+    Conditioning dropout (for classifier-free guidance, Ho & Salimans 2022): in
+    a share ``emotion_dropout`` of the windows every ``Valence`` and ``Arousal``
+    token reads ``unknown``, and in a share ``texture_dropout`` every
+    ``Density`` and ``MeanVelocity`` token does, so one model is both the
+    conditional and the unconditional one. Windows start at a random bar
+    (from a phrase start, bar 0 of the period, half of the time)."""
+
+    def __init__(self, streams: list[Stream], vocab: Vocabulary, block_size: int, transpose: bool,
+                 emotion_dropout: float = 0.0, texture_dropout: float = 0.0) -> None:
+        self.by_group = {g: [st for st in streams if st.source in sources and len(st.bars)]
+                         for g, sources in SOURCE_GROUPS.items()}
         self.vocab = vocab
         self.block_size = block_size
         self.transpose = transpose
+        self.emotion_dropout = emotion_dropout
+        self.texture_dropout = texture_dropout
         self.bos = vocab.id("BOS_None")
         self.pad = vocab.id("PAD_None")
         kinds = vocab.kind
         # Targets we do not train on: conditioning inputs and padding.
-        self.ignored_target = np.isin(kinds, ["Key", "Valence", "Arousal", "Tempo", "Density", "MeanVelocity",
-                                              "Chord", "Role", "PAD", "BOS"])
+        self.ignored_target = np.isin(kinds, ["Meter", "Phrase", "Key", "Valence", "Arousal", "Tempo", "Density",
+                                              "MeanVelocity", "Chord", "Role", "PAD", "BOS"])
+        self.unknown = {k: vocab.id(f"{k}_unknown") for k in ("Valence", "Arousal", "Density", "MeanVelocity")}
+        self.slot = {k: HEADER_SLOTS.index(k) for k in ("Valence", "Arousal", "Density", "MeanVelocity")}
 
-    def sample(self, rng: random.Random, vgmidi_share: float) -> tuple[np.ndarray, np.ndarray]:
-        source = "vgmidi" if (rng.random() < vgmidi_share and self.by_source["vgmidi"]) else "pop909"
-        if not self.by_source[source]:
-            source = "vgmidi" if source == "pop909" else "pop909"
-        stream = rng.choice(self.by_source[source])
+    def sample(self, rng: random.Random, shares: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        groups = [g for g in shares if self.by_group.get(g)]
+        group = rng.choices(groups, weights=[shares[g] for g in groups])[0]
+        stream = rng.choice(self.by_group[group])
         start = rng.randrange(len(stream.bars))
+        if rng.random() < 0.5:
+            start -= start % PHRASE_BARS
+        headers = stream.headers.astype(np.int64)
+        drop = [k for k, p in (("Valence", self.emotion_dropout), ("Arousal", self.emotion_dropout))
+                if p > 0] if rng.random() < self.emotion_dropout else []
+        if rng.random() < self.texture_dropout:
+            drop += ["Density", "MeanVelocity"]
+        if drop:
+            headers = headers.copy()
+            for k in drop:
+                headers[:, self.slot[k]] = self.unknown[k]
         pieces = [np.array([self.bos, self.vocab.id(f"Role_{stream.role}")], np.int64)]
         length = 2
         for b in range(start, len(stream.bars)):
-            pieces += [stream.headers[b].astype(np.int64), stream.bars[b].astype(np.int64)]
-            length += len(stream.headers[b]) + len(stream.bars[b])
+            pieces += [headers[b], stream.bars[b].astype(np.int64)]
+            length += len(headers[b]) + len(stream.bars[b])
             if length > self.block_size:
                 break
         seq = np.concatenate(pieces)[: self.block_size + 1]
@@ -106,17 +141,24 @@ class WindowSampler:
         mask = ~self.ignored_target[seq[1:]]
         return seq, mask
 
-    def batch(self, rng: random.Random, batch_size: int, vgmidi_share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, rng: random.Random, batch_size: int, shares: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs (B, T), targets (B, T) with -100 where not trained on)."""
-        seqs, masks = zip(*(self.sample(rng, vgmidi_share) for _ in range(batch_size)))
+        seqs, masks = zip(*(self.sample(rng, shares) for _ in range(batch_size)))
         seq = torch.from_numpy(np.stack(seqs))                      # (B, T+1)
         targets = seq[:, 1:].clone()                                # (B, T)
         targets[~torch.from_numpy(np.stack(masks))] = -100
         return seq[:, :-1], targets
 
 
+def shares(config: TrainConfig, final_phase: bool) -> dict[str, float]:
+    """Share of the windows drawn from each of :data:`SOURCE_GROUPS`."""
+    vgmidi = config.vgmidi_share_final if final_phase else config.vgmidi_share
+    return {"vgmidi": vgmidi, "folk": config.folk_share, "chorales": config.chorale_share,
+            "pop909": max(0.0, 1.0 - vgmidi - config.folk_share - config.chorale_share)}
+
+
 def split_streams(streams: list[Stream], heldout: dict[str, list[str]]) -> tuple[list[Stream], list[Stream]]:
-    held = set(heldout["pop909"]) | set(heldout["vgmidi"])
+    held = held_out_files(heldout)
     return [s for s in streams if s.file not in held], [s for s in streams if s.file in held]
 
 
@@ -176,10 +218,12 @@ def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Voca
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     train_streams, held_streams = split_streams(streams, heldout)
-    sampler = WindowSampler(train_streams, vocab, config.block_size, config.transpose)
+    sampler = WindowSampler(train_streams, vocab, config.block_size, config.transpose, config.emotion_dropout,
+                            config.texture_dropout)
     held_sampler = WindowSampler(held_streams, vocab, config.block_size, transpose=False)
     eval_rng = random.Random(config.seed + 1)
-    eval_batches = [held_sampler.batch(eval_rng, config.batch_size, 0.5) for _ in range(config.eval_batches)]
+    eval_batches = [held_sampler.batch(eval_rng, config.batch_size, shares(config, False))
+                    for _ in range(config.eval_batches)]
 
     model_config = ModelConfig(vocab_size=len(vocab), block_size=config.block_size, n_layer=config.n_layer,
                                n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout)
@@ -212,7 +256,7 @@ def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Voca
         final_phase = (step >= config.steps * (1 - config.final_fraction)
                        or (config.max_minutes > 0
                            and time.perf_counter() - started > config.max_minutes * 60 * (1 - config.final_fraction)))
-        x, y = sampler.batch(rng, config.batch_size, config.vgmidi_share_final if final_phase else config.vgmidi_share)
+        x, y = sampler.batch(rng, config.batch_size, shares(config, final_phase))
         logits = model(x)                                            # (B, T, V)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-100)
         optimizer.zero_grad(set_to_none=True)
@@ -264,14 +308,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=MODELS_DIR / "loss.png")
     parser.add_argument("--resume", action="store_true", help="continue the run in <cache>/run/")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--corpus", choices=("all", "parsed", "none"), default="all",
+                        help="music21's corpus (Essen, O'Neill, Ryan, Bach chorales): all (default; parsed first if "
+                             "not cached), parsed (only the sources already in the cache), none")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     data_dir = (args.data or default_data_dir()).resolve()
     cache_dir = args.cache or default_cache_dir()
     vocab = Vocabulary.build()
-    streams = cached_streams(data_dir, vocab, cache_dir)
-    heldout = heldout_split(data_dir)
+    streams = cached_streams(data_dir, vocab, cache_dir,
+                             corpus={"all": True, "parsed": "parsed", "none": False}[args.corpus])
+    heldout = heldout_split(data_dir, sorted({s.file for s in streams if "#" in s.file}))
     (MODELS_DIR / "heldout.json").write_text(json.dumps(heldout, indent=1) + "\n")
     history = train(config, streams, heldout, vocab, cache_dir / "run", args.out, resume=args.resume, plot=args.plot)
     (MODELS_DIR / "training_log.json").write_text(json.dumps({"config": asdict(config), "history": history},

@@ -60,13 +60,21 @@ def test_windows_start_at_a_bar_and_train_only_on_notes_and_bar_ends(few_streams
     import random
 
     vocab, streams, _ = few_streams
-    sampler = WindowSampler(streams, vocab, 128, transpose=True)
-    for _ in range(20):
-        seq, mask = sampler.sample(random.Random(_), 0.5)
+    sampler = WindowSampler(streams, vocab, 128, transpose=True, emotion_dropout=0.5, texture_dropout=0.5)
+    labelled = dropped = 0
+    for _ in range(60):
+        seq, mask = sampler.sample(random.Random(_), {"vgmidi": 1.0})  # labelled VGMIDI phrases only
         tokens = [vocab.tokens[i] for i in seq]
         assert tokens[0] == "BOS_None" and tokens[1].startswith("Role_") and tokens[2] == "Bar_None"
         trained = {vocab.tokens[i].split("_")[0] for i, m in zip(seq[1:], mask) if m}
         assert trained <= {"Bar", "Position", "Pitch", "Velocity", "Duration"}
+        emotion = {t for t in tokens if t.startswith(("Valence_", "Arousal_"))}
+        if emotion <= {"Valence_unknown", "Arousal_unknown"}:
+            dropped += 1  # the whole window dropped its emotion (for classifier-free guidance)
+        else:
+            labelled += 1
+            assert "Valence_unknown" not in emotion and "Arousal_unknown" not in emotion
+    assert 15 < dropped < 45 and labelled > 15
 
 
 def test_learning_rate_warms_up_then_decays():

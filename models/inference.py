@@ -1,0 +1,130 @@
+"""Token-by-token inference of :class:`models.model.MusicTransformer` in numpy.
+
+Why numpy and not torch for decoding: one generated token runs the model on
+one position (two with classifier-free guidance), where the work is reading
+the weights and dispatching a few dozen small operations. On the project's
+machine (AMD EPYC, one thread) a 192 x 768 matrix-vector product takes
+17-24 µs through torch and 11 µs through numpy, and every other small
+operation costs torch a few microseconds more in dispatch; the measured step
+times are in docs/benchmarks.md ("Generator"). Training stays in torch; the
+weights are the same float32 numbers, and ``tests/models/test_inference.py``
+checks that this decoder's cached, incremental logits equal the torch model's
+full forward pass.
+
+Shapes: B rows (1, or 2 for guidance), T new tokens, L tokens already cached,
+C width, H heads, D = C / H, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_LN_EPS = 1e-5  # torch.nn.LayerNorm's default
+
+
+class NumpyCache:
+    """Keys and values of every layer, preallocated: (n_layer, B, H, block_size, D) float32 each.
+
+    ``length`` positions are filled (the same for every row)."""
+
+    def __init__(self, n_layer: int, rows: int, n_head: int, block_size: int, head_dim: int) -> None:
+        self.keys = np.zeros((n_layer, rows, n_head, block_size, head_dim), np.float32)
+        self.values = np.zeros_like(self.keys)
+        self.length = 0
+        self.block_size = block_size
+
+    def room(self) -> int:
+        """Positions still free."""
+        return self.block_size - self.length
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """LayerNorm over the last axis (Ba et al. 2016), as ``torch.nn.LayerNorm``
+    (sums times 1/C rather than ``mean``: numpy's ``mean`` costs more in
+    bookkeeping than in arithmetic at C = 192)."""
+    inverse_width = 1.0 / x.shape[-1]
+    centred = x - x.sum(-1, keepdims=True) * inverse_width
+    variance = np.einsum("...c,...c->...", centred, centred)[..., None] * inverse_width
+    return centred * (1.0 / np.sqrt(variance + _LN_EPS)) * weight + bias
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (Hendrycks & Gimpel 2016), as ``F.gelu(approximate="tanh")``."""
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
+class NumpyDecoder:
+    """The weights of a trained model as float32 numpy arrays, and its forward pass.
+
+    Args:
+        model: a :class:`models.model.MusicTransformer` (any dtype; copied to float32).
+    """
+
+    def __init__(self, model) -> None:
+        config = model.config
+        self.n_layer, self.n_head, self.width = config.n_layer, config.n_head, config.n_embd
+        self.head_dim = config.n_embd // config.n_head
+        self.block_size = config.block_size
+
+        def array(t) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().float().cpu().numpy())
+
+        self.token_embedding = array(model.token_embedding.weight)          # (V, C)
+        self.position_embedding = array(model.position_embedding.weight)    # (P, C)
+        self.head_t = np.ascontiguousarray(self.token_embedding.T)          # (C, V), tied head
+        self.layers = []
+        for block in model.blocks:
+            self.layers.append(dict(
+                ln1_w=array(block.ln_1.weight), ln1_b=array(block.ln_1.bias),
+                qkv_w=array(block.attn.qkv.weight).T.copy(), qkv_b=array(block.attn.qkv.bias),   # (C, 3C)
+                proj_w=array(block.attn.proj.weight).T.copy(), proj_b=array(block.attn.proj.bias),  # (C, C)
+                ln2_w=array(block.ln_2.weight), ln2_b=array(block.ln_2.bias),
+                fc_w=array(block.mlp.fc.weight).T.copy(), fc_b=array(block.mlp.fc.bias),        # (C, 4C)
+                out_w=array(block.mlp.proj.weight).T.copy(), out_b=array(block.mlp.proj.bias),  # (4C, C)
+            ))
+        self.lnf_w, self.lnf_b = array(model.ln_f.weight), array(model.ln_f.bias)
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+
+    def new_cache(self, rows: int = 1) -> NumpyCache:
+        """An empty cache for ``rows`` sequences decoded in step."""
+        return NumpyCache(self.n_layer, rows, self.n_head, self.block_size, self.head_dim)
+
+    def forward(self, ids: np.ndarray, cache: NumpyCache) -> np.ndarray:
+        """Feed ``ids`` (B, T) int after the ``cache.length`` tokens already seen;
+        returns the next-token logits after the last one, (B, V) float32.
+
+        Raises:
+            ValueError: the context would exceed ``block_size``.
+        """
+        B, T = ids.shape
+        start = cache.length
+        if start + T > self.block_size:
+            raise ValueError(f"context of {start + T} tokens exceeds block_size {self.block_size}")
+        H, D, C = self.n_head, self.head_dim, self.width
+        x = self.token_embedding[ids] + self.position_embedding[start:start + T]        # (B, T, C)
+        end = start + T
+        mask = None
+        if T > 1:  # query i (at position start + i) sees keys 0..start + i
+            mask = np.triu(np.full((T, end), -np.inf, np.float32), k=start + 1)       # (T, end)
+        for index, p in enumerate(self.layers):
+            h = _layer_norm(x, p["ln1_w"], p["ln1_b"])
+            qkv = h @ p["qkv_w"] + p["qkv_b"]                                          # (B, T, 3C)
+            qkv = qkv.reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)                  # (3, B, H, T, D)
+            cache.keys[index, :, :, start:end] = qkv[1]
+            cache.values[index, :, :, start:end] = qkv[2]
+            keys = cache.keys[index, :, :, :end]                                       # (B, H, end, D)
+            scores = (qkv[0] @ keys.transpose(0, 1, 3, 2)) * self.scale                # (B, H, T, end)
+            if mask is not None:
+                scores = scores + mask
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            y = scores @ cache.values[index, :, :, :end]                               # (B, H, T, D)
+            y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                               # (B, T, C)
+            x = x + (y @ p["proj_w"] + p["proj_b"])
+            h = _layer_norm(x, p["ln2_w"], p["ln2_b"])
+            x = x + (_gelu_tanh(h @ p["fc_w"] + p["fc_b"]) @ p["out_w"] + p["out_b"])  # (B, T, C)
+        cache.length = end
+        last = _layer_norm(x[:, -1], self.lnf_w, self.lnf_b)                          # (B, C)
+        return last @ self.head_t                                                      # (B, V)
