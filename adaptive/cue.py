@@ -27,6 +27,9 @@ from adaptive.clock import Quantize
 from adaptive.gain import GainCurve
 from adaptive.harmony import Chord, Key
 
+DEFAULT_BANK = Path(__file__).parent / "data" / "default_bank" / "bank.toml"
+"""The embedded default cue bank."""
+
 WILDCARD = "*"
 """Matches any cue in a transition rule."""
 
@@ -91,7 +94,7 @@ class GeneratedSource(_Frozen):
     @field_validator("generator")
     @classmethod
     def _known_generator(cls, name: str | None) -> str | None:
-        from adaptive.generator import GENERATORS
+        from adaptive.registry import GENERATORS
 
         if name is not None and name not in GENERATORS:
             raise ValueError(f"unknown generator {name!r} (allowed: {', '.join(sorted(GENERATORS))})")

@@ -57,6 +57,9 @@ DEFAULT_RING_BLOCKS = 8
 """Blocks in the ring of output buffers: an :attr:`OutputBlock.audio` view stays
 valid for this many blocks after it is handed out."""
 
+MAX_LOOKAHEAD_MS = 2000.0
+"""The longest lookahead a real-time session keeps (the server's settings allow the same)."""
+
 MIDI_TRIM_THRESHOLD = 10_000
 """When more than this many MIDI note events have been handed to sinks, they
 are removed from ``session.midi_events`` (memory stays bounded in long sessions)."""
@@ -173,8 +176,8 @@ class RealtimeSession:
         if not 1 <= block_frames <= session.max_block_frames:
             raise ValueError(f"block_frames {block_frames} is out of range "
                              f"(allowed: 1..{session.max_block_frames}, the session's max_block_frames)")
-        if not 0.0 <= lookahead_ms <= 10_000.0:
-            raise ValueError(f"lookahead_ms {lookahead_ms} is out of range (allowed: 0..10000 ms)")
+        if not 0.0 <= lookahead_ms <= MAX_LOOKAHEAD_MS:
+            raise ValueError(f"lookahead_ms {lookahead_ms} is out of range (allowed: 0..{MAX_LOOKAHEAD_MS:g} ms)")
         if ring_blocks < 2:
             raise ValueError(f"ring_blocks {ring_blocks} is out of range (allowed: 2 or more)")
         if not 0 <= thread_priority <= 99:

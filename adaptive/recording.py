@@ -76,7 +76,7 @@ class RecordingHeader:
         soundfont: path of the SoundFont the session used.
         sample_rate_hz: the session's sample rate (Hz).
         seed: the session's seed.
-        generator: the session's generator name (see :data:`adaptive.generator.GENERATORS`).
+        generator: the session's generator name (see :data:`adaptive.registry.GENERATORS`).
         bars_ahead: bars generated layers asked for ahead.
         speculative_bridges: bridges generated ahead per cue.
     """
@@ -293,7 +293,7 @@ def load_recording_with_fallbacks(
             problems.append(f"line 1: seed {header_data.get('seed')!r} must be an integer")
         if header_data.get("mapping") is not None and not isinstance(header_data.get("mapping"), str):
             problems.append("line 1: mapping must be the mapping's TOML text (a string) or null")
-        from adaptive.generator import GENERATORS
+        from adaptive.registry import GENERATORS
 
         generator = header_data.get("generator", "rule_based")
         if generator not in GENERATORS:
@@ -444,6 +444,7 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
     """
     from adaptive.cue import load_bank
     from adaptive.generation import GenerationMode, GenerationWorker
+    from adaptive.offline import render_offline
     from adaptive.session import Session
 
     from adaptive.mapping import parse_mapping_text
@@ -459,18 +460,7 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
                       speculative_bridges=header.speculative_bridges, mapping=mapping,
                       generated_bridges=changes_mapping)
     try:
-        audio = np.empty((end_frame, 2), np.float32)
-
-        def render_to(frame: int) -> None:
-            while session.frame < frame:
-                start = session.frame
-                n = min(block_frames, frame - start)
-                audio[start : start + n] = session.render(n)
-
-        for frame, item in inputs:
-            render_to(frame)
-            session.submit(frame, item)
-        render_to(end_frame)
+        audio = render_offline(session, end_frame, inputs, block_frames=block_frames)
         if events is not None:
             events.extend(session.drain_events())
     finally:

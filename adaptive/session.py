@@ -36,11 +36,12 @@ from adaptive.cue import (BridgeKind, Cue, CueBank, GeneratedSource, GeneratedSt
 from adaptive.errors import AdaptiveError, AssetError
 from adaptive.gain import GainCurve, GainRamp, amplitude_to_db, db_to_amplitude
 from adaptive.generation import BarFeed, GenerationWorker
-from adaptive.generator import DEFAULT_GENERATOR, BarRequest, make_generator
+from adaptive.generator import BarRequest
 from adaptive.harmony import Key
 from adaptive.mapping import MappingChange, ResolvedMapping, parse_mapping_text
 from adaptive.mixer import SoftLimiter
 from adaptive.part import Part, PartLibrary
+from adaptive.registry import default_generator, make_generator
 from adaptive.scene import SceneState, SceneUpdate, SessionInput, StingerTrigger, validate_update
 from adaptive.smoothing import SceneSmoother
 from adaptive.speculation import DEFAULT_SPECULATIVE_BRIDGES, BridgesAhead, StingersAhead
@@ -176,10 +177,10 @@ class Session:
         master_gain_db: gain on the mix before the limiter (headroom).
         record_midi: keep every played note in :attr:`midi_events`.
         progress: called with a message while assets load (e.g. rendering stems).
-        generator: the part generator (a name of :data:`adaptive.generator.GENERATORS`)
+        generator: the part generator (a name of :data:`adaptive.registry.GENERATORS`)
             of generated layers without their own ``source.generator``, of
             generated bridges and of generated stingers (default
-            :data:`adaptive.generator.DEFAULT_GENERATOR`).
+            :func:`adaptive.registry.default_generator`).
         generation: the generation worker (default: a new one in
             :attr:`~adaptive.generation.GenerationMode.WAIT` mode, for offline
             rendering; the real-time runner switches it to real time). The
@@ -234,7 +235,7 @@ class Session:
         self._progress = progress or (lambda message: None)
         if not 1 <= bars_ahead <= 16:
             raise ValueError(f"bars_ahead {bars_ahead} is out of range (allowed: 1..16)")
-        self.generator_name = generator or DEFAULT_GENERATOR
+        self.generator_name = generator or default_generator()
         self.bars_ahead = bars_ahead
         self.speculative_bridges = speculative_bridges
         self.generation = generation or GenerationWorker()

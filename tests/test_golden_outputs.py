@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptive.cli import main
+from app.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -12,6 +12,7 @@ import pytest
 import soundfile
 
 from adaptive.cue import CueBank, load_bank
+from adaptive.offline import render_offline
 from adaptive.synth import find_soundfont
 
 SAMPLE_RATE_HZ = 48_000
@@ -160,10 +161,4 @@ def fade_silent_frames(fade_frames: int) -> int:
 
 def render_frames(session, n_frames: int, block_frames: int = 4096) -> np.ndarray:
     """Render ``n_frames`` from ``session`` into one array."""
-    out = np.empty((n_frames, 2), np.float32)
-    position = 0
-    while position < n_frames:
-        n = min(block_frames, n_frames - position, session.max_block_frames)
-        out[position : position + n] = session.render(n)
-        position += n
-    return out
+    return render_offline(session, session.frame + n_frames, block_frames=min(block_frames, session.max_block_frames))

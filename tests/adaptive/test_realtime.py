@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from adaptive.errors import ConfigError
+from adaptive.offline import render_offline
 from adaptive.realtime import GcPauseMonitor, OutputBlock, RealtimeSession
 from adaptive.recording import Recording, load_recording, replay
 from adaptive.scene import SceneUpdate, StingerTrigger
@@ -342,9 +343,7 @@ def test_midi_events_are_trimmed_without_losing_any(tone_bank, soundfont):
     assert len(seen) > 20
     assert len(session.midi_events) <= 5 + 10  # trimmed (a block adds a few)
     reference = make_session(tone_bank, soundfont)
-    reference.submit(0, SceneUpdate(cue="keys"))
-    while reference.frame < session.frame:
-        reference.render(min(4096, session.frame - reference.frame))
+    render_offline(reference, session.frame, [(0, SceneUpdate(cue="keys"))])
     assert seen == reference.midi_events
     session.close()
     reference.close()
@@ -494,9 +493,9 @@ def test_the_render_thread_asks_for_real_time_priority_and_goes_on_without_it(to
 
 RENDER_PATH_IMPORTS_SCRIPT = r"""
 import json, sys, threading
-from adaptive.cli import _bank_and_mapping
+from app.cli import _bank_and_mapping
 from adaptive.generation import GenerationMode
-from adaptive.generator import GENERATORS
+from adaptive.registry import GENERATORS
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from adaptive.cli import DEFAULT_BANK, main
+from adaptive.cue import DEFAULT_BANK
+from app.cli import main
 from adaptive.cue import load_bank
 from adaptive.scene import SceneUpdate
 from adaptive.session import Session

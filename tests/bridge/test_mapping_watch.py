@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from adaptive.cli import main
+from app.cli import main
 from adaptive.mapping import ResolvedMapping, load_mapping, parse_mapping_text
 from adaptive.scene import SceneUpdate
 from adaptive.session import Session
@@ -191,7 +191,7 @@ def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path)
     events subscribers when it takes effect, a broken one is reported to
     every client, and the recording replays both as served."""
     from adaptive.recording import replay
-    from bridge.server import Server, ServerSettings
+    from app.server import Server, ServerSettings
 
     bank = tone_bank()
     path = tmp_path / "mapping.toml"
@@ -223,7 +223,7 @@ def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path)
     text = settings.record.read_text()
     assert '"type": "mapping"' in text and text.count('"type": "mapping"') == 1
     assert len(replay(settings.record)) == server.session.frame
-    from adaptive.plot import load_events, plot_session
+    from app.plot import load_events, plot_session
 
     events, rate = load_events(settings.record)  # a recording is replayed for its events
     assert [e["type"] for e in events].count("mapping") == 1

@@ -6,7 +6,6 @@ valid scene afterwards."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import shutil
@@ -18,10 +17,10 @@ import time
 
 import pytest
 
-from adaptive.cli import DEFAULT_BANK
+from adaptive.cue import DEFAULT_BANK
 from bridge.audio import read_tcp_blocks
 from bridge.protocol import MAX_DATAGRAM_BYTES, Direction, ProtocolError, decode_osc, encode_osc
-from bridge.server import Server, ServerSettings
+from app.server import Server, ServerSettings
 
 SEED = 20261121
 DATAGRAMS = 4000
@@ -196,7 +195,7 @@ class Listener:
 
 @pytest.fixture
 def server():
-    ports = {f.name: 0 for f in dataclasses.fields(ServerSettings) if f.name.endswith("_port")}  # any free ports
+    ports = {name: 0 for name in ServerSettings.model_fields if name.endswith("_port")}  # any free ports
     settings = ServerSettings(bank=DEFAULT_BANK, lookahead_ms=60.0, block_frames=256, **ports)
     server = Server(settings)
     server.start()

@@ -11,7 +11,7 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 
-from adaptive.cli import DEFAULT_BANK  # noqa: E402
+from adaptive.cue import DEFAULT_BANK  # noqa: E402
 from adaptive.cue import load_bank  # noqa: E402
 from adaptive.scene import SceneUpdate, StingerTrigger  # noqa: E402
 from adaptive.session import MidiNoteEvent, MusicEvent  # noqa: E402

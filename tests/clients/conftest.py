@@ -47,7 +47,7 @@ class Served:
 def served(tmp_path):
     osc, audio, zmq_audio, control, events = free_ports(5)
     record = tmp_path / "session.jsonl"
-    command = [sys.executable, "-m", "adaptive.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
+    command = [sys.executable, "-m", "app.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
                "--zmq-audio-port", str(zmq_audio), "--zmq-control-port", str(control),
                "--zmq-events-port", str(events), "--record", str(record)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)

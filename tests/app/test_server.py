@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from adaptive.cli import DEFAULT_BANK
+from adaptive.cue import DEFAULT_BANK
 from adaptive.recording import replay
 from bridge.audio import SampleFormat, decode_block, decode_header, encode_block, read_tcp_blocks
 from bridge.protocol import Direction, decode_osc, encode_osc
-from bridge.server import Server, ServerSettings
+from app.server import Server, ServerSettings
 from tests.clients.conftest import free_ports
 
 
@@ -185,7 +185,7 @@ def test_serve_driven_by_oscsend_stops_cleanly_on_sigterm(tmp_path):
     from adaptive.recording import load_recording
 
     osc, audio, zmq_audio, control, events = free_ports(5)
-    command = [sys.executable, "-m", "adaptive.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
+    command = [sys.executable, "-m", "app.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
                "--zmq-audio-port", str(zmq_audio), "--zmq-control-port", str(control),
                "--zmq-events-port", str(events), "--record", str(tmp_path / "rec.jsonl"),
                "--midi-file", str(tmp_path / "played.mid")]

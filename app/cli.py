@@ -24,11 +24,11 @@ import sys
 from pathlib import Path
 
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ
+from adaptive.cue import DEFAULT_BANK
 from adaptive.errors import AdaptiveError
-from adaptive.generator import DEFAULT_GENERATOR, GENERATORS
+from adaptive.registry import GENERATORS
+from app.generators import DEFAULT_GENERATOR, register_generators
 
-DEFAULT_BANK = Path(__file__).parent / "data" / "default_bank" / "bank.toml"
-"""The embedded default cue bank."""
 
 
 
@@ -247,11 +247,6 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-SERVE_KEYS = ("host", "osc_port", "audio_tcp_port", "zmq_audio_port", "zmq_control_port", "zmq_events_port",
-              "lookahead_ms", "realtime_priority", "block_frames", "sample_rate", "record", "midi_file", "virtual_midi",
-              "seed", "bank", "soundfont", "generator", "mapping")
-
-
 def _serve_settings(args: argparse.Namespace):
     """Server settings from defaults, then the --config file, then the options.
 
@@ -261,49 +256,22 @@ def _serve_settings(args: argparse.Namespace):
     import tomllib
 
     from adaptive.errors import ConfigError
-    from bridge.server import ServerSettings
+    from app.settings import CONFIG_KEYS, ServerSettings
 
-    values: dict = {"bank": DEFAULT_BANK}
+    values: dict = {}
     if args.config is not None:
         try:
-            config = tomllib.loads(args.config.read_text(encoding="utf-8"))
+            values.update(tomllib.loads(args.config.read_text(encoding="utf-8")))
         except OSError as error:
             raise ConfigError(f"{args.config}: cannot read ({error.strerror or error})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{args.config}: not valid TOML: {error}") from None
-        unknown = sorted(set(config) - set(SERVE_KEYS))
-        if unknown:
-            raise ConfigError(f"{args.config}: unknown setting {unknown[0]!r} (allowed: {', '.join(SERVE_KEYS)})")
-        values.update(config)
-    values.update({key: getattr(args, key) for key in SERVE_KEYS if getattr(args, key) is not None})
-    checks = {
-        "osc_port": (0, 65535), "audio_tcp_port": (0, 65535), "zmq_audio_port": (0, 65535),
-        "zmq_control_port": (0, 65535), "zmq_events_port": (0, 65535),
-        "lookahead_ms": (0.0, 2000.0), "realtime_priority": (0, 99), "block_frames": (32, 4096), "sample_rate": (8000, 192000),
-        "seed": (0, 2**32 - 1),
-    }
-    where = f"{args.config}: " if args.config else ""
-    for key, (low, high) in checks.items():
-        if key in values:
-            value = values[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise ConfigError(f"{where}{key} {value!r} is out of range (allowed: {low}..{high})")
-            if isinstance(low, int) and not isinstance(value, int):
-                raise ConfigError(f"{where}{key} {value!r} is not allowed (allowed: a whole number from {low} to {high})")
-    if "generator" in values and values["generator"] not in GENERATORS:
-        raise ConfigError(f"{where}generator {values['generator']!r} is not allowed (allowed: {', '.join(GENERATORS)})")
-    if "virtual_midi" in values and not isinstance(values["virtual_midi"], bool):
-        raise ConfigError(f"{where}virtual_midi {values['virtual_midi']!r} is not allowed (allowed: true or false)")
-    for key in ("bank", "soundfont", "record", "midi_file", "mapping"):
-        if values.get(key) is not None:
-            values[key] = Path(values[key])
-    if "sample_rate" in values:
-        values["sample_rate_hz"] = int(values.pop("sample_rate"))
-    return ServerSettings(**values)
+    values.update({key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key) is not None})
+    return ServerSettings.from_values(values, f"{args.config}: " if args.config else "")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from bridge.server import serve
+    from app.server import serve
 
     return serve(_serve_settings(args))
 
@@ -498,7 +466,7 @@ def _mapping(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from adaptive import plot
+    from app import plot
 
     _check_writable(args.output)
     if args.plot_command == "mapping":
@@ -517,6 +485,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``adaptive`` console script; returns the exit status."""
+    register_generators()
     args = build_parser().parse_args(argv)
     handlers = {"render": _render, "serve": _serve, "replay": _replay, "bank": _bank, "send": _send,
                 "monitor": _monitor, "check": _check, "mapping": _mapping, "plot": _plot}
