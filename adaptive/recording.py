@@ -51,7 +51,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from adaptive.errors import ConfigError, format_problems
-from adaptive.generation import GenerationFallback
+from adaptive.generation import FallbackReason, GenerationFallback
 from adaptive.mapping import MappingChange
 from adaptive.scene import SceneUpdate, SessionInput, StingerTrigger
 
@@ -59,7 +59,7 @@ RECORDING_FORMAT = "adaptive-recording"
 RECORDING_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 """Versions :func:`load_recording` reads (1: before generation settings and fallbacks)."""
-FALLBACK_REASONS = ("late", "error", "forced")
+FALLBACK_REASONS = tuple(reason.value for reason in FallbackReason)
 SCENE_FIELDS = ("emotion", "valence", "arousal", "intensity", "location", "cue")
 """The fields of a ``"scene"`` line besides ``frame`` and ``type`` (see :class:`SceneUpdate`)."""
 
@@ -367,7 +367,7 @@ def load_recording_with_fallbacks(
                 continue
             if frame is not None:
                 fallbacks.append(GenerationFallback(frame, data["part"], data["request"], data["bar_index"],
-                                                    data["reason"]))
+                                                    FallbackReason(data["reason"])))
             continue
         if kind == "scene":
             allowed = {"type", "frame", *SCENE_FIELDS}

@@ -19,7 +19,8 @@ from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, frames_to_seconds, seconds_to
 from adaptive.cue import CueBank
 from adaptive.mapping import MappingChange, ResolvedMapping
 from adaptive.offline import render_offline
-from adaptive.session import MusicEvent, Session
+from adaptive.events import MusicEvent
+from adaptive.session import Session
 from adaptive.timeline import Timeline
 
 RENDER_BLOCK_FRAMES = 4096

@@ -118,13 +118,13 @@ class Server:
 
     def _report_mapping_error(self, path: str, message: str) -> None:
         """Tell every client that an edited mapping file is invalid (from the watch thread)."""
-        from adaptive.session import MusicEvent
+        from adaptive.events import EventKind, MusicEvent
 
         osc, zmq = getattr(self, "osc", None), getattr(self, "zmq", None)
         if osc is not None:
             osc.broadcast("mapping_error", {"path": path[-200:], "message": message})
         if zmq is not None:
-            zmq.broadcast_events([MusicEvent(self.session.frame, "mapping_error", {"path": path, "message": message})])
+            zmq.broadcast_events([MusicEvent(self.session.frame, EventKind.MAPPING_ERROR, {"path": path, "message": message})])
 
     def _publish_audio(self, block) -> None:
         to_zmq = self.audio_zmq.has_subscribers()

@@ -165,13 +165,13 @@ def _stem_note_events(session, hooks: _StemSpans, end_frame: int) -> list:
     long as the engine played those stems (looped like the stem)."""
     from adaptive.cue import StemSource
     from adaptive.part import read_midi_tracks
-    from adaptive.session import MidiNoteEvent, PartInfo
+    from adaptive.events import MidiNoteEvent, PartInfo
     from adaptive.voice import NOTE_OFF, NOTE_ON
 
     events: list = []
     bank = session.bank
     for cue in bank.cues + bank.segments:
-        player = session._players[cue.name]  # bench-only peek at the session's players
+        player = session.stage.players[cue.name]  # bench-only peek at the session's players
         loop_beats = float(cue.loop_bars * cue.meter.beats_per_bar)
         for layer, layer_player in zip(cue.layers, player.layers):
             source = layer.source
@@ -286,8 +286,8 @@ def run_worker(spec: dict) -> dict:
     hooks.uninstall()
     peak_rss = _maxrss_mb()
     threads = _threads()
-    synths = sum(1 for p in session._players.values() for layer in p.layers if hasattr(layer.voice, "synth"))
-    synths += len(session._stingers) + len(session._bridge_synths)
+    synths = sum(1 for p in session.stage.players.values() for layer in p.layers if hasattr(layer.voice, "synth"))
+    synths += len(session.stingers.voices) + len(session._bridge_synths)
     engine_note_ons = sum(1 for e in session.midi_events if e.kind == NOTE_ON)
     stem_events = _stem_note_events(session, hooks, total_frames)
     events = list(session.midi_events) + stem_events

@@ -31,10 +31,14 @@ BROKEN = QUIET + "[cues.low.layers.upper]\ngain_curve = [[0.0, -6.0], [1.0, 60.0
 
 def write(path, text: str, bump_seconds: int) -> None:
     """Write ``text`` and move its modification time on (a real editor's
-    save is seconds apart; the test must not depend on timestamp granularity)."""
-    path.write_text(text, encoding="utf-8")
+    save is seconds apart; the test must not depend on timestamp granularity).
+    The file is replaced at once, as an editor saves: a server watching it
+    must not see it truncated half way (it would load an empty mapping)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
     stamp = time.time() + bump_seconds
-    os.utime(path, (stamp, stamp))
+    os.utime(partial, (stamp, stamp))
+    os.replace(partial, path)
 
 
 def test_hot_reload_of_valid_and_invalid_files_during_a_render(tone_bank, soundfont, tmp_path):

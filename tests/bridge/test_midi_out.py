@@ -16,7 +16,8 @@ import pytest
 from adaptive.errors import AdaptiveError
 from adaptive.realtime import OutputBlock, RealtimeSession
 from adaptive.scene import SceneUpdate, StingerTrigger
-from adaptive.session import MidiNoteEvent, PartInfo, Session
+from adaptive.events import MidiNoteEvent, PartInfo
+from adaptive.session import Session
 from adaptive.voice import NOTE_OFF, NOTE_ON
 from bridge import midi_out
 from bridge.midi_out import MidiFileRecorder, VirtualMidiPort, open_virtual_output

@@ -14,7 +14,7 @@ zmq = pytest.importorskip("zmq")
 from adaptive.cue import DEFAULT_BANK  # noqa: E402
 from adaptive.cue import load_bank  # noqa: E402
 from adaptive.scene import SceneUpdate, StingerTrigger  # noqa: E402
-from adaptive.session import MidiNoteEvent, MusicEvent  # noqa: E402
+from adaptive.events import MidiNoteEvent, MusicEvent  # noqa: E402
 from bridge.protocol import PROTOCOL_VERSION, Direction, decode_json  # noqa: E402
 from bridge.zmq_server import ZmqServer  # noqa: E402
 
