@@ -29,7 +29,7 @@ from adaptive.realtime import RealtimeSession
 from adaptive.recording import Recording, load_recording_with_fallbacks, replay
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
-from tests.adaptive.conftest import render_frames
+from tests.helpers import render_frames
 
 RATE = 48_000
 

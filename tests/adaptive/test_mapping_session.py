@@ -14,7 +14,7 @@ from adaptive.offline import render_offline
 from adaptive.recording import Recording, replay
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import InputError, Session
-from tests.adaptive.conftest import SAMPLE_RATE_HZ, render_frames
+from tests.helpers import SAMPLE_RATE_HZ, render_frames
 from tests.adaptive.test_session import max_second_difference, tone_amplitude
 
 BAR_FRAMES = 2 * SAMPLE_RATE_HZ  # cue "low": 120 bpm, 4/4

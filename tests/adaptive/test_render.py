@@ -17,7 +17,7 @@ from app.cli import main
 from adaptive.cue import load_bank
 from adaptive.scene import SceneUpdate
 from adaptive.session import Session
-from tests.adaptive.conftest import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
+from tests.helpers import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

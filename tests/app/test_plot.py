@@ -12,7 +12,6 @@ from adaptive.errors import ConfigError
 from adaptive.mapping import DEFAULT_MAPPING
 from app.cli import main
 from app.plot import load_events
-from tests.adaptive.conftest import soundfont, tone_bank  # noqa: F401 (fixtures)
 
 
 def png_size(path) -> tuple[int, int]:

@@ -18,7 +18,9 @@ from adaptive.recording import replay
 from bridge.audio import SampleFormat, decode_block, decode_header, encode_block, read_tcp_blocks
 from bridge.protocol import Direction, decode_osc, encode_osc
 from app.server import Server, ServerSettings
-from tests.clients.conftest import free_ports
+from tests.helpers import free_ports
+
+pytestmark = pytest.mark.integration  # real sockets, real threads, wall-clock waits
 
 
 class OscClient:

@@ -14,6 +14,8 @@ from bridge.client import AdaptiveClient, ClockSync
 from bridge.protocol import ProtocolError
 from app.server import Server, ServerSettings
 
+pytestmark = pytest.mark.integration  # real sockets, real threads, wall-clock waits
+
 
 @pytest.fixture(scope="module")
 def server():

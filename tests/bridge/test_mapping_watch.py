@@ -19,7 +19,7 @@ from adaptive.session import Session
 from bridge.mapping_watch import MappingControl, cut_utf8, mapping_replies
 from bridge.osc_server import OscServer
 from bridge.protocol import Direction, decode_osc, encode_osc
-from tests.adaptive.conftest import SAMPLE_RATE_HZ, soundfont, tone_bank  # noqa: F401 (fixtures)
+from tests.helpers import SAMPLE_RATE_HZ
 from tests.adaptive.test_session import tone_amplitude
 
 BAR_FRAMES = 2 * SAMPLE_RATE_HZ  # cue "low" of the tone bank: 120 bpm, 4/4
@@ -177,6 +177,7 @@ def test_adaptive_mapping_export_writes_the_live_mapping(osc_with_mapping, tmp_p
     assert "wrote" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_an_invalid_reload_reaches_every_client_as_mapping_error(osc_with_mapping):
     server, _ = osc_with_mapping
     client = _Listener()
@@ -190,6 +191,7 @@ def test_an_invalid_reload_reaches_every_client_as_mapping_error(osc_with_mappin
     client.sock.close()
 
 
+@pytest.mark.integration
 def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path):
     """adaptive serve end to end: an edited mapping file is announced to
     events subscribers when it takes effect, a broken one is reported to
@@ -247,6 +249,7 @@ def test_adaptive_send_sets_and_reads_mapping_values(osc_with_mapping, capsys):
     assert control.get("smoothing.min_cue_bars") == "4"
 
 
+@pytest.mark.integration
 def test_live_tuning_over_zeromq_json(tone_bank):
     zmq = pytest.importorskip("zmq")
     import json as json_module

@@ -22,6 +22,8 @@ from bridge.audio import read_tcp_blocks
 from bridge.protocol import MAX_DATAGRAM_BYTES, Direction, ProtocolError, decode_osc, encode_osc
 from app.server import Server, ServerSettings
 
+pytestmark = pytest.mark.integration  # real sockets, real threads, wall-clock waits
+
 SEED = 20261121
 DATAGRAMS = 4000
 

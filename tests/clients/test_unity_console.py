@@ -20,9 +20,9 @@ UNITY = REPO / "unity_example"
 SAMPLE_RATE_HZ = 48000
 PREFILL_SECONDS = 0.1  # Program.cs PrefillSeconds
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     shutil.which("mcs") is None or shutil.which("mono") is None,
-    reason="Mono's C# compiler and runtime (Debian mono-mcs, mono-runtime) are not installed; ./run test installs them")
+    reason="Mono's C# compiler and runtime (Debian mono-mcs, mono-runtime) are not installed; ./run test installs them")]
 
 
 @pytest.fixture(scope="module")

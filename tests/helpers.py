@@ -1,19 +1,20 @@
-"""Shared fixtures: small cue banks built from known signals, so tests can find
-things in the rendered audio exactly."""
+"""The tests' one set of helpers: known signals and banks to find things in
+the rendered audio exactly, a fake clock, one way to wait for another thread,
+free ports. The fixtures built on them (``soundfont``, ``tone_bank``) are in
+``tests/conftest.py``."""
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from typing import Callable
 
 import mido
 import numpy as np
-import pytest
 import soundfile
 
-from adaptive.cue import CueBank, load_bank
 from adaptive.offline import render_offline
-from adaptive.synth import find_soundfont
 
 SAMPLE_RATE_HZ = 48_000
 
@@ -115,36 +116,6 @@ fade_beats = {fade_beats}
 """
 
 
-@pytest.fixture(scope="session")
-def soundfont() -> Path:
-    """The General MIDI SoundFont the tests render with."""
-    return find_soundfont()
-
-
-@pytest.fixture
-def tone_bank(tmp_path: Path) -> Callable[..., CueBank]:
-    """Build a bank of sine stems: cue ``low`` (440 Hz + an 880 Hz layer entering
-    at intensity 0.5), ``high`` (660 Hz, 3/4 at 90 bpm), ``keys`` (a piano note on
-    every beat at 100 bpm), segment ``lead_in`` (550 Hz, one bar) and stinger ``hit``."""
-    write_sine(tmp_path / "low.flac", 440.0, 4.0)
-    write_sine(tmp_path / "upper.flac", 880.0, 4.0, amplitude=0.2)
-    write_sine(tmp_path / "high.flac", 660.0, 4.0)
-    write_sine(tmp_path / "segment.flac", 550.0, 3.0)  # a one-bar segment with a tail
-    write_midi(tmp_path / "parts.mid", {
-        "beats": [(float(beat), 0.25, 72, 110) for beat in range(4)],
-        "hit": [(0.0, 0.5, 84, 120), (0.0, 0.5, 79, 120)],
-    })
-
-    def build(exit: str = "next_bar", fade_beats: float = 1.0, stinger_quantize: str = "next_beat",
-              extra: str = "") -> CueBank:
-        text = TONE_BANK.format(exit=exit, fade_beats=fade_beats, stinger_quantize=stinger_quantize, extra=extra)
-        path = tmp_path / "bank.toml"
-        path.write_text(text)
-        return load_bank(path)
-
-    return build
-
-
 def first_difference(a: np.ndarray, b: np.ndarray) -> int | None:
     """Index of the first frame where two renders differ (None if identical)."""
     differing = np.flatnonzero(np.any(a != b, axis=1))
@@ -162,3 +133,51 @@ def fade_silent_frames(fade_frames: int) -> int:
 def render_frames(session, n_frames: int, block_frames: int = 4096) -> np.ndarray:
     """Render ``n_frames`` from ``session`` into one array."""
     return render_offline(session, session.frame + n_frames, block_frames=min(block_frames, session.max_block_frames))
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` loopback ports free right now (UDP and TCP)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class FakeClock:
+    """A clock (seconds) that only moves when told to, or when slept on.
+
+    Args:
+        max_sleep_seconds: if given, a sleep longer than this (or not positive)
+            fails the test (a pacing loop must sleep in short steps).
+    """
+
+    def __init__(self, now: float = 100.0, max_sleep_seconds: float | None = None) -> None:
+        self.now = now
+        self.max_sleep_seconds = max_sleep_seconds
+        self.sleeps = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        if self.max_sleep_seconds is not None:
+            assert 0.0 < seconds <= self.max_sleep_seconds
+        self.sleeps += 1
+        self.now += seconds
+
+
+def wait_until(condition: Callable[[], object], timeout_seconds: float = 2.0, poll_seconds: float = 0.005) -> bool:
+    """Poll ``condition`` (another thread's doing) until it holds or the time
+    runs out; whether it holds. Use as ``assert wait_until(...)``."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll_seconds)
+    return bool(condition())
