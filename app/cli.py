@@ -66,29 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(render)
     _mapping_option(render)
 
-    serve = commands.add_parser("serve", help="run the real-time server (OSC and ZeroMQ; see docs/protocol.md)")
-    serve.add_argument("--config", type=Path, help="server settings TOML (keys as the options below, with _ for -)")
-    serve.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--osc-port", type=int, help="UDP port for OSC (default 9000; 0 = any free port)")
-    serve.add_argument("--audio-tcp-port", type=int, help="TCP port of the audio stream (default 9001)")
-    serve.add_argument("--zmq-audio-port", type=int, help="ZeroMQ PUB audio port (default 9002)")
-    serve.add_argument("--zmq-control-port", type=int, help="ZeroMQ ROUTER port for JSON control (default 9003)")
-    serve.add_argument("--zmq-events-port", type=int, help="ZeroMQ PUB port for JSON callbacks (default 9004)")
-    serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
-    serve.add_argument("--realtime-priority", type=int,
-                       help="SCHED_FIFO priority of the render thread, 1..99 (default 10; 0: normal scheduling)")
-    serve.add_argument("--block-frames", type=int, help="frames per audio block, 32..4096 (default 1024, 21.3 ms at 48 kHz; 512 reacts ~10 ms sooner for more CPU)")
-    serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
-    serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
-    serve.add_argument("--midi-file", type=Path, help="write the notes played as a Standard MIDI File at exit")
-    serve.add_argument("--virtual-midi", action="store_true", default=None,
-                       help="also play the notes on a virtual MIDI port 'adaptive' (needs python-rtmidi)")
-    serve.add_argument("--seed", type=int, help="seed of generated parts (default 0)")
-    _generator_option(serve, default=None)
-    serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
-    serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
-    serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
-                                                    "the next bar; default: the embedded bank's mapping)")
+    _serve_parser(commands)
 
     replay = commands.add_parser("replay", help="render a session recording offline, bit for bit as served")
     replay.add_argument("recording", type=Path, help="a recording written by 'adaptive serve --record'")
@@ -118,6 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(export)
     export.add_argument("-o", "--output", type=Path, required=True, help="the TOML file to write")
 
+    _plot_parser(commands)
+    return parser
+
+
+def _serve_parser(commands) -> None:
+    """``adaptive serve``: its options name the settings of :class:`app.settings.ServerSettings`."""
+    serve = commands.add_parser("serve", help="run the real-time server (OSC and ZeroMQ; see docs/protocol.md)")
+    serve.add_argument("--config", type=Path, help="server settings TOML (keys as the options below, with _ for -)")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--osc-port", type=int, help="UDP port for OSC (default 9000; 0 = any free port)")
+    serve.add_argument("--audio-tcp-port", type=int, help="TCP port of the audio stream (default 9001)")
+    serve.add_argument("--zmq-audio-port", type=int, help="ZeroMQ PUB audio port (default 9002)")
+    serve.add_argument("--zmq-control-port", type=int, help="ZeroMQ ROUTER port for JSON control (default 9003)")
+    serve.add_argument("--zmq-events-port", type=int, help="ZeroMQ PUB port for JSON callbacks (default 9004)")
+    serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
+    serve.add_argument("--realtime-priority", type=int,
+                       help="SCHED_FIFO priority of the render thread, 1..99 (default 10; 0: normal scheduling)")
+    serve.add_argument("--block-frames", type=int, help="frames per audio block, 32..4096 (default 1024, 21.3 ms at 48 kHz; 512 reacts ~10 ms sooner for more CPU)")
+    serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
+    serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
+    serve.add_argument("--midi-file", type=Path, help="write the notes played as a Standard MIDI File at exit")
+    serve.add_argument("--virtual-midi", action="store_true", default=None,
+                       help="also play the notes on a virtual MIDI port 'adaptive' (needs python-rtmidi)")
+    serve.add_argument("--seed", type=int, help="seed of generated parts (default 0)")
+    _generator_option(serve, default=None)
+    serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
+    serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
+    serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
+                                                    "the next bar; default: the embedded bank's mapping)")
+
+
+def _plot_parser(commands) -> None:
+    """``adaptive plot mapping`` and ``adaptive plot session``."""
     plot = commands.add_parser("plot", help="draw a mapping or a session to a PNG")
     plot_commands = plot.add_subparsers(dest="plot_command", required=True)
     plot_mapping = plot_commands.add_parser("mapping", help="the emotion plane per location and the transitions")
@@ -133,7 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     plot_session.add_argument("--soundfont", type=Path, default=None, help="SoundFont for replaying a recording")
     plot_session.add_argument("--bank", type=Path, default=None,
                               help="the cue bank, for each cue's colour (default: the embedded bank)")
-    return parser
 
 
 def _generator_option(parser: argparse.ArgumentParser, default: str | None = DEFAULT_GENERATOR) -> None:
@@ -212,7 +222,6 @@ def _render(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from adaptive.clock import seconds_to_frames
-    from adaptive.cue import load_bank
     from adaptive.midifile import write_midi
     from adaptive.render import events_json, render_timeline, write_wav
     from adaptive.timeline import load_timeline

@@ -728,8 +728,6 @@ def run_profile(spec: dict) -> None:
     import pstats
 
     os.sched_setaffinity(0, {spec["core"]})
-    import numpy as np
-
     from adaptive.clock import seconds_to_frames
     from adaptive.cue import load_bank
     from adaptive.offline import render_offline

@@ -14,7 +14,7 @@ from typing import Any
 
 from adaptive.clock import Quantize
 from adaptive.cue import CueBank, TransitionRule
-from adaptive.emotion import NAMED_EMOTIONS, EmotionPoint
+from adaptive.emotion import NAMED_EMOTIONS, EmotionPoint, music_for_emotion
 from adaptive.gain import GainCurve
 from adaptive.generator import PartConditioning
 from adaptive.mapping.schema import Mapping, Region
@@ -43,15 +43,6 @@ class CueArea:
 GeneratorConditioning = PartConditioning
 """What a generator is asked for at an emotion (see :class:`Conditioning`);
 ``mode`` is ``None`` when the cue's mode is kept."""
-
-
-def _interpolate(points: list[tuple[float, float]], x: float) -> float:
-    if x <= points[0][0]:
-        return points[0][1]
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if x <= x1:
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return points[-1][1]
 
 
 @dataclass(frozen=True)
@@ -198,12 +189,9 @@ class ResolvedMapping:
     def conditioning(self, valence: float, arousal: float) -> GeneratorConditioning:
         """Generator conditioning at an emotion (see :class:`Conditioning`)."""
         spec = self.mapping.conditioning
-        mode = None
-        if spec.mode == "valence":
-            mode = "major" if valence >= spec.major_from_valence else "minor"
-        return PartConditioning(mode, _interpolate(spec.density_notes_per_beat, arousal),
-                                int(round(_interpolate(spec.velocity, arousal))),
-                                _interpolate(spec.register_semitones, valence))
+        return music_for_emotion(valence, arousal, density=spec.density_notes_per_beat, velocity=spec.velocity,
+                                 register=spec.register_semitones,
+                                 major_from_valence=spec.major_from_valence if spec.mode == "valence" else None)
 
     # ------------------------------------------------------------------ live tuning
     def data(self) -> dict[str, Any]:

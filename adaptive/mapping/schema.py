@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 
 from adaptive.clock import Quantize
 from adaptive.cue import Name, TransitionRule
+from adaptive.emotion import DENSITY_NOTES_PER_BEAT, MAJOR_FROM_VALENCE, REGISTER_SEMITONES, VELOCITY
 from adaptive.gain import amplitude_to_db
 DEFAULT_MAPPING = Path(__file__).parent.parent / "data" / "default_bank" / "mapping.toml"
 """The default mapping of the embedded cue bank."""
@@ -176,10 +177,10 @@ class Conditioning(_Frozen):
     """
 
     mode: Literal["cue", "valence"] = "cue"
-    major_from_valence: Number = Field(0.0, ge=-1.0, le=1.0)
-    density_notes_per_beat: Curve = Field(default_factory=lambda: [(-1.0, 1.0), (1.0, 4.0)])
-    velocity: Curve = Field(default_factory=lambda: [(-1.0, 45.0), (1.0, 110.0)])
-    register_semitones: Curve = Field(default_factory=lambda: [(-1.0, -6.0), (1.0, 6.0)])
+    major_from_valence: Number = Field(MAJOR_FROM_VALENCE, ge=-1.0, le=1.0)
+    density_notes_per_beat: Curve = Field(default_factory=lambda: list(DENSITY_NOTES_PER_BEAT))
+    velocity: Curve = Field(default_factory=lambda: list(VELOCITY))
+    register_semitones: Curve = Field(default_factory=lambda: list(REGISTER_SEMITONES))
 
     @field_validator("density_notes_per_beat", "velocity", "register_semitones")
     @classmethod
