@@ -181,3 +181,71 @@ def wait_until(condition: Callable[[], object], timeout_seconds: float = 2.0, po
             return True
         time.sleep(poll_seconds)
     return bool(condition())
+
+
+class OscListener:
+    """A test's OSC client that keeps every datagram it receives, decoded,
+    with the time it arrived (for tests that look at everything a server sent,
+    not only the next message, as :class:`bridge.client.AdaptiveClient` does).
+
+    Args:
+        port: the server's OSC port (on loopback).
+        clock: stamps each arrival (default: ``time.monotonic``; a server's
+            ``realtime.server_time_seconds`` puts arrivals on its clock).
+    """
+
+    def __init__(self, port: int, clock: Callable[[], float] = time.monotonic) -> None:
+        import threading
+
+        self.port = port
+        self.clock = clock
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.reply_port = self.sock.getsockname()[1]
+        self.received: list[tuple[float, object]] = []
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        from bridge.protocol import Direction, decode_osc
+
+        while self._running:
+            try:
+                datagram, _ = self.sock.recvfrom(65536)
+            except OSError:
+                continue
+            self.received.append((self.clock(), decode_osc(datagram, Direction.TO_CLIENT)))
+
+    def send(self, name: str, **values) -> None:
+        from bridge.protocol import encode_osc
+
+        self.send_raw(encode_osc(name, **values))
+
+    def send_raw(self, datagram: bytes) -> None:
+        self.sock.sendto(datagram, ("127.0.0.1", self.port))
+
+    def hello(self) -> None:
+        """Say hello with this listener's port (the welcome is awaited with :meth:`wait_for`)."""
+        self.send("hello", reply_port=self.reply_port, sample_rate_hz=48000, channels=2, sample_format="s16",
+                  client_name="test")
+
+    def timed(self, name: str) -> list[tuple[float, dict]]:
+        """Every ``name`` message so far, with its arrival time."""
+        return [(arrival, decoded.values) for arrival, decoded in list(self.received)
+                if decoded.message.name == name]
+
+    def of(self, name: str) -> list[dict]:
+        """The values of every ``name`` message so far."""
+        return [values for _, values in self.timed(name)]
+
+    def wait_for(self, found: Callable[[], object], timeout_seconds: float = 5.0) -> object:
+        """``found()`` once it is true (polled), else the test fails."""
+        assert wait_until(found, timeout_seconds, poll_seconds=0.01), f"not within {timeout_seconds} s"
+        return found()
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join(2)
+        self.sock.close()
