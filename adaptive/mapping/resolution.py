@@ -17,7 +17,7 @@ from adaptive.cue import CueBank, TransitionRule
 from adaptive.emotion import NAMED_EMOTIONS, EmotionPoint, music_for_emotion
 from adaptive.gain import GainCurve
 from adaptive.generator import PartConditioning
-from adaptive.mapping.schema import Mapping, Region
+from adaptive.mapping.schema import ConditioningMode, Mapping, Region
 from adaptive.transition import find_rule_in
 
 
@@ -191,7 +191,7 @@ class ResolvedMapping:
         spec = self.mapping.conditioning
         return music_for_emotion(valence, arousal, density=spec.density_notes_per_beat, velocity=spec.velocity,
                                  register=spec.register_semitones,
-                                 major_from_valence=spec.major_from_valence if spec.mode == "valence" else None)
+                                 major_from_valence=spec.major_from_valence if spec.mode is ConditioningMode.VALENCE else None)
 
     # ------------------------------------------------------------------ live tuning
     def data(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 from adaptive.clock import Quantize
 from adaptive.cue import Name, TransitionRule
 from adaptive.emotion import DENSITY_NOTES_PER_BEAT, MAJOR_FROM_VALENCE, REGISTER_SEMITONES, VELOCITY
+from adaptive.events import WireName
 from adaptive.gain import amplitude_to_db
 DEFAULT_MAPPING = Path(__file__).parent.parent / "data" / "default_bank" / "mapping.toml"
 """The default mapping of the embedded cue bank."""
@@ -164,6 +165,15 @@ class CueMapping(_Frozen):
         return span
 
 
+class ConditioningMode(WireName):
+    """Which mode a generated part is asked for (``[conditioning] mode``)."""
+
+    CUE = "cue"
+    """The cue's own mode."""
+    VALENCE = "valence"
+    """Major at valence >= ``major_from_valence``, minor below."""
+
+
 class Conditioning(_Frozen):
     """Emotion → what a part generator is asked for (the directions of
     Gabrielsson & Lindström 2010; Eerola, Friberg & Bresin 2013).
@@ -176,7 +186,7 @@ class Conditioning(_Frozen):
         register_semitones: ``[[valence, semitones], ...]`` (-24..24), a shift of the part's register.
     """
 
-    mode: Literal["cue", "valence"] = "cue"
+    mode: ConditioningMode = ConditioningMode.CUE
     major_from_valence: Number = Field(MAJOR_FROM_VALENCE, ge=-1.0, le=1.0)
     density_notes_per_beat: Curve = Field(default_factory=lambda: list(DENSITY_NOTES_PER_BEAT))
     velocity: Curve = Field(default_factory=lambda: list(VELOCITY))

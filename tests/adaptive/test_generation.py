@@ -29,7 +29,7 @@ from adaptive.realtime import RealtimeSession
 from adaptive.recording import Recording, load_recording_with_fallbacks, replay
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
-from tests.helpers import render_frames
+from tests.helpers import render_frames, wait_until
 
 RATE = 48_000
 
@@ -317,10 +317,7 @@ def test_bridge_modulates_interpolates_emotion_steps_tempo_and_lands_on_its_fram
 
 
 def wait_idle(session: Session) -> None:
-    deadline = time.monotonic() + 10
-    while not session.generation.idle():
-        assert time.monotonic() < deadline, "the generation worker never became idle"
-        time.sleep(0.005)
+    assert wait_until(session.generation.idle, timeout_seconds=10), "the generation worker never became idle"
 
 
 def test_a_bridge_made_ahead_is_used_without_a_miss(bank, soundfont, monkeypatch):

@@ -20,7 +20,7 @@ from adaptive.events import MidiNoteEvent, PartInfo
 from adaptive.session import Session
 from adaptive.voice import NOTE_OFF, NOTE_ON
 from bridge import midi_out
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, wait_until
 from bridge.midi_out import MidiFileRecorder, VirtualMidiPort, open_virtual_output
 
 
@@ -192,9 +192,7 @@ def test_virtual_port_sends_in_time_with_channels_and_programs():
             while server_time() < block.server_time_seconds - 0.04:
                 time.sleep(0.001)
             out.on_block(block)
-        deadline = time.monotonic() + 5
-        while out.counters["sent"] < 2 * 8 + 2 + 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: out.counters["sent"] >= 2 * 8 + 2 + 1, timeout_seconds=5)
     finally:
         out.close()
     assert port.closed
