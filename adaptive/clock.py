@@ -29,6 +29,17 @@ def seconds_to_frames(seconds: float, sample_rate_hz: int) -> int:
     return int(round(seconds * sample_rate_hz))
 
 
+def frames_elapsed(seconds: float, sample_rate_hz: int) -> int:
+    """Whole frames that have passed after ``seconds`` (>= 0) at ``sample_rate_hz``
+    (rounded down: a frame counts once all of it has played)."""
+    return int(seconds * sample_rate_hz)
+
+
+def ms_to_frames(milliseconds: float, sample_rate_hz: int) -> int:
+    """Frame count nearest to ``milliseconds`` at ``sample_rate_hz``."""
+    return int(round(milliseconds * sample_rate_hz / 1000.0))
+
+
 def frames_to_seconds(frames: int | float, sample_rate_hz: int) -> float:
     """Seconds spanned by ``frames`` at ``sample_rate_hz``."""
     return frames / sample_rate_hz

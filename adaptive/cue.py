@@ -24,8 +24,20 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adaptive.clock import Quantize
+from adaptive.events import WireName
 from adaptive.gain import GainCurve
 from adaptive.harmony import Chord, Key
+
+class Role(WireName):
+    """What a generated part plays (a generator is asked for one role per part)."""
+
+    MELODY = "melody"
+    ARPEGGIO = "arpeggio"
+    BASS = "bass"
+
+
+DEFAULT_BANK = Path(__file__).parent / "data" / "default_bank" / "bank.toml"
+"""The embedded default cue bank."""
 
 WILDCARD = "*"
 """Matches any cue in a transition rule."""
@@ -86,12 +98,12 @@ class GeneratedSource(_Frozen):
 
     kind: Literal["generated"]
     generator: str | None = None
-    role: Literal["melody", "arpeggio", "bass"] = "arpeggio"
+    role: Role = Role.ARPEGGIO
 
     @field_validator("generator")
     @classmethod
     def _known_generator(cls, name: str | None) -> str | None:
-        from adaptive.generator import GENERATORS
+        from adaptive.registry import GENERATORS
 
         if name is not None and name not in GENERATORS:
             raise ValueError(f"unknown generator {name!r} (allowed: {', '.join(sorted(GENERATORS))})")
@@ -269,7 +281,7 @@ class GeneratedStingerSource(_Frozen):
 
     kind: Literal["generated"]
     beats: float = Field(2.0, ge=0.25, le=16.0, allow_inf_nan=False)
-    role: Literal["melody", "arpeggio", "bass"] = "melody"
+    role: Role = Role.MELODY
     generator: str | None = None
 
     @field_validator("generator")

@@ -43,6 +43,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from adaptive.events import WireName
 from adaptive.generator import BarRequest, PartGenerator, RuleBasedGenerator
 from adaptive.part import Part
 
@@ -64,6 +65,18 @@ class GenerationMode(enum.Enum):
     REALTIME = "realtime"  # never wait: a bar not ready at its downbeat is a miss
 
 
+class FallbackReason(WireName):
+    """Why the fallback played a generated bar (the ``reason`` of a recording's
+    ``generation_fallback`` line)."""
+
+    LATE = "late"
+    """Not ready at its deadline."""
+    ERROR = "error"
+    """The generator raised."""
+    FORCED = "forced"
+    """Named by a replayed recording."""
+
+
 @dataclass(frozen=True)
 class GenerationFallback:
     """A bar for which the fallback played instead of the generator's answer.
@@ -74,15 +87,14 @@ class GenerationFallback:
         part: the part's name (``"cue/layer"``, ``"bridge"``, ``"stinger/name"``).
         request: the request's number within its part (0-based).
         bar_index: the request's bar index.
-        reason: ``"late"`` (not ready at its deadline), ``"error"`` (the generator
-            raised) or ``"forced"`` (named by a replayed recording).
+        reason: why.
     """
 
     frame: int
     part: str
     request: int
     bar_index: int
-    reason: str
+    reason: FallbackReason
 
 
 class Ticket:
@@ -214,22 +226,22 @@ class GenerationWorker:
         fallback's, with the miss counted and listed in :attr:`fallbacks`.
         Never raises for a generator's failure."""
         stream = ticket.stream
-        reason: str | None = None
+        reason: FallbackReason | None = None
         if (stream.name, ticket.number) in self.forced_fallbacks:
-            reason = "forced"
+            reason = FallbackReason.FORCED
         elif self.deadline_policy is not None:
             if not self.deadline_policy(ticket):
-                reason = "late"
+                reason = FallbackReason.LATE
         elif self.mode is GenerationMode.WAIT:
             if not ticket.done.wait(self.wait_timeout_seconds):
-                reason = "late"
+                reason = FallbackReason.LATE
         elif not ticket.done.is_set():
-            reason = "late"
+            reason = FallbackReason.LATE
         if reason is None:
             if ticket.part is not None:
                 self.counters["generated_bars"] += 1
                 return ticket.part
-            reason = "error"
+            reason = FallbackReason.ERROR
             self.counters["generation_errors"] += 1
         self.counters["generation_misses"] += 1
         self.fallbacks.append(GenerationFallback(int(frame), stream.name, ticket.number, ticket.request.bar_index,

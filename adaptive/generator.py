@@ -1,6 +1,7 @@
 """Generated parts: the interface a part generator fills, and the simple
-rule-based generator that stands behind it until the model generator
-(``models/``) is wired in.
+rule-based generator that stands behind it (the fallback of a late bar; the
+model generator of ``models/`` is registered by the composition root,
+:mod:`adaptive.registry`).
 
 A generator is asked for one bar at a time, ahead of the music, with the bar's
 musical context (key, chord, meter, tempo) and the emotion to express. Its
@@ -11,7 +12,7 @@ downbeat.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -171,64 +172,3 @@ class RuleBasedGenerator:
             accent = 10 if (i % notes_per_beat) == 0 else 0
             notes.append((i * step, step * 0.95, int(pitch), min(127, velocity + accent)))
         return Part.from_notes(notes)
-
-
-def load_model_generator() -> PartGenerator:
-    """The model part generator (``models.generate.ModelPartGenerator``, a
-    PyTorch Transformer) with its committed checkpoint, inferring on one
-    thread. Imported only when asked for, so the engine core imports without
-    PyTorch.
-
-    Raises:
-        ConfigError: ``models.generate`` (or PyTorch) cannot be imported, or the
-            checkpoint cannot be loaded; the message names what is missing.
-    """
-    from adaptive.errors import ConfigError
-
-    def unavailable(error: ImportError) -> ConfigError:
-        missing = getattr(error, "name", None) or str(error)
-        return ConfigError(
-            f"generator 'model' is not available: models.generate.ModelPartGenerator cannot be imported "
-            f"({missing} is missing: {error}); install the project with its dependencies ('./run setup') "
-            f"or choose --generator rule_based"
-        )
-
-    try:
-        from models.generate import ModelPartGenerator
-    except ImportError as error:
-        raise unavailable(error) from None
-    try:
-        return ModelPartGenerator(checkpoint=None, threads=1)
-    except ImportError as error:  # a dependency imported when the model loads
-        raise unavailable(error) from None
-    except Exception as error:  # a missing or corrupt checkpoint, a torch failure
-        raise ConfigError(
-            f"generator 'model': cannot load its checkpoint ({type(error).__name__}: {error}); "
-            f"choose --generator rule_based to play without the model"
-        ) from None
-
-
-GENERATORS: dict[str, Callable[[], PartGenerator]] = {"rule_based": RuleBasedGenerator, "model": load_model_generator}
-"""Part generator factories by the name a cue bank (``source.generator``) or
-the ``--generator`` option uses. Each call makes a new instance (a part owns
-its instance: a model generator keeps a KV cache per instance)."""
-
-DEFAULT_GENERATOR = "model"
-"""The generator of generated layers (without their own ``source.generator``),
-generated bridges and generated stingers when a session is not told otherwise:
-the trained model (``models/``); ``"rule_based"`` is the simpler part played
-when the model misses a deadline, and can be chosen with ``--generator``."""
-
-
-def make_generator(name: str) -> PartGenerator:
-    """A new instance of the generator registered as ``name``.
-
-    Raises:
-        ConfigError: unknown name, or the generator cannot be loaded.
-    """
-    from adaptive.errors import ConfigError
-
-    factory = GENERATORS.get(name)
-    if factory is None:
-        raise ConfigError(f"unknown generator {name!r} (allowed: {', '.join(GENERATORS)})")
-    return factory()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaptive.session import MidiNoteEvent, PartInfo
+from adaptive.events import MidiNoteEvent, PartInfo
 from adaptive.synth import PERCUSSION_CHANNEL
 from adaptive.voice import NOTE_OFF, NOTE_ON
 

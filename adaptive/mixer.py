@@ -1,5 +1,6 @@
-"""The master bus: a memoryless soft-knee limiter that keeps the mix inside
-[-ceiling, +ceiling] whatever the layers add up to.
+"""The mixer: sums what sounds (players, stingers) into the session's block,
+then the master bus: the master gain and a memoryless soft-knee limiter that
+keeps the mix inside [-ceiling, +ceiling] whatever the layers add up to.
 
 Below the knee the signal passes untouched; above it the excess is squashed
 with a hyperbolic tangent, which is continuous with slope 1 at the knee and
@@ -15,9 +16,18 @@ blocks, which keeps rendering deterministic.
 
 from __future__ import annotations
 
+from typing import Iterable, Protocol
+
 import numpy as np
 
 from adaptive.gain import db_to_amplitude
+
+
+class Source(Protocol):
+    """Something the mixer sums: a player, the stinger player."""
+
+    def render(self, start_frame: int, out: np.ndarray, scratch: np.ndarray) -> None:
+        """Add ``out.shape[0]`` frames from ``start_frame`` to ``out`` (``scratch``: a buffer to render into)."""
 
 
 class SoftLimiter:
@@ -51,3 +61,36 @@ class SoftLimiter:
         squashed = self.knee + span * np.tanh((magnitude[over] - self.knee) / span)
         audio[over] = np.copysign(squashed, audio[over]).astype(np.float32)
         return True
+
+
+class Mixer:
+    """The session's mix buffers and master bus.
+
+    Args:
+        max_block_frames: the largest block mixed at once.
+        master_gain_db: gain on the mix before the limiter (headroom).
+    """
+
+    def __init__(self, max_block_frames: int, master_gain_db: float = 0.0) -> None:
+        self.master_amplitude = db_to_amplitude(master_gain_db)
+        self.limiter = SoftLimiter()
+        self._mix = np.zeros((max_block_frames, 2), np.float32)
+        self._scratch = np.zeros((max_block_frames, 2), np.float32)
+
+    def block(self, n_frames: int) -> np.ndarray:
+        """The silent block of ``n_frames`` to mix into (a view of an internal
+        buffer, valid until the next call)."""
+        out = self._mix[:n_frames]
+        out.fill(0.0)
+        return out
+
+    def mix(self, start_frame: int, out: np.ndarray, sources: Iterable[Source]) -> None:
+        """Add each of ``sources`` from ``start_frame`` to ``out`` (a span of the block)."""
+        for source in sources:
+            source.render(start_frame, out, self._scratch)
+
+    def master(self, out: np.ndarray) -> bool:
+        """Apply the master gain and the limiter to the whole block; whether the limiter acted."""
+        if self.master_amplitude != 1.0:
+            out *= np.float32(self.master_amplitude)
+        return self.limiter.process(out)

@@ -37,11 +37,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from adaptive.clock import frames_elapsed, frames_to_seconds, ms_to_frames
 from adaptive.generation import GenerationMode
 from adaptive.mapping import MappingChange
 from adaptive.recording import Recording
 from adaptive.scene import SessionInput, StingerTrigger
-from adaptive.session import InputError, MidiNoteEvent, MusicEvent, Session
+from adaptive.events import MidiNoteEvent, MusicEvent
+from adaptive.session import InputError, Session
 
 MAX_SLEEP_SECONDS = 0.05
 """The render thread sleeps until the next block is due, but at most this long
@@ -56,6 +58,9 @@ block: 1.5-2 points of a core, of the server's 12-15 %, docs/benchmarks.md.)"""
 DEFAULT_RING_BLOCKS = 8
 """Blocks in the ring of output buffers: an :attr:`OutputBlock.audio` view stays
 valid for this many blocks after it is handed out."""
+
+MAX_LOOKAHEAD_MS = 2000.0
+"""The longest lookahead a real-time session keeps (the server's settings allow the same)."""
 
 MIDI_TRIM_THRESHOLD = 10_000
 """When more than this many MIDI note events have been handed to sinks, they
@@ -173,8 +178,8 @@ class RealtimeSession:
         if not 1 <= block_frames <= session.max_block_frames:
             raise ValueError(f"block_frames {block_frames} is out of range "
                              f"(allowed: 1..{session.max_block_frames}, the session's max_block_frames)")
-        if not 0.0 <= lookahead_ms <= 10_000.0:
-            raise ValueError(f"lookahead_ms {lookahead_ms} is out of range (allowed: 0..10000 ms)")
+        if not 0.0 <= lookahead_ms <= MAX_LOOKAHEAD_MS:
+            raise ValueError(f"lookahead_ms {lookahead_ms} is out of range (allowed: 0..{MAX_LOOKAHEAD_MS:g} ms)")
         if ring_blocks < 2:
             raise ValueError(f"ring_blocks {ring_blocks} is out of range (allowed: 2 or more)")
         if not 0 <= thread_priority <= 99:
@@ -186,7 +191,7 @@ class RealtimeSession:
         """Why real-time priority was not granted (``None``: granted, or not asked for)."""
         self.block_frames = int(block_frames)
         self.lookahead_ms = float(lookahead_ms)
-        self.lookahead_frames = int(round(lookahead_ms * session.sample_rate_hz / 1000.0))
+        self.lookahead_frames = ms_to_frames(lookahead_ms, session.sample_rate_hz)
         self.sample_rate_hz = session.sample_rate_hz
         self.recording = recording
         self.midi_trim_threshold = midi_trim_threshold
@@ -236,7 +241,7 @@ class RealtimeSession:
 
     def playback_frame(self) -> int:
         """Frames that should have been played by now: ``(clock() - t0) * sample_rate_hz``."""
-        return int(self.server_time_seconds() * self.sample_rate_hz)
+        return frames_elapsed(self.server_time_seconds(), self.sample_rate_hz)
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
@@ -341,7 +346,7 @@ class RealtimeSession:
         else:
             self._behind = False
         if rendered >= playback + self.lookahead_frames:
-            due = (rendered - self.lookahead_frames + 1) / self.sample_rate_hz  # server time the next block is due
+            due = frames_to_seconds(rendered - self.lookahead_frames + 1, self.sample_rate_hz)  # server time the next block is due
             wait = min(max(due - self.server_time_seconds(), 1e-4), MAX_SLEEP_SECONDS)
             self._wake_due = self._clock() + wait
             if wake_delay_ms > STALL_MS:
@@ -395,7 +400,7 @@ class RealtimeSession:
         midi_log = session.midi_events
         midi = midi_log[self._midi_index :] if len(midi_log) > self._midi_index else []
         self._midi_index = len(midi_log)
-        block = OutputBlock(self._sequence, first_frame, slot, events, midi, first_frame / self.sample_rate_hz)
+        block = OutputBlock(self._sequence, first_frame, slot, events, midi, frames_to_seconds(first_frame, self.sample_rate_hz))
         self._sequence += 1
         self.counters["blocks"] += 1
         for sink in self._sinks:

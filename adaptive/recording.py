@@ -40,11 +40,9 @@ the writer thread serializes it, writes it and flushes when the queue is empty.
 from __future__ import annotations
 
 import json
-import math
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -53,66 +51,11 @@ import numpy as np
 from adaptive.errors import ConfigError, format_problems
 from adaptive.generation import GenerationFallback
 from adaptive.mapping import MappingChange
-from adaptive.scene import SceneUpdate, SessionInput, StingerTrigger
-
-RECORDING_FORMAT = "adaptive-recording"
-RECORDING_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-"""Versions :func:`load_recording` reads (1: before generation settings and fallbacks)."""
-FALLBACK_REASONS = ("late", "error", "forced")
-SCENE_FIELDS = ("emotion", "valence", "arousal", "intensity", "location", "cue")
-"""The fields of a ``"scene"`` line besides ``frame`` and ``type`` (see :class:`SceneUpdate`)."""
+from adaptive.recording_format import LINES, EndLine, FallbackLine, RecordingHeader, line_json, parse_line
+from adaptive.scene import SessionInput
 
 _FLUSH_SECONDS = 1.0
 _END = object()
-
-
-@dataclass(frozen=True)
-class RecordingHeader:
-    """What a recording needs to be replayed.
-
-    Attributes:
-        bank: path of the cue bank file (TOML).
-        soundfont: path of the SoundFont the session used.
-        sample_rate_hz: the session's sample rate (Hz).
-        seed: the session's seed.
-        generator: the session's generator name (see :data:`adaptive.generator.GENERATORS`).
-        bars_ahead: bars generated layers asked for ahead.
-        speculative_bridges: bridges generated ahead per cue.
-    """
-
-    bank: str
-    soundfont: str | None
-    sample_rate_hz: int
-    seed: int
-    generator: str = "rule_based"
-    bars_ahead: int = 1
-    speculative_bridges: int = 2
-    mapping: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The header line as a JSON object."""
-        data = {"format": RECORDING_FORMAT, "version": RECORDING_VERSION, "bank": self.bank,
-                "soundfont": self.soundfont, "sample_rate_hz": self.sample_rate_hz, "seed": self.seed,
-                "generator": self.generator, "bars_ahead": self.bars_ahead,
-                "speculative_bridges": self.speculative_bridges}
-        if self.mapping is not None:
-            data["mapping"] = self.mapping
-        return data
-
-
-def input_to_json(frame: int, item: SessionInput | GenerationFallback) -> dict[str, Any]:
-    """One input (or generation fallback) line as a JSON object (``frame`` in session frames)."""
-    if isinstance(item, GenerationFallback):
-        return {"frame": int(frame), "type": "generation_fallback", "part": item.part, "request": item.request,
-                "bar_index": item.bar_index, "reason": item.reason}
-    if isinstance(item, StingerTrigger):
-        return {"frame": int(frame), "type": "stinger", "name": item.name}
-    if isinstance(item, SceneUpdate):
-        return {"frame": int(frame), "type": "scene", **{name: getattr(item, name) for name in SCENE_FIELDS}}
-    if isinstance(item, MappingChange):
-        return {"frame": int(frame), "type": "mapping", "source": item.source, "toml": item.text}
-    raise TypeError(f"unknown input type {type(item).__name__} (allowed: SceneUpdate, StingerTrigger)")
 
 
 class Recording:
@@ -144,10 +87,10 @@ class Recording:
                  sample_rate_hz: int, seed: int, generator: str = "rule_based", bars_ahead: int = 1,
                  speculative_bridges: int = 2, mapping: str | None = None) -> None:
         self.path = Path(path)
-        self.header = RecordingHeader(str(Path(bank).resolve()),
-                                      None if soundfont is None else str(Path(soundfont).resolve()),
-                                      int(sample_rate_hz), int(seed), str(generator), int(bars_ahead),
-                                      int(speculative_bridges), mapping or None)
+        self.header = RecordingHeader(
+            bank=str(Path(bank).resolve()), soundfont=None if soundfont is None else str(Path(soundfont).resolve()),
+            sample_rate_hz=int(sample_rate_hz), seed=int(seed), generator=str(generator), bars_ahead=int(bars_ahead),
+            speculative_bridges=int(speculative_bridges), mapping=mapping or None)
         try:
             self._file: TextIO = self.path.open("w", encoding="utf-8")
         except OSError as error:
@@ -203,7 +146,7 @@ class Recording:
                     file.write(json.dumps({"type": "end", "frame": item}) + "\n")
                     file.close()
                     return
-                file.write(json.dumps(input_to_json(frame, item)) + "\n")
+                file.write(json.dumps(line_json(frame, item)) + "\n")
                 self.inputs_written += 1
                 now = time.monotonic()
                 if self._queue.empty() or now - last_flush >= _FLUSH_SECONDS:
@@ -211,14 +154,6 @@ class Recording:
                     last_flush = now
             except OSError as error:  # disk full...: keep the music going, remember the failure
                 self.error = error
-
-
-def _check_number(value: Any, integer: bool) -> bool:
-    if isinstance(value, bool):
-        return False
-    if integer:
-        return isinstance(value, int)
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def load_recording(path: Path | str) -> tuple[RecordingHeader, list[tuple[int, SessionInput]], int]:
@@ -257,150 +192,15 @@ def load_recording_with_fallbacks(
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.start}); a session recording is JSON Lines") from None
     lines = text.splitlines()
-    problems: list[str] = []
     if not lines:
         raise ConfigError(format_problems(path, "session recording", ["line 1: empty file (expected the header line)"]))
-
-    def parse(number: int, line: str) -> dict[str, Any] | None:
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"line {number}: not valid JSON ({error.msg}, column {error.colno})")
-            return None
-        if not isinstance(value, dict):
-            problems.append(f"line {number}: expected a JSON object, got {type(value).__name__}")
-            return None
-        return value
-
-    header_data = parse(1, lines[0])
-    header: RecordingHeader | None = None
+    problems: list[str] = []
+    header_data = _json_object(1, lines[0], problems)
+    header = None
     if header_data is not None:
-        before = len(problems)
-        if header_data.get("format") != RECORDING_FORMAT:
-            problems.append(f"line 1: format {header_data.get('format')!r} is not {RECORDING_FORMAT!r} "
-                            "(not a session recording?)")
-        elif header_data.get("version") not in READABLE_VERSIONS:
-            problems.append(f"line 1: version {header_data.get('version')!r} is not supported "
-                            f"(allowed: {', '.join(map(str, READABLE_VERSIONS))})")
-        if not isinstance(header_data.get("bank"), str):
-            problems.append(f"line 1: bank {header_data.get('bank')!r} must be a path (a string)")
-        if header_data.get("soundfont") is not None and not isinstance(header_data.get("soundfont"), str):
-            problems.append(f"line 1: soundfont {header_data.get('soundfont')!r} must be a path (a string) or null")
-        rate = header_data.get("sample_rate_hz")
-        if not _check_number(rate, integer=True) or not 8_000 <= rate <= 192_000:
-            problems.append(f"line 1: sample_rate_hz {rate!r} is out of range (allowed: an integer from 8000 to 192000)")
-        if not _check_number(header_data.get("seed"), integer=True):
-            problems.append(f"line 1: seed {header_data.get('seed')!r} must be an integer")
-        if header_data.get("mapping") is not None and not isinstance(header_data.get("mapping"), str):
-            problems.append("line 1: mapping must be the mapping's TOML text (a string) or null")
-        from adaptive.generator import GENERATORS
-
-        generator = header_data.get("generator", "rule_based")
-        if generator not in GENERATORS:
-            problems.append(f"line 1: generator {generator!r} is not known (allowed: {', '.join(GENERATORS)})")
-        for key, low, high, default in (("bars_ahead", 1, 16, 1), ("speculative_bridges", 0, 16, 2)):
-            value = header_data.get(key, default)
-            if not _check_number(value, integer=True) or not low <= value <= high:
-                problems.append(f"line 1: {key} {value!r} is out of range (allowed: an integer from {low} to {high})")
-        allowed = {"format", "version", "bank", "soundfont", "sample_rate_hz", "seed", "generator", "bars_ahead",
-                   "speculative_bridges", "mapping"}
-        for key in header_data:
-            if key not in allowed:
-                problems.append(f"line 1: unknown field {key!r} (allowed: {', '.join(sorted(allowed))})")
-        if len(problems) == before:
-            header = RecordingHeader(header_data["bank"], header_data.get("soundfont"), header_data["sample_rate_hz"],
-                                     header_data["seed"], generator, header_data.get("bars_ahead", 1),
-                                     header_data.get("speculative_bridges", 2), header_data.get("mapping"))
-
-    inputs: list[tuple[int, SessionInput]] = []
-    fallbacks: list[GenerationFallback] = []
-    end_frame: int | None = None
-    last_frame = 0
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        data = parse(number, line)
-        if data is None:
-            continue
-        if end_frame is not None:
-            problems.append(f"line {number}: a line after the end line")
-            continue
-        kind = data.get("type")
-        frame = data.get("frame")
-        if not _check_number(frame, integer=True) or frame < 0:
-            problems.append(f"line {number}: frame {frame!r} must be an integer >= 0 (session frames)")
-            frame = None
-        elif frame < last_frame:
-            problems.append(f"line {number}: frame {frame} is before the previous line's frame {last_frame} "
-                            "(inputs are stored in the order they took effect)")
-        else:
-            last_frame = frame
-        if kind == "end":
-            extra = set(data) - {"type", "frame"}
-            if extra:
-                problems.append(f"line {number}: unknown field {sorted(extra)[0]!r} (allowed: type, frame)")
-            end_frame = frame if frame is not None else last_frame
-            continue
-        if kind == "stinger":
-            extra = set(data) - {"type", "frame", "name"}
-            if extra:
-                problems.append(f"line {number}: unknown field {sorted(extra)[0]!r} (allowed: frame, type, name)")
-            name = data.get("name")
-            if not isinstance(name, str):
-                problems.append(f"line {number}: stinger name {name!r} must be a string")
-                continue
-            if frame is not None:
-                inputs.append((frame, StingerTrigger(name)))
-            continue
-        if kind == "generation_fallback":
-            fields = {"type", "frame", "part", "request", "bar_index", "reason"}
-            if set(data) != fields:
-                problems.append(f"line {number}: a generation_fallback line has exactly the fields "
-                                f"{', '.join(sorted(fields))} (got {', '.join(sorted(data))})")
-                continue
-            bad = not isinstance(data["part"], str) or data["reason"] not in FALLBACK_REASONS
-            for name in ("request", "bar_index"):
-                bad = bad or not _check_number(data[name], integer=True) or data[name] < 0
-            if bad:
-                problems.append(f"line {number}: generation_fallback needs part (a string), request and bar_index "
-                                f"(integers >= 0) and reason (one of {', '.join(FALLBACK_REASONS)})")
-                continue
-            if frame is not None:
-                fallbacks.append(GenerationFallback(frame, data["part"], data["request"], data["bar_index"],
-                                                    data["reason"]))
-            continue
-        if kind == "scene":
-            allowed = {"type", "frame", *SCENE_FIELDS}
-            extra = set(data) - allowed
-            if extra:
-                problems.append(f"line {number}: unknown field {sorted(extra)[0]!r} "
-                                f"(allowed: frame, type, {', '.join(SCENE_FIELDS)})")
-                continue
-            bad = False
-            for name in ("emotion", "location", "cue"):
-                if data.get(name) is not None and not isinstance(data[name], str):
-                    problems.append(f"line {number}: {name} {data[name]!r} must be a string or null")
-                    bad = True
-            for name in ("valence", "arousal", "intensity"):
-                if data.get(name) is not None and not _check_number(data[name], integer=False):
-                    problems.append(f"line {number}: {name} {data[name]!r} must be a number or null")
-                    bad = True
-            if not bad and frame is not None:
-                inputs.append((frame, SceneUpdate(**{name: data.get(name) for name in SCENE_FIELDS})))
-            continue
-        if kind == "mapping":
-            extra = set(data) - {"type", "frame", "source", "toml"}
-            if extra:
-                problems.append(f"line {number}: unknown field {sorted(extra)[0]!r} (allowed: frame, type, source, toml)")
-            text, source = data.get("toml"), data.get("source", "<recording>")
-            if not isinstance(text, str) or not isinstance(source, str):
-                problems.append(f"line {number}: a mapping line needs toml (the mapping's TOML text) and source as strings")
-                continue
-            if frame is not None:
-                inputs.append((frame, MappingChange(text, None, source)))
-            continue
-        problems.append(f"line {number}: type {kind!r} is not allowed "
-                        "(allowed: scene, stinger, mapping, generation_fallback, end)")
+        header, header_problems = parse_line(RecordingHeader, header_data)
+        problems += [f"line 1: {problem}" for problem in header_problems]
+    inputs, fallbacks, end_frame, last_frame = _read_lines(lines, problems)
     if end_frame is None and not problems:
         problems.append(f"line {len(lines)}: no end line ({{\"type\": \"end\", \"frame\": N}}): the session was not "
                         "stopped cleanly; the inputs above are intact, add an end line with the frame to replay to")
@@ -408,8 +208,58 @@ def load_recording_with_fallbacks(
         problems.append(f"end frame {end_frame} is before the last input's frame {last_frame}")
     if problems:
         raise ConfigError(format_problems(path, "session recording", problems))
-    assert header is not None and end_frame is not None
+    assert isinstance(header, RecordingHeader) and end_frame is not None
     return header, inputs, fallbacks, end_frame
+
+
+def _json_object(number: int, line: str, problems: list[str]) -> dict[str, Any] | None:
+    """Line ``number`` as a JSON object, or None with its problem added."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as error:
+        problems.append(f"line {number}: not valid JSON ({error.msg}, column {error.colno})")
+        return None
+    if not isinstance(value, dict):
+        problems.append(f"line {number}: expected a JSON object, got {type(value).__name__}")
+        return None
+    return value
+
+
+def _read_lines(lines: list[str], problems: list[str]) -> tuple[list[tuple[int, SessionInput]],
+                                                                 list[GenerationFallback], int | None, int]:
+    """The inputs, fallbacks and end frame of the lines after the header, and
+    the last input's frame; every problem is added, with its line number."""
+    inputs: list[tuple[int, SessionInput]] = []
+    fallbacks: list[GenerationFallback] = []
+    end_frame: int | None = None
+    last_frame = 0
+    for number, line in enumerate(lines[1:], start=2):
+        data = _json_object(number, line, problems) if line.strip() else None
+        if data is None:
+            continue
+        if end_frame is not None:
+            problems.append(f"line {number}: a line after the end line")
+            continue
+        model = LINES.get(data.get("type"))  # type: ignore[arg-type]
+        if model is None:
+            problems.append(f"line {number}: type {data.get('type')!r} is not allowed (allowed: {', '.join(LINES)})")
+            continue
+        parsed, line_problems = parse_line(model, data)
+        problems += [f"line {number}: {problem}" for problem in line_problems]
+        frame = data.get("frame")
+        if isinstance(frame, int) and not isinstance(frame, bool) and frame >= 0:
+            if frame < last_frame:
+                problems.append(f"line {number}: frame {frame} is before the previous line's frame {last_frame} "
+                                "(inputs are stored in the order they took effect)")
+            else:
+                last_frame = frame
+        if isinstance(parsed, EndLine) or model is EndLine:
+            end_frame = parsed.frame if parsed is not None else last_frame
+        elif isinstance(parsed, FallbackLine):
+            fallbacks.append(parsed.fallback())
+        elif parsed is not None:
+            inputs.append((parsed.frame, parsed.item()))  # type: ignore[attr-defined]
+    return inputs, fallbacks, end_frame, last_frame
 
 
 def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont: Path | str | None = None,
@@ -444,6 +294,7 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
     """
     from adaptive.cue import load_bank
     from adaptive.generation import GenerationMode, GenerationWorker
+    from adaptive.offline import render_offline
     from adaptive.session import Session
 
     from adaptive.mapping import parse_mapping_text
@@ -459,18 +310,7 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
                       speculative_bridges=header.speculative_bridges, mapping=mapping,
                       generated_bridges=changes_mapping)
     try:
-        audio = np.empty((end_frame, 2), np.float32)
-
-        def render_to(frame: int) -> None:
-            while session.frame < frame:
-                start = session.frame
-                n = min(block_frames, frame - start)
-                audio[start : start + n] = session.render(n)
-
-        for frame, item in inputs:
-            render_to(frame)
-            session.submit(frame, item)
-        render_to(end_frame)
+        audio = render_offline(session, end_frame, inputs, block_frames=block_frames)
         if events is not None:
             events.extend(session.drain_events())
     finally:

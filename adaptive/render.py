@@ -18,7 +18,9 @@ import numpy as np
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ, frames_to_seconds, seconds_to_frames
 from adaptive.cue import CueBank
 from adaptive.mapping import MappingChange, ResolvedMapping
-from adaptive.session import MusicEvent, Session
+from adaptive.offline import render_offline
+from adaptive.events import MusicEvent
+from adaptive.session import Session
 from adaptive.timeline import Timeline
 
 RENDER_BLOCK_FRAMES = 4096
@@ -64,7 +66,7 @@ def render_timeline(
         block_frames: render block size (any size gives the same audio).
         on_block: called with the frames rendered after each block (progress).
         generator: the session's part generator (default
-            :data:`adaptive.generator.DEFAULT_GENERATOR`). Offline, every
+            :func:`adaptive.registry.default_generator`). Offline, every
             generated bar is waited for: no fallback plays unless a generator fails.
         mapping: the mapping to play by (default: the bank's own).
         mapping_changes: ``(time_seconds, change)`` pairs: mapping changes
@@ -83,19 +85,11 @@ def render_timeline(
                       progress=progress, generator=generator, mapping=mapping,
                       generated_bridges=bool(mapping_changes))
     try:
-        inputs: list = list(timeline.inputs()) + list(mapping_changes or [])
-        inputs.sort(key=lambda pair: pair[0])  # stable: at equal times, timeline inputs first
-        for time_seconds, item in inputs:
-            session.submit(seconds_to_frames(time_seconds, sample_rate_hz), item)
+        timed = sorted(list(timeline.inputs()) + list(mapping_changes or []), key=lambda pair: pair[0])
+        # (stable: at equal times, timeline inputs first)
+        inputs = [(seconds_to_frames(time_seconds, sample_rate_hz), item) for time_seconds, item in timed]
         total_frames = seconds_to_frames(timeline.duration_seconds, sample_rate_hz)
-        audio = np.empty((total_frames, 2), np.float32)
-        position = 0
-        while position < total_frames:
-            n = min(block_frames, total_frames - position)
-            audio[position : position + n] = session.render(n)
-            position += n
-            if on_block is not None:
-                on_block(n)
+        audio = render_offline(session, total_frames, inputs, block_frames=block_frames, on_block=on_block)
         return RenderResult(audio, session.drain_events(), session)
     finally:
         session.close()

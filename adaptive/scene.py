@@ -1,9 +1,10 @@
-"""Scene state: what the game tells the music, and the first, simple mapping
-from scene state to a cue and layer gains.
+"""Scene state: what the game tells the music (an emotion, an intensity, a
+location, optionally a forced cue), and the inputs a session accepts.
 
-Inputs are stamped with the session frame at which they take effect. The
-session plays by the designer-facing mapping (:mod:`adaptive.mapping`); a
-bank with no mapping file behaves as :class:`SimpleMapping` describes.
+Inputs are stamped with the session frame at which they take effect. How the
+scene plays the bank is the designer-facing mapping (:mod:`adaptive.mapping`;
+a bank without a mapping file plays by
+:meth:`adaptive.mapping.ResolvedMapping.from_bank`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from adaptive.cue import Cue, CueBank
+from adaptive.cue import CueBank
 from adaptive.emotion import NAMED_EMOTIONS, EmotionPoint, named_emotion
 
 
@@ -103,40 +104,3 @@ def validate_update(update: SceneUpdate, bank: CueBank, emotion: Callable[[str],
         emotion(update.emotion)  # raises KeyError with the allowed names
     if update.cue:
         bank.playable_cue(update.cue)
-
-
-class SimpleMapping:
-    """Scene state → cue and layer gains, the simplest useful way.
-
-    * Cue: the cue (among those allowed at the location) whose valence/arousal
-      point is nearest the scene's emotion; the playing cue is kept unless
-      another is nearer by more than ``hysteresis`` (distance on the plane),
-      so an emotion hovering between two cues does not make the music thrash.
-    * Layer gains: each layer's gain curve at the scene's intensity.
-
-    Args:
-        bank: the cue bank.
-        hysteresis: extra closeness (0..2) another cue needs to take over.
-    """
-
-    def __init__(self, bank: CueBank, hysteresis: float = 0.15) -> None:
-        self.bank = bank
-        self.hysteresis = hysteresis
-
-    def candidates(self, location: str) -> list[Cue]:
-        """Cues allowed at ``location`` (all cues if none names it)."""
-        here = [cue for cue in self.bank.cues if not cue.locations or location in cue.locations]
-        return here or list(self.bank.cues)
-
-    def choose_cue(self, state: SceneState, playing: str | None) -> str:
-        """Name of the cue that should play for ``state`` given the ``playing`` one."""
-        if state.forced_cue:
-            return state.forced_cue
-        options = self.candidates(state.location)
-        def distance(cue: Cue) -> float:
-            return state.emotion.distance_to(EmotionPoint(cue.valence, cue.arousal))
-        nearest = min(options, key=lambda cue: (distance(cue), cue.name))
-        current = next((cue for cue in options if cue.name == playing), None)
-        if current is not None and distance(current) <= distance(nearest) + self.hysteresis:
-            return current.name
-        return nearest.name

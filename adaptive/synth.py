@@ -126,7 +126,7 @@ def _load_fluidsynth():
     # the GIL back afterwards from any other busy Python thread (the
     # generation worker). Measured against a busy thread: longest block
     # 13.3 -> 9.6 ms for the render call (the larger gain came from the 1 ms
-    # switch interval, bridge/server.py).
+    # switch interval, app/server.py).
     library = ctypes.PyDLL(fluidsynth._fl._name)
     calls = _RenderCalls(library)
     # Silence FluidSynth's own logging: errors reach the user as AssetError.

@@ -47,24 +47,25 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adaptive import generator as generator_module
-    from adaptive.cli import DEFAULT_BANK
-    from adaptive.cue import load_bank
+    from adaptive import registry
+    from app.generators import DEFAULT_GENERATOR, register_generators
+    from adaptive.cue import DEFAULT_BANK, load_bank
     from adaptive.realtime import RealtimeSession
     from adaptive.recording import Recording, load_recording_with_fallbacks, replay
     from adaptive.scene import SceneUpdate, StingerTrigger
     from adaptive.session import Session
 
+    register_generators()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generator", default=generator_module.DEFAULT_GENERATOR,
-                        choices=tuple(generator_module.GENERATORS))
+    parser.add_argument("--generator", default=DEFAULT_GENERATOR,
+                        choices=tuple(registry.GENERATORS))
     parser.add_argument("--seconds", type=float, default=60.0, help="served audio (default 60)")
     parser.add_argument("--cue-seconds", type=float, default=8.0, help="seconds between cue changes (default 8)")
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite '{SECTION_TITLE}' in docs/benchmarks.md")
     args = parser.parse_args(argv)
 
     call_seconds: list[float] = []
-    factory = generator_module.GENERATORS[args.generator]
+    factory = registry.GENERATORS[args.generator]
 
     class Timed:
         """The generator, timed call by call."""
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 call_seconds.append(time.perf_counter() - started)
 
-    generator_module.GENERATORS[args.generator] = Timed
+    registry.GENERATORS[args.generator] = Timed
     bank = load_bank(DEFAULT_BANK)
     started = time.perf_counter()
     session = Session(bank, generator=args.generator)
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="adaptive-generation-bench-"))
     recording = Recording.for_session(folder / "session.jsonl", session, DEFAULT_BANK)
     # As `adaptive serve` runs it: its block size, lookahead, render thread
-    # priority and interpreter switch interval (bridge/server.py).
-    from bridge.server import SWITCH_INTERVAL_SECONDS, ServerSettings
+    # priority and interpreter switch interval (app/server.py).
+    from app.server import SWITCH_INTERVAL_SECONDS, ServerSettings
 
     serve = ServerSettings(bank=DEFAULT_BANK)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)

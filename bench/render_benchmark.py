@@ -165,13 +165,13 @@ def _stem_note_events(session, hooks: _StemSpans, end_frame: int) -> list:
     long as the engine played those stems (looped like the stem)."""
     from adaptive.cue import StemSource
     from adaptive.part import read_midi_tracks
-    from adaptive.session import MidiNoteEvent, PartInfo
+    from adaptive.events import MidiNoteEvent, PartInfo
     from adaptive.voice import NOTE_OFF, NOTE_ON
 
     events: list = []
     bank = session.bank
     for cue in bank.cues + bank.segments:
-        player = session._players[cue.name]  # bench-only peek at the session's players
+        player = session.stage.players[cue.name]  # bench-only peek at the session's players
         loop_beats = float(cue.loop_bars * cue.meter.beats_per_bar)
         for layer, layer_player in zip(cue.layers, player.layers):
             source = layer.source
@@ -254,6 +254,7 @@ def run_worker(spec: dict) -> dict:
     from adaptive.clock import seconds_to_frames
     from adaptive.cue import load_bank
     from adaptive.midifile import write_midi
+    from adaptive.offline import render_offline
     from adaptive.render import render_timeline, write_wav
     from adaptive.session import Session
     from adaptive.voice import NOTE_ON
@@ -271,13 +272,7 @@ def run_worker(spec: dict) -> dict:
                        max_block_frames=BLOCK_FRAMES)
 
     def render(session, audio) -> None:
-        for frame, item in inputs:
-            session.submit(frame, item)
-        position = 0
-        while position < total_frames:
-            n = min(BLOCK_FRAMES, total_frames - position)
-            audio[position : position + n] = session.render(n)
-            position += n
+        audio[:] = render_offline(session, total_frames, inputs, block_frames=BLOCK_FRAMES)
 
     # 1. Export run: one full offline render in a fresh process -> peak memory, MIDI.
     hooks = _StemSpans()
@@ -291,8 +286,8 @@ def run_worker(spec: dict) -> dict:
     hooks.uninstall()
     peak_rss = _maxrss_mb()
     threads = _threads()
-    synths = sum(1 for p in session._players.values() for layer in p.layers if hasattr(layer.voice, "synth"))
-    synths += len(session._stingers) + len(session._bridge_synths)
+    synths = sum(1 for p in session.stage.players.values() for layer in p.layers if hasattr(layer.voice, "synth"))
+    synths += len(session.stingers.voices) + len(session._bridge_synths)
     engine_note_ons = sum(1 for e in session.midi_events if e.kind == NOTE_ON)
     stem_events = _stem_note_events(session, hooks, total_frames)
     events = list(session.midi_events) + stem_events
@@ -733,27 +728,20 @@ def run_profile(spec: dict) -> None:
     import pstats
 
     os.sched_setaffinity(0, {spec["core"]})
-    import numpy as np
-
     from adaptive.clock import seconds_to_frames
     from adaptive.cue import load_bank
+    from adaptive.offline import render_offline
     from adaptive.session import Session
 
     bank = load_bank(spec["bank"])
     timeline = make_timeline(bank, spec["case"], spec["seconds"])
     session = Session(bank, soundfont=spec["soundfont"], sample_rate_hz=spec["sample_rate"], seed=timeline.seed,
                       max_block_frames=BLOCK_FRAMES)
-    for t, item in timeline.inputs():
-        session.submit(seconds_to_frames(t, spec["sample_rate"]), item)
+    inputs = [(seconds_to_frames(t, spec["sample_rate"]), item) for t, item in timeline.inputs()]
     total = seconds_to_frames(timeline.duration_seconds, spec["sample_rate"])
-    audio = np.empty((total, 2), np.float32)
 
     def loop() -> None:
-        position = 0
-        while position < total:
-            n = min(BLOCK_FRAMES, total - position)
-            audio[position : position + n] = session.render(n)
-            position += n
+        render_offline(session, total, inputs, block_frames=BLOCK_FRAMES)
 
     profiler = cProfile.Profile()
     start = time.perf_counter()
@@ -774,8 +762,11 @@ def run_profile(spec: dict) -> None:
 # Main
 # =============================================================================
 def build_parser() -> argparse.ArgumentParser:
-    from adaptive.cli import DEFAULT_BANK
+    from adaptive.cue import DEFAULT_BANK
     from adaptive.synth import find_soundfont
+    from app.generators import register_generators
+
+    register_generators()  # as the adaptive command does: the model generator is the default
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -46,7 +46,6 @@ What it measures (see ``bench/README.md``), with the server's default settings
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as _dt
 import json
 import math
@@ -93,18 +92,16 @@ _HELP: list[str] = []
 
 def _serve_help() -> str:
     if not _HELP:
-        _HELP.append(subprocess.run([sys.executable, "-m", "adaptive.cli", "serve", "--help"], cwd=REPO,
+        _HELP.append(subprocess.run([sys.executable, "-m", "app.cli", "serve", "--help"], cwd=REPO,
                                     capture_output=True, text=True).stdout)
     return _HELP[0]
 
 
 def _in_process_settings(**values):
-    import dataclasses
+    from adaptive.cue import DEFAULT_BANK
+    from app.server import ServerSettings
 
-    from adaptive.cli import DEFAULT_BANK
-    from bridge.server import ServerSettings
-
-    ports = {f.name: 0 for f in dataclasses.fields(ServerSettings) if f.name.endswith("_port")}
+    ports = {name: 0 for name in ServerSettings.model_fields if name.endswith("_port")}
     return ServerSettings(**{"bank": DEFAULT_BANK, **ports, **values})
 
 
@@ -115,7 +112,7 @@ class ServerProcess:
         self.osc_port = free_port(socket.SOCK_DGRAM)
         self.tcp_port = free_port()
         self.zmq_port = free_port()
-        command = [sys.executable, "-m", "adaptive.cli", "serve", "--osc-port", str(self.osc_port),
+        command = [sys.executable, "-m", "app.cli", "serve", "--osc-port", str(self.osc_port),
                    "--audio-tcp-port", str(self.tcp_port), "--zmq-audio-port", str(self.zmq_port)]
         if record is not None:
             command += ["--record", str(record)]
@@ -456,7 +453,7 @@ def client_child(osc_port: int, tcp_port: int, seconds: float) -> None:
 def run_threads(seconds: float) -> dict:
     """Where the CPU goes: the server in this process, one client (a child
     process) at 90 Hz, CPU time of each server thread from /proc/self/task."""
-    from bridge.server import Server
+    from app.server import Server
 
     server = Server(_in_process_settings())
     server.start()
@@ -500,7 +497,7 @@ def _child(*args: str) -> subprocess.Popen:
 
 
 def run_rate(rates: list[int], seconds: float) -> dict:
-    from bridge.server import Server
+    from app.server import Server
 
     server = Server(_in_process_settings())
     server.start()
@@ -558,10 +555,10 @@ def _verdict(ok: bool) -> str:
 
 
 def markdown(results: dict, info: dict, command: str) -> str:
-    from bridge.server import ServerSettings
+    from app.server import ServerSettings
 
     lat, rate, cpu, soak = (results.get(k) for k in ("latency", "rate", "cpu", "soak"))
-    defaults = {f.name: f.default for f in dataclasses.fields(ServerSettings)}
+    defaults = {name: field.default for name, field in ServerSettings.model_fields.items()}
     block_ms = 1000.0 * defaults["block_frames"] / defaults["sample_rate_hz"]
     lines = [
         SECTION_TITLE, "",
@@ -707,7 +704,7 @@ def run_profile(seconds: float) -> None:
     import cProfile
     import pstats
 
-    from bridge.server import Server
+    from app.server import Server
 
     server = Server(_in_process_settings())
     profile = cProfile.Profile()

@@ -1,27 +1,33 @@
 """What the server does with a message, whatever transport carried it: the
-shared half of the OSC and ZeroMQ endpoints.
+shared half of the OSC and ZeroMQ endpoints. A transport only frames bytes.
 
-* :func:`to_input` turns a validated scene or stinger message into an engine
-  input, checking names against the cue bank.
-* :func:`event_messages` and :func:`midi_messages` turn what a rendered block
-  produced into callback messages ``(name, values)``, which each transport
-  encodes its own way (:func:`bridge.protocol.encode_osc` or ``encode_json``).
+* :class:`Dispatcher` holds one handler per message a client may send, bound
+  from the protocol table (:data:`bridge.protocol.MESSAGES`): it validates
+  scene and stinger messages against the cue bank and hands them to the
+  session, answers ``hello``, ``ping`` and the live-mapping messages, and
+  tells the transport's :class:`Peer` what only the transport can do
+  (remember a client's reply port, its subscriptions).
+* :func:`error_reply` is the one ``error`` answer to a rejected message.
+* :func:`event_messages` and :meth:`MidiChannels.messages` turn what a
+  rendered block produced into callback messages ``(name, values)``, which
+  each transport encodes its own way (:func:`bridge.protocol.encode_osc` or
+  ``encode_json``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import collections
+from typing import Any, Callable, Protocol
 
 from adaptive.cue import CueBank
+from adaptive.events import EventKind
 from adaptive.scene import SceneUpdate, StingerTrigger, validate_update
 from adaptive.synth import PERCUSSION_CHANNEL
-from bridge.protocol import Decoded, ProtocolError
+from bridge.protocol import (ERROR_MESSAGE_CHARS, MAPPING_PATH_CHARS, MAX_STRING_CHARS, MESSAGES, PROTOCOL_VERSION,
+                             Decoded, Direction, ProtocolError)
 
-SCENE_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger")
-"""Messages that become engine inputs."""
-
-MAPPING_MESSAGES = ("mapping_set", "mapping_get", "mapping_export")
-"""Messages answered by the live mapping (:func:`bridge.mapping_watch.mapping_replies`)."""
+Reply = tuple[str, dict[str, Any]]
+"""A message to send back: its name in the protocol table and its values."""
 
 
 def split_time(frame: int, sample_rate_hz: int) -> tuple[int, int]:
@@ -54,15 +60,7 @@ def to_input(decoded: Decoded, bank: CueBank, mapping: Any = None) -> SceneUpdat
         except KeyError as error:
             raise ProtocolError("unknown_name", str(error.args[0])) from None
         return StingerTrigger(values["stinger"])
-    builders = {
-        "scene": lambda v: SceneUpdate(emotion=v["emotion"], intensity=v["intensity"], location=v["location"]),
-        "emotion": lambda v: SceneUpdate(emotion=v["emotion"]),
-        "emotion_point": lambda v: SceneUpdate(valence=v["valence"], arousal=v["arousal"]),
-        "intensity": lambda v: SceneUpdate(intensity=v["intensity"]),
-        "location": lambda v: SceneUpdate(location=v["location"]),
-        "cue": lambda v: SceneUpdate(cue=v["cue"]),
-    }
-    update = builders[name](values)
+    update = SCENE_INPUTS[name](values)
     try:
         if mapping is not None:
             validate_update(update, bank, mapping.emotion)
@@ -75,43 +73,68 @@ def to_input(decoded: Decoded, bank: CueBank, mapping: Any = None) -> SceneUpdat
     return update
 
 
-WIRE_EVENT_KINDS = frozenset({"beat", "bar", "cue_change", "transition_start", "transition_end", "stinger",
-                              "mapping", "mapping_error"})
-"""Music event kinds that become callback messages (see :func:`event_messages`)."""
+SCENE_INPUTS: dict[str, Callable[[dict[str, Any]], SceneUpdate]] = {
+    "scene": lambda v: SceneUpdate(emotion=v["emotion"], intensity=v["intensity"], location=v["location"]),
+    "emotion": lambda v: SceneUpdate(emotion=v["emotion"]),
+    "emotion_point": lambda v: SceneUpdate(valence=v["valence"], arousal=v["arousal"]),
+    "intensity": lambda v: SceneUpdate(intensity=v["intensity"]),
+    "location": lambda v: SceneUpdate(location=v["location"]),
+    "cue": lambda v: SceneUpdate(cue=v["cue"]),
+}
+"""The scene update each scene message makes (``stinger`` makes a :class:`StingerTrigger`)."""
+
+
+def _name(text: str | None) -> str:
+    """A cue name as a callback carries it (a protocol string: at most MAX_STRING_CHARS)."""
+    return (text or "")[:MAX_STRING_CHARS]
+
+
+def _path(text: str) -> str:
+    """A file path as a callback carries it: its last MAPPING_PATH_CHARS characters."""
+    return text[-MAPPING_PATH_CHARS:]
+
+
+EVENT_MESSAGES: dict[EventKind, tuple[str, bool, Callable[[EventKind, dict[str, Any]], dict[str, Any]]]] = {
+    EventKind.BEAT: ("beat", True, lambda kind, d: {"cue": _name(d["cue"]), "bar_index": d["bar_index"],
+                                                    "beat_in_bar": d["beat_in_bar"], "bpm": d["bpm"]}),
+    EventKind.BAR: ("bar", True, lambda kind, d: {"cue": _name(d["cue"]), "bar_index": d["bar_index"]}),
+    EventKind.CUE_CHANGE: ("cue_change", True, lambda kind, d: {"cue": _name(d["cue"]),
+                                                                "previous": _name(d["previous"])}),
+    EventKind.TRANSITION_START: ("transition", True, lambda kind, d: {
+        "phase": "start", "from_cue": _name(d["cue"]), "to_cue": _name(d["to"])}),
+    EventKind.TRANSITION_END: ("transition", True, lambda kind, d: {
+        "phase": "end", "from_cue": _name(d["cue"]), "to_cue": _name(d["to"])}),
+    EventKind.STINGER: ("stinger_played", True, lambda kind, d: {"stinger": d["name"]}),
+    EventKind.MAPPING: ("mapping_changed", True, lambda kind, d: {"source": _path(d["source"])}),
+    EventKind.MAPPING_ERROR: ("mapping_error", False, lambda kind, d: {"path": _path(d["path"]),
+                                                                       "message": d["message"]}),
+}
+"""Music event kind -> (callback message, whether it carries the event's
+frame and time, its values from the event's data). Kinds not listed (scene,
+follow, gains, error: internal, one per input) are not sent."""
 
 
 def wire_events(events: list) -> list:
     """The events of ``events`` that :func:`event_messages` sends, so a sink
     can skip (and not wake its thread for) a block of only internal events
     (scene, follow, gains: one per input)."""
-    return [event for event in events if event.kind in WIRE_EVENT_KINDS]
+    return [event for event in events if event.kind in EVENT_MESSAGES]
 
 
-def event_messages(events: list, sample_rate_hz: int) -> list[tuple[str, dict[str, Any]]]:
-    """Callback messages for a block's music events (beats, bars, cue changes,
-    transitions, stingers, mapping changes; a ``mapping_error`` event from the
-    mapping watch), in order; scene, follow, gains and error events are not sent."""
+def event_messages(events: list, sample_rate_hz: int) -> list[Reply]:
+    """Callback messages for a block's music events, in order (see :data:`EVENT_MESSAGES`)."""
     out = []
     for event in events:
-        time_s, time_us = split_time(event.frame, sample_rate_hz)
-        stamp = {"frame": event.frame, "time_s": time_s, "time_us": time_us}
-        data = event.data
-        if event.kind == "beat":
-            out.append(("beat", dict(stamp, cue=data["cue"][:64], bar_index=data["bar_index"],
-                                     beat_in_bar=data["beat_in_bar"], bpm=data["bpm"])))
-        elif event.kind == "bar":
-            out.append(("bar", dict(stamp, cue=data["cue"][:64], bar_index=data["bar_index"])))
-        elif event.kind == "cue_change":
-            out.append(("cue_change", dict(stamp, cue=data["cue"][:64], previous=(data["previous"] or "")[:64])))
-        elif event.kind in ("transition_start", "transition_end"):
-            out.append(("transition", dict(stamp, phase=event.kind.removeprefix("transition_"),
-                                           from_cue=data["cue"][:64], to_cue=data["to"][:64])))
-        elif event.kind == "stinger":
-            out.append(("stinger_played", dict(stamp, stinger=data["name"])))
-        elif event.kind == "mapping":
-            out.append(("mapping_changed", dict(stamp, source=data["source"][-200:])))
-        elif event.kind == "mapping_error":
-            out.append(("mapping_error", {"path": data["path"][-200:], "message": data["message"]}))
+        entry = EVENT_MESSAGES.get(event.kind)
+        if entry is None:
+            continue
+        name, stamped, values = entry
+        if stamped:
+            time_s, time_us = split_time(event.frame, sample_rate_hz)
+            out.append((name, {"frame": event.frame, "time_s": time_s, "time_us": time_us,
+                               **values(event.kind, event.data)}))
+        else:
+            out.append((name, values(event.kind, event.data)))
     return out
 
 
@@ -135,14 +158,14 @@ class MidiChannels:
                 self._channels[part] = melodic[taken % len(melodic)]
         return self._channels[part]
 
-    def messages(self, midi: list, sample_rate_hz: int) -> list[tuple[str, dict[str, Any]]]:
+    def messages(self, midi: list, sample_rate_hz: int) -> list[Reply]:
         """``midi`` callback messages for a block's note events."""
         out = []
         for event in midi:
             time_s, time_us = split_time(event.frame, sample_rate_hz)
             status = (0x90 if event.kind == 1 else 0x80) | self.channel(event.part)
             out.append(("midi", {"frame": event.frame, "time_s": time_s, "time_us": time_us, "status": status,
-                                 "data1": event.pitch, "data2": event.velocity, "part": event.part[:64]}))
+                                 "data1": event.pitch, "data2": event.velocity, "part": _name(event.part)}))
         return out
 
 
@@ -151,8 +174,6 @@ def welcome_values(sample_rate_hz: int, now_seconds: float, welcome: dict[str, A
     the session's rate, server time now (seconds since the session started)
     and the endpoint's own fields (session_id, block_frames, lookahead_ms,
     audio_tcp_port)."""
-    from bridge.protocol import PROTOCOL_VERSION
-
     time_s, time_us = split_seconds(now_seconds)
     return {"protocol_version": PROTOCOL_VERSION, "sample_rate_hz": sample_rate_hz, "time_s": time_s,
             "time_us": time_us, **welcome}
@@ -165,3 +186,99 @@ def pong_values(sequence: int, received_seconds: float, sent_seconds: float) -> 
     send_s, send_us = split_seconds(sent_seconds)
     return {"sequence": sequence, "receive_time_s": receive_s, "receive_time_us": receive_us,
             "send_time_s": send_s, "send_time_us": send_us}
+
+
+def error_reply(error: ProtocolError) -> Reply:
+    """The ``error`` answer to a rejected message: its code and its text, cut
+    to ERROR_MESSAGE_CHARS characters and as many UTF-8 bytes (so it fits one
+    datagram whatever the script), with ``...`` where it was cut."""
+    text = error.message
+    if len(text) > ERROR_MESSAGE_CHARS or len(text.encode()) > ERROR_MESSAGE_CHARS:
+        text = text[: ERROR_MESSAGE_CHARS - 3].encode()[: ERROR_MESSAGE_CHARS - 3].decode("utf-8", "ignore") + "..."
+    return ("error", {"code": error.code, "message": text})
+
+
+class Peer(Protocol):
+    """What only the transport that carried a message can do for its sender."""
+
+    def hello(self, values: dict[str, Any]) -> None:
+        """The sender said hello (``values``: the message's); remember where to reply.
+
+        Raises:
+            ProtocolError: a hello the transport refuses.
+        """
+
+    def subscribe(self, stream: str, subscribed: bool) -> None:
+        """The sender (un)subscribed to ``stream``.
+
+        Raises:
+            ProtocolError: the transport cannot do it for this sender yet.
+        """
+
+
+class Dispatcher:
+    """One handler per message a client may send, bound from the protocol
+    table; every transport hands each decoded message to :meth:`dispatch`.
+
+    Args:
+        bank: the cue bank (names are checked against it before an input is queued).
+        submit: hands a validated input to the real-time session (thread-safe).
+        server_time_seconds: the session's server time now (seconds since it started).
+        sample_rate_hz: the session rate.
+        welcome: fields of the ``welcome`` message besides the clock
+            (session_id, block_frames, lookahead_ms, audio_tcp_port).
+        mapping: the live mapping (:class:`bridge.mapping_watch.MappingControl`):
+            answers mapping_set/get/export and names emotions and stingers.
+        counters: where ``hellos``, ``pings`` and ``inputs`` are counted (the transport's).
+    """
+
+    def __init__(self, bank: CueBank, submit: Callable[[Any], None], server_time_seconds: Callable[[], float],
+                 sample_rate_hz: int, welcome: dict[str, Any], mapping: Any = None,
+                 counters: collections.Counter | None = None) -> None:
+        self.bank = bank
+        self.submit = submit
+        self.server_time_seconds = server_time_seconds
+        self.sample_rate_hz = sample_rate_hz
+        self.welcome = welcome
+        self.mapping = mapping
+        self.counters = counters if counters is not None else collections.Counter()
+        by_kind = {"hello": self._hello, "ping": self._ping, "subscribe": self._subscribe,
+                   "unsubscribe": self._subscribe, "mapping_set": self._mapping, "mapping_get": self._mapping,
+                   "mapping_export": self._mapping, "stinger": self._input, **dict.fromkeys(SCENE_INPUTS, self._input)}
+        self.handlers: dict[str, Callable[[Decoded, Peer, float], list[Reply]]] = {
+            message.name: by_kind[message.name] for message in MESSAGES if message.direction is Direction.TO_SERVER}
+        """Every message a client may send (the protocol table's ``TO_SERVER``
+        messages; a KeyError above names one without a handler) -> its handler."""
+
+    def dispatch(self, decoded: Decoded, peer: Peer, received_seconds: float | None = None) -> list[Reply]:
+        """Act on one validated message from ``peer`` that arrived at server
+        time ``received_seconds`` (default: now); the replies to send back to it.
+
+        Raises:
+            ProtocolError: anything the server cannot accept.
+        """
+        received = self.server_time_seconds() if received_seconds is None else received_seconds
+        return self.handlers[decoded.message.name](decoded, peer, received)
+
+    def _hello(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+        peer.hello(decoded.values)
+        self.counters["hellos"] += 1
+        return [("welcome", welcome_values(self.sample_rate_hz, self.server_time_seconds(), self.welcome))]
+
+    def _ping(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+        self.counters["pings"] += 1
+        return [("pong", pong_values(decoded.values["sequence"], received, self.server_time_seconds()))]
+
+    def _subscribe(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+        peer.subscribe(decoded.values["stream"], decoded.message.name == "subscribe")
+        return []
+
+    def _mapping(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+        from bridge.mapping_watch import mapping_replies
+
+        return mapping_replies(decoded.message.name, decoded.values, self.mapping)
+
+    def _input(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+        self.submit(to_input(decoded, self.bank, self.mapping.current if self.mapping is not None else None))
+        self.counters["inputs"] += 1
+        return []

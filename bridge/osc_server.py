@@ -28,14 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
-from bridge.dispatch import (MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values,
-                             wire_events)
-from bridge.protocol import Decoded, ProtocolError, decode_osc, encode_osc
+from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, wire_events
+from bridge.protocol import ProtocolError, decode_osc, encode_osc
 
 log = logging.getLogger("adaptive.osc")
-
-ERROR_MESSAGE_BYTES = 1000
-"""Longest UTF-8 text of an ``error`` reply (it must fit one datagram with its address and code)."""
 
 OUTBOX_BLOCKS = 256
 """Blocks of callbacks waiting to be sent before the oldest is dropped."""
@@ -58,6 +54,20 @@ class OscClient:
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.reply_port)
+
+
+@dataclass(frozen=True)
+class _OscPeer:
+    """The sender of one datagram, as the dispatcher sees it (:class:`bridge.dispatch.Peer`)."""
+
+    server: OscServer
+    source: tuple[str, int]
+
+    def hello(self, values: dict[str, Any]) -> None:
+        self.server._hello(values, self.source)
+
+    def subscribe(self, stream: str, subscribed: bool) -> None:
+        self.server._subscribe(stream, subscribed, self.source)
 
 
 class OscServer:
@@ -119,6 +129,8 @@ class OscServer:
         self._running = False
         self._threads: list[threading.Thread] = []
         self._midi = MidiChannels(self.part_info)
+        self.dispatcher = Dispatcher(bank, submit, server_time_seconds, sample_rate_hz, welcome, mapping,
+                                     self.counters)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -165,45 +177,25 @@ class OscServer:
                 log.exception("OSC: internal error handling a datagram from %s:%d", *source)
 
     def handle(self, datagram: bytes, source: tuple[str, int], received_seconds: float | None = None) -> None:
-        """Decode, validate and act on one datagram from ``source`` that arrived
-        at server time ``received_seconds`` (default: now).
+        """Decode one datagram from ``source`` that arrived at server time
+        ``received_seconds`` (default: now), dispatch it (:class:`bridge.dispatch.Dispatcher`)
+        and send the replies.
 
         Raises:
             ProtocolError: anything the server cannot accept.
         """
-        decoded = decode_osc(datagram)
-        name = decoded.message.name
-        values = decoded.values
-        if name == "hello":
-            self._hello(decoded, source)
-        elif name == "ping":
-            received = self.server_time_seconds() if received_seconds is None else received_seconds
-            self._send_now(self._reply_address(source), encode_osc(
-                "pong", **pong_values(values["sequence"], received, self.server_time_seconds())))
-        elif name in ("subscribe", "unsubscribe"):
-            client = self._client_for(source)
-            if client is None:
-                raise ProtocolError("not_allowed", f"/adaptive/{name} needs /adaptive/hello first (to know the reply port)")
-            with self._lock:
-                (client.streams.add if name == "subscribe" else client.streams.discard)(values["stream"])
-                self._update_wanted_streams()
-        elif name in MAPPING_MESSAGES:
-            from bridge.mapping_watch import mapping_replies
-
+        replies = self.dispatcher.dispatch(decode_osc(datagram), _OscPeer(self, source), received_seconds)
+        if replies:
             address = self._reply_address(source)
-            for reply, reply_values in mapping_replies(name, values, self.mapping):
-                self._send_now(address, encode_osc(reply, **reply_values))
-        else:
-            self.submit(to_input(decoded, self.bank, self.mapping.current if self.mapping is not None else None))
-            self.counters["inputs"] += 1
+            for name, values in replies:
+                self._send_now(address, encode_osc(name, **values))
 
     def _is_own_address(self, address: tuple[str, int]) -> bool:
         """Whether ``address`` is this server's own OSC socket."""
         return address[1] == self.port and (address[0] == self.host or address[0].startswith("127.")
                                             or self.host in ("0.0.0.0", ""))
 
-    def _hello(self, decoded: Decoded, source: tuple[str, int]) -> None:
-        values = decoded.values
+    def _hello(self, values: dict[str, Any], source: tuple[str, int]) -> None:
         if self._is_own_address((source[0], values["reply_port"])):
             raise ProtocolError("not_allowed", f"reply_port {values['reply_port']} is the server's own OSC port "
                                                "(allowed: the port the client listens on)")
@@ -211,10 +203,17 @@ class OscServer:
         with self._lock:
             self.clients[source] = client
             self._update_wanted_streams()
-        self._send_now(client.address, encode_osc(
-            "welcome", **welcome_values(self.sample_rate_hz, self.server_time_seconds(), self.welcome)))
         log.info("OSC: hello from %s (%s:%d, replies to port %d)", values["client_name"] or "a client",
                  source[0], source[1], values["reply_port"])
+
+    def _subscribe(self, stream: str, subscribed: bool, source: tuple[str, int]) -> None:
+        client = self._client_for(source)
+        if client is None:
+            name = "subscribe" if subscribed else "unsubscribe"
+            raise ProtocolError("not_allowed", f"/adaptive/{name} needs /adaptive/hello first (to know the reply port)")
+        with self._lock:
+            (client.streams.add if subscribed else client.streams.discard)(stream)
+            self._update_wanted_streams()
 
     def _update_wanted_streams(self) -> None:
         """Recompute the streams any client wants (call with the lock held)."""
@@ -233,10 +232,8 @@ class OscServer:
         self.counters["rejected"] += 1
         self.counters[f"rejected_{error.code}"] += 1
         log.warning("OSC: rejected a datagram from %s:%d: %s", source[0], source[1], error.message)
-        text = error.message
-        if len(text.encode()) > ERROR_MESSAGE_BYTES:  # the datagram limit counts bytes, not characters
-            text = text.encode()[: ERROR_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "..."
-        self._send_now(self._reply_address(source), encode_osc("error", code=error.code, message=text))
+        name, values = error_reply(error)
+        self._send_now(self._reply_address(source), encode_osc(name, **values))
 
     def _send_now(self, address: tuple[str, int], datagram: bytes) -> None:
         try:

@@ -40,9 +40,8 @@ from typing import Any, Callable
 
 from adaptive.cue import CueBank
 from bridge.audio import XpubSubscriptions
-from bridge.dispatch import (MAPPING_MESSAGES, MidiChannels, event_messages, pong_values, to_input, welcome_values,
-                             wire_events)
-from bridge.protocol import ERROR_MESSAGE_CHARS, ProtocolError, decode_json, encode_json
+from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, wire_events
+from bridge.protocol import ProtocolError, decode_json, encode_json
 
 log = logging.getLogger("adaptive.zmq")
 
@@ -69,6 +68,17 @@ RECEIVE_BATCH = 64
 
 TOPIC_EVENTS = b"events"
 TOPIC_MIDI = b"midi"
+
+
+class _ZmqPeer:
+    """A control message's sender, as the dispatcher sees it (:class:`bridge.dispatch.Peer`):
+    replies go back by its routing id, and its SUB socket filters topics itself."""
+
+    def hello(self, values: dict[str, Any]) -> None:
+        log.info("ZeroMQ: hello from %s", values["client_name"] or "a client")
+
+    def subscribe(self, stream: str, subscribed: bool) -> None:
+        pass  # validated; the SUB socket's own subscriptions do the filtering
 
 
 class ZmqServer:
@@ -140,6 +150,8 @@ class ZmqServer:
         # Read from the XPUB by the ZeroMQ thread, so the render thread can skip blocks nobody wants.
         self._subscriptions = XpubSubscriptions()
         self._midi = MidiChannels(self.part_info)
+        self.dispatcher = Dispatcher(bank, submit, server_time_seconds, sample_rate_hz, welcome, mapping,
+                                     self.counters)
         self._running = False
         self._thread: threading.Thread | None = None
         context = context or zmq.Context.instance()
@@ -271,36 +283,15 @@ class ZmqServer:
             ProtocolError: anything the server cannot accept.
         """
         envelope = envelope or []
-        decoded = decode_json(payload)
-        name, values = decoded.message.name, decoded.values
-        if name == "hello":
-            self.counters["hellos"] += 1
-            self._reply(identity, envelope, encode_json(
-                "welcome", **welcome_values(self.sample_rate_hz, self.server_time_seconds(), self.welcome)))
-            log.info("ZeroMQ: hello from %s", values["client_name"] or "a client")
-        elif name == "ping":
-            self.counters["pings"] += 1
-            received = self.server_time_seconds() if receive_time_seconds is None else receive_time_seconds
-            self._reply(identity, envelope, encode_json(
-                "pong", **pong_values(values["sequence"], received, self.server_time_seconds())))
-        elif name in ("subscribe", "unsubscribe"):
-            pass  # validated; the SUB socket's own subscriptions do the filtering
-        elif name in MAPPING_MESSAGES:
-            from bridge.mapping_watch import mapping_replies
-
-            for reply, reply_values in mapping_replies(name, values, self.mapping):
-                self._reply(identity, envelope, encode_json(reply, **reply_values))
-        else:
-            self.submit(to_input(decoded, self.bank, self.mapping.current if self.mapping is not None else None))
-            self.counters["inputs"] += 1
+        for name, values in self.dispatcher.dispatch(decode_json(payload), _ZmqPeer(), receive_time_seconds):
+            self._reply(identity, envelope, encode_json(name, **values))
 
     def _reject(self, identity: bytes, envelope: list[bytes], error: ProtocolError) -> None:
         self.counters["rejected"] += 1
         self.counters[f"rejected_{error.code}"] += 1
         log.warning("ZeroMQ: rejected a message: %s", error.message)
-        limit = ERROR_MESSAGE_CHARS
-        text = error.message if len(error.message) <= limit else error.message[: limit - 3] + "..."
-        self._reply(identity, envelope, encode_json("error", code=error.code, message=text))
+        name, values = error_reply(error)
+        self._reply(identity, envelope, encode_json(name, **values))
 
     def _reply(self, identity: bytes, envelope: list[bytes], payload: bytes) -> None:
         zmq = self._zmq

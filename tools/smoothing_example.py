@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive.cli import DEFAULT_BANK
-from adaptive.cue import load_bank
+from adaptive.cue import DEFAULT_BANK, load_bank
 from adaptive.mapping import DEFAULT_MAPPING, parse_mapping_text, set_value_text
-from adaptive.plot import plot_session
+from adaptive.offline import render_offline
 from adaptive.scene import SceneUpdate
 from adaptive.session import Session
+from app.generators import register_generators
+from app.plot import plot_session
 
 SAMPLE_RATE_HZ = 48_000
 SECONDS = 12.0
@@ -31,19 +32,18 @@ def run(mapping_text: str, bank) -> tuple[list, int]:
     session = Session(bank, sample_rate_hz=SAMPLE_RATE_HZ, mapping=parse_mapping_text(mapping_text, bank))
     rng = np.random.default_rng(1)
     step = SAMPLE_RATE_HZ // INPUT_HZ
-    session.submit(0, SceneUpdate(valence=CENTRE[0], arousal=CENTRE[1], intensity=0.5, location="forest"))
+    inputs = [(0, SceneUpdate(valence=CENTRE[0], arousal=CENTRE[1], intensity=0.5, location="forest"))]
     for i in range(1, int(SECONDS * INPUT_HZ)):
         v, a = np.clip(np.array(CENTRE) + rng.uniform(-SPREAD, SPREAD, 2), -1, 1)
-        session.submit(i * step, SceneUpdate(valence=float(v), arousal=float(a)))
-    total = int(SECONDS * SAMPLE_RATE_HZ)
-    while session.frame < total:
-        session.render(min(4096, total - session.frame))
+        inputs.append((i * step, SceneUpdate(valence=float(v), arousal=float(a))))
+    render_offline(session, int(SECONDS * SAMPLE_RATE_HZ), inputs)
     events = session.drain_events()
     session.close()
     return events, sum(1 for e in events if e.kind == "cue_change")
 
 
 def main() -> None:
+    register_generators()
     bank = load_bank(DEFAULT_BANK)
     default = DEFAULT_MAPPING.read_text(encoding="utf-8")
     smoothed = default

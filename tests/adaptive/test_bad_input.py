@@ -24,7 +24,7 @@ try:
 except ImportError:  # tests/adaptive is not a package: imported from its own folder
     import bad_input_fixtures as fx
 
-from adaptive import cli
+from app import cli
 from adaptive.cue import load_bank
 from adaptive.emotion import NAMED_EMOTIONS
 from adaptive.errors import AdaptiveError, AssetError, ConfigError
@@ -707,7 +707,7 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["ADAPTIVE_CACHE"] = str(cwd / "cache")
     env.pop("ADAPTIVE_SOUNDFONT", None)
-    return subprocess.run([sys.executable, "-m", "adaptive.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=120)
 
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adaptive.clock import (Quantize, SteppedTempoGrid, TempoGrid, beats_to_frames, frames_per_beat, frames_to_seconds,
-                            seconds_to_frames)
+from adaptive.clock import (Quantize, SteppedTempoGrid, TempoGrid, beats_to_frames, frames_elapsed, frames_per_beat,
+                            frames_to_seconds, ms_to_frames, seconds_to_frames)
 
 bpms = st.floats(min_value=20.0, max_value=300.0, allow_nan=False)
 rates = st.sampled_from([8_000, 22_050, 44_100, 48_000, 96_000, 192_000])
@@ -28,6 +28,18 @@ def test_beats_to_frames_to_beats_round_trips_within_half_a_frame(bpm, rate, bea
 def test_seconds_to_frames_round_trips_within_half_a_frame(seconds, rate):
     frames = seconds_to_frames(seconds, rate)
     assert abs(frames_to_seconds(frames, rate) - seconds) <= 0.5 / rate + 1e-9
+
+
+@given(seconds=st.floats(min_value=0, max_value=86_400, allow_nan=False), rate=rates)
+def test_frames_elapsed_counts_only_whole_frames_played(seconds, rate):
+    frames = frames_elapsed(seconds, rate)
+    assert frames <= seconds * rate < frames + 1
+
+
+def test_milliseconds_to_frames():
+    assert ms_to_frames(40.0, 48_000) == 1920
+    assert ms_to_frames(0.0, 44_100) == 0
+    assert ms_to_frames(10.0, 44_100) == 441
 
 
 def test_known_values():

@@ -16,8 +16,7 @@ from pathlib import Path
 import mido
 import pytest
 
-from adaptive.cli import DEFAULT_BANK
-from adaptive.cue import Cue, CueBank, GeneratedSource, Layer, MidiSource, StemSource, load_bank
+from adaptive.cue import DEFAULT_BANK, Cue, CueBank, GeneratedSource, Layer, MidiSource, StemSource, load_bank
 from adaptive.harmony import Chord
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,14 +21,15 @@ from adaptive.clock import beats_to_frames
 from adaptive.cue import load_bank
 from adaptive.errors import ConfigError
 from adaptive.generation import GenerationMode, GenerationWorker, Ticket
-from adaptive.generator import GENERATORS, BarRequest, RuleBasedGenerator, make_generator
+from adaptive.generator import BarRequest, RuleBasedGenerator
+from adaptive.registry import GENERATORS, make_generator
 from adaptive.harmony import Key
 from adaptive.part import Part
 from adaptive.realtime import RealtimeSession
 from adaptive.recording import Recording, load_recording_with_fallbacks, replay
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
-from tests.adaptive.conftest import render_frames
+from tests.helpers import render_frames, wait_until
 
 RATE = 48_000
 
@@ -316,10 +317,7 @@ def test_bridge_modulates_interpolates_emotion_steps_tempo_and_lands_on_its_fram
 
 
 def wait_idle(session: Session) -> None:
-    deadline = time.monotonic() + 10
-    while not session.generation.idle():
-        assert time.monotonic() < deadline, "the generation worker never became idle"
-        time.sleep(0.005)
+    assert wait_until(session.generation.idle, timeout_seconds=10), "the generation worker never became idle"
 
 
 def test_a_bridge_made_ahead_is_used_without_a_miss(bank, soundfont, monkeypatch):
@@ -427,7 +425,7 @@ def test_model_generator_is_imported_only_when_asked_for(monkeypatch):
     monkeypatch.setitem(sys.modules, "models.generate", fake)
     with pytest.raises(ConfigError, match="cannot load its checkpoint .*generator.pt is truncated"):
         make_generator("model")
-    code = "import sys, adaptive.session, adaptive.cli, adaptive.realtime; print('torch' in sys.modules)"
+    code = "import sys, adaptive.session, app.cli, adaptive.realtime; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -442,14 +440,14 @@ def test_session_generator_option_and_bank_override(bank, soundfont, monkeypatch
     assert isinstance(stream(session, "calm/arp").generator, OctaveUp)
     assert isinstance(stream(session, "bridge").generator, OctaveUp)
     session.close()
-    from adaptive.cli import build_parser
+    from app.cli import build_parser
 
     args = build_parser().parse_args(["render", "t.toml", "-o", "x.wav", "--generator", "model"])
     assert args.generator == "model"
 
 
 def test_default_bank_flourish_and_generated_bridge(soundfont):
-    from adaptive.cli import DEFAULT_BANK
+    from adaptive.cue import DEFAULT_BANK
 
     bank = load_bank(DEFAULT_BANK)
     # Pinned to the rule-based generator (chord tones only, as asserted below);

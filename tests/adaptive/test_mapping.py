@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from adaptive.cli import DEFAULT_BANK, main
+from adaptive.cue import DEFAULT_BANK
+from app.cli import main
 from adaptive.cue import load_bank
 from adaptive.mapping import (DEFAULT_MAPPING, ResolvedMapping, check_text, get_value, key_lines, load_mapping,
                               parse_mapping_text, parse_value, set_value_text, split_path)

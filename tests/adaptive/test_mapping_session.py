@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from adaptive.mapping import MappingChange, parse_mapping_text
+from adaptive.offline import render_offline
 from adaptive.recording import Recording, replay
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import InputError, Session
-from tests.adaptive.conftest import SAMPLE_RATE_HZ, render_frames
+from tests.helpers import SAMPLE_RATE_HZ, render_frames
 from tests.adaptive.test_session import max_second_difference, tone_amplitude
 
 BAR_FRAMES = 2 * SAMPLE_RATE_HZ  # cue "low": 120 bpm, 4/4
@@ -137,19 +138,9 @@ def test_a_recording_replays_mapping_changes_bit_for_bit(tone_bank, soundfont, t
               (SAMPLE_RATE_HZ, SceneUpdate(intensity=0.9)),
               (int(2.5 * SAMPLE_RATE_HZ), StingerTrigger("hit"))]
     total = 4 * SAMPLE_RATE_HZ
-    audio = np.empty((total, 2), np.float32)
-
-    def render_to(frame: int) -> None:
-        while session.frame < frame:
-            start = session.frame
-            n = min(4096, frame - start)
-            audio[start : start + n] = session.render(n)
-
-    for frame, item in inputs:  # as the real-time runner does: render up to the frame, then submit
-        render_to(frame)
-        session.submit(frame, item)
+    audio = render_offline(session, total, inputs)  # as the real-time runner does: render up to the frame, then submit
+    for frame, item in inputs:
         recording.write_input(frame, item)
-    render_to(total)
     recording.close(total)
     session.close()
     text = (tmp_path / "session.jsonl").read_text()
@@ -199,9 +190,8 @@ def test_a_mapping_change_that_adds_generated_bridges_needs_their_synthesizers(t
 
 
 def test_generated_layers_are_asked_for_what_the_mappings_conditioning_says(soundfont, monkeypatch):
-    from adaptive import generator as generator_module
-    from adaptive.cli import DEFAULT_BANK
-    from adaptive.cue import load_bank
+    from adaptive import generator as generator_module, registry
+    from adaptive.cue import DEFAULT_BANK, load_bank
 
     requests = []
 
@@ -210,7 +200,7 @@ def test_generated_layers_are_asked_for_what_the_mappings_conditioning_says(soun
             requests.append(request)
             return super().generate_bar(request)
 
-    monkeypatch.setitem(generator_module.GENERATORS, "rule_based", RecordingGenerator)
+    monkeypatch.setitem(registry.GENERATORS, "rule_based", RecordingGenerator)
     bank = load_bank(DEFAULT_BANK)
     text = ('[conditioning]\nmode = "valence"\nvelocity = [[-1.0, 30.0], [1.0, 32.0]]\n'
             'density_notes_per_beat = [[-1.0, 2.0], [1.0, 2.0]]\n')

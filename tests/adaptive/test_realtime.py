@@ -15,31 +15,14 @@ import numpy as np
 import pytest
 
 from adaptive.errors import ConfigError
+from adaptive.offline import render_offline
 from adaptive.realtime import GcPauseMonitor, OutputBlock, RealtimeSession
 from adaptive.recording import Recording, load_recording, replay
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
+from tests.helpers import FakeClock, wait_until
 
 RATE = 48_000
-
-
-class FakeClock:
-    """A clock (seconds) that only moves when told to, or when slept on."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps = 0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        assert 0.0 < seconds <= 0.05
-        self.sleeps += 1
-        self.now += seconds
 
 
 class Collector:
@@ -64,15 +47,8 @@ def make_session(tone_bank, soundfont, **kwargs) -> Session:
     return Session(tone_bank(), soundfont=soundfont, sample_rate_hz=RATE, seed=7, **kwargs)
 
 
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
-
-
 def test_lookahead_is_bounded_and_underruns_are_counted(tone_bank, soundfont):
-    clock = FakeClock()
+    clock = FakeClock(max_sleep_seconds=0.05)
     session = make_session(tone_bank, soundfont)
     runner = RealtimeSession(session, block_frames=256, lookahead_ms=40.0, clock=clock, sleep=clock.sleep)
     runner.submit(SceneUpdate(emotion="calm", intensity=0.5))
@@ -108,7 +84,7 @@ def test_lookahead_is_bounded_and_underruns_are_counted(tone_bank, soundfont):
 
 
 def test_slow_blocks_and_late_wake_ups_are_measured_as_stalls(tone_bank, soundfont):
-    clock = FakeClock()
+    clock = FakeClock(max_sleep_seconds=0.05)
     session = make_session(tone_bank, soundfont)
     runner = RealtimeSession(session, block_frames=256, lookahead_ms=40.0, clock=clock, sleep=clock.sleep)
     slow = {"seconds": 0.0}
@@ -153,8 +129,9 @@ def test_gc_pause_monitor_measures_collections():
     assert monitor.collections == count
 
 
+@pytest.mark.integration
 def test_render_thread_keeps_pace_with_a_fake_clock(tone_bank, soundfont):
-    clock = FakeClock()
+    clock = FakeClock(max_sleep_seconds=0.05)
     session = make_session(tone_bank, soundfont)
     violations: list[tuple[int, int]] = []
 
@@ -171,7 +148,7 @@ def test_render_thread_keeps_pace_with_a_fake_clock(tone_bank, soundfont):
     try:
         thread = next(t for t in threading.enumerate() if t.name == "adaptive-render")
         assert not thread.daemon
-        wait_for(lambda: runner.frames_rendered >= 2 * RATE)
+        assert wait_until(lambda: runner.frames_rendered >= 2 * RATE, timeout_seconds=20.0, poll_seconds=0.001)
     finally:
         runner.stop()
     assert not runner.running and runner.failure is None
@@ -181,8 +158,9 @@ def test_render_thread_keeps_pace_with_a_fake_clock(tone_bank, soundfont):
     session.close()
 
 
+@pytest.mark.integration
 def test_inputs_from_another_thread_are_stamped_recorded_and_replay_bit_for_bit(tone_bank, soundfont, tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(max_sleep_seconds=0.05)
     session = make_session(tone_bank, soundfont)
     path = tmp_path / "session.jsonl"
     recording = Recording.for_session(path, session, tmp_path / "bank.toml")
@@ -215,7 +193,7 @@ def test_inputs_from_another_thread_are_stamped_recorded_and_replay_bit_for_bit(
 
     def game() -> None:
         for (at_frame, item), done in zip(script, submitted):
-            wait_for(lambda: runner.frames_rendered >= at_frame)
+            assert wait_until(lambda: runner.frames_rendered >= at_frame, timeout_seconds=20.0, poll_seconds=0.001)
             runner.submit(item)
             done.set()
 
@@ -224,8 +202,8 @@ def test_inputs_from_another_thread_are_stamped_recorded_and_replay_bit_for_bit(
     player.start()
     try:
         player.join(20)
-        wait_for(lambda: runner.counters["inputs"] == len(script))
-        wait_for(lambda: runner.frames_rendered >= 320_000)
+        assert wait_until(lambda: runner.counters["inputs"] == len(script), timeout_seconds=20.0, poll_seconds=0.001)
+        assert wait_until(lambda: runner.frames_rendered >= 320_000, timeout_seconds=20.0, poll_seconds=0.001)
     finally:
         runner.stop()
     assert runner.failure is None
@@ -264,7 +242,7 @@ def test_inputs_from_another_thread_are_stamped_recorded_and_replay_bit_for_bit(
 
 
 def test_failing_sink_is_removed_and_the_music_goes_on(tone_bank, soundfont):
-    clock = FakeClock()
+    clock = FakeClock(max_sleep_seconds=0.05)
     session = make_session(tone_bank, soundfont)
     runner = RealtimeSession(session, clock=clock, sleep=clock.sleep)
     good = Collector()
@@ -291,7 +269,7 @@ def test_failing_sink_is_removed_and_the_music_goes_on(tone_bank, soundfont):
 
 
 def test_bad_input_is_counted_reported_and_not_recorded(tone_bank, soundfont, tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(max_sleep_seconds=0.05)
     session = make_session(tone_bank, soundfont)
     path = tmp_path / "session.jsonl"
     recording = Recording.for_session(path, session, tmp_path / "bank.toml")
@@ -328,7 +306,7 @@ def test_bad_input_is_counted_reported_and_not_recorded(tone_bank, soundfont, tm
 
 
 def test_midi_events_are_trimmed_without_losing_any(tone_bank, soundfont):
-    clock = FakeClock()
+    clock = FakeClock(max_sleep_seconds=0.05)
     session = make_session(tone_bank, soundfont)
     runner = RealtimeSession(session, clock=clock, sleep=clock.sleep, midi_trim_threshold=5)
     sink = Collector()
@@ -342,14 +320,13 @@ def test_midi_events_are_trimmed_without_losing_any(tone_bank, soundfont):
     assert len(seen) > 20
     assert len(session.midi_events) <= 5 + 10  # trimmed (a block adds a few)
     reference = make_session(tone_bank, soundfont)
-    reference.submit(0, SceneUpdate(cue="keys"))
-    while reference.frame < session.frame:
-        reference.render(min(4096, session.frame - reference.frame))
+    render_offline(reference, session.frame, [(0, SceneUpdate(cue="keys"))])
     assert seen == reference.midi_events
     session.close()
     reference.close()
 
 
+@pytest.mark.integration
 def test_real_clock_blocks_keep_coming(tone_bank, soundfont):
     session = make_session(tone_bank, soundfont)
     runner = RealtimeSession(session, block_frames=256, lookahead_ms=40.0)
@@ -460,6 +437,7 @@ def test_missing_recording_is_a_config_error(tmp_path):
         load_recording(tmp_path / "missing.jsonl")
 
 
+@pytest.mark.integration
 def test_the_render_thread_asks_for_real_time_priority_and_goes_on_without_it(tone_bank, soundfont, monkeypatch):
     import os
 
@@ -481,7 +459,7 @@ def test_the_render_thread_asks_for_real_time_priority_and_goes_on_without_it(to
     runner.add_sink(collector)
     runner.start()
     try:
-        wait_for(lambda: len(collector.blocks) >= 20)  # refused, yet the music plays
+        assert wait_until(lambda: len(collector.blocks) >= 20, timeout_seconds=20.0, poll_seconds=0.001)  # refused, yet the music plays
     finally:
         runner.stop()
         session.close()
@@ -494,9 +472,9 @@ def test_the_render_thread_asks_for_real_time_priority_and_goes_on_without_it(to
 
 RENDER_PATH_IMPORTS_SCRIPT = r"""
 import json, sys, threading
-from adaptive.cli import _bank_and_mapping
+from app.cli import _bank_and_mapping
 from adaptive.generation import GenerationMode
-from adaptive.generator import GENERATORS
+from adaptive.registry import GENERATORS
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
 

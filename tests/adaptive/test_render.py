@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from adaptive.cli import DEFAULT_BANK, main
+from adaptive.cue import DEFAULT_BANK
+from app.cli import main
 from adaptive.cue import load_bank
 from adaptive.scene import SceneUpdate
 from adaptive.session import Session
-from tests.adaptive.conftest import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
+from tests.helpers import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

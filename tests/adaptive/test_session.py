@@ -11,7 +11,7 @@ import pytest
 from adaptive.mapping import parse_mapping_text
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
-from tests.adaptive.conftest import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
+from tests.helpers import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
 
 CALM = SceneUpdate(emotion="calm", intensity=0.3)  # nearest cue: "low"
 AFRAID = SceneUpdate(emotion="afraid")  # nearest cue: "high"
@@ -276,7 +276,7 @@ loop_bars = 1
 
 
 def test_stem_at_another_rate_is_resampled(tmp_path, soundfont):
-    from tests.adaptive.conftest import write_sine
+    from tests.helpers import write_sine
 
     write_sine(tmp_path / "tone44.wav", 441.0, 2.0, sample_rate_hz=44_100)
     session = make_session(one_stem_bank(tmp_path, "tone44.wav"), soundfont)
@@ -325,7 +325,7 @@ quantize = "immediate"
 
 def test_generated_layer_follows_the_chords_and_reconditions_at_bar_lines(tmp_path, soundfont):
     from adaptive.cue import load_bank
-    from tests.adaptive.conftest import write_midi
+    from tests.helpers import write_midi
 
     write_midi(tmp_path / "stinger.mid", {"rise": [(0.0, 0.5, 60, 100), (0.5, 0.5, 64, 100), (1.0, 1.0, 67, 100)]})
     (tmp_path / "bank.toml").write_text(GENERATED_BANK)
@@ -349,7 +349,7 @@ def test_generated_layer_follows_the_chords_and_reconditions_at_bar_lines(tmp_pa
 
 def test_stinger_is_transposed_to_the_playing_key(tmp_path, soundfont):
     from adaptive.cue import load_bank
-    from tests.adaptive.conftest import write_midi
+    from tests.helpers import write_midi
 
     write_midi(tmp_path / "stinger.mid", {"rise": [(0.0, 0.5, 60, 100), (0.5, 0.5, 64, 100), (1.0, 1.0, 67, 100)]})
     (tmp_path / "bank.toml").write_text(GENERATED_BANK)

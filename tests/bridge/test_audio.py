@@ -27,20 +27,11 @@ from bridge.audio import (
     encode_block,
     read_tcp_blocks,
 )
+from tests.helpers import wait_until
 
 RATE_HZ = 48_000
 BLOCK_FRAMES = 256
 LSB = 1 / 32767
-
-
-def wait_until(condition, timeout_seconds: float = 2.0) -> bool:
-    """Poll ``condition`` every 5 ms until it holds or the time runs out."""
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 def block(sequence: int, n_frames: int = BLOCK_FRAMES) -> np.ndarray:
@@ -162,6 +153,7 @@ def test_bad_encode_arguments_and_pcm_length():
 # --------------------------------------------------------------------------- read_tcp_blocks
 
 
+@pytest.mark.integration
 def test_reader_handles_partial_reads_and_resyncs_mid_stream():
     blocks = [encode_block(s, s * 8, block(s, 8), RATE_HZ) for s in range(4)]
     stream = b"".join(h + p for h, p in blocks)
@@ -190,6 +182,7 @@ def test_reader_handles_partial_reads_and_resyncs_mid_stream():
 # --------------------------------------------------------------------------- TCP server
 
 
+@pytest.mark.integration
 def test_tcp_server_binds_loopback_by_default_and_reports_its_port():
     with TcpAudioServer() as server:
         assert server.host == "127.0.0.1"
@@ -197,6 +190,7 @@ def test_tcp_server_binds_loopback_by_default_and_reports_its_port():
         assert server._listener.getsockname()[0] == "127.0.0.1"
 
 
+@pytest.mark.integration
 def test_two_tcp_clients_get_the_same_continuous_blocks():
     with TcpAudioServer(queue_blocks=64) as server:
         clients = [connect(server.port), connect(server.port)]
@@ -216,6 +210,7 @@ def test_two_tcp_clients_get_the_same_continuous_blocks():
         assert server.dropped_blocks == 0
 
 
+@pytest.mark.integration
 def test_first_bytes_on_connect_are_a_block_header():
     with TcpAudioServer(sample_format=SampleFormat.FLOAT32) as server:
         sock = connect(server.port)
@@ -229,6 +224,7 @@ def test_first_bytes_on_connect_are_a_block_header():
         sock.close()
 
 
+@pytest.mark.integration
 def test_a_stuck_client_never_stalls_publish_or_the_healthy_client():
     server = TcpAudioServer(queue_blocks=16, send_timeout_seconds=10.0, send_buffer_bytes=4096)
     try:
@@ -266,6 +262,7 @@ def test_a_stuck_client_never_stalls_publish_or_the_healthy_client():
         server.close()
 
 
+@pytest.mark.integration
 def test_a_client_that_accepts_nothing_for_the_send_timeout_is_disconnected():
     with TcpAudioServer(queue_blocks=4, send_timeout_seconds=0.2, send_buffer_bytes=4096) as server:
         stuck = connect(server.port, recv_buffer_bytes=4096)
@@ -280,6 +277,7 @@ def test_a_client_that_accepts_nothing_for_the_send_timeout_is_disconnected():
         stuck.close()
 
 
+@pytest.mark.integration
 def test_a_client_that_disconnects_is_removed():
     with TcpAudioServer() as server:
         leaving = connect(server.port)
@@ -303,6 +301,7 @@ def test_a_client_that_disconnects_is_removed():
         assert server.client_count == 0
 
 
+@pytest.mark.integration
 def test_close_is_bounded_and_closes_client_sockets():
     server = TcpAudioServer(send_buffer_bytes=4096, send_timeout_seconds=10.0)
     stuck = connect(server.port, recv_buffer_bytes=4096)
@@ -318,6 +317,7 @@ def test_close_is_bounded_and_closes_client_sockets():
     stuck.close()
 
 
+@pytest.mark.integration
 def test_max_clients_refuses_extra_connections():
     with TcpAudioServer(max_clients=1) as server:
         first = connect(server.port)
@@ -333,6 +333,7 @@ def test_max_clients_refuses_extra_connections():
 # --------------------------------------------------------------------------- ZeroMQ
 
 
+@pytest.mark.integration
 def test_zmq_subscriber_receives_blocks_with_correct_headers():
     zmq = pytest.importorskip("zmq")
     context = zmq.Context()
@@ -386,6 +387,7 @@ def test_zmq_publish_without_subscribers_never_blocks():
     context.term()
 
 
+@pytest.mark.integration
 def test_the_zmq_publisher_knows_whether_anyone_subscribes_to_audio():
     zmq = pytest.importorskip("zmq")
     context = zmq.Context()

@@ -8,10 +8,13 @@ import time
 
 import pytest
 
-from adaptive.cli import DEFAULT_BANK, main
+from adaptive.cue import DEFAULT_BANK
+from app.cli import main
 from bridge.client import AdaptiveClient, ClockSync
 from bridge.protocol import ProtocolError
-from bridge.server import Server, ServerSettings
+from app.server import Server, ServerSettings
+
+pytestmark = pytest.mark.integration  # real sockets, real threads, wall-clock waits
 
 
 @pytest.fixture(scope="module")

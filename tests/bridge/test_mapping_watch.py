@@ -5,22 +5,20 @@ a render, live tuning over OSC (set, get, export, errors), and
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from adaptive.cli import main
-from adaptive.mapping import ResolvedMapping, load_mapping, parse_mapping_text
+from adaptive.mapping import load_mapping, parse_mapping_text
 from adaptive.scene import SceneUpdate
 from adaptive.session import Session
+from app.cli import main
+from bridge.client import AdaptiveClient
 from bridge.mapping_watch import MappingControl, cut_utf8, mapping_replies
 from bridge.osc_server import OscServer
-from bridge.protocol import Direction, decode_osc, encode_osc
-from tests.adaptive.conftest import SAMPLE_RATE_HZ, soundfont, tone_bank  # noqa: F401 (fixtures)
 from tests.adaptive.test_session import tone_amplitude
+from tests.helpers import SAMPLE_RATE_HZ
 
 BAR_FRAMES = 2 * SAMPLE_RATE_HZ  # cue "low" of the tone bank: 120 bpm, 4/4
 
@@ -31,10 +29,14 @@ BROKEN = QUIET + "[cues.low.layers.upper]\ngain_curve = [[0.0, -6.0], [1.0, 60.0
 
 def write(path, text: str, bump_seconds: int) -> None:
     """Write ``text`` and move its modification time on (a real editor's
-    save is seconds apart; the test must not depend on timestamp granularity)."""
-    path.write_text(text, encoding="utf-8")
+    save is seconds apart; the test must not depend on timestamp granularity).
+    The file is replaced at once, as an editor saves: a server watching it
+    must not see it truncated half way (it would load an empty mapping)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
     stamp = time.time() + bump_seconds
-    os.utime(path, (stamp, stamp))
+    os.utime(partial, (stamp, stamp))
+    os.replace(partial, path)
 
 
 def test_hot_reload_of_valid_and_invalid_files_during_a_render(tone_bank, soundfont, tmp_path):
@@ -117,21 +119,6 @@ def test_mapping_text_parts_are_cut_between_utf8_characters():
     assert "".join(parts) == text and all(len(p.encode()) <= 1000 for p in parts) and len(parts) == 2
 
 
-class _Listener:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(2.0)
-
-    def next(self, name: str):
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:
-            decoded = decode_osc(self.sock.recvfrom(65536)[0], Direction.TO_CLIENT)
-            if decoded.message.name == name:
-                return decoded.values
-        raise TimeoutError(name)
-
-
 @pytest.fixture
 def osc_with_mapping(tone_bank):
     bank = tone_bank()
@@ -145,21 +132,20 @@ def osc_with_mapping(tone_bank):
     server.close()
 
 
+@pytest.mark.integration
 def test_live_tuning_over_osc_with_string_arguments(osc_with_mapping):
     server, control = osc_with_mapping
-    client = _Listener()
-    client.sock.sendto(encode_osc("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000,
-                                  channels=2, sample_format="s16", client_name="t"), ("127.0.0.1", server.port))
-    client.next("welcome")
-    client.sock.sendto(encode_osc("mapping_set", path="smoothing.min_cue_bars", value="2"), ("127.0.0.1", server.port))
-    assert client.next("mapping_value") == {"path": "smoothing.min_cue_bars", "value": "2"}
-    client.sock.sendto(encode_osc("mapping_get", path="smoothing.hysteresis"), ("127.0.0.1", server.port))
-    assert client.next("mapping_value")["value"] == "0.15"
-    client.sock.sendto(encode_osc("mapping_set", path="smoothing.hysteresis", value="-1"), ("127.0.0.1", server.port))
-    error = client.next("mapping_error")
+    client = AdaptiveClient(port=server.port, client_name="t")
+    client.hello()
+    client.send("mapping_set", path="smoothing.min_cue_bars", value="2")
+    assert client.wait_for("mapping_value", timeout=3.0) == {"path": "smoothing.min_cue_bars", "value": "2"}
+    client.send("mapping_get", path="smoothing.hysteresis")
+    assert client.wait_for("mapping_value", timeout=3.0)["value"] == "0.15"
+    client.send("mapping_set", path="smoothing.hysteresis", value="-1")
+    error = client.wait_for("mapping_error", timeout=3.0)
     assert error["path"] == "smoothing.hysteresis" and "greater than or equal to 0" in error["message"]
     assert control.get("smoothing.hysteresis") == "0.15"
-    client.sock.close()
+    client.close()
 
 
 def test_adaptive_mapping_export_writes_the_live_mapping(osc_with_mapping, tmp_path, capsys):
@@ -173,25 +159,25 @@ def test_adaptive_mapping_export_writes_the_live_mapping(osc_with_mapping, tmp_p
     assert "wrote" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_an_invalid_reload_reaches_every_client_as_mapping_error(osc_with_mapping):
     server, _ = osc_with_mapping
-    client = _Listener()
-    client.sock.sendto(encode_osc("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000,
-                                  channels=2, sample_format="s16", client_name="t"), ("127.0.0.1", server.port))
-    client.next("welcome")
-    client.sock.sendto(encode_osc("unsubscribe", stream="events"), ("127.0.0.1", server.port))
+    client = AdaptiveClient(port=server.port, client_name="t")
+    client.hello()
+    client.send("unsubscribe", stream="events")
     time.sleep(0.1)  # the unsubscribe is handled: errors reach a client whatever it subscribed to
     server.broadcast("mapping_error", {"path": "/x/mapping.toml", "message": "line 3: smoothing.hysteresis: ..."})
-    assert client.next("mapping_error") == {"path": "/x/mapping.toml", "message": "line 3: smoothing.hysteresis: ..."}
-    client.sock.close()
+    assert client.wait_for("mapping_error", timeout=3.0) == {"path": "/x/mapping.toml", "message": "line 3: smoothing.hysteresis: ..."}
+    client.close()
 
 
+@pytest.mark.integration
 def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path):
     """adaptive serve end to end: an edited mapping file is announced to
     events subscribers when it takes effect, a broken one is reported to
     every client, and the recording replays both as served."""
     from adaptive.recording import replay
-    from bridge.server import Server, ServerSettings
+    from app.server import Server, ServerSettings
 
     bank = tone_bank()
     path = tmp_path / "mapping.toml"
@@ -202,28 +188,25 @@ def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path)
     server = Server(settings)
     server.mapping.poll_seconds = 0.05
     server.start()
-    client = _Listener()
+    client = AdaptiveClient(port=server.osc.port, client_name="t")
     try:
-        client.sock.sendto(encode_osc("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000,
-                                      channels=2, sample_format="s16", client_name="t"), ("127.0.0.1", server.osc.port))
-        client.next("welcome")
-        client.sock.sendto(encode_osc("scene", emotion="calm", intensity=0.3, location=""),
-                           ("127.0.0.1", server.osc.port))
-        downbeat = client.next("cue_change")["frame"]
+        client.hello()
+        client.send("scene", emotion="calm", intensity=0.3, location="")
+        downbeat = client.wait_for("cue_change", timeout=3.0)["frame"]
         write(path, LOUD_UPPER, 1)
-        changed = client.next("mapping_changed")
+        changed = client.wait_for("mapping_changed", timeout=3.0)
         assert changed["source"] == str(path.resolve())[-200:] and (changed["frame"] - downbeat) % BAR_FRAMES == 0
         write(path, BROKEN, 2)
-        error = client.next("mapping_error")
+        error = client.wait_for("mapping_error", timeout=3.0)
         assert error["path"] == str(path.resolve()) and "60 dB is not allowed" in error["message"]
         assert server.session.mapping.text == LOUD_UPPER
     finally:
-        client.sock.close()
+        client.close()
         server.close()
     text = settings.record.read_text()
     assert '"type": "mapping"' in text and text.count('"type": "mapping"') == 1
     assert len(replay(settings.record)) == server.session.frame
-    from adaptive.plot import load_events, plot_session
+    from app.plot import load_events, plot_session
 
     events, rate = load_events(settings.record)  # a recording is replayed for its events
     assert [e["type"] for e in events].count("mapping") == 1
@@ -243,6 +226,7 @@ def test_adaptive_send_sets_and_reads_mapping_values(osc_with_mapping, capsys):
     assert control.get("smoothing.min_cue_bars") == "4"
 
 
+@pytest.mark.integration
 def test_live_tuning_over_zeromq_json(tone_bank):
     zmq = pytest.importorskip("zmq")
     import json as json_module

@@ -16,28 +16,16 @@ import pytest
 from adaptive.errors import AdaptiveError
 from adaptive.realtime import OutputBlock, RealtimeSession
 from adaptive.scene import SceneUpdate, StingerTrigger
-from adaptive.session import MidiNoteEvent, PartInfo, Session
+from adaptive.events import MidiNoteEvent, PartInfo
+from adaptive.session import Session
 from adaptive.voice import NOTE_OFF, NOTE_ON
 from bridge import midi_out
+from tests.helpers import FakeClock, wait_until
 from bridge.midi_out import MidiFileRecorder, VirtualMidiPort, open_virtual_output
-from tests.adaptive.conftest import soundfont, tone_bank  # noqa: F401  (fixtures)
+
 
 RATE = 48_000
 BLOCK = 256
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeSession:
@@ -181,6 +169,7 @@ class FakePort:
         self.closed = True
 
 
+@pytest.mark.integration
 def test_virtual_port_sends_in_time_with_channels_and_programs():
     t0 = time.monotonic()
 
@@ -203,9 +192,7 @@ def test_virtual_port_sends_in_time_with_channels_and_programs():
             while server_time() < block.server_time_seconds - 0.04:
                 time.sleep(0.001)
             out.on_block(block)
-        deadline = time.monotonic() + 5
-        while out.counters["sent"] < 2 * 8 + 2 + 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: out.counters["sent"] >= 2 * 8 + 2 + 1, timeout_seconds=5)
     finally:
         out.close()
     assert port.closed
@@ -237,6 +224,7 @@ def test_virtual_port_sends_in_time_with_channels_and_programs():
             assert index < first_note[m.channel]
 
 
+@pytest.mark.integration
 def test_virtual_port_on_block_drops_when_full_and_never_blocks():
     port = FakePort(lambda: 0.0)
     out = VirtualMidiPort({}, RATE, lambda: 0.0, max_pending_blocks=3, open_port=lambda name: port)
@@ -313,6 +301,7 @@ def _can_open_virtual_port() -> bool:
     return True
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not _can_open_virtual_port(), reason="no virtual MIDI ports here (python-rtmidi or ALSA seq)")
 def test_real_virtual_port_is_heard_by_a_mido_input():
     backend = mido.Backend("mido.backends.rtmidi", load=True, use_environ=False)

@@ -172,6 +172,7 @@ def test_directions_and_replies_are_consistent():
     assert math.isfinite(BY_NAME["beat"].args[-1].maximum)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo-tools (oscsend) not installed; ./run test installs it")
 @pytest.mark.parametrize(("args", "expected_name", "expected"), [
     (["/adaptive/intensity", "f", "0.75"], "intensity", {"intensity": 0.75}),

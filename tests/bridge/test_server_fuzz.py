@@ -6,7 +6,6 @@ valid scene afterwards."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import shutil
@@ -18,10 +17,13 @@ import time
 
 import pytest
 
-from adaptive.cli import DEFAULT_BANK
+from adaptive.cue import DEFAULT_BANK
 from bridge.audio import read_tcp_blocks
 from bridge.protocol import MAX_DATAGRAM_BYTES, Direction, ProtocolError, decode_osc, encode_osc
-from bridge.server import Server, ServerSettings
+from app.server import Server, ServerSettings
+from tests.helpers import OscListener
+
+pytestmark = pytest.mark.integration  # real sockets, real threads, wall-clock waits
 
 SEED = 20261121
 DATAGRAMS = 4000
@@ -152,51 +154,9 @@ def random_bytes(rng: random.Random) -> bytes:
 
 
 # --------------------------------------------------------------------------- the test
-class Listener:
-    """A client socket that said hello and collects decoded callbacks."""
-
-    def __init__(self, server: Server) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = server.osc.port
-        self.received: list = []
-        self.running = True
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while self.running:
-            try:
-                datagram, _ = self.sock.recvfrom(65536)
-            except OSError:
-                continue
-            self.received.append(decode_osc(datagram, Direction.TO_CLIENT))
-
-    def send(self, name: str, **values) -> None:
-        self.sock.sendto(encode_osc(name, **values), ("127.0.0.1", self.port))
-
-    def of(self, name: str) -> list[dict]:
-        return [d.values for d in list(self.received) if d.message.name == name]
-
-    def wait_for(self, predicate, timeout: float = 5.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = predicate()
-            if found:
-                return found
-            time.sleep(0.01)
-        raise AssertionError(f"not within {timeout} s")
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture
 def server():
-    ports = {f.name: 0 for f in dataclasses.fields(ServerSettings) if f.name.endswith("_port")}  # any free ports
+    ports = {name: 0 for name in ServerSettings.model_fields if name.endswith("_port")}  # any free ports
     settings = ServerSettings(bank=DEFAULT_BANK, lookahead_ms=60.0, block_frames=256, **ports)
     server = Server(settings)
     server.start()
@@ -226,9 +186,45 @@ def _oscsend_cases(port: int) -> list[list[str]]:
     ]
 
 
+def send_fuzz(server: Server, fuzz: socket.socket, rng: random.Random, before: dict) -> dict[str, int]:
+    """Send DATAGRAMS fuzz datagrams from ``fuzz`` (never letting the server fall
+    a socket buffer behind); how many of each kind were sent."""
+    target = ("127.0.0.1", server.osc.port)
+    sent = {"invalid": 0, "oversized": 0, "mutated": 0, "random": 0, "valid": 0}
+    for index in range(DATAGRAMS):
+        roll = rng.random()
+        if roll < 0.35:
+            kind, datagram = certainly_invalid(rng)
+            sent["invalid"] += 1
+            sent["oversized"] += kind == "oversized"
+        elif roll < 0.7:
+            datagram = mutated(rng)
+            sent["mutated"] += 1
+        elif roll < 0.85:
+            datagram = random_bytes(rng)
+            sent["random"] += 1
+        else:
+            datagram = rng.choice(VALID)
+            sent["valid"] += 1
+        fuzz.sendto(datagram, target)
+        if index % 40 == 39:
+            # Stay inside the socket buffer (every datagram must reach the
+            # server): let it catch up, however busy the machine is.
+            catch_up_deadline = time.monotonic() + 2.0
+            while (server.osc.counters["received"] - before.get("received", 0) < index + 1 - 40
+                   and time.monotonic() < catch_up_deadline):
+                time.sleep(0.001)
+            try:
+                while fuzz.recv(65536):  # drain the errors sent back
+                    pass
+            except BlockingIOError:
+                pass
+    return sent
+
+
 def test_the_server_survives_a_fuzz_and_still_obeys_valid_input(server):
     rng = random.Random(SEED)
-    listener = Listener(server)
+    listener = OscListener(server.osc.port)
     audio = socket.create_connection(("127.0.0.1", server.audio_tcp.port), timeout=5)
     blocks: list = []  # (receipt monotonic, sequence)
 
@@ -244,44 +240,15 @@ def test_the_server_survives_a_fuzz_and_still_obeys_valid_input(server):
     fuzz = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never says hello: errors come back here
     fuzz.bind(("127.0.0.1", 0))
     fuzz.setblocking(False)
-    target = ("127.0.0.1", server.osc.port)
     try:
-        listener.send("hello", reply_port=listener.sock.getsockname()[1], sample_rate_hz=48000, channels=2,
+        listener.send("hello", reply_port=listener.reply_port, sample_rate_hz=48000, channels=2,
                       sample_format="s16", client_name="fuzz-test")
         listener.wait_for(lambda: listener.of("welcome"))
         listener.send("scene", emotion="calm", intensity=0.8, location="forest")
         listener.wait_for(lambda: [c for c in listener.of("cue_change") if c["cue"] == "explore"])
 
         before = dict(server.osc.counters)
-        sent = {"invalid": 0, "oversized": 0, "mutated": 0, "random": 0, "valid": 0}
-        for index in range(DATAGRAMS):
-            roll = rng.random()
-            if roll < 0.35:
-                kind, datagram = certainly_invalid(rng)
-                sent["invalid"] += 1
-                sent["oversized"] += kind == "oversized"
-            elif roll < 0.7:
-                datagram = mutated(rng)
-                sent["mutated"] += 1
-            elif roll < 0.85:
-                datagram = random_bytes(rng)
-                sent["random"] += 1
-            else:
-                datagram = rng.choice(VALID)
-                sent["valid"] += 1
-            fuzz.sendto(datagram, target)
-            if index % 40 == 39:
-                # Stay inside the socket buffer (every datagram must reach the
-                # server): let it catch up, however busy the machine is.
-                catch_up_deadline = time.monotonic() + 2.0
-                while (server.osc.counters["received"] - before.get("received", 0) < index + 1 - 40
-                       and time.monotonic() < catch_up_deadline):
-                    time.sleep(0.001)
-                try:
-                    while fuzz.recv(65536):  # drain the errors sent back
-                        pass
-                except BlockingIOError:
-                    pass
+        sent = send_fuzz(server, fuzz, rng, before)
         oscsend = shutil.which("oscsend")
         oscsend_cases = _oscsend_cases(server.osc.port) if oscsend else []
         oscsend_sent = sum(subprocess.run(command, check=False, timeout=10, capture_output=True).returncode == 0
@@ -291,7 +258,7 @@ def test_the_server_survives_a_fuzz_and_still_obeys_valid_input(server):
         total = DATAGRAMS + oscsend_sent
         counters = server.osc.counters
         try:
-            listener.wait_for(lambda: counters["received"] - before.get("received", 0) >= total, timeout=10)
+            listener.wait_for(lambda: counters["received"] - before.get("received", 0) >= total, timeout_seconds=10)
         except AssertionError:
             raise AssertionError(f"received {counters['received'] - before.get('received', 0)} of {total}: {dict(counters)}") from None
         fuzz_end = time.monotonic()
@@ -301,14 +268,14 @@ def test_the_server_survives_a_fuzz_and_still_obeys_valid_input(server):
         listener.send("ping", sequence=4242)
         listener.wait_for(lambda: [p for p in listener.of("pong")[pongs_before:] if p["sequence"] == 4242])
         welcomes_before = len(listener.of("welcome"))
-        listener.send("hello", reply_port=listener.sock.getsockname()[1], sample_rate_hz=48000, channels=2,
+        listener.send("hello", reply_port=listener.reply_port, sample_rate_hz=48000, channels=2,
                       sample_format="s16", client_name="fuzz-test")
         listener.wait_for(lambda: len(listener.of("welcome")) > welcomes_before)
 
         # A valid scene after the fuzz still takes effect: calm (explore) -> angry (combat).
         listener.send("cue", cue="")
         listener.send("emotion", emotion="angry")
-        listener.wait_for(lambda: [c for c in listener.of("cue_change") if c["cue"] == "combat"], timeout=8)
+        listener.wait_for(lambda: [c for c in listener.of("cue_change") if c["cue"] == "combat"], timeout_seconds=8)
         time.sleep(0.3)
 
         assert server.realtime.failure is None

@@ -11,12 +11,13 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 
-from adaptive.cli import DEFAULT_BANK  # noqa: E402
+from adaptive.cue import DEFAULT_BANK  # noqa: E402
 from adaptive.cue import load_bank  # noqa: E402
 from adaptive.scene import SceneUpdate, StingerTrigger  # noqa: E402
-from adaptive.session import MidiNoteEvent, MusicEvent  # noqa: E402
+from adaptive.events import MidiNoteEvent, MusicEvent  # noqa: E402
 from bridge.protocol import PROTOCOL_VERSION, Direction, decode_json  # noqa: E402
 from bridge.zmq_server import ZmqServer  # noqa: E402
+from tests.helpers import wait_until  # noqa: E402
 
 RATE = 48_000
 WELCOME = {"session_id": "abc123", "block_frames": 256, "lookahead_ms": 40.0, "audio_tcp_port": 9001}
@@ -56,13 +57,6 @@ def request(sock, message: dict | bytes) -> dict:
     return json.loads(frames[-1])
 
 
-def wait_until(condition, timeout_seconds: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 HELLO = {"type": "hello", "reply_port": 1, "sample_rate_hz": 48000, "channels": 2, "sample_format": "s16",
          "client_name": "test"}
 
@@ -94,11 +88,12 @@ def test_a_req_client_gets_its_reply_through_the_envelope(server):
         sock.close(linger=0)
 
 
+@pytest.mark.integration
 def test_scene_messages_reach_submit_as_engine_inputs(server, client):
     client.send(json.dumps({"type": "scene", "emotion": "calm", "intensity": 0.5, "location": "forest"}).encode())
     client.send(json.dumps({"type": "emotion_point", "valence": -0.5, "arousal": 1}).encode())
     client.send(json.dumps({"type": "subscribe", "stream": "midi"}).encode())  # validated, not answered
-    wait_until(lambda: len(server.submitted) == 2)
+    assert wait_until(lambda: len(server.submitted) == 2)
     assert server.submitted == [SceneUpdate(emotion="calm", intensity=0.5, location="forest"),
                                 SceneUpdate(valence=-0.5, arousal=1.0)]
     assert server.counters["inputs"] == 2
@@ -106,12 +101,13 @@ def test_scene_messages_reach_submit_as_engine_inputs(server, client):
     assert request(client, {"type": "ping", "sequence": 2})["type"] == "pong"
 
 
+@pytest.mark.integration
 def test_a_stinger_reaches_submit(server, client, bank):
     if not bank.stingers:
         pytest.skip("the bank lists no stingers")
     name = bank.stingers[0].name
     client.send(json.dumps({"type": "stinger", "stinger": name}).encode())
-    wait_until(lambda: server.submitted)
+    assert wait_until(lambda: server.submitted)
     assert server.submitted == [StingerTrigger(name)]
 
 
@@ -151,6 +147,7 @@ def block(events=(), midi=()):
     return SimpleNamespace(events=list(events), midi=list(midi))
 
 
+@pytest.mark.integration
 def test_callbacks_are_published_on_their_topics(server):
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
@@ -184,6 +181,7 @@ def test_callbacks_are_published_on_their_topics(server):
     assert server.counters["published"] >= 3
 
 
+@pytest.mark.integration
 def test_a_full_outbox_drops_the_oldest_block_and_counts_without_blocking(bank):
     server = ZmqServer(bank, lambda item: None, lambda: 0.0, RATE, WELCOME, control_port=0, events_port=0,
                        outbox_blocks=4)
@@ -200,6 +198,7 @@ def test_a_full_outbox_drops_the_oldest_block_and_counts_without_blocking(bank):
         server.close()
 
 
+@pytest.mark.integration
 def test_blocks_for_topics_nobody_subscribes_to_are_not_queued(bank):
     server = ZmqServer(bank, lambda item: None, lambda: 0.0, RATE, WELCOME, control_port=0, events_port=0)
     try:  # not started, so the outbox keeps what was queued
@@ -215,12 +214,14 @@ def test_blocks_for_topics_nobody_subscribes_to_are_not_queued(bank):
         server.close()
 
 
+@pytest.mark.integration
 def test_a_port_in_use_raises_oserror(server, bank):
     with pytest.raises(OSError):
         ZmqServer(bank, lambda item: None, lambda: 0.0, RATE, WELCOME, control_port=server.control_port,
                   events_port=0)
 
 
+@pytest.mark.integration
 def test_close_is_prompt_and_idempotent(bank):
     server = ZmqServer(bank, lambda item: None, lambda: 0.0, RATE, WELCOME, control_port=0, events_port=0)
     server.start()
@@ -230,6 +231,7 @@ def test_close_is_prompt_and_idempotent(bank):
     assert time.monotonic() - started < 1.0
 
 
+@pytest.mark.integration
 def test_on_block_wakes_the_zmq_thread_at_once(bank, monkeypatch):
     import bridge.zmq_server
 

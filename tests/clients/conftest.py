@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,18 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_ports
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` loopback ports free right now (UDP and TCP)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @dataclass
@@ -47,7 +37,7 @@ class Served:
 def served(tmp_path):
     osc, audio, zmq_audio, control, events = free_ports(5)
     record = tmp_path / "session.jsonl"
-    command = [sys.executable, "-m", "adaptive.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
+    command = [sys.executable, "-m", "app.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
                "--zmq-audio-port", str(zmq_audio), "--zmq-control-port", str(control),
                "--zmq-events-port", str(events), "--record", str(record)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)

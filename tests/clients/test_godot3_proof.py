@@ -12,12 +12,13 @@ import subprocess
 
 import pytest
 
-from tests.clients.conftest import REPO, free_ports
+from tests.clients.conftest import REPO
+from tests.helpers import free_ports
 
 GODOT = shutil.which("godot3-server")
 SAMPLE_RATE_HZ = 48000
 
-pytestmark = pytest.mark.skipif(GODOT is None, reason="Debian's godot3-server is not installed; ./run test installs it")
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(GODOT is None, reason="Debian's godot3-server is not installed; ./run test installs it")]
 
 
 def test_gdscript_says_hello_changes_the_cue_and_receives_beats_and_continuous_audio(served, tmp_path):

@@ -8,10 +8,10 @@ import json
 import matplotlib.image
 import pytest
 
-from adaptive.cli import main
-from adaptive.mapping import DEFAULT_MAPPING
-from adaptive.plot import load_events
 from adaptive.errors import ConfigError
+from adaptive.mapping import DEFAULT_MAPPING
+from app.cli import main
+from app.plot import load_events
 
 
 def png_size(path) -> tuple[int, int]:

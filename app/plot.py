@@ -249,8 +249,28 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
     ax_intensity.set_ylabel("intensity (0..1)")
     ax_intensity.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
-    # The playing cue: a bar per cue from its downbeat to the next cue's.
     changes = [e for e in events if e["type"] == "cue_change"]
+    _draw_cues(ax_cue, events, changes, end, seconds, colors)
+    for change in (e for e in events if e["type"] == "mapping"):  # on every axis
+        for ax in (ax_emotion, ax_intensity, ax_cue, ax_gain):
+            ax.axvline(seconds(change), color="black", ls=":", lw=1.5)
+        ax_cue.text(seconds(change), 0.92, " mapping changed", fontsize=7.5, color="black", va="top")
+    _draw_gains(ax_gain, events, changes, end, seconds, colors, sample_rate_hz)
+    ax_gain.set_xlabel("time (seconds)")
+    ax_gain.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False, ncol=1)
+    ax_gain.set_xlim(0, end)
+    for ax in (ax_emotion, ax_intensity, ax_gain):
+        ax.grid(True, alpha=0.3)
+    figure.suptitle(title or "session", fontsize=13)
+    figure.tight_layout()
+    _save(figure, output)
+
+
+def _draw_cues(ax_cue, events: list[dict[str, Any]], changes: list[dict[str, Any]], end: float, seconds,
+               colors: dict[str, Any]) -> None:
+    """The playing cue as a bar per cue, transitions above it, stingers below."""
+    plt = _pyplot()
+    # The playing cue: a bar per cue from its downbeat to the next cue's.
     for index, change in enumerate(changes):
         start = seconds(change)
         stop = seconds(changes[index + 1]) if index + 1 < len(changes) else end
@@ -271,10 +291,6 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
         ax_cue.axvline(seconds(stinger), ymin=0.0, ymax=0.28, color="tab:pink", lw=1.5)
         ax_cue.text(seconds(stinger), 0.02 + 0.1 * (n % 2), " " + stinger["name"], fontsize=7.5, color="tab:pink",
                     va="bottom")
-    for change in (e for e in events if e["type"] == "mapping"):
-        for ax in (ax_emotion, ax_intensity, ax_cue, ax_gain):
-            ax.axvline(seconds(change), color="black", ls=":", lw=1.5)
-        ax_cue.text(seconds(change), 0.92, " mapping changed", fontsize=7.5, color="black", va="top")
     ax_cue.set_ylim(0, 1)
     ax_cue.set_yticks([])
     ax_cue.set_ylabel("cue")
@@ -285,6 +301,9 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
                            plt.Line2D([], [], color="black", ls=":", label="mapping change")],
                   loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
+
+def _draw_gains(ax_gain, events: list[dict[str, Any]], changes: list[dict[str, Any]], end: float, seconds,
+                colors: dict[str, Any], sample_rate_hz: int) -> None:
     # Layer gains: each layer's equal-power ramps (adaptive.gain.GainRamp, as the
     # session renders them) toward the targets of the gains events, drawn
     # only while the layer's cue plays (from its downbeat to the next cue's).
@@ -301,7 +320,6 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
             amplitude = 0.0 if gain_db is None else db_to_amplitude(gain_db)
             targets.setdefault(f"{event['cue']}/{layer}", []).append((event["frame"], amplitude, fade_frames))
     sample_frames = np.linspace(0, end * sample_rate_hz, 2000).astype(np.int64)
-    drawn = 0
     for key, changes_of_layer in sorted(targets.items()):
         cue = key.split("/")[0]
         if cue not in playing:
@@ -325,17 +343,8 @@ def plot_session(events: list[dict[str, Any]], sample_rate_hz: int, output: Path
         layer_number = sum(1 for other in targets if other.split("/")[0] == cue and other < key)
         ax_gain.plot(times, values, ls=("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))[layer_number % 5],
                      color=colors.get(cue, "grey"), lw=1.6, label=key)
-        drawn += 1
     ax_gain.set_ylim(floor_db - 2, 14)
     ax_gain.set_ylabel(f"layer gain (dB; {floor_db:g} = silent)")
-    ax_gain.set_xlabel("time (seconds)")
-    ax_gain.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False, ncol=1)
-    ax_gain.set_xlim(0, end)
-    for ax in (ax_emotion, ax_intensity, ax_gain):
-        ax.grid(True, alpha=0.3)
-    figure.suptitle(title or "session", fontsize=13)
-    figure.tight_layout()
-    _save(figure, output)
 
 
 def _steps(ax, scene: list[dict[str, Any]], key: str, end: float, seconds, color, label: str, **style) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from adaptive.cli import _serve_settings, build_parser
 from adaptive.errors import ConfigError
+from app.cli import _serve_settings, build_parser
 
 
 def settings(*argv: str):
@@ -40,3 +40,25 @@ def test_bad_config_values_are_named_with_what_is_allowed(tmp_path, text, expect
         settings("--config", str(config))
     assert str(config) in str(caught.value)
     assert expected in str(caught.value)
+
+
+def test_settings_made_in_code_get_the_same_checks():
+    from pydantic import ValidationError
+
+    from app.settings import ServerSettings
+
+    with pytest.raises(ValidationError, match="out of range"):
+        ServerSettings(lookahead_ms=5000.0)
+    with pytest.raises(ValidationError, match="allowed: 32..4096"):
+        ServerSettings(block_frames=16)
+    settings = ServerSettings(sample_rate_hz=44100)
+    assert settings.sample_rate_hz == 44100
+    with pytest.raises(ValidationError):
+        settings.block_frames = 512  # frozen
+
+
+def test_the_config_file_and_the_options_name_the_same_settings():
+    from app.settings import CONFIG_KEYS
+
+    options = build_parser().parse_args(["serve"])
+    assert all(hasattr(options, key) for key in CONFIG_KEYS)

@@ -13,60 +13,13 @@ import time
 import numpy as np
 import pytest
 
-from adaptive.cli import DEFAULT_BANK
+from adaptive.cue import DEFAULT_BANK
 from adaptive.recording import replay
+from app.server import Server, ServerSettings
 from bridge.audio import SampleFormat, decode_block, decode_header, encode_block, read_tcp_blocks
-from bridge.protocol import Direction, decode_osc, encode_osc
-from bridge.server import Server, ServerSettings
-from tests.clients.conftest import free_ports
+from tests.helpers import OscListener, free_ports
 
-
-class OscClient:
-    """A test client: a UDP socket that records every datagram with the server time it arrived at."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.received: list[tuple[float, object]] = []
-        self.raw: list[bytes] = []
-        self._running = True
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while self._running:
-            try:
-                datagram, _ = self.sock.recvfrom(65536)
-            except OSError:
-                continue
-            arrival = self.server.realtime.server_time_seconds()
-            self.raw.append(datagram)
-            self.received.append((arrival, decode_osc(datagram, Direction.TO_CLIENT)))
-
-    def send(self, name: str, **values) -> None:
-        self.sock.sendto(encode_osc(name, **values), ("127.0.0.1", self.server.osc.port))
-
-    def send_raw(self, datagram: bytes) -> None:
-        self.sock.sendto(datagram, ("127.0.0.1", self.server.osc.port))
-
-    def of(self, name: str) -> list[tuple[float, dict]]:
-        return [(arrival, d.values) for arrival, d in list(self.received) if d.message.name == name]
-
-    def wait_for(self, name: str, timeout: float = 5.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.of(name)
-            if found:
-                return found[-1][1]
-            time.sleep(0.01)
-        raise AssertionError(f"no {name} message within {timeout} s")
-
-    def close(self) -> None:
-        self._running = False
-        self._thread.join(2)
-        self.sock.close()
+pytestmark = pytest.mark.integration  # real sockets, real threads, wall-clock waits
 
 
 @pytest.fixture
@@ -81,7 +34,7 @@ def server(tmp_path):
 
 
 def test_a_client_hears_the_cue_change_on_its_beat_and_gets_beats_ahead_of_time(server, tmp_path):
-    client = OscClient(server)
+    client = OscListener(server.osc.port, clock=server.realtime.server_time_seconds)
     audio_socket = socket.create_connection(("127.0.0.1", server.audio_tcp.port), timeout=5)
     blocks: list = []
 
@@ -95,16 +48,15 @@ def test_a_client_hears_the_cue_change_on_its_beat_and_gets_beats_ahead_of_time(
     reader = threading.Thread(target=read_audio, daemon=True)
     reader.start()
     try:
-        client.send("hello", reply_port=client.sock.getsockname()[1], sample_rate_hz=48000, channels=2,
-                    sample_format="s16", client_name="test")
-        welcome = client.wait_for("welcome")
+        client.hello()
+        welcome = client.wait_for(lambda: client.of("welcome"))[-1]
         assert welcome["sample_rate_hz"] == 48000 and welcome["audio_tcp_port"] == server.audio_tcp.port
         client.send("scene", emotion="calm", intensity=0.8, location="forest")
         time.sleep(1.0)
         client.send("emotion", emotion="angry")  # explore -> combat: next beat
         time.sleep(1.5)
         client.send_raw(b"\x00garbage")
-        error = client.wait_for("error")
+        error = client.wait_for(lambda: client.of("error"))[-1]
         assert error["code"] == "malformed"
         from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -118,12 +70,12 @@ def test_a_client_hears_the_cue_change_on_its_beat_and_gets_beats_ahead_of_time(
         reader.join(2)
         client.close()
 
-    errors = [values for _, values in client.of("error")]
+    errors = client.of("error")
     assert [e["code"] for e in errors] == ["malformed", "out_of_range"]
     assert "from 0 to 1" in errors[1]["message"]
 
     # Beats: sent ahead of their time, numbered bar by bar within each cue.
-    beats = client.of("beat")
+    beats = client.timed("beat")
     assert len(beats) >= 5  # ~1 s of explore at 84 bpm, ~2.5 s of combat at 140 bpm
     for arrival, beat in beats:
         beat_time = beat["time_s"] + beat["time_us"] / 1e6
@@ -141,10 +93,17 @@ def test_a_client_hears_the_cue_change_on_its_beat_and_gets_beats_ahead_of_time(
 
     header, inputs, end_frame = load_recording(tmp_path / "session.jsonl")
     angry_frame = next(frame for frame, item in inputs if getattr(item, "emotion", None) == "angry")
-    change = next(values for _, values in client.of("cue_change") if values["cue"] == "combat")
+    change = next(values for values in client.of("cue_change") if values["cue"] == "combat")
     explore_beat_frames = [b["frame"] for b in explore]
     assert change["frame"] == min(f for f in explore_beat_frames + [change["frame"]] if f >= angry_frame)
 
+    assert_the_audio_is_the_replay_and_changes_on_the_cue_change(blocks, tmp_path, change["frame"])
+
+
+def assert_the_audio_is_the_replay_and_changes_on_the_cue_change(blocks: list, tmp_path, change_frame: int) -> None:
+    """The audio received over TCP is continuous and is, sample for sample, the
+    recording replayed offline (as int16); without the "angry" input it would be
+    the same up to the cue change's frame and differ right after it."""
     # The audio received over TCP is continuous and is, sample for sample, the
     # recording replayed offline (as int16).
     sequences = [h.sequence for h, _ in blocks]
@@ -171,7 +130,7 @@ def test_a_client_hears_the_cue_change_on_its_beat_and_gets_beats_ahead_of_time(
     differing = np.flatnonzero(np.any(calm_received != received, axis=1))
     fade_frames = round(0.5 * 60 * 48000 / 84)  # explore -> combat: half a beat at 84 bpm
     # int16 hides the fade's first gain steps (below half an LSB): allow 2 % of the fade (7 ms).
-    assert differing.size and change["frame"] < first + differing[0] <= change["frame"] + fade_frames // 50
+    assert differing.size and change_frame < first + differing[0] <= change_frame + fade_frames // 50
     assert np.sqrt(np.mean(received**2)) > 0.01
 
 
@@ -185,7 +144,7 @@ def test_serve_driven_by_oscsend_stops_cleanly_on_sigterm(tmp_path):
     from adaptive.recording import load_recording
 
     osc, audio, zmq_audio, control, events = free_ports(5)
-    command = [sys.executable, "-m", "adaptive.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
+    command = [sys.executable, "-m", "app.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
                "--zmq-audio-port", str(zmq_audio), "--zmq-control-port", str(control),
                "--zmq-events-port", str(events), "--record", str(tmp_path / "rec.jsonl"),
                "--midi-file", str(tmp_path / "played.mid")]

@@ -21,10 +21,9 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 
-from adaptive.generator import DEFAULT_GENERATOR
+from app.generators import register_generators
+from app.settings import ServerSettings
 from bridge.audio import encode_block
 
 log = logging.getLogger("adaptive.server")
@@ -32,66 +31,6 @@ log = logging.getLogger("adaptive.server")
 
 SWITCH_INTERVAL_SECONDS = 0.001
 """The interpreter's thread switch interval while serving (``sys.setswitchinterval``)."""
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What ``adaptive serve`` runs with.
-
-    Attributes:
-        bank: cue bank file.
-        soundfont: SoundFont (None: the default one).
-        sample_rate_hz: session rate.
-        block_frames: frames per rendered (and sent) block, 32..4096. The default,
-            1024 (21.3 ms at 48 kHz), is Wwise's default audio frame size
-            (and FMOD's DSP buffer length). The render thread wakes once per
-            block, and on this project's benchmark machine each wake-up costs
-            far more than the frames it renders (Python and FluidSynth start
-            from cold caches after each sleep): the same 90 Hz session took
-            8.4-10.3 % of a core with 1024 against 11.3-16 % with 512, for
-            about 10 ms more reaction time (docs/benchmarks.md). 512 (Unity's
-            "good latency" buffer) is the choice when latency matters more.
-        lookahead_ms: how far ahead of playback the server renders (the latency floor).
-        host: interface to bind every socket to (loopback by default).
-        osc_port: UDP port for OSC (0: any free port).
-        audio_tcp_port: TCP port of the plain audio stream (0: any free port).
-        zmq_audio_port: port of the ZeroMQ PUB audio socket (0: any free port).
-        zmq_control_port: ZeroMQ ROUTER port for JSON control messages (0: any free port).
-        zmq_events_port: ZeroMQ PUB port for JSON callbacks, topics 'events' and 'midi' (0: any free port).
-        record: where to write the session recording (None: no recording).
-        midi_file: where to write the notes played as a Standard MIDI File at exit (None: nowhere).
-        virtual_midi: also play the notes on a virtual MIDI port "adaptive" (needs python-rtmidi
-            and a platform with virtual ports).
-        seed: seeds generated parts.
-        generator: the part generator of generated layers, bridges and
-            stingers (a name of :data:`adaptive.generator.GENERATORS`).
-        realtime_priority: the render thread's SCHED_FIFO priority (1..99) so a
-            busy machine cannot starve it (underruns); 0: normal scheduling.
-            Refused without permission (root, CAP_SYS_NICE or ``ulimit -r``):
-            the server then logs why and goes on at normal priority.
-        mapping: the sound designer's mapping file, watched and reloaded while
-            serving (None: the embedded default mapping with the embedded bank,
-            else the bank's own).
-    """
-
-    bank: Path
-    soundfont: Path | None = None
-    sample_rate_hz: int = 48_000
-    block_frames: int = 1024
-    lookahead_ms: float = 40.0
-    realtime_priority: int = 10
-    host: str = "127.0.0.1"
-    osc_port: int = 9000
-    audio_tcp_port: int = 9001
-    zmq_audio_port: int = 9002
-    zmq_control_port: int = 9003
-    zmq_events_port: int = 9004
-    record: Path | None = None
-    midi_file: Path | None = None
-    virtual_midi: bool = False
-    seed: int = 0
-    generator: str = DEFAULT_GENERATOR
-    mapping: Path | None = None
 
 
 class Server:
@@ -110,9 +49,10 @@ class Server:
         from bridge.osc_server import OscServer
         from bridge.zmq_server import ZmqServer
 
+        register_generators()  # the composition root hands the generators to the engine
         self.settings = settings
         self.session_id = "default"  # one session per server for now; clients name it in logs
-        from adaptive.cli import DEFAULT_BANK
+        from adaptive.cue import DEFAULT_BANK
         from adaptive.mapping import DEFAULT_MAPPING, ResolvedMapping, load_mapping
         from bridge.mapping_watch import MappingControl
 
@@ -178,13 +118,13 @@ class Server:
 
     def _report_mapping_error(self, path: str, message: str) -> None:
         """Tell every client that an edited mapping file is invalid (from the watch thread)."""
-        from adaptive.session import MusicEvent
+        from adaptive.events import EventKind, MusicEvent
 
         osc, zmq = getattr(self, "osc", None), getattr(self, "zmq", None)
         if osc is not None:
             osc.broadcast("mapping_error", {"path": path[-200:], "message": message})
         if zmq is not None:
-            zmq.broadcast_events([MusicEvent(self.session.frame, "mapping_error", {"path": path, "message": message})])
+            zmq.broadcast_events([MusicEvent(self.session.frame, EventKind.MAPPING_ERROR, {"path": path, "message": message})])
 
     def _publish_audio(self, block) -> None:
         to_zmq = self.audio_zmq.has_subscribers()

@@ -24,11 +24,11 @@ import sys
 from pathlib import Path
 
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ
+from adaptive.cue import DEFAULT_BANK
 from adaptive.errors import AdaptiveError
-from adaptive.generator import DEFAULT_GENERATOR, GENERATORS
+from adaptive.registry import GENERATORS
+from app.generators import DEFAULT_GENERATOR, register_generators
 
-DEFAULT_BANK = Path(__file__).parent / "data" / "default_bank" / "bank.toml"
-"""The embedded default cue bank."""
 
 
 
@@ -66,29 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(render)
     _mapping_option(render)
 
-    serve = commands.add_parser("serve", help="run the real-time server (OSC and ZeroMQ; see docs/protocol.md)")
-    serve.add_argument("--config", type=Path, help="server settings TOML (keys as the options below, with _ for -)")
-    serve.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--osc-port", type=int, help="UDP port for OSC (default 9000; 0 = any free port)")
-    serve.add_argument("--audio-tcp-port", type=int, help="TCP port of the audio stream (default 9001)")
-    serve.add_argument("--zmq-audio-port", type=int, help="ZeroMQ PUB audio port (default 9002)")
-    serve.add_argument("--zmq-control-port", type=int, help="ZeroMQ ROUTER port for JSON control (default 9003)")
-    serve.add_argument("--zmq-events-port", type=int, help="ZeroMQ PUB port for JSON callbacks (default 9004)")
-    serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
-    serve.add_argument("--realtime-priority", type=int,
-                       help="SCHED_FIFO priority of the render thread, 1..99 (default 10; 0: normal scheduling)")
-    serve.add_argument("--block-frames", type=int, help="frames per audio block, 32..4096 (default 1024, 21.3 ms at 48 kHz; 512 reacts ~10 ms sooner for more CPU)")
-    serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
-    serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
-    serve.add_argument("--midi-file", type=Path, help="write the notes played as a Standard MIDI File at exit")
-    serve.add_argument("--virtual-midi", action="store_true", default=None,
-                       help="also play the notes on a virtual MIDI port 'adaptive' (needs python-rtmidi)")
-    serve.add_argument("--seed", type=int, help="seed of generated parts (default 0)")
-    _generator_option(serve, default=None)
-    serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
-    serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
-    serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
-                                                    "the next bar; default: the embedded bank's mapping)")
+    _serve_parser(commands)
 
     replay = commands.add_parser("replay", help="render a session recording offline, bit for bit as served")
     replay.add_argument("recording", type=Path, help="a recording written by 'adaptive serve --record'")
@@ -118,6 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(export)
     export.add_argument("-o", "--output", type=Path, required=True, help="the TOML file to write")
 
+    _plot_parser(commands)
+    return parser
+
+
+def _serve_parser(commands) -> None:
+    """``adaptive serve``: its options name the settings of :class:`app.settings.ServerSettings`."""
+    serve = commands.add_parser("serve", help="run the real-time server (OSC and ZeroMQ; see docs/protocol.md)")
+    serve.add_argument("--config", type=Path, help="server settings TOML (keys as the options below, with _ for -)")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--osc-port", type=int, help="UDP port for OSC (default 9000; 0 = any free port)")
+    serve.add_argument("--audio-tcp-port", type=int, help="TCP port of the audio stream (default 9001)")
+    serve.add_argument("--zmq-audio-port", type=int, help="ZeroMQ PUB audio port (default 9002)")
+    serve.add_argument("--zmq-control-port", type=int, help="ZeroMQ ROUTER port for JSON control (default 9003)")
+    serve.add_argument("--zmq-events-port", type=int, help="ZeroMQ PUB port for JSON callbacks (default 9004)")
+    serve.add_argument("--lookahead-ms", type=float, help="render-ahead of playback, ms (default 40)")
+    serve.add_argument("--realtime-priority", type=int,
+                       help="SCHED_FIFO priority of the render thread, 1..99 (default 10; 0: normal scheduling)")
+    serve.add_argument("--block-frames", type=int, help="frames per audio block, 32..4096 (default 1024, 21.3 ms at 48 kHz; 512 reacts ~10 ms sooner for more CPU)")
+    serve.add_argument("--sample-rate", type=_sample_rate, help="Hz (default 48000)")
+    serve.add_argument("--record", type=Path, help="write a session recording (replay it with 'adaptive replay')")
+    serve.add_argument("--midi-file", type=Path, help="write the notes played as a Standard MIDI File at exit")
+    serve.add_argument("--virtual-midi", action="store_true", default=None,
+                       help="also play the notes on a virtual MIDI port 'adaptive' (needs python-rtmidi)")
+    serve.add_argument("--seed", type=int, help="seed of generated parts (default 0)")
+    _generator_option(serve, default=None)
+    serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
+    serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
+    serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
+                                                    "the next bar; default: the embedded bank's mapping)")
+
+
+def _plot_parser(commands) -> None:
+    """``adaptive plot mapping`` and ``adaptive plot session``."""
     plot = commands.add_parser("plot", help="draw a mapping or a session to a PNG")
     plot_commands = plot.add_subparsers(dest="plot_command", required=True)
     plot_mapping = plot_commands.add_parser("mapping", help="the emotion plane per location and the transitions")
@@ -133,7 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     plot_session.add_argument("--soundfont", type=Path, default=None, help="SoundFont for replaying a recording")
     plot_session.add_argument("--bank", type=Path, default=None,
                               help="the cue bank, for each cue's colour (default: the embedded bank)")
-    return parser
 
 
 def _generator_option(parser: argparse.ArgumentParser, default: str | None = DEFAULT_GENERATOR) -> None:
@@ -212,7 +222,6 @@ def _render(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from adaptive.clock import seconds_to_frames
-    from adaptive.cue import load_bank
     from adaptive.midifile import write_midi
     from adaptive.render import events_json, render_timeline, write_wav
     from adaptive.timeline import load_timeline
@@ -247,11 +256,6 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-SERVE_KEYS = ("host", "osc_port", "audio_tcp_port", "zmq_audio_port", "zmq_control_port", "zmq_events_port",
-              "lookahead_ms", "realtime_priority", "block_frames", "sample_rate", "record", "midi_file", "virtual_midi",
-              "seed", "bank", "soundfont", "generator", "mapping")
-
-
 def _serve_settings(args: argparse.Namespace):
     """Server settings from defaults, then the --config file, then the options.
 
@@ -261,49 +265,22 @@ def _serve_settings(args: argparse.Namespace):
     import tomllib
 
     from adaptive.errors import ConfigError
-    from bridge.server import ServerSettings
+    from app.settings import CONFIG_KEYS, ServerSettings
 
-    values: dict = {"bank": DEFAULT_BANK}
+    values: dict = {}
     if args.config is not None:
         try:
-            config = tomllib.loads(args.config.read_text(encoding="utf-8"))
+            values.update(tomllib.loads(args.config.read_text(encoding="utf-8")))
         except OSError as error:
             raise ConfigError(f"{args.config}: cannot read ({error.strerror or error})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{args.config}: not valid TOML: {error}") from None
-        unknown = sorted(set(config) - set(SERVE_KEYS))
-        if unknown:
-            raise ConfigError(f"{args.config}: unknown setting {unknown[0]!r} (allowed: {', '.join(SERVE_KEYS)})")
-        values.update(config)
-    values.update({key: getattr(args, key) for key in SERVE_KEYS if getattr(args, key) is not None})
-    checks = {
-        "osc_port": (0, 65535), "audio_tcp_port": (0, 65535), "zmq_audio_port": (0, 65535),
-        "zmq_control_port": (0, 65535), "zmq_events_port": (0, 65535),
-        "lookahead_ms": (0.0, 2000.0), "realtime_priority": (0, 99), "block_frames": (32, 4096), "sample_rate": (8000, 192000),
-        "seed": (0, 2**32 - 1),
-    }
-    where = f"{args.config}: " if args.config else ""
-    for key, (low, high) in checks.items():
-        if key in values:
-            value = values[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise ConfigError(f"{where}{key} {value!r} is out of range (allowed: {low}..{high})")
-            if isinstance(low, int) and not isinstance(value, int):
-                raise ConfigError(f"{where}{key} {value!r} is not allowed (allowed: a whole number from {low} to {high})")
-    if "generator" in values and values["generator"] not in GENERATORS:
-        raise ConfigError(f"{where}generator {values['generator']!r} is not allowed (allowed: {', '.join(GENERATORS)})")
-    if "virtual_midi" in values and not isinstance(values["virtual_midi"], bool):
-        raise ConfigError(f"{where}virtual_midi {values['virtual_midi']!r} is not allowed (allowed: true or false)")
-    for key in ("bank", "soundfont", "record", "midi_file", "mapping"):
-        if values.get(key) is not None:
-            values[key] = Path(values[key])
-    if "sample_rate" in values:
-        values["sample_rate_hz"] = int(values.pop("sample_rate"))
-    return ServerSettings(**values)
+    values.update({key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key) is not None})
+    return ServerSettings.from_values(values, f"{args.config}: " if args.config else "")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from bridge.server import serve
+    from app.server import serve
 
     return serve(_serve_settings(args))
 
@@ -498,7 +475,7 @@ def _mapping(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from adaptive import plot
+    from app import plot
 
     _check_writable(args.output)
     if args.plot_command == "mapping":
@@ -517,6 +494,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``adaptive`` console script; returns the exit status."""
+    register_generators()
     args = build_parser().parse_args(argv)
     handlers = {"render": _render, "serve": _serve, "replay": _replay, "bank": _bank, "send": _send,
                 "monitor": _monitor, "check": _check, "mapping": _mapping, "plot": _plot}

@@ -1,0 +1,159 @@
+"""The conductor: follows the sound designer's mapping. For the scene as
+smoothed at each moment it chooses the cue (with hysteresis and a minimum
+time in a cue), sets the layer gains, asks the transition runner for cue
+changes, has bridges and stingers generated ahead, triggers stingers and
+plays by a new mapping from the next bar line."""
+
+from __future__ import annotations
+
+from adaptive.clock import Quantize, seconds_to_frames
+from adaptive.events import EventKind
+from adaptive.mapping import MappingChange
+from adaptive.scene import SessionInput, StingerTrigger
+from adaptive.schedule import Schedule
+from adaptive.speculation import BridgesAhead, StingersAhead
+from adaptive.stage import Stage
+from adaptive.stinger import StingerPlayer
+from adaptive.transition_runner import TransitionRunner
+
+FOLLOW_STEP_SECONDS = 0.05
+"""While the smoothed scene is still moving toward what the game said, the
+mapping is evaluated again this often (session time): cue choice and layer
+gains follow the slew in 50 ms steps."""
+
+
+class Conductor:
+    """Turns inputs into music through the mapping.
+
+    Args:
+        stage: what plays.
+        schedule: where the next evaluation and mapping swaps wait.
+        transitions: starts cues and runs transitions.
+        stingers: plays stingers.
+        bridges_ahead, stingers_ahead: what is generated ahead.
+    """
+
+    def __init__(self, stage: Stage, schedule: Schedule, transitions: TransitionRunner, stingers: StingerPlayer,
+                 bridges_ahead: BridgesAhead, stingers_ahead: StingersAhead) -> None:
+        self.stage = stage
+        self.schedule = schedule
+        self.transitions = transitions
+        self.stingers = stingers
+        self.bridges_ahead = bridges_ahead
+        self.stingers_ahead = stingers_ahead
+        self._follow_pending: int | None = None  # frame of the next scheduled evaluation, if any
+        bridges_ahead.rules = stage.mapping.transition_rules()
+        bridges_ahead.conditioning = stage.mapping.conditioning
+        transitions.on_transition_begun = self.generate_ahead
+
+    def apply(self, item: SessionInput) -> None:
+        """Act on an accepted input at the frame it takes effect."""
+        stage = self.stage
+        frame = self.schedule.frame_now
+        if isinstance(item, StingerTrigger):
+            self.stingers.trigger(item.name, frame)
+            return
+        if isinstance(item, MappingChange):
+            self._schedule_mapping_change(item, frame)
+            return
+        stage.scene.apply(item, stage.mapping.emotions)
+        emotion = stage.scene.emotion
+        stage.smoother.set_target(frame, emotion.valence, emotion.arousal, stage.scene.intensity)
+        self.schedule.emit(frame, EventKind.SCENE, valence=emotion.valence, arousal=emotion.arousal,
+                           emotion=stage.scene.emotion_name, intensity=stage.scene.intensity,
+                           location=stage.scene.location)
+        self.follow(retarget_all=True)
+
+    def follow(self, retarget_all: bool = False) -> None:
+        """Evaluate the mapping for the scene as smoothed at this frame: choose
+        the cue (hysteresis, minimum time in a cue), set the layer gains, and
+        come back in :data:`FOLLOW_STEP_SECONDS` while the smoothing still moves."""
+        stage, transitions = self.stage, self.transitions
+        frame = self.schedule.frame_now
+        valence, arousal, intensity = stage.smoother.at(frame)
+        self.schedule.emit(frame, EventKind.FOLLOW, valence=valence, arousal=arousal, intensity=intensity)
+        playing = stage.current.name if stage.current else None
+        forced = stage.scene.forced_cue
+        wanted = forced or stage.mapping.choose_cue(valence, arousal, stage.scene.location, playing)
+        if stage.current is None:
+            transitions.start_player(stage.players[wanted], frame, fade_frames=0, previous=None, arousal=arousal)
+            stage.current = stage.players[wanted]
+        elif wanted != stage.current.name:
+            held_until = self._held_until()
+            if forced or held_until <= frame:
+                transitions.request(wanted, frame)
+            else:
+                self._follow_at(held_until)
+        else:
+            transitions.cancel_pending()
+        if retarget_all or intensity != stage.gain_intensity:
+            stage.gain_intensity = intensity
+            for player in stage.players.values():
+                if player.active:
+                    transitions.retarget_layers(player, frame)
+        self.generate_ahead()
+        settle = stage.smoother.settle_frame()
+        if settle > frame:
+            step = max(1, seconds_to_frames(FOLLOW_STEP_SECONDS, stage.sample_rate_hz))
+            self._follow_at(min(settle, frame + step))
+
+    def _follow_at(self, frame: int) -> None:
+        """Evaluate the mapping again at ``frame`` (one pending evaluation at a time: the earliest)."""
+        if self._follow_pending is not None and self._follow_pending <= frame:
+            return
+        self._follow_pending = frame
+
+        def follow() -> None:
+            if self._follow_pending == frame:
+                self._follow_pending = None
+                self.follow()
+
+        self.schedule.at(frame, follow)
+
+    def _held_until(self) -> int:
+        """The first frame at which the playing cue has played its minimum time
+        (``smoothing.min_cue_bars`` bars from its downbeat)."""
+        current = self.stage.current
+        min_bars = self.stage.mapping.mapping.smoothing.min_cue_bars
+        if current is None or current.grid is None or min_bars <= 0:
+            return 0
+        return current.grid.bar_to_frame(min_bars)
+
+    def _schedule_mapping_change(self, change: MappingChange, frame: int) -> None:
+        """Play by ``change``'s mapping from the next bar line of the lead cue
+        (at once when nothing plays): layer gains ramp to the new curves over
+        their fades, and the cue is chosen again."""
+        lead = self.stage.lead
+        boundary = frame
+        if lead is not None and lead.grid is not None:
+            boundary = max(frame, lead.grid.quantize(frame, Quantize.NEXT_BAR))
+        self.schedule.at(boundary, lambda: self._swap_mapping(change))
+
+    def _swap_mapping(self, change: MappingChange) -> None:
+        resolved = change.resolved
+        assert resolved is not None
+        stage = self.stage
+        frame = self.schedule.frame_now
+        stage.mapping = resolved
+        self.bridges_ahead.rules = resolved.transition_rules()
+        self.bridges_ahead.conditioning = resolved.conditioning
+        smoothing = resolved.mapping.smoothing
+        stage.smoother.set_rates(frame, smoothing.valence_per_second, smoothing.arousal_per_second,
+                                 smoothing.intensity_per_second)
+        for name, player in stage.players.items():
+            for layer in player.layers:
+                layer.curve, layer.fade_beats = resolved.layer_gain(name, layer.layer_name)
+        self.schedule.emit(frame, EventKind.MAPPING, source=change.source)
+        if stage.current is not None:
+            self.follow(retarget_all=True)
+
+    def generate_ahead(self) -> None:
+        """Refresh what is generated ahead (bridges to the likely next cues,
+        generated stingers) for the cue playing or coming and the emotion
+        the music follows."""
+        stage = self.stage
+        if stage.current is None:
+            return
+        valence, arousal, _ = stage.smoother.at(self.schedule.frame_now)
+        self.bridges_ahead.refresh(stage.current.name, valence, arousal)
+        self.stingers_ahead.refresh(stage.bank.cue(stage.current.name), valence, arousal)

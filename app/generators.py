@@ -1,0 +1,54 @@
+"""The part generators the composition root hands to the engine: the model
+generator of ``models/`` registered in :mod:`adaptive.registry`, as the default."""
+
+from __future__ import annotations
+
+from adaptive.errors import ConfigError
+from adaptive.generator import PartGenerator
+from adaptive.registry import register_generator
+
+DEFAULT_GENERATOR = "model"
+"""The generator of generated layers (without their own ``source.generator``),
+generated bridges and generated stingers when a session is not told otherwise:
+the trained model (``models/``); ``"rule_based"`` is the simpler part played
+when the model misses a deadline, and can be chosen with ``--generator``."""
+
+
+def load_model_generator() -> PartGenerator:
+    """The model part generator (``models.generate.ModelPartGenerator``, a
+    PyTorch Transformer) with its committed checkpoint, inferring on one
+    thread. Imported only when asked for, so the engine imports without
+    PyTorch.
+
+    Raises:
+        ConfigError: ``models.generate`` (or PyTorch) cannot be imported, or the
+            checkpoint cannot be loaded; the message names what is missing.
+    """
+
+    def unavailable(error: ImportError) -> ConfigError:
+        missing = getattr(error, "name", None) or str(error)
+        return ConfigError(
+            f"generator 'model' is not available: models.generate.ModelPartGenerator cannot be imported "
+            f"({missing} is missing: {error}); install the project with its dependencies ('./run setup') "
+            f"or choose --generator rule_based"
+        )
+
+    try:
+        from models.generate import ModelPartGenerator
+    except ImportError as error:
+        raise unavailable(error) from None
+    try:
+        return ModelPartGenerator(checkpoint=None, threads=1)
+    except ImportError as error:  # a dependency imported when the model loads
+        raise unavailable(error) from None
+    except Exception as error:  # a missing or corrupt checkpoint, a torch failure
+        raise ConfigError(
+            f"generator 'model': cannot load its checkpoint ({type(error).__name__}: {error}); "
+            f"choose --generator rule_based to play without the model"
+        ) from None
+
+
+def register_generators() -> None:
+    """Register the model generator as the default (idempotent)."""
+    register_generator(DEFAULT_GENERATOR, load_model_generator, default=True)
+

@@ -1,0 +1,73 @@
+"""The transport-independent half of the server: one handler per message a
+client may send, one error answer, one event-to-callback table."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from adaptive.cue import DEFAULT_BANK, load_bank
+from adaptive.events import EventKind, MusicEvent
+from adaptive.scene import SceneUpdate
+from bridge.dispatch import EVENT_MESSAGES, Dispatcher, error_reply, event_messages
+from bridge.protocol import BY_NAME, ERROR_MESSAGE_CHARS, MESSAGES, Direction, ProtocolError, validate
+
+
+class RecordingPeer:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def hello(self, values):
+        self.calls.append(("hello", values["client_name"]))
+
+    def subscribe(self, stream, subscribed):
+        self.calls.append(("subscribe", stream, subscribed))
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return load_bank(DEFAULT_BANK)
+
+
+def decoded(name, *values):
+    return validate(BY_NAME[name], list(values))
+
+
+def test_every_message_a_client_may_send_has_a_handler(bank):
+    dispatcher = Dispatcher(bank, lambda item: None, lambda: 1.5, 48_000, {})
+    assert set(dispatcher.handlers) == {m.name for m in MESSAGES if m.direction is Direction.TO_SERVER}
+
+
+def test_dispatch_answers_hello_and_ping_and_submits_inputs(bank):
+    submitted, counters, peer = [], collections.Counter(), RecordingPeer()
+    dispatcher = Dispatcher(bank, submitted.append, lambda: 2.25, 48_000,
+                            {"session_id": "s", "block_frames": 1024, "lookahead_ms": 40.0, "audio_tcp_port": 1},
+                            counters=counters)
+    replies = dispatcher.dispatch(decoded("hello", 9100, 48_000, 2, "s16", "unit"), peer)
+    assert [name for name, _ in replies] == ["welcome"] and replies[0][1]["time_s"] == 2
+    assert dispatcher.dispatch(decoded("ping", 7), peer, received_seconds=1.0)[0][1]["sequence"] == 7
+    assert dispatcher.dispatch(decoded("subscribe", "midi"), peer) == []
+    assert dispatcher.dispatch(decoded("intensity", 0.5), peer) == []
+    assert submitted == [SceneUpdate(intensity=0.5)]
+    assert peer.calls == [("hello", "unit"), ("subscribe", "midi", True)]
+    assert (counters["hellos"], counters["pings"], counters["inputs"]) == (1, 1, 1)
+    with pytest.raises(ProtocolError, match="unknown_name|not known|allowed"):
+        dispatcher.dispatch(decoded("emotion", "nonsense"), peer)
+
+
+def test_an_error_text_is_cut_to_the_same_limit_in_characters_and_bytes():
+    ascii_text = error_reply(ProtocolError("malformed", "x" * 5000))[1]["message"]
+    assert len(ascii_text) == ERROR_MESSAGE_CHARS and ascii_text.endswith("...")
+    wide_text = error_reply(ProtocolError("malformed", "é" * 900))[1]["message"]
+    assert len(wide_text.encode()) <= ERROR_MESSAGE_CHARS and wide_text.endswith("...")
+    assert error_reply(ProtocolError("malformed", "short"))[1] == {"code": "malformed", "message": "short"}
+
+
+def test_internal_events_are_not_sent_and_wire_events_are():
+    internal = {EventKind.SCENE, EventKind.FOLLOW, EventKind.GAINS, EventKind.ERROR}
+    assert set(EVENT_MESSAGES) == set(EventKind) - internal
+    events = [MusicEvent(48_000, EventKind.BAR, {"cue": "c" * 100, "bar_index": 3}),
+              MusicEvent(48_000, EventKind.GAINS, {"cue": "c", "layers": {}})]
+    assert event_messages(events, 48_000) == [("bar", {"frame": 48_000, "time_s": 1, "time_us": 0,
+                                                       "cue": "c" * 64, "bar_index": 3})]
