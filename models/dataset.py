@@ -46,25 +46,11 @@ import numpy as np
 
 from adaptive.harmony import Chord, ChordQuality, Key, Mode, parse_pitch_class
 from adaptive.harmony import diatonic_triad
+from models.paths import REPO_ROOT, default_cache_dir, default_data_dir  # noqa: F401 (re-exported)
 from models.tokenizer import (HEADER_LENGTH, METERS, REMI_SETTINGS, Vocabulary, bar_header, density_bin, encode_bar,
                               velocity_level)
 
 DATA_FORMAT_VERSION = 2
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_data_dir() -> Path:
-    """``$ADAPTIVE_DATA`` if set, else ``../shared/data`` relative to the repository root."""
-    return Path(os.environ.get("ADAPTIVE_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
-
-
-def default_cache_dir() -> Path:
-    """``models/`` in the project's cache folder (``$ADAPTIVE_CACHE``, else
-    ``$XDG_CACHE_HOME/adaptive``, else ``~/.cache/adaptive``), outside the repository."""
-    if os.environ.get("ADAPTIVE_CACHE"):
-        return Path(os.environ["ADAPTIVE_CACHE"]) / "models"
-    base = Path(os.environ["XDG_CACHE_HOME"]) if os.environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return base / "adaptive" / "models"
 
 
 # Krumhansl & Kessler (1982) key profiles, tonic first (as in Krumhansl 1990, Table 2.1).

@@ -208,7 +208,7 @@ def extract(cache_dir: Path, sources=SOURCES, limit: int | None = None,
 if __name__ == "__main__":  # python -m models.folk_corpus [SOURCE[:FILES] ...]: fill the cache
     import sys
 
-    from models.dataset import default_cache_dir
+    from models.paths import default_cache_dir
 
     chosen = []
     for arg in sys.argv[1:] or SOURCES:
@@ -216,7 +216,5 @@ if __name__ == "__main__":  # python -m models.folk_corpus [SOURCE[:FILES] ...]:
         if name not in SOURCES:
             sys.exit(f"unknown source {name!r} (allowed: {', '.join(SOURCES)}, each optionally :FILES)")
         chosen.append((name, int(files) if files else None))
-    from models import folk_corpus  # pickle the pieces as models.folk_corpus.RawPiece, not __main__'s
-
-    found = folk_corpus.extract(default_cache_dir(), chosen)
+    found = extract(default_cache_dir(), chosen)  # pickled as __main__.RawPiece: _Unpickler reads them
     print(f"{len(found)} pieces")

@@ -263,7 +263,8 @@ def held_out_references(data_dir, held_out: dict, vocab, cache_dir=None) -> dict
     songs) and ``folk`` (held-out Essen, O'Neill and Ryan tunes, only when
     the music21 corpus cache of ``python -m models.folk_corpus`` exists:
     parsing it takes minutes)."""
-    from models.dataset import default_cache_dir, tokenize_file, vgmidi_labels, vgmidi_piece_of
+    from models.dataset import tokenize_file, vgmidi_labels, vgmidi_piece_of
+    from models.paths import default_cache_dir
 
     labels = {row["file"]: row for row in vgmidi_labels(data_dir)}
     references: dict[str, list] = {"VGMIDI": [], "POP909": []}
