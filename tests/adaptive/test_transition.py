@@ -62,3 +62,53 @@ def test_generated_bridge_targets_follow_the_rules_in_force(bank):
     targets = generated_bridge_targets(bank, first, generated)
     assert targets == [(cue.name, 2) for cue in bank.cues if cue.name != first]
     assert generated_bridge_targets(bank, first, []) == []
+
+
+def test_a_bridge_joins_the_outgoing_cues_last_bar_to_the_incoming_cues_first_note(bank):
+    from adaptive.part import PartLibrary
+    from adaptive.transition import bridge_seams, lead_part
+
+    library = PartLibrary()
+    explore, stealth = bank.cue("explore"), bank.cue("stealth")
+    lead = lead_part(explore, bank, library)  # the melody track: the highest of explore's MIDI layers
+    assert lead is library.track(bank.path("explore.mid"), "melody")
+    context, next_pitch = bridge_seams(bank, library, "explore", "stealth")
+    last_bar_beats = (explore.loop_bars - 1) * explore.meter.beats_per_bar
+    in_last_bar = lead.start_beats >= last_bar_beats
+    assert len(context) == 1 and context[0].pitch.tolist() == lead.pitch[in_last_bar].tolist()
+    assert (context[0].start_beats >= 0).all() and (context[0].start_beats < explore.meter.beats_per_bar).all()
+    stealth_lead = lead_part(stealth, bank, library)
+    first = stealth_lead.start_beats == stealth_lead.start_beats.min()
+    assert next_pitch == int(stealth_lead.pitch[first].max())
+
+    plan = plan_bridge(explore, stealth, 3, seed=1, context=context, next_pitch=next_pitch)
+    assert plan.requests[0].context == context and all(not r.context for r in plan.requests[1:])
+    assert all(r.ending is None for r in plan.requests[:-1])
+    ending = plan.requests[-1].ending
+    stealth_key = stealth.parsed_key  # E minor: end on E or B, within an octave of the first stealth note
+    assert set(ending.pitch_classes) == {stealth_key.tonic_pitch_class, (stealth_key.tonic_pitch_class + 7) % 12}
+    assert ending.next_pitch == next_pitch
+
+
+def test_a_cue_of_generated_layers_only_has_no_lead_line(bank):
+    from adaptive.cue import Cue
+    from adaptive.part import PartLibrary
+    from adaptive.transition import lead_part
+
+    cue = Cue.model_validate({"name": "gen", "bpm": 100, "key": "C major", "loop_bars": 4,
+                              "layers": [{"name": "arp", "source": {"kind": "generated", "role": "arpeggio"}}]})
+    assert lead_part(cue, bank, PartLibrary()) is None
+
+
+def test_a_cue_bar_may_change_chord_at_its_half():
+    from adaptive.cue import Cue
+    from adaptive.harmony import Chord
+
+    cue = Cue.model_validate({"name": "c", "bpm": 100, "key": "C major", "loop_bars": 2, "chords": ["C", "F G"],
+                              "layers": [{"name": "arp", "source": {"kind": "generated"}}]})
+    assert cue.chords_at_bar(0) == (Chord.parse("C"), None)
+    assert cue.chords_at_bar(1) == (Chord.parse("F"), Chord.parse("G"))
+    assert cue.chord_at_bar(1) == Chord.parse("F")
+    with pytest.raises(ValueError, match="one chord per bar, or two separated by a space"):
+        Cue.model_validate({"name": "c", "bpm": 100, "key": "C major", "loop_bars": 2, "chords": ["C F G"],
+                            "layers": [{"name": "arp", "source": {"kind": "generated"}}]})
