@@ -198,6 +198,8 @@ class ModelPartGenerator:
         self._velocity_ids = np.flatnonzero(kind == "Velocity")
         self._duration_ids = np.flatnonzero(kind == "Duration")
         self._position_ids = np.flatnonzero(self._is_position)
+        self._position_values = v.position[self._position_ids]
+        self._durations_ok = self._duration_ids[v.duration_beats[self._duration_ids] <= 8.0]
         self._bar = v.id("Bar_None")
         self._slot_ids = {name: i for i, name in enumerate(HEADER_SLOTS)}
         self._cache: NumpyCache | None = None
@@ -347,71 +349,50 @@ class ModelPartGenerator:
 
     def _model_bar(self, request: BarRequest, bar: ModelBar, scale: float, rng: np.random.Generator,
                    previous_pitch: int | None, ending) -> list[tuple[float, float, int, int]]:
+        """Write one model bar: feed its header, then sample note tokens under
+        the hard rules (:meth:`_allowed`) until the model writes ``Bar``.
+        Returns notes as (onset, duration in quarter notes, pitch, velocity)."""
         v = self.vocab
-        max_per_position = ROLE_MAX_NOTES_PER_POSITION[request.role]
-        max_tokens = bar.positions * (1 + 3 * max_per_position) + 1
+        state = _BarState(bar, ROLE_MAX_NOTES_PER_POSITION[request.role], previous_pitch, ending,
+                          *self._allowed_pitches(request, bar.chords))
+        max_tokens = bar.positions * (1 + 3 * state.max_per_position) + 1
         header = self._header(request, bar, unconditional=False)
         headers = [header] + ([self._header(request, bar, unconditional=True)] if self._rows == 2 else [])
         logits = self._start(request, headers, max_tokens)
-        pitch_first_half, pitch_second_half = self._allowed_pitches(request, bar.chords)
-        half_position = bar.positions // 2
-        durations_ok = self._duration_ids[v.duration_beats[self._duration_ids] <= 8.0]
         body: list[int] = []
-        notes: list[tuple[float, float, int, int]] = []
-        position, pitches_here, last_pitch = -1, [], None
-        state = "after_duration"
         while True:
-            if state == "after_duration":
-                candidates = list(self._position_ids[(v.position[self._position_ids] > position)
-                                                     & (v.position[self._position_ids] < bar.positions)])
-                if ending is not None and position >= 0 and not self._ends_well(last_pitch, ending):
-                    pass  # the bar may not end yet: a later note must land on the ending
-                else:
-                    candidates.append(self._bar)
-                if position >= 0 and len(pitches_here) < max_per_position:
-                    candidates += list(self._pitch_candidates(
-                        pitch_first_half if position < half_position else pitch_second_half,
-                        pitches_here, None, ending, position, bar.positions))
-                if not candidates:
-                    candidates = [self._bar]
-                allowed = np.array(candidates, np.int64)
-            elif state == "after_position":
-                allowed = self._pitch_candidates(pitch_first_half if position < half_position else pitch_second_half,
-                                                 pitches_here, previous_pitch if not notes else None, ending,
-                                                 position, bar.positions)
-                if len(allowed) == 0:  # nothing fits here (cannot happen with an ending reachable)
-                    allowed = np.flatnonzero(self._is_pitch & (v.pitch >= 21))
-            elif state == "after_pitch":
-                allowed = self._velocity_ids
-            else:
-                allowed = durations_ok
-            token = self._sample(logits, scale, allowed, rng)
+            token = self._sample(logits, scale, self._allowed(state), rng)
             if token == self._bar:
                 break
             body.append(token)
-            kind = v.kind[token]
-            if kind == "Position":
-                position = int(v.position[token])
-                pitches_here = []
-                state = "after_position"
-            elif kind == "Pitch":
-                last_pitch = int(v.pitch[token])
-                pitches_here.append(last_pitch)
-                state = "after_pitch"
-            elif kind == "Velocity":
-                velocity = int(v.velocity[token])
-                state = "after_velocity"
-            else:
-                duration = float(v.duration_beats[token])
-                notes.append((position / POSITIONS_PER_BEAT, duration, last_pitch, velocity))
-                state = "after_duration"
+            state.take(v, token)
             if self._cache.room() < 1 or len(body) > max_tokens:
-                break  # a guard: the limits above keep a bar shorter than this
+                break  # a guard: the rules above keep a bar shorter than this
             logits = self.decoder.forward(np.full((self._rows, 1), token, np.int64), self._cache)
         self._history.append(header + body)
         del self._history[:-64]  # more bars than any context holds
         self.last_tokens += [v.tokens[i] for i in header + body]
-        return notes
+        return state.notes
+
+    def _allowed(self, state: "_BarState") -> np.ndarray:
+        """Token ids the grammar and the hard rules allow next (int64)."""
+        if state.expect == "Velocity":
+            return self._velocity_ids
+        if state.expect == "Duration":
+            return self._durations_ok
+        pitches = self._pitch_candidates(state) if state.position >= 0 else np.zeros(0, np.int64)
+        if state.expect == "Pitch":  # right after a Position
+            return pitches if len(pitches) else np.flatnonzero(self._is_pitch)
+        # After a note: another pitch at this position, a later position, or the end of the bar.
+        later = self._position_ids[(self._position_values > state.position)
+                                   & (self._position_values < state.bar.positions)]
+        parts = [later]
+        if len(state.pitches_here) < state.max_per_position:
+            parts.append(pitches)
+        if state.ending is None or self._ends_well(state.last_pitch, state.ending) \
+                or not any(len(p) for p in parts):
+            parts.append(np.array([self._bar], np.int64))  # an ending bar closes only on its ending
+        return np.concatenate(parts)
 
     @staticmethod
     def _ends_well(pitch: int | None, ending) -> bool:
@@ -419,20 +400,22 @@ class ModelPartGenerator:
             return False
         return ending.next_pitch is None or abs(pitch - ending.next_pitch) <= 12
 
-    def _pitch_candidates(self, mask: np.ndarray, pitches_here: list[int], previous_pitch: int | None, ending,
-                          position: int, positions: int) -> np.ndarray:
-        """Allowed pitch ids at a position: the mask less pitches already there,
-        within an octave of ``previous_pitch`` (a seam), and at a bar's last
-        position with an ending, only pitches that end it well."""
+    def _pitch_candidates(self, state: "_BarState") -> np.ndarray:
+        """Allowed pitch ids at the current position: the half bar's mask,
+        above the pitches already there (the data writes a chord bottom up),
+        within an octave of the previous bar's last note at a seam's first
+        onset, and at the last position of a bar with an ending, only pitches
+        that end it well (each narrowing only when something is left)."""
         v = self.vocab
-        ok = mask.copy()
-        if pitches_here:
-            ok[np.isin(v.pitch, pitches_here)] = False
-        if previous_pitch is not None:
-            near = np.abs(v.pitch - previous_pitch) <= 12
+        ok = (state.first_half if state.position < state.bar.positions // 2 else state.second_half).copy()
+        if state.pitches_here:
+            ok &= v.pitch > max(state.pitches_here)
+        if state.seam_pitch is not None and state.position == state.first_position:
+            near = np.abs(v.pitch - state.seam_pitch) <= 12
             if (ok & near).any():
                 ok &= near
-        if ending is not None and position == positions - 1:
+        ending = state.ending
+        if ending is not None and state.position == state.bar.positions - 1:
             good = np.isin(v.pitch % 12, ending.pitch_classes) & self._is_pitch
             if ending.next_pitch is not None:
                 good &= np.abs(v.pitch - ending.next_pitch) <= 12
@@ -460,3 +443,44 @@ class ModelPartGenerator:
         cumulative = cumulative[:keep]
         choice = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
         return int(allowed[order[min(choice, keep - 1)]])
+
+
+class _BarState:
+    """Where the decoding of one model bar stands (grammar state, position,
+    notes so far) and the rules that hold for it."""
+
+    def __init__(self, bar: ModelBar, max_per_position: int, seam_pitch: int | None, ending,
+                 first_half: np.ndarray, second_half: np.ndarray) -> None:
+        self.bar = bar
+        self.max_per_position = max_per_position
+        self.seam_pitch = seam_pitch
+        self.ending = ending
+        self.first_half, self.second_half = first_half, second_half
+        self.expect = "Position"  # after a note (or at the bar's start): Position, Pitch or Bar
+        self.position = -1
+        self.first_position: int | None = None
+        self.pitches_here: list[int] = []
+        self.last_pitch: int | None = None
+        self.velocity = 0
+        self.notes: list[tuple[float, float, int, int]] = []
+
+    def take(self, vocab: Vocabulary, token: int) -> None:
+        """Advance past ``token`` (not ``Bar``)."""
+        kind = vocab.kind[token]
+        if kind == "Position":
+            self.position = int(vocab.position[token])
+            if self.first_position is None:
+                self.first_position = self.position
+            self.pitches_here = []
+            self.expect = "Pitch"
+        elif kind == "Pitch":
+            self.last_pitch = int(vocab.pitch[token])
+            self.pitches_here.append(self.last_pitch)
+            self.expect = "Velocity"
+        elif kind == "Velocity":
+            self.velocity = int(vocab.velocity[token])
+            self.expect = "Duration"
+        else:
+            self.notes.append((self.position / POSITIONS_PER_BEAT, float(vocab.duration_beats[token]),
+                               self.last_pitch, self.velocity))
+            self.expect = "Position"
