@@ -803,13 +803,21 @@ def _machine() -> str:
     import platform
 
     cpu = platform.processor() or platform.machine()
+    family = model = None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name == "model name" and cpu == (platform.processor() or platform.machine()):
+                cpu = value.strip()
+            elif name == "cpu family" and family is None:
+                family = value.strip()
+            elif name == "model" and model is None:
+                model = value.strip()
     except OSError:
         pass
+    if family is not None:
+        cpu += f" (family {family}, model {model})"
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
@@ -1032,6 +1040,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default: models/MODEL_CARD.md)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw figures as JSON")
     parser.add_argument("--guidance", type=float, default=None, help="the model's guidance scale (default: its own)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 1,2; 1 with --quick)")
     parser.add_argument("--progressions", choices=tuple(PROGRESSION_SETS), default="held_out",
                         help="held_out (default): progressions never used to choose a setting; tuning: those that were")
     parser.add_argument("--write-requests", type=Path, default=None, metavar="PATH",
@@ -1043,6 +1052,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     grid = QUICK_GRID if args.quick else Grid()
     grid = Grid(**{**asdict(grid), "progression_set": args.progressions})
+    if args.seeds:
+        try:
+            grid = Grid(**{**asdict(grid), "seeds": tuple(int(x) for x in args.seeds.split(","))})
+        except ValueError:
+            parser.error(f"--seeds {args.seeds!r}: comma-separated whole numbers, e.g. 1,2")
     if args.write_requests is not None:
         args.write_requests.write_text(json.dumps(grid_requests(grid), indent=1) + "\n")
         return 0

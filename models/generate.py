@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from adaptive.generator import BarRequest
 from adaptive.harmony import Chord, Key, Mode
@@ -70,6 +71,11 @@ TEMPERATURE = 0.9
 TOP_P = 0.95
 """Nucleus sampling (Holtzman et al. 2020): sample from the smallest set of
 allowed tokens holding this much probability."""
+
+_blas_threads = ThreadpoolController()
+"""numpy's BLAS runs on the calling thread while a bar is generated (a
+(2, 192) x (192, 768) product split over two threads costs more in hand-offs
+than it saves, and would take the core the render thread needs)."""
 
 _MODELS: dict[tuple, tuple[NumpyDecoder, dict, Vocabulary]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -246,11 +252,13 @@ class ModelPartGenerator:
         previous_pitch = self._last_context_pitch(request) if not continuing else None
         bars = model_bars(request)
         to_beats = request.beat_unit / 4.0
-        for index, bar in enumerate(bars):
-            ending = request.ending if index == len(bars) - 1 else None
-            for onset, duration, pitch, velocity in self._model_bar(request, bar, scale, rng, previous_pitch, ending):
-                notes.append(((bar.offset_quarters + onset) * to_beats, duration * to_beats, pitch, velocity))
-            previous_pitch = None
+        with _blas_threads.limit(limits=1, user_api="blas"):  # one token's products are too small to share
+            for index, bar in enumerate(bars):
+                ending = request.ending if index == len(bars) - 1 else None
+                for onset, duration, pitch, velocity in self._model_bar(request, bar, scale, rng, previous_pitch,
+                                                                        ending):
+                    notes.append(((bar.offset_quarters + onset) * to_beats, duration * to_beats, pitch, velocity))
+                previous_pitch = None
         return Part.from_notes(notes)
 
     # ------------------------------------------------------------------ conditioning

@@ -1,0 +1,51 @@
+"""The realness measures: features of literal melodies, and a classifier that
+separates different music and cannot separate music from itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.realness import FEATURE_NAMES, RolePiece, classifier_accuracy, features, statistic_ranges, statistics
+
+
+def melody(pitches, onsets=None, beats_per_bar=4.0, tonic=0) -> RolePiece:
+    onsets = np.arange(len(pitches), dtype=float) if onsets is None else np.asarray(onsets, float)
+    return RolePiece(onsets, np.ones(len(pitches)), np.asarray(pitches), beats_per_bar,
+                     int(np.ceil((onsets.max() + 1) / beats_per_bar)), tonic)
+
+
+def test_statistics_of_a_literal_melody():
+    # C D E C | C D E C: steps and a skip, the second bar repeats the first.
+    piece = melody([60, 62, 64, 60, 60, 62, 64, 60])
+    stats = statistics(piece)
+    assert stats["tonic_share"] == pytest.approx(4 / 8)
+    assert stats["step_share"] == pytest.approx(4 / 7)    # 60-62, 62-64 twice
+    assert stats["repeat_share"] == pytest.approx(1 / 7)  # 60-60 across the bar line
+    assert stats["leap_share"] == 0.0
+    assert stats["bar_rhythm_repetition"] == 0.5 and stats["bar_repetition"] == 0.5  # bar 2 of 2 repeats bar 1
+    assert stats["notes_per_beat"] == 1.0
+    vector = features(piece)
+    assert vector.shape == (len(FEATURE_NAMES),) and np.isfinite(vector).all()
+    assert vector[FEATURE_NAMES.index("pc_0")] == pytest.approx(0.5)
+    assert vector[FEATURE_NAMES.index("interval_2")] == pytest.approx(4 / 7)  # four rising steps of 2
+    assert vector[FEATURE_NAMES.index("interval_-4")] == pytest.approx(2 / 7)
+
+
+def test_the_classifier_separates_stepwise_tunes_from_leaping_ones_and_not_a_set_from_itself():
+    rng = np.random.default_rng(0)
+
+    def walk(step_sizes):
+        pitches = [67]
+        for _ in range(15):
+            pitches.append(int(np.clip(pitches[-1] + rng.choice(step_sizes) * rng.choice([-1, 1]), 55, 85)))
+        return melody(pitches, tonic=7)
+
+    stepwise = [walk([1, 2]) for _ in range(40)]
+    leaping = [walk([5, 7, 9]) for _ in range(40)]
+    assert classifier_accuracy(stepwise, leaping)["balanced_accuracy"] > 0.9
+    more_stepwise = [walk([1, 2]) for _ in range(40)]
+    assert classifier_accuracy(stepwise, more_stepwise)["balanced_accuracy"] < 0.7
+    ranges = statistic_ranges(stepwise, leaping)
+    assert ranges["step_share"]["inside"] is False and ranges["leap_share"]["generated_median"] > 0.8
+    assert statistic_ranges(stepwise, more_stepwise)["step_share"]["inside"] is True
