@@ -25,13 +25,15 @@ _LN_EPS = 1e-5  # torch.nn.LayerNorm's default
 
 
 class NumpyCache:
-    """Keys and values of every layer, preallocated: (n_layer, B, H, block_size, D) float32 each.
+    """Keys and values of every layer, preallocated, float32: keys stored
+    transposed, (n_layer, B, H, D, block_size), so a query multiplies them
+    without a transpose; values (n_layer, B, H, block_size, D).
 
     ``length`` positions are filled (the same for every row)."""
 
     def __init__(self, n_layer: int, rows: int, n_head: int, block_size: int, head_dim: int) -> None:
-        self.keys = np.zeros((n_layer, rows, n_head, block_size, head_dim), np.float32)
-        self.values = np.zeros_like(self.keys)
+        self.keys = np.zeros((n_layer, rows, n_head, head_dim, block_size), np.float32)
+        self.values = np.zeros((n_layer, rows, n_head, block_size, head_dim), np.float32)
         self.length = 0
         self.block_size = block_size
 
@@ -40,14 +42,24 @@ class NumpyCache:
         return self.block_size - self.length
 
 
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """LayerNorm over the last axis (Ba et al. 2016), as ``torch.nn.LayerNorm``
-    (sums times 1/C rather than ``mean``: numpy's ``mean`` costs more in
-    bookkeeping than in arithmetic at C = 192)."""
+def _normalize(x: np.ndarray) -> np.ndarray:
+    """LayerNorm over the last axis (Ba et al. 2016) without its affine part,
+    which :class:`NumpyDecoder` folds into the following matrix (sums times
+    1/C rather than ``mean``: numpy's ``mean`` costs more in bookkeeping than
+    in arithmetic at C = 192)."""
     inverse_width = 1.0 / x.shape[-1]
     centred = x - x.sum(-1, keepdims=True) * inverse_width
     variance = np.einsum("...c,...c->...", centred, centred)[..., None] * inverse_width
-    return centred * (1.0 / np.sqrt(variance + _LN_EPS)) * weight + bias
+    return centred * (1.0 / np.sqrt(variance + _LN_EPS))
+
+
+def _fold(weight: np.ndarray, bias: np.ndarray, matrix_t: np.ndarray, matrix_bias: np.ndarray | None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """``(n * w + b) @ M + c`` = ``n @ (w[:, None] * M) + (b @ M + c)``: a
+    LayerNorm's affine part folded into the matrix ``M`` (C, out) that follows it."""
+    folded = np.ascontiguousarray(weight[:, None] * matrix_t, dtype=np.float32)
+    folded_bias = bias @ matrix_t + (0.0 if matrix_bias is None else matrix_bias)
+    return folded, folded_bias.astype(np.float32)
 
 
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -73,18 +85,21 @@ class NumpyDecoder:
 
         self.token_embedding = array(model.token_embedding.weight)          # (V, C)
         self.position_embedding = array(model.position_embedding.weight)    # (P, C)
-        self.head_t = np.ascontiguousarray(self.token_embedding.T)          # (C, V), tied head
+        # The tied head, with the final LayerNorm's affine part folded in: (C, V).
+        self.head_t, self.head_b = _fold(array(model.ln_f.weight), array(model.ln_f.bias),
+                                         np.ascontiguousarray(self.token_embedding.T), None)
         self.layers = []
         for block in model.blocks:
+            qkv_w, qkv_b = _fold(array(block.ln_1.weight), array(block.ln_1.bias),
+                                 array(block.attn.qkv.weight).T, array(block.attn.qkv.bias))       # (C, 3C)
+            fc_w, fc_b = _fold(array(block.ln_2.weight), array(block.ln_2.bias),
+                               array(block.mlp.fc.weight).T, array(block.mlp.fc.bias))            # (C, 4C)
             self.layers.append(dict(
-                ln1_w=array(block.ln_1.weight), ln1_b=array(block.ln_1.bias),
-                qkv_w=array(block.attn.qkv.weight).T.copy(), qkv_b=array(block.attn.qkv.bias),   # (C, 3C)
+                qkv_w=qkv_w, qkv_b=qkv_b,
                 proj_w=array(block.attn.proj.weight).T.copy(), proj_b=array(block.attn.proj.bias),  # (C, C)
-                ln2_w=array(block.ln_2.weight), ln2_b=array(block.ln_2.bias),
-                fc_w=array(block.mlp.fc.weight).T.copy(), fc_b=array(block.mlp.fc.bias),        # (C, 4C)
+                fc_w=fc_w, fc_b=fc_b,
                 out_w=array(block.mlp.proj.weight).T.copy(), out_b=array(block.mlp.proj.bias),  # (4C, C)
             ))
-        self.lnf_w, self.lnf_b = array(model.ln_f.weight), array(model.ln_f.bias)
         self.scale = 1.0 / math.sqrt(self.head_dim)
 
     def new_cache(self, rows: int = 1) -> NumpyCache:
@@ -109,13 +124,11 @@ class NumpyDecoder:
         if T > 1:  # query i (at position start + i) sees keys 0..start + i
             mask = np.triu(np.full((T, end), -np.inf, np.float32), k=start + 1)       # (T, end)
         for index, p in enumerate(self.layers):
-            h = _layer_norm(x, p["ln1_w"], p["ln1_b"])
-            qkv = h @ p["qkv_w"] + p["qkv_b"]                                          # (B, T, 3C)
+            qkv = _normalize(x) @ p["qkv_w"] + p["qkv_b"]                               # (B, T, 3C)
             qkv = qkv.reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)                  # (3, B, H, T, D)
-            cache.keys[index, :, :, start:end] = qkv[1]
+            cache.keys[index, :, :, :, start:end] = qkv[1].transpose(0, 1, 3, 2)
             cache.values[index, :, :, start:end] = qkv[2]
-            keys = cache.keys[index, :, :, :end]                                       # (B, H, end, D)
-            scores = (qkv[0] @ keys.transpose(0, 1, 3, 2)) * self.scale                # (B, H, T, end)
+            scores = (qkv[0] * self.scale) @ cache.keys[index, :, :, :, :end]          # (B, H, T, end)
             if mask is not None:
                 scores = scores + mask
             scores = np.exp(scores - scores.max(-1, keepdims=True))
@@ -123,8 +136,6 @@ class NumpyDecoder:
             y = scores @ cache.values[index, :, :, :end]                               # (B, H, T, D)
             y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                               # (B, T, C)
             x = x + (y @ p["proj_w"] + p["proj_b"])
-            h = _layer_norm(x, p["ln2_w"], p["ln2_b"])
-            x = x + (_gelu_tanh(h @ p["fc_w"] + p["fc_b"]) @ p["out_w"] + p["out_b"])  # (B, T, C)
+            x = x + (_gelu_tanh(_normalize(x) @ p["fc_w"] + p["fc_b"]) @ p["out_w"] + p["out_b"])  # (B, T, C)
         cache.length = end
-        last = _layer_norm(x[:, -1], self.lnf_w, self.lnf_b)                          # (B, C)
-        return last @ self.head_t                                                      # (B, V)
+        return _normalize(x[:, -1]) @ self.head_t + self.head_b                       # (B, V)
