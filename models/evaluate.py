@@ -1040,6 +1040,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default: models/MODEL_CARD.md)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw figures as JSON")
     parser.add_argument("--guidance", type=float, default=None, help="the model's guidance scale (default: its own)")
+    parser.add_argument("--temperature", type=float, default=None, help="the model's sampling temperature")
+    parser.add_argument("--top-p", type=float, default=None, help="the model's nucleus mass")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 1,2; 1 with --quick)")
     parser.add_argument("--progressions", choices=tuple(PROGRESSION_SETS), default="held_out",
                         help="held_out (default): progressions never used to choose a setting; tuning: those that were")
@@ -1082,7 +1084,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     held_out_path = args.held_out or find_held_out_list(args.checkpoint)
     command = "python -m models.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        options = {"guidance_scale": args.guidance} if args.guidance is not None and args.generator == "model" else {}
+        options = {name: value for name, value in (("guidance_scale", args.guidance), ("temperature", args.temperature),
+                                                   ("top_p", args.top_p))
+                   if value is not None and args.generator == "model"}
         if args.pieces is not None:
             generator, load_seconds = DumpedPieces(args.pieces, grid), 0.0
         else:

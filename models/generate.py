@@ -182,6 +182,7 @@ class ModelPartGenerator:
             the arousal when the mapping does not ask (else they read ``unknown``).
         constrained: False turns off the key and register constraints (for the
             evaluation's ablation).
+        temperature, top_p: sampling temperature (0.05..5) and nucleus mass (0..1].
     Raises:
         ModelError (an :class:`adaptive.errors.AssetError`): the checkpoint is
             missing, corrupt, truncated, or does not match this code.
@@ -191,8 +192,11 @@ class ModelPartGenerator:
 
     def __init__(self, checkpoint: str | Path | None = None, threads: int = 1,
                  guidance_scale: float = DEFAULT_GUIDANCE_SCALE, texture_from_arousal: bool = True,
-                 constrained: bool = True) -> None:
+                 constrained: bool = True, temperature: float = TEMPERATURE, top_p: float = TOP_P) -> None:
         del threads
+        if not (0.05 <= temperature <= 5.0 and 0.0 < top_p <= 1.0):
+            raise ValueError(f"temperature {temperature} (allowed 0.05..5) or top_p {top_p} (allowed (0, 1]) out of range")
+        self.temperature, self.top_p = temperature, top_p
         self.decoder, self.payload, self.vocab = shared_model(checkpoint)
         self.guidance_scale = guidance_scale
         self.texture_from_arousal = texture_from_arousal
@@ -369,7 +373,7 @@ class ModelPartGenerator:
         logits = self._start(request, headers, max_tokens)
         body: list[int] = []
         while True:
-            token = self._sample(logits, scale, self._allowed(state), rng)
+            token = self._sample(logits, scale, self._allowed(state), rng, self.temperature, self.top_p)
             if token == self._bar:
                 break
             body.append(token)
@@ -432,7 +436,8 @@ class ModelPartGenerator:
         return np.flatnonzero(ok)
 
     @staticmethod
-    def _sample(logits: np.ndarray, scale: float, allowed: np.ndarray, rng: np.random.Generator) -> int:
+    def _sample(logits: np.ndarray, scale: float, allowed: np.ndarray, rng: np.random.Generator,
+                temperature: float, top_p: float) -> int:
         """Draw a token among ``allowed`` ids from the guided logits (rows: the
         conditional, then the unconditional one), with temperature and nucleus
         sampling, by inverse-CDF sampling with one uniform draw."""
@@ -442,12 +447,12 @@ class ModelPartGenerator:
             scores = unconditional + scale * (conditional - unconditional)
         else:
             scores = conditional
-        scores = scores / TEMPERATURE
+        scores = scores / temperature
         weights = np.exp(scores - scores.max())
         order = np.argsort(-weights, kind="stable")
         sorted_weights = weights[order]
         cumulative = np.cumsum(sorted_weights)
-        keep = int(np.searchsorted(cumulative, TOP_P * cumulative[-1])) + 1
+        keep = int(np.searchsorted(cumulative, top_p * cumulative[-1])) + 1
         cumulative = cumulative[:keep]
         choice = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
         return int(allowed[order[min(choice, keep - 1)]])
