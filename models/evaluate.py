@@ -1022,8 +1022,7 @@ def _json_safe(value):
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit status."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--generator", default="model", choices=("model", "rule_based"),
                         help="which generator to evaluate (default: model)")
@@ -1051,7 +1050,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="judge these generated pieces (tools/dump_generated_pieces.py) instead of generating")
     parser.add_argument("--ablation", action="store_true",
                         help="evaluate every row of the ablation (rule-based, constraints, guidance scales) instead")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Grid:
+    """The grid the options ask for (exits with a usage error on a bad --seeds or --roles)."""
     grid = QUICK_GRID if args.quick else Grid()
     grid = Grid(**{**asdict(grid), "progression_set": args.progressions})
     if args.seeds:
@@ -1059,29 +1062,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             grid = Grid(**{**asdict(grid), "seeds": tuple(int(x) for x in args.seeds.split(","))})
         except ValueError:
             parser.error(f"--seeds {args.seeds!r}: comma-separated whole numbers, e.g. 1,2")
-    if args.write_requests is not None:
-        args.write_requests.write_text(json.dumps(grid_requests(grid), indent=1) + "\n")
-        return 0
-    if args.ablation:
+    if args.ablation and not args.seeds:
         grid = Grid(**{**asdict(grid), "seeds": grid.seeds[:1]})  # one seed: 7 rows in about 10 minutes
-        markdown = render_ablation(ablation(grid, args.data, args.held_out or find_held_out_list(args.checkpoint),
-                                            args.checkpoint,
-                                            lambda m: print(f"evaluate: {m}", file=sys.stderr, flush=True)), grid)
-        print(markdown)
-        return 0
     if args.roles:
         roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
         bad = [r for r in roles if r not in ("melody", "arpeggio", "bass")]
         if bad or not roles:
             parser.error(f"--roles {args.roles!r}: allowed roles are melody, arpeggio, bass")
         grid = Grid(**{**asdict(grid), "roles": roles})
+    return grid
+
+
+def _progress(message: str) -> None:
+    print(f"evaluate: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    grid = _grid(args, parser)
+    held_out_path = args.held_out or find_held_out_list(args.checkpoint)
+    if args.write_requests is not None:
+        args.write_requests.write_text(json.dumps(grid_requests(grid), indent=1) + "\n")
+        return 0
+    if args.ablation:
+        print(render_ablation(ablation(grid, args.data, held_out_path, args.checkpoint, _progress), grid))
+        return 0
     if args.write_card is not None:
         try:  # before the long run: a card without markers fails now
             _card_sections(args.write_card)
         except ValueError as error:
             print(f"error: --write-card: {error}", file=sys.stderr)
             return 2
-    held_out_path = args.held_out or find_held_out_list(args.checkpoint)
     command = "python -m models.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         options = {name: value for name, value in (("guidance_scale", args.guidance), ("temperature", args.temperature),
@@ -1091,8 +1104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             generator, load_seconds = DumpedPieces(args.pieces, grid), 0.0
         else:
             generator, load_seconds = load_generator(args.generator, args.checkpoint, **options)
-        results = evaluate(generator, load_seconds, grid, args.data, held_out_path, command.strip(),
-                           lambda message: print(f"evaluate: {message}", file=sys.stderr, flush=True))
+        results = evaluate(generator, load_seconds, grid, args.data, held_out_path, command.strip(), _progress)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -1107,7 +1119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(f"evaluate: wrote the evaluation into {args.write_card}", file=sys.stderr)
+        _progress(f"wrote the evaluation into {args.write_card}")
     return 0
 
 

@@ -174,6 +174,14 @@ def learning_rate(step: int, config: TrainConfig, elapsed_seconds: float = 0.0) 
     return config.min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_learning_rate)
 
 
+def make_optimizer(model: MusicTransformer, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (betas 0.9/0.95, as nanoGPT) with weight decay on matrices only."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate, betas=(0.9, 0.95))
+
+
 def evaluate(model: MusicTransformer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Mean cross-entropy (nats per trained token) over fixed batches."""
     model.eval()
@@ -228,11 +236,7 @@ def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Voca
     model_config = ModelConfig(vocab_size=len(vocab), block_size=config.block_size, n_layer=config.n_layer,
                                n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout)
     model = MusicTransformer(model_config)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate,
-                                  betas=(0.9, 0.95))
+    optimizer = make_optimizer(model, config)
     history = {"step": [], "train_loss": [], "heldout_loss": [], "seconds": []}
     step, elapsed = 0, 0.0
     run_dir.mkdir(parents=True, exist_ok=True)
