@@ -46,14 +46,10 @@ SECTION_TITLE = "## Generation in real time"
 DOCS = ROOT / "docs" / "benchmarks.md"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Register the generators and parse the command line."""
     from adaptive import registry
     from app.generators import DEFAULT_GENERATOR, register_generators
-    from adaptive.cue import DEFAULT_BANK, load_bank
-    from adaptive.realtime import RealtimeSession
-    from adaptive.recording import Recording, load_recording_with_fallbacks, replay
-    from adaptive.scene import SceneUpdate, StingerTrigger
-    from adaptive.session import Session
 
     register_generators()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,10 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="served audio (default 60)")
     parser.add_argument("--cue-seconds", type=float, default=8.0, help="seconds between cue changes (default 8)")
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite '{SECTION_TITLE}' in docs/benchmarks.md")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    call_seconds: list[float] = []
-    factory = registry.GENERATORS[args.generator]
+
+def time_generator_calls(name: str, call_seconds: list[float]) -> None:
+    """Replace generator ``name`` in the registry by one that appends each call's duration to ``call_seconds``."""
+    from adaptive import registry
+
+    factory = registry.GENERATORS[name]
 
     class Timed:
         """The generator, timed call by call."""
@@ -81,7 +81,44 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 call_seconds.append(time.perf_counter() - started)
 
-    registry.GENERATORS[args.generator] = Timed
+    registry.GENERATORS[name] = Timed
+
+
+def cue_script(seconds: float, cue_seconds: float) -> list[tuple[float, object]]:
+    """The timed inputs: explore/stealth alternating every ``cue_seconds``, the flourish stinger every 3 s."""
+    from adaptive.scene import SceneUpdate, StingerTrigger
+
+    script: list[tuple[float, object]] = []
+    at, cue = 0.0, "explore"
+    while at < seconds:
+        script.append((at, SceneUpdate(cue=cue, intensity=1.0)))
+        cue = "stealth" if cue == "explore" else "explore"
+        at += cue_seconds
+    script += [(t, StingerTrigger("flourish")) for t in np.arange(1.5, seconds, 3.0)]
+    script.sort(key=lambda entry: entry[0])
+    return script
+
+
+def play_script(runner, script: list[tuple[float, object]], seconds: float) -> None:
+    """Start ``runner``, submit each input of ``script`` on the real clock, stop after ``seconds``."""
+    runner.start()
+    start = time.monotonic()
+    for at, item in script:
+        while time.monotonic() - start < at:
+            time.sleep(0.005)
+        runner.submit(item)  # type: ignore[arg-type]
+    while time.monotonic() - start < seconds:
+        time.sleep(0.05)
+    runner.stop()
+
+
+def serve(args: argparse.Namespace) -> dict:
+    """Serve the default bank in real time as ``adaptive serve`` does; return the run's session, runner and figures."""
+    from adaptive.cue import DEFAULT_BANK, load_bank
+    from adaptive.realtime import RealtimeSession
+    from adaptive.recording import Recording
+    from adaptive.session import Session
+
     bank = load_bank(DEFAULT_BANK)
     started = time.perf_counter()
     session = Session(bank, generator=args.generator)
@@ -92,42 +129,31 @@ def main(argv: list[str] | None = None) -> int:
     # priority and interpreter switch interval (app/server.py).
     from app.server import SWITCH_INTERVAL_SECONDS, ServerSettings
 
-    serve = ServerSettings(bank=DEFAULT_BANK)
+    serve_settings = ServerSettings(bank=DEFAULT_BANK)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    runner = RealtimeSession(session, block_frames=serve.block_frames, lookahead_ms=serve.lookahead_ms,
-                             recording=recording, thread_priority=serve.realtime_priority)
+    runner = RealtimeSession(session, block_frames=serve_settings.block_frames,
+                             lookahead_ms=serve_settings.lookahead_ms,
+                             recording=recording, thread_priority=serve_settings.realtime_priority)
     served: list[np.ndarray] = []
     runner.add_sink(lambda block: served.append(block.audio.copy()))
-    script: list[tuple[float, object]] = []
-    at, cue = 0.0, "explore"
-    while at < args.seconds:
-        script.append((at, SceneUpdate(cue=cue, intensity=1.0)))
-        cue = "stealth" if cue == "explore" else "explore"
-        at += args.cue_seconds
-    script += [(t, StingerTrigger("flourish")) for t in np.arange(1.5, args.seconds, 3.0)]
-    script.sort(key=lambda entry: entry[0])
-    runner.start()
-    start = time.monotonic()
-    for at, item in script:
-        while time.monotonic() - start < at:
-            time.sleep(0.005)
-        runner.submit(item)  # type: ignore[arg-type]
-    while time.monotonic() - start < args.seconds:
-        time.sleep(0.05)
-    runner.stop()
+    play_script(runner, cue_script(args.seconds, args.cue_seconds), args.seconds)
     stats = runner.stats()
     session.close()
-    audio = np.concatenate(served)
-    _, _, fallbacks, _ = load_recording_with_fallbacks(folder / "session.jsonl")
-    identical = bool(np.array_equal(replay(folder / "session.jsonl"), audio))
+    return {"session": session, "runner": runner, "stats": stats, "setup_seconds": setup_seconds,
+            "audio": np.concatenate(served), "recording": folder / "session.jsonl"}
 
+
+def figures_table(args: argparse.Namespace, run: dict, call_seconds: list[float],
+                  fallbacks: list, identical: bool) -> str:
+    """The figures of the run as a two-column Markdown table."""
+    session, runner, stats, audio = run["session"], run["runner"], run["stats"], run["audio"]
     ms = sorted(1000 * s for s in call_seconds)
     by_part = Counter(f"{f.part} ({f.reason})" for f in fallbacks)
     rows = [
         ("generator", f"`{args.generator}`"),
         ("served", f"{len(audio) / session.sample_rate_hz:.0f} s, blocks of {runner.block_frames} frames, "
                    f"lookahead {runner.lookahead_ms:g} ms"),
-        ("session set-up (generator loading included)", f"{setup_seconds:.2f} s"),
+        ("session set-up (generator loading included)", f"{run['setup_seconds']:.2f} s"),
         ("generator calls", str(len(ms))),
         ("time per call: median / p99 / max", f"{statistics.median(ms):.1f} / "
                                               f"{ms[min(len(ms) - 1, int(0.99 * len(ms)))]:.1f} / {ms[-1]:.1f} ms"
@@ -141,20 +167,38 @@ def main(argv: list[str] | None = None) -> int:
         ("longest block / latest wake-up", f"{stats['max_block_ms']:.1f} ms / {stats['max_wake_delay_ms']:.1f} ms"),
         ("replay bit-identical to the served audio", "yes" if identical else "**no**"),
     ]
-    table = "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def write_docs(args: argparse.Namespace, table: str) -> None:
+    """Rewrite this benchmark's section of docs/benchmarks.md with ``table`` and the machine's facts."""
+    from docs_section import machine_facts, write_section
+
+    machine = machine_facts()
+    section = (f"{SECTION_TITLE}\n\n`bench/generation_benchmark.py --generator {args.generator} --seconds "
+               f"{args.seconds:g}`: the default bank served in real time, a cue change every "
+               f"{args.cue_seconds:g} s (explore -> stealth through a generated bridge) and the generated "
+               f"stinger every 3 s. Machine: {machine['cpu']}, {machine['cores']} cores"
+               f"{' (virtual)' if machine['virtual'] else ''}, {machine['os']}, Python {machine['python']}.\n\n"
+               + table + "\n")
+    write_section(DOCS, SECTION_TITLE, section)
+    print(f"wrote {DOCS}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the default bank with the generator timed, print the figures and, if asked, publish them."""
+    from adaptive.recording import load_recording_with_fallbacks, replay
+
+    args = parse_args(argv)
+    call_seconds: list[float] = []
+    time_generator_calls(args.generator, call_seconds)
+    run = serve(args)
+    _, _, fallbacks, _ = load_recording_with_fallbacks(run["recording"])
+    identical = bool(np.array_equal(replay(run["recording"]), run["audio"]))
+    table = figures_table(args, run, call_seconds, fallbacks, identical)
     print(table)
     if args.write_docs:
-        from docs_section import machine_facts, write_section
-
-        machine = machine_facts()
-        section = (f"{SECTION_TITLE}\n\n`bench/generation_benchmark.py --generator {args.generator} --seconds "
-                   f"{args.seconds:g}`: the default bank served in real time, a cue change every "
-                   f"{args.cue_seconds:g} s (explore -> stealth through a generated bridge) and the generated "
-                   f"stinger every 3 s. Machine: {machine['cpu']}, {machine['cores']} cores"
-                   f"{' (virtual)' if machine['virtual'] else ''}, {machine['os']}, Python {machine['python']}.\n\n"
-                   + table + "\n")
-        write_section(DOCS, SECTION_TITLE, section)
-        print(f"wrote {DOCS}")
+        write_docs(args, table)
     return 0 if identical else 1
 
 

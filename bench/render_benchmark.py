@@ -245,37 +245,15 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def run_worker(spec: dict) -> dict:
-    """Measure one case; returns the figures as a dict (printed as JSON)."""
-    os.sched_setaffinity(0, {spec["core"]})
-    t_import = time.perf_counter()
+def _export_run(spec: dict, start_up, render, hooks: _StemSpans, total_frames: int) -> dict:
+    """One full offline render in the fresh process: peak memory, the exported MIDI and the audio."""
     import numpy as np
 
-    from adaptive.clock import seconds_to_frames
-    from adaptive.cue import load_bank
     from adaptive.midifile import write_midi
-    from adaptive.offline import render_offline
-    from adaptive.render import render_timeline, write_wav
-    from adaptive.session import Session
+    from adaptive.render import write_wav
     from adaptive.voice import NOTE_ON
 
-    import_seconds = time.perf_counter() - t_import
-    rss_after_imports = _maxrss_mb()
-    bank = load_bank(spec["bank"])
-    timeline = make_timeline(bank, spec["case"], spec["seconds"])
     sample_rate = spec["sample_rate"]
-    total_frames = seconds_to_frames(timeline.duration_seconds, sample_rate)
-    inputs = [(seconds_to_frames(t, sample_rate), item) for t, item in timeline.inputs()]
-
-    def start_up():
-        return Session(bank, soundfont=spec["soundfont"], sample_rate_hz=sample_rate, seed=timeline.seed,
-                       max_block_frames=BLOCK_FRAMES)
-
-    def render(session, audio) -> None:
-        audio[:] = render_offline(session, total_frames, inputs, block_frames=BLOCK_FRAMES)
-
-    # 1. Export run: one full offline render in a fresh process -> peak memory, MIDI.
-    hooks = _StemSpans()
     t0 = time.perf_counter()
     session = start_up()
     t1 = time.perf_counter()
@@ -299,18 +277,31 @@ def run_worker(spec: dict) -> dict:
         write_wav(Path(spec["workdir"]) / f"{spec['case']}.engine.wav", audio, sample_rate, "FLOAT")
     session.close()
     del session
+    return {"audio": audio, "startup_first_seconds": t1 - t0, "render_first_seconds": t2 - t1,
+            "peak_rss_mb": peak_rss, "threads": threads, "synths": synths, "parts_played": parts_played,
+            "engine_note_ons": engine_note_ons, "stem_note_ons": sum(1 for e in stem_events if e.kind == NOTE_ON),
+            "midi": str(midi_path)}
 
-    # 2. The product path gives the same audio (and its end-to-end time).
+
+def _check_render_timeline(spec: dict, bank, timeline, audio) -> tuple[float, bool]:
+    """Time the product path (render_timeline) and check it gives the same audio."""
+    import numpy as np
+
+    from adaptive.render import render_timeline
+
     t3 = time.perf_counter()
-    result = render_timeline(bank, timeline, soundfont=spec["soundfont"], sample_rate_hz=sample_rate,
+    result = render_timeline(bank, timeline, soundfont=spec["soundfont"], sample_rate_hz=spec["sample_rate"],
                              block_frames=BLOCK_FRAMES)
     render_timeline_seconds = time.perf_counter() - t3
     identical = bool(np.array_equal(result.audio, audio))
     del result
+    return render_timeline_seconds, identical
 
-    # 3. Timed runs: start-up and render separately, best of N.
+
+def _timed_runs(repeats: int, start_up, render, audio) -> tuple[list, list, list]:
+    """Start-up and render timed separately, ``repeats`` times: wall-clock start-ups, renders and render CPU."""
     startups, renders, render_cpu = [], [], []
-    for _ in range(spec["repeats"]):
+    for _ in range(repeats):
         a = time.perf_counter()
         session = start_up()
         b = time.perf_counter()
@@ -322,9 +313,11 @@ def run_worker(spec: dict) -> dict:
         renders.append(c - b)
         session.close()
         del session
+    return startups, renders, render_cpu
 
-    # 4. Instrumented run: the share of the render spent inside FluidSynth
-    #    (Synth.render_into) and the mean number of voices sounding.
+
+def _instrumented_run(start_up, render, audio, total_frames: int) -> tuple[float, float]:
+    """The share of the render spent inside FluidSynth (Synth.render_into) and the mean number of voices."""
     from adaptive import synth as synth_module
 
     original_render_into = synth_module.Synth.render_into
@@ -348,15 +341,58 @@ def run_worker(spec: dict) -> dict:
         synth_module.Synth.render_into = original_render_into
         session.close()
         del session
+    return inside["synth"] / instrumented, inside["voice_frames"] / total_frames
+
+
+def run_worker(spec: dict) -> dict:
+    """Measure one case; returns the figures as a dict (printed as JSON)."""
+    os.sched_setaffinity(0, {spec["core"]})
+    t_import = time.perf_counter()
+    import numpy as np  # noqa: F401 (timed with the engine's imports)
+
+    from adaptive.clock import seconds_to_frames
+    from adaptive.cue import load_bank
+    from adaptive.midifile import write_midi  # noqa: F401 (timed with the engine's imports)
+    from adaptive.offline import render_offline
+    from adaptive.render import render_timeline, write_wav  # noqa: F401 (timed with the engine's imports)
+    from adaptive.session import Session
+    from adaptive.voice import NOTE_ON  # noqa: F401 (timed with the engine's imports)
+
+    import_seconds = time.perf_counter() - t_import
+    rss_after_imports = _maxrss_mb()
+    bank = load_bank(spec["bank"])
+    timeline = make_timeline(bank, spec["case"], spec["seconds"])
+    sample_rate = spec["sample_rate"]
+    total_frames = seconds_to_frames(timeline.duration_seconds, sample_rate)
+    inputs = [(seconds_to_frames(t, sample_rate), item) for t, item in timeline.inputs()]
+
+    def start_up():
+        return Session(bank, soundfont=spec["soundfont"], sample_rate_hz=sample_rate, seed=timeline.seed,
+                       max_block_frames=BLOCK_FRAMES)
+
+    def render(session, audio) -> None:
+        audio[:] = render_offline(session, total_frames, inputs, block_frames=BLOCK_FRAMES)
+
+    # 1. Export run: one full offline render in a fresh process -> peak memory, MIDI.
+    hooks = _StemSpans()
+    export = _export_run(spec, start_up, render, hooks, total_frames)
+    audio = export["audio"]
+    # 2. The product path gives the same audio (and its end-to-end time).
+    render_timeline_seconds, identical = _check_render_timeline(spec, bank, timeline, audio)
+    # 3. Timed runs: start-up and render separately, best of N.
+    startups, renders, render_cpu = _timed_runs(spec["repeats"], start_up, render, audio)
+    # 4. Instrumented run: the share of the render spent inside FluidSynth
+    #    (Synth.render_into) and the mean number of voices sounding.
+    share_in_fluidsynth, mean_voices = _instrumented_run(start_up, render, audio, total_frames)
 
     return {
         "case": spec["case"],
         "audio_seconds": total_frames / sample_rate,
-        "share_in_fluidsynth": inside["synth"] / instrumented,
-        "mean_voices": inside["voice_frames"] / total_frames,
+        "share_in_fluidsynth": share_in_fluidsynth,
+        "mean_voices": mean_voices,
         "import_seconds": import_seconds,
-        "startup_first_seconds": t1 - t0,
-        "render_first_seconds": t2 - t1,
+        "startup_first_seconds": export["startup_first_seconds"],
+        "render_first_seconds": export["render_first_seconds"],
         "startup_seconds": min(startups),
         "startup_all": startups,
         "render_seconds": min(renders),
@@ -365,15 +401,15 @@ def run_worker(spec: dict) -> dict:
         "render_cpu_all": render_cpu,
         "render_timeline_seconds": render_timeline_seconds,
         "render_timeline_identical": identical,
-        "peak_rss_mb": peak_rss,
+        "peak_rss_mb": export["peak_rss_mb"],
         "rss_after_imports_mb": rss_after_imports,
-        "threads": threads,
-        "synths": synths,
+        "threads": export["threads"],
+        "synths": export["synths"],
         "torch_imported": "torch" in sys.modules,
-        "parts_played": parts_played,
-        "engine_note_ons": engine_note_ons,
-        "stem_note_ons": sum(1 for e in stem_events if e.kind == NOTE_ON),
-        "midi": str(midi_path),
+        "parts_played": export["parts_played"],
+        "engine_note_ons": export["engine_note_ons"],
+        "stem_note_ons": export["stem_note_ons"],
+        "midi": export["midi"],
     }
 
 
