@@ -156,7 +156,7 @@ class EmotionBlindGenerator:
 
 
 SMALL_GRID = evaluate.Grid(valences=(-1.0, -0.5, 0.5, 1.0), arousals=(-1.0, -0.5, 0.0, 0.5, 1.0), seeds=(1,),
-                           progressions_per_mode=2, bars=8)
+                           progressions_per_mode=2, bars=8, progression_set="tuning")  # C major is one of four
 
 
 def control_of(generator) -> dict:
