@@ -116,12 +116,13 @@ def main() -> None:
     torch.set_num_threads(1)
     from docs_section import machine_facts
 
-    from models.checkpoint import DEFAULT_CHECKPOINT
+    from models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from models.generate import shared_model
 
     load_average = os.getloadavg()[0]
     load = measure_load(args.repeats, args.core)
-    model, payload, _ = shared_model()
+    _, payload, _ = shared_model()
+    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)  # the torch model, for its parameter count
     rtf = measure_rtf(args.bars)
     bridges = measure_bridges(args.bridges)
     facts = machine_facts()

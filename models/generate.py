@@ -67,6 +67,10 @@ DEFAULT_GUIDANCE_SCALE = 2.0
 """Classifier-free guidance scale on the emotion tokens (chosen by the
 evaluation's guidance rows, docs/evaluation.md)."""
 MAX_GUIDANCE_SCALE = 8.0
+ROOM_FOR_A_BAR = 48
+"""Tokens left free after a bar's header for the context to continue rather
+than re-open (a melody bar takes about 20-45; a longer bar re-opens the
+context mid-bar)."""
 TEMPERATURE = 0.9
 TOP_P = 0.95
 """Nucleus sampling (Holtzman et al. 2020): sample from the smallest set of
@@ -317,15 +321,22 @@ class ModelPartGenerator:
 
     # ------------------------------------------------------------------ decoding
 
-    def _start(self, request: BarRequest, headers: list[list[int]], room_needed: int) -> np.ndarray:
-        """Feed the new bar's headers (one row per guidance branch), opening or
-        re-opening the context if needed; returns the logits (rows, V)."""
+    def _start(self, request: BarRequest, headers: list[list[int]]) -> np.ndarray:
+        """Feed the new bar's headers (one row per guidance branch), continuing
+        the context when :data:`ROOM_FOR_A_BAR` tokens are left after them,
+        else re-opening it (:meth:`_open`); returns the logits (rows, V)."""
+        if self._cache is not None and self._cache.room() >= len(headers[0]) + ROOM_FOR_A_BAR:
+            return self.decoder.forward(np.array(headers, np.int64), self._cache)
+        return self._open(request, headers, [])
+
+    def _open(self, request: BarRequest, headers: list[list[int]], body: list[int]) -> np.ndarray:
+        """A fresh context: BOS, role, the latest earlier bars that fit in half
+        the context, the new bar's header and its tokens so far (``body``).
+        Keeping only half leaves room for several bars before the next
+        re-opening, whose prefill is the costly step. Returns the logits."""
         v = self.vocab
         start = [v.id("BOS_None"), v.id(f"Role_{request.role}")]
-        if self._cache is not None and self._cache.room() >= len(headers[0]) + room_needed:
-            return self.decoder.forward(np.array(headers, np.int64), self._cache)
-        # Fresh context: BOS, role, as many earlier bars as fit, then the header.
-        budget = self.decoder.block_size - len(start) - len(headers[0]) - room_needed
+        budget = self.decoder.block_size // 2 - len(start) - len(headers[0]) - len(body)
         kept: list[list[int]] = []
         for bar in reversed(self._history):
             if len(bar) > budget:
@@ -337,7 +348,7 @@ class ModelPartGenerator:
         rows = []
         for r, header in enumerate(headers):
             earlier = [t for bar in kept for t in (self._unconditional_header(bar) if r else bar)]
-            rows.append(start + earlier + header)
+            rows.append(start + earlier + header + body)
         return self.decoder.forward(np.array(rows, np.int64), self._cache)
 
     def _unconditional_header(self, bar: list[int]) -> list[int]:
@@ -370,7 +381,7 @@ class ModelPartGenerator:
         max_tokens = bar.positions * (1 + 3 * state.max_per_position) + 1
         header = self._header(request, bar, unconditional=False)
         headers = [header] + ([self._header(request, bar, unconditional=True)] if self._rows == 2 else [])
-        logits = self._start(request, headers, max_tokens)
+        logits = self._start(request, headers)
         body: list[int] = []
         while True:
             token = self._sample(logits, scale, self._allowed(state), rng, self.temperature, self.top_p)
@@ -378,9 +389,12 @@ class ModelPartGenerator:
                 break
             body.append(token)
             state.take(v, token)
-            if self._cache.room() < 1 or len(body) > max_tokens:
+            if len(body) > max_tokens:
                 break  # a guard: the rules above keep a bar shorter than this
-            logits = self.decoder.forward(np.full((self._rows, 1), token, np.int64), self._cache)
+            if self._cache.room() < 1:  # a long bar filled the context: re-open it mid-bar
+                logits = self._open(request, headers, body)
+            else:
+                logits = self.decoder.forward(np.full((self._rows, 1), token, np.int64), self._cache)
         self._history.append(header + body)
         del self._history[:-64]  # more bars than any context holds
         self.last_tokens += [v.tokens[i] for i in header + body]
