@@ -131,7 +131,9 @@ def test_rendered_tempo_of_each_default_cue_equals_its_bpm(default_bank, soundfo
     period_seconds, autocorrelation = estimate_beat_period(audio)
     beat_seconds = 60.0 / cue.bpm
     ratio = period_seconds / beat_seconds
-    assert min(abs(ratio - 1.0), abs(ratio - 2.0) / 2) < 0.01, f"measured {60 / period_seconds:.2f} bpm"
+    # Either octave: a generated eighth-note arpeggio can make the half beat the strongest pulse.
+    assert min(abs(ratio - 1.0), abs(ratio - 2.0) / 2, abs(ratio - 0.5) * 2) < 0.01, \
+        f"measured {60 / period_seconds:.2f} bpm"
     beat_lag = int(round(beat_seconds * SAMPLE_RATE_HZ / 256))
     low, high = int(0.3 * SAMPLE_RATE_HZ / 256), int(1.0 * SAMPLE_RATE_HZ / 256)
     assert autocorrelation[beat_lag] >= 0.9 * autocorrelation[low:high].max()
