@@ -171,7 +171,7 @@ FEATURE_NAMES = ([f"pc_{i}" for i in range(12)] + [f"interval_{i}" for i in rang
                     "longest_silence", "mean_abs_interval", "direction_changes", "interval_std", "median_is_tonic"])
 
 
-def classifier_accuracy(real: list[RolePiece], generated: list[RolePiece], seed: int = 0) -> dict:
+def classifier_accuracy(real: list[RolePiece], generated: list[RolePiece], seed: int = 0, trees: int = 300) -> dict:
     """Balanced accuracy of telling ``generated`` from ``real`` (module
     docstring), with its spread over the folds and the most telling features.
 
@@ -189,7 +189,7 @@ def classifier_accuracy(real: list[RolePiece], generated: list[RolePiece], seed:
     pick_generated = rng.choice(len(generated), n, replace=False)
     x = np.stack([features(real[i]) for i in pick_real] + [features(generated[i]) for i in pick_generated])
     y = np.array([0] * n + [1] * n)
-    forest = RandomForestClassifier(n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=1)
+    forest = RandomForestClassifier(n_estimators=trees, min_samples_leaf=2, random_state=seed, n_jobs=1)
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
     scores = cross_val_score(forest, x, y, cv=folds, scoring="balanced_accuracy")
     forest.fit(x, y)

@@ -43,9 +43,9 @@ def test_the_classifier_separates_stepwise_tunes_from_leaping_ones_and_not_a_set
 
     stepwise = [walk([1, 2]) for _ in range(40)]
     leaping = [walk([5, 7, 9]) for _ in range(40)]
-    assert classifier_accuracy(stepwise, leaping)["balanced_accuracy"] > 0.9
+    assert classifier_accuracy(stepwise, leaping, trees=60)["balanced_accuracy"] > 0.9
     more_stepwise = [walk([1, 2]) for _ in range(40)]
-    assert classifier_accuracy(stepwise, more_stepwise)["balanced_accuracy"] < 0.7
+    assert classifier_accuracy(stepwise, more_stepwise, trees=60)["balanced_accuracy"] < 0.7
     ranges = statistic_ranges(stepwise, leaping)
     assert ranges["step_share"]["inside"] is False and ranges["leap_share"]["generated_median"] > 0.8
     assert statistic_ranges(stepwise, more_stepwise)["step_share"]["inside"] is True
