@@ -44,8 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive.harmony import Chord, ChordQuality, Key, Mode, parse_pitch_class
-from adaptive.harmony import diatonic_triad
+from adaptive.harmony import Chord, ChordQuality, Key, Mode, diatonic_triad, parse_pitch_class
 from models.paths import REPO_ROOT, default_cache_dir, default_data_dir  # noqa: F401 (re-exported)
 from models.tokenizer import (HEADER_LENGTH, METERS, REMI_SETTINGS, Vocabulary, bar_header, density_bin, encode_bar,
                               velocity_level)

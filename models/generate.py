@@ -296,19 +296,18 @@ class ModelPartGenerator:
         return [self.vocab.id(t) for t in tokens]
 
     def _context_history(self, request: BarRequest) -> list[list[int]]:
-        """Token bars of ``request.context`` (as the previous bars), headed like the request."""
+        """Token bars of ``request.context`` (as the previous bars), headed like
+        the request's first model bar; notes past that bar are dropped."""
+        bar = model_bars(request)[0]
+        to_quarters = 4.0 / request.beat_unit
         history = []
-        count = len(request.context)
         for i, part in enumerate(request.context):
-            bar_index = request.bar_index - count + i
-            for bar in model_bars(request)[:1]:
-                header = self._header(request, bar, unconditional=False)
-                header[self._slot_ids["Phrase"]] = self.vocab.id(f"Phrase_{bar_index % PHRASE_BARS}")
-                quarters = 4.0 / request.beat_unit
-                keep = part.start_beats * quarters < bar.positions / POSITIONS_PER_BEAT
-                notes = encode_bar(self.vocab, part.start_beats[keep] * quarters, part.duration_beats[keep] * quarters,
-                                   part.pitch[keep], part.velocity[keep], bar.positions)
-                history.append(header + notes)
+            header = self._header(request, bar, unconditional=False)
+            bar_index = request.bar_index - len(request.context) + i
+            header[self._slot_ids["Phrase"]] = self.vocab.id(f"Phrase_{bar_index % PHRASE_BARS}")
+            history.append(header + encode_bar(self.vocab, part.start_beats * to_quarters,
+                                               part.duration_beats * to_quarters, part.pitch, part.velocity,
+                                               bar.positions))
         return history
 
     @staticmethod

@@ -47,10 +47,6 @@ REMI_SETTINGS: dict = {
 
 POSITIONS_PER_BEAT = 4
 """REMI positions per quarter note (16th notes), from ``REMI_SETTINGS["beat_res"]``."""
-BEATS_PER_MODEL_BAR = 4
-"""The longest model bar, in quarter notes (16 positions); longer bars are
-written as several model bars."""
-
 METERS: dict[str, int] = {"2_4": 8, "3_4": 12, "4_4": 16, "6_8": 12, "3_8": 6}
 """Meter token value → bar length in 16th-note positions. 2/2 is written as
 4/4; 4/2, 6/4 and 12/8 bars as two bars of 4/4, 3/4 and 6/8."""
@@ -208,6 +204,17 @@ class Vocabulary:
                     tables[row, i] = self.index[f"{family}_{(int(pc) + k) % 12}_{rest}"]
         return tables
 
+    @cached_property
+    def encode_tables(self) -> dict:
+        """Lookups :func:`encode_bar` uses: ``position`` (16th → id),
+        ``velocity`` (MidiTok level 0..7 → id), ``duration`` (ids) and
+        ``duration_values`` (their lengths in quarter notes)."""
+        durations = self.ids_with_prefix("Duration_")
+        velocities = self.ids_with_prefix("Velocity_")
+        return {"position": {p: self.index[f"Position_{p}"] for p in range(16)},
+                "velocity": list(velocities[np.argsort(self.velocity[velocities])]),
+                "duration": list(durations), "duration_values": self.duration_beats[durations]}
+
     def transpose(self, ids: np.ndarray, semitones: int) -> np.ndarray | None:
         """``ids`` transposed by ``semitones`` (-6..6), or None if a pitch leaves the range."""
         out = self.transposition_tables[semitones + 6][ids]
@@ -270,7 +277,7 @@ def encode_bar(vocab: Vocabulary, onsets_quarters: np.ndarray, durations_quarter
     order = np.lexsort((np.asarray(pitches)[keep], grid[keep]))
     grid, durations = grid[keep][order], np.asarray(durations_quarters, float)[keep][order]
     pitches, velocities = np.asarray(pitches)[keep][order].astype(int), np.asarray(velocities)[keep][order]
-    tables = _encode_tables(vocab)
+    tables = vocab.encode_tables
     ids: list[int] = []
     last_position, last_pitch = -1, -1
     for position, duration, pitch, velocity in zip(grid, durations, pitches, velocities):
@@ -284,18 +291,3 @@ def encode_bar(vocab: Vocabulary, onsets_quarters: np.ndarray, durations_quarter
         ids.append(tables["velocity"][velocity_level(velocity)])
         ids.append(tables["duration"][int(np.argmin(np.abs(tables["duration_values"] - max(duration, 0.25))))])
     return ids
-
-
-_TABLES: dict[int, dict] = {}
-
-
-def _encode_tables(vocab: Vocabulary) -> dict:
-    tables = _TABLES.get(id(vocab))
-    if tables is None:
-        durations = vocab.ids_with_prefix("Duration_")
-        velocities = vocab.ids_with_prefix("Velocity_")
-        tables = {"position": {p: vocab.index[f"Position_{p}"] for p in range(16)},
-                  "velocity": list(velocities[np.argsort(vocab.velocity[velocities])]),
-                  "duration": list(durations), "duration_values": vocab.duration_beats[durations]}
-        _TABLES[id(vocab)] = tables
-    return tables
