@@ -118,20 +118,22 @@ class PlayerBuilder:
         return GeneratedVoice(feed, synth, cue.meter.beats_per_bar, None,
                               self.midi_sink(part_name, layer.program, layer.percussion))
 
-    def bridge_seams(self) -> Callable[[str, str], tuple[tuple[Part, ...], int | None]]:
-        """``seams(from_cue, to_cue)`` for generated bridges
+    def bridge_seams(self) -> Callable[[str, str, int | None], tuple[tuple[Part, ...], int | None]]:
+        """``seams(from_cue, to_cue, bar_in_loop)`` for generated bridges
         (:func:`adaptive.transition.bridge_seams`): every cue's lead line is
-        read now, and each pair's seams are kept once computed, so nothing is
-        read from disk on the session's thread."""
+        read now, and each seam is kept once computed, so nothing is read from
+        disk on the session's thread."""
         bank = self.stage.bank
         for cue in bank.cues:
             lead_part(cue, bank, self._library)
-        seams: dict[tuple[str, str], tuple[tuple[Part, ...], int | None]] = {}
+        seams: dict[tuple[str, str, int | None], tuple[tuple[Part, ...], int | None]] = {}
 
-        def seams_of(from_cue: str, to_cue: str) -> tuple[tuple[Part, ...], int | None]:
-            if (from_cue, to_cue) not in seams:
-                seams[from_cue, to_cue] = bridge_seams(bank, self._library, from_cue, to_cue)
-            return seams[from_cue, to_cue]
+        def seams_of(from_cue: str, to_cue: str, bar_in_loop: int | None = None
+                     ) -> tuple[tuple[Part, ...], int | None]:
+            key = (from_cue, to_cue, bar_in_loop)
+            if key not in seams:
+                seams[key] = bridge_seams(bank, self._library, from_cue, to_cue, bar_in_loop)
+            return seams[key]
 
         return seams_of
 

@@ -82,14 +82,18 @@ class BridgesAhead:
         self.rules: tuple | None = None
         self.conditioning = None  # the mapping's conditioning at an emotion (set by the session), or None
         self.seams = None
-        """``seams(from_cue, to_cue) -> (context bars, next pitch)`` (set by the
-        session): the outgoing cue's last bar and the incoming cue's first note,
+        """``seams(from_cue, to_cue, bar_in_loop) -> (context bars, next pitch)``
+        (set by the session): the outgoing cue's bar ``bar_in_loop`` (None: its
+        loop's last) and the incoming cue's first note,
         for a bridge that leads from one into the other; None: no seams."""
         """The transition table in force (a mapping may replace the bank's; None: the bank's)."""
         self._refresher = _Refresher(refresh_distance)
         self._ready: dict[tuple[str, str, int], tuple[BridgePlan, dict[int, Ticket]]] = {}
         self.made_ahead = 0
         """Bridges submitted ahead of a transition request (for tests and stats)."""
+        self.replanned = 0
+        """Bridges planned again at a request because the boundary follows a
+        bar other than the loop's last (for tests and stats)."""
 
     def refresh(self, playing: str, valence: float, arousal: float) -> None:
         """Called when the scene changes: if the playing cue changed or the
@@ -107,18 +111,34 @@ class BridgesAhead:
                 self._ready[key] = self._submit(*key, NO_DEADLINE)
                 self.made_ahead += 1
 
-    def _submit(self, from_cue: str, to_cue: str, bars: int, deadline: float) -> tuple[BridgePlan, dict[int, Ticket]]:
-        context, next_pitch = self.seams(from_cue, to_cue) if self.seams is not None else ((), None)
+    def _submit(self, from_cue: str, to_cue: str, bars: int, deadline: float,
+                bar_in_loop: int | None = None) -> tuple[BridgePlan, dict[int, Ticket]]:
+        context, next_pitch = self.seams(from_cue, to_cue, bar_in_loop) if self.seams is not None else ((), None)
         plan = plan_bridge(self.bank.cue(from_cue), self.bank.cue(to_cue), bars, self.seed, self.conditioning,
                            context, next_pitch)
         return plan, request_tickets(self.worker, self.stream, list(plan.requests), deadline)
 
-    def requested(self, from_cue: str, to_cue: str, bars: int, boundary_frame: int) -> None:
+    def requested(self, from_cue: str, to_cue: str, bars: int, boundary_frame: int,
+                  bar_in_loop: int | None = None, exact_in_time: bool = False) -> None:
         """A transition with a generated bridge was asked for, to fire at
-        ``boundary_frame``: make sure its bridge is being generated, and hurry it."""
+        ``boundary_frame``: make sure its bridge is being generated, and hurry it.
+
+        ``bar_in_loop``: the outgoing cue's loop bar (0-based) that ends at the
+        boundary. A bridge made ahead continues from the loop's last bar; when
+        the boundary follows another bar and ``exact_in_time`` (the caller's
+        judgement from frames alone, so a replay decides the same), the bridge
+        is planned again from the bar actually playing and that one is played
+        (its bars fall back like any generated bar if they are late).
+        """
         key = (from_cue, to_cue, bars)
         entry = self._ready.get(key)
-        if entry is None:
+        loop_bars = self.bank.cue(from_cue).loop_bars
+        if bar_in_loop is not None and bar_in_loop != loop_bars - 1 and exact_in_time \
+                and self.seams is not None \
+                and not _same_context(self.seams(from_cue, to_cue, bar_in_loop)[0], self.seams(from_cue, to_cue, None)[0]):
+            entry = self._ready[key] = self._submit(from_cue, to_cue, bars, boundary_frame, bar_in_loop)
+            self.replanned += 1
+        elif entry is None:
             entry = self._ready[key] = self._submit(from_cue, to_cue, bars, boundary_frame)
         self.worker.hurry(self.stream, list(entry[1].values()), boundary_frame)
 
@@ -132,6 +152,13 @@ class BridgesAhead:
             entry = self._submit(from_cue, to_cue, bars, frame)
         self.worker.hurry(self.stream, list(entry[1].values()), frame)
         return entry
+
+
+def _same_context(a: tuple[Part, ...], b: tuple[Part, ...]) -> bool:
+    """Whether two bridges' context bars hold the same notes."""
+    return len(a) == len(b) and all(
+        np.array_equal(x.start_beats, y.start_beats) and np.array_equal(x.duration_beats, y.duration_beats)
+        and np.array_equal(x.pitch, y.pitch) and np.array_equal(x.velocity, y.velocity) for x, y in zip(a, b))
 
 
 def tonic_chord_request(cue: Cue, bar_index: int, beats_per_bar: int, valence: float, arousal: float, role: str,

@@ -205,9 +205,11 @@ def lead_part(cue: Cue, bank: CueBank, library: PartLibrary) -> Part | None:
     return None if best is None else best[1]
 
 
-def bridge_seams(bank: CueBank, library: PartLibrary, from_cue: str, to_cue: str) -> tuple[tuple[Part, ...], int | None]:
-    """What a generated bridge from ``from_cue`` to ``to_cue`` joins: the last
-    bar of the outgoing cue's lead line (beats from that bar's downbeat; empty
+def bridge_seams(bank: CueBank, library: PartLibrary, from_cue: str, to_cue: str,
+                 bar_in_loop: int | None = None) -> tuple[tuple[Part, ...], int | None]:
+    """What a generated bridge from ``from_cue`` to ``to_cue`` joins: bar
+    ``bar_in_loop`` (0-based, taken mod the loop; None: the loop's last bar)
+    of the outgoing cue's lead line (beats from that bar's downbeat; empty
     when it has no lead line) and the first pitch of the incoming cue's lead
     line (the highest note of its first onset; None without one).
 
@@ -219,7 +221,8 @@ def bridge_seams(bank: CueBank, library: PartLibrary, from_cue: str, to_cue: str
     lead = lead_part(old, bank, library)
     if lead is not None:
         beats_per_bar = old.meter.beats_per_bar
-        last_bar_beats = (old.loop_bars - 1) * beats_per_bar
+        bar = old.loop_bars - 1 if bar_in_loop is None else bar_in_loop % old.loop_bars
+        last_bar_beats = bar * beats_per_bar
         keep = (lead.start_beats >= last_bar_beats) & (lead.start_beats < last_bar_beats + beats_per_bar)
         context = (Part(lead.start_beats[keep] - last_bar_beats, lead.duration_beats[keep], lead.pitch[keep],
                         lead.velocity[keep]),)

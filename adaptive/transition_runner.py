@@ -22,6 +22,13 @@ from adaptive.voice import GeneratedVoice
 DECLICK_SECONDS = 0.005
 """A cut (fade of 0 beats) still fades the outgoing cue over 5 ms, so it cannot click."""
 
+EXACT_SEAM_SECONDS = 1.0
+"""A generated bridge requested at least this long before its boundary is
+planned from the outgoing cue's bar that actually ends there (not the loop's
+last bar, which a bridge made ahead assumes): a 1-2 bar bridge takes well
+under this to generate (docs/benchmarks.md, "Generator"), and the deadline
+puts it first in the worker's queue. Decided from frames alone, so a replay
+plans the same bridge."""
 BRIDGE_PROGRAM = 48
 """General MIDI program of generated bridges (String Ensemble 1)."""
 
@@ -138,7 +145,11 @@ class TransitionRunner:
         # Give the generator the time until the boundary: the bridge, and the
         # incoming cue's first bars (unless it is still sounding).
         if rule.bridge.kind is BridgeKind.GENERATED:
-            self.bridges_ahead.requested(current.name, target, rule.bridge.bars, boundary)
+            bars_at_boundary = round(current.grid.frame_to_beat(boundary) / current.beats_per_bar)
+            exact_in_time = boundary - frame >= seconds_to_frames(EXACT_SEAM_SECONDS, stage.sample_rate_hz)
+            self.bridges_ahead.requested(current.name, target, rule.bridge.bars, boundary,
+                                         bar_in_loop=(bars_at_boundary - 1) % cue.loop_bars,
+                                         exact_in_time=exact_in_time)
         self.prime_incoming(target, boundary)
 
         def begin() -> None:

@@ -29,7 +29,7 @@ from adaptive.realtime import RealtimeSession
 from adaptive.recording import Recording, load_recording_with_fallbacks, replay
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
-from tests.helpers import render_frames, wait_until
+from tests.helpers import render_frames, wait_until, write_midi
 
 RATE = 48_000
 
@@ -270,6 +270,47 @@ def test_realtime_misses_are_recorded_and_replay_is_bit_identical(bank, soundfon
 
 
 # ---------------------------------------------------------------- bridges
+def _melodic_bank(tmp_path):
+    """``BANK`` with a cue whose MIDI lead plays pitch 60 + i through bar i of its 4-bar loop."""
+    write_midi(tmp_path / "sung.mid", {"lead": [(bar * 4 + beat, 1.0, 60 + bar, 80)
+                                                for bar in range(4) for beat in range(4)]})
+    (tmp_path / "bank.toml").write_text(BANK.replace("""[[stingers]]""", """[[cues]]
+name = "sung"
+bpm = 90
+key = "C major"
+chords = ["C", "Am", "F", "G"]
+loop_bars = 4
+valence = 0.4
+arousal = -0.3
+  [[cues.layers]]
+  name = "lead"
+  program = 73
+  source = { kind = "midi", file = "sung.mid", track = "lead" }
+
+[[stingers]]"""))
+    return load_bank(tmp_path / "bank.toml")
+
+
+@pytest.mark.parametrize("request_beats, context_pitch", [
+    (1.0, 61),   # asked 3 beats (2 s) before the bar line after bar 1: planned again from bar 1
+    (3.75, 63),  # asked 0.17 s before it: the bridge made ahead, from the loop's last bar
+])
+def test_a_bridge_continues_from_the_bar_that_actually_ends_at_its_boundary(tmp_path, soundfont, monkeypatch,
+                                                                             request_beats, context_pitch):
+    use_generator(monkeypatch)
+    session = make_session(_melodic_bank(tmp_path), soundfont)
+    session.submit(0, SceneUpdate(cue="sung", intensity=1.0))
+    session.submit(round(CALM_BAR_FRAMES * (1 + request_beats / 4)), SceneUpdate(cue="tense"))
+    render_frames(session, 6 * CALM_BAR_FRAMES)
+    [start] = [e for e in session.drain_events() if e.kind == "transition_start"]
+    assert start.frame == 2 * CALM_BAR_FRAMES
+    played_first = [r for _, r in stream(session, "bridge").generator.calls if r.bar_index == 0 and r.bpm == 97.5][-1]
+    [context] = played_first.context
+    assert set(context.pitch.tolist()) == {context_pitch}
+    assert session.transitions.bridges_ahead.replanned == (1 if context_pitch != 63 else 0)
+    session.close()
+
+
 def test_bridge_modulates_interpolates_emotion_steps_tempo_and_lands_on_its_frame(bank, soundfont, monkeypatch):
     use_generator(monkeypatch)
     session = make_session(bank, soundfont)
