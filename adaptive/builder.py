@@ -106,13 +106,14 @@ class PlayerBuilder:
         key = cue.parsed_key
         stage = self.stage
 
-        def request_for_bar(bar_index: int, cue: Cue = cue, role: str = source.role) -> BarRequest:
+        def request_for_bar(bar_index: int, cue: Cue = cue, role: str = source.role,
+                            style: str | None = source.style) -> BarRequest:
             emotion = stage.scene.emotion
             chord, second_chord = cue.chords_at_bar(bar_index)
             return BarRequest(bar_index, key, chord, cue.meter.beats_per_bar, cue.bpm,
                               emotion.valence, emotion.arousal, role, stage.seed,
                               stage.mapping.conditioning(emotion.valence, emotion.arousal),
-                              beat_unit=cue.meter.beat_unit, second_chord=second_chord)
+                              beat_unit=cue.meter.beat_unit, second_chord=second_chord, style=style)
 
         feed = BarFeed(self.generation, stream, request_for_bar, self.bars_ahead)
         return GeneratedVoice(feed, synth, cue.meter.beats_per_bar, None,

@@ -93,12 +93,24 @@ class GeneratedSource(_Frozen):
     ``generator`` names a registered generator (``"model"``, the Transformer
     of ``models/``, or ``"rule_based"``, the simple rule-based arpeggiator);
     omitted, the session's generator plays it (``--generator``). ``role`` is
-    ``"melody"``, ``"arpeggio"`` or ``"bass"``.
+    ``"melody"``, ``"arpeggio"`` or ``"bass"``. ``style`` (one of
+    :data:`adaptive.generator.STYLES`; omitted: the generator's default, game
+    music) asks the model to write in the manner of one of its corpora.
     """
 
     kind: Literal["generated"]
     generator: str | None = None
     role: Role = Role.ARPEGGIO
+    style: str | None = None
+
+    @field_validator("style")
+    @classmethod
+    def _known_style(cls, style: str | None) -> str | None:
+        from adaptive.generator import STYLES
+
+        if style is not None and style not in STYLES:
+            raise ValueError(f"unknown style {style!r} (allowed: {', '.join(STYLES)})")
+        return style
 
     @field_validator("generator")
     @classmethod

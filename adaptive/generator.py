@@ -64,6 +64,13 @@ class BarEnding:
     next_pitch: int | None = None
 
 
+STYLES = ("game", "pop", "folk", "chorale")
+"""Styles a generated layer may ask for (``source = { kind = "generated",
+style = "folk" }``): the model generator writes in the manner of VGMIDI's game
+music, POP909's pop songs, the folk tunes of music21's corpus or Bach's
+chorales (models/MODEL_CARD.md); the rule-based generator has no styles."""
+
+
 @dataclass(frozen=True)
 class BarRequest:
     """What a generator is asked to write.
@@ -90,6 +97,9 @@ class BarRequest:
             (a bridge continues the outgoing cue's last bar), and its first
             note lies within an octave of their last one.
         ending: how the bar must end (a bridge's last bar), or None.
+        style: the music to write in the manner of, one of :data:`STYLES`
+            (None: the generator's own default); a generator without styles
+            ignores it.
     """
 
     bar_index: int
@@ -106,6 +116,7 @@ class BarRequest:
     second_chord: Chord | None = None
     context: tuple[Part, ...] = ()
     ending: BarEnding | None = None
+    style: str | None = None
 
 
 class PartGenerator(Protocol):

@@ -24,7 +24,8 @@ from adaptive.errors import AssetError
 from models.model import ModelConfig, MusicTransformer
 from models.tokenizer import HEADER_LENGTH, REMI_SETTINGS, Vocabulary
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+"""3: sequences open ``BOS Role Style`` (``Style_`` tokens appended to the vocabulary)."""
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "generator.pt"
 """The committed checkpoint (package data of ``models``)."""
 

@@ -499,7 +499,10 @@ def cached_streams(data_dir: Path, vocab: Vocabulary, cache_dir: Path | None = N
     (:func:`models.folk_corpus.parsed_sources`), so a run can start while
     ``python -m models.folk_corpus`` still parses the rest."""
     cache_dir = cache_dir or default_cache_dir()
-    digest = hashlib.sha256(json.dumps([DATA_FORMAT_VERSION, str(data_dir), list(vocab.tokens),
+    # Streams hold note and header tokens only (Style tokens are added when a
+    # window is drawn), so appending Style tokens to the vocabulary keeps the caches.
+    stream_tokens = [t for t in vocab.tokens if not t.startswith("Style_")]
+    digest = hashlib.sha256(json.dumps([DATA_FORMAT_VERSION, str(data_dir), stream_tokens,
                                         repr(REMI_SETTINGS)]).encode()).hexdigest()[:16]
     streams = _cached(cache_dir / f"streams-midi-{digest}.pkl",
                       lambda: build_streams(data_dir, all_files(data_dir), vocab))

@@ -1041,6 +1041,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance", type=float, default=None, help="the model's guidance scale (default: its own)")
     parser.add_argument("--temperature", type=float, default=None, help="the model's sampling temperature")
     parser.add_argument("--top-p", type=float, default=None, help="the model's nucleus mass")
+    parser.add_argument("--style", default=None, help="the model's Style token: game (its default), pop, folk, "
+                        "chorale or unknown")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 1,2; 1 with --quick)")
     parser.add_argument("--progressions", choices=tuple(PROGRESSION_SETS), default="held_out",
                         help="held_out (default): progressions never used to choose a setting; tuning: those that were")
@@ -1098,7 +1100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m models.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         options = {name: value for name, value in (("guidance_scale", args.guidance), ("temperature", args.temperature),
-                                                   ("top_p", args.top_p))
+                                                   ("top_p", args.top_p), ("style", args.style))
                    if value is not None and args.generator == "model"}
         if args.pieces is not None:
             generator, load_seconds = DumpedPieces(args.pieces, grid), 0.0

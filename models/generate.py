@@ -50,7 +50,7 @@ from adaptive.part import Part
 from models.checkpoint import DEFAULT_CHECKPOINT, ModelError, load_checkpoint
 from models.inference import NumpyCache, NumpyDecoder
 from models.tokenizer import (HEADER_SLOTS, METERS, PHRASE_BARS, POSITIONS_PER_BEAT, ROLES, Vocabulary, bar_header,
-                              density_bin, encode_bar, velocity_level)
+                              density_bin, encode_bar, style_token, velocity_level)
 
 ROLE_REGISTER_PITCH = {"melody": (60, 88), "arpeggio": (45, 81), "bass": (28, 57)}
 """Lowest and highest MIDI pitch of each role (a composer's ranges: the
@@ -71,6 +71,8 @@ ROOM_FOR_A_BAR = 48
 """Tokens left free after a bar's header for the context to continue rather
 than re-open (a melody bar takes about 20-45; a longer bar re-opens the
 context mid-bar)."""
+DEFAULT_STYLE = "game"
+"""The ``Style`` a generator writes in unless told otherwise: VGMIDI's game music."""
 TEMPERATURE = 0.9
 TOP_P = 0.95
 """Nucleus sampling (Holtzman et al. 2020): sample from the smallest set of
@@ -187,7 +189,13 @@ class ModelPartGenerator:
         constrained: False turns off the key and register constraints (for the
             evaluation's ablation).
         temperature, top_p: sampling temperature (0.05..5) and nucleus mass (0..1].
+        style: the ``Style`` token every sequence opens with, one of
+            :data:`models.tokenizer.STYLES`: ``"game"`` (the default) writes in
+            the manner of VGMIDI's game music, ``"pop"``, ``"folk"`` and
+            ``"chorale"`` in that of POP909, the folk tunes and Bach's chorales,
+            ``"unknown"`` in none in particular.
     Raises:
+        ValueError: an unknown style, or temperature/top_p out of range.
         ModelError (an :class:`adaptive.errors.AssetError`): the checkpoint is
             missing, corrupt, truncated, or does not match this code.
     """
@@ -196,8 +204,10 @@ class ModelPartGenerator:
 
     def __init__(self, checkpoint: str | Path | None = None, threads: int = 1,
                  guidance_scale: float = DEFAULT_GUIDANCE_SCALE, texture_from_arousal: bool = True,
-                 constrained: bool = True, temperature: float = TEMPERATURE, top_p: float = TOP_P) -> None:
+                 constrained: bool = True, temperature: float = TEMPERATURE, top_p: float = TOP_P,
+                 style: str = DEFAULT_STYLE) -> None:
         del threads
+        style_token(style)  # raises ValueError for an unknown style
         if not (0.05 <= temperature <= 5.0 and 0.0 < top_p <= 1.0):
             raise ValueError(f"temperature {temperature} (allowed 0.05..5) or top_p {top_p} (allowed (0, 1]) out of range")
         self.temperature, self.top_p = temperature, top_p
@@ -215,6 +225,7 @@ class ModelPartGenerator:
         self._position_values = v.position[self._position_ids]
         self._durations_ok = self._duration_ids[v.duration_beats[self._duration_ids] <= 8.0]
         self._bar = v.id("Bar_None")
+        self.style = style
         self._slot_ids = {name: i for i, name in enumerate(HEADER_SLOTS)}
         self._cache: NumpyCache | None = None
         self._rows = 1
@@ -230,7 +241,7 @@ class ModelPartGenerator:
         """Notes of one bar, beats from its downbeat (see the module docstring).
 
         Raises:
-            ValueError: unknown role, beats_per_bar < 1, a beat unit other
+            ValueError: unknown role or style, beats_per_bar < 1, a beat unit other
                 than 2, 4 or 8, or a non-finite valence/arousal/bpm.
         """
         if request.role not in ROLES:
@@ -244,7 +255,9 @@ class ModelPartGenerator:
                 raise ValueError(f"{name} {getattr(request, name)!r} is not a finite number")
         scale = self._guidance(request)
         rows = 2 if scale != 1.0 else 1
-        stream_key = (request.seed, request.role, rows)
+        style = request.style or self.style
+        style_token(style)  # an unknown style is a ValueError before any state changes
+        stream_key = (request.seed, request.role, rows, style)
         continuing = (self._cache is not None and self._stream_key == stream_key
                       and self._next_bar_index == request.bar_index)
         if not continuing:
@@ -334,7 +347,7 @@ class ModelPartGenerator:
         Keeping only half leaves room for several bars before the next
         re-opening, whose prefill is the costly step. Returns the logits."""
         v = self.vocab
-        start = [v.id("BOS_None"), v.id(f"Role_{request.role}")]
+        start = [v.id("BOS_None"), v.id(f"Role_{request.role}"), v.id(style_token(request.style or self.style))]
         budget = self.decoder.block_size // 2 - len(start) - len(headers[0]) - len(body)
         kept: list[list[int]] = []
         for bar in reversed(self._history):

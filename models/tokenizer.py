@@ -2,7 +2,7 @@
 
 A training sequence (and a generated stream) reads::
 
-    BOS Role_<role>
+    BOS Role_<role> Style_<style>
     Bar Meter_<n>_<d> Phrase_<0..7> Key_<tonic>_<mode> Valence_<v> Arousal_<a> Tempo_<t>
         Density_<d> MeanVelocity_<m> Chord_<first half> Chord_<second half>
         Position_<p> Pitch_<n> Velocity_<v> Duration_<d> [Pitch Velocity Duration ...] Position ...
@@ -29,6 +29,7 @@ from functools import cached_property
 
 import numpy as np
 
+from adaptive.generator import STYLES as GENERATOR_STYLES
 from adaptive.harmony import Chord, ChordQuality, Key, Mode
 
 REMI_SETTINGS: dict = {
@@ -54,6 +55,15 @@ PHRASE_BARS = 8
 """``Phrase_<i>``: the bar's place ``i`` (0..7) in an 8-bar period."""
 
 ROLES = ("melody", "arpeggio", "bass")
+STYLES = GENERATOR_STYLES + ("unknown",)
+"""``Style_<style>``: the music the sequence comes from, after ``Role``. A
+sequence's style is its corpus's (:data:`SOURCE_STYLE`); ``unknown`` is the
+style dropped in training (so the model also writes without one). Generation
+asks for ``game`` unless told otherwise: the model writes in VGMIDI's manner
+while learning melody, harmony and phrase from every corpus."""
+SOURCE_STYLE = {"vgmidi": "game", "vgmidi_piece": "game", "pop909": "pop", "essen": "folk", "oneills": "folk",
+                "ryans": "folk", "chorales": "chorale"}
+"""Corpus (``Stream.source``) → style token value."""
 VALENCES = ("positive", "negative", "unknown")
 AROUSALS = ("high", "low", "unknown")
 TEMPO_EDGES_BPM = (75.0, 95.0, 115.0, 135.0)
@@ -110,7 +120,19 @@ def conditioning_tokens() -> list[str]:
     tokens += [f"Density_{i}" for i in range(N_DENSITY_BINS)] + ["Density_unknown"]
     tokens += [f"MeanVelocity_{i}" for i in range(N_VELOCITY_LEVELS)] + ["MeanVelocity_none", "MeanVelocity_unknown"]
     tokens += [f"Chord_{pc}_{q.name}" for q in ChordQuality for pc in range(12)] + ["Chord_none"]
+    tokens += [f"Style_{s}" for s in STYLES]  # last, so every earlier id is as in format version 2
     return tokens
+
+
+def style_token(style: str) -> str:
+    """``Style_<style>`` for a value of :data:`STYLES`.
+
+    Raises:
+        ValueError: ``style`` is not one of :data:`STYLES`.
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown generator style {style!r}: allowed are {', '.join(STYLES)}")
+    return f"Style_{style}"
 
 
 def make_remi():

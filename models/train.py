@@ -37,7 +37,7 @@ from models.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from models.dataset import (Stream, cached_streams, default_cache_dir, default_data_dir, held_out_files,
                             heldout_split)
 from models.model import ModelConfig, MusicTransformer
-from models.tokenizer import HEADER_SLOTS, PHRASE_BARS, Vocabulary
+from models.tokenizer import HEADER_SLOTS, PHRASE_BARS, SOURCE_STYLE, Vocabulary, style_token
 
 MODELS_DIR = Path(__file__).resolve().parent
 
@@ -64,6 +64,7 @@ class TrainConfig:
     chorale_share: float = 0.08
     emotion_dropout: float = 0.3
     texture_dropout: float = 0.3
+    style_dropout: float = 0.1
     transpose: bool = True
     eval_every: int = 100
     eval_batches: int = 6
@@ -80,7 +81,7 @@ uniformly."""
 
 
 class WindowSampler:
-    """Random training windows: ``[BOS, Role, bar header, notes, bar header, notes, ...]``.
+    """Random training windows: ``[BOS, Role, Style, bar header, notes, bar header, notes, ...]``.
 
     ``sample(rng)`` → (tokens (block_size + 1,) int64, loss mask (block_size,) bool).
 
@@ -88,11 +89,13 @@ class WindowSampler:
     a share ``emotion_dropout`` of the windows every ``Valence`` and ``Arousal``
     token reads ``unknown``, and in a share ``texture_dropout`` every
     ``Density`` and ``MeanVelocity`` token does, so one model is both the
-    conditional and the unconditional one. Windows start at a random bar
+    conditional and the unconditional one. The ``Style`` token names the
+    window's corpus (:data:`models.tokenizer.SOURCE_STYLE`) and reads
+    ``unknown`` in a share ``style_dropout`` of the windows. Windows start at a random bar
     (from a phrase start, bar 0 of the period, half of the time)."""
 
     def __init__(self, streams: list[Stream], vocab: Vocabulary, block_size: int, transpose: bool,
-                 emotion_dropout: float = 0.0, texture_dropout: float = 0.0) -> None:
+                 emotion_dropout: float = 0.0, texture_dropout: float = 0.0, style_dropout: float = 0.0) -> None:
         self.by_group = {g: [st for st in streams if st.source in sources and len(st.bars)]
                          for g, sources in SOURCE_GROUPS.items()}
         self.vocab = vocab
@@ -100,12 +103,16 @@ class WindowSampler:
         self.transpose = transpose
         self.emotion_dropout = emotion_dropout
         self.texture_dropout = texture_dropout
+        self.style_dropout = style_dropout
+        self.style = {source: vocab.id(style_token(style)) for source, style in SOURCE_STYLE.items()}
+        self.unknown_style = vocab.id(style_token("unknown"))
         self.bos = vocab.id("BOS_None")
         self.pad = vocab.id("PAD_None")
         kinds = vocab.kind
         # Targets we do not train on: conditioning inputs and padding.
         self.ignored_target = np.isin(kinds, ["Meter", "Phrase", "Key", "Valence", "Arousal", "Tempo", "Density",
-                                              "MeanVelocity", "Chord", "Role", "PAD", "BOS"])
+                                              "MeanVelocity", "Chord", "Role", "Style", "PAD",
+                                              "BOS"])
         self.unknown = {k: vocab.id(f"{k}_unknown") for k in ("Valence", "Arousal", "Density", "MeanVelocity")}
         self.slot = {k: HEADER_SLOTS.index(k) for k in ("Valence", "Arousal", "Density", "MeanVelocity")}
 
@@ -125,8 +132,9 @@ class WindowSampler:
             headers = headers.copy()
             for k in drop:
                 headers[:, self.slot[k]] = self.unknown[k]
-        pieces = [np.array([self.bos, self.vocab.id(f"Role_{stream.role}")], np.int64)]
-        length = 2
+        style = self.unknown_style if rng.random() < self.style_dropout else self.style[stream.source]
+        pieces = [np.array([self.bos, self.vocab.id(f"Role_{stream.role}"), style], np.int64)]
+        length = 3
         for b in range(start, len(stream.bars)):
             pieces += [headers[b], stream.bars[b].astype(np.int64)]
             length += len(headers[b]) + len(stream.bars[b])
@@ -217,17 +225,20 @@ def plot_history(history: dict, path: Path) -> None:
 
 
 def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Vocabulary, run_dir: Path,
-          out: Path | None, resume: bool = False, progress: bool = True, plot: Path | None = None) -> dict:
+          out: Path | None, resume: bool = False, progress: bool = True, plot: Path | None = None,
+          init_from: Path | None = None) -> dict:
     """Run (or resume) training; returns the history. Writes ``run_dir/run.pt``
     every ``checkpoint_every`` steps and, when ``out`` is given, the exported
-    checkpoint at the end."""
+    checkpoint at the end. ``init_from`` (a run's ``run.pt`` or an exported
+    checkpoint) warm-starts a new run from its weights (:func:`warm_start`);
+    ``resume`` continues ``run_dir``'s own run instead and wins when both apply."""
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     train_streams, held_streams = split_streams(streams, heldout)
     sampler = WindowSampler(train_streams, vocab, config.block_size, config.transpose, config.emotion_dropout,
-                            config.texture_dropout)
+                            config.texture_dropout, config.style_dropout)
     held_sampler = WindowSampler(held_streams, vocab, config.block_size, transpose=False)
     eval_rng = random.Random(config.seed + 1)
     eval_batches = [held_sampler.batch(eval_rng, config.batch_size, shares(config, False))
@@ -241,6 +252,9 @@ def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Voca
     step, elapsed = 0, 0.0
     run_dir.mkdir(parents=True, exist_ok=True)
     run_path = run_dir / "run.pt"
+    if init_from is not None and not (resume and run_path.exists()):
+        warm_start(model, init_from, vocab)
+        print(f"warm start from {init_from}")
     if resume and run_path.exists():
         state = torch.load(run_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
@@ -286,7 +300,8 @@ def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Voca
         if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
                         "step": step, "elapsed_seconds": time.perf_counter() - started, "rng": rng.getstate(),
-                        "torch_rng": torch.get_rng_state(), "config": asdict(config)}, run_path)
+                        "torch_rng": torch.get_rng_state(), "config": asdict(config),
+                        "vocabulary": list(vocab.tokens)}, run_path)
         if out_of_time:
             bar.write(f"stopping at step {step}: --max-minutes {config.max_minutes} reached")
             break
@@ -294,6 +309,64 @@ def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Voca
     if out is not None:
         save_checkpoint(out, model, vocab, asdict(config), heldout, history)
     return history
+
+
+def warm_start(model: MusicTransformer, path: Path, vocab: Vocabulary) -> None:
+    """Load the weights of an earlier run (``run.pt``) or exported checkpoint
+    into ``model``, whose vocabulary may be longer: tokens are only ever
+    appended to the vocabulary (:func:`models.tokenizer.conditioning_tokens`),
+    so the earlier vocabulary is a prefix of ``vocab`` and the new tokens' rows
+    keep their fresh initialisation.
+
+    Raises:
+        ValueError: the stored vocabulary is not a prefix of ``vocab``, or the
+            layer shapes differ.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    state = payload.get("model") or payload.get("state_dict")
+    if state is None:
+        raise ValueError(f"{path}: neither a training run (no 'model') nor a checkpoint (no 'state_dict')")
+    stored = payload.get("vocabulary")
+    old_rows = state["token_embedding.weight"].shape[0]
+    if stored is not None and list(stored) != list(vocab.tokens[:len(stored)]):
+        raise ValueError(f"{path}: its vocabulary is not a prefix of this code's; train from scratch")
+    if old_rows > len(vocab):
+        raise ValueError(f"{path}: {old_rows} token rows, more than this vocabulary's {len(vocab)}")
+    own = model.state_dict()
+    for name, value in state.items():
+        if name not in own:
+            continue
+        value = value.float()
+        rows = name in ("token_embedding.weight", "head.weight")
+        if own[name].shape[rows:] != value.shape[rows:]:
+            raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, this model {tuple(own[name].shape)}")
+        if rows:
+            own[name][:old_rows] = value
+        elif own[name].shape != value.shape:
+            raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, this model {tuple(own[name].shape)}")
+        else:
+            own[name].copy_(value)
+    model.load_state_dict(own)
+
+
+def export_run(run_path: Path, out: Path, vocab: Vocabulary, heldout: dict) -> None:
+    """Export a run's latest weights (its ``run.pt``, while it trains or after
+    it stopped) as a checkpoint, as the end of a run would.
+
+    Raises:
+        ValueError: ``run_path`` is not a training run of this vocabulary.
+    """
+    state = torch.load(run_path, map_location="cpu", weights_only=False)
+    if "model" not in state or "config" not in state:
+        raise ValueError(f"{run_path}: not a training run (no 'model' or 'config')")
+    stored = state.get("vocabulary")
+    if stored is not None and list(stored) != list(vocab.tokens):
+        raise ValueError(f"{run_path}: trained with another vocabulary ({len(stored)} tokens, this code {len(vocab)})")
+    config = TrainConfig(**{f.name: state["config"][f.name] for f in fields(TrainConfig) if f.name in state["config"]})
+    model = MusicTransformer(ModelConfig(vocab_size=len(vocab), block_size=config.block_size, n_layer=config.n_layer,
+                                         n_head=config.n_head, n_embd=config.n_embd, dropout=0.0))
+    model.load_state_dict(state["model"])
+    save_checkpoint(out, model, vocab, asdict(config), heldout, state["history"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -310,13 +383,24 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: ~/.cache/adaptive/models)")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="exported checkpoint")
     parser.add_argument("--plot", type=Path, default=MODELS_DIR / "loss.png")
-    parser.add_argument("--resume", action="store_true", help="continue the run in <cache>/run/")
+    parser.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+    parser.add_argument("--run-dir", type=Path, default=None, help="the resumable run's directory "
+                        "(default: <cache>/run)")
+    parser.add_argument("--init-from", type=Path, default=None, help="warm start: the weights of an earlier "
+                        "run.pt or checkpoint (its vocabulary a prefix of this one's)")
+    parser.add_argument("--export-run", type=Path, default=None, metavar="RUN_PT",
+                        help="export this run.pt's weights to --out (with models/heldout.json) and exit")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--corpus", choices=("all", "parsed", "none"), default="all",
                         help="music21's corpus (Essen, O'Neill, Ryan, Bach chorales): all (default; parsed first if "
                              "not cached), parsed (only the sources already in the cache), none")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.export_run is not None:
+        heldout = json.loads((MODELS_DIR / "heldout.json").read_text())
+        export_run(args.export_run, args.out, Vocabulary.build(), heldout)
+        print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) from {args.export_run}")
+        return
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     data_dir = (args.data or default_data_dir()).resolve()
     cache_dir = args.cache or default_cache_dir()
@@ -325,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
                              corpus={"all": True, "parsed": "parsed", "none": False}[args.corpus])
     heldout = heldout_split(data_dir, sorted({s.file for s in streams if "#" in s.file}))
     (MODELS_DIR / "heldout.json").write_text(json.dumps(heldout, indent=1) + "\n")
-    history = train(config, streams, heldout, vocab, cache_dir / "run", args.out, resume=args.resume, plot=args.plot)
+    history = train(config, streams, heldout, vocab, args.run_dir or cache_dir / "run", args.out,
+                    resume=args.resume, plot=args.plot, init_from=args.init_from)
     (MODELS_DIR / "training_log.json").write_text(json.dumps({"config": asdict(config), "history": history},
                                                              indent=1) + "\n")
     plot_history(history, args.plot)

@@ -268,6 +268,8 @@ BANK_CASES = [
                  ("next_beat", "next_bar"), id="bad-quantize"),
     pytest.param(_set("cues[0].layers[1].program", 128), ("cues[0].layers[1].program", "128"), ("127",),
                  id="program-out-of-range"),
+    pytest.param(_set("cues[1].layers[1].source.style", "jazz"), ("cues[1].layers[1].source", "'jazz'"),
+                 ("game", "pop", "folk", "chorale"), id="unknown-generator-style"),
 ]
 
 

@@ -188,6 +188,21 @@ def test_bad_requests_are_refused(generator):
         generator.generate_bar(request(arousal=float("nan")))
 
 
+def test_a_style_opens_the_context_and_changes_the_music():
+    requests = [request(b, seed=11, arousal=0.3) for b in range(4)]
+    game = [notes_of(ModelPartGenerator().generate_bar(r)) for r in requests]
+    g = ModelPartGenerator()
+    folk = [notes_of(g.generate_bar(replace(r, style="folk"))) for r in requests]
+    assert folk != game
+    # A request's style and an instance's default style are the same thing.
+    by_default = ModelPartGenerator(style="folk")
+    assert [notes_of(by_default.generate_bar(r)) for r in requests] == folk
+    with pytest.raises(ValueError, match="unknown generator style 'jazz': allowed are game, pop, folk"):
+        ModelPartGenerator(style="jazz")
+    with pytest.raises(ValueError, match="unknown generator style 'jazz'"):
+        g.generate_bar(replace(requests[0], style="jazz"))
+
+
 def test_committed_checkpoint_is_small_and_loads_weights_only():
     assert DEFAULT_CHECKPOINT.stat().st_size <= 20 * 1024 * 1024
     payload = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)

@@ -14,7 +14,8 @@ from models.checkpoint import load_checkpoint
 from models.dataset import all_files, build_streams, default_data_dir
 from models.generate import ModelPartGenerator
 from models.tokenizer import Vocabulary
-from models.train import TrainConfig, WindowSampler, learning_rate, train
+from models.model import ModelConfig, MusicTransformer
+from models.train import TrainConfig, WindowSampler, learning_rate, train, warm_start
 
 DATA = default_data_dir()
 pytestmark = pytest.mark.skipif(not (DATA / "pop909" / "001").is_dir(), reason=f"no training data at {DATA}")
@@ -60,12 +61,15 @@ def test_windows_start_at_a_bar_and_train_only_on_notes_and_bar_ends(few_streams
     import random
 
     vocab, streams, _ = few_streams
-    sampler = WindowSampler(streams, vocab, 128, transpose=True, emotion_dropout=0.5, texture_dropout=0.5)
-    labelled = dropped = 0
+    sampler = WindowSampler(streams, vocab, 128, transpose=True, emotion_dropout=0.5, texture_dropout=0.5,
+                            style_dropout=0.25)
+    labelled = dropped = unknown_style = 0
     for _ in range(60):
         seq, mask = sampler.sample(random.Random(_), {"vgmidi": 1.0})  # labelled VGMIDI phrases only
         tokens = [vocab.tokens[i] for i in seq]
-        assert tokens[0] == "BOS_None" and tokens[1].startswith("Role_") and tokens[2] == "Bar_None"
+        assert tokens[0] == "BOS_None" and tokens[1].startswith("Role_") and tokens[3] == "Bar_None"
+        assert tokens[2] in ("Style_game", "Style_unknown")  # VGMIDI is game music, or its style dropped
+        unknown_style += tokens[2] == "Style_unknown"
         trained = {vocab.tokens[i].split("_")[0] for i, m in zip(seq[1:], mask) if m}
         assert trained <= {"Bar", "Position", "Pitch", "Velocity", "Duration"}
         emotion = {t for t in tokens if t.startswith(("Valence_", "Arousal_"))}
@@ -75,6 +79,29 @@ def test_windows_start_at_a_bar_and_train_only_on_notes_and_bar_ends(few_streams
             labelled += 1
             assert "Valence_unknown" not in emotion and "Arousal_unknown" not in emotion
     assert 15 < dropped < 45 and labelled > 15
+    assert 5 <= unknown_style <= 28
+
+
+def test_warm_start_keeps_learned_rows_when_tokens_are_appended(tmp_path, few_streams):
+    torch.set_num_threads(1)
+    vocab, streams, heldout = few_streams
+    short = dataclasses.replace(TINY, steps=10)
+    train(short, streams, heldout, vocab, tmp_path / "old", None, progress=False)
+    old = torch.load(tmp_path / "old" / "run.pt", weights_only=False)["model"]
+    # An earlier run whose vocabulary lacked the last five tokens (as format 2 lacked the Style tokens).
+    old = {k: (v[:-5] if k in ("token_embedding.weight", "head.weight") else v) for k, v in old.items()}
+    torch.save({"model": old}, tmp_path / "older.pt")
+    config = ModelConfig(vocab_size=len(vocab), block_size=short.block_size, n_layer=short.n_layer,
+                         n_head=short.n_head, n_embd=short.n_embd, dropout=0.0)
+    model = MusicTransformer(config)
+    fresh_rows = model.token_embedding.weight[-5:].detach().clone()
+    warm_start(model, tmp_path / "older.pt", vocab)
+    assert torch.equal(model.token_embedding.weight[:-5], old["token_embedding.weight"])
+    assert torch.equal(model.token_embedding.weight[-5:], fresh_rows)
+    assert torch.equal(model.head.weight, model.token_embedding.weight)  # still tied
+    with pytest.raises(ValueError, match="shape"):
+        small = MusicTransformer(dataclasses.replace(config, n_embd=short.n_embd * 2, n_head=short.n_head))
+        warm_start(small, tmp_path / "older.pt", vocab)
 
 
 def test_learning_rate_warms_up_then_decays():
