@@ -34,7 +34,12 @@ generation settings, no fallback lines) still load: their generator is
 
 :class:`Recording` keeps file I/O off the audio path with a queue and a writer
 thread: :meth:`Recording.write_input` only puts the stamped input in a queue;
-the writer thread serializes it, writes it and flushes when the queue is empty.
+the writer thread serializes it, writes it and flushes it to the operating
+system when the queue is empty, and at least once a second
+(:data:`FLUSH_SECONDS`) while inputs keep coming, so a killed server loses at
+most the last second of inputs. A recording cut that way has no ``end`` line
+and perhaps a half-written last line; :func:`load_recording` reads it up to
+its last complete line and says so.
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ from adaptive.mapping import MappingChange
 from adaptive.recording_format import LINES, EndLine, FallbackLine, RecordingHeader, line_json, parse_line
 from adaptive.scene import SessionInput
 
-_FLUSH_SECONDS = 1.0
+FLUSH_SECONDS = 1.0
+"""The longest time (seconds) a written line stays in the writer's buffer
+before it is flushed to the operating system (where a killed process cannot lose it)."""
 _END = object()
 
 
@@ -66,8 +73,8 @@ class Recording:
     are written by a writer thread (daemon, named ``"adaptive-recording"``):
     :meth:`write_input` never does file I/O and never blocks, so it may be
     called from the render thread. Call :meth:`close` with the final frame
-    count to write the ``"end"`` line; a recording without it is refused by
-    :func:`load_recording`.
+    count to write the ``"end"`` line; a recording without it (the server was
+    killed) is read by :func:`load_recording` up to its last complete line.
 
     Args:
         path: the file to write (replaced if it exists).
@@ -138,7 +145,7 @@ class Recording:
         file = self._file
         while True:
             try:
-                frame, item = self._queue.get(timeout=_FLUSH_SECONDS)
+                frame, item = self._queue.get(timeout=FLUSH_SECONDS)
             except queue.Empty:
                 continue
             try:
@@ -149,34 +156,52 @@ class Recording:
                 file.write(json.dumps(line_json(frame, item)) + "\n")
                 self.inputs_written += 1
                 now = time.monotonic()
-                if self._queue.empty() or now - last_flush >= _FLUSH_SECONDS:
+                if self._queue.empty() or now - last_flush >= FLUSH_SECONDS:
                     file.flush()
                     last_flush = now
             except OSError as error:  # disk full...: keep the music going, remember the failure
                 self.error = error
 
 
-def load_recording(path: Path | str) -> tuple[RecordingHeader, list[tuple[int, SessionInput]], int]:
+def load_recording(path: Path | str, notes: list[str] | None = None,
+                   ) -> tuple[RecordingHeader, list[tuple[int, SessionInput]], int]:
     """Read a session recording.
+
+    A recording cut by a crash (no ``end`` line, perhaps a half-written last
+    line) is read up to its last complete line: see :func:`load_recording_with_fallbacks`.
+
+    Args:
+        path: the recording (JSON Lines).
+        notes: if given, what the reader had to do to a cut recording is
+            appended to it (one sentence each), for the user to be told.
 
     Returns:
         ``(header, inputs, end_frame)``: ``inputs`` is ``[(frame, input)]`` in
         the order they were stamped (frames in session frames, non-decreasing);
-        ``end_frame`` is the number of frames the session rendered. Generation
-        fallbacks are left out (see :func:`load_recording_with_fallbacks`).
+        ``end_frame`` is the number of frames the session rendered (for a cut
+        recording: the frame of its last complete line). Generation fallbacks
+        are left out (see :func:`load_recording_with_fallbacks`).
 
     Raises:
         ConfigError: the file cannot be read or is malformed; the message
             names the file and every bad line by number.
     """
-    header, inputs, _, end_frame = load_recording_with_fallbacks(path)
+    header, inputs, _, end_frame = load_recording_with_fallbacks(path, notes)
     return header, inputs, end_frame
 
 
 def load_recording_with_fallbacks(
-    path: Path | str,
+    path: Path | str, notes: list[str] | None = None,
 ) -> tuple[RecordingHeader, list[tuple[int, SessionInput]], list[GenerationFallback], int]:
     """Read a session recording, with its generation fallbacks.
+
+    **A recording cut by a crash** (the server killed: no ``end`` line) is
+    accepted: it plays to the frame of its last complete line (the last input
+    or fallback; what was rendered after it is not known), and a last line
+    cut half-way through a write (not valid JSON, or not valid UTF-8) is left
+    out. Both are said in ``notes``. A bad line anywhere else is still an
+    error: only the very last line can have been cut by a crash, because the
+    writer appends whole lines in order.
 
     Returns:
         ``(header, inputs, fallbacks, end_frame)``; see :func:`load_recording`.
@@ -186,14 +211,27 @@ def load_recording_with_fallbacks(
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the session recording ({error.strerror or error})") from None
+    torn: str | None = None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.start}); a session recording is JSON Lines") from None
+        last_newline = data.rfind(b"\n")
+        if last_newline < 0 or error.start <= last_newline:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.start}); a session recording is "
+                              "JSON Lines") from None
+        text = data[: last_newline + 1].decode("utf-8", "replace")  # a character cut by the crash: the last line is torn
+        torn = f"{len(data) - last_newline - 1} bytes that are not valid UTF-8"
     lines = text.splitlines()
     if not lines:
         raise ConfigError(format_problems(path, "session recording", ["line 1: empty file (expected the header line)"]))
+    if torn is None and len(lines) > 1 and _is_torn(lines[-1]):
+        torn = f"{len(lines[-1].encode())} bytes that are not a complete JSON line"
+        torn_line = lines.pop()
+    else:
+        torn_line = None
     problems: list[str] = []
     header_data = _json_object(1, lines[0], problems)
     header = None
@@ -201,15 +239,30 @@ def load_recording_with_fallbacks(
         header, header_problems = parse_line(RecordingHeader, header_data)
         problems += [f"line 1: {problem}" for problem in header_problems]
     inputs, fallbacks, end_frame, last_frame = _read_lines(lines, problems)
-    if end_frame is None and not problems:
-        problems.append(f"line {len(lines)}: no end line ({{\"type\": \"end\", \"frame\": N}}): the session was not "
-                        "stopped cleanly; the inputs above are intact, add an end line with the frame to replay to")
+    if end_frame is not None and torn_line is not None:
+        _json_object(len(lines) + 1, torn_line, problems)  # after an end line it is no crash: a bad line
+    elif end_frame is None and not problems:
+        end_frame = last_frame
+        if notes is not None:
+            notes.append(f"{path}: the recording has no end line (the server did not stop cleanly, e.g. it was "
+                         f"killed); replaying to frame {last_frame}, its last complete line (line {len(lines)})"
+                         + (f"; the last line, cut by the crash ({torn}), is left out" if torn else ""))
     elif end_frame is not None and end_frame < last_frame:
         problems.append(f"end frame {end_frame} is before the last input's frame {last_frame}")
     if problems:
         raise ConfigError(format_problems(path, "session recording", problems))
     assert isinstance(header, RecordingHeader) and end_frame is not None
     return header, inputs, fallbacks, end_frame
+
+
+def _is_torn(line: str) -> bool:
+    """Whether ``line`` (the last of a file) is not a complete JSON object: a
+    line the writer was cut in the middle of (the writer writes whole lines,
+    each a JSON object)."""
+    try:
+        return not isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return True
 
 
 def _json_object(number: int, line: str, problems: list[str]) -> dict[str, Any] | None:
@@ -263,7 +316,8 @@ def _read_lines(lines: list[str], problems: list[str]) -> tuple[list[tuple[int, 
 
 
 def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont: Path | str | None = None,
-           block_frames: int = 4096, wav_subtype: str = "PCM_16", events: list | None = None) -> np.ndarray:
+           block_frames: int = 4096, wav_subtype: str = "PCM_16", events: list | None = None,
+           notes: list[str] | None = None) -> np.ndarray:
     """Replay a recording offline: the same bank, SoundFont, sample rate and
     seed, every input submitted at its frame, rendered to the end frame, with
     the same generator and the recorded generation fallbacks forced (every
@@ -282,6 +336,8 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
         block_frames: render block size in frames (does not change the audio).
         wav_subtype: WAV sample format (see :data:`adaptive.render.WAV_SUBTYPES`).
         events: if given, the session's music events are appended to it.
+        notes: if given, what was done to read a recording cut by a crash is
+            appended to it (see :func:`load_recording_with_fallbacks`).
 
     Returns:
         The audio, shape ``(end_frame, 2)``, float32.
@@ -299,7 +355,7 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
 
     from adaptive.mapping import parse_mapping_text
 
-    header, inputs, fallbacks, end_frame = load_recording_with_fallbacks(path)
+    header, inputs, fallbacks, end_frame = load_recording_with_fallbacks(path, notes)
     bank = load_bank(header.bank)
     mapping = None if header.mapping is None else parse_mapping_text(header.mapping, bank, f"{path} (header)")
     changes_mapping = any(isinstance(item, MappingChange) for _, item in inputs)

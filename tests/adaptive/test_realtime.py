@@ -417,7 +417,6 @@ def test_recording_keeps_generation_fallbacks_and_reads_version_1(tmp_path):
      "line 2: unknown field 'mood'"),
     ([HEADER, {"frame": 0, "type": "scene", "intensity": "high"}, {"type": "end", "frame": 0}],
      "line 2: intensity 'high' must be a number"),
-    ([HEADER, {"frame": 0, "type": "stinger", "name": "hit"}], "no end line"),
     ([HEADER, {"type": "end", "frame": 5}, {"frame": 6, "type": "stinger", "name": "hit"}],
      "line 3: a line after the end line"),
     ([HEADER, {"frame": 0, "type": "stinger"}, "[1]", {"type": "end", "frame": 0}],
