@@ -4,7 +4,7 @@ stamped on arrival, and the stamped stream is what a recording stores).
 
 The format is JSON Lines (UTF-8, one JSON object per line)::
 
-    {"format": "adaptive-recording", "version": 2, "bank": "/abs/bank.toml",
+    {"format": "adaptive-recording", "version": 3, "bank": "/abs/bank.toml",
      "soundfont": "/abs/gm.sf2", "sample_rate_hz": 48000, "seed": 0,
      "generator": "model", "bars_ahead": 1, "speculative_bridges": 2}
     {"frame": 96000, "type": "scene", "emotion": "tense", "valence": null,
@@ -13,12 +13,20 @@ The format is JSON Lines (UTF-8, one JSON object per line)::
      "request": 0, "bar_index": 0, "reason": "late"}
     {"frame": 120000, "type": "stinger", "name": "hit"}
     {"frame": 150000, "type": "mapping", "source": "mapping.toml", "toml": "..."}
+    {"frame": 200000, "type": "mapping_set", "source": "live", "path": "smoothing.hysteresis",
+     "value": "0.3", "sha256": "5f0c3a1e9b7d2c44"}
     {"type": "end", "frame": 480000}
 
 The header's optional ``mapping`` holds the TOML text of the mapping the
-session started with (absent or null: the bank's own); a ``"mapping"`` line is
-a mapping change (hot reload, live tuning) with the whole new mapping's text,
-so a replay plays by exactly the mappings that were live.
+session started with (absent or null: the bank's own, whose text is empty); a
+``"mapping"`` line is a hot reload with the whole new file's text; a
+``"mapping_set"`` line is one value set by live tuning, stored as the change
+(key path and value as sent), not as the whole mapping: the reader rebuilds
+the mapping with :func:`adaptive.mapping.set_value_text` from the one before
+it, exactly as the server did, and checks it against the line's ``sha256``
+(the first 16 hex digits of the SHA-256 of the mapping's text). So a replay
+plays by exactly the mappings that were live, and a client that sets values
+20 times a second grows the recording by a line each, not by a mapping each.
 
 Frames are session frames (audio frames at ``sample_rate_hz`` since the session
 started). The render block size is not recorded: rendering does not depend on it.
@@ -56,7 +64,8 @@ import numpy as np
 from adaptive.errors import ConfigError, format_problems
 from adaptive.generation import GenerationFallback
 from adaptive.mapping import MappingChange
-from adaptive.recording_format import LINES, EndLine, FallbackLine, RecordingHeader, line_json, parse_line
+from adaptive.recording_format import (LINES, EndLine, FallbackLine, MappingSetLine, RecordingHeader, line_json,
+                                       parse_line)
 from adaptive.scene import SessionInput
 
 FLUSH_SECONDS = 1.0
@@ -238,7 +247,10 @@ def load_recording_with_fallbacks(
     if header_data is not None:
         header, header_problems = parse_line(RecordingHeader, header_data)
         problems += [f"line 1: {problem}" for problem in header_problems]
-    inputs, fallbacks, end_frame, last_frame = _read_lines(lines, problems)
+    digests: dict[int, str] = {}
+    inputs, fallbacks, end_frame, last_frame = _read_lines(lines, problems, digests)
+    if header is not None and not problems:
+        inputs = _rebuild_mappings(header.mapping or "", inputs, digests, problems)
     if end_frame is not None and torn_line is not None:
         _json_object(len(lines) + 1, torn_line, problems)  # after an end line it is no crash: a bad line
     elif end_frame is None and not problems:
@@ -253,6 +265,39 @@ def load_recording_with_fallbacks(
         raise ConfigError(format_problems(path, "session recording", problems))
     assert isinstance(header, RecordingHeader) and end_frame is not None
     return header, inputs, fallbacks, end_frame
+
+
+def _rebuild_mappings(initial_text: str, inputs: list[tuple[int, SessionInput]], digests: dict[int, str],
+                      problems: list[str]) -> list[tuple[int, SessionInput]]:
+    """``inputs`` with the text of every ``mapping_set`` change rebuilt from
+    the mapping before it (``initial_text`` at first, then each change's),
+    as the server built it; a text whose digest differs from the recorded one
+    (``digests``: index in ``inputs`` -> the line's ``sha256``) is a problem
+    (the replay would not play what was served)."""
+    from adaptive.mapping import parse_value, set_value_text
+    from adaptive.recording_format import mapping_digest
+
+    text = initial_text
+    rebuilt: list[tuple[int, SessionInput]] = []
+    for index, (frame, item) in enumerate(inputs):
+        if isinstance(item, MappingChange):
+            if item.path is not None and item.value is not None:
+                expected = digests.get(index)
+                try:
+                    new_text = set_value_text(text, item.path, parse_value(item.value))
+                except (ValueError, TypeError) as error:
+                    problems.append(f"the mapping_set of {item.path} at frame {frame} cannot be applied to the "
+                                    f"mapping before it ({error})")
+                    return inputs
+                if expected is not None and mapping_digest(new_text) != expected:
+                    problems.append(f"the mapping_set of {item.path} at frame {frame} rebuilds a mapping whose "
+                                    f"sha256 {mapping_digest(new_text)} is not the recorded {expected} (the "
+                                    "recording is missing a change before it)")
+                    return inputs
+                item = MappingChange(new_text, None, item.source, item.path, item.value)
+            text = item.text
+        rebuilt.append((frame, item))
+    return rebuilt
 
 
 def _is_torn(line: str) -> bool:
@@ -278,10 +323,11 @@ def _json_object(number: int, line: str, problems: list[str]) -> dict[str, Any] 
     return value
 
 
-def _read_lines(lines: list[str], problems: list[str]) -> tuple[list[tuple[int, SessionInput]],
-                                                                 list[GenerationFallback], int | None, int]:
+def _read_lines(lines: list[str], problems: list[str], digests: dict[int, str],
+                ) -> tuple[list[tuple[int, SessionInput]], list[GenerationFallback], int | None, int]:
     """The inputs, fallbacks and end frame of the lines after the header, and
-    the last input's frame; every problem is added, with its line number."""
+    the last input's frame; every problem is added, with its line number, and
+    each ``mapping_set`` line's ``sha256`` to ``digests`` under its index in the inputs."""
     inputs: list[tuple[int, SessionInput]] = []
     fallbacks: list[GenerationFallback] = []
     end_frame: int | None = None
@@ -311,6 +357,8 @@ def _read_lines(lines: list[str], problems: list[str]) -> tuple[list[tuple[int, 
         elif isinstance(parsed, FallbackLine):
             fallbacks.append(parsed.fallback())
         elif parsed is not None:
+            if isinstance(parsed, MappingSetLine):
+                digests[len(inputs)] = parsed.sha256
             inputs.append((parsed.frame, parsed.item()))  # type: ignore[attr-defined]
     return inputs, fallbacks, end_frame, last_frame
 

@@ -151,10 +151,17 @@ def set_value_text(text: str, path: str, value: Any) -> str:
 class MappingChange:
     """An input: play by another mapping from the next bar line on.
 
-    ``text`` is the new mapping's TOML (stored in recordings); ``resolved`` is
-    it checked against the session's bank (filled in by the session when only
-    the text is given, as on replay)."""
+    ``text`` is the new mapping's TOML; ``resolved`` is it checked against
+    the session's bank (filled in by the session when only the text is given,
+    as on replay). A change made by setting one value (live tuning) also
+    carries ``path`` (the key path) and ``value`` (the value as the client
+    sent it, text for :func:`parse_value`): a recording then stores only
+    those, and replay rebuilds ``text`` with :func:`set_value_text` from the
+    mapping before it. A whole new file (hot reload) has both None and is
+    stored whole."""
 
     text: str
     resolved: ResolvedMapping | None = None
     source: str = "<live>"
+    path: str | None = None
+    value: str | None = None

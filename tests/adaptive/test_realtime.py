@@ -400,7 +400,7 @@ def test_recording_keeps_generation_fallbacks_and_reads_version_1(tmp_path):
     ([], "line 1: empty file"),
     (["{not json"], "line 1: not valid JSON"),
     ([{**HEADER, "format": "other"}, {"type": "end", "frame": 0}], "line 1: format 'other'"),
-    ([{**HEADER, "version": 3}, {"type": "end", "frame": 0}], "line 1: version 3 is not supported"),
+    ([{**HEADER, "version": 4}, {"type": "end", "frame": 0}], "line 1: version 4 is not supported"),
     ([{**HEADER, "generator": "oracle"}, {"type": "end", "frame": 0}], "line 1: generator 'oracle' is not known"),
     ([{**HEADER, "bars_ahead": 0}, {"type": "end", "frame": 0}], "line 1: bars_ahead 0 is out of range"),
     ([HEADER, {"frame": 0, "type": "generation_fallback", "part": "a/b", "request": -1, "bar_index": 0,
