@@ -1,0 +1,554 @@
+#!/usr/bin/env python3
+"""Security and robustness benchmark: hostile input must not cost the music.
+
+Run by hand (not in CI), from a source checkout::
+
+    python bench/robustness_benchmark.py                    # every case, print the tables
+    python bench/robustness_benchmark.py --only zmq tcp     # some cases
+    python bench/robustness_benchmark.py --write-docs       # also rewrite its section of docs/benchmarks.md
+    python bench/robustness_benchmark.py --only zmq --server-repo /tmp/old-checkout   # the same against older code
+
+Cases (see ``bench/README.md``); the server is ``adaptive serve`` in a
+subprocess with the default bank (what a game would run), the attacker a
+child process on loopback with no credentials:
+
+* ``zmq`` — ``--zmq-frames`` (20 000) ZeroMQ control frames, an equal share
+  of each kind (invalid JSON, wrong types, mutated valid messages, 10 000-deep
+  nesting, 5 000-digit integers, frames of 64 KiB-1 MiB, frames over 1 MiB,
+  extra frames), interleaved, as fast as the server takes them. Figures:
+  whether the server survived, underruns, longest block, replies per kind,
+  internal errors, bytes of log.
+* ``mapping`` — ``/adaptive/mapping/set`` at ``--set-rate`` (20) a second for
+  ``--set-seconds`` (30), each adding a key, while a second client pings 20
+  times a second: ping round trip (p50/p99/max), sets answered/refused,
+  recording growth, underruns.
+* ``tcp`` — one TCP audio reader at 1/10 real time and ``--idle-readers``
+  (16) that never read, for ``--tcp-seconds`` (40): blocks the slow reader
+  received and lost, how far behind real time its newest block was, whether
+  it was disconnected, whether the idle ones were dropped (freeing their
+  slots) and a normal reader could connect.
+* ``mapping_file`` — the watched mapping file replaced by a valid one padded
+  to ``--padded-mb`` (50) MB: refused or not, the server's peak memory, underruns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.server_benchmark import ServerProcess, summary  # noqa: E402  (after the path is set)
+
+SECTION_TITLE = "## Security and robustness"
+DOCS = REPO / "docs" / "benchmarks.md"
+SAMPLE_RATE_HZ = 48_000
+BLOCK_BYTES = 32 + 1024 * 2 * 2  # one TCP audio block: header + 1024 frames of int16 stereo
+
+ZMQ_KINDS = ("invalid_json", "wrong_types", "mutated_valid", "deep_nesting", "huge_integer", "large_frame",
+             "oversized_frame", "extra_frames", "valid")
+
+
+# =============================================================================
+# The server under test
+# =============================================================================
+class Server(ServerProcess):
+    """``adaptive serve`` from ``repo`` (this checkout by default), with its
+    ZeroMQ control endpoint read from what it prints, and its log counted."""
+
+    def __init__(self, repo: Path, record: Path | None = None, extra: list[str] | None = None) -> None:
+        import bench.server_benchmark as base
+
+        saved = base.REPO
+        base.REPO = repo  # ServerProcess runs `python -m app.cli serve` in base.REPO
+        try:
+            super().__init__(record=record, extra=extra)
+        finally:
+            base.REPO = saved
+        text = "".join(self.stdout)
+        match = re.search(r"control\s+(tcp://\S+)", text)
+        self.control_endpoint = match.group(1) if match else None
+
+    def log_bytes(self) -> int:
+        return sum(len(line.encode()) for line in self.stderr)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+# =============================================================================
+# Case: hostile ZeroMQ control frames
+# =============================================================================
+def zmq_frames(count: int, seed: int = 13) -> list[tuple[str, list[bytes]]]:
+    """``count`` frames, an equal share of each kind in ``ZMQ_KINDS``, shuffled: ``(kind, frames)``."""
+    rng = random.Random(seed)
+    valid = [json.dumps(m).encode() for m in (
+        {"type": "intensity", "intensity": 0.5}, {"type": "scene", "emotion": "calm", "intensity": 0.6,
+                                                  "location": "forest"},
+        {"type": "ping", "sequence": 7}, {"type": "emotion", "emotion": "calm"})]
+
+    def make(kind: str) -> list[bytes]:
+        if kind == "invalid_json":
+            return [rng.choice([b"{", b"{'type': 1}", b"\xff\xfe", b"nul", b'{"type": "ping",}',
+                                bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64)))])]
+        if kind == "wrong_types":
+            return [json.dumps(rng.choice([
+                {"type": "intensity", "intensity": "loud"}, {"type": 5}, [1, 2, 3], {"type": "scene"},
+                {"type": "ping", "sequence": -1.5}, {"type": "emotion", "emotion": None},
+                {"type": "intensity", "intensity": [0.5] * 100}, {"type": "hello", "reply_port": {"a": 1}}])).encode()]
+        if kind == "mutated_valid":
+            data = bytearray(rng.choice(valid))
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.getrandbits(8)
+            return [bytes(data)]
+        if kind == "deep_nesting":
+            depth = 10_000
+            return [rng.choice([b"[" * depth + b"]" * depth,
+                                b'{"type": "intensity", "intensity": ' + b"[" * depth + b"]" * depth + b"}"])]
+        if kind == "huge_integer":
+            return [b'{"type": "ping", "sequence": ' + b"9" * 5000 + b"}"]
+        if kind == "large_frame":
+            return [b'{"type": "ping", "pad": "' + b"x" * rng.randint(64 * 1024, 1000 * 1024) + b'"}']
+        if kind == "oversized_frame":
+            return [b"x" * (1024 * 1024 + 1024)]
+        if kind == "extra_frames":
+            return [b"junk", rng.choice(valid)]
+        return [rng.choice(valid)]
+
+    share = count // len(ZMQ_KINDS)
+    frames = [(kind, make(kind)) for kind in ZMQ_KINDS for _ in range(share)]
+    rng.shuffle(frames)
+    return frames
+
+
+def zmq_attacker(endpoint: str, count: int) -> None:
+    """Child process: send the frames, read replies as they come; print what came back."""
+    import zmq
+
+    frames = zmq_frames(count)
+    context = zmq.Context()
+
+    def connect():
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100)
+        sock.connect(endpoint)
+        return sock
+
+    sock = connect()
+    replies: dict[str, int] = {}
+    codes: dict[str, int] = {}
+    sent: dict[str, int] = {}
+    pending: list[str] = []  # kinds of frames sent whose answer has not come (in order: one socket)
+
+    def drain(timeout_ms: int) -> None:
+        while sock.poll(timeout_ms):
+            message = json.loads(sock.recv_multipart()[-1])
+            timeout_ms = 0
+            kind = pending.pop(0) if pending else "?"
+            replies[kind] = replies.get(kind, 0) + 1
+            code = message.get("code", message["type"])
+            codes[code] = codes.get(code, 0) + 1
+
+    start = time.monotonic()
+    for kind, parts in frames:
+        if kind == "oversized_frame":  # libzmq drops the connection: a socket of its own, fresh each time
+            throwaway = connect()
+            throwaway.send_multipart(parts)
+            sent[kind] = sent.get(kind, 0) + 1
+            throwaway.poll(20)
+            throwaway.close()
+            continue
+        sock.send_multipart(parts)
+        sent[kind] = sent.get(kind, 0) + 1
+        if kind not in ("valid",) or json.loads(parts[-1]).get("type") == "ping":
+            pending.append(kind)
+        drain(0)
+    drain(2000)
+    seconds = time.monotonic() - start
+    sock.close()
+    context.term()
+    print(json.dumps({"sent": sent, "replies": replies, "codes": codes, "seconds": seconds}), flush=True)
+
+
+def run_zmq(repo: Path, count: int) -> dict:
+    server = Server(repo)
+    try:
+        time.sleep(2.0)  # warm-up
+        child = _child("_zmq", server.control_endpoint, str(count))
+        out, _ = child.communicate(timeout=600)
+        attacker = json.loads(out.strip().splitlines()[-1])
+        time.sleep(1.0)
+        alive = server.alive()
+    finally:
+        stopped = server.stop()
+    return {"frames": count, "alive": alive, "log_bytes": server.log_bytes(), **stopped, "attacker": attacker,
+            "internal_errors_logged": sum(1 for line in server.stderr if "internal error" in line),
+            "tracebacks": sum(1 for line in server.stderr if line.startswith("Traceback"))}
+
+
+# =============================================================================
+# Case: mapping changes 20 times a second, ping round trip
+# =============================================================================
+def mapping_setter(port: int, rate: float, seconds: float) -> None:
+    """Child: /adaptive/mapping/set at ``rate`` a second, each adding a key; print answers."""
+    from bridge.protocol import Direction, decode_osc, encode_osc
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.001)
+    sock.sendto(encode_osc("hello", reply_port=sock.getsockname()[1], client_name="setter", sample_format="s16"),
+                ("127.0.0.1", port))
+    answers: dict[str, int] = {}
+    messages: dict[str, int] = {}
+    start = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - start) < seconds + 2.0:
+        if elapsed < seconds and sent < elapsed * rate:
+            # a new emotion each time: the mapping grows, as in the issue's run
+            sock.sendto(encode_osc("mapping_set", path=f"emotions.made_up_{sent}", value="[0.1, 0.2]"),
+                        ("127.0.0.1", port))
+            sent += 1
+        try:
+            data = sock.recv(65536)
+        except OSError:  # timeout included
+            continue
+        try:
+            decoded = decode_osc(data, Direction.TO_CLIENT)
+        except Exception:
+            continue
+        name = decoded.message.name
+        if name in ("mapping_value", "mapping_error"):
+            answers[name] = answers.get(name, 0) + 1
+            if name == "mapping_error":
+                key = decoded.values["message"][:40]
+                messages[key] = messages.get(key, 0) + 1
+    print(json.dumps({"sent": sent, "answers": answers, "errors": messages}), flush=True)
+
+
+def pinger(port: int, rate: float, seconds: float) -> None:
+    """Child: ping at ``rate`` a second; print the round trips (ms)."""
+    from bridge.protocol import Direction, decode_osc, encode_osc
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(1.0)
+    sock.sendto(encode_osc("hello", reply_port=sock.getsockname()[1], client_name="pinger", sample_format="s16"),
+                ("127.0.0.1", port))
+    round_trips, lost = [], 0
+    start = time.monotonic()
+    sequence = 0
+    while time.monotonic() - start < seconds:
+        sequence += 1
+        sent_at = time.perf_counter()
+        sock.sendto(encode_osc("ping", sequence=sequence), ("127.0.0.1", port))
+        while True:
+            try:
+                decoded = decode_osc(sock.recv(65536), Direction.TO_CLIENT)
+            except socket.timeout:
+                lost += 1
+                break
+            if decoded.message.name == "pong" and decoded.values["sequence"] == sequence:
+                round_trips.append((time.perf_counter() - sent_at) * 1000.0)
+                break
+        time.sleep(max(0.0, start + sequence / rate - time.monotonic()))
+    print(json.dumps({"round_trips_ms": round_trips, "lost": lost}), flush=True)
+
+
+def run_mapping(repo: Path, rate: float, seconds: float) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        record = Path(folder) / "session.jsonl"
+        server = Server(repo, record=record)
+        try:
+            time.sleep(2.0)
+            quiet = _child("_ping", str(server.osc_port), "20", "5")
+            baseline = json.loads(quiet.communicate(timeout=60)[0].strip().splitlines()[-1])
+            size_before = record.stat().st_size
+            ping = _child("_ping", str(server.osc_port), "20", str(seconds))
+            setter = _child("_set", str(server.osc_port), str(rate), str(seconds))
+            pings = json.loads(ping.communicate(timeout=seconds + 120)[0].strip().splitlines()[-1])
+            sets = json.loads(setter.communicate(timeout=seconds + 120)[0].strip().splitlines()[-1])
+            alive = server.alive()
+        finally:
+            stopped = server.stop()
+        size_after = record.stat().st_size
+    return {"rate": rate, "seconds": seconds, "alive": alive, "baseline_ping_ms": summary(baseline["round_trips_ms"]),
+            "ping_ms": summary(pings["round_trips_ms"]), "pings_lost": pings["lost"], "sets": sets,
+            "recording_bytes_before": size_before, "recording_bytes_after": size_after, **stopped}
+
+
+# =============================================================================
+# Case: a slow TCP audio reader and readers that never read
+# =============================================================================
+def slow_reader(port: int, seconds: float, speed: float) -> None:
+    """Child: read the TCP audio stream at ``speed`` x real time (bytes/s); print what arrived."""
+    from bridge.audio import read_tcp_blocks
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    bytes_per_second = SAMPLE_RATE_HZ * 4 * speed
+    start = time.monotonic()
+    blocks, lags, sequences, disconnected = 0, [], [], False
+
+    class Paced:
+        def recv(self, n: int) -> bytes:
+            allowed = int((time.monotonic() - start) * bytes_per_second) - got[0]
+            if allowed <= 0:
+                time.sleep(0.01)
+                allowed = int((time.monotonic() - start) * bytes_per_second) - got[0]
+            chunk = sock.recv(max(1, min(n, allowed, 4096)))
+            got[0] += len(chunk)
+            return chunk
+
+    got = [0]
+    first_frame0 = None
+    try:
+        for header, _ in read_tcp_blocks(Paced(), recv_bytes=4096):  # type: ignore[arg-type]
+            now = time.monotonic() - start
+            if first_frame0 is None:
+                first_frame0 = header.first_frame - now * SAMPLE_RATE_HZ
+            blocks += 1
+            sequences.append(header.sequence)
+            # How far behind real time the block just read is (s): the server's now minus its frame.
+            lags.append(now - (header.first_frame - first_frame0) / SAMPLE_RATE_HZ)
+            if now > seconds:
+                break
+        else:
+            disconnected = True
+    except OSError:
+        disconnected = True
+    elapsed = time.monotonic() - start
+    sock.close()
+    skipped = sum(b - a - 1 for a, b in zip(sequences, sequences[1:]) if b > a + 1)
+    print(json.dumps({"blocks": blocks, "skipped_blocks": skipped, "lag_s": summary(lags),
+                      "lag_last_s": lags[-1] if lags else None, "disconnected": disconnected,
+                      "seconds": elapsed}), flush=True)
+
+
+def run_tcp(repo: Path, seconds: float, idle: int) -> dict:
+    server = Server(repo)
+    try:
+        time.sleep(2.0)
+        idle_socks = []
+        for _ in range(idle):
+            s = socket.create_connection(("127.0.0.1", server.tcp_port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            idle_socks.append(s)
+        time.sleep(0.5)
+        reader = _child("_slow", str(server.tcp_port), str(seconds), "0.1")
+        probes = []
+        for _ in range(int(seconds // 5)):
+            time.sleep(5.0)
+            probes.append(_probe_reader(server.tcp_port))
+        slow = json.loads(reader.communicate(timeout=seconds + 60)[0].strip().splitlines()[-1])
+        for s in idle_socks:
+            s.close()
+        alive = server.alive()
+    finally:
+        stopped = server.stop()
+    return {"seconds": seconds, "idle_readers": idle, "alive": alive, "slow": slow,
+            "probe_blocks": probes, **stopped}
+
+
+def _probe_reader(port: int) -> int:
+    """Blocks a fresh, normal reader receives in 1 s (0: refused or starved)."""
+    from bridge.audio import read_tcp_blocks
+
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+        sock.settimeout(2.0)
+        count, deadline = 0, time.monotonic() + 1.0
+        for _ in read_tcp_blocks(sock):
+            count += 1
+            if time.monotonic() > deadline:
+                break
+        sock.close()
+        return count
+    except OSError:
+        return 0
+
+
+# =============================================================================
+# Case: a mapping file padded to 50 MB
+# =============================================================================
+def run_mapping_file(repo: Path, padded_mb: float) -> dict:
+    from adaptive.mapping import DEFAULT_MAPPING
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "mapping.toml"
+        original = DEFAULT_MAPPING.read_text(encoding="utf-8")
+        path.write_text(original, encoding="utf-8")
+        server = Server(repo, extra=["--mapping", str(path)])
+        try:
+            time.sleep(2.0)
+            rss_before = server.status_kb("VmRSS")
+            padding = "# " + "padding " * 12 + "\n"
+            lines = int(padded_mb * 1e6 / len(padding))
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(original + padding * lines, encoding="utf-8")
+            os.replace(temporary, path)
+            time.sleep(15.0)
+            peak_kb = server.status_kb("VmHWM")
+            alive = server.alive()
+        finally:
+            stopped = server.stop()
+    log = "".join(server.stderr)
+    return {"padded_mb": padded_mb, "alive": alive, "rss_before_mb": rss_before / 1024, "peak_rss_mb": peak_kb / 1024,
+            "refused": "MAX_MAPPING_BYTES" in log or "invalid" in log, "reloaded": "reloaded" in log, **stopped}
+
+
+# =============================================================================
+# Report
+# =============================================================================
+def markdown(results: dict, info: dict) -> str:
+    lines = [SECTION_TITLE, "",
+             f"Measured {info['date']} with `python bench/robustness_benchmark.py {info['args']}` on "
+             f"{info['machine']}, **under load**: {info['load']}. Each case starts `adaptive serve` (default bank, "
+             "blocks of 1024 frames, lookahead 40 ms) in a subprocess; the hostile client is another process on "
+             "loopback, without credentials. Issue 13's figures were measured before the changes; the "
+             "'before' column, where given, is this benchmark run against the code before them "
+             "(`--server-repo`), on the same machine and load.", ""]
+    if "zmq" in results:
+        z = results["zmq"]
+        before = results.get("zmq_before")
+        lines += ["### ZeroMQ control frames of every kind", "",
+                  f"{z['frames']} frames, an equal share of each kind ({', '.join(ZMQ_KINDS)}), shuffled, sent as fast "
+                  f"as the server took them ({z['attacker']['seconds']:.1f} s).", "",
+                  "| figure | after | before |", "|---|---:|---:|"]
+        def row(name, key, fmt="{}"):
+            value = z.get(key)
+            old = before.get(key) if before else None
+            lines.append(f"| {name} | {fmt.format(value) if value is not None else '-'} | "
+                         f"{fmt.format(old) if old is not None else '-'} |")
+        row("server still running", "alive")
+        row("underruns", "underruns")
+        row("longest block (ms)", "max_block_ms", "{:.1f}")
+        row("latest wake-up of the render thread (ms)", "max_wake_delay_ms", "{:.1f}")
+        row("longest garbage collection (ms)", "max_gc_pause_ms", "{:.1f}")
+        row("bytes of log", "log_bytes", "{:,}")
+        row("tracebacks logged", "tracebacks")
+        answered = sum(z["attacker"]["replies"].values())
+        lines.append(f"| answers received (of frames that get one) | {answered} | "
+                     f"{sum(before['attacker']['replies'].values()) if before else '-'} |")
+        lines += ["", "Answers by code (after): " + ", ".join(f"{k} {v}" for k, v in sorted(z["attacker"]["codes"].items())),
+                  ""]
+        if before:
+            lines += ["Answers by code (before): " + ", ".join(
+                f"{k} {v}" for k, v in sorted(before["attacker"]["codes"].items())), ""]
+    if "mapping" in results:
+        m = results["mapping"]
+        lines += ["### Mapping changes while pinging", "",
+                  f"`/adaptive/mapping/set` {m['rate']:g} times a second for {m['seconds']:g} s, each adding an "
+                  "emotion (the mapping grows), while another client pings 20 times a second.", "",
+                  "| figure | value |", "|---|---:|",
+                  f"| ping round trip before, p50 / p99 (ms) | {m['baseline_ping_ms']['p50']:.2f} / "
+                  f"{m['baseline_ping_ms']['p99']:.2f} |",
+                  f"| ping round trip during, p50 / p99 / max (ms) | {m['ping_ms']['p50']:.2f} / "
+                  f"{m['ping_ms']['p99']:.2f} / {m['ping_ms']['max']:.2f} |",
+                  f"| pings lost | {m['pings_lost']} |",
+                  f"| sets sent / applied / refused | {m['sets']['sent']} / {m['sets']['answers'].get('mapping_value', 0)} "
+                  f"/ {m['sets']['answers'].get('mapping_error', 0)} |",
+                  f"| recording growth (bytes) | {m['recording_bytes_after'] - m['recording_bytes_before']:,} |",
+                  f"| underruns | {m['underruns']} |", ""]
+        if m["sets"]["errors"]:
+            lines += ["Refusals: " + "; ".join(f"\"{k}...\" x{v}" for k, v in m["sets"]["errors"].items()), ""]
+    if "tcp" in results:
+        t = results["tcp"]
+        s = t["slow"]
+        lines += ["### TCP audio: a reader at 1/10 real time, and readers that never read", "",
+                  f"One reader at 1/10 real time and {t['idle_readers']} connections that never read, for "
+                  f"{t['seconds']:g} s; every 5 s a fresh normal reader connects for 1 s.", "",
+                  "| figure | value |", "|---|---:|",
+                  f"| slow reader: blocks received / lost (sequence gaps) | {s['blocks']} / {s['skipped_blocks']} |",
+                  f"| slow reader: newest block behind real time, median / max (s) | "
+                  f"{s['lag_s'].get('p50', 0):.2f} / {s['lag_s'].get('max', 0):.2f} |",
+                  f"| slow reader disconnected | {s['disconnected']} |",
+                  f"| fresh readers served (blocks in 1 s each) | {', '.join(map(str, t['probe_blocks']))} |",
+                  f"| underruns | {t['underruns']} |", ""]
+    if "mapping_file" in results:
+        f = results["mapping_file"]
+        lines += ["### A mapping file padded to 50 MB", "",
+                  "| figure | value |", "|---|---:|",
+                  f"| padded file (MB) | {f['padded_mb']:g} |",
+                  f"| refused / reloaded | {f['refused']} / {f['reloaded']} |",
+                  f"| peak memory (MB; before the file: {f['rss_before_mb']:.0f}) | {f['peak_rss_mb']:.0f} |",
+                  f"| underruns | {f['underruns']} |", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _child(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    children = {"_zmq": lambda a: zmq_attacker(a[0], int(a[1])),
+                "_set": lambda a: mapping_setter(int(a[0]), float(a[1]), float(a[2])),
+                "_ping": lambda a: pinger(int(a[0]), float(a[1]), float(a[2])),
+                "_slow": lambda a: slow_reader(int(a[0]), float(a[1]), float(a[2]))}
+    if argv and argv[0] in children:
+        children[argv[0]](argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=("zmq", "mapping", "tcp", "mapping_file"),
+                        default=["zmq", "mapping", "tcp", "mapping_file"])
+    parser.add_argument("--zmq-frames", type=int, default=20_000)
+    parser.add_argument("--set-rate", type=float, default=20.0)
+    parser.add_argument("--set-seconds", type=float, default=30.0)
+    parser.add_argument("--tcp-seconds", type=float, default=40.0)
+    parser.add_argument("--idle-readers", type=int, default=16)
+    parser.add_argument("--padded-mb", type=float, default=50.0)
+    parser.add_argument("--server-repo", type=Path, default=REPO, help="run the server from this checkout")
+    parser.add_argument("--before-repo", type=Path, default=None,
+                        help="also run the zmq case against this checkout (the 'before' column)")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--report-json", type=Path, help="run nothing: report the figures of an earlier --json")
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args(argv)
+    from bench.docs_section import machine_facts, write_section
+
+    if args.report_json:
+        results = json.loads(args.report_json.read_text())
+    else:
+        results = {"info": {"date": time.strftime("%Y-%m-%d"), "args": " ".join(argv),
+                            "machine": "{cpu}, {cores} cores".format(**machine_facts()),
+                            "load": f"load average {open('/proc/loadavg').read().split()[0]} at the start "
+                                    "(a model training and other work on the same 2 cores)"}}
+        for case in args.only:
+            print(f"running {case} ...", file=sys.stderr, flush=True)
+            if case == "zmq":
+                results["zmq"] = run_zmq(args.server_repo, args.zmq_frames)
+                if args.before_repo is not None:
+                    results["zmq_before"] = run_zmq(args.before_repo, args.zmq_frames)
+            elif case == "mapping":
+                results["mapping"] = run_mapping(args.server_repo, args.set_rate, args.set_seconds)
+            elif case == "tcp":
+                results["tcp"] = run_tcp(args.server_repo, args.tcp_seconds, args.idle_readers)
+            else:
+                results["mapping_file"] = run_mapping_file(args.server_repo, args.padded_mb)
+            results["info"]["load_end"] = open("/proc/loadavg").read().split()[0]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    text = markdown(results, results["info"])
+    print(text)
+    if args.write_docs:
+        write_section(DOCS, SECTION_TITLE, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
