@@ -209,7 +209,8 @@ def mapping_setter(port: int, rate: float, seconds: float) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.001)
-    sock.sendto(encode_osc("hello", reply_port=sock.getsockname()[1], client_name="setter", sample_format="s16"),
+    sock.sendto(encode_osc("hello", reply_port=sock.getsockname()[1], client_name="setter", sample_format="s16",
+                           sample_rate_hz=48000, channels=2),
                 ("127.0.0.1", port))
     answers: dict[str, int] = {}
     messages: dict[str, int] = {}
@@ -245,7 +246,8 @@ def pinger(port: int, rate: float, seconds: float) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(1.0)
-    sock.sendto(encode_osc("hello", reply_port=sock.getsockname()[1], client_name="pinger", sample_format="s16"),
+    sock.sendto(encode_osc("hello", reply_port=sock.getsockname()[1], client_name="pinger", sample_format="s16",
+                           sample_rate_hz=48000, channels=2),
                 ("127.0.0.1", port))
     round_trips, lost = [], 0
     start = time.monotonic()
@@ -412,79 +414,103 @@ def run_mapping_file(repo: Path, padded_mb: float) -> dict:
 # =============================================================================
 # Report
 # =============================================================================
+def _table(rows: list[tuple[str, object, object]], before: bool) -> list[str]:
+    """Markdown table rows ``| figure | after | before |`` (the before column only if measured)."""
+    def show(value: object) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:,.2f}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    out = ["| figure | after | before |" if before else "| figure | value |", "|---|---:|---:|" if before else "|---|---:|"]
+    for name, after, old in rows:
+        out.append(f"| {name} | {show(after)} | {show(old)} |" if before else f"| {name} | {show(after)} |")
+    return out
+
+
 def markdown(results: dict, info: dict) -> str:
     lines = [SECTION_TITLE, "",
              f"Measured {info['date']} with `python bench/robustness_benchmark.py {info['args']}` on "
              f"{info['machine']}, **under load**: {info['load']}. Each case starts `adaptive serve` (default bank, "
-             "blocks of 1024 frames, lookahead 40 ms) in a subprocess; the hostile client is another process on "
-             "loopback, without credentials. Issue 13's figures were measured before the changes; the "
-             "'before' column, where given, is this benchmark run against the code before them "
-             "(`--server-repo`), on the same machine and load.", ""]
+             "blocks of 1024 frames, lookahead 40 ms, real-time priority) in a subprocess; the hostile client is "
+             "another process on loopback, without credentials. The 'before' column, where given, is the same "
+             "run against the code before issue 13's changes (`--before-repo`), on the same machine and load; "
+             "with this load, timings vary from run to run (a ping's p99 without any attack was 1.5-6 ms).", ""]
     if "zmq" in results:
-        z = results["zmq"]
-        before = results.get("zmq_before")
+        z, b = results["zmq"], results.get("zmq_before") or {}
         lines += ["### ZeroMQ control frames of every kind", "",
                   f"{z['frames']} frames, an equal share of each kind ({', '.join(ZMQ_KINDS)}), shuffled, sent as fast "
-                  f"as the server took them ({z['attacker']['seconds']:.1f} s).", "",
-                  "| figure | after | before |", "|---|---:|---:|"]
-        def row(name, key, fmt="{}"):
-            value = z.get(key)
-            old = before.get(key) if before else None
-            lines.append(f"| {name} | {fmt.format(value) if value is not None else '-'} | "
-                         f"{fmt.format(old) if old is not None else '-'} |")
-        row("server still running", "alive")
-        row("underruns", "underruns")
-        row("longest block (ms)", "max_block_ms", "{:.1f}")
-        row("latest wake-up of the render thread (ms)", "max_wake_delay_ms", "{:.1f}")
-        row("longest garbage collection (ms)", "max_gc_pause_ms", "{:.1f}")
-        row("bytes of log", "log_bytes", "{:,}")
-        row("tracebacks logged", "tracebacks")
-        answered = sum(z["attacker"]["replies"].values())
-        lines.append(f"| answers received (of frames that get one) | {answered} | "
-                     f"{sum(before['attacker']['replies'].values()) if before else '-'} |")
-        lines += ["", "Answers by code (after): " + ", ".join(f"{k} {v}" for k, v in sorted(z["attacker"]["codes"].items())),
-                  ""]
-        if before:
-            lines += ["Answers by code (before): " + ", ".join(
-                f"{k} {v}" for k, v in sorted(before["attacker"]["codes"].items())), ""]
+                  f"as the server took them ({z['attacker']['seconds']:.0f} s).", ""]
+        answers = lambda r: sum(r["attacker"]["replies"].values()) if r else None  # noqa: E731
+        lines += _table([("server still running", z["alive"], b.get("alive")),
+                         ("underruns", z["underruns"], b.get("underruns")),
+                         ("longest block (ms)", z["max_block_ms"], b.get("max_block_ms")),
+                         ("latest wake-up of the render thread (ms)", z["max_wake_delay_ms"], b.get("max_wake_delay_ms")),
+                         ("longest garbage collection (ms)", z["max_gc_pause_ms"], b.get("max_gc_pause_ms")),
+                         ("bytes of log", z["log_bytes"], b.get("log_bytes")),
+                         ("tracebacks logged", z["tracebacks"], b.get("tracebacks")),
+                         ("answers received", answers(z), answers(b))], bool(b))
+        lines += ["", "Answers by code: " + ", ".join(f"{k} {v}" for k, v in sorted(z["attacker"]["codes"].items()))
+                  + (" (before: " + ", ".join(f"{k} {v}" for k, v in sorted(b["attacker"]["codes"].items())) + ")"
+                     if b else "") + ".", ""]
     if "mapping" in results:
-        m = results["mapping"]
+        m, b = results["mapping"], results.get("mapping_before") or {}
+        growth = lambda r: r["recording_bytes_after"] - r["recording_bytes_before"] if r else None  # noqa: E731
+        ping = lambda r, key: r["ping_ms"].get(key) if r else None  # noqa: E731
         lines += ["### Mapping changes while pinging", "",
                   f"`/adaptive/mapping/set` {m['rate']:g} times a second for {m['seconds']:g} s, each adding an "
-                  "emotion (the mapping grows), while another client pings 20 times a second.", "",
-                  "| figure | value |", "|---|---:|",
-                  f"| ping round trip before, p50 / p99 (ms) | {m['baseline_ping_ms']['p50']:.2f} / "
-                  f"{m['baseline_ping_ms']['p99']:.2f} |",
-                  f"| ping round trip during, p50 / p99 / max (ms) | {m['ping_ms']['p50']:.2f} / "
-                  f"{m['ping_ms']['p99']:.2f} / {m['ping_ms']['max']:.2f} |",
-                  f"| pings lost | {m['pings_lost']} |",
-                  f"| sets sent / applied / refused | {m['sets']['sent']} / {m['sets']['answers'].get('mapping_value', 0)} "
-                  f"/ {m['sets']['answers'].get('mapping_error', 0)} |",
-                  f"| recording growth (bytes) | {m['recording_bytes_after'] - m['recording_bytes_before']:,} |",
-                  f"| underruns | {m['underruns']} |", ""]
+                  "emotion (the mapping grows), while another client pings 20 times a second (OSC, loopback). "
+                  "'quiet' is 5 s of pings just before.", ""]
+        lines += _table([("ping round trip, quiet, p50 (ms)", m["baseline_ping_ms"].get("p50"),
+                          b.get("baseline_ping_ms", {}).get("p50")),
+                         ("ping round trip, quiet, p99 (ms)", m["baseline_ping_ms"].get("p99"),
+                          b.get("baseline_ping_ms", {}).get("p99")),
+                         ("ping round trip during the sets, p50 (ms)", ping(m, "p50"), ping(b, "p50")),
+                         ("ping round trip during the sets, p99 (ms)", ping(m, "p99"), ping(b, "p99")),
+                         ("ping round trip during the sets, max (ms)", ping(m, "max"), ping(b, "max")),
+                         ("pings lost (no pong within 1 s)", m["pings_lost"], b.get("pings_lost")),
+                         ("sets sent", m["sets"]["sent"], b.get("sets", {}).get("sent")),
+                         ("sets applied (mapping_value)", m["sets"]["answers"].get("mapping_value", 0),
+                          b.get("sets", {}).get("answers", {}).get("mapping_value")),
+                         ("sets refused (mapping_error)", m["sets"]["answers"].get("mapping_error", 0),
+                          b.get("sets", {}).get("answers", {}).get("mapping_error")),
+                         ("recording growth (bytes)", growth(m), growth(b)),
+                         ("underruns", m["underruns"], b.get("underruns"))], bool(b))
         if m["sets"]["errors"]:
-            lines += ["Refusals: " + "; ".join(f"\"{k}...\" x{v}" for k, v in m["sets"]["errors"].items()), ""]
+            lines += ["", "Refusals: " + "; ".join(f"\"{k}...\" x{v}" for k, v in m["sets"]["errors"].items()) + "."]
+        lines += [""]
     if "tcp" in results:
-        t = results["tcp"]
-        s = t["slow"]
+        t, b = results["tcp"], results.get("tcp_before") or {}
+        slow = lambda r, key: r["slow"].get(key) if r else None  # noqa: E731
+        lag = lambda r, key: r["slow"]["lag_s"].get(key) if r and r["slow"]["lag_s"] else None  # noqa: E731
         lines += ["### TCP audio: a reader at 1/10 real time, and readers that never read", "",
-                  f"One reader at 1/10 real time and {t['idle_readers']} connections that never read, for "
-                  f"{t['seconds']:g} s; every 5 s a fresh normal reader connects for 1 s.", "",
-                  "| figure | value |", "|---|---:|",
-                  f"| slow reader: blocks received / lost (sequence gaps) | {s['blocks']} / {s['skipped_blocks']} |",
-                  f"| slow reader: newest block behind real time, median / max (s) | "
-                  f"{s['lag_s'].get('p50', 0):.2f} / {s['lag_s'].get('max', 0):.2f} |",
-                  f"| slow reader disconnected | {s['disconnected']} |",
-                  f"| fresh readers served (blocks in 1 s each) | {', '.join(map(str, t['probe_blocks']))} |",
-                  f"| underruns | {t['underruns']} |", ""]
+                  f"One reader at 1/10 real time (64 KiB receive buffer) and {t['idle_readers']} connections that "
+                  f"never read, opened first, for {t['seconds']:g} s; every 5 s a fresh normal reader connects "
+                  "and counts the blocks it gets in 1 s (about 47 when served).", ""]
+        lines += _table([("slow reader: blocks received", slow(t, "blocks"), slow(b, "blocks")),
+                         ("slow reader: blocks lost (sequence gaps)", slow(t, "skipped_blocks"), slow(b, "skipped_blocks")),
+                         ("slow reader: behind real time, median (s)", lag(t, "p50"), lag(b, "p50")),
+                         ("slow reader: behind real time, max (s)", lag(t, "max"), lag(b, "max")),
+                         ("slow reader disconnected", slow(t, "disconnected"), slow(b, "disconnected")),
+                         ("fresh readers: blocks in 1 s, every 5 s", " ".join(map(str, t["probe_blocks"])),
+                          " ".join(map(str, b["probe_blocks"])) if b else None),
+                         ("underruns", t["underruns"], b.get("underruns"))], bool(b))
+        lines += [""]
     if "mapping_file" in results:
-        f = results["mapping_file"]
+        f, b = results["mapping_file"], results.get("mapping_file_before") or {}
         lines += ["### A mapping file padded to 50 MB", "",
-                  "| figure | value |", "|---|---:|",
-                  f"| padded file (MB) | {f['padded_mb']:g} |",
-                  f"| refused / reloaded | {f['refused']} / {f['reloaded']} |",
-                  f"| peak memory (MB; before the file: {f['rss_before_mb']:.0f}) | {f['peak_rss_mb']:.0f} |",
-                  f"| underruns | {f['underruns']} |", ""]
+                  f"The watched mapping replaced (atomically) by the same mapping padded with comments to "
+                  f"{f['padded_mb']:g} MB; 15 s observed.", ""]
+        lines += _table([("refused", f["refused"], b.get("refused")),
+                         ("reloaded", f["reloaded"], b.get("reloaded")),
+                         ("server's memory before the file (MB)", f["rss_before_mb"], b.get("rss_before_mb")),
+                         ("server's peak memory (MB)", f["peak_rss_mb"], b.get("peak_rss_mb")),
+                         ("longest block (ms)", f["max_block_ms"], b.get("max_block_ms")),
+                         ("underruns", f["underruns"], b.get("underruns"))], bool(b))
+        lines += [""]
     return "\n".join(lines) + "\n"
 
 
@@ -514,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--padded-mb", type=float, default=50.0)
     parser.add_argument("--server-repo", type=Path, default=REPO, help="run the server from this checkout")
     parser.add_argument("--before-repo", type=Path, default=None,
-                        help="also run the zmq case against this checkout (the 'before' column)")
+                        help="also run every case against this checkout (the 'before' column)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--report-json", type=Path, help="run nothing: report the figures of an earlier --json")
     parser.add_argument("--write-docs", action="store_true")
@@ -530,16 +556,14 @@ def main(argv: list[str] | None = None) -> int:
                                     "(a model training and other work on the same 2 cores)"}}
         for case in args.only:
             print(f"running {case} ...", file=sys.stderr, flush=True)
-            if case == "zmq":
-                results["zmq"] = run_zmq(args.server_repo, args.zmq_frames)
-                if args.before_repo is not None:
-                    results["zmq_before"] = run_zmq(args.before_repo, args.zmq_frames)
-            elif case == "mapping":
-                results["mapping"] = run_mapping(args.server_repo, args.set_rate, args.set_seconds)
-            elif case == "tcp":
-                results["tcp"] = run_tcp(args.server_repo, args.tcp_seconds, args.idle_readers)
-            else:
-                results["mapping_file"] = run_mapping_file(args.server_repo, args.padded_mb)
+            run = {"zmq": lambda repo: run_zmq(repo, args.zmq_frames),
+                   "mapping": lambda repo: run_mapping(repo, args.set_rate, args.set_seconds),
+                   "tcp": lambda repo: run_tcp(repo, args.tcp_seconds, args.idle_readers),
+                   "mapping_file": lambda repo: run_mapping_file(repo, args.padded_mb)}[case]
+            results[case] = run(args.server_repo)
+            if args.before_repo is not None:
+                print(f"running {case} on {args.before_repo} ...", file=sys.stderr, flush=True)
+                results[f"{case}_before"] = run(args.before_repo)
             results["info"]["load_end"] = open("/proc/loadavg").read().split()[0]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -53,7 +53,7 @@ from typing import Any, Callable
 from adaptive.cue import CueBank
 from adaptive.errors import AdaptiveError
 from adaptive.mapping import (MAX_MAPPING_BYTES, MappingChange, ResolvedMapping, check_text, format_report, get_value,
-                              parse_value, set_value_text)
+                              parse_value, set_value_document)
 from bridge.protocol import ERROR_MESSAGE_CHARS, MAPPING_TEXT_BYTES, MAPPING_VALUE_CHARS
 
 log = logging.getLogger("adaptive.mapping")
@@ -77,6 +77,12 @@ the mapping thread about 30 ms of CPU with the default mapping (tomlkit edit
 and full check), and that thread shares the interpreter with the socket
 threads: 10 a second is under a third of a core. Faster than any designer
 turns a knob; a client over it gets ``mapping_error`` naming the limit."""
+
+MAX_BUSY_SHARE = 0.5
+"""The largest share of the time the mapping thread spends applying changes:
+after each it rests as long as the change took. It shares the interpreter's
+lock with the socket threads, so a ping waits behind it; resting bounds
+that, and a flood of changes fills the queue (and is refused) instead."""
 
 SET_BURST = 10
 """Live-tuning changes accepted at once after a quiet time (the token bucket's size)."""
@@ -172,6 +178,8 @@ class MappingControl:
         self._acted_on: tuple | None = None
         self._digest: str | None = None
         self._jobs: queue.Queue = queue.Queue(maxsize=queue_length)
+        self._document: Any = None  # the live mapping's tomlkit document (parsing it is most of a set's cost)
+        self._document_text: str | None = None  # the text it is of
         self._rate_lock = threading.Lock()
         self._tokens = float(set_burst)
         self._tokens_at = clock()
@@ -220,7 +228,11 @@ class MappingControl:
                 return
             try:
                 if job is not None:
+                    started = time.perf_counter()
                     self._apply_set(*job)
+                    # Rest as long as it worked: at most half a core, and the interpreter's lock
+                    # free for the socket and render threads half the time, whatever the load.
+                    self._stop.wait((time.perf_counter() - started) * (1.0 / MAX_BUSY_SHARE - 1.0))
                 if self.path is not None and self._clock() >= next_poll:
                     next_poll = self._clock() + self.poll_seconds
                     self.poll()
@@ -371,8 +383,14 @@ class MappingControl:
         if isinstance(value, float) and math.isnan(value):
             raise MappingRejected(path, f"{path}: NaN is not allowed")
         current = self._current  # only this thread replaces it
+        document = self._document if self._document_text == current.text else None
+        self._document = None  # edited in place below: kept only if the change is accepted
+        if document is None:
+            import tomlkit
+
+            document = tomlkit.parse(current.text)
         try:
-            text = set_value_text(current.text, path, value)
+            text = set_value_document(document, path, value)
         except (ValueError, TypeError) as error:
             self.counters["rejected_sets"] += 1
             raise MappingRejected(path, str(error)) from None
@@ -386,6 +404,7 @@ class MappingControl:
             self.counters["rejected_sets"] += 1
             raise MappingRejected(path, "; ".join(f"{p.key}: {p.message}" for p in result.errors))
         self._accept(MappingChange(result.resolved.text, result.resolved, "live", path, value_text))
+        self._document, self._document_text = document, text
         self.counters["sets"] += 1
         return self.get(path)
 

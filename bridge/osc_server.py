@@ -155,6 +155,7 @@ class OscServer:
         for thread in self._threads:
             thread.join(timeout_seconds)
         self._socket.close()
+        self._log.flush()
 
     # ------------------------------------------------------------------ input
     def _receive_loop(self) -> None:

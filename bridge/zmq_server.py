@@ -203,6 +203,7 @@ class ZmqServer:
         """Stop the thread and close both sockets at once (linger 0: unsent
         messages are discarded). Waits at most ``timeout_seconds`` for the thread."""
         self._running = False
+        self._log.flush()
         thread, self._thread = self._thread, None
         if thread is None:
             self._close_sockets()
