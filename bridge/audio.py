@@ -401,12 +401,14 @@ class _TcpClient:
                                                f"{self.server.send_timeout_seconds} s")
                         with self.cond:
                             self.lagging = True
-                            self.cond.wait(KERNEL_POLL_SECONDS)
+                        time.sleep(KERNEL_POLL_SECONDS)  # not on the condition: a block offered must not wake it
                         continue
                     drained_at, unsent_before = time.monotonic(), None
                     with self.cond:
                         if not self.pending and self.queue:
                             self.pending = self.queue.popleft()
+                        if not unsent and not self.queue:
+                            self.lagging = False  # caught up: the render thread may send the next block itself
                 self._write_pending()
         except TimeoutError:  # it read nothing for send_timeout_seconds: it frees its slot
             self.server._count_dropped_client()

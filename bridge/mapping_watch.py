@@ -54,6 +54,7 @@ from adaptive.cue import CueBank
 from adaptive.errors import AdaptiveError
 from adaptive.mapping import (MAX_MAPPING_BYTES, MappingChange, ResolvedMapping, check_text, format_report, get_value,
                               parse_value, set_value_document)
+from bridge.log_limit import RateLimitedLog
 from bridge.protocol import ERROR_MESSAGE_CHARS, MAPPING_TEXT_BYTES, MAPPING_VALUE_CHARS
 
 log = logging.getLogger("adaptive.mapping")
@@ -148,7 +149,8 @@ class MappingControl:
         counters: ``reloads``, ``rejected_reloads`` (invalid or too large
             files), ``sets``, ``rejected_sets`` (invalid changes),
             ``refused_sets_rate`` and ``refused_sets_queue`` (over the rate
-            limit, queue full), ``reply_errors`` (an answer could not be sent).
+            limit, queue full), ``reply_errors`` (an answer could not be sent),
+            ``internal_errors`` (a bug; the client is answered all the same).
     """
 
     def __init__(self, bank: CueBank, initial: ResolvedMapping, submit: Callable[[MappingChange], None],
@@ -186,7 +188,8 @@ class MappingControl:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.counters = {"reloads": 0, "rejected_reloads": 0, "sets": 0, "rejected_sets": 0,
-                         "refused_sets_rate": 0, "refused_sets_queue": 0, "reply_errors": 0}
+                         "refused_sets_rate": 0, "refused_sets_queue": 0, "reply_errors": 0, "internal_errors": 0}
+        self._log = RateLimitedLog(log)
         if path is not None:
             self._seen = self._acted_on = self._stat_of(path)
             self._seen_at = clock()
@@ -236,8 +239,9 @@ class MappingControl:
                 if self.path is not None and self._clock() >= next_poll:
                     next_poll = self._clock() + self.poll_seconds
                     self.poll()
-            except Exception:  # a bug must not end the thread: log it and go on
-                log.exception("mapping: internal error")
+            except Exception as error:  # a bug must not end the thread: count it, log it (once per 10 s), go on
+                self.counters["internal_errors"] += 1
+                self._log.error("internal", "mapping: internal error: %r", error, exc_info=True)
 
     # ------------------------------------------------------------------ file watch
     @staticmethod
@@ -360,7 +364,13 @@ class MappingControl:
             return True
 
     def _apply_set(self, path: str, value_text: str, reply: Callable[[list[Reply]], None]) -> None:
-        replies = mapping_replies("mapping_set", {"path": path, "value": value_text}, self)
+        try:
+            replies = mapping_replies("mapping_set", {"path": path, "value": value_text}, self)
+        except Exception as error:  # a bug: the client still gets an answer, and it is counted
+            self.counters["internal_errors"] += 1
+            self._log.error("internal", "mapping: internal error setting %s: %r", path, error, exc_info=True)
+            replies = [_error_reply(path, f"the server failed applying this change ({type(error).__name__}); "
+                                          "it is counted, nothing changed")]
         try:
             reply(replies)
         except Exception:  # the client's transport is closing: the change stands
