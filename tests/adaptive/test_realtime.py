@@ -364,8 +364,8 @@ def test_recording_round_trip(tmp_path):
     recording.write_input(480, SceneUpdate(valence=-0.5, arousal=1, location="cave", cue=""))
     recording.close(9600)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[0] == {**HEADER, "bank": str((Path.cwd() / "bank.toml").resolve()), "sample_rate_hz": 44100,
-                        "seed": 3}
+    assert lines[0] == {**HEADER, "version": 3, "bank": str((Path.cwd() / "bank.toml").resolve()),
+                        "sample_rate_hz": 44100, "seed": 3}  # HEADER (version 2) files are still read
     assert lines[2] == {"frame": 480, "type": "stinger", "name": "hit"}
     assert lines[-1] == {"type": "end", "frame": 9600}
     header, inputs, end_frame = load_recording(path)
