@@ -4,7 +4,7 @@ stamped on arrival, and the stamped stream is what a recording stores).
 
 The format is JSON Lines (UTF-8, one JSON object per line)::
 
-    {"format": "adaptive-recording", "version": 2, "bank": "/abs/bank.toml",
+    {"format": "adaptive-recording", "version": 3, "bank": "/abs/bank.toml",
      "soundfont": "/abs/gm.sf2", "sample_rate_hz": 48000, "seed": 0,
      "generator": "model", "bars_ahead": 1, "speculative_bridges": 2}
     {"frame": 96000, "type": "scene", "emotion": "tense", "valence": null,
@@ -13,12 +13,20 @@ The format is JSON Lines (UTF-8, one JSON object per line)::
      "request": 0, "bar_index": 0, "reason": "late"}
     {"frame": 120000, "type": "stinger", "name": "hit"}
     {"frame": 150000, "type": "mapping", "source": "mapping.toml", "toml": "..."}
+    {"frame": 200000, "type": "mapping_set", "source": "live", "path": "smoothing.hysteresis",
+     "value": "0.3", "sha256": "5f0c3a1e9b7d2c44"}
     {"type": "end", "frame": 480000}
 
 The header's optional ``mapping`` holds the TOML text of the mapping the
-session started with (absent or null: the bank's own); a ``"mapping"`` line is
-a mapping change (hot reload, live tuning) with the whole new mapping's text,
-so a replay plays by exactly the mappings that were live.
+session started with (absent or null: the bank's own, whose text is empty); a
+``"mapping"`` line is a hot reload with the whole new file's text; a
+``"mapping_set"`` line is one value set by live tuning, stored as the change
+(key path and value as sent), not as the whole mapping: the reader rebuilds
+the mapping with :func:`adaptive.mapping.set_value_text` from the one before
+it, exactly as the server did, and checks it against the line's ``sha256``
+(the first 16 hex digits of the SHA-256 of the mapping's text). So a replay
+plays by exactly the mappings that were live, and a client that sets values
+20 times a second grows the recording by a line each, not by a mapping each.
 
 Frames are session frames (audio frames at ``sample_rate_hz`` since the session
 started). The render block size is not recorded: rendering does not depend on it.
@@ -34,7 +42,12 @@ generation settings, no fallback lines) still load: their generator is
 
 :class:`Recording` keeps file I/O off the audio path with a queue and a writer
 thread: :meth:`Recording.write_input` only puts the stamped input in a queue;
-the writer thread serializes it, writes it and flushes when the queue is empty.
+the writer thread serializes it, writes it and flushes it to the operating
+system when the queue is empty, and at least once a second
+(:data:`FLUSH_SECONDS`) while inputs keep coming, so a killed server loses at
+most the last second of inputs. A recording cut that way has no ``end`` line
+and perhaps a half-written last line; :func:`load_recording` reads it up to
+its last complete line and says so.
 """
 
 from __future__ import annotations
@@ -51,10 +64,13 @@ import numpy as np
 from adaptive.errors import ConfigError, format_problems
 from adaptive.generation import GenerationFallback
 from adaptive.mapping import MappingChange
-from adaptive.recording_format import LINES, EndLine, FallbackLine, RecordingHeader, line_json, parse_line
+from adaptive.recording_format import (LINES, EndLine, FallbackLine, MappingSetLine, RecordingHeader, line_json,
+                                       parse_line)
 from adaptive.scene import SessionInput
 
-_FLUSH_SECONDS = 1.0
+FLUSH_SECONDS = 1.0
+"""The longest time (seconds) a written line stays in the writer's buffer
+before it is flushed to the operating system (where a killed process cannot lose it)."""
 _END = object()
 
 
@@ -66,8 +82,8 @@ class Recording:
     are written by a writer thread (daemon, named ``"adaptive-recording"``):
     :meth:`write_input` never does file I/O and never blocks, so it may be
     called from the render thread. Call :meth:`close` with the final frame
-    count to write the ``"end"`` line; a recording without it is refused by
-    :func:`load_recording`.
+    count to write the ``"end"`` line; a recording without it (the server was
+    killed) is read by :func:`load_recording` up to its last complete line.
 
     Args:
         path: the file to write (replaced if it exists).
@@ -138,7 +154,7 @@ class Recording:
         file = self._file
         while True:
             try:
-                frame, item = self._queue.get(timeout=_FLUSH_SECONDS)
+                frame, item = self._queue.get(timeout=FLUSH_SECONDS)
             except queue.Empty:
                 continue
             try:
@@ -149,34 +165,52 @@ class Recording:
                 file.write(json.dumps(line_json(frame, item)) + "\n")
                 self.inputs_written += 1
                 now = time.monotonic()
-                if self._queue.empty() or now - last_flush >= _FLUSH_SECONDS:
+                if self._queue.empty() or now - last_flush >= FLUSH_SECONDS:
                     file.flush()
                     last_flush = now
             except OSError as error:  # disk full...: keep the music going, remember the failure
                 self.error = error
 
 
-def load_recording(path: Path | str) -> tuple[RecordingHeader, list[tuple[int, SessionInput]], int]:
+def load_recording(path: Path | str, notes: list[str] | None = None,
+                   ) -> tuple[RecordingHeader, list[tuple[int, SessionInput]], int]:
     """Read a session recording.
+
+    A recording cut by a crash (no ``end`` line, perhaps a half-written last
+    line) is read up to its last complete line: see :func:`load_recording_with_fallbacks`.
+
+    Args:
+        path: the recording (JSON Lines).
+        notes: if given, what the reader had to do to a cut recording is
+            appended to it (one sentence each), for the user to be told.
 
     Returns:
         ``(header, inputs, end_frame)``: ``inputs`` is ``[(frame, input)]`` in
         the order they were stamped (frames in session frames, non-decreasing);
-        ``end_frame`` is the number of frames the session rendered. Generation
-        fallbacks are left out (see :func:`load_recording_with_fallbacks`).
+        ``end_frame`` is the number of frames the session rendered (for a cut
+        recording: the frame of its last complete line). Generation fallbacks
+        are left out (see :func:`load_recording_with_fallbacks`).
 
     Raises:
         ConfigError: the file cannot be read or is malformed; the message
             names the file and every bad line by number.
     """
-    header, inputs, _, end_frame = load_recording_with_fallbacks(path)
+    header, inputs, _, end_frame = load_recording_with_fallbacks(path, notes)
     return header, inputs, end_frame
 
 
 def load_recording_with_fallbacks(
-    path: Path | str,
+    path: Path | str, notes: list[str] | None = None,
 ) -> tuple[RecordingHeader, list[tuple[int, SessionInput]], list[GenerationFallback], int]:
     """Read a session recording, with its generation fallbacks.
+
+    **A recording cut by a crash** (the server killed: no ``end`` line) is
+    accepted: it plays to the frame of its last complete line (the last input
+    or fallback; what was rendered after it is not known), and a last line
+    cut half-way through a write (not valid JSON, or not valid UTF-8) is left
+    out. Both are said in ``notes``. A bad line anywhere else is still an
+    error: only the very last line can have been cut by a crash, because the
+    writer appends whole lines in order.
 
     Returns:
         ``(header, inputs, fallbacks, end_frame)``; see :func:`load_recording`.
@@ -186,30 +220,94 @@ def load_recording_with_fallbacks(
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the session recording ({error.strerror or error})") from None
+    torn: str | None = None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.start}); a session recording is JSON Lines") from None
+        last_newline = data.rfind(b"\n")
+        if last_newline < 0 or error.start <= last_newline:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.start}); a session recording is "
+                              "JSON Lines") from None
+        text = data[: last_newline + 1].decode("utf-8", "replace")  # a character cut by the crash: the last line is torn
+        torn = f"{len(data) - last_newline - 1} bytes that are not valid UTF-8"
     lines = text.splitlines()
     if not lines:
         raise ConfigError(format_problems(path, "session recording", ["line 1: empty file (expected the header line)"]))
+    if torn is None and len(lines) > 1 and _is_torn(lines[-1]):
+        torn = f"{len(lines[-1].encode())} bytes that are not a complete JSON line"
+        torn_line = lines.pop()
+    else:
+        torn_line = None
     problems: list[str] = []
     header_data = _json_object(1, lines[0], problems)
     header = None
     if header_data is not None:
         header, header_problems = parse_line(RecordingHeader, header_data)
         problems += [f"line 1: {problem}" for problem in header_problems]
-    inputs, fallbacks, end_frame, last_frame = _read_lines(lines, problems)
-    if end_frame is None and not problems:
-        problems.append(f"line {len(lines)}: no end line ({{\"type\": \"end\", \"frame\": N}}): the session was not "
-                        "stopped cleanly; the inputs above are intact, add an end line with the frame to replay to")
+    digests: dict[int, str] = {}
+    inputs, fallbacks, end_frame, last_frame = _read_lines(lines, problems, digests)
+    if header is not None and not problems:
+        inputs = _rebuild_mappings(header.mapping or "", inputs, digests, problems)
+    if end_frame is not None and torn_line is not None:
+        _json_object(len(lines) + 1, torn_line, problems)  # after an end line it is no crash: a bad line
+    elif end_frame is None and not problems:
+        end_frame = last_frame
+        if notes is not None:
+            notes.append(f"{path}: the recording has no end line (the server did not stop cleanly, e.g. it was "
+                         f"killed); replaying to frame {last_frame}, its last complete line (line {len(lines)})"
+                         + (f"; the last line, cut by the crash ({torn}), is left out" if torn else ""))
     elif end_frame is not None and end_frame < last_frame:
         problems.append(f"end frame {end_frame} is before the last input's frame {last_frame}")
     if problems:
         raise ConfigError(format_problems(path, "session recording", problems))
     assert isinstance(header, RecordingHeader) and end_frame is not None
     return header, inputs, fallbacks, end_frame
+
+
+def _rebuild_mappings(initial_text: str, inputs: list[tuple[int, SessionInput]], digests: dict[int, str],
+                      problems: list[str]) -> list[tuple[int, SessionInput]]:
+    """``inputs`` with the text of every ``mapping_set`` change rebuilt from
+    the mapping before it (``initial_text`` at first, then each change's),
+    as the server built it; a text whose digest differs from the recorded one
+    (``digests``: index in ``inputs`` -> the line's ``sha256``) is a problem
+    (the replay would not play what was served)."""
+    from adaptive.mapping import parse_value, set_value_text
+    from adaptive.recording_format import mapping_digest
+
+    text = initial_text
+    rebuilt: list[tuple[int, SessionInput]] = []
+    for index, (frame, item) in enumerate(inputs):
+        if isinstance(item, MappingChange):
+            if item.path is not None and item.value is not None:
+                expected = digests.get(index)
+                try:
+                    new_text = set_value_text(text, item.path, parse_value(item.value))
+                except (ValueError, TypeError) as error:
+                    problems.append(f"the mapping_set of {item.path} at frame {frame} cannot be applied to the "
+                                    f"mapping before it ({error})")
+                    return inputs
+                if expected is not None and mapping_digest(new_text) != expected:
+                    problems.append(f"the mapping_set of {item.path} at frame {frame} rebuilds a mapping whose "
+                                    f"sha256 {mapping_digest(new_text)} is not the recorded {expected} (the "
+                                    "recording is missing a change before it)")
+                    return inputs
+                item = MappingChange(new_text, None, item.source, item.path, item.value)
+            text = item.text
+        rebuilt.append((frame, item))
+    return rebuilt
+
+
+def _is_torn(line: str) -> bool:
+    """Whether ``line`` (the last of a file) is not a complete JSON object: a
+    line the writer was cut in the middle of (the writer writes whole lines,
+    each a JSON object)."""
+    try:
+        return not isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return True
 
 
 def _json_object(number: int, line: str, problems: list[str]) -> dict[str, Any] | None:
@@ -225,10 +323,11 @@ def _json_object(number: int, line: str, problems: list[str]) -> dict[str, Any] 
     return value
 
 
-def _read_lines(lines: list[str], problems: list[str]) -> tuple[list[tuple[int, SessionInput]],
-                                                                 list[GenerationFallback], int | None, int]:
+def _read_lines(lines: list[str], problems: list[str], digests: dict[int, str],
+                ) -> tuple[list[tuple[int, SessionInput]], list[GenerationFallback], int | None, int]:
     """The inputs, fallbacks and end frame of the lines after the header, and
-    the last input's frame; every problem is added, with its line number."""
+    the last input's frame; every problem is added, with its line number, and
+    each ``mapping_set`` line's ``sha256`` to ``digests`` under its index in the inputs."""
     inputs: list[tuple[int, SessionInput]] = []
     fallbacks: list[GenerationFallback] = []
     end_frame: int | None = None
@@ -258,12 +357,15 @@ def _read_lines(lines: list[str], problems: list[str]) -> tuple[list[tuple[int, 
         elif isinstance(parsed, FallbackLine):
             fallbacks.append(parsed.fallback())
         elif parsed is not None:
+            if isinstance(parsed, MappingSetLine):
+                digests[len(inputs)] = parsed.sha256
             inputs.append((parsed.frame, parsed.item()))  # type: ignore[attr-defined]
     return inputs, fallbacks, end_frame, last_frame
 
 
 def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont: Path | str | None = None,
-           block_frames: int = 4096, wav_subtype: str = "PCM_16", events: list | None = None) -> np.ndarray:
+           block_frames: int = 4096, wav_subtype: str = "PCM_16", events: list | None = None,
+           notes: list[str] | None = None) -> np.ndarray:
     """Replay a recording offline: the same bank, SoundFont, sample rate and
     seed, every input submitted at its frame, rendered to the end frame, with
     the same generator and the recorded generation fallbacks forced (every
@@ -282,6 +384,8 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
         block_frames: render block size in frames (does not change the audio).
         wav_subtype: WAV sample format (see :data:`adaptive.render.WAV_SUBTYPES`).
         events: if given, the session's music events are appended to it.
+        notes: if given, what was done to read a recording cut by a crash is
+            appended to it (see :func:`load_recording_with_fallbacks`).
 
     Returns:
         The audio, shape ``(end_frame, 2)``, float32.
@@ -299,7 +403,7 @@ def replay(path: Path | str, output_wav: Path | str | None = None, *, soundfont:
 
     from adaptive.mapping import parse_mapping_text
 
-    header, inputs, fallbacks, end_frame = load_recording_with_fallbacks(path)
+    header, inputs, fallbacks, end_frame = load_recording_with_fallbacks(path, notes)
     bank = load_bank(header.bank)
     mapping = None if header.mapping is None else parse_mapping_text(header.mapping, bank, f"{path} (header)")
     changes_mapping = any(isinstance(item, MappingChange) for _, item in inputs)

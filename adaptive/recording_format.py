@@ -8,6 +8,7 @@ The format (JSON Lines, UTF-8) is described in :mod:`adaptive.recording`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -18,9 +19,10 @@ from adaptive.mapping import MappingChange
 from adaptive.scene import SceneUpdate, SessionInput, StingerTrigger
 
 RECORDING_FORMAT = "adaptive-recording"
-RECORDING_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-"""Versions :func:`adaptive.recording.load_recording` reads (1: before generation settings and fallbacks)."""
+RECORDING_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+"""Versions :func:`adaptive.recording.load_recording` reads (1: before generation
+settings and fallbacks; 2: before ``mapping_set`` lines)."""
 FALLBACK_REASONS = tuple(reason.value for reason in FallbackReason)
 SCENE_FIELDS = ("emotion", "valence", "arousal", "intensity", "location", "cue")
 """The fields of a ``"scene"`` line besides ``frame`` and ``type`` (see :class:`SceneUpdate`)."""
@@ -157,6 +159,33 @@ class MappingLine(_Line):
         return MappingChange(self.toml, None, self.source)
 
 
+class MappingSetLine(_Line):
+    """A live-tuning change: one value set (the whole mapping is not stored;
+    replay rebuilds it from the mapping before, see :mod:`adaptive.recording`).
+    ``sha256``: the first 16 hex digits of the SHA-256 of the mapping's UTF-8
+    text after the change, so a replay that rebuilds another text says so."""
+
+    unknown_text: ClassVar[str] = "unknown field {key!r} (allowed: frame, type, source, path, value, sha256)"
+
+    frame: Frame
+    type: Literal["mapping_set"] = "mapping_set"
+    source: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be a string")] = "<live>"
+    path: Annotated[str, _check(lambda v: isinstance(v, str) and v, "{value!r} must be a key path (a string)")]
+    value: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be the value as text (a string)")]
+    sha256: Annotated[str, _check(lambda v: isinstance(v, str) and len(v) == 16,
+                                  "{value!r} must be 16 hex digits")]
+
+    def item(self) -> MappingChange:
+        """The change, its ``text`` still empty (the reader rebuilds it)."""
+        return MappingChange("", None, self.source, self.path, self.value)
+
+
+def mapping_digest(text: str) -> str:
+    """The first 16 hex digits of the SHA-256 of ``text`` (UTF-8): how a
+    ``mapping_set`` line names the mapping it made."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 class FallbackLine(_Line):
     missing_text: ClassVar[str] = ("a generation_fallback line has exactly the fields bar_index, frame, part, reason, "
                                    "request, type (got {got})")
@@ -183,7 +212,7 @@ class EndLine(_Line):
 
 
 LINES: dict[str, type[_Line]] = {"scene": SceneLine, "stinger": StingerLine, "mapping": MappingLine,
-                                 "generation_fallback": FallbackLine, "end": EndLine}
+                                 "mapping_set": MappingSetLine, "generation_fallback": FallbackLine, "end": EndLine}
 """The model of each line ``type`` after the header."""
 
 
@@ -197,6 +226,9 @@ def line_json(frame: int, item: SessionInput | GenerationFallback) -> dict[str, 
         line = StingerLine(frame=int(frame), name=item.name)
     elif isinstance(item, SceneUpdate):
         line = SceneLine(frame=int(frame), **{name: getattr(item, name) for name in SCENE_FIELDS})
+    elif isinstance(item, MappingChange) and item.path is not None and item.value is not None:
+        line = MappingSetLine(frame=int(frame), source=item.source, path=item.path, value=item.value,
+                              sha256=mapping_digest(item.text))
     elif isinstance(item, MappingChange):
         line = MappingLine(frame=int(frame), source=item.source, toml=item.text)
     else:

@@ -289,7 +289,10 @@ def _replay(args: argparse.Namespace) -> int:
     from adaptive.recording import replay
 
     _check_writable(args.output)
-    audio = replay(args.recording, args.output)
+    notes: list[str] = []
+    audio = replay(args.recording, args.output, notes=notes)
+    for note in notes:
+        print(f"adaptive: {note}", file=sys.stderr)
     print(f"wrote {args.output} ({len(audio)} frames)")
     return 0
 

@@ -12,7 +12,8 @@ The render thread hands each block it renders (float32, shape
 
 Both encode a block once and never block the render thread: a slow or
 vanished client loses its oldest blocks (counted in ``dropped_blocks``); the
-music and the other clients carry on. Clients find gaps by the sequence
+music and the other clients carry on. A TCP client that reads nothing for
+2 s is disconnected (``dropped_clients``), freeing its slot. Clients find gaps by the sequence
 number and place blocks on the session clock by ``first_frame``.
 
 Wire format of one block (all fields little-endian, no padding; the header is
@@ -45,13 +46,19 @@ from __future__ import annotations
 
 import collections
 import enum
+
+try:  # the kernel's send queue of a socket (SIOCOUTQ): Linux and most Unixes
+    import fcntl
+    import termios
+except ImportError:  # Windows: the small SO_SNDBUF alone bounds what the kernel holds
+    pass
 import select
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -276,6 +283,7 @@ class _TcpClient:
         self.closed = False
         self.sent_blocks = 0
         self.dropped_blocks = 0
+        self.lagging = False  # the kernel holds more than a block for it: every block goes through the queue
         self.thread = threading.Thread(target=self._run, name=f"audio-tcp-writer-{address[1]}", daemon=True)
 
     def offer(self, data: bytes) -> bool:
@@ -285,7 +293,7 @@ class _TcpClient:
         with self.cond:
             if self.closed:
                 return False
-            if not self.pending and not self.queue:
+            if not self.pending and not self.queue and not self.lagging:
                 try:
                     sent = self.sock.send(data)
                 except OSError:  # BlockingIOError: the kernel buffer is full; others: the writer will find out
@@ -294,6 +302,7 @@ class _TcpClient:
                     self.sent_blocks += 1
                     return False
                 self.pending = data[sent:]
+                self.lagging = True
                 self.cond.notify()
                 return False
             dropped = len(self.queue) >= self.server.queue_blocks
@@ -357,6 +366,10 @@ class _TcpClient:
 
     def _run(self) -> None:
         try:
+            if not self.server._authorize(self):
+                return
+            drained_at = time.monotonic()  # the last time the kernel took some of its data
+            unsent_before: int | None = None
             while True:
                 with self.cond:
                     while not self.pending and not self.queue and not self.closed:
@@ -364,15 +377,42 @@ class _TcpClient:
                             break
                     if self.closed:
                         return
-                    if not self.pending and self.queue:
-                        self.pending = self.queue.popleft()
-                    busy = bool(self.pending)
-                if not busy:
+                    pending, queued = bool(self.pending), bool(self.queue)
+                    next_bytes = len(self.queue[0]) if queued else 0
+                if not pending and not queued:
+                    if self.lagging and (_unsent_bytes(self.sock) or 0) == 0:
+                        with self.cond:
+                            self.lagging = False  # caught up: blocks may go straight to the socket again
                     if self._peer_closed():
                         return
                     continue
+                if not pending:
+                    # The user-space queue acts before the kernel buffer: the next block goes to the
+                    # socket only once the kernel holds less than a block for this client; meanwhile
+                    # the queue drops its oldest blocks, so a slow reader stays near real time.
+                    unsent = _unsent_bytes(self.sock)
+                    if unsent is not None and unsent >= next_bytes:
+                        now = time.monotonic()
+                        if unsent_before is None or unsent < unsent_before:
+                            drained_at = now
+                        unsent_before = unsent
+                        if now - drained_at > self.server.send_timeout_seconds:
+                            raise TimeoutError(f"audio client {self.address} read nothing for "
+                                               f"{self.server.send_timeout_seconds} s")
+                        with self.cond:
+                            self.lagging = True
+                        time.sleep(KERNEL_POLL_SECONDS)  # not on the condition: a block offered must not wake it
+                        continue
+                    drained_at, unsent_before = time.monotonic(), None
+                    with self.cond:
+                        if not self.pending and self.queue:
+                            self.pending = self.queue.popleft()
+                        if not unsent and not self.queue:
+                            self.lagging = False  # caught up: the render thread may send the next block itself
                 self._write_pending()
-        except (OSError, ValueError):  # timeout, reset, broken pipe: the client is gone or stuck
+        except TimeoutError:  # it read nothing for send_timeout_seconds: it frees its slot
+            self.server._count_dropped_client()
+        except (OSError, ValueError):  # reset, broken pipe: the client is gone
             pass
         finally:
             with self.cond:
@@ -386,17 +426,62 @@ class _TcpClient:
             self.server._remove(self)
 
 
+KERNEL_POLL_SECONDS = 0.005
+"""How often a lagging client's writer looks whether the kernel has sent its data."""
+
+
+def _unsent_bytes(sock: socket.socket) -> int | None:
+    """Bytes the kernel holds for ``sock`` not yet acknowledged by the peer
+    (Linux ``SIOCOUTQ``), or None where that cannot be asked."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError, NameError):
+        return None
+
+
+QUEUE_BLOCKS = 16
+"""Blocks each TCP client's queue holds before its oldest is dropped (16
+blocks of 1024 frames: 341 ms at 48 kHz)."""
+
+SEND_BUFFER_BYTES = 16 * 1024
+"""The kernel send buffer asked for per TCP client (``SO_SNDBUF``; Linux
+doubles it and keeps a minimum). Small on purpose: a slow reader must fill
+the bounded queue in user space, which drops its oldest blocks, and not a
+kernel buffer that autotunes to megabytes and never drops (a reader at 1/10
+real time fell 40 s behind with 4 MB queued in the kernel, issue 13)."""
+
+SEND_TIMEOUT_SECONDS = 2.0
+"""A TCP client that reads nothing for this long (the kernel takes none of
+its data) is disconnected and counted, freeing its slot."""
+
+
 class TcpAudioServer:
     """Streams audio blocks to any number of TCP clients (the wire format is in the module docstring).
+
+    **It serves the game first.** A client that reads slowly loses its oldest
+    blocks: its user-space queue is bounded (``queue_blocks``) and the kernel
+    buffer in front of it is small (``send_buffer_bytes``), so the queue acts
+    first and what the client receives stays within about ``queue_blocks``
+    blocks (plus the two kernel buffers) of real time; it is never
+    disconnected for being slow. A client that reads **nothing** for
+    ``send_timeout_seconds`` is disconnected and counted (``dropped_clients``),
+    freeing its slot, so connections that never read cannot keep the game's
+    own audio client out for longer than that.
 
     ``host``, ``port``: where to listen; loopback by default, port 0 picks a
     free port (read ``.port``). ``sample_format``: one format for every
     client, int16 by default. ``queue_blocks``: each client's queue length in
-    blocks; when full, its oldest block is dropped. ``send_timeout_seconds``:
-    a client that accepts no data for this long is disconnected (it may
+    blocks; when full, its oldest block is dropped (:data:`QUEUE_BLOCKS`).
+    ``send_timeout_seconds``: see :data:`SEND_TIMEOUT_SECONDS` (it may
     reconnect and resync). ``max_clients``: further connections are closed at
-    once. ``send_buffer_bytes``: the kernel send buffer per client (None: the
-    OS default); smaller means less latency buffered in the kernel.
+    once. ``send_buffer_bytes``: the kernel send buffer per client
+    (:data:`SEND_BUFFER_BYTES`; None: the OS default, which autotunes to
+    megabytes). ``authorize``: called with ``(socket, (host, port))`` on the
+    client's own thread before any audio is sent to it; the socket is
+    blocking with a timeout of ``send_timeout_seconds`` meanwhile (it may read
+    a token the client sends first); False or an exception closes the
+    connection (counted in ``unauthorized_clients``). None: every client is
+    served (loopback's default).
 
     Listening starts in the constructor; ``close()`` (or leaving a ``with``
     block) stops it. ``publish`` is meant to be called from one thread, the
@@ -404,9 +489,10 @@ class TcpAudioServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 sample_format: SampleFormat | int = SampleFormat.INT16, queue_blocks: int = 64,
-                 send_timeout_seconds: float = 2.0, max_clients: int = 16,
-                 send_buffer_bytes: int | None = None):
+                 sample_format: SampleFormat | int = SampleFormat.INT16, queue_blocks: int = QUEUE_BLOCKS,
+                 send_timeout_seconds: float = SEND_TIMEOUT_SECONDS, max_clients: int = 16,
+                 send_buffer_bytes: int | None = SEND_BUFFER_BYTES,
+                 authorize: Callable[[socket.socket, tuple[str, int]], bool] | None = None):
         if queue_blocks < 1:
             raise ValueError(f"queue_blocks must be >= 1, got {queue_blocks}")
         if not send_timeout_seconds > 0:
@@ -424,8 +510,14 @@ class TcpAudioServer:
         """Blocks dropped over all clients, past and present, because a queue was full."""
         self.rejected_clients = 0
         """Connections refused because ``max_clients`` were connected."""
+        self.dropped_clients = 0
+        """Clients disconnected because they read nothing for ``send_timeout_seconds``."""
+        self.unauthorized_clients = 0
+        """Connections closed because ``authorize`` refused them."""
+        self.authorize = authorize
         self._lock = threading.Lock()
-        self._clients: tuple[_TcpClient, ...] = ()
+        self._clients: tuple[_TcpClient, ...] = ()  # served (authorized): publish reads it without the lock
+        self._connections: set[_TcpClient] = set()  # every connection holding a slot
         self._closed = threading.Event()
         self._listener = socket.create_server((host, port), family=_family(host), backlog=16)
         self._listener.settimeout(0.05)
@@ -474,7 +566,7 @@ class TcpAudioServer:
         self._accept_thread.join(max(0.0, deadline - time.monotonic()))
         self._listener.close()
         with self._lock:
-            clients = self._clients
+            clients = tuple(self._connections)
         for client in clients:
             client.stop()
         for client in clients:
@@ -497,7 +589,9 @@ class TcpAudioServer:
             if self._closed.is_set():
                 sock.close()
                 return
-            if len(self._clients) >= self.max_clients:
+            with self._lock:
+                connected = len(self._connections)
+            if connected >= self.max_clients:
                 self.rejected_clients += 1
                 sock.close()
                 continue
@@ -507,12 +601,37 @@ class TcpAudioServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
             client = _TcpClient(self, sock, address[:2])
             with self._lock:
-                self._clients = self._clients + (client,)
-            client.thread.start()
+                self._connections.add(client)  # it holds a slot from now (authorizing too)
+            client.thread.start()  # authorizes it, then adds it to the clients served
+
+    def _authorize(self, client: _TcpClient) -> bool:
+        """Run ``authorize`` for ``client`` (on its thread, before any audio
+        reaches it) and add it to the clients served; False if refused."""
+        if self.authorize is not None:
+            sock = client.sock
+            try:
+                sock.settimeout(self.send_timeout_seconds)
+                allowed = bool(self.authorize(sock, client.address))
+            except Exception:  # a hook that fails refuses: nothing reaches an unchecked client
+                allowed = False
+            if not allowed:
+                self.unauthorized_clients += 1
+                return False
+            sock.setblocking(False)
+        with self._lock:
+            if self._closed.is_set():
+                return False
+            self._clients = self._clients + (client,)
+        return True
+
+    def _count_dropped_client(self) -> None:
+        with self._lock:
+            self.dropped_clients += 1
 
     def _remove(self, client: _TcpClient) -> None:
         with self._lock:
             self._clients = tuple(c for c in self._clients if c is not client)
+            self._connections.discard(client)
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -215,6 +215,10 @@ class Peer(Protocol):
             ProtocolError: the transport cannot do it for this sender yet.
         """
 
+    def reply_later(self, replies: list[Reply]) -> None:
+        """Send ``replies`` to the sender from another thread (the answer to a
+        ``mapping_set``, from the mapping thread). Must not block."""
+
 
 class Dispatcher:
     """One handler per message a client may send, bound from the protocol
@@ -276,6 +280,9 @@ class Dispatcher:
     def _mapping(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
         from bridge.mapping_watch import mapping_replies
 
+        if decoded.message.name == "mapping_set" and self.mapping is not None:
+            # Checked and applied on the mapping thread; its answer comes later.
+            return self.mapping.request_set(decoded.values["path"], decoded.values["value"], peer.reply_later)
         return mapping_replies(decoded.message.name, decoded.values, self.mapping)
 
     def _input(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:

@@ -1,20 +1,41 @@
 """The live mapping of a running server: hot reload of the mapping file and
 live tuning (``mapping_set`` / ``mapping_get`` / ``mapping_export``).
 
-Nothing here runs on the render thread. A **watch thread** polls the mapping
-file (its modification time and size, then a SHA-256 of its bytes when they
-change: no new dependency, and an editor that rewrites the file in place or
-by rename is seen either way), parses and checks a changed file against the
-bank, and hands a valid one to the session as a
+Nothing here runs on the render thread, and nothing slow runs on a socket
+thread. One **mapping thread** (``adaptive-mapping``) does every change, in
+order: it polls the mapping file, and it takes live-tuning changes from a
+bounded queue. A socket thread only checks the rate limit and puts a
+``mapping_set`` in the queue (:meth:`MappingControl.request_set`); the answer
+(``mapping_value`` or ``mapping_error``) is sent back to the client from the
+mapping thread when the change has been checked (checking a change took
+~150 ms on the one OSC receive thread: a ping waited a second behind 20 sets
+a second, issue 13). A full queue or a client over the rate limit gets a
+``mapping_error`` at once naming the limit; nothing changed.
+
+**Hot reload.** The file's status (size, modification and change times,
+inode) is polled. A change is acted on only once the file has **stopped
+changing**: the same status seen at two polls at least :data:`SETTLE_SECONDS`
+apart, and again after the file was read. What that guarantees: nobody wrote
+to the file for the settle time. A writer that pauses longer than that in the
+middle of a file (a slow network copy, a script that writes line by line) is
+indistinguishable from a finished one by its status, so save the mapping
+**atomically**, as editors do (vim, VS Code, JetBrains IDEs, Emacs by
+default): write a temporary file in the same folder and rename it over the
+mapping (``os.replace``; ``mv``). A rename is atomic: the watched path holds
+the old file or the new one, never a half-written one. A file larger than
+:data:`adaptive.mapping.MAX_MAPPING_BYTES` is refused without being read.
+A valid file is handed to the session as a
 :class:`~adaptive.mapping.MappingChange` input — stamped by the render thread
 like any input and applied by the session at the next bar line. An invalid
 file is logged and reported to every client (``mapping_error``); the last good
 mapping keeps playing.
 
-Live tuning edits the live mapping's TOML text at a key path (tomlkit keeps
-the designer's comments and layout), checks the result the same way, and
-hands it over the same way. ``mapping_export`` returns that text, so a tweak
-made while playing can be kept.
+**Live tuning** edits the live mapping's TOML text at a key path (tomlkit
+keeps the designer's comments and layout), checks the result the same way
+(without the lint warnings, which cost most of the time), and hands it over
+the same way, with the key path and value, so the recording stores the
+change and not the whole mapping. ``mapping_export`` returns that text, so a
+tweak made while playing can be kept.
 """
 
 from __future__ import annotations
@@ -23,20 +44,51 @@ import hashlib
 import json
 import logging
 import math
+import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
 from adaptive.errors import AdaptiveError
-from adaptive.mapping import (MappingChange, ResolvedMapping, check_text, format_report, get_value, parse_value,
-                              set_value_text)
+from adaptive.mapping import (MAX_MAPPING_BYTES, MappingChange, ResolvedMapping, check_text, format_report, get_value,
+                              parse_value, set_value_document)
+from bridge.log_limit import RateLimitedLog
 from bridge.protocol import ERROR_MESSAGE_CHARS, MAPPING_TEXT_BYTES, MAPPING_VALUE_CHARS
 
 log = logging.getLogger("adaptive.mapping")
 
 POLL_SECONDS = 0.25
-"""How often the watch thread looks at the mapping file."""
+"""How often the mapping thread looks at the mapping file."""
+
+SETTLE_SECONDS = 0.5
+"""How long (seconds) the file's status must stay the same before a change is
+acted on. Longer than the 1-2 s timestamp granularity of some file systems
+would be safer still; the size and inode are compared too, and a file that
+changes while it is read is not used."""
+
+SET_QUEUE_LENGTH = 8
+"""Live-tuning changes waiting for the mapping thread before new ones are refused."""
+
+SETS_PER_SECOND = 10.0
+"""Live-tuning changes accepted per second, all clients together, on average
+(a token bucket; a burst of :data:`SET_BURST` passes at once). A change costs
+the mapping thread about 30 ms of CPU with the default mapping (tomlkit edit
+and full check), and that thread shares the interpreter with the socket
+threads: 10 a second is under a third of a core. Faster than any designer
+turns a knob; a client over it gets ``mapping_error`` naming the limit."""
+
+MAX_BUSY_SHARE = 0.5
+"""The largest share of the time the mapping thread spends applying changes:
+after each it rests as long as the change took. It shares the interpreter's
+lock with the socket threads, so a ping waits behind it; resting bounds
+that, and a flood of changes fills the queue (and is refused) instead."""
+
+SET_BURST = 10
+"""Live-tuning changes accepted at once after a quiet time (the token bucket's size)."""
+
+Reply = tuple[str, dict[str, Any]]
 
 
 class MappingRejected(Exception):
@@ -73,6 +125,9 @@ def cut_utf8(text: str, limit_bytes: int) -> list[str]:
     return parts
 
 
+_STOP = object()
+
+
 class MappingControl:
     """The live mapping of one session, its file watch and its live tuning.
 
@@ -84,84 +139,158 @@ class MappingControl:
         report_error: called with ``(path, message)`` when a reloaded file is
             invalid, to tell every client (thread-safe, must not block).
         poll_seconds: how often the file is looked at.
+        settle_seconds: see :data:`SETTLE_SECONDS`.
+        max_bytes: the largest mapping text (file or live result), UTF-8 bytes.
+        queue_length: see :data:`SET_QUEUE_LENGTH`.
+        sets_per_second, set_burst: the rate limit of live tuning, see :data:`SETS_PER_SECOND`.
+        clock: monotonic clock in seconds (tests pass a fake one).
+
+    Attributes:
+        counters: ``reloads``, ``rejected_reloads`` (invalid or too large
+            files), ``sets``, ``rejected_sets`` (invalid changes),
+            ``refused_sets_rate`` and ``refused_sets_queue`` (over the rate
+            limit, queue full), ``reply_errors`` (an answer could not be sent),
+            ``internal_errors`` (a bug; the client is answered all the same).
     """
 
     def __init__(self, bank: CueBank, initial: ResolvedMapping, submit: Callable[[MappingChange], None],
                  path: Path | None = None, report_error: Callable[[str, str], None] | None = None,
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS, *, settle_seconds: float = SETTLE_SECONDS,
+                 max_bytes: int = MAX_MAPPING_BYTES, queue_length: int = SET_QUEUE_LENGTH,
+                 sets_per_second: float = SETS_PER_SECOND, set_burst: int = SET_BURST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not sets_per_second > 0 or set_burst < 1 or queue_length < 1:
+            raise ValueError(f"sets_per_second ({sets_per_second}) must be > 0, set_burst ({set_burst}) and "
+                             f"queue_length ({queue_length}) >= 1")
         self.bank = bank
         self.path = path
         self.submit = submit
         self.report_error = report_error or (lambda path, message: None)
         self.poll_seconds = poll_seconds
-        self._lock = threading.Lock()  # guards current (socket threads read it, the watch thread replaces it)
+        self.settle_seconds = settle_seconds
+        self.max_bytes = max_bytes
+        self.sets_per_second = float(sets_per_second)
+        self.set_burst = int(set_burst)
+        self._clock = clock
+        self._lock = threading.Lock()  # guards the swap of current (held for no work)
         self._current = initial
-        self._stat: tuple[int, int] | None = None
+        # The file's status as last seen, when it was first seen so, and as last acted on.
+        self._seen: tuple | None = None
+        self._seen_at = 0.0
+        self._acted_on: tuple | None = None
         self._digest: str | None = None
+        self._jobs: queue.Queue = queue.Queue(maxsize=queue_length)
+        self._document: Any = None  # the live mapping's tomlkit document (parsing it is most of a set's cost)
+        self._document_text: str | None = None  # the text it is of
+        self._rate_lock = threading.Lock()
+        self._tokens = float(set_burst)
+        self._tokens_at = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.counters = {"reloads": 0, "rejected_reloads": 0, "sets": 0, "rejected_sets": 0}
+        self.counters = {"reloads": 0, "rejected_reloads": 0, "sets": 0, "rejected_sets": 0,
+                         "refused_sets_rate": 0, "refused_sets_queue": 0, "reply_errors": 0, "internal_errors": 0}
+        self._log = RateLimitedLog(log)
         if path is not None:
-            self._stat = self._stat_of(path)
+            self._seen = self._acted_on = self._stat_of(path)
+            self._seen_at = clock()
             self._digest = self._digest_of(path)
 
     @property
     def current(self) -> ResolvedMapping:
-        """The last accepted mapping (it plays from the next bar line after it was accepted)."""
-        with self._lock:
-            return self._current
+        """The last accepted mapping (it plays from the next bar line after it was accepted).
+        Never waits for a change being checked."""
+        return self._current
 
-    # ------------------------------------------------------------------ file watch
+    # ------------------------------------------------------------------ the mapping thread
     def start(self) -> None:
-        """Start the watch thread (``adaptive-mapping-watch``, daemon) if there is a file."""
-        if self.path is None or self._thread is not None:
+        """Start the mapping thread (``adaptive-mapping``, daemon): it polls the
+        file (if any) and applies queued live-tuning changes."""
+        if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._watch, name="adaptive-mapping-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="adaptive-mapping", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the watch thread."""
+        """Stop the mapping thread (queued changes are dropped unanswered)."""
         self._stop.set()
+        try:
+            self._jobs.put_nowait(_STOP)
+        except queue.Full:
+            pass
         if self._thread is not None:
             self._thread.join(2.0)
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+    def _run(self) -> None:
+        next_poll = self._clock()
+        while not self._stop.is_set():
             try:
-                self.poll()
-            except Exception:  # a bug must not end the watch: log it and go on
-                log.exception("mapping: error while checking %s", self.path)
+                job = self._jobs.get(timeout=self.poll_seconds)
+            except queue.Empty:
+                job = None
+            if job is _STOP:
+                return
+            try:
+                if job is not None:
+                    started = time.perf_counter()
+                    self._apply_set(*job)
+                    # Rest as long as it worked: at most half a core, and the interpreter's lock
+                    # free for the socket and render threads half the time, whatever the load.
+                    self._stop.wait((time.perf_counter() - started) * (1.0 / MAX_BUSY_SHARE - 1.0))
+                if self.path is not None and self._clock() >= next_poll:
+                    next_poll = self._clock() + self.poll_seconds
+                    self.poll()
+            except Exception as error:  # a bug must not end the thread: count it, log it (once per 10 s), go on
+                self.counters["internal_errors"] += 1
+                self._log.error("internal", "mapping: internal error: %r", error, exc_info=True)
 
+    # ------------------------------------------------------------------ file watch
     @staticmethod
-    def _stat_of(path: Path) -> tuple[int, int] | None:
+    def _stat_of(path: Path) -> tuple | None:
+        """What tells a change: modification and change times (ns), size, inode."""
         try:
             status = path.stat()
         except OSError:
             return None
-        return (status.st_mtime_ns, status.st_size)
+        return (status.st_mtime_ns, status.st_ctime_ns, status.st_size, status.st_ino)
 
-    @staticmethod
-    def _digest_of(path: Path) -> str | None:
+    def _digest_of(self, path: Path) -> str | None:
         try:
-            return hashlib.sha256(path.read_bytes()).hexdigest()
+            with path.open("rb") as file:
+                return hashlib.sha256(file.read(self.max_bytes + 1)).hexdigest()
         except OSError:
             return None
 
     def poll(self) -> bool:
-        """Look at the file once; reload it if its content changed.
+        """Look at the file once (the mapping thread does it every
+        ``poll_seconds``); reload it if its content changed and it has stopped
+        changing (see the module docstring).
 
         Returns:
             True if a valid new mapping was handed to the session.
         """
         assert self.path is not None
         stat = self._stat_of(self.path)
-        if stat is None or stat == self._stat:
+        now = self._clock()
+        if stat != self._seen:  # changing (or gone): wait until it has stayed so for the settle time
+            self._seen, self._seen_at = stat, now
             return False
-        self._stat = stat
+        if stat is None or stat == self._acted_on or now - self._seen_at < self.settle_seconds:
+            return False
+        size = stat[2]
+        if size > self.max_bytes:
+            self._acted_on = stat  # reported once, until it changes again
+            self._reject_reload(f"{self.path}: the mapping file is {size} bytes (allowed: at most {self.max_bytes} "
+                                "bytes, MAX_MAPPING_BYTES); not read")
+            return False
         try:
-            data = self.path.read_bytes()
+            with self.path.open("rb") as file:
+                data = file.read(self.max_bytes + 1)
         except OSError:
             return False
+        if self._stat_of(self.path) != stat or len(data) != size:  # written while read: not settled after all
+            self._seen = None
+            return False
+        self._acted_on = stat
         digest = hashlib.sha256(data).hexdigest()
         if digest == self._digest:
             return False
@@ -177,7 +306,7 @@ class MappingControl:
             return False
         for line in format_report(str(self.path), result).splitlines():
             log.warning("mapping: %s", line)
-        self._accept(result.resolved, str(self.path))
+        self._accept(MappingChange(result.resolved.text, result.resolved, str(self.path)))
         self.counters["reloads"] += 1
         log.info("mapping: reloaded %s; it plays from the next bar line", self.path)
         return True
@@ -187,39 +316,105 @@ class MappingControl:
         log.error("mapping: %s is invalid; the last good mapping keeps playing:\n%s", self.path, message)
         self.report_error(str(self.path), _shorten(message, ERROR_MESSAGE_CHARS))
 
-    def _accept(self, resolved: ResolvedMapping, source: str) -> None:
+    def _accept(self, change: MappingChange) -> None:
+        assert change.resolved is not None
         with self._lock:
-            self._current = resolved
-        self.submit(MappingChange(resolved.text, resolved, source))
+            self._current = change.resolved
+        self.submit(change)
 
     # ------------------------------------------------------------------ live tuning
+    def request_set(self, path: str, value_text: str, reply: Callable[[list[Reply]], None]) -> list[Reply]:
+        """A ``mapping_set`` from a socket thread: never waits, never checks the mapping.
+
+        Without a started mapping thread (tests, tools) the change is made at
+        once, on the caller's thread.
+
+        Args:
+            path, value_text: as :meth:`set`.
+            reply: called with the answer (``[("mapping_value", ...)]`` or
+                ``[("mapping_error", ...)]``) from the mapping thread once the
+                change is checked; must not block (the transports queue it).
+
+        Returns:
+            The answer to send now: ``[]`` when the change was queued, or a
+            ``mapping_error`` when it was refused (rate limit, full queue).
+        """
+        if self._thread is None:
+            return mapping_replies("mapping_set", {"path": path, "value": value_text}, self)
+        if not self._take_token():
+            self.counters["refused_sets_rate"] += 1
+            return [_error_reply(path, f"too many mapping changes (allowed: {self.sets_per_second:g} a second, "
+                                       f"bursts of {self.set_burst}); nothing changed, send it again later")]
+        try:
+            self._jobs.put_nowait((path, value_text, reply))
+        except queue.Full:
+            self.counters["refused_sets_queue"] += 1
+            return [_error_reply(path, f"the server is still applying {self._jobs.maxsize} mapping changes "
+                                       "(allowed: that many waiting); nothing changed, send it again later")]
+        return []
+
+    def _take_token(self) -> bool:
+        with self._rate_lock:
+            now = self._clock()
+            self._tokens = min(float(self.set_burst), self._tokens + (now - self._tokens_at) * self.sets_per_second)
+            self._tokens_at = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+    def _apply_set(self, path: str, value_text: str, reply: Callable[[list[Reply]], None]) -> None:
+        try:
+            replies = mapping_replies("mapping_set", {"path": path, "value": value_text}, self)
+        except Exception as error:  # a bug: the client still gets an answer, and it is counted
+            self.counters["internal_errors"] += 1
+            self._log.error("internal", "mapping: internal error setting %s: %r", path, error, exc_info=True)
+            replies = [_error_reply(path, f"the server failed applying this change ({type(error).__name__}); "
+                                          "it is counted, nothing changed")]
+        try:
+            reply(replies)
+        except Exception:  # the client's transport is closing: the change stands
+            self.counters["reply_errors"] += 1
+
     def set(self, path: str, value_text: str) -> str:
         """Set the value at ``path`` (JSON or TOML text, see
-        :func:`adaptive.mapping.parse_value`) in the live mapping.
+        :func:`adaptive.mapping.parse_value`) in the live mapping, now, on the
+        calling thread (the mapping thread, or a test). Socket threads call
+        :meth:`request_set`.
 
         Returns:
             The value now in force at ``path``, as JSON text.
 
         Raises:
-            MappingRejected: a bad path or value, or a mapping the bank does not
-                allow (every problem); nothing changed.
+            MappingRejected: a bad path or value, a mapping the bank does not
+                allow (every problem), or one larger than ``max_bytes``; nothing changed.
         """
         value = parse_value(value_text)
         if isinstance(value, float) and math.isnan(value):
             raise MappingRejected(path, f"{path}: NaN is not allowed")
-        with self._lock:
-            current = self._current
-            try:
-                text = set_value_text(current.text, path, value)
-            except (ValueError, TypeError) as error:
-                self.counters["rejected_sets"] += 1
-                raise MappingRejected(path, str(error)) from None
-            result = check_text(text, self.bank, "live")
-            if result.resolved is None:
-                self.counters["rejected_sets"] += 1
-                raise MappingRejected(path, "; ".join(f"{p.key}: {p.message}" for p in result.errors))
-            self._current = result.resolved
-        self.submit(MappingChange(result.resolved.text, result.resolved, "live"))
+        current = self._current  # only this thread replaces it
+        document = self._document if self._document_text == current.text else None
+        self._document = None  # edited in place below: kept only if the change is accepted
+        if document is None:
+            import tomlkit
+
+            document = tomlkit.parse(current.text)
+        try:
+            text = set_value_document(document, path, value)
+        except (ValueError, TypeError) as error:
+            self.counters["rejected_sets"] += 1
+            raise MappingRejected(path, str(error)) from None
+        size = len(text.encode("utf-8"))
+        if size > self.max_bytes:
+            self.counters["rejected_sets"] += 1
+            raise MappingRejected(path, f"the mapping would be {size} bytes (allowed: at most {self.max_bytes} "
+                                        "bytes, MAX_MAPPING_BYTES)")
+        result = check_text(text, self.bank, "live", warnings=False)
+        if result.resolved is None:
+            self.counters["rejected_sets"] += 1
+            raise MappingRejected(path, "; ".join(f"{p.key}: {p.message}" for p in result.errors))
+        self._accept(MappingChange(result.resolved.text, result.resolved, "live", path, value_text))
+        self._document, self._document_text = document, text
         self.counters["sets"] += 1
         return self.get(path)
 
@@ -248,6 +443,10 @@ class MappingControl:
         return cut_utf8(self.export_text(), MAPPING_TEXT_BYTES)
 
 
+def _error_reply(path: str, message: str) -> Reply:
+    return ("mapping_error", {"path": path[:200], "message": _shorten(message, ERROR_MESSAGE_CHARS)})
+
+
 def _shorten(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters and 900 UTF-8 bytes (so an
     OSC ``mapping_error`` with its path stays inside one datagram)."""
@@ -271,6 +470,6 @@ def mapping_replies(name: str, values: dict[str, Any], control: MappingControl |
         parts = control.export_parts()
         return [("mapping_text", {"index": i, "count": len(parts), "text": part}) for i, part in enumerate(parts)]
     except MappingRejected as error:
-        return [("mapping_error", {"path": path[:200], "message": _shorten(error.message, ERROR_MESSAGE_CHARS)})]
+        return [_error_reply(path, error.message)]
     except AdaptiveError as error:
-        return [("mapping_error", {"path": path[:200], "message": _shorten(str(error), ERROR_MESSAGE_CHARS)})]
+        return [_error_reply(path, str(error))]

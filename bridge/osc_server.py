@@ -15,7 +15,8 @@ A slow or vanished client cannot stall anything: the outgoing queue is
 bounded and drops its oldest entries (counted) when full, and UDP sends never
 block. Bad input is answered with an ``error`` message to the sender (at its
 ``hello`` reply port if it said hello, else at its source port), counted, and
-logged; nothing else changes.
+logged (one line per kind of error per 10 s, with the count of the others:
+:class:`bridge.log_limit.RateLimitedLog`); nothing else changes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Callable
 
 from adaptive.cue import CueBank
 from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, wire_events
+from bridge.log_limit import RateLimitedLog
 from bridge.protocol import ProtocolError, decode_osc, encode_osc
 
 log = logging.getLogger("adaptive.osc")
@@ -68,6 +70,9 @@ class _OscPeer:
 
     def subscribe(self, stream: str, subscribed: bool) -> None:
         self.server._subscribe(stream, subscribed, self.source)
+
+    def reply_later(self, replies: list[tuple[str, dict[str, Any]]]) -> None:
+        self.server._send_replies(self.source, replies)  # UDP sendto: safe from any thread, never blocks
 
 
 class OscServer:
@@ -110,6 +115,7 @@ class OscServer:
         self.mapping = mapping  # a bridge.mapping_watch.MappingControl, or None
         self.clients: dict[tuple[str, int], OscClient] = {}  # by the source address that said hello
         self.counters = collections.Counter()
+        self._log = RateLimitedLog(log)  # one line per kind of rejection per 10 s, with a count
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:  # room for bursts of input (the kernel caps it at net.core.rmem_max)
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
@@ -149,6 +155,7 @@ class OscServer:
         for thread in self._threads:
             thread.join(timeout_seconds)
         self._socket.close()
+        self._log.flush()
 
     # ------------------------------------------------------------------ input
     def _receive_loop(self) -> None:
@@ -172,9 +179,16 @@ class OscServer:
                     self.handle(datagram, source, received)
                 except ProtocolError as error:
                     self._reject(source, error)
-            except Exception:  # a bug must not stop the server: count it, log it, keep serving
+            except Exception as error:  # a bug must not stop the server: count it, answer, keep serving
                 self.counters["internal_errors"] += 1
-                log.exception("OSC: internal error handling a datagram from %s:%d", *source)
+                self._log.error("internal", "OSC: internal error handling a datagram from %s:%d: %r", *source, error,
+                                exc_info=True)
+                try:
+                    self._send_now(self._reply_address(source), encode_osc("error", code="internal", message=(
+                        f"the server failed handling this message ({type(error).__name__}); it is counted, "
+                        "nothing changed")))
+                except Exception:
+                    self.counters["send_errors"] += 1
 
     def handle(self, datagram: bytes, source: tuple[str, int], received_seconds: float | None = None) -> None:
         """Decode one datagram from ``source`` that arrived at server time
@@ -186,9 +200,12 @@ class OscServer:
         """
         replies = self.dispatcher.dispatch(decode_osc(datagram), _OscPeer(self, source), received_seconds)
         if replies:
-            address = self._reply_address(source)
-            for name, values in replies:
-                self._send_now(address, encode_osc(name, **values))
+            self._send_replies(source, replies)
+
+    def _send_replies(self, source: tuple[str, int], replies: list[tuple[str, dict[str, Any]]]) -> None:
+        address = self._reply_address(source)
+        for name, values in replies:
+            self._send_now(address, encode_osc(name, **values))
 
     def _is_own_address(self, address: tuple[str, int]) -> bool:
         """Whether ``address`` is this server's own OSC socket."""
@@ -231,7 +248,8 @@ class OscServer:
     def _reject(self, source: tuple[str, int], error: ProtocolError) -> None:
         self.counters["rejected"] += 1
         self.counters[f"rejected_{error.code}"] += 1
-        log.warning("OSC: rejected a datagram from %s:%d: %s", source[0], source[1], error.message)
+        self._log.warning(f"rejected_{error.code}", "OSC: rejected a datagram from %s:%d: %s", source[0], source[1],
+                          error.message)
         name, values = error_reply(error)
         self._send_now(self._reply_address(source), encode_osc(name, **values))
 

@@ -253,7 +253,7 @@ MESSAGES: tuple[Message, ...] = (
     Message("error", "/adaptive/error", Direction.TO_CLIENT, (
         Arg("code", ArgType.STRING, "what kind of error",
             choices=("malformed", "unknown_address", "wrong_arguments", "out_of_range", "unknown_name",
-                     "too_large", "not_allowed")),
+                     "too_large", "not_allowed", "internal")),
         Arg("message", ArgType.STRING, "what was wrong and what is allowed", max_chars=ERROR_MESSAGE_CHARS),
     ), "The server rejected a message from this client; nothing else changed."),
 )
@@ -405,6 +405,11 @@ def encode_osc(name: str, **values: Any) -> bytes:
     return datagram
 
 
+MAX_JSON_BYTES = 64 * 1024
+"""The largest JSON control message (bytes) the server decodes; a larger one
+gets ``too_large`` (ZeroMQ disconnects a peer at 1 MiB before reading it)."""
+
+
 def decode_json(text: bytes | str, direction: Direction = Direction.TO_SERVER) -> Decoded:
     """Parse and validate one JSON message ``{"type": NAME, ARG: value, ...}``.
 
@@ -412,13 +417,19 @@ def decode_json(text: bytes | str, direction: Direction = Direction.TO_SERVER) -
         ProtocolError: invalid JSON (with line and column), not an object, an
             unknown type, missing or extra arguments, wrong types, out of range.
     """
-    if len(text) > 64 * 1024:
-        raise ProtocolError("too_large", f"message of {len(text)} bytes (allowed: at most 65536)")
+    if len(text) > MAX_JSON_BYTES:
+        raise ProtocolError("too_large", f"message of {len(text)} bytes (allowed: at most {MAX_JSON_BYTES})")
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         where = f" (line {error.lineno}, column {error.colno})" if isinstance(error, json.JSONDecodeError) else ""
         raise ProtocolError("malformed", f"invalid JSON: {getattr(error, 'msg', error)}{where}") from None
+    except RecursionError:  # [[[[...: json's decoder recurses once per level
+        raise ProtocolError("malformed", "invalid JSON: nested too deeply (allowed: a flat object of "
+                                         "strings and numbers)") from None
+    except ValueError as error:  # an integer of more than sys.get_int_max_str_digits() digits
+        raise ProtocolError("out_of_range", f"invalid JSON: {str(error)[:120]} (allowed: numbers within the "
+                                            "ranges of docs/protocol.md)") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ProtocolError("malformed", 'a message must be a JSON object with a string "type"')
     message = BY_NAME.get(data["type"])

@@ -41,6 +41,7 @@ from typing import Any, Callable
 from adaptive.cue import CueBank
 from bridge.audio import XpubSubscriptions
 from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, wire_events
+from bridge.log_limit import RateLimitedLog
 from bridge.protocol import ProtocolError, decode_json, encode_json
 
 log = logging.getLogger("adaptive.zmq")
@@ -63,6 +64,9 @@ POLL_TIMEOUT_MS = 100
 """How long (milliseconds) the ZeroMQ thread waits for input or a wake-up
 before checking whether it should stop."""
 
+LATE_REPLIES = 256
+"""Answers made on other threads (``mapping_set``) waiting for the ZeroMQ thread."""
+
 RECEIVE_BATCH = 64
 """Control messages (at most) handled per poll before the outbox is drained."""
 
@@ -74,11 +78,19 @@ class _ZmqPeer:
     """A control message's sender, as the dispatcher sees it (:class:`bridge.dispatch.Peer`):
     replies go back by its routing id, and its SUB socket filters topics itself."""
 
+    def __init__(self, server: ZmqServer, identity: bytes, envelope: list[bytes]) -> None:
+        self.server = server
+        self.identity = identity
+        self.envelope = envelope
+
     def hello(self, values: dict[str, Any]) -> None:
         log.info("ZeroMQ: hello from %s", values["client_name"] or "a client")
 
     def subscribe(self, stream: str, subscribed: bool) -> None:
         pass  # validated; the SUB socket's own subscriptions do the filtering
+
+    def reply_later(self, replies: list[tuple[str, dict[str, Any]]]) -> None:
+        self.server._reply_later(self.identity, self.envelope, replies)
 
 
 class ZmqServer:
@@ -109,7 +121,8 @@ class ZmqServer:
         counters: ``received``, ``inputs``, ``hellos``, ``pings``, ``rejected``,
             ``rejected_<code>``, ``sent`` (replies), ``published`` (callbacks),
             ``dropped_blocks`` (outbox full), ``dropped_messages`` (PUB refused),
-            ``send_errors``, ``internal_errors``.
+            ``send_errors``, ``internal_errors`` (each also answered with an
+            ``error`` of code ``internal``; the log says one per 10 s, with a count).
 
     Raises:
         OSError: a port cannot be bound (in use, not allowed).
@@ -147,6 +160,9 @@ class ZmqServer:
         self.host = host
         self.counters: collections.Counter = collections.Counter()
         self._outbox: collections.deque = collections.deque(maxlen=outbox_blocks)
+        # Answers made on other threads (mapping_set), sent by the ZeroMQ thread, which owns the socket.
+        self._late_replies: collections.deque = collections.deque(maxlen=LATE_REPLIES)
+        self._log = RateLimitedLog(log)
         # Read from the XPUB by the ZeroMQ thread, so the render thread can skip blocks nobody wants.
         self._subscriptions = XpubSubscriptions()
         self._midi = MidiChannels(self.part_info)
@@ -187,6 +203,7 @@ class ZmqServer:
         """Stop the thread and close both sockets at once (linger 0: unsent
         messages are discarded). Waits at most ``timeout_seconds`` for the thread."""
         self._running = False
+        self._log.flush()
         thread, self._thread = self._thread, None
         if thread is None:
             self._close_sockets()
@@ -231,6 +248,8 @@ class ZmqServer:
                     self._receive_batch()
                 if self._events in ready:
                     self._subscriptions.update(zmq, self._events)
+                while self._late_replies:
+                    self._reply(*self._late_replies.popleft())
                 self._publish_outbox()
         finally:
             self._close_sockets()
@@ -263,9 +282,15 @@ class ZmqServer:
                     self.handle(payload, identity, envelope, receive_time)
                 except ProtocolError as error:
                     self._reject(identity, envelope, error)
-            except Exception:  # a bug must not stop the server: count it, log it, keep serving
+            except Exception as error:  # a bug must not stop the server: count it, answer, keep serving
                 self.counters["internal_errors"] += 1
-                log.exception("ZeroMQ: internal error handling a message")
+                self._log.error("internal", "ZeroMQ: internal error handling a message: %r", error, exc_info=True)
+                try:
+                    self._reply(identity, envelope, encode_json("error", code="internal", message=(
+                        f"the server failed handling this message ({type(error).__name__}); it is counted, "
+                        "nothing changed")))
+                except Exception:
+                    self.counters["send_errors"] += 1
 
     # ------------------------------------------------------------------ input
     def handle(self, payload: bytes, identity: bytes, envelope: list[bytes] | None = None,
@@ -283,15 +308,26 @@ class ZmqServer:
             ProtocolError: anything the server cannot accept.
         """
         envelope = envelope or []
-        for name, values in self.dispatcher.dispatch(decode_json(payload), _ZmqPeer(), receive_time_seconds):
+        peer = _ZmqPeer(self, identity, envelope)
+        for name, values in self.dispatcher.dispatch(decode_json(payload), peer, receive_time_seconds):
             self._reply(identity, envelope, encode_json(name, **values))
 
     def _reject(self, identity: bytes, envelope: list[bytes], error: ProtocolError) -> None:
         self.counters["rejected"] += 1
         self.counters[f"rejected_{error.code}"] += 1
-        log.warning("ZeroMQ: rejected a message: %s", error.message)
+        self._log.warning(f"rejected_{error.code}", "ZeroMQ: rejected a message: %s", error.message)
         name, values = error_reply(error)
         self._reply(identity, envelope, encode_json(name, **values))
+
+    def _reply_later(self, identity: bytes, envelope: list[bytes], replies: list[tuple[str, dict[str, Any]]]) -> None:
+        """Queue ``replies`` to ``identity`` from another thread (the ZeroMQ
+        thread sends them); never blocks. Beyond :data:`LATE_REPLIES` waiting,
+        the oldest is dropped (counted in ``send_errors``)."""
+        for name, values in replies:
+            if len(self._late_replies) == self._late_replies.maxlen:
+                self.counters["send_errors"] += 1
+            self._late_replies.append((identity, envelope, encode_json(name, **values)))
+        self._wake()
 
     def _reply(self, identity: bytes, envelope: list[bytes], payload: bytes) -> None:
         zmq = self._zmq

@@ -36,14 +36,15 @@ The package, one module per job:
   replaces it as a whole, at a bar line.
 """
 
-from adaptive.mapping.lint import (CheckResult, Problem, check_mapping, check_text, format_report, load_mapping,
-                                   mapping_bank_path, parse_mapping_text, read_mapping_text)
+from adaptive.mapping.lint import (MAX_MAPPING_BYTES, CheckResult, Problem, check_mapping, check_text, format_report,
+                                   load_mapping, mapping_bank_path, parse_mapping_text, read_mapping_text)
 from adaptive.mapping.positions import dotted, key_lines, line_of
 from adaptive.mapping.resolution import CueArea, ResolvedMapping, resolve
 from adaptive.mapping.schema import DEFAULT_MAPPING, MAX_LINEAR_GAIN, PLANE_GRID_POINTS, Mapping
-from adaptive.mapping.tuning import MappingChange, get_value, parse_value, set_value_text, split_path
+from adaptive.mapping.tuning import (MappingChange, get_value, parse_value, set_value_document, set_value_text,
+                                    split_path)
 
-__all__ = ["DEFAULT_MAPPING", "MAX_LINEAR_GAIN", "PLANE_GRID_POINTS", "CheckResult", "CueArea", "Mapping",
+__all__ = ["DEFAULT_MAPPING", "MAX_LINEAR_GAIN", "MAX_MAPPING_BYTES", "PLANE_GRID_POINTS", "CheckResult", "CueArea", "Mapping",
            "MappingChange", "Problem", "ResolvedMapping", "check_mapping", "check_text", "dotted", "format_report",
            "get_value", "key_lines", "line_of", "load_mapping", "mapping_bank_path", "parse_mapping_text",
-           "parse_value", "read_mapping_text", "resolve", "set_value_text", "split_path"]
+           "parse_value", "read_mapping_text", "resolve", "set_value_document", "set_value_text", "split_path"]

@@ -120,8 +120,24 @@ def set_value_text(text: str, path: str, value: Any) -> str:
     """
     import tomlkit
 
+    return set_value_document(tomlkit.parse(text), path, value)
+
+
+def set_value_document(document: Any, path: str, value: Any) -> str:
+    """As :func:`set_value_text`, on a parsed ``tomlkit`` document, which is
+    changed in place (tables on the way may be created even when it raises:
+    parse the text again then). Returns the new text. Parsing is most of the
+    cost of a set (tomlkit is pure Python: ~60 ms for the default mapping), so
+    the live mapping keeps its document between sets; the text is the same as
+    :func:`set_value_text` gives on the text (tomlkit round-trips exactly),
+    which replay relies on and checks (the recording's digests).
+
+    Raises:
+        ValueError: as :func:`set_value_text`.
+    """
+    import tomlkit
+
     parts = split_path(path)
-    document = tomlkit.parse(text)
     node: Any = document
     for index, part in enumerate(parts[:-1]):
         if isinstance(part, int):
@@ -151,10 +167,17 @@ def set_value_text(text: str, path: str, value: Any) -> str:
 class MappingChange:
     """An input: play by another mapping from the next bar line on.
 
-    ``text`` is the new mapping's TOML (stored in recordings); ``resolved`` is
-    it checked against the session's bank (filled in by the session when only
-    the text is given, as on replay)."""
+    ``text`` is the new mapping's TOML; ``resolved`` is it checked against
+    the session's bank (filled in by the session when only the text is given,
+    as on replay). A change made by setting one value (live tuning) also
+    carries ``path`` (the key path) and ``value`` (the value as the client
+    sent it, text for :func:`parse_value`): a recording then stores only
+    those, and replay rebuilds ``text`` with :func:`set_value_text` from the
+    mapping before it. A whole new file (hot reload) has both None and is
+    stored whole."""
 
     text: str
     resolved: ResolvedMapping | None = None
     source: str = "<live>"
+    path: str | None = None
+    value: str | None = None

@@ -364,8 +364,8 @@ def test_recording_round_trip(tmp_path):
     recording.write_input(480, SceneUpdate(valence=-0.5, arousal=1, location="cave", cue=""))
     recording.close(9600)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[0] == {**HEADER, "bank": str((Path.cwd() / "bank.toml").resolve()), "sample_rate_hz": 44100,
-                        "seed": 3}
+    assert lines[0] == {**HEADER, "version": 3, "bank": str((Path.cwd() / "bank.toml").resolve()),
+                        "sample_rate_hz": 44100, "seed": 3}  # HEADER (version 2) files are still read
     assert lines[2] == {"frame": 480, "type": "stinger", "name": "hit"}
     assert lines[-1] == {"type": "end", "frame": 9600}
     header, inputs, end_frame = load_recording(path)
@@ -400,7 +400,7 @@ def test_recording_keeps_generation_fallbacks_and_reads_version_1(tmp_path):
     ([], "line 1: empty file"),
     (["{not json"], "line 1: not valid JSON"),
     ([{**HEADER, "format": "other"}, {"type": "end", "frame": 0}], "line 1: format 'other'"),
-    ([{**HEADER, "version": 3}, {"type": "end", "frame": 0}], "line 1: version 3 is not supported"),
+    ([{**HEADER, "version": 4}, {"type": "end", "frame": 0}], "line 1: version 4 is not supported"),
     ([{**HEADER, "generator": "oracle"}, {"type": "end", "frame": 0}], "line 1: generator 'oracle' is not known"),
     ([{**HEADER, "bars_ahead": 0}, {"type": "end", "frame": 0}], "line 1: bars_ahead 0 is out of range"),
     ([HEADER, {"frame": 0, "type": "generation_fallback", "part": "a/b", "request": -1, "bar_index": 0,
@@ -417,7 +417,6 @@ def test_recording_keeps_generation_fallbacks_and_reads_version_1(tmp_path):
      "line 2: unknown field 'mood'"),
     ([HEADER, {"frame": 0, "type": "scene", "intensity": "high"}, {"type": "end", "frame": 0}],
      "line 2: intensity 'high' must be a number"),
-    ([HEADER, {"frame": 0, "type": "stinger", "name": "hit"}], "no end line"),
     ([HEADER, {"type": "end", "frame": 5}, {"frame": 6, "type": "stinger", "name": "hit"}],
      "line 3: a line after the end line"),
     ([HEADER, {"frame": 0, "type": "stinger"}, "[1]", {"type": "end", "frame": 0}],

@@ -330,6 +330,106 @@ def test_max_clients_refuses_extra_connections():
         second.close()
 
 
+@pytest.mark.integration
+def test_a_slow_reader_loses_its_oldest_blocks_stays_connected_and_stays_near_real_time():
+    """A reader at 1/10 of the stream's rate: the bounded queue drops its
+    oldest blocks (before the kernel buffers can fill with seconds of audio),
+    so what it reads stays within a bounded number of blocks of the newest;
+    it is never disconnected for being slow."""
+    block_bytes = HEADER_BYTES + BLOCK_FRAMES * 2 * 2
+    with TcpAudioServer(queue_blocks=16, send_timeout_seconds=2.0) as server:  # the default kernel buffer (16 KiB)
+        slow = connect(server.port, recv_buffer_bytes=4096)
+        assert wait_until(lambda: server.client_count == 1)
+        published = [0]
+        received: list[tuple[int, int]] = []  # (sequence read, newest published then)
+        stop = threading.Event()
+
+        def publish():
+            while not stop.is_set():
+                server.publish(published[0], published[0] * BLOCK_FRAMES, block(published[0]), RATE_HZ)
+                published[0] += 1
+                time.sleep(0.002)  # a block every 2 ms
+
+        class Paced:  # reads 1/10 of the bytes published
+            def recv(self, n):
+                budget = published[0] * block_bytes // 10 - got[0]
+                if budget <= 0:
+                    time.sleep(0.01)
+                    return self.recv(n)
+                chunk = slow.recv(min(n, budget))
+                got[0] += len(chunk)
+                return chunk
+
+        got = [0]
+        publisher = threading.Thread(target=publish, daemon=True)
+        publisher.start()
+        try:
+            for header, _ in read_tcp_blocks(Paced(), recv_bytes=1024):
+                received.append((header.sequence, published[0]))
+                if published[0] > 1500:
+                    break
+        finally:
+            stop.set()
+            publisher.join(2.0)
+        sequences = [sequence for sequence, _ in received]
+        assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+        lost = sequences[-1] + 1 - len(sequences)
+        assert lost > 0.8 * sequences[-1]  # it lost (most) blocks: it reads a tenth of them
+        behind = [newest - sequence for sequence, newest in received[len(received) // 2:]]
+        # Its queue (16 blocks, turned over at the publish rate) plus what the kernel holds for it, drained at a
+        # tenth of the rate, bound how far behind it is: 21-38 blocks measured. With the kernel buffer
+        # in front of the queue (a 32 KiB send buffer filled before the queue acts) it was ~250.
+        assert max(behind) < 16 + 60, behind
+        (stats,) = server.client_stats()
+        assert stats.dropped_blocks >= lost - 16
+        assert server.client_count == 1 and server.dropped_clients == 0  # slow, not gone: still served
+        slow.close()
+
+
+@pytest.mark.integration
+def test_a_client_that_never_reads_frees_its_slot_for_the_game():
+    with TcpAudioServer(max_clients=1, send_timeout_seconds=0.3) as server:
+        squatter = connect(server.port, recv_buffer_bytes=4096)  # connects and never reads
+        assert wait_until(lambda: server.client_count == 1)
+        sequence = 0
+        deadline = time.monotonic() + 5.0
+        while server.dropped_clients == 0 and time.monotonic() < deadline:
+            server.publish(sequence, sequence * BLOCK_FRAMES, block(sequence), RATE_HZ)
+            sequence += 1
+            time.sleep(0.002)
+        assert server.dropped_clients == 1 and server.client_count == 0
+        game = connect(server.port)
+        assert wait_until(lambda: server.client_count == 1)
+        server.publish(sequence, sequence * BLOCK_FRAMES, block(sequence), RATE_HZ)
+        header, _ = next(read_tcp_blocks(game))
+        assert header.sequence == sequence and server.rejected_clients == 0
+        squatter.close()
+        game.close()
+
+
+@pytest.mark.integration
+def test_the_authorize_hook_runs_before_any_audio_is_sent():
+    def authorize(sock, address):  # a stand-in for part A's credential check: one line, the token
+        return sock.recv(6) == b"token\n"
+
+    with TcpAudioServer(authorize=authorize) as server:
+        stranger = connect(server.port)
+        stranger.sendall(b"guess\n")
+        assert wait_until(lambda: server.unauthorized_clients == 1)
+        server.publish(0, 0, block(0), RATE_HZ)
+        assert stranger.recv(1) == b""  # closed, nothing sent
+        friend = connect(server.port)
+        time.sleep(0.05)
+        server.publish(1, BLOCK_FRAMES, block(1), RATE_HZ)  # not yet authorized: not for it
+        friend.sendall(b"token\n")
+        assert wait_until(lambda: server.client_count == 1)
+        server.publish(2, 2 * BLOCK_FRAMES, block(2), RATE_HZ)
+        header, _ = next(read_tcp_blocks(friend))
+        assert header.sequence == 2
+        stranger.close()
+        friend.close()
+
+
 # --------------------------------------------------------------------------- ZeroMQ
 
 

@@ -71,3 +71,35 @@ def test_internal_events_are_not_sent_and_wire_events_are():
               MusicEvent(48_000, EventKind.GAINS, {"cue": "c", "layers": {}})]
     assert event_messages(events, 48_000) == [("bar", {"frame": 48_000, "time_s": 1, "time_us": 0,
                                                        "cue": "c" * 64, "bar_index": 3})]
+
+
+@pytest.mark.integration
+def test_a_bug_in_an_osc_handler_is_answered_counted_and_logged_once(bank, caplog):
+    import socket
+
+    from bridge.osc_server import OscServer
+    from bridge.protocol import Direction, decode_osc, encode_osc
+
+    server = OscServer(bank, lambda item: None, lambda: 0.0, 48_000,
+                       {"session_id": "t", "block_frames": 256, "lookahead_ms": 40.0, "audio_tcp_port": 0}, port=0)
+
+    def broken(*args):
+        raise KeyError("a bug")
+
+    server.dispatcher.dispatch = broken
+    server.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(2.0)
+    try:
+        with caplog.at_level("ERROR", logger="adaptive.osc"):
+            for sequence in range(20):
+                client.sendto(encode_osc("ping", sequence=sequence), ("127.0.0.1", server.port))
+                reply = decode_osc(client.recv(65536), Direction.TO_CLIENT)
+                assert reply.message.name == "error" and reply.values["code"] == "internal"
+                assert "KeyError" in reply.values["message"]
+    finally:
+        client.close()
+        server.close()
+    assert server.counters["internal_errors"] == 20
+    assert len([r for r in caplog.records if "internal error" in r.getMessage()]) == 1

@@ -4,13 +4,15 @@ a render, live tuning over OSC (set, get, export, errors), and
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import numpy as np
 import pytest
 
-from adaptive.mapping import load_mapping, parse_mapping_text
+from adaptive.errors import ConfigError
+from adaptive.mapping import load_mapping, parse_mapping_text, read_mapping_text
 from adaptive.scene import SceneUpdate
 from adaptive.session import Session
 from app.cli import main
@@ -18,7 +20,7 @@ from bridge.client import AdaptiveClient
 from bridge.mapping_watch import MappingControl, cut_utf8, mapping_replies
 from bridge.osc_server import OscServer
 from tests.adaptive.test_session import tone_amplitude
-from tests.helpers import SAMPLE_RATE_HZ
+from tests.helpers import SAMPLE_RATE_HZ, FakeClock
 
 BAR_FRAMES = 2 * SAMPLE_RATE_HZ  # cue "low" of the tone bank: 120 bpm, 4/4
 
@@ -47,7 +49,8 @@ def test_hot_reload_of_valid_and_invalid_files_during_a_render(tone_bank, soundf
     reported: list[tuple[str, str]] = []
     # The render loop stamps what the control submits at the first frame not yet rendered, as RealtimeSession does.
     control = MappingControl(bank, session.mapping, lambda change: session.submit(session.frame, change), path=path,
-                             report_error=lambda where, message: reported.append((where, message)))
+                             report_error=lambda where, message: reported.append((where, message)),
+                             clock=lambda: session.frame / SAMPLE_RATE_HZ)  # a fake clock: the session's
     session.submit(0, SceneUpdate(emotion="calm", intensity=0.3))
     audio = np.empty((8 * SAMPLE_RATE_HZ, 2), np.float32)
     edits = {SAMPLE_RATE_HZ // 2: (LOUD_UPPER, 1), int(4.5 * SAMPLE_RATE_HZ): (BROKEN, 2)}
@@ -61,8 +64,7 @@ def test_hot_reload_of_valid_and_invalid_files_during_a_render(tone_bank, soundf
         audio[start : start + n] = session.render(n)
     events = session.drain_events()
     session.close()
-    assert sum(polled) == 1 and control.counters == {"reloads": 1, "rejected_reloads": 1, "sets": 0,
-                                                     "rejected_sets": 0}
+    assert sum(polled) == 1 and control.counters["reloads"] == 1 and control.counters["rejected_reloads"] == 1
     # The valid edit plays from the bar line after it was seen; the broken one changes nothing.
     assert [e.frame for e in events if e.kind == "mapping"] == [BAR_FRAMES]
     assert tone_amplitude(audio[SAMPLE_RATE_HZ : BAR_FRAMES], 880.0) < 1e-3
@@ -81,9 +83,60 @@ def test_touching_the_file_without_changing_it_reloads_nothing(tone_bank, tmp_pa
     path = tmp_path / "mapping.toml"
     write(path, QUIET, 0)
     submitted = []
-    control = MappingControl(bank, load_mapping(path, bank), submitted.append, path=path)
+    clock = FakeClock()
+    control = MappingControl(bank, load_mapping(path, bank), submitted.append, path=path, clock=clock)
     write(path, QUIET, 5)
-    assert control.poll() is False and submitted == []
+    for _ in range(5):
+        clock.advance(0.25)
+        assert control.poll() is False
+    assert submitted == []
+
+
+HALF = QUIET + "[cues.low.layers.upper]\n"  # LOUD_UPPER cut after its table header: valid TOML, a valid mapping
+
+
+def test_a_half_written_mapping_is_never_loaded(tone_bank, tmp_path):
+    """A file written in place in two goes (as a slow copy or a script does)
+    is valid TOML half-way; only the file that has stopped changing is loaded."""
+    bank = tone_bank()
+    path = tmp_path / "mapping.toml"
+    write(path, QUIET, 0)
+    submitted = []
+    clock = FakeClock()
+    control = MappingControl(bank, load_mapping(path, bank), submitted.append, path=path, clock=clock,
+                             settle_seconds=0.5)
+    parse_mapping_text(HALF, bank)  # the half is a valid mapping: loading it would be a silent mistake
+    path.write_text(HALF, encoding="utf-8")  # in place, no rename: the watcher can see the half
+    polls, start = [], clock()
+    for step in range(8):  # the writer goes on after 0.3 s, within the settle time
+        if step == 2:
+            with path.open("a", encoding="utf-8") as file:
+                file.write(LOUD_UPPER[len(HALF):])
+        polls.append((clock() - start, control.poll()))
+        clock.advance(0.15)
+    # Seen at 0 s (the half), changed again at 0.3 s, unchanged from then on: loaded 0.5 s after 0.3 s (next poll).
+    assert [at for at, loaded in polls if loaded] == [pytest.approx(0.9)]
+    assert [change.text for change in submitted] == [LOUD_UPPER]
+    assert control.current.text == LOUD_UPPER
+
+
+def test_a_mapping_file_over_the_size_limit_is_refused_without_reading_it(tone_bank, tmp_path):
+    bank = tone_bank()
+    path = tmp_path / "mapping.toml"
+    write(path, QUIET, 0)
+    submitted, reported = [], []
+    clock = FakeClock()
+    control = MappingControl(bank, load_mapping(path, bank), submitted.append, path=path, clock=clock,
+                             max_bytes=2000, report_error=lambda where, message: reported.append(message))
+    write(path, QUIET + "# padding\n" * 300, 1)  # valid, 3 KB
+    for _ in range(6):
+        control.poll()
+        clock.advance(0.25)
+    assert submitted == [] and control.current.text == QUIET and control.counters["rejected_reloads"] == 1
+    (message,) = reported  # said once, not at every poll
+    assert f"is {len(QUIET) + 3000} bytes (allowed: at most 2000 bytes, MAX_MAPPING_BYTES)" in message
+    with pytest.raises(ConfigError, match="larger than 2000 bytes"):
+        read_mapping_text(path, max_bytes=2000)
 
 
 def test_live_tuning_sets_reads_and_exports_the_mapping(tone_bank):
@@ -187,6 +240,7 @@ def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path)
                               record=tmp_path / "session.jsonl")
     server = Server(settings)
     server.mapping.poll_seconds = 0.05
+    server.mapping.settle_seconds = 0.1
     server.start()
     client = AdaptiveClient(port=server.osc.port, client_name="t")
     try:
@@ -263,3 +317,101 @@ def test_live_tuning_over_zeromq_json(tone_bank):
     finally:
         sock.close(linger=0)
         server.close()
+
+
+def test_a_live_change_is_recorded_as_the_change_and_replays_bit_for_bit(tone_bank, soundfont, tmp_path):
+    from adaptive.realtime import RealtimeSession
+    from adaptive.recording import Recording, load_recording, replay
+    from tests.adaptive.test_realtime import Collector
+
+    bank = tone_bank()
+    long_notes = "".join(f"# note {i}: the designer's reasoning about this mapping\n" for i in range(100))
+    initial = parse_mapping_text(long_notes + QUIET, bank)  # a mapping of 5.6 KB
+    session = Session(bank, soundfont=soundfont, sample_rate_hz=SAMPLE_RATE_HZ, seed=3, mapping=initial)
+    clock = FakeClock(max_sleep_seconds=0.05)
+    path = tmp_path / "session.jsonl"
+    runner = RealtimeSession(session, block_frames=512, clock=clock, sleep=clock.sleep,
+                             recording=Recording.for_session(path, session, bank.folder / "bank.toml"))
+    sink = Collector()
+    runner.add_sink(sink)
+    control = MappingControl(bank, initial, runner.submit)
+
+    def play(seconds: float) -> None:
+        for _ in range(int(seconds / 0.01)):
+            clock.advance(0.01)
+            while runner.run_once() == 0.0:
+                pass
+
+    runner.submit(SceneUpdate(emotion="calm", intensity=0.3))
+    play(1.0)
+    sets = [("cues.low.layers.upper.gain_curve", "[[0, -6], [1, -6]]"), ("smoothing.hysteresis", "0.3"),
+            ("cues.low.layers.upper.gain_curve", "[[0, -20], [1, -3]]"), ("locations.cave.cues.low", "{}")]
+    for key, value in sets:
+        control.set(key, value)
+        play(1.5)
+    runner.stop()
+    session.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    changes = [line for line in lines if line.get("type", "").startswith("mapping")]
+    assert [(c["type"], c["path"], c["value"]) for c in changes] == [("mapping_set", k, v) for k, v in sets]
+    assert all("toml" not in c and len(json.dumps(c)) < 200 for c in changes)  # the change, not the 5.6 KB mapping
+    _, inputs, _ = load_recording(path)
+    rebuilt = [item for _, item in inputs if hasattr(item, "path")]
+    assert rebuilt[-1].text == control.current.text  # the reader rebuilt every mapping the server made
+    served = sink.joined()
+    assert tone_amplitude(served[-SAMPLE_RATE_HZ:], 880.0) > 1e-3  # the changes were heard
+    assert np.array_equal(replay(path), served)
+
+
+def test_a_recording_with_a_change_missing_says_it_cannot_be_replayed(tmp_path):
+    from adaptive.errors import ConfigError as RecordingError
+    from adaptive.recording import load_recording
+    from adaptive.recording_format import mapping_digest
+    from tests.adaptive.test_realtime import HEADER, write_lines
+
+    first = "[smoothing]\nhysteresis = 0.3\n"
+    path = write_lines(tmp_path / "r.jsonl", [
+        HEADER, {"frame": 10, "type": "mapping_set", "source": "live", "path": "smoothing.hysteresis",
+                 "value": "0.4", "sha256": mapping_digest(first)}, {"type": "end", "frame": 20}])
+    with pytest.raises(RecordingError, match="rebuilds a mapping whose sha256 .* is not the recorded"):
+        load_recording(path)
+
+
+def test_mapping_sets_wait_in_a_bounded_queue_behind_a_rate_limit(tone_bank):
+    import threading
+
+    from tests.helpers import wait_until
+
+    bank = tone_bank()
+    release = threading.Event()
+    submitted = []
+
+    def slow_submit(change):  # the mapping thread is busy with the first change until released
+        release.wait(10.0)
+        submitted.append(change)
+
+    clock = FakeClock()
+    control = MappingControl(bank, parse_mapping_text(QUIET, bank), slow_submit, queue_length=3,
+                             sets_per_second=2.0, set_burst=5, clock=clock)
+    control.start()
+    answers: list = []
+    try:
+        assert control.request_set("smoothing.hysteresis", "0.1", answers.extend) == []
+        assert wait_until(lambda: control._jobs.empty(), timeout_seconds=5.0)  # taken: the thread is busy
+        for value in ("0.2", "0.3", "0.4"):
+            assert control.request_set("smoothing.hysteresis", value, answers.extend) == []  # queued, answered later
+        (name, values), = control.request_set("smoothing.hysteresis", "0.5", answers.extend)
+        assert name == "mapping_error" and "still applying 3 mapping changes" in values["message"]
+        (name, values), = control.request_set("smoothing.hysteresis", "0.6", answers.extend)
+        assert "too many mapping changes (allowed: 2 a second, bursts of 5)" in values["message"]
+        clock.advance(0.5)  # one more token
+        release.set()
+        assert wait_until(lambda: len(answers) == 4, timeout_seconds=10.0)
+        assert control.request_set("smoothing.hysteresis", "0.7", answers.extend) == []
+        assert wait_until(lambda: len(answers) == 5, timeout_seconds=10.0)
+    finally:
+        release.set()
+        control.close()
+    assert [values["value"] for name, values in answers] == ["0.1", "0.2", "0.3", "0.4", "0.7"]
+    assert control.current.text.endswith("hysteresis = 0.7\n")
+    assert control.counters["refused_sets_queue"] == 1 and control.counters["refused_sets_rate"] == 1

@@ -124,6 +124,13 @@ def test_a_stinger_reaches_submit(server, client, bank):
     ({"type": "emotion", "emotion": "bored-ish"}, "unknown_name", "bored-ish"),
     ({"type": "cue", "cue": "no-such-cue"}, "unknown_name", "no-such-cue"),
     (b'{"type": "ping", "sequence": 1, "pad": "' + b"x" * 70_000 + b'"}', "too_large", "65536"),
+    # Hostile shapes: each was an internal error with a traceback logged and no answer (issue 13).
+    (b"[" * 10_000 + b"]" * 10_000, "malformed", "nested too deeply"),
+    (b'{"type": "intensity", "intensity": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "malformed", "nested too deeply"),
+    (b'{"type": "ping", "sequence": ' + b"9" * 5000 + b"}", "out_of_range", "digits"),
+    (b'{"type": "ping", "sequence": 1}\xff', "malformed", "invalid JSON"),
+    (b"\xff\xfe\x00", "malformed", "invalid JSON"),
+    ({"type": "ping", "sequence": 2 ** 80}, "out_of_range", "sequence"),
 ])
 def test_bad_messages_get_an_error_and_the_server_keeps_answering(server, client, message, code, mentions):
     reply = request(client, message)
@@ -134,6 +141,21 @@ def test_bad_messages_get_an_error_and_the_server_keeps_answering(server, client
     assert server.counters[f"rejected_{code}"] == 1
     assert not server.submitted
     assert request(client, {"type": "ping", "sequence": 3})["type"] == "pong"
+
+
+def test_a_bug_in_a_handler_is_answered_counted_and_logged_once_per_window(server, client, caplog):
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    server.dispatcher.dispatch = broken
+    with caplog.at_level("ERROR", logger="adaptive.zmq"):
+        for sequence in range(50):
+            reply = request(client, {"type": "ping", "sequence": sequence})
+            assert (reply["type"], reply["code"]) == ("error", "internal")
+            assert "RuntimeError" in reply["message"] and "nothing changed" in reply["message"]
+    assert server.counters["internal_errors"] == 50
+    logged = [record for record in caplog.records if "internal error" in record.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None  # one traceback per 10 s, not one per message
 
 
 def test_multi_frame_messages_are_refused(server, client):
