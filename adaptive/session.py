@@ -45,7 +45,7 @@ from adaptive.generation import GenerationWorker
 from adaptive.mapping import MappingChange, ResolvedMapping, parse_mapping_text
 from adaptive.mixer import Mixer
 from adaptive.registry import default_generator, make_generator
-from adaptive.scene import SceneState, SceneUpdate, SessionInput, StingerTrigger, validate_update
+from adaptive.scene import SceneState, SceneUpdate, SessionInput, StingerTrigger, ThemeTrigger, validate_update
 from adaptive.schedule import Schedule
 from adaptive.speculation import DEFAULT_SPECULATIVE_BRIDGES, BridgesAhead, StingersAhead
 from adaptive.stage import Stage
@@ -214,6 +214,8 @@ class Session:
             validate_update(item, self.bank, self.mapping.emotion)
         elif isinstance(item, StingerTrigger):
             self.mapping.stinger(item.name)
+        elif isinstance(item, ThemeTrigger):
+            self.bank.theme(item.name)
         elif isinstance(item, MappingChange):
             if item.resolved is None or item.resolved.bank is not self.bank:
                 item = MappingChange(item.text, parse_mapping_text(item.text, self.bank, item.source), item.source)
@@ -224,7 +226,7 @@ class Session:
                                  "start the session with generated_bridges=True, as the server does)")
         else:
             raise ValueError(f"unknown input type {type(item).__name__} "
-                             "(allowed: SceneUpdate, StingerTrigger, MappingChange)")
+                             "(allowed: SceneUpdate, StingerTrigger, ThemeTrigger, MappingChange)")
         return item
 
     # ------------------------------------------------------------------ render

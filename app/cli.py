@@ -180,7 +180,7 @@ def _bank_and_mapping(bank_path: Path | None, mapping_path: Path | None, default
     return bank, load_mapping(mapping_path, bank)
 
 
-SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger", "mapping_set",
+SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger", "play_theme", "mapping_set",
                  "mapping_get")
 """Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, and live mapping tuning)."""
 

@@ -71,3 +71,17 @@ def test_internal_events_are_not_sent_and_wire_events_are():
               MusicEvent(48_000, EventKind.GAINS, {"cue": "c", "layers": {}})]
     assert event_messages(events, 48_000) == [("bar", {"frame": 48_000, "time_s": 1, "time_us": 0,
                                                        "cue": "c" * 64, "bar_index": 3})]
+
+
+def test_play_theme_asks_for_a_bank_theme_and_its_start_is_called_back(bank):
+    from adaptive.scene import ThemeTrigger
+
+    submitted = []
+    dispatcher = Dispatcher(bank, submitted.append, lambda: 0.0, 48_000, {})
+    assert dispatcher.dispatch(decoded("play_theme", "hero"), RecordingPeer()) == []
+    assert submitted == [ThemeTrigger("hero")]
+    with pytest.raises(ProtocolError, match="unknown theme 'villain' \\(allowed: hero\\)"):
+        dispatcher.dispatch(decoded("play_theme", "villain"), RecordingPeer())
+    events = [MusicEvent(96_000, EventKind.THEME, {"name": "hero", "requested_frame": 90_000})]
+    assert event_messages(events, 48_000) == [("theme", {"frame": 96_000, "time_s": 2, "time_us": 0,
+                                                         "theme": "hero"})]
