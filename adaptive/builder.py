@@ -24,7 +24,7 @@ from adaptive.stem import load_stem, render_part, rendered_stem_path, write_stem
 from adaptive.synth import Synth
 from adaptive.theme import Theme, load_theme
 from adaptive.transition import bridge_seams, lead_part
-from adaptive.variation import ThemeAccompanimentGenerator, ThemeBarRequest, ThemeMelodyGenerator
+from adaptive.variation import ThemeAccompanimentGenerator, ThemeBarRequest, ThemeMelodyGenerator, bridge_quote
 from adaptive.voice import GeneratedVoice, MidiVoice, StemVoice
 
 def theme_stinger_name(theme: str) -> str:
@@ -192,6 +192,33 @@ class PlayerBuilder:
             return seams[from_cue, to_cue]
 
         return seams_of
+
+    def bridge_quotes(self) -> Callable[[str, str, Any], tuple[str, int, Part] | None]:
+        """``quote(from_cue, to_cue, plan)`` for generated bridges: when the
+        incoming cue has a theme layer, ``(theme, program, notes)`` — the
+        theme's head fitted to the bridge (:func:`adaptive.variation.bridge_quote`)
+        at the incoming cue's point — else None. Each is computed once per
+        (from, to, bars) and kept (it depends only on the two cues)."""
+        bank, seed = self.stage.bank, self.stage.seed
+        quotes: dict[tuple[str, str, int], tuple[str, int, Part] | None] = {}
+
+        def quote(from_cue: str, to_cue: str, plan: Any) -> tuple[str, int, Part] | None:
+            key = (from_cue, to_cue, plan.bars)
+            if key not in quotes:
+                new = bank.cue(to_cue)
+                name = next((layer.source.theme for layer in new.layers if isinstance(layer.source, ThemeSource)),
+                            None)
+                if name is None:
+                    quotes[key] = None
+                else:
+                    theme = self.theme(name)
+                    harmony = [(request.chord, request.key) for request in plan.requests]
+                    notes = bridge_quote(theme, new.valence, new.arousal, new.parsed_key.tonic_pitch_class,
+                                         plan.beats_per_bar, seed, harmony)
+                    quotes[key] = (name, bank.theme(name).program, notes)
+            return quotes[key]
+
+        return quote
 
     def _stem_audio(self, cue: Cue, source: StemSource) -> np.ndarray:
         bank, rate = self.stage.bank, self.stage.sample_rate_hz

@@ -704,3 +704,64 @@ class ThemeAccompanimentGenerator:
         plain = BarRequest(**{field.name: getattr(request, field.name) for field in fields(BarRequest)})
         return self.inner.generate_bar(replace(plain, key=variation.key, chord=chord,
                                                second_chord=None if second == chord else second))
+
+
+# ----------------------------------------------------------------- a bridge's quote
+
+def fit_to_chords(melody: Part, bar_harmony: list[tuple[Chord, Key]], beats_per_bar: int) -> Part:
+    """A line fitted to other chords, its rhythm and contour kept: a note on
+    a beat that is not a tone of its bar's chord moves to the nearest chord
+    tone, a note off the beat that is not in its bar's key (harmonic minor
+    over a dominant) moves to the nearest scale tone (ties: downwards).
+
+    Args:
+        melody: beats from the first bar's downbeat.
+        bar_harmony: ``(chord, key)`` of each bar; notes past the last bar keep the last.
+        beats_per_bar: the meter's numerator.
+    """
+    pitches = melody.pitch.astype(np.int32).copy()
+    for index, start in enumerate(melody.start_beats.tolist()):
+        bar = min(int(start // beats_per_bar), len(bar_harmony) - 1)
+        chord, key = bar_harmony[bar]
+        on_beat = abs(start - round(start)) < 1e-9
+        allowed = set(chord.pitch_classes()) if on_beat else set(_scale_for(key, chord)) | set(chord.pitch_classes())
+        pitch = int(pitches[index])
+        if pitch % 12 in allowed:
+            continue
+        for distance in (1, 2, 3, 4, 5, 6):
+            if (pitch - distance) % 12 in allowed:
+                pitches[index] = pitch - distance
+                break
+            if (pitch + distance) % 12 in allowed:
+                pitches[index] = pitch + distance
+                break
+    return replace(melody, pitch=pitches.astype(np.int16))
+
+
+def bridge_quote(theme: Theme, valence: float, arousal: float, tonic_pitch_class: int, beats_per_bar: int,
+                 seed: int, bar_harmony: list[tuple[Chord, Key]]) -> Part:
+    """What a generated bridge quotes of the incoming cue's theme: its head
+    (the first ``theme.head_bars`` bars of :func:`vary` at the incoming cue's
+    emotion and key, in the bridge's meter), placed to end with the bridge
+    and fitted to the bridge's chords (:func:`fit_to_chords`), so the theme is
+    announced before its cue arrives.
+
+    Args:
+        theme: the incoming cue's theme.
+        valence, arousal: the incoming cue's point.
+        tonic_pitch_class: the incoming key's tonic.
+        beats_per_bar: the bridge's meter numerator.
+        seed: the session seed.
+        bar_harmony: the bridge's ``(chord, key)`` per bar.
+
+    Returns:
+        Notes in beats from the bridge's first downbeat, inside its bars.
+    """
+    variation = vary(theme, valence, arousal, 0.5, tonic_pitch_class, beats_per_bar, seed)
+    bars = len(bar_harmony)
+    quoted_bars = min(bars, theme.head_bars)
+    stretch = float(variation.levels.time_scale)
+    head = variation.span(0.0, quoted_bars * beats_per_bar / stretch, stretch)
+    offset = (bars - quoted_bars) * beats_per_bar
+    placed = Part(head.start_beats + offset, head.duration_beats, head.pitch, head.velocity)
+    return fit_to_chords(placed, bar_harmony, beats_per_bar)

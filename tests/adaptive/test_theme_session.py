@@ -131,3 +131,34 @@ def test_an_unknown_theme_input_is_refused_with_the_allowed_names(bank, soundfon
         session.submit(0, ThemeTrigger("villain"))
     session.close()
     assert "unknown theme 'villain' (allowed: tune)" in str(error.value)
+
+
+BRIDGE_BANK = BANK.replace('name = "themes"', 'name = "themes"\n[[cues]]\nname = "calm"\nbpm = 120\nkey = "D major"\n'
+                           'valence = 0.5\narousal = -0.5\n  [[cues.layers]]\n  name = "pad"\n'
+                           '  source = { kind = "generated", role = "arpeggio", generator = "rule_based" }\n') + """
+[[transitions]]
+from = "calm"
+to = "march"
+exit = "next_bar"
+fade_beats = 1.0
+bridge = { kind = "generated", bars = 2 }
+"""
+
+
+def test_a_generated_bridge_into_a_theme_cue_quotes_its_head_on_the_bridge_chords(tmp_path: Path, soundfont) -> None:
+    write_midi(tmp_path / "tune.mid", {"melody": TUNE})
+    (tmp_path / "bank.toml").write_text(BRIDGE_BANK)
+    bank = load_bank(tmp_path / "bank.toml")
+    session = _session(bank, soundfont)
+    render_offline(session, 5 * BAR_FRAMES, [(0, SceneUpdate(cue="calm")), (10_000, SceneUpdate(cue="march"))])
+    events = session.drain_events()
+    session.close()
+    themes = [e for e in events if e.kind is EventKind.THEME]
+    assert [(e.frame, e.data["name"]) for e in themes] == [(BAR_FRAMES, "tune")]  # the bridge starts at bar 1
+    quote = [(frame, pitch) for frame, pitch in _notes_on(session, "bridge/quote/0")]
+    assert quote and all(BAR_FRAMES <= frame < 3 * BAR_FRAMES for frame, _ in quote)
+    # head_bars = 1: the head's contour (down, down) in the bridge's last bar, on its D7 (V7 of G).
+    pitches = [pitch for _, pitch in quote]
+    assert len(pitches) == 3 and pitches[0] > pitches[1] > pitches[2]
+    assert {pitches[0] % 12, pitches[2] % 12} <= {2, 6, 9, 0}  # notes on the beat are D7's tones
+    assert all(frame >= 2 * BAR_FRAMES for frame, _ in quote)
