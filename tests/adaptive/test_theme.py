@@ -114,3 +114,24 @@ def test_default_bank_theme_is_the_kings_march_and_the_tool_reproduces_it() -> N
     buffer = io.BytesIO()
     module.build().save(file=buffer)
     assert buffer.getvalue() == written.read_bytes(), "hero.mid differs: rerun tools/theme_from_corpus.py"
+
+
+def test_a_timeline_may_ask_for_a_theme_and_an_unknown_one_is_named(tmp_path: Path) -> None:
+    from adaptive.scene import ThemeTrigger
+    from adaptive.timeline import load_timeline
+
+    bank = _bank(tmp_path)
+    good = tmp_path / "good.toml"
+    good.write_text("duration_seconds = 4\n[[events]]\ntime_seconds = 1\ntheme = \"tune\"\n")
+    assert load_timeline(good, bank).inputs() == [(1, ThemeTrigger("tune"))]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("duration_seconds = 4\n[[events]]\ntime_seconds = 1\ntheme = \"villain\"\n")
+    with pytest.raises(ConfigError, match="unknown theme 'villain' \\(allowed: tune\\)"):
+        load_timeline(bad, bank)
+
+
+def test_the_bank_command_lists_themes(capsys) -> None:
+    from app import cli
+
+    assert cli.main(["bank"]) == 0
+    assert "theme hero: D major, 4/4, hero.mid (melody 'melody', chords 'chords'), next_bar" in capsys.readouterr().out
