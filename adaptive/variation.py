@@ -96,8 +96,9 @@ def levels_for(theme_mode: Mode, valence: float, arousal: float) -> VariationLev
     against it, beyond :data:`MIXTURE_FROM_VALENCE` it borrows, beyond
     :data:`PARALLEL_FROM_VALENCE` it turns to the parallel mode. Rhythm by
     :data:`RHYTHM_THRESHOLDS`. Register: an octave up at valence > 0.5 with
-    arousal > 0.3 (bright and lively), down at valence < -0.5 (dark: valence
-    lowers the register, Eerola et al. 2013). Articulation:
+    arousal > 0.3 (bright and lively), down at valence < -0.5 with arousal
+    < 0.3 (dark and low-spirited; a dark, aroused variation keeps the theme's
+    register so it stays above its accompaniment). Articulation:
     1.0 (legato) at arousal ≤ -0.3, 0.9 up to 0.4, then 0.6 (staccato).
     """
     against = -valence if theme_mode is Mode.MAJOR else valence
@@ -108,7 +109,7 @@ def levels_for(theme_mode: Mode, valence: float, arousal: float) -> VariationLev
         if arousal < below:
             rhythm = level
             break
-    octave = 1 if valence > 0.5 and arousal > 0.3 else (-1 if valence < -0.5 else 0)
+    octave = 1 if valence > 0.5 and arousal > 0.3 else (-1 if valence < -0.5 and arousal < 0.3 else 0)
     articulation = 1.0 if arousal <= -0.3 else (0.9 if arousal <= 0.4 else 0.6)
     return VariationLevels(mode, rhythm, octave, articulation)
 

@@ -83,7 +83,7 @@ def test_levels_follow_valence_against_the_themes_mode_and_arousal() -> None:
     assert levels_for(C_MAJOR.mode, 0.0, -0.9).time_scale == 2
     octaves = [levels_for(C_MAJOR.mode, v, a).octave for v, a in ((0.8, 0.8), (0.8, 0.0), (0.0, 0.8), (-0.8, 0.8),
                                                                    (-0.8, -0.8))]
-    assert octaves == [1, 0, 0, -1, -1]  # up when bright and lively, down when dark
+    assert octaves == [1, 0, 0, 0, -1]  # up when bright and lively, down when dark and calm
     articulation = [levels_for(C_MAJOR.mode, 0.0, a).articulation for a in (-0.8, 0.0, 0.8)]
     assert articulation == [1.0, 0.9, 0.6]
 
