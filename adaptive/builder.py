@@ -8,7 +8,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from adaptive.cue import Cue, GeneratedSource, GeneratedStingerSource, Layer, MidiSource, Stinger, StemSource
+from adaptive.cue import (
+    Cue, GeneratedSource, GeneratedStingerSource, Layer, MidiSource, Stinger, StemSource, ThemePart, ThemeSource,
+    ThemeStingerSource,
+)
 from adaptive.errors import AssetError
 from adaptive.events import MidiNoteEvent, PartInfo
 from adaptive.generation import BarFeed, GenerationWorker, PartStream
@@ -19,8 +22,16 @@ from adaptive.registry import make_generator
 from adaptive.stage import Stage
 from adaptive.stem import load_stem, render_part, rendered_stem_path, write_stem
 from adaptive.synth import Synth
+from adaptive.theme import Theme, load_theme
 from adaptive.transition import bridge_seams, lead_part
+from adaptive.variation import ThemeAccompanimentGenerator, ThemeBarRequest, ThemeMelodyGenerator, bridge_quote
 from adaptive.voice import GeneratedVoice, MidiVoice, StemVoice
+
+def theme_stinger_name(theme: str) -> str:
+    """The name of the stinger that plays theme ``theme``'s head when the
+    game asks for it (``"theme/NAME"``: no bank stinger can have it)."""
+    return f"theme/{theme}"
+
 
 MidiSink = Callable[[int, int, int, int], None]
 """Called with (frame, NOTE_ON or NOTE_OFF, pitch, velocity) for each note event a voice plays."""
@@ -56,6 +67,21 @@ class PlayerBuilder:
         self.parts: dict[str, PartInfo] = {}
         self.midi_events: list[MidiNoteEvent] = []
         self._library = PartLibrary()
+        self._themes: dict[str, Theme] = {}
+
+    def theme(self, name: str) -> Theme:
+        """The bank's theme ``name``, read once (at set-up time).
+
+        Raises:
+            AssetError: its file or tracks cannot be read (naming them).
+        """
+        if name not in self._themes:
+            self._themes[name] = load_theme(self.stage.bank, name, self._library)
+        return self._themes[name]
+
+    def themes(self) -> dict[str, Theme]:
+        """Every theme of the bank, read now."""
+        return {name: self.theme(name) for name in self.stage.bank.themes}
 
     def midi_sink(self, part_name: str, program: int, percussion: bool) -> MidiSink | None:
         """Register ``part_name``'s sound; the sink that logs its notes (None: not recording)."""
@@ -100,6 +126,8 @@ class PlayerBuilder:
             return MidiVoice(part, synth, loop_beats, self.midi_sink(part_name, layer.program, layer.percussion))
         if isinstance(source, StemSource):
             return StemVoice(self._stem_audio(cue, source), loop_beats)
+        if isinstance(source, ThemeSource):
+            return self._theme_voice(cue, layer, source, part_name)
         assert isinstance(source, GeneratedSource)
         stream = self.generation.stream(part_name, make_generator(source.generator or self.generator_name))
         synth = Synth(self.soundfont, rate, layer.program, layer.percussion, layer.max_voices)
@@ -114,6 +142,36 @@ class PlayerBuilder:
                               emotion.valence, emotion.arousal, role, stage.seed,
                               stage.mapping.conditioning(emotion.valence, emotion.arousal),
                               beat_unit=cue.meter.beat_unit, second_chord=second_chord, style=style)
+
+        feed = BarFeed(self.generation, stream, request_for_bar, self.bars_ahead)
+        return GeneratedVoice(feed, synth, cue.meter.beats_per_bar, None,
+                              self.midi_sink(part_name, layer.program, layer.percussion))
+
+    def _theme_voice(self, cue: Cue, layer: Layer, source: ThemeSource, part_name: str) -> GeneratedVoice:
+        """A theme layer: the theme varied bar by bar (or an accompaniment under
+        its re-harmonized chords) through the generation worker, each bar
+        conditioned on the emotion and intensity current when it is asked for
+        (one bar ahead, as for generated layers)."""
+        theme = self.theme(source.theme)
+        if source.part is ThemePart.MELODY:
+            generator: Any = ThemeMelodyGenerator(theme)
+            role = "melody"
+        else:
+            generator = ThemeAccompanimentGenerator(theme, make_generator(source.generator or self.generator_name))
+            role = source.role.value
+        stream = self.generation.stream(part_name, generator)
+        synth = Synth(self.soundfont, self.stage.sample_rate_hz, layer.program, layer.percussion, layer.max_voices)
+        key = cue.parsed_key
+        stage = self.stage
+
+        def request_for_bar(bar_index: int) -> BarRequest:
+            scene = stage.scene
+            chord, second_chord = cue.chords_at_bar(bar_index)
+            return ThemeBarRequest(bar_index, key, chord, cue.meter.beats_per_bar, cue.bpm,
+                                   scene.emotion.valence, scene.emotion.arousal, role, stage.seed,
+                                   stage.mapping.conditioning(scene.emotion.valence, scene.emotion.arousal),
+                                   beat_unit=cue.meter.beat_unit, second_chord=second_chord,
+                                   intensity=scene.intensity)
 
         feed = BarFeed(self.generation, stream, request_for_bar, self.bars_ahead)
         return GeneratedVoice(feed, synth, cue.meter.beats_per_bar, None,
@@ -138,6 +196,33 @@ class PlayerBuilder:
 
         return seams_of
 
+    def bridge_quotes(self) -> Callable[[str, str, Any], tuple[str, int, Part] | None]:
+        """``quote(from_cue, to_cue, plan)`` for generated bridges: when the
+        incoming cue has a theme layer, ``(theme, program, notes)`` — the
+        theme's head fitted to the bridge (:func:`adaptive.variation.bridge_quote`)
+        at the incoming cue's point — else None. Each is computed once per
+        (from, to, bars) and kept (it depends only on the two cues)."""
+        bank, seed = self.stage.bank, self.stage.seed
+        quotes: dict[tuple[str, str, int], tuple[str, int, Part] | None] = {}
+
+        def quote(from_cue: str, to_cue: str, plan: Any) -> tuple[str, int, Part] | None:
+            key = (from_cue, to_cue, plan.bars)
+            if key not in quotes:
+                new = bank.cue(to_cue)
+                name = next((layer.source.theme for layer in new.layers if isinstance(layer.source, ThemeSource)),
+                            None)
+                if name is None:
+                    quotes[key] = None
+                else:
+                    theme = self.theme(name)
+                    harmony = [(request.chord, request.key) for request in plan.requests]
+                    notes = bridge_quote(theme, new.valence, new.arousal, new.parsed_key.tonic_pitch_class,
+                                         plan.beats_per_bar, seed, harmony)
+                    quotes[key] = (name, bank.theme(name).program, notes)
+            return quotes[key]
+
+        return quote
+
     def _stem_audio(self, cue: Cue, source: StemSource) -> np.ndarray:
         bank, rate = self.stage.bank, self.stage.sample_rate_hz
         if source.rendered_from is None:
@@ -160,12 +245,28 @@ class PlayerBuilder:
         return load_stem(path, rate)
 
     def stinger_voices(self) -> tuple[dict[str, tuple[MidiVoice, Part]], list[tuple[Stinger, PartStream]]]:
-        """Each stinger's voice and part (empty for a generated one) by name,
-        and the generated stingers with the stream their phrases come from."""
+        """Each stinger's voice and part (empty for a generated or theme one)
+        by name, and the generated and theme stingers with the stream their
+        phrases come from. Each bank theme also gets a stinger of its own,
+        named ``theme/NAME`` (what the ``theme`` input plays): its head motif,
+        with the theme's program, quantization and gain."""
         voices: dict[str, tuple[MidiVoice, Part]] = {}
         generated = []
-        for stinger in self.stage.bank.stingers:
-            if isinstance(stinger.source, GeneratedStingerSource):
+        theme_stingers = [
+            Stinger.model_construct(name=theme_stinger_name(name), source=ThemeStingerSource(theme=name),
+                                    program=spec.program, percussion=False, max_voices=64, quantize=spec.quantize,
+                                    key=None, gain_db=spec.gain_db)
+            for name, spec in self.stage.bank.themes.items()
+        ]
+        for stinger in list(self.stage.bank.stingers) + theme_stingers:
+            if isinstance(stinger.source, ThemeStingerSource):
+                part = Part.empty()
+                try:
+                    generator = ThemeMelodyGenerator(self.theme(stinger.source.theme))
+                except AssetError as error:
+                    raise AssetError(f"stinger {stinger.name!r}: {error}") from None
+                generated.append((stinger, self.generation.stream(f"stinger/{stinger.name}", generator)))
+            elif isinstance(stinger.source, GeneratedStingerSource):
                 part = Part.empty()
                 generated.append((stinger, self.generation.stream(
                     f"stinger/{stinger.name}", make_generator(stinger.source.generator or self.generator_name))))

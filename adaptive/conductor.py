@@ -9,7 +9,7 @@ from __future__ import annotations
 from adaptive.clock import Quantize, seconds_to_frames
 from adaptive.events import EventKind
 from adaptive.mapping import MappingChange
-from adaptive.scene import SessionInput, StingerTrigger
+from adaptive.scene import SessionInput, StingerTrigger, ThemeTrigger
 from adaptive.schedule import Schedule
 from adaptive.speculation import BridgesAhead, StingersAhead
 from adaptive.stage import Stage
@@ -52,6 +52,9 @@ class Conductor:
         frame = self.schedule.frame_now
         if isinstance(item, StingerTrigger):
             self.stingers.trigger(item.name, frame)
+            return
+        if isinstance(item, ThemeTrigger):
+            self.stingers.trigger_theme(item.name, frame)
             return
         if isinstance(item, MappingChange):
             self._schedule_mapping_change(item, frame)
@@ -156,4 +159,5 @@ class Conductor:
             return
         valence, arousal, _ = stage.smoother.at(self.schedule.frame_now)
         self.bridges_ahead.refresh(stage.current.name, valence, arousal)
+        self.stingers_ahead.intensity = stage.scene.intensity
         self.stingers_ahead.refresh(stage.bank.cue(stage.current.name), valence, arousal)

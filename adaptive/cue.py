@@ -122,7 +122,45 @@ class GeneratedSource(_Frozen):
         return name
 
 
-LayerSource = Annotated[Union[MidiSource, StemSource, GeneratedSource], Field(discriminator="kind")]
+class ThemePart(WireName):
+    """What a theme layer plays: the theme's varied melody, or an accompaniment
+    written by a part generator under the theme's re-harmonized chords."""
+
+    MELODY = "melody"
+    ACCOMPANIMENT = "accompaniment"
+
+
+class ThemeSource(_Frozen):
+    """A layer that plays a theme of the bank (``[themes.NAME]``), varied bar
+    by bar for the current emotion, intensity and the cue's key and meter
+    (:mod:`adaptive.variation`). Written ``source = { theme = "hero" }``
+    (``kind = "theme"`` is implied).
+
+    ``part`` is ``"melody"`` (the varied theme) or ``"accompaniment"`` (a part
+    generator's ``role`` part under the theme's re-harmonized chords, by
+    ``generator`` as for generated layers; omitted: the session's).
+    """
+
+    kind: Literal["theme"] = "theme"
+    theme: Name
+    part: ThemePart = ThemePart.MELODY
+    role: Role = Role.ARPEGGIO
+    generator: str | None = None
+
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, name: str | None) -> str | None:
+        return GeneratedSource._known_generator(name)
+
+
+def _imply_theme_kind(value: object) -> object:
+    """``{ theme = "hero" }`` is a theme source: add the implied ``kind``."""
+    if isinstance(value, dict) and "kind" not in value and "theme" in value:
+        return {**value, "kind": "theme"}
+    return value
+
+
+LayerSource = Annotated[Union[MidiSource, StemSource, GeneratedSource, ThemeSource], Field(discriminator="kind")]
 
 
 class Layer(_Frozen):
@@ -148,6 +186,11 @@ class Layer(_Frozen):
     max_voices: int = Field(64, ge=1, le=1024)
     gain_curve: list[tuple[float, float]] = Field(default_factory=lambda: [(0.0, 0.0), (1.0, 0.0)])
     fade_beats: float = Field(1.0, ge=0.0, le=64.0, allow_inf_nan=False)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _theme_shorthand(cls, value: object) -> object:
+        return _imply_theme_kind(value)
 
     @field_validator("gain_curve")
     @classmethod
@@ -302,7 +345,76 @@ class GeneratedStingerSource(_Frozen):
         return GeneratedSource._known_generator(name)
 
 
-StingerSource = Annotated[Union[MidiSource, GeneratedStingerSource], Field(discriminator="kind")]
+class ThemeStingerSource(_Frozen):
+    """A stinger that plays the head motif of a bank theme (its first
+    ``bars`` bars, default the theme's ``head_bars``), varied for the current
+    emotion, in the playing cue's key and meter. Written
+    ``source = { theme = "hero" }``."""
+
+    kind: Literal["theme"] = "theme"
+    theme: Name
+    bars: int | None = Field(None, ge=1, le=16)
+
+
+StingerSource = Annotated[Union[MidiSource, GeneratedStingerSource, ThemeStingerSource], Field(discriminator="kind")]
+
+
+class ThemeSpec(_Frozen):
+    """A theme of the bank (``[themes.NAME]``): a melody with its chords,
+    varied by the engine for the emotion, intensity and cue that play it
+    (:mod:`adaptive.variation`).
+
+    Attributes:
+        file: a type 0/1 Standard MIDI File, relative to the bank's folder.
+        melody: the track (``track_name``) holding the melody, one note at a
+            time (overlaps are cut at the next note's start).
+        chords: the chords: a track name of the same file (its notes are
+            read as one chord per half bar), or chord symbols, one entry per
+            bar as for cues (``"F G"``: two chords in the bar).
+        key: the key the theme is written in (e.g. ``"D major"``).
+        meter: its time signature (``"4/4"``); beats are the file's quarter notes.
+        head_bars: the bars of its head motif (what a theme stinger and a
+            bridge quote), 1..8.
+        program: General MIDI program of the theme when it plays as a stinger
+            or in a bridge (0..127).
+        quantize: where a theme asked for by the game lands (as a stinger).
+        gain_db: its gain as a stinger, -60..+12 dB.
+    """
+
+    file: str
+    melody: str = "melody"
+    chords: str | list[str] = "chords"
+    key: str
+    meter: Annotated[Meter, Field()] = Meter(beats_per_bar=4)
+    head_bars: int = Field(2, ge=1, le=8)
+    program: int = Field(0, ge=0, le=127)
+    quantize: Quantize = Quantize.NEXT_BAR
+    gain_db: float = Field(0.0, ge=-60.0, le=12.0, allow_inf_nan=False)
+
+    @field_validator("meter", mode="before")
+    @classmethod
+    def _meter_from_text(cls, value: object) -> object:
+        return _parse_meter(value)
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, text: str) -> str:
+        Key.parse(text)
+        return text
+
+    @field_validator("chords")
+    @classmethod
+    def _check_chords(cls, chords: str | list[str]) -> str | list[str]:
+        if isinstance(chords, list):
+            if not chords:
+                raise ValueError("chords: give a track name or at least one chord symbol per bar")
+            Cue._check_chords(chords)
+        return chords
+
+    @property
+    def parsed_key(self) -> Key:
+        """The key as a :class:`~adaptive.harmony.Key`."""
+        return Key.parse(self.key)
 
 
 class Stinger(_Frozen):
@@ -325,6 +437,12 @@ class Stinger(_Frozen):
     percussion: bool = False
     max_voices: int = Field(64, ge=1, le=1024)
     quantize: Quantize = Quantize.NEXT_BEAT
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _theme_shorthand(cls, value: object) -> object:
+        return _imply_theme_kind(value)
+
     key: str | None = None
     gain_db: float = Field(0.0, ge=-60.0, le=12.0, allow_inf_nan=False)
 
@@ -394,6 +512,7 @@ class CueBank(_Frozen):
     segments: list[Cue] = Field(default_factory=list)
     stingers: list[Stinger] = Field(default_factory=list)
     transitions: list[TransitionRule] = Field(default_factory=list)
+    themes: dict[Name, ThemeSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_references(self) -> "CueBank":
@@ -436,6 +555,17 @@ class CueBank(_Frozen):
         allowed = ", ".join(s.name for s in self.stingers) or "none defined"
         raise KeyError(f"unknown stinger {name!r} (allowed: {allowed})")
 
+    def theme(self, name: str) -> ThemeSpec:
+        """The theme called ``name``.
+
+        Raises:
+            KeyError: with the allowed names.
+        """
+        if name in self.themes:
+            return self.themes[name]
+        allowed = ", ".join(sorted(self.themes)) or "none defined"
+        raise KeyError(f"unknown theme {name!r} (allowed: {allowed})")
+
     def path(self, relative: str) -> Path:
         """A bank-relative file path resolved against :attr:`folder`."""
         return (self.folder / relative).resolve()
@@ -458,6 +588,23 @@ def reference_problems(data: dict) -> list[str]:
     for label, names in (("cue", cue_names + segment_names), ("stinger", _names(data.get("stingers")))):
         for name in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"{label} name {name!r} is used more than once (names must be unique)")
+    themes = data.get("themes")
+    theme_names = sorted(themes) if isinstance(themes, dict) else []
+    for section in ("cues", "segments", "stingers"):
+        entries = data.get(section)
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict):
+                continue
+            sources = [(f"{section}[{index}].source", entry.get("source"))]
+            layers = entry.get("layers")
+            for layer_index, layer in enumerate(layers if isinstance(layers, list) else []):
+                if isinstance(layer, dict):
+                    sources.append((f"{section}[{index}].layers[{layer_index}].source", layer.get("source")))
+            for where, source in sources:
+                if isinstance(source, dict) and source.get("kind", "theme") == "theme" \
+                        and isinstance(source.get("theme"), str) and source["theme"] not in theme_names:
+                    allowed = ", ".join(theme_names) or "none defined: add a [themes.NAME] table"
+                    problems.append(f"{where}.theme: unknown theme {source['theme']!r} (allowed: {allowed})")
     transitions = data.get("transitions")
     for index, rule in enumerate(transitions if isinstance(transitions, list) else []):
         if not isinstance(rule, dict):

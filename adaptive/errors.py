@@ -82,8 +82,11 @@ def _model_at(root: type[BaseModel], loc: tuple[object, ...]) -> type[BaseModel]
 
 
 def _clean_loc(loc: tuple[object, ...]) -> tuple[object, ...]:
-    # Tagged unions and validators add parts to the location that do not help a reader.
-    return tuple(p for p in loc if not (isinstance(p, str) and (p in ("midi", "stem", "generated") or "[" in p)))
+    # Tagged unions (the tag follows ``source``) and validators add parts to
+    # the location that do not help a reader.
+    return tuple(p for i, p in enumerate(loc)
+                 if not (isinstance(p, str) and ("[" in p or (p in ("midi", "stem", "generated", "theme")
+                                                             and i > 0 and loc[i - 1] == "source"))))
 
 
 def describe_validation_error(

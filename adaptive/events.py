@@ -29,6 +29,8 @@ class EventKind(WireName):
     TRANSITION_START = "transition_start"
     TRANSITION_END = "transition_end"
     STINGER = "stinger"
+    THEME = "theme"
+    """A theme starts: asked for by the game (its head motif), or quoted by a bridge."""
     SCENE = "scene"
     """An input changed the scene (what the game said)."""
     FOLLOW = "follow"

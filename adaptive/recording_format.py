@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, Va
 
 from adaptive.generation import FallbackReason, GenerationFallback
 from adaptive.mapping import MappingChange
-from adaptive.scene import SceneUpdate, SessionInput, StingerTrigger
+from adaptive.scene import SceneUpdate, SessionInput, StingerTrigger, ThemeTrigger
 
 RECORDING_FORMAT = "adaptive-recording"
 RECORDING_VERSION = 3
@@ -147,6 +147,17 @@ class StingerLine(_Line):
         return StingerTrigger(self.name)
 
 
+class ThemeLine(_Line):
+    unknown_text: ClassVar[str] = "unknown field {key!r} (allowed: frame, type, name)"
+
+    frame: Frame
+    type: Literal["theme"] = "theme"
+    name: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be a string")]
+
+    def item(self) -> ThemeTrigger:
+        return ThemeTrigger(self.name)
+
+
 class MappingLine(_Line):
     unknown_text: ClassVar[str] = "unknown field {key!r} (allowed: frame, type, source, toml)"
 
@@ -211,7 +222,7 @@ class EndLine(_Line):
     frame: Frame
 
 
-LINES: dict[str, type[_Line]] = {"scene": SceneLine, "stinger": StingerLine, "mapping": MappingLine,
+LINES: dict[str, type[_Line]] = {"scene": SceneLine, "stinger": StingerLine, "theme": ThemeLine, "mapping": MappingLine,
                                  "mapping_set": MappingSetLine, "generation_fallback": FallbackLine, "end": EndLine}
 """The model of each line ``type`` after the header."""
 
@@ -224,6 +235,8 @@ def line_json(frame: int, item: SessionInput | GenerationFallback) -> dict[str, 
                             reason=item.reason)
     elif isinstance(item, StingerTrigger):
         line = StingerLine(frame=int(frame), name=item.name)
+    elif isinstance(item, ThemeTrigger):
+        line = ThemeLine(frame=int(frame), name=item.name)
     elif isinstance(item, SceneUpdate):
         line = SceneLine(frame=int(frame), **{name: getattr(item, name) for name in SCENE_FIELDS})
     elif isinstance(item, MappingChange) and item.path is not None and item.value is not None:
@@ -232,7 +245,7 @@ def line_json(frame: int, item: SessionInput | GenerationFallback) -> dict[str, 
     elif isinstance(item, MappingChange):
         line = MappingLine(frame=int(frame), source=item.source, toml=item.text)
     else:
-        raise TypeError(f"unknown input type {type(item).__name__} (allowed: SceneUpdate, StingerTrigger)")
+        raise TypeError(f"unknown input type {type(item).__name__} (allowed: SceneUpdate, StingerTrigger, ThemeTrigger)")
     return line.model_dump(mode="json")
 
 

@@ -45,7 +45,15 @@ class StingerTrigger:
     name: str
 
 
-SessionInput = SceneUpdate | StingerTrigger
+@dataclass(frozen=True)
+class ThemeTrigger:
+    """Play the head of the bank's theme ``name``, varied for the current
+    emotion in the playing key, quantized as its ``[themes.NAME]`` says."""
+
+    name: str
+
+
+SessionInput = SceneUpdate | StingerTrigger | ThemeTrigger
 """What a session accepts (a :class:`adaptive.mapping.MappingChange` too)."""
 
 

@@ -38,20 +38,22 @@ import numpy as np
 from adaptive.builder import PlayerBuilder
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ
 from adaptive.conductor import Conductor
-from adaptive.cue import BridgeKind, CueBank
+from adaptive.cue import BridgeKind, CueBank, ThemeSource
 from adaptive.errors import AdaptiveError
 from adaptive.events import EventKind, MidiNoteEvent, MusicEvent, PartInfo
 from adaptive.generation import GenerationWorker
 from adaptive.mapping import MappingChange, ResolvedMapping, parse_mapping_text
 from adaptive.mixer import Mixer
 from adaptive.registry import default_generator, make_generator
-from adaptive.scene import SceneState, SceneUpdate, SessionInput, StingerTrigger, validate_update
+from adaptive.scene import SceneState, SceneUpdate, SessionInput, StingerTrigger, ThemeTrigger, validate_update
 from adaptive.schedule import Schedule
 from adaptive.speculation import DEFAULT_SPECULATIVE_BRIDGES, BridgesAhead, StingersAhead
 from adaptive.stage import Stage
 from adaptive.stinger import StingerPlayer
 from adaptive.synth import Synth, find_soundfont
 from adaptive.transition_runner import BRIDGE_PROGRAM, TransitionRunner
+from adaptive.part import Part
+from adaptive.voice import MidiVoice
 
 __all__ = ["InputError", "MidiNoteEvent", "MusicEvent", "PartInfo", "Session"]
 
@@ -165,6 +167,16 @@ class Session:
         self.stingers = StingerPlayer(self.stage, self.schedule, stinger_voices, stingers_ahead)
         self.transitions = TransitionRunner(self.stage, self.schedule, self.generation, bridges_ahead,
                                             self._bridge_synths, builder.midi_sink)
+        # Bridges into a cue with a theme layer quote the theme (on its
+        # program): a voice per program, made now.
+        if uses_bridges:
+            self.transitions.quotes = builder.bridge_quotes()
+            programs = sorted({bank.theme(layer.source.theme).program for cue in bank.cues for layer in cue.layers
+                               if isinstance(layer.source, ThemeSource)})
+            for program in programs:
+                self.transitions.quote_voices[program] = MidiVoice(
+                    Part.empty(), Synth(self.soundfont, sample_rate_hz, program, False), None,
+                    builder.midi_sink(f"bridge/quote/{program}", program, False))
         self.conductor = Conductor(self.stage, self.schedule, self.transitions, self.stingers, bridges_ahead,
                                    stingers_ahead)
 
@@ -214,6 +226,8 @@ class Session:
             validate_update(item, self.bank, self.mapping.emotion)
         elif isinstance(item, StingerTrigger):
             self.mapping.stinger(item.name)
+        elif isinstance(item, ThemeTrigger):
+            self.bank.theme(item.name)
         elif isinstance(item, MappingChange):
             if item.resolved is None or item.resolved.bank is not self.bank:
                 item = MappingChange(item.text, parse_mapping_text(item.text, self.bank, item.source), item.source)
@@ -224,7 +238,7 @@ class Session:
                                  "start the session with generated_bridges=True, as the server does)")
         else:
             raise ValueError(f"unknown input type {type(item).__name__} "
-                             "(allowed: SceneUpdate, StingerTrigger, MappingChange)")
+                             "(allowed: SceneUpdate, StingerTrigger, ThemeTrigger, MappingChange)")
         return item
 
     # ------------------------------------------------------------------ render
@@ -293,4 +307,6 @@ class Session:
         self.stingers.close()
         for synth in self._bridge_synths:
             synth.close()
+        for voice in self.transitions.quote_voices.values():
+            voice.synth.close()
         self.generation.close()

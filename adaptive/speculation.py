@@ -26,12 +26,13 @@ from collections import Counter
 
 import numpy as np
 
-from adaptive.cue import Cue, CueBank, GeneratedStingerSource, Stinger
+from adaptive.cue import Cue, CueBank, GeneratedStingerSource, Stinger, ThemeStingerSource
 from adaptive.generation import NO_DEADLINE, GenerationWorker, PartStream, Ticket, request_tickets
 from adaptive.generator import BarRequest
 from adaptive.harmony import diatonic_triad
 from adaptive.part import Part
 from adaptive.transition import BridgePlan, generated_bridge_targets, plan_bridge
+from adaptive.variation import ThemeBarRequest
 
 DEFAULT_SPECULATIVE_BRIDGES = 2
 """Bridges generated ahead per playing cue, at most."""
@@ -207,16 +208,38 @@ class StingersAhead:
         self._refresher = _Refresher(refresh_distance)
         self._ready: dict[str, tuple[str, list[Ticket]]] = {}  # stinger -> (cue it was made for, tickets)
         self._triggered: Counter[str] = Counter()  # stingers triggered, not yet played
+        self.intensity = 0.5
+        """The scene's intensity (0..1) that theme heads are made with (set by the session's conductor)."""
 
     def _submit(self, name: str, cue: Cue, valence: float, arousal: float, deadline: float) -> tuple[str, list[Ticket]]:
         stinger, stream = self.stingers[name]
         source = stinger.source
-        assert isinstance(source, GeneratedStingerSource)
         beats_per_bar = cue.meter.beats_per_bar
-        bars = max(1, math.ceil(source.beats / beats_per_bar))
-        requests = [tonic_chord_request(cue, i, beats_per_bar, valence, arousal, source.role, self.seed)
-                    for i in range(bars)]
+        if isinstance(source, ThemeStingerSource):
+            # The theme's head: its first bars, varied for the emotion in the cue's key and meter.
+            bars = self.length_beats(name, beats_per_bar) // beats_per_bar
+            requests: list[BarRequest] = [
+                ThemeBarRequest(**vars(tonic_chord_request(cue, i, beats_per_bar, valence, arousal, "melody",
+                                                           self.seed)), intensity=self.intensity)
+                for i in range(int(bars))]
+        else:
+            assert isinstance(source, GeneratedStingerSource)
+            bars = max(1, math.ceil(source.beats / beats_per_bar))
+            requests = [tonic_chord_request(cue, i, beats_per_bar, valence, arousal, source.role, self.seed)
+                        for i in range(bars)]
         return cue.name, list(request_tickets(self.worker, stream, requests, deadline).values())
+
+    def length_beats(self, name: str, beats_per_bar: int) -> float:
+        """How long stinger ``name``'s phrase is in a cue of ``beats_per_bar``
+        beats a bar: a generated stinger's ``beats``; a theme's head bars."""
+        stinger, stream = self.stingers[name]
+        source = stinger.source
+        if isinstance(source, ThemeStingerSource):
+            theme = getattr(stream.generator, "theme", None)
+            bars = source.bars or (theme.head_bars if theme is not None else 1)
+            return float(bars * beats_per_bar)
+        assert isinstance(source, GeneratedStingerSource)
+        return source.beats
 
     def refresh(self, cue: Cue, valence: float, arousal: float) -> None:
         """Called when the scene changes: if the playing cue changed or the
@@ -240,9 +263,6 @@ class StingersAhead:
     def take(self, name: str, cue: Cue, valence: float, arousal: float, frame: int) -> Part:
         """The phrase of stinger ``name`` playing from ``frame`` over ``cue``, then
         the next one is made ahead. The fallback plays for bars not ready."""
-        stinger, _ = self.stingers[name]
-        source = stinger.source
-        assert isinstance(source, GeneratedStingerSource)
         entry = self._ready.pop(name, None)
         if self._triggered[name]:
             self._triggered[name] -= 1
@@ -250,4 +270,5 @@ class StingersAhead:
             entry = self._submit(name, cue, valence, arousal, frame)
         bars = [self.worker.take(ticket, frame) for ticket in entry[1]]
         self._ready[name] = self._submit(name, cue, valence, arousal, NO_DEADLINE)
-        return phrase_from_bars(bars, entry[1][0].request.beats_per_bar, source.beats)
+        beats_per_bar = entry[1][0].request.beats_per_bar
+        return phrase_from_bars(bars, beats_per_bar, self.length_beats(name, beats_per_bar))

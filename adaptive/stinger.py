@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from adaptive.clock import TempoGrid, seconds_to_frames
-from adaptive.cue import GeneratedStingerSource
+from adaptive.clock import Quantize
+from adaptive.cue import GeneratedStingerSource, ThemeStingerSource
 from adaptive.events import EventKind
 from adaptive.gain import db_to_amplitude
 from adaptive.harmony import Key
@@ -40,17 +41,34 @@ class StingerPlayer:
         self.voices = voices
         self.ahead = ahead
         self.amplitudes = {stinger.name: db_to_amplitude(stinger.gain_db) for stinger in stage.bank.stingers}
+        self.amplitudes.update((name, db_to_amplitude(stinger.gain_db)) for name, (stinger, _) in ahead.stingers.items())
         self.sounding: list[str] = []
 
     def trigger(self, name: str, frame: int) -> None:
         """Play the mapping's stinger ``name`` on its quantize boundary at or after ``frame``."""
-        stage = self.stage
         try:
-            source, quantize, gain_db = stage.mapping.stinger(name)
+            source, quantize, gain_db = self.stage.mapping.stinger(name)
         except KeyError as error:  # the mapping changed since the trigger was accepted
             self.schedule.emit(frame, EventKind.ERROR, message=str(error.args[0]), input="stinger")
             return
-        stinger = stage.bank.stinger(source)
+        self._trigger(name, source, quantize, gain_db, frame, EventKind.STINGER)
+
+    def trigger_theme(self, theme: str, frame: int) -> None:
+        """Play the head of the bank's theme ``theme`` (its stinger ``theme/NAME``,
+        see :func:`adaptive.builder.theme_stinger_name`) on its quantize
+        boundary at or after ``frame``, varied for the emotion then, in the
+        key of the cue playing; a ``theme`` event marks its start."""
+        source = f"theme/{theme}"
+        if source not in self.voices:
+            self.schedule.emit(frame, EventKind.ERROR, message=f"unknown theme {theme!r}", input="theme")
+            return
+        stinger, _ = self.ahead.stingers[source]
+        self._trigger(theme, source, stinger.quantize, stinger.gain_db, frame, EventKind.THEME)
+
+    def _trigger(self, name: str, source: str, quantize: Quantize, gain_db: float, frame: int,
+                 kind: EventKind) -> None:
+        stage = self.stage
+        stinger = self.ahead.stingers[source][0] if source in self.ahead.stingers else stage.bank.stinger(source)
         lead = stage.lead
         if lead is None or lead.grid is None:
             boundary, bpm, beats_per_bar = frame, 120.0, 4
@@ -65,7 +83,7 @@ class StingerPlayer:
         # triggered, as a MIDI stinger is transposed to it.
         current = stage.current
         key_cue = stage.bank.cue(current.name) if current is not None else None
-        generated = isinstance(stinger.source, GeneratedStingerSource) and key_cue is not None
+        generated = isinstance(stinger.source, (GeneratedStingerSource, ThemeStingerSource)) and key_cue is not None
         if generated:
             assert key_cue is not None
             emotion = stage.scene.emotion
@@ -87,9 +105,9 @@ class StingerPlayer:
             if source not in self.sounding:
                 self.sounding.append(source)
             data = {"name": name, "requested_frame": frame}
-            if source != name:
+            if source != name and kind is EventKind.STINGER:
                 data["source"] = source
-            self.schedule.emit(now, EventKind.STINGER, **data)
+            self.schedule.emit(now, kind, **data)
             self.schedule.at(voice.finished_frame + self._tail_check_frames(), lambda: self._park(source, voice))
 
         self.schedule.at(boundary, play)

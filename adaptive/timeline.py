@@ -33,7 +33,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from adaptive.cue import CueBank
 from adaptive.errors import ConfigError, format_problems, problem_lines
 from adaptive.emotion import named_emotion
-from adaptive.scene import SceneUpdate, StingerTrigger, validate_update
+from adaptive.scene import SceneUpdate, StingerTrigger, ThemeTrigger, validate_update
 
 if TYPE_CHECKING:
     from adaptive.mapping import ResolvedMapping
@@ -70,10 +70,11 @@ class TimelineEvent(BaseModel):
     location: Annotated[str, Field(strict=True, max_length=64)] | None = None
     cue: Text | None = None
     stinger: Text | None = None
+    theme: Text | None = None
 
     @model_validator(mode="after")
     def _says_something(self) -> "TimelineEvent":
-        fields = ("emotion", "valence", "arousal", "intensity", "location", "cue", "stinger")
+        fields = ("emotion", "valence", "arousal", "intensity", "location", "cue", "stinger", "theme")
         if all(getattr(self, name) is None for name in fields):
             raise ValueError(f"an event needs at least one of: {', '.join(fields)}")
         if (self.valence is None) != (self.arousal is None):
@@ -105,16 +106,18 @@ class Timeline(BaseModel):
             raise ValueError("; ".join(late))
         return self
 
-    def inputs(self) -> list[tuple[float, SceneUpdate | StingerTrigger]]:
+    def inputs(self) -> list[tuple[float, SceneUpdate | StingerTrigger | ThemeTrigger]]:
         """``(time_seconds, input)`` pairs in time order (ties keep file order;
         a scene update comes before a stinger of the same event)."""
-        items: list[tuple[float, int, SceneUpdate | StingerTrigger]] = []
+        items: list[tuple[float, int, SceneUpdate | StingerTrigger | ThemeTrigger]] = []
         for index, event in enumerate(self.events):
             update = event.scene_update()
             if update is not None:
                 items.append((event.time_seconds, 2 * index, update))
             if event.stinger is not None:
                 items.append((event.time_seconds, 2 * index + 1, StingerTrigger(event.stinger)))
+            if event.theme is not None:
+                items.append((event.time_seconds, 2 * index + 1, ThemeTrigger(event.theme)))
         items.sort(key=lambda item: (item[0], item[1]))
         return [(time, item) for time, _, item in items]
 
@@ -171,6 +174,8 @@ def _validate(path: Path, data: dict, bank: CueBank, mapping: "ResolvedMapping |
                 validate_update(update, bank, mapping.emotion if mapping is not None else named_emotion)
             if event.stinger is not None:
                 (mapping.stinger if mapping is not None else bank.stinger)(event.stinger)
+            if event.theme is not None:
+                bank.theme(event.theme)
         except KeyError as error:
             problems.append(f"{where}: {error.args[0]}")
         except ValueError as error:

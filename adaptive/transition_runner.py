@@ -5,7 +5,7 @@ or generated bars) and brings the incoming cue in on its grid."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from adaptive.clock import SteppedTempoGrid, TempoGrid, beats_to_frames, seconds_to_frames
 from adaptive.cue import BridgeKind, TransitionRule
@@ -17,7 +17,7 @@ from adaptive.schedule import Schedule
 from adaptive.speculation import BridgesAhead
 from adaptive.stage import Stage
 from adaptive.synth import Synth
-from adaptive.voice import GeneratedVoice
+from adaptive.voice import GeneratedVoice, MidiVoice
 
 DECLICK_SECONDS = 0.005
 """A cut (fade of 0 beats) still fades the outgoing cue over 5 ms, so it cannot click."""
@@ -56,6 +56,11 @@ class TransitionRunner:
         self.midi_sink = midi_sink
         self.pending: int | None = None  # schedule id of a transition not yet begun
         self._primed_target: str | None = None  # the cue whose generated bars were asked for early
+        self.quotes: Callable[[str, str, Any], tuple[str, int, Any] | None] | None = None
+        """``quotes(from_cue, to_cue, plan)``: the theme a generated bridge
+        quotes and its notes (:meth:`adaptive.builder.PlayerBuilder.bridge_quotes`), or None."""
+        self.quote_voices: dict[int, MidiVoice] = {}
+        """A voice per General MIDI program that bridges quote themes with (made at set-up)."""
         self.on_transition_begun: Callable[[], None] = lambda: None
         """Called once a transition has begun (the conductor refreshes what it generates ahead)."""
 
@@ -254,4 +259,11 @@ class TransitionRunner:
         player = Player(f"bridge:{old.name}->{new.name}", plan.bar_bpms[-1], plan.beats_per_bar, [layer], 0.0,
                         False, plan.bars)
         player.bar_bpms = plan.bar_bpms
+        quoted = self.quotes(old.name, new.name, plan) if self.quotes is not None else None
+        if quoted is not None and quoted[1] in self.quote_voices:
+            theme, program, notes = quoted
+            quote_voice = self.quote_voices[program]
+            quote_voice.part = notes
+            player.layers.append(LayerPlayer("quote", quote_voice, GainCurve(((0.0, 0.0),)), 0.0))
+            self.schedule.emit(now, EventKind.THEME, name=theme, bridge=player.name)
         return player

@@ -4,7 +4,7 @@ Subcommands:
   render TIMELINE -o out.wav [--midi out.mid] [--events out.json]   offline render
   serve [--config FILE]                                               the real-time server (OSC, ZeroMQ, TCP audio)
   replay RECORDING -o out.wav                                         a served session, rendered again offline
-  bank [--bank FILE]                                                  list a cue bank's cues, layers and stingers
+  bank [--bank FILE]                                                  list a cue bank's cues, layers, stingers and themes
   send [--host H] [--port P] MESSAGE ARGS...                          send one message to a running server
   monitor [--host H] [--port P] [--midi] [--seconds N]                print a running server's callbacks live
   check MAPPING [--bank FILE]                                         check a mapping: every error, then warnings
@@ -180,7 +180,7 @@ def _bank_and_mapping(bank_path: Path | None, mapping_path: Path | None, default
     return bank, load_mapping(mapping_path, bank)
 
 
-SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger", "mapping_set",
+SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger", "play_theme", "mapping_set",
                  "mapping_get")
 """Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, and live mapping tuning)."""
 
@@ -313,6 +313,10 @@ def _bank(args: argparse.Namespace) -> int:
             print(f"    layer {layer.name}: {layer.source.kind}, {entry_text}")
     for stinger in bank.stingers:
         print(f"  stinger {stinger.name}: {stinger.quantize.value}")
+    for name, theme in bank.themes.items():
+        chords = theme.chords if isinstance(theme.chords, str) else " | ".join(theme.chords)
+        print(f"  theme {name}: {theme.key}, {theme.meter.beats_per_bar}/{theme.meter.beat_unit}, {theme.file} "
+              f"(melody {theme.melody!r}, chords {chords!r}), {theme.quantize.value}")
     for rule in bank.transitions:
         print(f"  transition {rule.from_cue} -> {rule.to_cue}: {rule.exit.value}, fade {rule.fade_beats:g} beats, "
               f"bridge {rule.bridge.kind.value}")

@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 
 from adaptive.cue import CueBank
 from adaptive.events import EventKind
-from adaptive.scene import SceneUpdate, StingerTrigger, validate_update
+from adaptive.scene import SceneUpdate, StingerTrigger, ThemeTrigger, validate_update
 from adaptive.synth import PERCUSSION_CHANNEL
 from bridge.protocol import (ERROR_MESSAGE_CHARS, MAPPING_PATH_CHARS, MAX_STRING_CHARS, MESSAGES, PROTOCOL_VERSION,
                              Decoded, Direction, ProtocolError)
@@ -43,7 +43,7 @@ def split_seconds(seconds: float) -> tuple[int, int]:
     return whole, min(999_999, int(round((seconds - whole) * 1_000_000)))
 
 
-def to_input(decoded: Decoded, bank: CueBank, mapping: Any = None) -> SceneUpdate | StingerTrigger:
+def to_input(decoded: Decoded, bank: CueBank, mapping: Any = None) -> SceneUpdate | StingerTrigger | ThemeTrigger:
     """The engine input for a scene or stinger message, its names checked
     against ``mapping`` (a :class:`adaptive.mapping.ResolvedMapping`: its
     emotions and stinger names) or, without one, the bank and built-in emotions.
@@ -54,6 +54,12 @@ def to_input(decoded: Decoded, bank: CueBank, mapping: Any = None) -> SceneUpdat
             for values the engine refuses.
     """
     name, values = decoded.message.name, decoded.values
+    if name == "play_theme":
+        try:
+            bank.theme(values["theme"])
+        except KeyError as error:
+            raise ProtocolError("unknown_name", str(error.args[0])) from None
+        return ThemeTrigger(values["theme"])
     if name == "stinger":
         try:
             (mapping.stinger if mapping is not None else bank.stinger)(values["stinger"])
@@ -105,6 +111,7 @@ EVENT_MESSAGES: dict[EventKind, tuple[str, bool, Callable[[EventKind, dict[str, 
     EventKind.TRANSITION_END: ("transition", True, lambda kind, d: {
         "phase": "end", "from_cue": _name(d["cue"]), "to_cue": _name(d["to"])}),
     EventKind.STINGER: ("stinger_played", True, lambda kind, d: {"stinger": d["name"]}),
+    EventKind.THEME: ("theme", True, lambda kind, d: {"theme": d["name"]}),
     EventKind.MAPPING: ("mapping_changed", True, lambda kind, d: {"source": _path(d["source"])}),
     EventKind.MAPPING_ERROR: ("mapping_error", False, lambda kind, d: {"path": _path(d["path"]),
                                                                        "message": d["message"]}),
@@ -248,7 +255,7 @@ class Dispatcher:
         self.counters = counters if counters is not None else collections.Counter()
         by_kind = {"hello": self._hello, "ping": self._ping, "subscribe": self._subscribe,
                    "unsubscribe": self._subscribe, "mapping_set": self._mapping, "mapping_get": self._mapping,
-                   "mapping_export": self._mapping, "stinger": self._input, **dict.fromkeys(SCENE_INPUTS, self._input)}
+                   "mapping_export": self._mapping, "stinger": self._input, "play_theme": self._input, **dict.fromkeys(SCENE_INPUTS, self._input)}
         self.handlers: dict[str, Callable[[Decoded, Peer, float], list[Reply]]] = {
             message.name: by_kind[message.name] for message in MESSAGES if message.direction is Direction.TO_SERVER}
         """Every message a client may send (the protocol table's ``TO_SERVER``

@@ -152,6 +152,10 @@ MESSAGES: tuple[Message, ...] = (
     Message("stinger", "/adaptive/stinger", Direction.TO_SERVER, (
         Arg("stinger", ArgType.STRING, _NAME),
     ), "Play a stinger at its quantized boundary."),
+    Message("play_theme", "/adaptive/play_theme", Direction.TO_SERVER, (
+        Arg("theme", ArgType.STRING, _NAME),
+    ), "Play a theme of the bank now: its head motif, varied for the current emotion, in the playing key, "
+       "quantized like a stinger (its [themes.NAME] quantize); the theme callback marks its start."),
     Message("subscribe", "/adaptive/subscribe", Direction.TO_SERVER, (
         Arg("stream", ArgType.STRING, "what to receive at reply_port ('audio' sends nothing over OSC: audio "
             "comes over the TCP stream of welcome's audio_tcp_port or ZeroMQ PUB)", choices=STREAMS),
@@ -221,6 +225,10 @@ MESSAGES: tuple[Message, ...] = (
         *_time_args(),
         Arg("stinger", ArgType.STRING, "the stinger"),
     ), "A stinger starts."),
+    Message("theme", "/adaptive/theme", Direction.TO_CLIENT, (
+        *_time_args(),
+        Arg("theme", ArgType.STRING, "the theme"),
+    ), "A theme starts (asked for with play_theme)."),
     Message("midi", "/adaptive/midi", Direction.TO_CLIENT, (
         *_time_args(),
         Arg("status", ArgType.INT, "MIDI status byte (0x80 note off, 0x90 note on, 0xB0 control change, "

@@ -114,7 +114,8 @@ def test_bank_has_stingers_segment_and_transitions(bank: CueBank) -> None:
 def test_composer_reproduces_committed_files(tmp_path: Path) -> None:
     written = _composer().main(tmp_path)
     names = sorted(path.name for path in written)
-    assert names == sorted(path.name for path in BANK_DIR.glob("*.mid"))
+    themes = {"hero.mid"}  # written by tools/theme_from_corpus.py (tests/adaptive/test_theme.py)
+    assert names == sorted(path.name for path in BANK_DIR.glob("*.mid") if path.name not in themes)
     for name in names:
         assert (tmp_path / name).read_bytes() == (BANK_DIR / name).read_bytes(), (
             f"{name} differs from tools/compose_default_bank.py's output: rerun the script"

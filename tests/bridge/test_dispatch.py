@@ -103,3 +103,17 @@ def test_a_bug_in_an_osc_handler_is_answered_counted_and_logged_once(bank, caplo
         server.close()
     assert server.counters["internal_errors"] == 20
     assert len([r for r in caplog.records if "internal error" in r.getMessage()]) == 1
+
+
+def test_play_theme_asks_for_a_bank_theme_and_its_start_is_called_back(bank):
+    from adaptive.scene import ThemeTrigger
+
+    submitted = []
+    dispatcher = Dispatcher(bank, submitted.append, lambda: 0.0, 48_000, {})
+    assert dispatcher.dispatch(decoded("play_theme", "hero"), RecordingPeer()) == []
+    assert submitted == [ThemeTrigger("hero")]
+    with pytest.raises(ProtocolError, match="unknown theme 'villain' \\(allowed: hero\\)"):
+        dispatcher.dispatch(decoded("play_theme", "villain"), RecordingPeer())
+    events = [MusicEvent(96_000, EventKind.THEME, {"name": "hero", "requested_frame": 90_000})]
+    assert event_messages(events, 48_000) == [("theme", {"frame": 96_000, "time_s": 2, "time_us": 0,
+                                                         "theme": "hero"})]
