@@ -77,7 +77,7 @@ class Server:
         # Only a file the user named is watched: the embedded default is package data.
         self.mapping = MappingControl(self.bank, mapping, self.realtime.submit,
                                       path=settings.mapping.resolve() if settings.mapping is not None else None,
-                                      report_error=self._report_mapping_error)
+                                      report_error=self._report_mapping_error, bank_path=settings.bank)
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
         self.midi_recorder = MidiFileRecorder() if settings.midi_file is not None else None

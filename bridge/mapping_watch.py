@@ -84,12 +84,16 @@ class MappingControl:
         report_error: called with ``(path, message)`` when a reloaded file is
             invalid, to tell every client (thread-safe, must not block).
         poll_seconds: how often the file is looked at.
+        bank_path: the session's cue bank file; :meth:`export_text` names it
+            by this absolute path, so an exported mapping works from any folder
+            (None: the text's own ``bank`` is kept).
     """
 
     def __init__(self, bank: CueBank, initial: ResolvedMapping, submit: Callable[[MappingChange], None],
                  path: Path | None = None, report_error: Callable[[str, str], None] | None = None,
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS, bank_path: Path | None = None) -> None:
         self.bank = bank
+        self.bank_path = bank_path.resolve() if bank_path is not None else None
         self.path = path
         self.submit = submit
         self.report_error = report_error or (lambda path, message: None)
@@ -240,8 +244,18 @@ class MappingControl:
         return text
 
     def export_text(self) -> str:
-        """The live mapping as TOML (the designer's file with the live changes)."""
-        return self.current.text
+        """The live mapping as TOML (the designer's file with the live changes),
+        its ``bank`` the absolute path of the bank this session plays (when
+        known): the file's own ``bank`` is relative to the file's folder, which
+        the exported copy does not share."""
+        text = self.current.text
+        if self.bank_path is None:
+            return text
+        import tomlkit
+
+        entry = tomlkit.string(str(self.bank_path))
+        entry.comment("absolute: the bank the server played when this was exported")
+        return set_value_text(text, "bank", entry)
 
     def export_parts(self) -> list[str]:
         """:meth:`export_text` cut into ``mapping_text`` parts."""
