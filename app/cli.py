@@ -125,6 +125,9 @@ def _serve_parser(commands) -> None:
     serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
     serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
                                                     "the next bar; default: the embedded bank's mapping)")
+    serve.add_argument("--start", choices=("at_once", "wait"),
+                       help="at_once (default): play the mapping's starting scene ([start]) from the first frame, "
+                            "with beat/bar callbacks; wait: silent until the first scene message")
 
 
 def _plot_parser(commands) -> None:
