@@ -142,15 +142,13 @@ class Server:
             self.audio_zmq.publish(block.sequence, block.first_frame, block.audio, self.settings.sample_rate_hz)
 
     def endpoints(self) -> list[str]:
-        """One line per endpoint, as printed at start."""
-        host = self.settings.host
-        return [
-            f"osc      udp://{host}:{self.osc.port}  (control in, callbacks out; see docs/protocol.md)",
-            f"audio    tcp://{host}:{self.audio_tcp.port}  (PCM blocks, int16, {self.settings.sample_rate_hz} Hz)",
-            f"audio    {self.audio_zmq.endpoint}  (ZeroMQ PUB, topic 'audio')",
-            f"control  {self.zmq.control_endpoint}  (ZeroMQ ROUTER, JSON messages; see docs/protocol.md)",
-            f"events   {self.zmq.events_endpoint}  (ZeroMQ PUB, JSON callbacks, topics 'events' and 'midi')",
-        ] + ([f"midi     virtual port {self.virtual_midi.name!r}"] if self.virtual_midi is not None else [])
+        """One line per endpoint, as printed at start (the ports actually bound)."""
+        bound = self.settings.model_copy(update={
+            "osc_port": self.osc.port, "audio_tcp_port": self.audio_tcp.port,
+            "zmq_audio_port": _port_of(self.audio_zmq.endpoint), "zmq_control_port": _port_of(self.zmq.control_endpoint),
+            "zmq_events_port": _port_of(self.zmq.events_endpoint)})
+        return endpoint_lines(bound) + ([f"midi     virtual port {self.virtual_midi.name!r}"]
+                                        if self.virtual_midi is not None else [])
 
     def describe(self) -> list[str]:
         """What this server plays, one line each, as printed at start: the
@@ -236,6 +234,25 @@ class Server:
             except Exception:  # closing must go on for the others
                 log.exception("error while closing")
         self._closers.clear()
+
+
+def endpoint_lines(settings: ServerSettings) -> list[str]:
+    """The endpoint lines ``adaptive serve`` prints for ``settings`` (its
+    ports as given; README.md shows them for the defaults, checked by
+    tests/test_docs_match_code.py)."""
+    host = settings.host
+    return [
+        f"osc      udp://{host}:{settings.osc_port}  (control in, callbacks out; see docs/protocol.md)",
+        f"audio    tcp://{host}:{settings.audio_tcp_port}  (PCM blocks, int16, {settings.sample_rate_hz} Hz)",
+        f"audio    tcp://{host}:{settings.zmq_audio_port}  (ZeroMQ PUB, topic 'audio')",
+        f"control  tcp://{host}:{settings.zmq_control_port}  (ZeroMQ ROUTER, JSON messages; see docs/protocol.md)",
+        f"events   tcp://{host}:{settings.zmq_events_port}  (ZeroMQ PUB, JSON callbacks, topics 'events' and 'midi')",
+    ]
+
+
+def _port_of(endpoint: str) -> int:
+    """The port of a ZeroMQ endpoint ``tcp://host:port``."""
+    return int(endpoint.rsplit(":", 1)[1])
 
 
 def _bind(what: str, port: int, make):
