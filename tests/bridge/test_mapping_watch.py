@@ -178,13 +178,15 @@ def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path)
     every client, and the recording replays both as served."""
     from adaptive.recording import replay
     from app.server import Server, ServerSettings
+    from app.settings import StartMode
 
     bank = tone_bank()
     path = tmp_path / "mapping.toml"
     write(path, QUIET, 0)
     settings = ServerSettings(bank=bank.folder / "bank.toml", mapping=path, osc_port=0, audio_tcp_port=0,
                               zmq_audio_port=0, zmq_control_port=0, zmq_events_port=0, lookahead_ms=60.0,
-                              record=tmp_path / "session.jsonl")
+                              record=tmp_path / "session.jsonl",
+                              start=StartMode.WAIT)  # the client's first scene starts the cue: its downbeat is known
     server = Server(settings)
     server.mapping.poll_seconds = 0.05
     server.start()
