@@ -125,6 +125,9 @@ def _serve_parser(commands) -> None:
     serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
     serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
                                                     "the next bar; default: the embedded bank's mapping)")
+    serve.add_argument("--start", choices=("at_once", "wait"),
+                       help="at_once (default): play the mapping's starting scene ([start]) from the first frame, "
+                            "with beat/bar callbacks; wait: silent until the first scene message")
 
 
 def _plot_parser(commands) -> None:
@@ -190,11 +193,14 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=9000, help="the server's OSC UDP port (default 9000)")
 
 
-def _check_writable(path: Path) -> None:
-    """Refuse, before any work, an output path that cannot be written.
+def _prepare_output(path: Path) -> None:
+    """Make ready, before any work, the path a command writes: its folder is
+    created if missing (and the command says so on stderr, ``adaptive:
+    created the folder ...``), and a path that cannot be written is refused.
 
     Raises:
-        AdaptiveError: the path is a folder, or its folder is missing or read-only.
+        AdaptiveError: the path is a folder, its folder cannot be created
+            (a file is in the way, permission denied), or it is read-only.
     """
     import os
 
@@ -202,7 +208,11 @@ def _check_writable(path: Path) -> None:
         raise AdaptiveError(f"{path}: is a folder; give a file name for the output")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise AdaptiveError(f"{path}: the folder {folder} does not exist")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise AdaptiveError(f"{path}: cannot create the folder {folder} ({error.strerror or error})") from None
+        print(f"adaptive: created the folder {folder}", file=sys.stderr)
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise AdaptiveError(f"{path}: not writable (permission denied)")
 
@@ -230,7 +240,7 @@ def _render(args: argparse.Namespace) -> int:
     timeline = load_timeline(args.timeline, bank, mapping)
     for path in (args.output, args.midi, args.events):
         if path is not None:
-            _check_writable(path)
+            _prepare_output(path)
     total = seconds_to_frames(timeline.duration_seconds, args.sample_rate)
     with tqdm(total=total, unit="frame", unit_scale=True, disable=args.no_progress or None,
               desc="rendering", file=sys.stderr, leave=False) as bar:
@@ -282,13 +292,17 @@ def _serve_settings(args: argparse.Namespace):
 def _serve(args: argparse.Namespace) -> int:
     from app.server import serve
 
-    return serve(_serve_settings(args))
+    settings = _serve_settings(args)
+    for path in (settings.record, settings.midi_file):
+        if path is not None:
+            _prepare_output(path)
+    return serve(settings)
 
 
 def _replay(args: argparse.Namespace) -> int:
     from adaptive.recording import replay
 
-    _check_writable(args.output)
+    _prepare_output(args.output)
     notes: list[str] = []
     audio = replay(args.recording, args.output, notes=notes)
     for note in notes:
@@ -467,7 +481,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _mapping(args: argparse.Namespace) -> int:
-    _check_writable(args.output)
+    _prepare_output(args.output)
     client = _connect(args, "adaptive mapping export")
     try:
         text = client.export_mapping()
@@ -484,7 +498,7 @@ def _mapping(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from app import plot
 
-    _check_writable(args.output)
+    _prepare_output(args.output)
     if args.plot_command == "mapping":
         _, mapping = _bank_and_mapping(args.bank, args.mapping)
         plot.plot_mapping(mapping, args.output)

@@ -52,3 +52,15 @@ def register_generators() -> None:
     """Register the model generator as the default (idempotent)."""
     register_generator(DEFAULT_GENERATOR, load_model_generator, default=True)
 
+
+
+def describe_generator(name: str) -> str:
+    """``name`` as ``adaptive serve`` names it at start: the model generator
+    with its checkpoint file (``model (…/models/generator.pt)``), any other by its name."""
+    if name != DEFAULT_GENERATOR:
+        return name
+    try:
+        from models.checkpoint import DEFAULT_CHECKPOINT
+    except ImportError:
+        return name
+    return f"{name} ({DEFAULT_CHECKPOINT})"

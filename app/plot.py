@@ -85,11 +85,9 @@ def plot_mapping(resolved: ResolvedMapping, output: Path | str, title: str | Non
         points = [area.point for area in resolved.areas(location) if area.region is None]
         for n, (name, point) in enumerate(emotions):
             ax.plot(point.valence, point.arousal, "o", markersize=3.5, color="black", zorder=5)
-            # The label goes left of the dot when a cue's marker sits just right of it.
-            blocked = any(0.0 < p[0] - point.valence < 0.35 and abs(p[1] - point.arousal) < 0.1 for p in points)
-            ax.annotate(name, (point.valence, point.arousal), xytext=(-4 if blocked else 4, -9 if n % 2 else 3),
-                        textcoords="offset points", fontsize=7, color="#333333", ha="right" if blocked else "left",
-                        zorder=5)
+            x_pt, y_pt, align = _emotion_label_offset(point.valence, point.arousal, len(name), n, points)
+            ax.annotate(name, (point.valence, point.arousal), xytext=(x_pt, y_pt), textcoords="offset points",
+                        fontsize=7, color="#333333", ha=align, zorder=5)
         label = location or "(every location)"
         if location and location == mapping.default_location:
             label += " (default)"
@@ -115,6 +113,76 @@ def plot_mapping(resolved: ResolvedMapping, output: Path | str, title: str | Non
     _save(figure, output)
 
 
+EMOTION_LABEL_CHAR_WIDTH = 0.045
+"""Width of one character of an emotion's label on the plane (fontsize 7 on a
+5.6-inch panel spanning 2.1 units: about 4 points, 0.045 units): enough to
+tell whether a label runs over a cue's marker or off the plane."""
+
+CUE_MARKER_RADIUS = 0.07
+"""Radius of a cue point's marker (markersize 12 points) on the plane, in valence/arousal units."""
+
+
+def _emotion_label_offset(valence: float, arousal: float, characters: int, n: int,
+                          markers: list[tuple[float, float]]) -> tuple[float, float, str]:
+    """Where an emotion's label goes: ``(x offset, y offset)`` in points and
+    the horizontal alignment. Right of the dot unless it would run off the
+    plane or over a cue's marker, then left; clear of a marker on the dot
+    itself (e.g. "triumphant" on the triumph cue's point); below or above the
+    dot alternately so neighbours' labels do not touch."""
+    width = characters * EMOTION_LABEL_CHAR_WIDTH
+    dy_pt = -9 if n % 2 else 3
+
+    def runs_over(low: float, high: float) -> bool:
+        y_low = arousal + (dy_pt - 1) / 60 - CUE_MARKER_RADIUS  # 60 points per unit, roughly
+        y_high = arousal + (dy_pt + 8) / 60 + CUE_MARKER_RADIUS
+        return any(low - CUE_MARKER_RADIUS < v < high + CUE_MARKER_RADIUS and y_low < a < y_high for v, a in markers)
+
+    on_marker = any(math.hypot(v - valence, a - arousal) < CUE_MARKER_RADIUS for v, a in markers)
+    gap = 9.0 if on_marker else 4.0
+    gap_units = gap / 60 + (CUE_MARKER_RADIUS if on_marker else 0.0)
+    right = (valence + gap_units, valence + gap_units + width)
+    left = (valence - gap_units - width, valence - gap_units)
+    right_ok = right[1] <= 1.04 and not runs_over(*right)
+    left_ok = left[0] >= -1.04 and not runs_over(*left)
+    if right_ok or not left_ok:
+        return gap, dy_pt, "left"
+    return -gap, dy_pt, "right"
+
+
+ARROW_RAD = 0.18
+"""Curvature of a transition arrow (matplotlib ``arc3``: the control point sits
+``rad`` times the chord's length to the right of its middle), so the arrows
+of a -> b and b -> a do not lie on each other."""
+
+LOOP_RAD = -1.6
+"""Curvature of the loop of a rule from a node to itself (``* → *``): it
+bulges 0.16 units to the right of the node."""
+
+ARROWHEAD_CENTER_UNITS = 0.2
+"""Distance from a node's centre to the middle of an arrowhead ending on it,
+on the graph's plane (the node's radius, 11 points, plus half the head's
+length; about 110 points per unit at this figure size)."""
+
+LABEL_CLEARANCE_UNITS = 0.15
+"""How far a rule's number stays from any arrowhead's middle."""
+
+NODE_CLEARANCE_UNITS = 0.17
+"""How far a rule's number stays from any node's centre."""
+
+
+def _bezier(start: tuple[float, float], control: tuple[float, float], end: tuple[float, float],
+            t: float) -> tuple[float, float]:
+    """The point at ``t`` (0..1) of the quadratic Bézier curve ``start``, ``control``, ``end`` (an ``arc3`` arrow)."""
+    return ((1 - t) ** 2 * start[0] + 2 * (1 - t) * t * control[0] + t**2 * end[0],
+            (1 - t) ** 2 * start[1] + 2 * (1 - t) * t * control[1] + t**2 * end[1])
+
+
+def _toward(point: tuple[float, float], target: tuple[float, float], distance: float) -> tuple[float, float]:
+    """``point`` moved ``distance`` toward ``target`` (where an arrow ending at ``point`` has its head)."""
+    length = math.dist(point, target) or 1.0
+    return (point[0] + (target[0] - point[0]) * distance / length, point[1] + (target[1] - point[1]) * distance / length)
+
+
 def _transition_graph(ax, resolved: ResolvedMapping, colors: dict[str, Any]) -> list[str]:
     """The transition table as numbered arrows between the cues' bank points
     ("*" off the plane); returns the numbered rules as lines of text."""
@@ -127,11 +195,12 @@ def _transition_graph(ax, resolved: ResolvedMapping, colors: dict[str, Any]) -> 
     for name, (v, a) in positions.items():
         ax.plot(v, a, "o", markersize=22, color=colors[name], alpha=0.8, markeredgecolor="black", zorder=3)
         ax.annotate(name, (v, a), xytext=(0, -22), textcoords="offset points", ha="center", fontsize=9,
-                    weight="bold")
+                    weight="bold", zorder=4, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.75))
     ax.plot(*wildcard, "s", markersize=20, color="white", markeredgecolor="black", zorder=3)
     ax.text(*wildcard, WILDCARD, ha="center", va="center", fontsize=14, zorder=4)
-    ax.annotate("any cue", wildcard, xytext=(0, -20), textcoords="offset points", ha="center", fontsize=8)
+    ax.annotate("any cue", wildcard, xytext=(0, 14), textcoords="offset points", ha="center", fontsize=8)
     lines = []
+    arrows: list[tuple[int, tuple[float, float], tuple[float, float], tuple[float, float]]] = []
     for number, rule in enumerate(rules, start=1):
         bridge = rule.bridge.kind.value
         if bridge == "segment":
@@ -144,18 +213,32 @@ def _transition_graph(ax, resolved: ResolvedMapping, colors: dict[str, Any]) -> 
                      f"{bridge}")
         start = positions.get(rule.from_cue, wildcard)
         end = positions.get(rule.to_cue, wildcard)
-        if start == end:  # (*, *) or a loop: a mark next to the node
-            ax.annotate(str(number), start, xytext=(16, 12), textcoords="offset points", fontsize=8,
-                        bbox=dict(boxstyle="circle,pad=0.2", fc="white", ec="black"))
+        if start == end:  # (*, *), or a cue to itself: a loop arrow out of the node and back into it
+            x, y = start
+            loop_start, loop_end = (x + 0.11, y + 0.1), (x + 0.11, y - 0.1)
+            ax.add_patch(FancyArrowPatch(loop_start, loop_end, arrowstyle="-|>", mutation_scale=12, lw=1.3,
+                                         connectionstyle=f"arc3,rad={LOOP_RAD}", shrinkA=0, shrinkB=0,
+                                         color="#444444", zorder=2))
+            control = (x + 0.11 + LOOP_RAD * -0.2, y)  # arc3: rad times (dy, -dx) from the chord's middle
+            ax.text(*_bezier(loop_start, control, loop_end, 0.5), str(number), fontsize=8, ha="center",
+                    va="center", zorder=5, bbox=dict(boxstyle="circle,pad=0.2", fc="white", ec="black"))
             continue
-        arrow = FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, lw=1.3,
-                                connectionstyle="arc3,rad=0.18", shrinkA=14, shrinkB=14, color="#444444", zorder=2)
-        ax.add_patch(arrow)
-        # The label sits on the curve's midpoint (the arc bulges to the right of the chord).
-        mid = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, lw=1.3,
+                                     connectionstyle=f"arc3,rad={ARROW_RAD}", shrinkA=14, shrinkB=14,
+                                     color="#444444", zorder=2))
         dx, dy = end[0] - start[0], end[1] - start[1]
-        label = (mid[0] + 0.09 * dy, mid[1] - 0.09 * dx)
-        ax.text(*label, str(number), fontsize=8, ha="center", va="center", zorder=5,
+        control = ((start[0] + end[0]) / 2 + ARROW_RAD * dy, (start[1] + end[1]) / 2 - ARROW_RAD * dx)
+        arrows.append((number, start, control, end))
+    # Labels sit on their arrow's curve, at the first place (middle first) clear
+    # of every arrowhead and every node, so none hides an arrowhead.
+    heads = [_toward(end, control, ARROWHEAD_CENTER_UNITS) for _, _, control, end in arrows]
+    nodes = list(positions.values()) + [wildcard]
+    for number, start, control, end in arrows:
+        candidates = [_bezier(start, control, end, t) for t in (0.5, 0.4, 0.6, 0.3, 0.7, 0.25)]
+        clear = [p for p in candidates
+                 if all(math.dist(p, head) > LABEL_CLEARANCE_UNITS for head in heads)
+                 and all(math.dist(p, node) > NODE_CLEARANCE_UNITS for node in nodes)]
+        ax.text(*(clear or candidates)[0], str(number), fontsize=8, ha="center", va="center", zorder=5,
                 bbox=dict(boxstyle="circle,pad=0.2", fc="white", ec="black"))
     ax.set_xlim(-1.6, 1.2)
     ax.set_ylim(-1.1, 1.5)
@@ -296,10 +379,18 @@ def _draw_cues(ax_cue, events: list[dict[str, Any]], changes: list[dict[str, Any
     ax_cue.set_ylabel("cue")
     from matplotlib.patches import Patch
 
-    ax_cue.legend(handles=[Patch(color="black", alpha=0.6, label="transition (start → end)"),
-                           plt.Line2D([], [], color="tab:pink", label="stinger"),
-                           plt.Line2D([], [], color="black", ls=":", label="mapping change")],
-                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    # Every block's colour in the legend (a bridge or a short segment is too narrow for its name).
+    in_lane: dict[str, Any] = {}
+    for change in changes:
+        name = change["cue"]
+        label = "generated bridge" if name.startswith("bridge:") else name
+        in_lane.setdefault(label, colors.get(name, "lightgrey"))
+    handles = [Patch(facecolor=color, edgecolor="black", lw=0.5, label=label) for label, color in in_lane.items()]
+    handles += [Patch(color="black", alpha=0.6, label="transition (start → end)"),
+                plt.Line2D([], [], color="tab:pink", label="stinger"),
+                plt.Line2D([], [], color="black", ls=":", label="mapping change")]
+    ax_cue.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.05), fontsize=7.5, frameon=False,
+                  ncol=2 if len(handles) > 6 else 1, columnspacing=0.8, handlelength=1.4, labelspacing=0.3)
 
 
 def _draw_gains(ax_gain, events: list[dict[str, Any]], changes: list[dict[str, Any]], end: float, seconds,

@@ -21,9 +21,10 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from app.generators import register_generators
-from app.settings import ServerSettings
+from app.settings import ServerSettings, StartMode
 from bridge.audio import encode_block
 
 log = logging.getLogger("adaptive.server")
@@ -77,7 +78,7 @@ class Server:
         # Only a file the user named is watched: the embedded default is package data.
         self.mapping = MappingControl(self.bank, mapping, self.realtime.submit,
                                       path=settings.mapping.resolve() if settings.mapping is not None else None,
-                                      report_error=self._report_mapping_error)
+                                      report_error=self._report_mapping_error, bank_path=settings.bank)
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
         self.midi_recorder = MidiFileRecorder() if settings.midi_file is not None else None
@@ -141,15 +142,52 @@ class Server:
             self.audio_zmq.publish(block.sequence, block.first_frame, block.audio, self.settings.sample_rate_hz)
 
     def endpoints(self) -> list[str]:
-        """One line per endpoint, as printed at start."""
-        host = self.settings.host
-        return [
-            f"osc      udp://{host}:{self.osc.port}  (control in, callbacks out; see docs/protocol.md)",
-            f"audio    tcp://{host}:{self.audio_tcp.port}  (PCM blocks, int16, {self.settings.sample_rate_hz} Hz)",
-            f"audio    {self.audio_zmq.endpoint}  (ZeroMQ PUB, topic 'audio')",
-            f"control  {self.zmq.control_endpoint}  (ZeroMQ ROUTER, JSON messages; see docs/protocol.md)",
-            f"events   {self.zmq.events_endpoint}  (ZeroMQ PUB, JSON callbacks, topics 'events' and 'midi')",
-        ] + ([f"midi     virtual port {self.virtual_midi.name!r}"] if self.virtual_midi is not None else [])
+        """One line per endpoint, as printed at start (the ports actually bound)."""
+        bound = self.settings.model_copy(update={
+            "osc_port": self.osc.port, "audio_tcp_port": self.audio_tcp.port,
+            "zmq_audio_port": _port_of(self.audio_zmq.endpoint), "zmq_control_port": _port_of(self.zmq.control_endpoint),
+            "zmq_events_port": _port_of(self.zmq.events_endpoint)})
+        return endpoint_lines(bound) + ([f"midi     virtual port {self.virtual_midi.name!r}"]
+                                        if self.virtual_midi is not None else [])
+
+    def describe(self) -> list[str]:
+        """What this server plays, one line each, as printed at start: the
+        mapping, the bank, the SoundFont, the generator and when the music starts."""
+        from adaptive.cue import DEFAULT_BANK
+        from adaptive.mapping import DEFAULT_MAPPING
+        from app.generators import describe_generator
+
+        mapping = self.mapping.current
+        if mapping.source == "<bank>":
+            mapping_text = "the bank's own (no mapping file; --mapping FILE to give one)"
+        elif Path(mapping.source).resolve() == DEFAULT_MAPPING.resolve():
+            mapping_text = f"{mapping.source} (the embedded default; --mapping FILE for yours)"
+        else:
+            mapping_text = f"{mapping.source} (watched: a saved edit plays from the next bar)"
+        bank_path = self.settings.bank.resolve()
+        embedded = " (the embedded default)" if bank_path == DEFAULT_BANK.resolve() else ""
+        lines = [f"mapping   {mapping_text}",
+                 f"bank      {bank_path}{embedded}: {len(self.bank.cues)} cues, {len(self.bank.stingers)} stingers",
+                 f"soundfont {self.session.soundfont}",
+                 f"generator {describe_generator(self.session.generator_name)}"]
+        if self.settings.start is StartMode.AT_ONCE:
+            scene = mapping.start_scene()
+            lines.append(f"start     at once: {scene.emotion}, intensity {scene.intensity:g}"
+                         + (f", location {scene.location!r}" if scene.location else "")
+                         + " (the mapping's [start]; --start wait to wait for the game)")
+        else:
+            lines.append("start     silent until the first scene message (--start wait)")
+        return lines
+
+    def mapping_warnings(self) -> str:
+        """The mapping's warnings as ``adaptive check`` prints them (one per
+        line, ``FILE:LINE: warning: KEY: message``), or nothing."""
+        from adaptive.mapping import check_text, format_report
+
+        mapping = self.mapping.current
+        if not mapping.text:
+            return ""
+        return format_report(mapping.source, check_text(mapping.text, self.bank, mapping.source))
 
     def start(self) -> None:
         """Start rendering and listening.
@@ -169,6 +207,9 @@ class Server:
         # 8 ms against a busy thread, 1 ms makes it 0.7-1.6 ms (docs/benchmarks.md).
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self.gc_monitor.install()
+        if self.settings.start is StartMode.AT_ONCE:
+            # Stamped at frame 0 by the render thread like any input (and recorded: a replay plays it too).
+            self.realtime.submit(self.mapping.current.start_scene())
         self.realtime.start()
         self.osc.start()
         self.zmq.start()
@@ -193,6 +234,25 @@ class Server:
             except Exception:  # closing must go on for the others
                 log.exception("error while closing")
         self._closers.clear()
+
+
+def endpoint_lines(settings: ServerSettings) -> list[str]:
+    """The endpoint lines ``adaptive serve`` prints for ``settings`` (its
+    ports as given; README.md shows them for the defaults, checked by
+    tests/test_docs_match_code.py)."""
+    host = settings.host
+    return [
+        f"osc      udp://{host}:{settings.osc_port}  (control in, callbacks out; see docs/protocol.md)",
+        f"audio    tcp://{host}:{settings.audio_tcp_port}  (PCM blocks, int16, {settings.sample_rate_hz} Hz)",
+        f"audio    tcp://{host}:{settings.zmq_audio_port}  (ZeroMQ PUB, topic 'audio')",
+        f"control  tcp://{host}:{settings.zmq_control_port}  (ZeroMQ ROUTER, JSON messages; see docs/protocol.md)",
+        f"events   tcp://{host}:{settings.zmq_events_port}  (ZeroMQ PUB, JSON callbacks, topics 'events' and 'midi')",
+    ]
+
+
+def _port_of(endpoint: str) -> int:
+    """The port of a ZeroMQ endpoint ``tcp://host:port``."""
+    return int(endpoint.rsplit(":", 1)[1])
 
 
 def _bind(what: str, port: int, make):
@@ -242,8 +302,11 @@ def serve(settings: ServerSettings) -> int:
     print(f"adaptive: serving session {server.session_id} on bank {server.bank.name!r} "
           f"({settings.sample_rate_hz} Hz, blocks of {settings.block_frames} frames, "
           f"lookahead {settings.lookahead_ms:g} ms)", flush=True)
-    for line in server.endpoints():
+    for line in server.describe() + server.endpoints():
         print(line, flush=True)
+    warnings = server.mapping_warnings()
+    if warnings:
+        print(warnings, file=sys.stderr, flush=True)
     priority_checked = False
     try:
         while not stop.wait(0.5):

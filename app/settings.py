@@ -4,6 +4,7 @@ code (``Server(ServerSettings(...))`` gets the same checks)."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +47,16 @@ Port = Annotated[int, _within(0, 65535)]
 """A TCP or UDP port; 0: any free one."""
 
 
+class StartMode(str, Enum):
+    """When a server's music starts (``--start``)."""
+
+    AT_ONCE = "at_once"
+    """From the first frame, playing the mapping's starting scene (``[start]``,
+    docs/mapping.md): music and beat/bar callbacks before any game connects."""
+    WAIT = "wait"
+    """Silent, with no callbacks, until the first scene message."""
+
+
 class ServerSettings(BaseModel):
     """What ``adaptive serve`` runs with. Frozen; every value is checked when
     it is made, with the allowed range in the message.
@@ -85,6 +96,9 @@ class ServerSettings(BaseModel):
         mapping: the sound designer's mapping file, watched and reloaded while
             serving (None: the embedded default mapping with the embedded bank,
             else the bank's own).
+        start: when the music starts (:class:`StartMode`): ``at_once`` (the
+            default) plays the mapping's starting scene from the first frame;
+            ``wait`` stays silent until the first scene message.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -107,6 +121,7 @@ class ServerSettings(BaseModel):
     seed: Annotated[int, _within(0, 2**32 - 1)] = 0
     generator: Annotated[str, AfterValidator(_registered_generator)] = DEFAULT_GENERATOR
     mapping: Path | None = None
+    start: StartMode = StartMode.AT_ONCE
 
     @classmethod
     def from_values(cls, values: dict[str, Any], where: str = "") -> ServerSettings:

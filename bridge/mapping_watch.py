@@ -53,7 +53,7 @@ from typing import Any, Callable
 from adaptive.cue import CueBank
 from adaptive.errors import AdaptiveError
 from adaptive.mapping import (MAX_MAPPING_BYTES, MappingChange, ResolvedMapping, check_text, format_report, get_value,
-                              parse_value, set_value_document)
+                              parse_value, set_value_document, set_value_text)
 from bridge.log_limit import RateLimitedLog
 from bridge.protocol import ERROR_MESSAGE_CHARS, MAPPING_TEXT_BYTES, MAPPING_VALUE_CHARS
 
@@ -144,6 +144,9 @@ class MappingControl:
         queue_length: see :data:`SET_QUEUE_LENGTH`.
         sets_per_second, set_burst: the rate limit of live tuning, see :data:`SETS_PER_SECOND`.
         clock: monotonic clock in seconds (tests pass a fake one).
+        bank_path: the session's cue bank file; :meth:`export_text` names it
+            by this absolute path, so an exported mapping works from any folder
+            (None: the text's own ``bank`` is kept).
 
     Attributes:
         counters: ``reloads``, ``rejected_reloads`` (invalid or too large
@@ -158,11 +161,12 @@ class MappingControl:
                  poll_seconds: float = POLL_SECONDS, *, settle_seconds: float = SETTLE_SECONDS,
                  max_bytes: int = MAX_MAPPING_BYTES, queue_length: int = SET_QUEUE_LENGTH,
                  sets_per_second: float = SETS_PER_SECOND, set_burst: int = SET_BURST,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, bank_path: Path | None = None) -> None:
         if not sets_per_second > 0 or set_burst < 1 or queue_length < 1:
             raise ValueError(f"sets_per_second ({sets_per_second}) must be > 0, set_burst ({set_burst}) and "
                              f"queue_length ({queue_length}) >= 1")
         self.bank = bank
+        self.bank_path = bank_path.resolve() if bank_path is not None else None
         self.path = path
         self.submit = submit
         self.report_error = report_error or (lambda path, message: None)
@@ -435,8 +439,18 @@ class MappingControl:
         return text
 
     def export_text(self) -> str:
-        """The live mapping as TOML (the designer's file with the live changes)."""
-        return self.current.text
+        """The live mapping as TOML (the designer's file with the live changes),
+        its ``bank`` the absolute path of the bank this session plays (when
+        known): the file's own ``bank`` is relative to the file's folder, which
+        the exported copy does not share."""
+        text = self.current.text
+        if self.bank_path is None:
+            return text
+        import tomlkit
+
+        entry = tomlkit.string(str(self.bank_path))
+        entry.comment("absolute: the bank the server played when this was exported")
+        return set_value_text(text, "bank", entry)
 
     def export_parts(self) -> list[str]:
         """:meth:`export_text` cut into ``mapping_text`` parts."""

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from adaptive.cue import WILDCARD, CueBank, StemSource
+from adaptive.emotion import NAMED_EMOTIONS
 from adaptive.errors import ConfigError, problem_lines
 from adaptive.gain import SILENCE_DB
 from adaptive.mapping.positions import dotted, key_lines, line_of
@@ -79,6 +80,10 @@ def reference_problems(data: dict[str, Any], bank: CueBank) -> list[tuple[tuple,
             segment = bridge.get("segment")
             if isinstance(segment, str) and segment not in segment_names:
                 problems.append((("transitions", index, "bridge", "segment"), _unknown("segment", segment, segment_names)))
+    start = data.get("start") if isinstance(data.get("start"), dict) else {}
+    emotions = sorted(set(NAMED_EMOTIONS) | set(data["emotions"] if isinstance(data.get("emotions"), dict) else {}))
+    if isinstance(start.get("emotion"), str) and start["emotion"] not in emotions:
+        problems.append((("start", "emotion"), _unknown("emotion", start["emotion"], emotions)))
     stinger_table = data.get("stingers") if isinstance(data.get("stingers"), dict) else {}
     for name, spec in stinger_table.items():
         source = spec.get("source", name) if isinstance(spec, dict) else name

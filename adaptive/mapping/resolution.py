@@ -16,6 +16,7 @@ from adaptive.clock import Quantize
 from adaptive.cue import CueBank, TransitionRule
 from adaptive.emotion import NAMED_EMOTIONS, EmotionPoint, music_for_emotion
 from adaptive.gain import GainCurve
+from adaptive.scene import SceneUpdate
 from adaptive.generator import PartConditioning
 from adaptive.mapping.schema import ConditioningMode, Mapping, Region
 from adaptive.transition import find_rule_in
@@ -139,6 +140,14 @@ class ResolvedMapping:
         if current_distance is not None and current_distance <= best[0] + margin:
             return playing  # type: ignore[return-value]
         return best[3]
+
+    def start_scene(self) -> SceneUpdate:
+        """The scene a live server plays before the game says anything: the
+        ``[start]`` table (default: ``neutral`` at intensity 0.5), at its
+        location, else the ``default_location``, else none."""
+        start = self.mapping.start
+        location = start.location or self.mapping.default_location or ""
+        return SceneUpdate(emotion=start.emotion, intensity=float(start.intensity), location=location)
 
     # ------------------------------------------------------------------ music
     def layer_gain(self, cue: str, layer: str) -> tuple[GainCurve, float]:

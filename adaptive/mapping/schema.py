@@ -237,6 +237,21 @@ class Smoothing(_Frozen):
     min_cue_bars: Number = Field(0.0, ge=0.0, le=64.0)
 
 
+class Start(_Frozen):
+    """The scene a live server plays from its first frame, before the game
+    sends anything (``[start]``): music and beat/bar callbacks at once.
+
+    Attributes:
+        emotion: a named emotion (the built-in ones or the file's ``[emotions]``).
+        intensity: 0..1.
+        location: where it plays (default: ``default_location``, else none).
+    """
+
+    emotion: Name = "neutral"
+    intensity: Number = Field(0.5, ge=0.0, le=1.0)
+    location: Name | None = None
+
+
 class Mapping(_Frozen):
     """The mapping file. See the module docstring and ``docs/mapping.md``."""
 
@@ -249,6 +264,7 @@ class Mapping(_Frozen):
     transitions: list[TransitionRule] | None = None
     stingers: dict[Name, StingerMapping] = Field(default_factory=dict)
     smoothing: Smoothing = Smoothing()
+    start: Start = Start()
 
 
 

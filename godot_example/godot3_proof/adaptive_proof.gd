@@ -14,6 +14,7 @@ var tcp := StreamPeerTCP.new()
 var audio_buffer := PoolByteArray()
 var best_round_trip := 1e9
 var offset_seconds := 0.0  # server time - local time
+var synced := false  # true once the clock sync is done: beats before it (the music plays from the server's start) have no arrival time
 var pings := {}  # ping sequence -> local send time
 
 
@@ -128,7 +129,7 @@ func poll_udp() -> void:
 						offset_seconds = ((t1 - t0) + (t2 - arrival)) / 2.0
 			"/adaptive/beat":
 				emit({"kind": "beat", "frame": a[0], "server_time_s": a[1] + a[2] / 1e6, "cue": a[3],
-					"bar_index": a[4], "beat_in_bar": a[5], "bpm": a[6], "arrival_server_time_s": arrival + offset_seconds})
+					"bar_index": a[4], "beat_in_bar": a[5], "bpm": a[6], "arrival_server_time_s": arrival + offset_seconds, "synced": synced})
 			"/adaptive/bar":
 				emit({"kind": "bar", "frame": a[0], "server_time_s": a[1] + a[2] / 1e6, "cue": a[3], "bar_index": a[4]})
 			"/adaptive/cue_change":
@@ -209,6 +210,7 @@ func _init() -> void:
 		send("/adaptive/ping", "i", [sequence])
 		wait_until(0.03)
 	emit({"kind": "clock", "offset_s": offset_seconds, "round_trip_s": best_round_trip})
+	synced = true
 	tcp.connect_to_host("127.0.0.1", int(OS.get_environment("ADAPTIVE_AUDIO_PORT")))
 	send("/adaptive/scene", "sfs", ["calm", 0.5, "forest"])
 	wait_until(1.2)

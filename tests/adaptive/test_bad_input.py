@@ -651,7 +651,7 @@ def _assert_cli_error(status: int, out: str, err: str, *fragments: str) -> None:
 
 @needs_soundfont
 @pytest.mark.parametrize("case", ["bad-timeline", "missing-timeline", "bad-bank", "missing-bank", "missing-soundfont",
-                                  "output-folder-missing"])
+                                  "output-folder-blocked"])
 def test_cli_render_user_mistakes(cli_files, capsys, monkeypatch, case):
     monkeypatch.setenv("ADAPTIVE_CACHE", str(cli_files["dir"] / "cache"))
     timeline, bank, soundfont = cli_files["good"], cli_files["bank"], str(fx.SOUNDFONT)
@@ -670,8 +670,9 @@ def test_cli_render_user_mistakes(cli_files, capsys, monkeypatch, case):
     elif case == "missing-soundfont":
         soundfont, expected = "/nope.sf2", ("/nope.sf2", "not found")
     else:
-        out = cli_files["dir"] / "no-such-folder" / "out.wav"
-        expected = (str(out), "does not exist")
+        (cli_files["dir"] / "a-file").write_text("not a folder")
+        out = cli_files["dir"] / "a-file" / "sub" / "out.wav"
+        expected = (str(out), "cannot create the folder")
     status = cli.main(["render", str(timeline), "-o", str(out), "--bank", str(bank), "--soundfont", soundfont,
                        "--no-progress"])
     captured = capsys.readouterr()
@@ -702,6 +703,21 @@ def test_cli_render_unwritable_output(cli_files, capsys, monkeypatch, option):
     assert status == 2
     assert "Traceback" not in captured.out + captured.err
     assert str(folder) in captured.err
+
+
+@needs_soundfont
+def test_cli_render_creates_missing_output_folders_and_says_so(cli_files, capsys, monkeypatch):
+    """`adaptive render TIMELINE -o out/walk.wav` in a fresh clone: no `out/` yet."""
+    monkeypatch.setenv("ADAPTIVE_CACHE", str(cli_files["dir"] / "cache"))
+    out = cli_files["dir"] / "out" / "deeper" / "walk.wav"
+    events = cli_files["dir"] / "elsewhere" / "walk.json"
+    status = cli.main(["render", str(cli_files["good"]), "-o", str(out), "--events", str(events),
+                       "--bank", str(cli_files["bank"]), "--soundfont", str(fx.SOUNDFONT), "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert out.stat().st_size > 44 and events.is_file()
+    assert f"created the folder {out.parent}" in captured.err
+    assert f"created the folder {events.parent}" in captured.err
 
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -16,6 +16,7 @@ import pytest
 from adaptive.cue import DEFAULT_BANK
 from adaptive.recording import replay
 from app.server import Server, ServerSettings
+from app.settings import StartMode
 from bridge.audio import SampleFormat, decode_block, decode_header, encode_block, read_tcp_blocks
 from tests.helpers import OscListener, free_ports
 
@@ -26,7 +27,11 @@ pytestmark = pytest.mark.integration  # real sockets, real threads, wall-clock w
 def server(tmp_path):
     settings = ServerSettings(bank=DEFAULT_BANK, osc_port=0, audio_tcp_port=0, zmq_audio_port=0,
                               zmq_control_port=0, zmq_events_port=0,
-                              lookahead_ms=60.0, block_frames=256, record=tmp_path / "session.jsonl")
+                              lookahead_ms=60.0, block_frames=256, record=tmp_path / "session.jsonl",
+                              # The game's first scene starts the music, so the replay without the "angry"
+                              # input differs from the served audio only from the cue change on (with music at
+                              # once, the first scene would retarget layer fades that the angry input restarts).
+                              start=StartMode.WAIT)
     server = Server(settings)
     server.start()
     yield server
@@ -150,8 +155,16 @@ def test_serve_driven_by_oscsend_stops_cleanly_on_sigterm(tmp_path):
                "--midi-file", str(tmp_path / "played.mid")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lines = [process.stdout.readline() for _ in range(6)]
+        lines = [process.stdout.readline()]
+        while not lines[-1].startswith("events") and lines[-1]:
+            lines.append(process.stdout.readline())
         assert lines[0].startswith("adaptive: serving session default"), lines
+        # It says what it plays: mapping, bank, SoundFont, generator, and that the music starts at once.
+        assert any(line.startswith("mapping") and "mapping.toml (the embedded default" in line for line in lines)
+        assert any(line.startswith("bank") and "bank.toml" in line for line in lines)
+        assert any(line.startswith("soundfont") and ".sf" in line for line in lines)
+        assert any(line.startswith("generator") and "model" in line for line in lines)
+        assert any(line.startswith("start") and "at once: calm" in line for line in lines), lines
         assert any(f"udp://127.0.0.1:{osc}" in line for line in lines)
         for args in (["/adaptive/scene", "sfs", "calm", "0.9", "forest"], ["/adaptive/stinger", "s", "discovery"],
                      ["/adaptive/intensity", "f", "7.5"]):
@@ -165,7 +178,9 @@ def test_serve_driven_by_oscsend_stops_cleanly_on_sigterm(tmp_path):
     assert "Traceback" not in err
     assert "stopped" in out and "1 rejected messages" in out  # the out-of-range intensity
     header, inputs, end_frame = load_recording(tmp_path / "rec.jsonl")
-    assert [type(item).__name__ for _, item in inputs] == ["SceneUpdate", "StingerTrigger"]
+    # The starting scene at frame 0 (music at once), then what oscsend sent.
+    assert [type(item).__name__ for _, item in inputs] == ["SceneUpdate", "SceneUpdate", "StingerTrigger"]
+    assert inputs[0][0] == 0 and inputs[0][1].emotion == "calm"
     assert end_frame > 48000
     midi = mido.MidiFile(str(tmp_path / "played.mid"))
     held: dict = {}
@@ -174,3 +189,53 @@ def test_serve_driven_by_oscsend_stops_cleanly_on_sigterm(tmp_path):
             key = (message.channel, message.note)
             held[key] = held.get(key, 0) + (1 if message.type == "note_on" and message.velocity else -1)
     assert held and all(count == 0 for count in held.values())
+
+
+@pytest.mark.parametrize("start", [StartMode.AT_ONCE, StartMode.WAIT])
+def test_music_and_beats_start_at_once_unless_told_to_wait(start):
+    """`adaptive monitor` right after `adaptive serve`: beats and bars of the
+    mapping's starting scene (calm, explore) before any scene message, and
+    non-silent audio; with --start wait, nothing until the game speaks."""
+    settings = ServerSettings(bank=DEFAULT_BANK, osc_port=0, audio_tcp_port=0, zmq_audio_port=0,
+                              zmq_control_port=0, zmq_events_port=0, block_frames=1024, start=start,
+                              generator="rule_based")
+    server = Server(settings)
+    blocks: list = []
+    server.realtime.add_sink(lambda block: blocks.append(np.abs(block.audio).max()))
+    server.start()
+    client = OscListener(server.osc.port, clock=server.realtime.server_time_seconds)
+    try:
+        client.hello()
+        client.wait_for(lambda: client.of("welcome"))
+        time.sleep(3.3)  # 84 bpm: 4 beats and the downbeat of bar 1 at 2.86 s
+    finally:
+        server.close()
+        client.close()
+    beats, bars = client.of("beat"), client.of("bar")
+    if start is StartMode.AT_ONCE:
+        assert len(beats) >= 2 and bars and {b["cue"] for b in beats} == {"explore"}, beats
+        assert max(blocks) > 0.01
+    else:
+        assert beats == [] and bars == [] and max(blocks) == 0.0
+
+
+def test_serve_names_what_it_plays_and_prints_the_mappings_warnings(tmp_path):
+    """`serve --mapping FILE` says at start which mapping, bank, SoundFont and
+    generator it plays, and the mapping's warnings as `adaptive check` does."""
+    mapping = tmp_path / "mine.toml"
+    mapping.write_text('[start]\nemotion = "angry"\nintensity = 0.9\n'
+                       '[cues.explore.layers.melody]\ngain_curve = [[0.0, -inf], [1.0, -inf]]\n', encoding="utf-8")
+    settings = ServerSettings(bank=DEFAULT_BANK, osc_port=0, audio_tcp_port=0, zmq_audio_port=0,
+                              zmq_control_port=0, zmq_events_port=0, generator="rule_based", mapping=mapping)
+    server = Server(settings)
+    try:
+        lines = server.describe()
+        warnings = server.mapping_warnings()
+    finally:
+        server.close()
+    assert lines[0].startswith("mapping") and str(mapping) in lines[0] and "watched" in lines[0]
+    assert str(DEFAULT_BANK.resolve()) in lines[1] and "5 cues" in lines[1]
+    assert lines[2].startswith("soundfont") and lines[3] == "generator rule_based"
+    assert "at once: angry, intensity 0.9" in lines[4]
+    assert f"{mapping}:5: warning: cues.explore.layers.melody.gain_curve: layer 'melody' of 'explore' never sounds" \
+        in warnings

@@ -231,13 +231,15 @@ def test_the_server_reloads_its_mapping_file_and_replays_it(tone_bank, tmp_path)
     every client, and the recording replays both as served."""
     from adaptive.recording import replay
     from app.server import Server, ServerSettings
+    from app.settings import StartMode
 
     bank = tone_bank()
     path = tmp_path / "mapping.toml"
     write(path, QUIET, 0)
     settings = ServerSettings(bank=bank.folder / "bank.toml", mapping=path, osc_port=0, audio_tcp_port=0,
                               zmq_audio_port=0, zmq_control_port=0, zmq_events_port=0, lookahead_ms=60.0,
-                              record=tmp_path / "session.jsonl")
+                              record=tmp_path / "session.jsonl",
+                              start=StartMode.WAIT)  # the client's first scene starts the cue: its downbeat is known
     server = Server(settings)
     server.mapping.poll_seconds = 0.05
     server.mapping.settle_seconds = 0.1
@@ -415,3 +417,37 @@ def test_mapping_sets_wait_in_a_bounded_queue_behind_a_rate_limit(tone_bank):
     assert [values["value"] for name, values in answers] == ["0.1", "0.2", "0.3", "0.4", "0.7"]
     assert control.current.text.endswith("hysteresis = 0.7\n")
     assert control.counters["refused_sets_queue"] == 1 and control.counters["refused_sets_rate"] == 1
+
+
+@pytest.mark.integration
+def test_an_exported_default_mapping_checks_renders_and_plots_from_another_folder(tmp_path, capsys):
+    """`adaptive mapping export -o kept.toml` from a server on the embedded
+    bank: the file names the bank by an absolute path, so check, render and
+    plot of it work from a folder that is not the bank's."""
+    from adaptive.cue import DEFAULT_BANK, load_bank
+    from adaptive.mapping import DEFAULT_MAPPING
+
+    bank = load_bank(DEFAULT_BANK)
+    control = MappingControl(bank, load_mapping(DEFAULT_MAPPING, bank), lambda change: None, bank_path=DEFAULT_BANK)
+    server = OscServer(bank, lambda item: None, lambda: 0.0, SAMPLE_RATE_HZ,
+                       {"session_id": "t", "block_frames": 256, "lookahead_ms": 40.0, "audio_tcp_port": 0},
+                       port=0, mapping=control)
+    server.start()
+    try:
+        control.set("smoothing.hysteresis", "0.25")
+        kept = tmp_path / "elsewhere" / "kept.toml"
+        assert main(["mapping", "export", "--port", str(server.port), "-o", str(kept)]) == 0
+    finally:
+        server.close()
+    text = kept.read_text(encoding="utf-8")
+    assert f'bank = "{DEFAULT_BANK.resolve()}"' in text and "hysteresis = 0.25" in text
+    assert text.startswith("# The default mapping")  # the designer's comments are kept
+    capsys.readouterr()
+    assert main(["check", str(kept)]) == 0
+    assert "0 errors" in capsys.readouterr().out
+    assert main(["plot", "mapping", str(kept), "-o", str(tmp_path / "map.png")]) == 0
+    timeline = tmp_path / "short.toml"
+    timeline.write_text('duration_seconds = 2\n[[events]]\ntime_seconds = 0\nemotion = "calm"\n', encoding="utf-8")
+    assert main(["render", str(timeline), "--mapping", str(kept), "-o", str(tmp_path / "kept.wav"),
+                 "--generator", "rule_based", "--no-progress"]) == 0
+    assert (tmp_path / "map.png").stat().st_size > 1000 and (tmp_path / "kept.wav").stat().st_size > 2 * 48000

@@ -36,3 +36,37 @@ def test_addon_declares_the_signals_and_classes_its_readme_promises():
     assert "PacketPeerUDP" in soundtrack
     player = (ADDON / "adaptive_stream_player.gd").read_text()
     assert "AudioStreamGenerator" in player and "push_buffer" in player and "StreamPeerTCP" in player
+
+
+def _function(script: str, name: str) -> str:
+    """The text of GDScript function ``name`` in ``script`` (up to the next top-level declaration)."""
+    text = (ADDON / script).read_text()
+    start = text.index(f"\nfunc {name}(")
+    following = [text.find(f"\n{word}", start + 1) for word in ("func ", "var ", "const ", "signal ", "@export")]
+    return text[start : min([i for i in following if i > 0] or [len(text)])]
+
+
+def test_a_zone_checks_its_soundtrack_path_and_leaves_when_it_is_removed():
+    """Without Godot 4 these are read, not run: get_node_or_null with a clear push_error, never a bare
+    get_node; an _exit_tree that leaves the soundtrack; the soundtrack skips freed zones."""
+    zone = (ADDON / "adaptive_emotion_zone.gd").read_text()
+    assert "get_node(" not in zone.replace("get_node_or_null(", "")
+    find = _function("adaptive_emotion_zone.gd", "_find_soundtrack")
+    assert "get_node_or_null(soundtrack_path)" in find and "push_error(" in find and "return null" in find
+    assert "_leave()" in _function("adaptive_emotion_zone.gd", "_exit_tree")
+    leave = _function("adaptive_emotion_zone.gd", "_leave")
+    assert "is_instance_valid(_soundtrack)" in leave and "exit_zone(self)" in leave
+    push = _function("adaptive_soundtrack.gd", "_push_scene")
+    assert push.index("is_instance_valid(zone)") < push.index("zone.priority")
+
+
+def test_the_stream_player_skips_back_after_a_hitch_and_backs_off_reconnecting():
+    process = _function("adaptive_stream_player.gd", "_process")
+    assert "skipped_frames += skip" in process and "2 * target_frames" in process
+    assert "_reconnect_at" in process and "_reconnect_delay * 2.0" in process
+    assert process.index("if t >= _reconnect_at") < process.index("_tcp.connect_to_host")
+
+
+def test_the_music_plays_on_while_the_game_is_paused():
+    for script in ("adaptive_soundtrack.gd", "adaptive_stream_player.gd"):
+        assert "process_mode = Node.PROCESS_MODE_ALWAYS" in _function(script, "_init"), script

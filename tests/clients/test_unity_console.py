@@ -1,5 +1,5 @@
 """The Unity package's engine-independent C# (unity_example/Runtime/Core), compiled with Mono's C#
-compiler into a console program (unity_example/Tests~/ConsoleClient), run against a real
+compiler into a console program (tests/clients/unity_console), run against a real
 ``adaptive serve``: what a Unity game would hear and see, checked."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def console_client(tmp_path_factory):
     """The console program, compiled from the package's Core sources and Program.cs."""
     exe = tmp_path_factory.mktemp("csharp") / "client.exe"
     sources = sorted(str(p) for p in (UNITY / "Runtime" / "Core").glob("*.cs"))
-    sources += sorted(str(p) for p in (UNITY / "Tests~" / "ConsoleClient").glob("*.cs"))
+    sources += sorted(str(p) for p in (REPO / "tests" / "clients" / "unity_console").glob("*.cs"))
     result = subprocess.run(["mcs", "-warnaserror+", "-out:" + str(exe), *sources],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -55,15 +55,33 @@ def test_unity_scripts_type_check_against_the_unity_api_they_use(tmp_path):
 
 
 def test_package_layout_is_what_the_unity_package_manager_reads():
+    """Unity's manual, "Package layout" and "Adding tests to a package": package.json, README.md,
+    CHANGELOG.md, LICENSE.md, Runtime/ and Tests/Editor/ with their assembly definitions, Samples~/ and
+    Documentation~/ (folders ending in ~ are not imported, so they need no .meta files)."""
     manifest = json.loads((UNITY / "package.json").read_text())
     assert manifest["name"] == manifest["name"].lower() and manifest["name"].count(".") >= 2
     assert manifest["version"].count(".") == 2 and manifest["unity"].count(".") == 1
+    assert manifest["license"] == "See LICENSE.md file"
+    for name in ("README.md", "CHANGELOG.md", "LICENSE.md", "Documentation~/adaptive-soundtrack.md"):
+        assert (UNITY / name).is_file(), name
+    assert f"## [{manifest['version']}]" in (UNITY / "CHANGELOG.md").read_text()
+    assert not list(UNITY.glob("Tests~")), "Tests~ is invisible to Unity's Test Framework"
     for sample in manifest["samples"]:
         assert (UNITY / sample["path"]).is_dir(), sample
+        shipped = {p.suffix for p in (UNITY / sample["path"]).iterdir()}
+        if ".unity" not in shipped:  # described truthfully: scripts and instructions, not a scene
+            assert "scene" not in sample["displayName"].lower() or "scripts" in sample["displayName"].lower()
+            assert "No .unity scene is shipped" in sample["description"]
     asmdef = json.loads((UNITY / "Runtime" / "Adaptive.Soundtrack.asmdef").read_text())
     assert asmdef["name"] == "Adaptive.Soundtrack"
+    tests = json.loads((UNITY / "Tests" / "Editor" / "Adaptive.Soundtrack.Tests.Editor.asmdef").read_text())
+    assert {"Adaptive.Soundtrack", "UnityEngine.TestRunner", "UnityEditor.TestRunner"} <= set(tests["references"])
+    assert tests["includePlatforms"] == ["Editor"] and tests["overrideReferences"] is True
+    assert tests["precompiledReferences"] == ["nunit.framework.dll"] and tests["autoReferenced"] is False
+    assert tests["defineConstraints"] == ["UNITY_INCLUDE_TESTS"]
     # A package installed from a git URL is immutable: Unity ignores any asset without a .meta file.
-    assets = [UNITY / "package.json", UNITY / "README.md", *(UNITY / "Runtime").rglob("*")]
+    assets = [UNITY / "package.json", UNITY / "README.md", UNITY / "CHANGELOG.md", UNITY / "LICENSE.md",
+              *(UNITY / "Runtime").rglob("*"), UNITY / "Tests", *(UNITY / "Tests").rglob("*")]
     missing = [str(p.relative_to(UNITY)) for p in assets if p.suffix != ".meta" and not p.with_name(p.name + ".meta").exists()]
     assert not missing, f"no .meta file for {missing}"
     guids = [line for p in UNITY.rglob("*.meta") for line in p.read_text().splitlines() if line.startswith("guid:")]
@@ -137,6 +155,33 @@ def test_ring_buffer_playback_and_resampler(console_client):
     assert lines["zones"]["tops"] == "+cave=cave +arena=arena +river=arena -arena=river +cave=cave river2=river -all=-"
 
 
+def test_the_packages_edit_mode_tests_pass_under_mono(tmp_path):
+    """Tests/Editor/*.cs (NUnit Edit Mode tests of Core), compiled with Core against the NUnit stand-in
+    (tests/clients/nunit_stub) and run by its runner: every test runs and passes."""
+    exe = tmp_path / "nunit.exe"
+    sources = sorted(str(p) for p in (UNITY / "Runtime" / "Core").glob("*.cs"))
+    sources += sorted(str(p) for p in (UNITY / "Tests" / "Editor").glob("*.cs"))
+    sources += sorted(str(p) for p in (REPO / "tests" / "clients" / "nunit_stub").glob("*.cs"))
+    result = subprocess.run(["mcs", "-warnaserror+", "-out:" + str(exe), *sources], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = subprocess.run(["mono", str(exe)], capture_output=True, text=True, timeout=120)
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    declared = (UNITY / "Tests" / "Editor" / "CoreTests.cs").read_text().count("[Test]")
+    assert len(results) == declared >= 7, run.stdout + run.stderr
+    assert [r for r in results if not r["passed"]] == [] and run.returncode == 0
+
+
+def test_the_stinger_button_sample_names_every_stinger_of_the_default_mapping():
+    from adaptive.cue import DEFAULT_BANK, load_bank
+    from adaptive.mapping import DEFAULT_MAPPING, load_mapping
+
+    names = load_mapping(DEFAULT_MAPPING, load_bank(DEFAULT_BANK)).stinger_names()
+    source = (UNITY / "Samples~" / "BasicScene" / "StingerButton.cs").read_text()
+    tooltip = source[source.index("[Tooltip("):source.index(")]", source.index("[Tooltip("))]
+    assert len(names) == 7 and all(name in tooltip for name in names), (names, tooltip)
+
+
 def test_core_has_no_unity_dependency():
     """Core compiles without Unity (the fixture proves it); it must not even mention UnityEngine."""
     for source in (UNITY / "Runtime" / "Core").glob("*.cs"):
@@ -181,13 +226,20 @@ def test_csharp_client_hears_beats_cues_stingers_and_continuous_audio_from_the_r
     # the beat's own time, by about the server's lookahead; the session's first beat too (its block once
     # took 7-11 ms to render and the beat led by only 9 ms or trailed: a module imported on the render
     # thread, now imported up front).
-    leads = [b["server_time_s"] - b["arrival_server_time_s"] for b in beats]
+    # The music plays from the server's start, so beats also come while the client is still starting
+    # (Mono's JIT, its clock sync) and its receive thread stamps them late: only the beats from the
+    # client's first scene message on, when it is up and running, are timed.
+    header, inputs, end_frame = load_recording(served.record)
+    first_scene_frame = [frame for frame, item in inputs if isinstance(item, SceneUpdate)][1]
+    leads = [b["server_time_s"] - b["arrival_server_time_s"] for b in beats if b["frame"] >= first_scene_frame]
     assert min(leads) > -0.01, leads
     assert statistics.median(leads) > welcome["lookahead_ms"] / 1000 / 2, leads
 
     # The scene change reached the server as sent; the cue changed on the next explore beat after it.
-    header, inputs, end_frame = load_recording(served.record)
     scenes = [(frame, item) for frame, item in inputs if isinstance(item, SceneUpdate)]
+    # The first is the mapping's starting scene, played from frame 0 before the client said anything.
+    assert scenes[0][0] == 0 and scenes[0][1] == SceneUpdate(emotion="calm", intensity=0.4, location="anywhere")
+    scenes = scenes[1:]
     calm = [item for _, item in scenes if item.emotion == "calm"]
     angry_frame = next(frame for frame, item in scenes if item.emotion == "angry")
     # Rate cap: 31 calm states were set, at most 3 reached the server, the newest (0.8) among them.

@@ -3,6 +3,8 @@ extends Node
 ## Connects to `adaptive serve` over OSC (PacketPeerUDP): says hello, sends scene state on change at a
 ## capped rate, triggers stingers, syncs its clock (ping/pong), and emits beat, bar, cue and stinger signals
 ## when the music you hear reaches them (or on arrival). Written from docs/protocol.md.
+## It processes while the game is paused (process_mode ALWAYS, set in _init; change it in the Inspector if
+## you want otherwise): pausing the tree for a menu must not stop the music or its callbacks.
 
 signal welcome_received(info: Dictionary)
 ## bar_index from 0, beat_in_bar from 1; info has frame, server_time, cue, bpm.
@@ -49,6 +51,10 @@ var _due: Array = []  # [frame, server_time, Callable]
 
 static func now() -> float:
 	return Time.get_ticks_usec() / 1e6
+
+
+func _init() -> void:
+	process_mode = Node.PROCESS_MODE_ALWAYS
 
 
 func _ready() -> void:
@@ -109,6 +115,11 @@ func exit_zone(zone) -> void:
 
 ## Sends the active state: the highest-priority zone's (latest entered among equals), else the default.
 func _push_scene() -> void:
+	var alive: Array = []
+	for zone in _zones:
+		if is_instance_valid(zone):  # a zone freed without leaving (it leaves in its _exit_tree) is skipped
+			alive.append(zone)
+	_zones = alive
 	var top = null
 	for zone in _zones:
 		if top == null or zone.priority >= top.priority:

@@ -5,7 +5,10 @@ extends AudioStreamPlayer
 ## first_frame u64, n_frames u32, channels u16, sample_format u16, sample_rate_hz u32, reserved u32)
 ## followed by interleaved PCM. The generator runs at the session's rate (Godot resamples to the output);
 ## playback starts once target_latency_seconds are buffered. Underruns play silence and are counted by
-## Godot (underruns()).
+## Godot (underruns()). After a hitch (a long frame, a stalled network), more than twice the target may be
+## buffered: the oldest frames are skipped back to the target (skipped_frames), as the Unity player does,
+## so the delay does not grow. A lost connection is retried with exponential backoff (0.25 s doubling to
+## 8 s). It plays while the game is paused (process_mode ALWAYS, set in _init).
 
 @export var soundtrack_path: NodePath
 @export_range(0.02, 0.5) var target_latency_seconds := 0.1
@@ -14,6 +17,11 @@ extends AudioStreamPlayer
 var blocks := 0
 var sequence_gaps := 0
 var dropped_frames := 0  ## frames dropped because the generator stayed full
+var skipped_frames := 0  ## frames skipped to get back to the target latency after a hitch
+var reconnects := 0  ## connection attempts after the first
+
+const RECONNECT_FIRST_SECONDS := 0.25
+const RECONNECT_MAX_SECONDS := 8.0
 
 var _soundtrack = null  # the AdaptiveSoundtrack
 var _tcp := StreamPeerTCP.new()
@@ -25,6 +33,12 @@ var _rate := 48000
 var _capacity_frames := 0
 var _playback: AudioStreamGeneratorPlayback
 var _connected := false
+var _reconnect_delay := RECONNECT_FIRST_SECONDS
+var _reconnect_at := 0.0
+
+
+func _init() -> void:
+	process_mode = Node.PROCESS_MODE_ALWAYS
 
 
 func _ready() -> void:
@@ -82,15 +96,31 @@ func _process(_delta: float) -> void:
 			if got[0] == OK:
 				_bytes.append_array(got[1])
 		_parse_blocks()
+		_reconnect_delay = RECONNECT_FIRST_SECONDS
 	elif _tcp.get_status() in [StreamPeerTCP.STATUS_NONE, StreamPeerTCP.STATUS_ERROR]:
-		_tcp.connect_to_host(_soundtrack.host, _soundtrack.welcome["audio_tcp_port"])  # reconnect
+		var t := Time.get_ticks_usec() / 1e6
+		if t >= _reconnect_at:  # exponential backoff: not every frame while the server is away
+			_bytes = PackedByteArray()  # a block cut by the lost connection is not completed by the next
+			_tcp.connect_to_host(_soundtrack.host, _soundtrack.welcome["audio_tcp_port"])
+			reconnects += 1
+			_reconnect_at = t + _reconnect_delay
+			_reconnect_delay = minf(_reconnect_delay * 2.0, RECONNECT_MAX_SECONDS)
 	if _playback == null:
 		if _pending.size() >= int(target_latency_seconds * _rate):
 			play()
 			_playback = get_stream_playback()
 			_capacity_frames = _playback.get_frames_available()  # empty: its whole (power-of-two) size
 	if _playback != null:
-		var n := mini(_pending.size(), _playback.get_frames_available())
+		# The generator holds at most the target; what waits beyond it stays in _pending, where a hitch's
+		# excess can be skipped.
+		var target_frames := int(target_latency_seconds * _rate)
+		var queued := _capacity_frames - _playback.get_frames_available()
+		var excess := _pending.size() + queued - 2 * target_frames
+		if excess > 0:  # after a hitch: skip the oldest back to the target latency
+			var skip := mini(_pending.size(), _pending.size() + queued - target_frames)
+			skipped_frames += skip
+			_pending = _pending.slice(skip)
+		var n := mini(_pending.size(), mini(_playback.get_frames_available(), target_frames - queued))
 		if n > 0:
 			_playback.push_buffer(_pending.slice(0, n))
 			_pending = _pending.slice(n)

@@ -5,7 +5,10 @@ namespace Adaptive.Soundtrack.Samples
 {
     public class StingerButton : MonoBehaviour
     {
-        [Tooltip("A stinger of the cue bank: discovery, danger, impact, victory, loss in the default bank")]
+        // The names the game may trigger with the server's embedded mapping (`./run adaptive bank` lists a bank's;
+        // the mapping adds its own, such as objective); tests/clients/test_unity_console.py keeps this list whole.
+        [Tooltip("A stinger name: with the default bank and mapping, discovery, danger, impact, victory, loss, " +
+                 "flourish or objective (the victory phrase, held for the next bar line)")]
         public string stinger = "discovery";
 
         public void Play()
