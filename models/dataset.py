@@ -50,6 +50,10 @@ from models.tokenizer import (HEADER_LENGTH, METERS, REMI_SETTINGS, Vocabulary, 
                               velocity_level)
 
 DATA_FORMAT_VERSION = 2
+MIDI_FORMAT_VERSION = 3
+"""Version of the POP909/VGMIDI streams: 3 aligns POP909 to its annotated
+beats, reads VGMIDI's meter from its time signature, leaves out VGMIDI files
+not written to their grid and labels pieces by their phrase."""
 
 
 # Krumhansl & Kessler (1982) key profiles, tonic first (as in Krumhansl 1990, Table 2.1).
@@ -318,39 +322,133 @@ def _score_notes(path: Path) -> tuple[object, dict[str, np.ndarray]]:
     return score, tracks
 
 
+MAX_GRID_DEVIATION_SIXTEENTHS = 0.1
+"""A VGMIDI file whose note onsets lie on average further than this from the
+MIDI file's own sixteenth-note grid is not written against its bar lines (176
+of the 204 labelled phrases, re-timed to a nominal 120 bpm when they were cut,
+and 22 pieces): its positions would be noise, so it is left out."""
+MIDI_METERS = {(4, 4): ("4_4", 4.0), (2, 2): ("4_4", 4.0), (3, 4): ("3_4", 3.0), (2, 4): ("2_4", 2.0),
+               (6, 8): ("6_8", 3.0), (3, 8): ("3_8", 1.5)}
+"""A MIDI time signature (numerator, denominator) → meter token value and bar length in quarter notes."""
+
+
+def grid_deviation_sixteenths(onsets_quarters: np.ndarray) -> float:
+    """Mean distance (in sixteenth notes, 0..0.5) of the onsets from the nearest
+    sixteenth of the MIDI grid: near 0 for a file written to its bar lines,
+    about 0.25 for one whose notes fall anywhere."""
+    if len(onsets_quarters) == 0:
+        return 0.0
+    sixteenths = np.asarray(onsets_quarters, float) * 4.0
+    return float(np.abs(sixteenths - np.round(sixteenths)).mean())
+
+
+def midi_meter(score) -> tuple[str, float] | None:
+    """The meter token value and bar length (quarter notes) of a MIDI file's
+    time signature (4/4 without one), or None when it has none of
+    :data:`MIDI_METERS` or changes meter."""
+    signatures = {(t.numerator, t.denominator) for t in score.time_signatures}
+    if not signatures:
+        return MIDI_METERS[(4, 4)]
+    if len(signatures) > 1:
+        return None
+    return MIDI_METERS.get(signatures.pop())
+
+
+def beat_aligned_notes(score, beats_path: Path, tracks: dict[str, np.ndarray]
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """POP909's notes on its annotated beats: a POP909 MIDI file keeps the
+    performance's timing (its first beat is not at tick 0 and its tempo
+    drifts), so bar lines counted from tick 0 cut across the music. Onsets and
+    ends are mapped from seconds to beats through ``beat_midi.txt`` (linear
+    between annotated beats, extrapolated at the ends), counted in quarter
+    notes from the first annotated downbeat (third column), less a whole bar
+    for a pickup. Returns the re-timed tracks and the beat grid (beat times
+    in seconds, and their positions in the new quarter-note count) for
+    mapping chord and key segments back."""
+    table = np.loadtxt(beats_path, ndmin=2)
+    times = table[:, 0]
+    index = np.arange(len(times), dtype=float)
+    downbeats = np.flatnonzero(table[:, 2] == 1) if table.shape[1] > 2 else np.array([0])
+    origin = float(downbeats[0]) if len(downbeats) else 0.0
+    period = float(np.median(np.diff(times))) if len(times) > 1 else 0.5
+
+    def to_beats(seconds: np.ndarray) -> np.ndarray:
+        inside = np.interp(seconds, times, index)
+        before = (seconds - times[0]) / period
+        after = index[-1] + (seconds - times[-1]) / period
+        return np.where(seconds < times[0], before, np.where(seconds > times[-1], after, inside))
+
+    seconds_score = score.to("second")
+    aligned = {}
+    first_beat = np.inf
+    for i, track in enumerate(seconds_score.tracks):
+        name = track.name or f"track{i}"
+        if name not in tracks:
+            continue
+        arr = track.notes.numpy()
+        start = to_beats(arr["time"].astype(float))
+        end = to_beats((arr["time"] + arr["duration"]).astype(float))
+        aligned[name] = np.stack([start, np.maximum(end - start, 1 / 16), arr["pitch"].astype(float),
+                                  arr["velocity"].astype(float)], 1)
+        if len(start):
+            first_beat = min(first_beat, float(start.min()))
+    if np.isfinite(first_beat) and first_beat < origin:
+        origin -= 4.0 * np.ceil((origin - first_beat) / 4.0 - 1e-9)
+    for name in aligned:
+        aligned[name][:, 0] -= origin
+    return aligned, times, index - origin
+
+
 def tokenize_file(path: Path, source: str, relative: str, vocab: Vocabulary,
                   valence: float | None = None, arousal: float | None = None) -> list[Stream]:
     """Every role stream of one POP909 song or VGMIDI phrase/piece (see the
-    module docstring for how each attribute is derived). Bars are 4/4 from
-    the file's tick 0. Raises whatever symusic raises on a bad file."""
+    module docstring for how each attribute is derived). POP909: bars of 4/4
+    from the first annotated downbeat (:func:`beat_aligned_notes`). VGMIDI:
+    bars of the file's time signature from tick 0; a file not written to its
+    grid (:data:`MAX_GRID_DEVIATION_SIXTEENTHS`) or in another meter gives no
+    streams. Raises whatever symusic raises on a bad file."""
     score, tracks = _score_notes(path)
     if not tracks:
         return []
-    every = np.concatenate(list(tracks.values()))
-    n_bars = int(every[:, 0].max() // 4) + 1
-    spans = _half_spans(n_bars, 4.0, "4_4")
     if source == "pop909":
         folder = path.parent
+        if not (folder / "beat_midi.txt").exists():
+            return []
+        tracks, beat_seconds, beat_quarters = beat_aligned_notes(score, folder / "beat_midi.txt", tracks)
+        every = np.concatenate(list(tracks.values()))
+        every = every[every[:, 0] >= 0]
+        meter, bar_quarters = "4_4", 4.0
+        n_bars = int(every[:, 0].max() // bar_quarters) + 1
+        spans = _half_spans(n_bars, bar_quarters, meter)
         bpm = float(score.tempos[0].qpm) if len(score.tempos) else None
         key_segments = [(s, e, Key.parse(k.replace(":", " "))) for s, e, k in _read_segments(folder / "key_audio.txt")]
         chord_segments = [(s, e, pop909_chord(c)) for s, e, c in _read_segments(folder / "chord_midi.txt")]
-        tpq = score.ticks_per_quarter
-        seconds = _seconds_at_ticks(score, (spans * tpq).ravel()).reshape(-1, 2)
+        seconds = np.interp(spans.ravel(), beat_quarters, beat_seconds).reshape(-1, 2)
         keys = [_segment_at(key_segments, seconds[2 * b, 0]) or Key(0, Mode.MAJOR) for b in range(n_bars)]
         chords = _pairs([_longest_overlap(chord_segments, t0, t1) for t0, t1 in seconds])
         piano = tracks.get("PIANO")
         if piano is None:
             return []
+        piano = piano[piano[:, 0] >= 0]
+        melody = tracks.get("MELODY")
         low = _onset_extreme(piano, highest=False)
-        roles = {"melody": tracks.get("MELODY"), "arpeggio": piano, "bass": low[low[:, 2] < 60]}
+        roles = {"melody": None if melody is None else melody[melody[:, 0] >= 0], "arpeggio": piano,
+                 "bass": low[low[:, 2] < 60]}
     else:
+        every = np.concatenate(list(tracks.values()))
+        found = midi_meter(score)
+        if found is None or grid_deviation_sixteenths(every[:, 0]) >= MAX_GRID_DEVIATION_SIXTEENTHS:
+            return []
+        meter, bar_quarters = found
+        n_bars = int(every[:, 0].max() // bar_quarters) + 1
+        spans = _half_spans(n_bars, bar_quarters, meter)
         bpm = None
         key = estimate_key(_duration_histogram(every))
         keys = [key] * n_bars
         chords = _pairs(estimate_span_chords(every, spans, key, melody_only=False))
         roles = skyline_roles(every[np.argsort(every[:, 0], kind="stable")])
-    return streams_from_roles(source, relative, {r: n for r, n in roles.items() if n is not None}, "4_4", 4.0,
-                              keys, chords, bpm, valence, arousal, vocab)
+    return streams_from_roles(source, relative, {r: n for r, n in roles.items() if n is not None and len(n)}, meter,
+                              bar_quarters, keys, chords, bpm, valence, arousal, vocab)
 
 
 def corpus_streams(piece, vocab: Vocabulary) -> list[Stream]:
@@ -436,7 +534,8 @@ def all_files(data_dir: Path, limit_pop909: int | None = None,
               with_pieces: bool = True) -> list[tuple[str, str, float | None, float | None]]:
     """``(source, relative path, valence, arousal)`` for every usable file:
     POP909 songs, VGMIDI labelled phrases and (``with_pieces``) VGMIDI's
-    unlabelled whole pieces (source ``vgmidi_piece``)."""
+    whole pieces (source ``vgmidi_piece``), each labelled as the phrase cut
+    from it."""
     files = []
     songs = sorted(d.name for d in (data_dir / "pop909").iterdir() if d.is_dir() and d.name.isdigit())
     for name in songs[:limit_pop909]:
@@ -445,8 +544,17 @@ def all_files(data_dir: Path, limit_pop909: int | None = None,
         if (data_dir / row["file"]).exists():
             files.append(("vgmidi", row["file"], float(row["valence"]), float(row["arousal"])))
     if with_pieces and (data_dir / "vgmidi" / "pieces").is_dir():
+        # A whole piece takes the label of the phrase cut from it (the phrase
+        # file's name is the piece's plus "_<n>"; pieces with phrases that
+        # disagree, or none, stay unlabelled).
+        labels: dict[str, set] = {}
+        for row in vgmidi_labels(data_dir):
+            piece = Path(row["file"]).stem.rsplit("_", 1)[0]
+            labels.setdefault(piece, set()).add((float(row["valence"]), float(row["arousal"])))
         for path in sorted((data_dir / "vgmidi" / "pieces").glob("*.mid")):
-            files.append(("vgmidi_piece", f"vgmidi/pieces/{path.name}", None, None))
+            label = labels.get(path.stem, set())
+            valence, arousal = next(iter(label)) if len(label) == 1 else (None, None)
+            files.append(("vgmidi_piece", f"vgmidi/pieces/{path.name}", valence, arousal))
     return files
 
 
@@ -504,7 +612,8 @@ def cached_streams(data_dir: Path, vocab: Vocabulary, cache_dir: Path | None = N
     stream_tokens = [t for t in vocab.tokens if not t.startswith("Style_")]
     digest = hashlib.sha256(json.dumps([DATA_FORMAT_VERSION, str(data_dir), stream_tokens,
                                         repr(REMI_SETTINGS)]).encode()).hexdigest()[:16]
-    streams = _cached(cache_dir / f"streams-midi-{digest}.pkl",
+    midi_digest = hashlib.sha256(json.dumps([MIDI_FORMAT_VERSION, digest]).encode()).hexdigest()[:16]
+    streams = _cached(cache_dir / f"streams-midi-{midi_digest}.pkl",
                       lambda: build_streams(data_dir, all_files(data_dir), vocab))
     if corpus:
         from models.folk_corpus import SOURCES, extract, parsed_sources

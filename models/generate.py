@@ -57,12 +57,23 @@ ROLE_REGISTER_PITCH = {"melody": (60, 88), "arpeggio": (45, 81), "bass": (28, 57
 melody above middle C, the bass below the stave's middle)."""
 ROLE_MAX_NOTES_PER_POSITION = {"melody": 2, "arpeggio": 4, "bass": 1}
 """Notes sounding together at most, per role."""
-AROUSAL_NOTES_PER_BEAT = (0.75, 3.0)
+AROUSAL_NOTES_PER_BEAT = {"melody": (1.24, 1.76), "arpeggio": (2.27, 3.94), "bass": (0.78, 1.48)}
 """Notes per beat asked through the ``Density`` token at arousal -1 and +1
-(linear between): the middle of the training bars' densities (bins 1..4
-hold most bars of every role)."""
-AROUSAL_VELOCITY = (45.0, 110.0)
-"""Mean MIDI velocity asked through the ``MeanVelocity`` token at arousal -1 and +1."""
+(linear between), per role: the median density of VGMIDI's training bars of
+that role in low- and in high-arousal phrases (from the ``Density`` bins,
+interpolated inside the median bin). Asking a part for densities its role
+rarely has (version 2 asked every role for 0.75-3) pushes it out of the
+music it learned."""
+AROUSAL_VELOCITY = (64.0, 111.0)
+"""Mean MIDI velocity asked through the ``MeanVelocity`` token at arousal -1
+and +1: the lower quartile of VGMIDI's low-arousal bars and the upper quartile
+of its high-arousal bars."""
+STYLE_HEADER_UNKNOWN = {"game": ("Tempo",), "folk": ("Tempo", "MeanVelocity"),
+                        "chorale": ("Tempo", "MeanVelocity"), "pop": (), "unknown": ()}
+"""Header attributes a style's corpus never has (models/MODEL_CARD.md, "How
+every attribute is derived"): they read ``unknown`` in that style, as in
+training — VGMIDI's phrases carry no tempo, the scores no dynamics — instead
+of a combination the model never saw."""
 DEFAULT_GUIDANCE_SCALE = 2.0
 """Classifier-free guidance scale on the emotion tokens (chosen by the
 evaluation's guidance rows, docs/evaluation.md)."""
@@ -300,12 +311,14 @@ class ModelPartGenerator:
             density = density_bin(min(max(request.conditioning.notes_per_beat, 0.25), 16.0))
             level = velocity_level(float(min(max(request.conditioning.velocity, 1), 127)))
         elif self.texture_from_arousal:
-            low, high = AROUSAL_NOTES_PER_BEAT
+            low, high = AROUSAL_NOTES_PER_BEAT[request.role]
             density = density_bin(low + a01 * (high - low))
             level = velocity_level(AROUSAL_VELOCITY[0] + a01 * (AROUSAL_VELOCITY[1] - AROUSAL_VELOCITY[0]))
+        unknown = STYLE_HEADER_UNKNOWN[request.style or self.style]
         tokens = bar_header(bar.meter, request.bar_index, generation_key(request),
                             None if unconditional else valence, None if unconditional else arousal,
-                            request.bpm, density, level, bar.chords)
+                            None if "Tempo" in unknown else request.bpm, density,
+                            None if "MeanVelocity" in unknown else level, bar.chords)
         return [self.vocab.id(t) for t in tokens]
 
     def _context_history(self, request: BarRequest) -> list[list[int]]:

@@ -136,8 +136,39 @@ def test_pop909_song_gets_its_annotated_key_and_chords(vocab):
 
 
 @needs_data
+def test_pop909_bars_follow_its_annotated_beats_not_tick_zero(vocab):
+    """Song 100's MIDI starts 0.45 s before its first beat and its first
+    downbeat is the fifth beat: counted from tick 0, its eighth notes fell on
+    odd sixteenths. On its annotated beats, the melody sits on the eighth-note
+    grid and bar 0 starts on a downbeat."""
+    streams = tokenize_file(DATA / "pop909/100/100.mid", "pop909", "pop909/100/100.mid", vocab)
+    melody = next(s for s in streams if s.role == "melody")
+    positions = np.array([vocab.position[t] for bar in melody.bars for t in bar if vocab.kind[t] == "Position"])
+    assert (positions % 2 == 0).mean() > 0.9
+    assert np.isin(positions, (0, 4, 8, 12)).mean() > 0.4  # beats carry more onsets than the 12 other sixteenths
+
+
+@needs_data
+def test_vgmidi_files_off_their_grid_are_left_out_and_meters_come_from_time_signatures(vocab):
+    off_grid = "vgmidi/phrases/Banjo-Kazooie_N64_Banjo-Kazooie_Boggys Igloo Sad_0.mid"  # re-timed to 120 bpm
+    assert tokenize_file(DATA / off_grid, "vgmidi", off_grid, vocab, valence=1.0, arousal=-1.0) == []
+    waltz = "vgmidi/pieces/Super Mario_SNES_Super Mario World_Map.mid"  # 6/8
+    streams = tokenize_file(DATA / waltz, "vgmidi_piece", waltz, vocab)
+    assert streams and {vocab.tokens[i] for s in streams for i in s.headers[:, 1]} == {"Meter_6_8"}
+
+
+@needs_data
+def test_a_whole_vgmidi_piece_takes_its_phrases_label():
+    from models.dataset import all_files
+
+    files = {rel: (valence, arousal) for source, rel, valence, arousal in all_files(DATA, limit_pop909=0)}
+    assert files["vgmidi/phrases/Banjo-Kazooie_N64_Banjo-Kazooie_Boggys Igloo Sad_0.mid"] == \
+        files["vgmidi/pieces/Banjo-Kazooie_N64_Banjo-Kazooie_Boggys Igloo Sad.mid"]
+
+
+@needs_data
 def test_vgmidi_phrase_gets_its_emotion_label(vocab):
-    rel = "vgmidi/phrases/Banjo-Kazooie_N64_Banjo-Kazooie_Boggys Igloo Sad_0.mid"
+    rel = "vgmidi/phrases/Banjo-Kazooie_N64_Banjo-Kazooie_Gobis Valley_0.mid"
     streams = tokenize_file(DATA / rel, "vgmidi", rel, vocab, valence=1.0, arousal=-1.0)
     header = [vocab.tokens[i] for i in streams[0].headers[0]]
     assert header[4:7] == ["Valence_positive", "Arousal_low", "Tempo_unknown"]

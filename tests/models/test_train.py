@@ -28,7 +28,9 @@ TINY = TrainConfig(steps=40, batch_size=8, block_size=128, n_layer=1, n_head=2, 
 def few_streams():
     vocab = Vocabulary.build()
     files = all_files(DATA, limit_pop909=3)
-    files = [f for f in files if f[0] == "pop909"] + [f for f in files if f[0] == "vgmidi"][:3]
+    on_grid = ("Gobis Valley", "Mad Monster Mansion", "Motzhand")  # phrases written to their MIDI grid
+    files = [f for f in files if f[0] == "pop909"] + [f for f in files if f[0] == "vgmidi"
+                                                      and any(name in f[1] for name in on_grid)]
     heldout = {"pop909": [files[2][1]], "vgmidi": [files[-1][1]]}
     return vocab, build_streams(DATA, files, vocab, progress=False), heldout
 
