@@ -91,7 +91,7 @@ def test_live_tuning_sets_reads_and_exports_the_mapping(tone_bank):
     submitted = []
     control = MappingControl(bank, parse_mapping_text(QUIET, bank), submitted.append)
     assert control.set("smoothing.hysteresis", "0.4") == "0.4"
-    assert control.set("cues.low.layers.upper.gain_curve", "[[0, -inf], [1, -3]]") == "[[0, -Infinity], [1, -3]]"
+    assert control.set("cues.low.layers.upper.gain_curve", "[[0, -inf], [1, -3]]") == '[[0, "-inf"], [1, -3]]'
     assert control.set("transitions", '[{"from": "*", "to": "high", "exit": "next_beat"}]')
     assert control.set("transitions.0.exit", "immediate") == '"immediate"'
     assert len(submitted) == 4 and submitted[-1].resolved.find_rule("low", "high").exit.value == "immediate"

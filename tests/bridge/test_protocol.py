@@ -89,7 +89,7 @@ def test_every_datagram_fits_the_limit():
         values = {}
         for arg in message.args:
             if arg.type is ArgType.STRING:
-                values[arg.name] = arg.choices[0] if arg.choices else "x" * 64
+                values[arg.name] = arg.choices[0] if arg.choices else "x" * arg.max_chars
             else:
                 values[arg.name] = arg.maximum if arg.type is ArgType.FLOAT else int(arg.maximum)
         assert len(encode_osc(message.name, **values)) <= MAX_DATAGRAM_BYTES
