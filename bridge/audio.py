@@ -51,7 +51,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -398,6 +398,13 @@ class TcpAudioServer:
     once. ``send_buffer_bytes``: the kernel send buffer per client (None: the
     OS default); smaller means less latency buffered in the kernel.
 
+    ``authenticate``: on a server with credentials, ``(token, peer host) ->
+    bool``; a connection then gets no audio until it has sent a token it
+    accepts (the ``client_id`` of a welcome, then ``\n``: see
+    :data:`AUTH_LINE_BYTES`) within ``auth_timeout_seconds``; a refused one
+    is told why in one text line and closed (``refused_clients``). None: every
+    connection gets audio at once (loopback without credentials).
+
     Listening starts in the constructor; ``close()`` (or leaving a ``with``
     block) stops it. ``publish`` is meant to be called from one thread, the
     render thread.
@@ -406,7 +413,8 @@ class TcpAudioServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  sample_format: SampleFormat | int = SampleFormat.INT16, queue_blocks: int = 64,
                  send_timeout_seconds: float = 2.0, max_clients: int = 16,
-                 send_buffer_bytes: int | None = None):
+                 send_buffer_bytes: int | None = None,
+                 authenticate: Callable[[str, str], bool] | None = None, auth_timeout_seconds: float = 2.0):
         if queue_blocks < 1:
             raise ValueError(f"queue_blocks must be >= 1, got {queue_blocks}")
         if not send_timeout_seconds > 0:
@@ -424,6 +432,11 @@ class TcpAudioServer:
         """Blocks dropped over all clients, past and present, because a queue was full."""
         self.rejected_clients = 0
         """Connections refused because ``max_clients`` were connected."""
+        self.authenticate = authenticate
+        self.auth_timeout_seconds = auth_timeout_seconds
+        self.refused_clients = 0
+        """Connections closed because they sent no accepted token in time."""
+        self._admitting = 0  # connections waiting for their token
         self._lock = threading.Lock()
         self._clients: tuple[_TcpClient, ...] = ()
         self._closed = threading.Event()
@@ -497,22 +510,77 @@ class TcpAudioServer:
             if self._closed.is_set():
                 sock.close()
                 return
-            if len(self._clients) >= self.max_clients:
+            if len(self._clients) + self._admitting >= self.max_clients:
                 self.rejected_clients += 1
                 sock.close()
                 continue
-            sock.setblocking(False)  # see _TcpClient: the render thread must never wait on it
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.send_buffer_bytes is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
-            client = _TcpClient(self, sock, address[:2])
+            if self.authenticate is not None:
+                with self._lock:
+                    self._admitting += 1
+                threading.Thread(target=self._admit, args=(sock, address[:2]), name="audio-tcp-admit",
+                                 daemon=True).start()
+                continue
+            self._add(sock, address[:2])
+
+    def _admit(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """Read a connection's token line (its own thread: a silent peer holds
+        nothing but this thread, for ``auth_timeout_seconds``); add it if accepted."""
+        try:
+            line = _read_line(sock, AUTH_LINE_BYTES, self.auth_timeout_seconds)
+            token = line.decode("ascii", "replace").strip()
+            if line and self.authenticate(token, address[0]):
+                self._add(sock, address)
+                return
+            self.refused_clients += 1
+            try:
+                sock.sendall(b"ERR the audio stream needs the client_id of a welcome, then a newline, first "
+                             b"(docs/network.md)\n")
+            except OSError:
+                pass
+            sock.close()
+        finally:
             with self._lock:
-                self._clients = self._clients + (client,)
-            client.thread.start()
+                self._admitting -= 1
+
+    def _add(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """Start streaming to an accepted connection."""
+        sock.setblocking(False)  # see _TcpClient: the render thread must never wait on it
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.send_buffer_bytes is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+        client = _TcpClient(self, sock, address)
+        with self._lock:
+            self._clients = self._clients + (client,)
+        client.thread.start()
 
     def _remove(self, client: _TcpClient) -> None:
         with self._lock:
             self._clients = tuple(c for c in self._clients if c is not client)
+
+
+AUTH_LINE_BYTES = 80
+"""Longest token line a TCP audio client may send first (a 32-character client_id and ``\n`` fit)."""
+
+
+def _read_line(sock: socket.socket, limit_bytes: int, timeout_seconds: float) -> bytes:
+    """Bytes up to the first ``\n`` (excluded), read within ``timeout_seconds``;
+    b"" on timeout, end of stream, or no newline within ``limit_bytes``."""
+    deadline = time.monotonic() + timeout_seconds
+    data = b""
+    try:
+        while b"\n" not in data and len(data) < limit_bytes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return b""
+            sock.settimeout(remaining)
+            chunk = sock.recv(limit_bytes - len(data))
+            if not chunk:
+                return b""
+            data += chunk
+    except OSError:
+        return b""
+    line, newline, _ = data.partition(b"\n")
+    return line if newline else b""
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -582,7 +650,7 @@ class ZmqAudioPublisher:
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:0", *,
                  sample_format: SampleFormat | int = SampleFormat.INT16, sndhwm_messages: int = 64,
-                 context: object | None = None):
+                 context: object | None = None, curve: Any = None):
         import zmq  # imported here so the TCP stream works without pyzmq installed
 
         if sndhwm_messages < 1:
@@ -598,6 +666,10 @@ class ZmqAudioPublisher:
         self._subscriptions = XpubSubscriptions()
         self._socket.setsockopt(zmq.SNDHWM, sndhwm_messages)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:  # a bridge.access.Credentials: only allow-listed CURVE keys subscribe
+            from bridge.access import make_curve_server
+
+            make_curve_server(self._socket, curve)
         address, _, port = endpoint.rpartition(":")
         if endpoint.startswith("tcp://") and port in ("0", "*"):
             self.endpoint = f"{address}:{self._socket.bind_to_random_port(address)}"

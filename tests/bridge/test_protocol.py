@@ -55,7 +55,7 @@ def _value(arg):
     if arg.type is ArgType.STRING:
         if arg.choices:
             return st.sampled_from(arg.choices)
-        return st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=64)
+        return st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=min(64, arg.max_chars))
     if arg.type is ArgType.INT:
         return st.integers(int(arg.minimum), int(arg.maximum))
     # float32 on the wire: draw values that float32 holds exactly
