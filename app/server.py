@@ -51,6 +51,15 @@ class Server:
 
         register_generators()  # the composition root hands the generators to the engine
         self.settings = settings
+        self.credentials = None
+        if settings.credentials is not None:  # first: a bad folder stops the server before anything starts
+            from adaptive.errors import ConfigError
+            from bridge.access import load_credentials
+
+            try:
+                self.credentials = load_credentials(settings.credentials)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         self.session_id = "default"  # one session per server for now; clients name it in logs
         from adaptive.cue import DEFAULT_BANK
         from adaptive.mapping import DEFAULT_MAPPING, ResolvedMapping, load_mapping
@@ -78,17 +87,9 @@ class Server:
         self.mapping = MappingControl(self.bank, mapping, self.realtime.submit,
                                       path=settings.mapping.resolve() if settings.mapping is not None else None,
                                       report_error=self._report_mapping_error)
-        from bridge.access import ClientTable, load_credentials, start_curve_authenticator
+        from bridge.access import ClientTable, start_curve_authenticator
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
-        self.credentials = None
-        if settings.credentials is not None:
-            from adaptive.errors import ConfigError
-
-            try:
-                self.credentials = load_credentials(settings.credentials)
-            except ValueError as error:
-                raise ConfigError(str(error)) from None
         # One table of clients for the session, whatever their transport: ids, roles, leases, caps.
         self.clients = ClientTable(lease_s=settings.client_lease_s, max_clients=settings.max_clients,
                                    max_clients_per_host=settings.max_clients_per_host)

@@ -57,6 +57,9 @@ MIN_SECRET_CHARS = 16
 CREDENTIALS_ENV = "ADAPTIVE_CREDENTIALS"
 """Environment variable naming the credentials folder when no setting does."""
 
+ZAP_DOMAIN = "adaptive"
+"""The ZeroMQ authentication domain (RFC 27/ZAP) of the server's sockets."""
+
 SECRETS_FILE = "secrets.toml"
 SERVER_CERT = "server"
 
@@ -429,7 +432,7 @@ def make_curve_server(sock: Any, credentials: Credentials | None) -> None:
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_SECRETKEY, credentials.curve_secret_key)
     sock.setsockopt(zmq.CURVE_PUBLICKEY, credentials.curve_public_key)
-    sock.setsockopt(zmq.ZAP_DOMAIN, b"adaptive")
+    sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
 
 
 def start_curve_authenticator(context: Any, credentials: Credentials) -> Any:
@@ -458,5 +461,5 @@ def start_curve_authenticator(context: Any, credentials: Credentials) -> Any:
 
     authenticator = _RoleAuthenticator(context)
     authenticator.start()
-    authenticator.configure_curve_callback(domain="*", credentials_provider=_AllowList())
+    authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=_AllowList())
     return authenticator

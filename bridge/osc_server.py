@@ -315,10 +315,14 @@ class OscServer:
                 if cookie:
                     self.counters["stale_cookies"] += 1
                 return ("retry", {"cookie": self.cookies.cookie(host, reply_port)})
+        try:  # from here on (host, reply_port) is verified: a refusal goes there in full
             if self.credentials is not None:
-                self._check_proof(role, cookie, reply_port, values["proof"])
-        client = self.clients.add("osc", source, host, Role(role), reply_address=(host, reply_port),
-                                  name=values["client_name"], sample_format=values["sample_format"])
+                self._check_proof(role, values["cookie"], reply_port, values["proof"])
+            client = self.clients.add("osc", source, host, Role(role), reply_address=(host, reply_port),
+                                      name=values["client_name"], sample_format=values["sample_format"])
+        except ProtocolError as error:
+            error.reply_to = (host, reply_port)
+            raise
         log.info("OSC: hello from %s (%s:%d, replies to port %d, role %s)", values["client_name"] or "a client",
                  source[0], source[1], reply_port, role)
         return ("welcome", {"client_id": client.client_id, "role": role, "lease_s": int(self.clients.lease_s)})
@@ -355,6 +359,10 @@ class OscServer:
         self.counters[f"rejected_{error.code}"] += 1
         log.warning("OSC: rejected a datagram from %s:%d: %s", source[0], source[1], error.message)
         name, values = error_reply(error)
+        reply_to = getattr(error, "reply_to", None)  # a hello's verified reply address
+        if reply_to is not None:
+            self._send_now(reply_to, encode_osc(name, **values))
+            return
         client = self.clients.get("osc", source)
         if client is not None or self._trusted(source):
             self._send_now(client.address if client is not None else source, encode_osc(name, **values))
