@@ -25,6 +25,7 @@ var _rate := 48000
 var _capacity_frames := 0
 var _playback: AudioStreamGeneratorPlayback
 var _connected := false
+var _token_sent := false  # the welcome's client_id went first on this connection
 
 
 func _ready() -> void:
@@ -76,6 +77,10 @@ func _process(_delta: float) -> void:
 		return
 	_tcp.poll()
 	if _tcp.get_status() == StreamPeerTCP.STATUS_CONNECTED:
+		if not _token_sent:
+			# A server with credentials streams nothing before the welcome's client_id and a newline.
+			_tcp.put_data((str(_soundtrack.welcome.get("client_id", "")) + "\n").to_ascii_buffer())
+			_token_sent = true
 		var available := _tcp.get_available_bytes()
 		if available > 0:
 			var got: Array = _tcp.get_data(available)
@@ -84,6 +89,7 @@ func _process(_delta: float) -> void:
 		_parse_blocks()
 	elif _tcp.get_status() in [StreamPeerTCP.STATUS_NONE, StreamPeerTCP.STATUS_ERROR]:
 		_tcp.connect_to_host(_soundtrack.host, _soundtrack.welcome["audio_tcp_port"])  # reconnect
+		_token_sent = false
 	if _playback == null:
 		if _pending.size() >= int(target_latency_seconds * _rate):
 			play()
