@@ -313,7 +313,7 @@ MESSAGES: tuple[Message, ...] = (
     Message("error", "/adaptive/error", Direction.TO_CLIENT, (
         Arg("code", ArgType.STRING, "what kind of error",
             choices=("malformed", "unknown_address", "wrong_arguments", "out_of_range", "unknown_name",
-                     "too_large", "not_allowed", "forbidden", "unverified")),
+                     "too_large", "not_allowed", "forbidden")),
         Arg("message", ArgType.STRING, "what was wrong and what is allowed", max_chars=ERROR_MESSAGE_CHARS),
     ), "The server rejected a message from this client; nothing else changed."),
 )
