@@ -25,6 +25,7 @@ import enum
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 import threading
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bridge.protocol import COOKIE_CHARS, ROLES, ProtocolError
+
+log = logging.getLogger("adaptive.access")
 
 COOKIE_BUCKET_S = 30.0
 """A cookie is valid in the 30 s bucket it was made in and the next one (30 to 60 s)."""
@@ -406,6 +409,9 @@ class ClientTable:
                 del self._by_key[(client.transport, client.key)]
                 self._by_id.pop(client.client_id, None)
             self.counters["clients_expired"] += len(gone)
+        for client in gone:
+            log.info("%s client %s (%s) dropped: silent for %g s", client.transport, client.name or "?", client.host,
+                     self.lease_s)
         if gone:
             self._changed()
         return gone

@@ -231,14 +231,10 @@ class OscServer:
                 log.exception("OSC: internal error handling a datagram from %s:%d", *source)
 
     def expire_clients(self) -> list[Client]:
-        """Drop the OSC clients whose lease ran out (the receive thread calls
-        it every :data:`EXPIRE_EVERY_S`); returns them."""
+        """Drop the clients whose lease ran out (the receive thread calls it
+        every :data:`EXPIRE_EVERY_S`); returns them."""
         self._next_expiry_s = self.clock() + EXPIRE_EVERY_S
-        gone = self.clients.expire()
-        for client in gone:
-            log.info("OSC: %s (%s:%d) dropped: silent for %g s", client.name or "a client", *client.key,
-                     self.clients.lease_s)
-        return gone
+        return self.clients.expire()  # logged there (the table is shared: another transport may expire them)
 
     def handle(self, datagram: bytes, source: tuple[str, int], received_seconds: float | None = None) -> None:
         """Decode one datagram from ``source`` that arrived at server time
