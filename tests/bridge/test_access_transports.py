@@ -157,3 +157,23 @@ def test_mapping_value_over_zeromq_is_strict_json(server):
     finally:
         control.close(linger=0)
     time.sleep(0.1)
+
+
+@pytest.mark.parametrize("keepalive", [True, False])
+def test_the_python_client_keeps_its_lease_with_pings(keepalive):
+    from bridge.access import ClientTable
+    from bridge.osc_server import OscServer
+    from adaptive.cue import load_bank
+
+    osc = OscServer(load_bank(DEFAULT_BANK), lambda item: None, time.monotonic, 48_000,
+                    {"session_id": "s", "block_frames": 1024, "lookahead_ms": 40.0, "audio_tcp_port": 0},
+                    port=0, clients=ClientTable(lease_s=1.5))
+    osc.start()
+    try:
+        with AdaptiveClient("127.0.0.1", osc.port, keepalive=keepalive) as client:
+            welcome = client.hello()
+            assert welcome["lease_s"] == 1
+            time.sleep(3.5)  # more than twice the lease
+            assert (osc.clients.by_id(welcome["client_id"]) is not None) == keepalive
+    finally:
+        osc.close()
