@@ -177,3 +177,30 @@ def test_the_python_client_keeps_its_lease_with_pings(keepalive):
             assert (osc.clients.by_id(welcome["client_id"]) is not None) == keepalive
     finally:
         osc.close()
+
+
+def test_zeromq_callbacks_reach_only_allow_listed_keys(server):
+    def subscriber(role):
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        public, secret = (zmq.curve_keypair() if role is None else
+                          zmq.auth.load_certificate(server.credentials.folder / "clients" / f"{role}.key_secret"))
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.curve_serverkey = server.credentials.curve_public_key
+        sock.setsockopt(zmq.SUBSCRIBE, b"events")
+        sock.connect(server.zmq.events_endpoint)
+        return sock
+
+    import zmq.auth  # noqa: F401
+
+    audience, stranger = subscriber("audience"), subscriber(None)
+    try:
+        with client_for(server, "control") as control:  # some scene, so beats are played
+            control.hello()
+            control.scene("calm", 0.5, "forest")
+            assert audience.poll(5000), "no callback for an allow-listed key within 5 s"
+            assert json.loads(audience.recv_multipart()[1])["type"]
+            assert not stranger.poll(500)
+    finally:
+        audience.close(linger=0)
+        stranger.close(linger=0)
