@@ -4,6 +4,7 @@ a render, live tuning over OSC (set, get, export, errors), and
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -263,3 +264,17 @@ def test_live_tuning_over_zeromq_json(tone_bank):
     finally:
         sock.close(linger=0)
         server.close()
+
+
+def test_mapping_values_are_strict_json_and_read_back(tone_bank):
+    """Issue 16: Node's JSON.parse rejects Python's -Infinity; infinities travel as "inf"/"-inf"."""
+    control = MappingControl(tone_bank(), parse_mapping_text(QUIET, tone_bank()), lambda change: None)
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    written = control.set("cues.low.layers.upper.gain_curve", "[[0, -inf], [1, -3]]")
+    assert json.loads(written, parse_constant=refuse) == [[0, "-inf"], [1, -3]]
+    assert control.set("cues.low.layers.upper.gain_curve", written) == written  # what it wrote reads back
+    rate = control.get("smoothing.valence_per_second")  # the default: inf (follow at once)
+    assert json.loads(rate, parse_constant=refuse) == "inf"
