@@ -308,7 +308,8 @@ def serve(settings: ServerSettings) -> int:
         realtime, gc_monitor = server.realtime, server.gc_monitor
         print(f"adaptive: stopped ({realtime.counters['blocks']} blocks, "
               f"{realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages, "
-              f"{server.session.generation.counters['generation_misses']} generation misses)",
+              f"{server.session.generation.counters['generation_misses']} generation misses, "
+              f"{server.clients.counters['clients_expired']} clients dropped for silence)",
               flush=True)
         print(f"adaptive: timing: longest block {realtime.max_block_ms:.1f} ms, latest wake-up "
               f"{realtime.max_wake_delay_ms:.1f} ms, longest garbage collection {gc_monitor.max_pause_ms:.1f} ms "
