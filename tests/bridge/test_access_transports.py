@@ -111,7 +111,13 @@ def zmq_client(server, role: str | None):
 
 
 def ask(sock, message: dict, timeout_ms: int = 3000) -> dict | None:
-    sock.send(json.dumps(message).encode())
+    """Send and wait for the reply; None if it cannot be sent (a DEALER with no connected peer, e.g. a
+    stranger's key refused by the server, blocks on send: hence SNDTIMEO) or no reply comes."""
+    sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
+    try:
+        sock.send(json.dumps(message).encode())
+    except zmq.Again:
+        return None
     if not sock.poll(timeout_ms):
         return None
     return json.loads(sock.recv_multipart()[-1])
