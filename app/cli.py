@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -96,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(export)
     export.add_argument("-o", "--output", type=Path, required=True, help="the TOML file to write")
 
+    credentials = commands.add_parser("credentials", help="make a credentials folder for a server off loopback "
+                                      "(role secrets, ZeroMQ CURVE keys; see docs/network.md)")
+    credentials.add_argument("folder", type=Path, help="the folder to make (existing files are kept)")
+
     _plot_parser(commands)
     return parser
 
@@ -123,6 +128,11 @@ def _serve_parser(commands) -> None:
     _generator_option(serve, default=None)
     serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
     serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
+    serve.add_argument("--credentials", type=Path, help="credentials folder made by 'adaptive credentials DIR' "
+                       "(needed off loopback; default: $ADAPTIVE_CREDENTIALS; see docs/network.md)")
+    serve.add_argument("--client-lease-s", type=int, help="drop a client silent this many seconds (default 30)")
+    serve.add_argument("--max-clients", type=int, help="clients of the session at once (default 64)")
+    serve.add_argument("--max-clients-per-host", type=int, help="clients from one host at once (default 16)")
     serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
                                                     "the next bar; default: the embedded bank's mapping)")
     serve.add_argument("--start", choices=("at_once", "wait"),
@@ -191,6 +201,12 @@ SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="the server's host (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9000, help="the server's OSC UDP port (default 9000)")
+    parser.add_argument("--role", choices=("control", "listener", "audience"), default=None,
+                        help="the role to ask for on a server with credentials (default: control to send, "
+                             "listener to monitor or export)")
+    parser.add_argument("--credentials", type=Path, default=None,
+                        help="a credentials folder (its secrets.toml gives the role's secret; default: "
+                             "$ADAPTIVE_CREDENTIALS); none for a server without credentials")
 
 
 def _prepare_output(path: Path) -> None:
@@ -276,6 +292,7 @@ def _serve_settings(args: argparse.Namespace):
 
     from adaptive.errors import ConfigError
     from app.settings import CONFIG_KEYS, ServerSettings
+    from bridge.access import CREDENTIALS_ENV
 
     values: dict = {}
     if args.config is not None:
@@ -286,6 +303,8 @@ def _serve_settings(args: argparse.Namespace):
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{args.config}: not valid TOML: {error}") from None
     values.update({key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key) is not None})
+    if "credentials" not in values and os.environ.get(CREDENTIALS_ENV):
+        values["credentials"] = os.environ[CREDENTIALS_ENV]
     return ServerSettings.from_values(values, f"{args.config}: " if args.config else "")
 
 
@@ -343,20 +362,48 @@ def _connect(args: argparse.Namespace, name: str):
     Raises:
         AdaptiveError: a bad port, or no server answering.
     """
+    from bridge.access import CREDENTIALS_ENV, Role, load_credentials
     from bridge.client import AdaptiveClient
 
     if not 1 <= args.port <= 65535:
         raise AdaptiveError(f"--port {args.port} is out of range (allowed: 1..65535)")
+    folder = args.credentials or (Path(os.environ[CREDENTIALS_ENV]) if os.environ.get(CREDENTIALS_ENV) else None)
+    role, secret = "", None
+    if folder is not None:
+        role = args.role or ("control" if name == "adaptive send" else "listener")
+        try:
+            secret = load_credentials(folder).secrets.get(Role(role))
+        except ValueError as error:
+            raise AdaptiveError(str(error)) from None
+        if secret is None:
+            raise AdaptiveError(f"{folder}/secrets.toml has no secret for role {role!r}")
+    elif args.role is not None:
+        role = args.role
     try:
-        client = AdaptiveClient(args.host, args.port, client_name=name)
+        client = AdaptiveClient(args.host, args.port, client_name=name, role=role, secret=secret)
     except OSError as error:
         raise AdaptiveError(f"cannot reach {args.host}:{args.port}: {error.strerror or error}") from None
     try:
         client.hello()
-    except TimeoutError as error:
+    except (TimeoutError, PermissionError) as error:
         client.close()
         raise AdaptiveError(str(error)) from None
     return client
+
+
+def _credentials(args: argparse.Namespace) -> int:
+    from bridge.access import create_credentials
+
+    try:
+        written = create_credentials(args.folder)
+    except OSError as error:
+        raise AdaptiveError(f"cannot write {args.folder}: {error.strerror or error}") from None
+    for path in written:
+        print(f"wrote {path}")
+    print(f"adaptive: serve with --credentials {args.folder}; give each client its role's secret "
+          f"({args.folder}/secrets.toml) or, over ZeroMQ, its role's clients/ROLE.key_secret and the server's "
+          f"server.key (docs/network.md)")
+    return 0
 
 
 def _send_values(name: str, texts: list[str]) -> dict:
@@ -518,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     register_generators()
     args = build_parser().parse_args(argv)
     handlers = {"render": _render, "serve": _serve, "replay": _replay, "bank": _bank, "send": _send,
-                "monitor": _monitor, "check": _check, "mapping": _mapping, "plot": _plot}
+                "monitor": _monitor, "check": _check, "mapping": _mapping, "plot": _plot,
+                "credentials": _credentials}
     try:
         return handlers[args.command](args)
     except AdaptiveError as error:

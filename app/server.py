@@ -46,12 +46,21 @@ class Server:
         from adaptive.cue import load_bank
         from adaptive.realtime import GcPauseMonitor, RealtimeSession
         from adaptive.session import Session
-        from bridge.audio import TcpAudioServer, ZmqAudioPublisher
+        from bridge.audio import TcpAudioServer, ZmqAudioPublisher, token_authorizer
         from bridge.osc_server import OscServer
         from bridge.zmq_server import ZmqServer
 
         register_generators()  # the composition root hands the generators to the engine
         self.settings = settings
+        self.credentials = None
+        if settings.credentials is not None:  # first: a bad folder stops the server before anything starts
+            from adaptive.errors import ConfigError
+            from bridge.access import load_credentials
+
+            try:
+                self.credentials = load_credentials(settings.credentials)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         self.session_id = "default"  # one session per server for now; clients name it in logs
         from adaptive.cue import DEFAULT_BANK
         from adaptive.mapping import DEFAULT_MAPPING, ResolvedMapping, load_mapping
@@ -79,8 +88,13 @@ class Server:
         self.mapping = MappingControl(self.bank, mapping, self.realtime.submit,
                                       path=settings.mapping.resolve() if settings.mapping is not None else None,
                                       report_error=self._report_mapping_error, bank_path=settings.bank)
+        from bridge.access import ClientTable, start_curve_authenticator
         from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
+        # One table of clients for the session, whatever their transport: ids, roles, leases, caps.
+        self.clients = ClientTable(lease_s=settings.client_lease_s, max_clients=settings.max_clients,
+                                   max_clients_per_host=settings.max_clients_per_host)
+        self.curve_authenticator = None
         self.midi_recorder = MidiFileRecorder() if settings.midi_file is not None else None
         self.virtual_midi = None
         self._closers: list = []
@@ -89,22 +103,32 @@ class Server:
                 self.virtual_midi = VirtualMidiPort(self.session.parts, settings.sample_rate_hz,
                                                     self.realtime.server_time_seconds)
                 self._closers.append(self.virtual_midi.close)
+            if self.credentials is not None:
+                import zmq
+
+                self.curve_authenticator = start_curve_authenticator(zmq.Context.instance(), self.credentials)
+            # With credentials, part B's authorize hook wants a client_id of this session first.
+            authorize = token_authorizer(self._audio_token_accepted) if self.credentials is not None else None
             self.audio_tcp = _bind("audio TCP", settings.audio_tcp_port,
-                                   lambda: TcpAudioServer(settings.host, settings.audio_tcp_port))
+                                   lambda: TcpAudioServer(settings.host, settings.audio_tcp_port,
+                                                          authorize=authorize))
             self._closers.append(self.audio_tcp.close)
             self.audio_zmq = _bind("ZeroMQ audio", settings.zmq_audio_port,
-                                   lambda: ZmqAudioPublisher(f"tcp://{settings.host}:{settings.zmq_audio_port}"))
+                                   lambda: ZmqAudioPublisher(f"tcp://{settings.host}:{settings.zmq_audio_port}",
+                                                             curve=self.credentials))
             self._closers.append(self.audio_zmq.close)
             welcome = {"session_id": self.session_id, "block_frames": settings.block_frames,
                        "lookahead_ms": settings.lookahead_ms, "audio_tcp_port": self.audio_tcp.port}
             self.osc = _bind("OSC", settings.osc_port, lambda: OscServer(
                 self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
-                welcome, settings.host, settings.osc_port, part_info=self.session.parts, mapping=self.mapping))
+                welcome, settings.host, settings.osc_port, part_info=self.session.parts, mapping=self.mapping,
+                credentials=self.credentials, clients=self.clients))
             self._closers.append(self.osc.close)
             self.zmq = _bind("ZeroMQ control", settings.zmq_control_port, lambda: ZmqServer(
                 self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
                 welcome, settings.host, settings.zmq_control_port, settings.zmq_events_port,
-                part_info=self.session.parts, mapping=self.mapping))
+                part_info=self.session.parts, mapping=self.mapping, credentials=self.credentials,
+                clients=self.clients))
             self._closers.append(self.zmq.close)
         except BaseException:
             self._close_transports()
@@ -116,6 +140,21 @@ class Server:
             if extra is not None:
                 self.realtime.add_sink(extra.on_block)
         self.realtime.add_sink(self._publish_audio)
+
+    def _audio_token_accepted(self, token: str, host: str) -> bool:
+        """Whether a TCP audio connection from ``host`` sent the client_id of a client of this session from that host."""
+        client = self.clients.by_id(token)
+        return client is not None and client.host == host
+
+    def access_line(self) -> str:
+        """What the server asks of clients, as printed at start."""
+        if self.credentials is None:
+            return ("access   no credentials: loopback only, every client may control "
+                    "(docs/network.md says how to set credentials)")
+        roles = ", ".join(role.value for role in self.credentials.secrets) or "none"
+        return (f"access   credentials {self.credentials.folder}: OSC roles with a secret: {roles}; "
+                f"{len(self.credentials.curve_clients)} allow-listed ZeroMQ CURVE keys; server key "
+                f"{self.credentials.curve_public_key.decode()}")
 
     def _report_mapping_error(self, path: str, message: str) -> None:
         """Tell every client that an edited mapping file is invalid (from the watch thread)."""
@@ -234,6 +273,9 @@ class Server:
             except Exception:  # closing must go on for the others
                 log.exception("error while closing")
         self._closers.clear()
+        if self.curve_authenticator is not None:
+            self.curve_authenticator.stop()
+            self.curve_authenticator = None
 
 
 def endpoint_lines(settings: ServerSettings) -> list[str]:
@@ -307,6 +349,7 @@ def serve(settings: ServerSettings) -> int:
     warnings = server.mapping_warnings()
     if warnings:
         print(warnings, file=sys.stderr, flush=True)
+    print(server.access_line(), flush=True)
     priority_checked = False
     try:
         while not stop.wait(0.5):
@@ -329,7 +372,8 @@ def serve(settings: ServerSettings) -> int:
         realtime, gc_monitor = server.realtime, server.gc_monitor
         print(f"adaptive: stopped ({realtime.counters['blocks']} blocks, "
               f"{realtime.counters['underruns']} underruns, {server.osc.counters['rejected']} rejected messages, "
-              f"{server.session.generation.counters['generation_misses']} generation misses)",
+              f"{server.session.generation.counters['generation_misses']} generation misses, "
+              f"{server.clients.counters['clients_expired']} clients dropped for silence)",
               flush=True)
         print(f"adaptive: timing: longest block {realtime.max_block_ms:.1f} ms, latest wake-up "
               f"{realtime.max_wake_delay_ms:.1f} ms, longest garbage collection {gc_monitor.max_pause_ms:.1f} ms "

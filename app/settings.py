@@ -8,7 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ
 from adaptive.cue import DEFAULT_BANK
@@ -16,6 +16,7 @@ from adaptive.errors import ConfigError
 from adaptive.realtime import MAX_LOOKAHEAD_MS
 from adaptive.registry import GENERATORS
 from app.generators import DEFAULT_GENERATOR
+from bridge.access import LEASE_S, MAX_CLIENTS, MAX_CLIENTS_PER_HOST, how_to_set_credentials, is_loopback
 
 
 def _within(low: int | float, high: int | float) -> BeforeValidator:
@@ -99,6 +100,13 @@ class ServerSettings(BaseModel):
         start: when the music starts (:class:`StartMode`): ``at_once`` (the
             default) plays the mapping's starting scene from the first frame;
             ``wait`` stays silent until the first scene message.
+        credentials: a credentials folder (``adaptive credentials DIR``: role
+            secrets and ZeroMQ CURVE keys; docs/network.md). None: no
+            credentials, every client may do everything, which only a loopback
+            ``host`` allows (:class:`ConfigError`-worthy otherwise).
+        client_lease_s: a client silent this long (seconds, 1..86400) is dropped.
+        max_clients: clients of the session at once (any transport), 1..10000.
+        max_clients_per_host: clients from one source host at once, 1..10000.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -122,6 +130,17 @@ class ServerSettings(BaseModel):
     generator: Annotated[str, AfterValidator(_registered_generator)] = DEFAULT_GENERATOR
     mapping: Path | None = None
     start: StartMode = StartMode.AT_ONCE
+    credentials: Path | None = None
+    client_lease_s: Annotated[int, _within(1, 86_400)] = LEASE_S
+    max_clients: Annotated[int, _within(1, 10_000)] = MAX_CLIENTS
+    max_clients_per_host: Annotated[int, _within(1, 10_000)] = MAX_CLIENTS_PER_HOST
+
+    @model_validator(mode="after")
+    def _credentials_off_loopback(self) -> ServerSettings:
+        if self.credentials is None and not is_loopback(self.host):
+            raise ValueError(f"host {self.host!r} is not loopback, and off loopback the server needs credentials: "
+                             + how_to_set_credentials())
+        return self
 
     @classmethod
     def from_values(cls, values: dict[str, Any], where: str = "") -> ServerSettings:
@@ -143,6 +162,9 @@ CONFIG_KEYS = tuple(field.alias or name for name, field in ServerSettings.model_
 def _first_problem(error: ValidationError) -> str:
     problem = error.errors()[0]
     key = ".".join(str(part) for part in problem["loc"])
+    if not key:  # a rule over several settings (credentials off loopback)
+        cause = problem.get("ctx", {}).get("error")
+        return str(cause) if cause is not None else problem["msg"]
     if problem["type"] == "extra_forbidden":
         return f"unknown setting {key!r} (allowed: {', '.join(CONFIG_KEYS)})"
     cause = problem.get("ctx", {}).get("error")

@@ -634,6 +634,60 @@ class TcpAudioServer:
             self._connections.discard(client)
 
 
+AUTH_LINE_BYTES = 80
+"""Longest token line a TCP audio client may send first (a 32-character client_id and ``\n`` fit)."""
+
+AUTH_TIMEOUT_SECONDS = 2.0
+"""How long a TCP audio client has to send its token line on a server with credentials."""
+
+REFUSAL_LINE = b"ERR the audio stream needs the client_id of a welcome, then a newline, first (docs/network.md)\n"
+"""What a TCP audio client whose token is refused reads before the connection closes."""
+
+
+def token_authorizer(accept: Callable[[str, str], bool], timeout_seconds: float = AUTH_TIMEOUT_SECONDS
+                     ) -> Callable[[socket.socket, tuple[str, int]], bool]:
+    """An ``authorize`` hook for :class:`TcpAudioServer` on a server with
+    credentials: the connection must first send a token (the ``client_id`` of
+    a welcome, then ``\n``: see :data:`AUTH_LINE_BYTES`) within
+    ``timeout_seconds`` that ``accept(token, peer host)`` accepts; a refused
+    one is told why in one text line (:data:`REFUSAL_LINE`) and closed
+    (counted in ``unauthorized_clients``)."""
+
+    def authorize(sock: socket.socket, address: tuple[str, int]) -> bool:
+        line = _read_line(sock, AUTH_LINE_BYTES, timeout_seconds)
+        token = line.decode("ascii", "replace").strip()
+        if line and accept(token, address[0]):
+            return True
+        try:
+            sock.sendall(REFUSAL_LINE)
+        except OSError:
+            pass
+        return False
+
+    return authorize
+
+
+def _read_line(sock: socket.socket, limit_bytes: int, timeout_seconds: float) -> bytes:
+    """Bytes up to the first ``\n`` (excluded), read within ``timeout_seconds``;
+    b"" on timeout, end of stream, or no newline within ``limit_bytes``."""
+    deadline = time.monotonic() + timeout_seconds
+    data = b""
+    try:
+        while b"\n" not in data and len(data) < limit_bytes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return b""
+            sock.settimeout(remaining)
+            chunk = sock.recv(limit_bytes - len(data))
+            if not chunk:
+                return b""
+            data += chunk
+    except OSError:
+        return b""
+    line, newline, _ = data.partition(b"\n")
+    return line if newline else b""
+
+
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -701,7 +755,7 @@ class ZmqAudioPublisher:
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:0", *,
                  sample_format: SampleFormat | int = SampleFormat.INT16, sndhwm_messages: int = 64,
-                 context: object | None = None):
+                 context: object | None = None, curve: Any = None):
         import zmq  # imported here so the TCP stream works without pyzmq installed
 
         if sndhwm_messages < 1:
@@ -717,6 +771,10 @@ class ZmqAudioPublisher:
         self._subscriptions = XpubSubscriptions()
         self._socket.setsockopt(zmq.SNDHWM, sndhwm_messages)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:  # a bridge.access.Credentials: only allow-listed CURVE keys subscribe
+            from bridge.access import make_curve_server
+
+            make_curve_server(self._socket, curve)
         address, _, port = endpoint.rpartition(":")
         if endpoint.startswith("tcp://") and port in ("0", "*"):
             self.endpoint = f"{address}:{self._socket.bind_to_random_port(address)}"

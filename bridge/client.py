@@ -16,6 +16,14 @@ Every message is built with :func:`bridge.protocol.encode_osc`, so a value the
 table does not allow raises :class:`~bridge.protocol.ProtocolError` before
 anything is sent. One socket (bound to 127.0.0.1, any free port) sends and
 receives: the server answers to the port given in ``hello``, which is this one.
+
+On a server with credentials (docs/network.md) give the role and its secret::
+
+    with AdaptiveClient("10.0.0.5", 9000, role="listener", secret=LISTENER_SECRET) as client:
+        client.hello()   # hello, the server's retry with a cookie, hello with the proof, welcome
+
+After the welcome a thread pings the server every third of the lease so the
+client is not dropped, and :meth:`close` says goodbye.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.access import hello_proof
 from bridge.protocol import Decoded, Direction, ProtocolError, decode_osc, encode_osc
 
 __all__ = ["AdaptiveClient", "ClockSync", "OscClient", "server_seconds"]
@@ -71,6 +80,10 @@ class AdaptiveClient:
         host: the server's host (an IPv4 address or name).
         port: the server's OSC UDP port.
         client_name: free text sent in ``hello`` (the server logs it).
+        role: the role asked for in ``hello`` ("control", "listener",
+            "audience"; "": control on a server without credentials).
+        secret: that role's secret (text or bytes) on a server with credentials.
+        keepalive: ping every third of the welcome's lease so the server keeps the client.
 
     Attributes:
         errors: every ``error`` message received, as its values
@@ -78,10 +91,15 @@ class AdaptiveClient:
         welcome: the values of the last ``welcome``, or None before :meth:`hello`.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9000, client_name: str = "python") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 9000, client_name: str = "python", role: str = "",
+                 secret: str | bytes | None = None, keepalive: bool = True) -> None:
         self.host = host
         self.port = port
         self.client_name = client_name
+        self.role = role
+        self.secret = secret.encode("utf-8") if isinstance(secret, str) else secret
+        self.keepalive = keepalive
+        self._keepalive_thread: threading.Thread | None = None
         self.errors: list[dict[str, Any]] = []
         self.welcome: dict[str, Any] | None = None
         self._queue: queue.Queue[Decoded] = queue.Queue()
@@ -175,21 +193,62 @@ class AdaptiveClient:
         Raises:
             TimeoutError: no welcome within ``timeout`` seconds (is the server running?).
         """
-        self.send("hello", reply_port=self.reply_port, sample_rate_hz=sample_rate_hz, channels=channels,
-                  sample_format=sample_format, client_name=self.client_name)
-        try:
-            return self.wait_for("welcome", timeout)
-        except TimeoutError:
-            raise TimeoutError(f"no answer from an adaptive server at udp://{self.host}:{self.port} "
-                               f"within {timeout:g} s (is 'adaptive serve' running there?)") from None
+        hello = {"reply_port": self.reply_port, "sample_rate_hz": sample_rate_hz, "channels": channels,
+                 "sample_format": sample_format, "client_name": self.client_name, "role": self.role}
+        deadline = time.monotonic() + timeout
+        self.send("hello", **hello)
+        for _ in range(3):  # hello; after a retry, hello with its cookie (a stale cookie may need one more)
+            name, values = self._answer(("welcome", "retry", "error"), deadline)
+            if name == "welcome":
+                self._start_keepalive(values["lease_s"])
+                return values
+            if name == "error":
+                raise PermissionError(f"the server refused the hello ({values['code']}): {values['message']}")
+            cookie = values["cookie"]
+            proof = hello_proof(self.secret, cookie, self.role, self.reply_port) if self.secret and self.role else ""
+            self.send("hello", **hello, cookie=cookie, proof=proof)
+        raise PermissionError("the server kept asking for the cookie round trip (is the clock of its cookies sane?)")
 
-    def subscribe(self, stream: str) -> None:
-        """Start receiving ``stream``: "events", "midi" or "audio"."""
-        self.send("subscribe", stream=stream)
+    def _answer(self, names: tuple[str, ...], deadline: float) -> tuple[str, dict[str, Any]]:
+        for decoded in self.messages(max(0.0, deadline - time.monotonic())):
+            if decoded.message.name in names:
+                return decoded.message.name, decoded.values
+        raise TimeoutError(f"no answer from an adaptive server at udp://{self.host}:{self.port} "
+                           "in time (is 'adaptive serve' running there?)")
 
-    def unsubscribe(self, stream: str) -> None:
+    def _start_keepalive(self, lease_s: int) -> None:
+        if not self.keepalive or self._keepalive_thread is not None:
+            return
+
+        def ping_every_third_of_the_lease() -> None:
+            while self._running:
+                for _ in range(max(1, int(lease_s / 3 / 0.1))):
+                    if not self._running:
+                        return
+                    time.sleep(0.1)
+                try:
+                    self.send("ping", sequence=next(self._sequence) % 2**31)
+                except OSError:
+                    pass
+
+        self._keepalive_thread = threading.Thread(target=ping_every_third_of_the_lease, name="adaptive-keepalive",
+                                                  daemon=True)
+        self._keepalive_thread.start()
+
+    def goodbye(self) -> None:
+        """Leave: the server forgets this client (its streams stop). :meth:`close` does it too."""
+        if self.welcome is not None:
+            self.send("goodbye")
+            self.welcome = None
+
+    def subscribe(self, stream: str, client_id: str = "") -> None:
+        """Start receiving ``stream``: "events", "midi" or "audio" (for the
+        client ``client_id`` of another socket's welcome, else this one)."""
+        self.send("subscribe", stream=stream, client_id=client_id)
+
+    def unsubscribe(self, stream: str, client_id: str = "") -> None:
         """Stop receiving ``stream``."""
-        self.send("unsubscribe", stream=stream)
+        self.send("unsubscribe", stream=stream, client_id=client_id)
 
     def scene(self, emotion: str, intensity: float, location: str) -> None:
         """Set the whole scene: a named emotion, intensity 0..1, location."""
@@ -317,9 +376,15 @@ class AdaptiveClient:
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:
-        """Stop the receive thread and close the socket."""
+        """Say goodbye (after a welcome), stop the threads and close the socket."""
+        try:
+            self.goodbye()
+        except OSError:
+            pass
         self._running = False
         self._thread.join(1.0)
+        if self._keepalive_thread is not None:
+            self._keepalive_thread.join(1.0)
         self._sock.close()
 
     def __enter__(self) -> AdaptiveClient:

@@ -206,17 +206,30 @@ def error_reply(error: ProtocolError) -> Reply:
 
 
 class Peer(Protocol):
-    """What only the transport that carried a message can do for its sender."""
+    """What only the transport that carried a message can do for its sender.
 
-    def hello(self, values: dict[str, Any]) -> None:
-        """The sender said hello (``values``: the message's); remember where to reply.
+    Attributes:
+        role: what the sender may do (:class:`bridge.access.Role`), or None:
+            nothing but hello, goodbye and ping (a server with credentials, a
+            sender that has not said hello).
+    """
+
+    role: Any
+
+    def hello(self, values: dict[str, Any]) -> Reply:
+        """The sender said hello (``values``: the message's). Returns
+        ``("welcome", {client_id, role, lease_s})`` once the client is known,
+        or ``("retry", {cookie})`` to ask for the cookie round trip first.
 
         Raises:
-            ProtocolError: a hello the transport refuses.
+            ProtocolError: a hello the transport refuses (a wrong proof, a cap).
         """
 
-    def subscribe(self, stream: str, subscribed: bool) -> None:
-        """The sender (un)subscribed to ``stream``.
+    def goodbye(self, client_id: str) -> None:
+        """The sender (or the client ``client_id``) leaves."""
+
+    def subscribe(self, stream: str, subscribed: bool, client_id: str) -> None:
+        """The sender (or the client ``client_id``) (un)subscribed to ``stream``.
 
         Raises:
             ProtocolError: the transport cannot do it for this sender yet.
@@ -225,6 +238,14 @@ class Peer(Protocol):
     def reply_later(self, replies: list[Reply]) -> None:
         """Send ``replies`` to the sender from another thread (the answer to a
         ``mapping_set``, from the mapping thread). Must not block."""
+
+
+def forbidden(address: str, needed: str, role: Any) -> ProtocolError:
+    """The ``forbidden`` error of a message that needs role ``needed`` from a sender with ``role`` (or None)."""
+    has = f"has the {role.value} role" if role is not None else "has no role yet"
+    return ProtocolError("forbidden", f"{address} needs the {needed} role (or a higher one; roles: audience < "
+                                      f"listener < control) and this sender {has}: say /adaptive/hello with role "
+                                      f"{needed!r} and its proof first (docs/network.md)")
 
 
 class Dispatcher:
@@ -253,7 +274,7 @@ class Dispatcher:
         self.welcome = welcome
         self.mapping = mapping
         self.counters = counters if counters is not None else collections.Counter()
-        by_kind = {"hello": self._hello, "ping": self._ping, "subscribe": self._subscribe,
+        by_kind = {"hello": self._hello, "goodbye": self._goodbye, "ping": self._ping, "subscribe": self._subscribe,
                    "unsubscribe": self._subscribe, "mapping_set": self._mapping, "mapping_get": self._mapping,
                    "mapping_export": self._mapping, "stinger": self._input, "play_theme": self._input, **dict.fromkeys(SCENE_INPUTS, self._input)}
         self.handlers: dict[str, Callable[[Decoded, Peer, float], list[Reply]]] = {
@@ -269,19 +290,31 @@ class Dispatcher:
             ProtocolError: anything the server cannot accept.
         """
         received = self.server_time_seconds() if received_seconds is None else received_seconds
+        needed = decoded.message.role
+        if needed is not None and (peer.role is None or not peer.role.allows(needed)):
+            self.counters["forbidden"] += 1
+            raise forbidden(decoded.message.address, needed, peer.role)
         return self.handlers[decoded.message.name](decoded, peer, received)
 
     def _hello(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
-        peer.hello(decoded.values)
+        name, values = peer.hello(decoded.values)
+        if name != "welcome":
+            self.counters["retries"] += 1
+            return [(name, values)]
         self.counters["hellos"] += 1
-        return [("welcome", welcome_values(self.sample_rate_hz, self.server_time_seconds(), self.welcome))]
+        return [("welcome", {**welcome_values(self.sample_rate_hz, self.server_time_seconds(), self.welcome),
+                             **values})]
+
+    def _goodbye(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+        peer.goodbye(decoded.values["client_id"])
+        return []
 
     def _ping(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
         self.counters["pings"] += 1
         return [("pong", pong_values(decoded.values["sequence"], received, self.server_time_seconds()))]
 
     def _subscribe(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
-        peer.subscribe(decoded.values["stream"], decoded.message.name == "subscribe")
+        peer.subscribe(decoded.values["stream"], decoded.message.name == "subscribe", decoded.values["client_id"])
         return []
 
     def _mapping(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:

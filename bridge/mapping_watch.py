@@ -106,8 +106,27 @@ class MappingRejected(Exception):
 
 
 def to_json_text(value: Any) -> str:
-    """A mapping value as JSON text (``-inf`` as ``-Infinity``, as Python's json writes it)."""
-    return json.dumps(value, allow_nan=True, separators=(", ", ": "))
+    """A mapping value as strict JSON text (RFC 8259, which has no infinities
+    or NaN: ``JSON.parse`` in a browser or Node rejects Python's ``-Infinity``).
+    An infinite number is written as the string ``"inf"`` or ``"-inf"``
+    (TOML's spelling), which :func:`adaptive.mapping.parse_value` reads back
+    as the number; a mapping never holds NaN (the schema refuses it).
+
+    Raises:
+        ValueError: ``value`` holds a NaN.
+    """
+    return json.dumps(_finite(value), allow_nan=False, separators=(", ", ": "))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every infinite float replaced by ``"inf"`` / ``"-inf"``."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def cut_utf8(text: str, limit_bytes: int) -> list[str]:

@@ -17,21 +17,41 @@ block. Bad input is answered with an ``error`` message to the sender (at its
 ``hello`` reply port if it said hello, else at its source port), counted, and
 logged (one line per kind of error per 10 s, with the count of the others:
 :class:`bridge.log_limit.RateLimitedLog`); nothing else changes.
+
+Who may do what (:mod:`bridge.access`, docs/network.md):
+
+* A client exists once its hello is **verified**: it came from loopback
+  (which no other machine can claim as its source), or it carried the cookie
+  of the server's ``retry``, which went to its (host, reply_port) — so the
+  client receives there. Until then a source gets at most one reply per
+  datagram, no larger than the datagram (an ``error`` is cut to fit, anything
+  else is withheld and counted); streams and multi-part replies go only to
+  clients.
+* Without credentials every sender has the control role (as on loopback
+  before roles existed). With credentials a client has the role its hello
+  proved (HMAC over the cookie); a sender that is no client has none.
+* A client is known by the source address of its hello, or by its
+  ``client_id`` (in ``welcome``), which ``subscribe``, ``unsubscribe`` and
+  ``goodbye`` from another socket carry. Any message renews its lease; a
+  client silent for the lease is dropped (counted ``clients_expired``).
 """
 
 from __future__ import annotations
 
 import collections
+import hmac
 import logging
 import socket
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
+from bridge.access import Client, ClientTable, CookieJar, Credentials, Role, hello_proof, is_loopback
 from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, wire_events
 from bridge.log_limit import RateLimitedLog
-from bridge.protocol import ProtocolError, decode_osc, encode_osc
+from bridge.protocol import ROLES, ProtocolError, decode_osc, encode_osc
 
 log = logging.getLogger("adaptive.osc")
 
@@ -43,19 +63,11 @@ RECEIVE_BUFFER_BYTES = 1 << 20
 """Socket receive buffer asked for (bytes): about 10 000 small datagrams, so a
 burst of input waits in the kernel instead of being dropped."""
 
-@dataclass
-class OscClient:
-    """A client that said hello: where to send, and what it subscribed to."""
+OscClient = Client
+"""A client that said hello (:class:`bridge.access.Client`): where to send, what it subscribed to."""
 
-    host: str
-    reply_port: int
-    name: str = ""
-    sample_format: str = "s16"
-    streams: set[str] = field(default_factory=lambda: {"events"})
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.reply_port)
+EXPIRE_EVERY_S = 1.0
+"""How often (seconds) the receive thread drops clients whose lease ran out."""
 
 
 @dataclass(frozen=True)
@@ -64,15 +76,30 @@ class _OscPeer:
 
     server: OscServer
     source: tuple[str, int]
+    client: Client | None
+    role: Role | None
+    request_bytes: int = 0  # the datagram's size: what an unverified source may get back
 
-    def hello(self, values: dict[str, Any]) -> None:
-        self.server._hello(values, self.source)
+    def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return self.server._hello(values, self.source)
 
-    def subscribe(self, stream: str, subscribed: bool) -> None:
-        self.server._subscribe(stream, subscribed, self.source)
+    def goodbye(self, client_id: str) -> None:
+        self.server._goodbye(self._client(client_id, "goodbye"))
+
+    def subscribe(self, stream: str, subscribed: bool, client_id: str) -> None:
+        self.server._subscribe(stream, subscribed, self._client(client_id, "subscribe" if subscribed else "unsubscribe"))
+
+    def _client(self, client_id: str, name: str) -> Client:
+        if self.client is None:
+            raise ProtocolError("not_allowed", f"/adaptive/{name} needs a client: say /adaptive/hello from this "
+                                               "socket first, or add the client_id of your welcome as the last "
+                                               f"argument (/adaptive/{name} {'s' if name == 'goodbye' else 'ss'} "
+                                               f"{'' if name == 'goodbye' else 'STREAM '}CLIENT_ID)")
+        return self.client
 
     def reply_later(self, replies: list[tuple[str, dict[str, Any]]]) -> None:
-        self.server._send_replies(self.source, replies)  # UDP sendto: safe from any thread, never blocks
+        # From the mapping thread; UDP sendto is safe from any thread and never blocks.
+        self.server._send_replies(self.source, self.client, replies, self.request_bytes)
 
 
 class OscServer:
@@ -89,6 +116,21 @@ class OscServer:
         part_info: the session's parts (for MIDI channels: percussion on 10).
         mapping: the live mapping (:class:`bridge.mapping_watch.MappingControl`):
             answers mapping_set/get/export and names emotions and stingers.
+        credentials: role secrets to check hello proofs against (None: no
+            credentials, every sender has the control role).
+        clients: the session's client table (shared with the other
+            transports; default: one of this endpoint's own).
+        cookies: the cookie jar of the hello round trip (default: a new secret).
+        trust_loopback: treat loopback sources as verified (no cookie round
+            trip without credentials); tests turn it off.
+        clock: monotonic seconds for leases and cookies (tests pass a fake one).
+
+    Attributes:
+        counters: ``received``, ``inputs``, ``hellos``, ``retries``, ``pings``,
+            ``rejected``, ``rejected_<code>``, ``forbidden``, ``sent``,
+            ``withheld_unverified`` (replies to unverified sources not sent:
+            larger than the request, or a second one), ``goodbyes``,
+            ``clients_expired`` (in :attr:`clients`' counters too), ...
 
     Raises:
         OSError: the port cannot be bound (in use, not allowed).
@@ -105,6 +147,12 @@ class OscServer:
         port: int = 9000,
         part_info: dict | None = None,
         mapping: Any = None,
+        *,
+        credentials: Credentials | None = None,
+        clients: ClientTable | None = None,
+        cookies: CookieJar | None = None,
+        trust_loopback: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bank = bank
         self.submit = submit
@@ -113,7 +161,12 @@ class OscServer:
         self.welcome = welcome
         self.part_info = part_info or {}
         self.mapping = mapping  # a bridge.mapping_watch.MappingControl, or None
-        self.clients: dict[tuple[str, int], OscClient] = {}  # by the source address that said hello
+        self.credentials = credentials
+        self.clients = clients if clients is not None else ClientTable(clock)
+        self.cookies = cookies if cookies is not None else CookieJar(clock=clock)
+        self.trust_loopback = trust_loopback
+        self.clock = clock
+        self._next_expiry_s = clock() + EXPIRE_EVERY_S
         self.counters = collections.Counter()
         self._log = RateLimitedLog(log)  # one line per kind of rejection per 10 s, with a count
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -127,7 +180,7 @@ class OscServer:
         self.host = host
         self._outbox: collections.deque = collections.deque(maxlen=OUTBOX_BLOCKS)
         self._outbox_ready = threading.Condition()
-        self._lock = threading.Lock()  # guards clients
+        self._lock = threading.Lock()  # guards _wanted_streams
         # Streams some client subscribes to, replaced (never mutated) under the
         # lock; the render thread reads it to skip blocks nobody wants.
         self._wanted_streams: frozenset[str] = frozenset()
@@ -137,6 +190,7 @@ class OscServer:
         self._midi = MidiChannels(self.part_info)
         self.dispatcher = Dispatcher(bank, submit, server_time_seconds, sample_rate_hz, welcome, mapping,
                                      self.counters)
+        self.clients.add_listener(self._update_wanted_streams)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -160,6 +214,8 @@ class OscServer:
     # ------------------------------------------------------------------ input
     def _receive_loop(self) -> None:
         while self._running:
+            if self.clock() >= self._next_expiry_s:
+                self.expire_clients()
             try:
                 datagram, source = self._socket.recvfrom(65536)
                 received = self.server_time_seconds()
@@ -178,80 +234,171 @@ class OscServer:
                 try:
                     self.handle(datagram, source, received)
                 except ProtocolError as error:
-                    self._reject(source, error)
+                    self._reject(source, error, len(datagram))
             except Exception as error:  # a bug must not stop the server: count it, answer, keep serving
                 self.counters["internal_errors"] += 1
                 self._log.error("internal", "OSC: internal error handling a datagram from %s:%d: %r", *source, error,
                                 exc_info=True)
-                try:
-                    self._send_now(self._reply_address(source), encode_osc("error", code="internal", message=(
+                try:  # answered like any refusal: in full to a client, within the request's size to a stranger
+                    self._send_error(source, ProtocolError("internal", (
                         f"the server failed handling this message ({type(error).__name__}); it is counted, "
-                        "nothing changed")))
+                        "nothing changed")), len(datagram))
                 except Exception:
                     self.counters["send_errors"] += 1
 
+    def expire_clients(self) -> list[Client]:
+        """Drop the clients whose lease ran out (the receive thread calls it
+        every :data:`EXPIRE_EVERY_S`); returns them."""
+        self._next_expiry_s = self.clock() + EXPIRE_EVERY_S
+        return self.clients.expire()  # logged there (the table is shared: another transport may expire them)
+
     def handle(self, datagram: bytes, source: tuple[str, int], received_seconds: float | None = None) -> None:
         """Decode one datagram from ``source`` that arrived at server time
-        ``received_seconds`` (default: now), dispatch it (:class:`bridge.dispatch.Dispatcher`)
-        and send the replies.
+        ``received_seconds`` (default: now), check the sender's role, dispatch
+        it (:class:`bridge.dispatch.Dispatcher`) and send the replies: to a
+        client at its reply port; to a source not verified, at most one, no
+        larger than ``datagram``.
 
         Raises:
             ProtocolError: anything the server cannot accept.
         """
-        replies = self.dispatcher.dispatch(decode_osc(datagram), _OscPeer(self, source), received_seconds)
-        if replies:
-            self._send_replies(source, replies)
+        decoded = decode_osc(datagram)
+        client = self.clients.get("osc", source)
+        client_id = decoded.values.get("client_id", "")
+        if client_id:
+            client = self.clients.by_id(client_id)
+            if client is None or client.transport != "osc" or client.host != source[0]:
+                raise ProtocolError("not_allowed", f"client_id {client_id!r} is no OSC client of this session "
+                                                   "from this host (its lease may have run out: say /adaptive/hello "
+                                                   "again and use the new welcome's client_id)")
+        if client is not None:
+            self.clients.renew(client)
+            role = client.role
+        else:
+            role = Role.CONTROL if self.credentials is None else None
+        replies = self.dispatcher.dispatch(decoded, _OscPeer(self, source, client, role, len(datagram)),
+                                           received_seconds)
+        if not replies:
+            return
+        if replies[0][0] == "retry":  # to where the streams would go: whoever receives there learns the cookie
+            self._send_limited((source[0], decoded.values["reply_port"]), [encode_osc(replies[0][0], **replies[0][1])],
+                               len(datagram), verified=False)
+            return
+        if replies[0][0] == "welcome":
+            client = self.clients.get("osc", source)
+        self._send_replies(source, client, replies, len(datagram))
 
-    def _send_replies(self, source: tuple[str, int], replies: list[tuple[str, dict[str, Any]]]) -> None:
-        address = self._reply_address(source)
-        for name, values in replies:
-            self._send_now(address, encode_osc(name, **values))
+    def _send_replies(self, source: tuple[str, int], client: Client | None, replies: list[tuple[str, dict[str, Any]]],
+                      request_bytes: int) -> None:
+        """Send ``replies`` to ``client`` at its reply port, or to ``source``
+        if it is none (limited as :meth:`_send_limited` if not verified).
+        Called from the receive thread and, for a ``mapping_set``'s answer, the mapping thread."""
+        address = client.address if client is not None else source
+        datagrams = [encode_osc(name, **values) for name, values in replies]
+        self._send_limited(address, datagrams, request_bytes, verified=client is not None or self._trusted(source))
+
+    def _trusted(self, source: tuple[str, int]) -> bool:
+        """Whether ``source`` is verified by where it is: loopback (when trusted)."""
+        return self.trust_loopback and is_loopback(source[0])
+
+    def _send_limited(self, address: tuple[str, int], datagrams: list[bytes], request_bytes: int,
+                      verified: bool) -> None:
+        """Send ``datagrams`` to ``address``; to one not verified, only the
+        first and only if it is no larger than the request (counted otherwise)."""
+        if not verified:
+            if len(datagrams) > 1 or len(datagrams[0]) > request_bytes:
+                self.counters["withheld_unverified"] += 1
+                self._log.log(logging.DEBUG, "withheld_unverified", "OSC: withheld %d replies (%d bytes) to %s:%d, "
+                              "not verified", len(datagrams), sum(map(len, datagrams)), *address)
+                return
+        for datagram in datagrams:
+            self._send_now(address, datagram)
 
     def _is_own_address(self, address: tuple[str, int]) -> bool:
         """Whether ``address`` is this server's own OSC socket."""
         return address[1] == self.port and (address[0] == self.host or address[0].startswith("127.")
                                             or self.host in ("0.0.0.0", ""))
 
-    def _hello(self, values: dict[str, Any], source: tuple[str, int]) -> None:
-        if self._is_own_address((source[0], values["reply_port"])):
-            raise ProtocolError("not_allowed", f"reply_port {values['reply_port']} is the server's own OSC port "
+    def _hello(self, values: dict[str, Any], source: tuple[str, int]) -> tuple[str, dict[str, Any]]:
+        host, reply_port = source[0], values["reply_port"]
+        if self._is_own_address((host, reply_port)):
+            raise ProtocolError("not_allowed", f"reply_port {reply_port} is the server's own OSC port "
                                                "(allowed: the port the client listens on)")
-        client = OscClient(source[0], values["reply_port"], values["client_name"], values["sample_format"])
-        with self._lock:
-            self.clients[source] = client
-            self._update_wanted_streams()
-        log.info("OSC: hello from %s (%s:%d, replies to port %d)", values["client_name"] or "a client",
-                 source[0], source[1], values["reply_port"])
+        role = values["role"] or ("control" if self.credentials is None else "")
+        if not role:
+            raise ProtocolError("forbidden", "this server has credentials: say /adaptive/hello with a role "
+                                             f"({', '.join(ROLES)}) and, after its retry, the proof of that role's "
+                                             "secret (docs/network.md)")
+        if self.credentials is not None or not self._trusted(source):
+            cookie = values["cookie"]
+            if not cookie or not self.cookies.check(host, reply_port, cookie):
+                if cookie:
+                    self.counters["stale_cookies"] += 1
+                return ("retry", {"cookie": self.cookies.cookie(host, reply_port)})
+        try:  # from here on (host, reply_port) is verified: a refusal goes there in full
+            if self.credentials is not None:
+                self._check_proof(role, values["cookie"], reply_port, values["proof"])
+            client = self.clients.add("osc", source, host, Role(role), reply_address=(host, reply_port),
+                                      name=values["client_name"], sample_format=values["sample_format"])
+        except ProtocolError as error:
+            error.reply_to = (host, reply_port)
+            raise
+        log.info("OSC: hello from %s (%s:%d, replies to port %d, role %s)", values["client_name"] or "a client",
+                 source[0], source[1], reply_port, role)
+        return ("welcome", {"client_id": client.client_id, "role": role, "lease_s": int(self.clients.lease_s)})
 
-    def _subscribe(self, stream: str, subscribed: bool, source: tuple[str, int]) -> None:
-        client = self._client_for(source)
-        if client is None:
-            name = "subscribe" if subscribed else "unsubscribe"
-            raise ProtocolError("not_allowed", f"/adaptive/{name} needs /adaptive/hello first (to know the reply port)")
+    def _check_proof(self, role: str, cookie: str, reply_port: int, proof: str) -> None:
+        secret = self.credentials.secrets.get(Role(role))
+        if secret is None:
+            offered = ", ".join(r.value for r in self.credentials.secrets) or "none"
+            raise ProtocolError("forbidden", f"role {role!r} has no secret on this server, so it cannot be taken "
+                                             f"over OSC (roles with a secret: {offered})")
+        if not hmac.compare_digest(proof.encode(), hello_proof(secret, cookie, role, reply_port).encode()):
+            self.counters["bad_proofs"] += 1
+            raise ProtocolError("forbidden", f"the proof for role {role!r} does not match (allowed: hex HMAC-SHA256 "
+                                             f"of the {role} secret over 'adaptive-hello|COOKIE|{role}|{reply_port}'"
+                                             "; docs/network.md)")
+
+    def _goodbye(self, client: Client) -> None:
+        if self.clients.remove(client):
+            log.info("OSC: goodbye from %s (%s:%d)", client.name or "a client", *client.key)
+
+    def _subscribe(self, stream: str, subscribed: bool, client: Client) -> None:
         with self._lock:
             (client.streams.add if subscribed else client.streams.discard)(stream)
-            self._update_wanted_streams()
+        self._update_wanted_streams()
 
     def _update_wanted_streams(self) -> None:
-        """Recompute the streams any client wants (call with the lock held)."""
-        self._wanted_streams = frozenset(stream for client in self.clients.values() for stream in client.streams)
-
-    def _client_for(self, source: tuple[str, int]) -> OscClient | None:
-        """The client that said hello from ``source`` (host, source port)."""
+        """Recompute the streams any client wants (when clients or subscriptions change)."""
+        clients = self.clients.clients("osc")
         with self._lock:
-            return self.clients.get(source)
+            self._wanted_streams = frozenset(stream for client in clients for stream in client.streams)
 
-    def _reply_address(self, source: tuple[str, int]) -> tuple[str, int]:
-        client = self._client_for(source)
-        return client.address if client is not None else source
-
-    def _reject(self, source: tuple[str, int], error: ProtocolError) -> None:
+    def _reject(self, source: tuple[str, int], error: ProtocolError, request_bytes: int = 0) -> None:
         self.counters["rejected"] += 1
         self.counters[f"rejected_{error.code}"] += 1
         self._log.warning(f"rejected_{error.code}", "OSC: rejected a datagram from %s:%d: %s", source[0], source[1],
                           error.message)
+        self._send_error(source, error, request_bytes)
+
+    def _send_error(self, source: tuple[str, int], error: ProtocolError, request_bytes: int) -> None:
+        """Answer ``source`` with ``error``: in full to a client (at its reply
+        port) or a trusted source; to a source not verified, cut to fit the
+        request's ``request_bytes`` (or withheld, counted)."""
         name, values = error_reply(error)
-        self._send_now(self._reply_address(source), encode_osc(name, **values))
+        reply_to = getattr(error, "reply_to", None)  # a hello's verified reply address
+        if reply_to is not None:
+            self._send_now(reply_to, encode_osc(name, **values))
+            return
+        client = self.clients.get("osc", source)
+        if client is not None or self._trusted(source):
+            self._send_now(client.address if client is not None else source, encode_osc(name, **values))
+            return
+        datagram = fit_error(values["code"], values["message"], request_bytes)
+        if datagram is None:
+            self.counters["withheld_unverified"] += 1
+        else:
+            self._send_now(source, datagram)
 
     def _send_now(self, address: tuple[str, int], datagram: bytes) -> None:
         try:
@@ -285,8 +432,7 @@ class OscServer:
         subscribed to (e.g. ``mapping_error`` from the mapping watch), from
         any thread. Never blocks (UDP)."""
         datagram = encode_osc(name, **values)
-        with self._lock:
-            addresses = [client.address for client in self.clients.values()]
+        addresses = [client.address for client in self.clients.clients("osc")]
         for address in addresses:
             self._send_now(address, datagram)
 
@@ -301,8 +447,7 @@ class OscServer:
                 self._sender_waiting = False
             while self._outbox:
                 events, midi = self._outbox.popleft()
-                with self._lock:
-                    clients = list(self.clients.values())
+                clients = self.clients.clients("osc")
                 for stream, messages in (("events", event_messages(events, self.sample_rate_hz)),
                                          ("midi", self._midi.messages(midi, self.sample_rate_hz))):
                     targets = [c.address for c in clients if stream in c.streams]
@@ -310,3 +455,17 @@ class OscServer:
                         datagram = encode_osc(name, **values)
                         for address in targets:
                             self._send_now(address, datagram)
+
+
+def fit_error(code: str, message: str, limit_bytes: int) -> bytes | None:
+    """The ``error`` datagram of ``code`` and ``message``, its message cut (at
+    a character) so the datagram is at most ``limit_bytes``; None when even an
+    empty message does not fit."""
+    empty = len(encode_osc("error", code=code, message=""))
+    if empty > limit_bytes:
+        return None
+    # An OSC string of n bytes takes n + 1 rounded up to 4: n = 4k + 3 bytes take 4 more than the empty one.
+    room = ((limit_bytes - empty) // 4) * 4 + 3
+    text = message.encode("utf-8")[:room].decode("utf-8", "ignore")
+    datagram = encode_osc("error", code=code, message=text)
+    return datagram if len(datagram) <= limit_bytes else None

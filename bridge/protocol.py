@@ -66,6 +66,15 @@ class Arg:
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
     max_chars: int = MAX_STRING_CHARS
+    default: Any = None
+    """The value of an optional argument that is left out (None: the argument
+    is required). Optional arguments come last; an OSC message may end before
+    them and a JSON message may omit them."""
+
+    @property
+    def optional(self) -> bool:
+        """Whether the argument may be left out (it then takes :attr:`default`)."""
+        return self.default is not None
 
     def allowed(self) -> str:
         """The allowed values, in words, for error messages and docs."""
@@ -89,6 +98,14 @@ class Message:
     args: tuple[Arg, ...]
     summary: str
     reply: str | None = None  # the name of the message sent back, if any
+    role: str | None = None
+    """The least role a client needs to send it (``audience`` < ``listener``
+    < ``control``; :mod:`bridge.access`), or None: anyone (hello, goodbye, ping)."""
+
+    @property
+    def required_args(self) -> int:
+        """How many arguments must be present (the rest are optional)."""
+        return sum(1 for arg in self.args if not arg.optional)
 
     @property
     def signature(self) -> str:
@@ -116,6 +133,25 @@ MAPPING_VALUE_CHARS = 1000
 MAPPING_TEXT_BYTES = 1000
 """Bytes of mapping TOML per ``mapping_text`` message (UTF-8, cut between characters)."""
 
+ROLES = ("audience", "listener", "control")
+"""The roles of a client, from the least to the most allowed (each may do all
+that the ones before it may): :mod:`bridge.access`, docs/network.md."""
+
+COOKIE_CHARS = 16
+"""Characters of a ``retry`` cookie (hex of 64 bits of HMAC-SHA256)."""
+
+PROOF_CHARS = 64
+"""Characters of a hello's proof (hex of an HMAC-SHA256)."""
+
+CLIENT_ID_CHARS = 32
+"""Characters of a client id (hex of 128 random bits)."""
+
+
+def _client_id_arg() -> Arg:
+    return Arg("client_id", ArgType.STRING, "the welcome's client_id, when sent from another socket than the "
+               "hello's ('' = the client that said hello from this socket)", max_chars=CLIENT_ID_CHARS, default="")
+
+
 MESSAGES: tuple[Message, ...] = (
     # ------------------------------------------------------------ to the server
     Message("hello", "/adaptive/hello", Direction.TO_SERVER, (
@@ -127,42 +163,55 @@ MESSAGES: tuple[Message, ...] = (
         Arg("sample_format", ArgType.STRING, "PCM format the client prefers (informational: each audio block "
             "header states the format the server streams)", choices=("s16", "f32")),
         Arg("client_name", ArgType.STRING, "free text naming the client, for logs"),
-    ), "Say hello; the server answers with welcome and starts sending callbacks to reply_port.", reply="welcome"),
+        Arg("role", ArgType.STRING, "the role asked for (docs/network.md); '' = control on a server without "
+            "credentials", choices=("", *ROLES), default=""),
+        Arg("cookie", ArgType.STRING, "the cookie of the server's retry ('' on the first hello)",
+            max_chars=COOKIE_CHARS, default=""),
+        Arg("proof", ArgType.STRING, "hex HMAC-SHA256 of the role's secret over 'adaptive-hello|COOKIE|ROLE|REPLY_PORT' "
+            "('' on a server without credentials)", max_chars=PROOF_CHARS, default=""),
+    ), "Say hello. Answered with welcome (the client is verified: callbacks start going to reply_port) or, from a "
+       "source not yet verified or when the role needs its proof, with retry (say hello again with its cookie).",
+       reply="welcome"),
+    Message("goodbye", "/adaptive/goodbye", Direction.TO_SERVER, (
+        _client_id_arg(),
+    ), "Leave: the server forgets the client (its streams stop, its lease and its place under the caps end)."),
     Message("scene", "/adaptive/scene", Direction.TO_SERVER, (
         Arg("emotion", ArgType.STRING, "a named emotion (calm, tense, angry, ...)"),
         Arg("intensity", ArgType.FLOAT, "how intense the scene is", 0.0, 1.0),
         Arg("location", ArgType.STRING, "where the player is; cues may be limited to locations"),
-    ), "Set the whole scene state at once."),
+    ), "Set the whole scene state at once.", role="control"),
     Message("emotion", "/adaptive/emotion", Direction.TO_SERVER, (
         Arg("emotion", ArgType.STRING, "a named emotion (calm, tense, angry, ...)"),
-    ), "Set the emotion by name."),
+    ), "Set the emotion by name.", role="control"),
     Message("emotion_point", "/adaptive/emotion/point", Direction.TO_SERVER, (
         Arg("valence", ArgType.FLOAT, "unpleasant (-1) to pleasant (+1)", -1.0, 1.0),
         Arg("arousal", ArgType.FLOAT, "calm (-1) to excited (+1)", -1.0, 1.0),
-    ), "Set the emotion as a point on the valence/arousal plane."),
+    ), "Set the emotion as a point on the valence/arousal plane.", role="control"),
     Message("intensity", "/adaptive/intensity", Direction.TO_SERVER, (
         Arg("intensity", ArgType.FLOAT, "how intense the scene is; drives the layer gains", 0.0, 1.0),
-    ), "Set the intensity."),
+    ), "Set the intensity.", role="control"),
     Message("location", "/adaptive/location", Direction.TO_SERVER, (
         Arg("location", ArgType.STRING, "where the player is"),
-    ), "Set the location."),
+    ), "Set the location.", role="control"),
     Message("cue", "/adaptive/cue", Direction.TO_SERVER, (
         Arg("cue", ArgType.STRING, f"{_NAME}; an empty string hands the choice back to the mapping"),
-    ), "Force a cue, bypassing the mapping."),
+    ), "Force a cue, bypassing the mapping.", role="control"),
     Message("stinger", "/adaptive/stinger", Direction.TO_SERVER, (
         Arg("stinger", ArgType.STRING, _NAME),
-    ), "Play a stinger at its quantized boundary."),
+    ), "Play a stinger at its quantized boundary.", role="control"),
     Message("play_theme", "/adaptive/play_theme", Direction.TO_SERVER, (
         Arg("theme", ArgType.STRING, _NAME),
     ), "Play a theme of the bank now: its head motif, varied for the current emotion, in the playing key, "
-       "quantized like a stinger (its [themes.NAME] quantize); the theme callback marks its start."),
+       "quantized like a stinger (its [themes.NAME] quantize); the theme callback marks its start.", role="control"),
     Message("subscribe", "/adaptive/subscribe", Direction.TO_SERVER, (
         Arg("stream", ArgType.STRING, "what to receive at reply_port ('audio' sends nothing over OSC: audio "
             "comes over the TCP stream of welcome's audio_tcp_port or ZeroMQ PUB)", choices=STREAMS),
-    ), "Start receiving a stream (events: beats, bars, cues, transitions, stingers; midi: note events)."),
+        _client_id_arg(),
+    ), "Start receiving a stream (events: beats, bars, cues, transitions, stingers; midi: note events).", role="audience"),
     Message("unsubscribe", "/adaptive/unsubscribe", Direction.TO_SERVER, (
         Arg("stream", ArgType.STRING, "what to stop receiving", choices=STREAMS),
-    ), "Stop receiving a stream."),
+        _client_id_arg(),
+    ), "Stop receiving a stream.", role="audience"),
     Message("ping", "/adaptive/ping", Direction.TO_SERVER, (
         Arg("sequence", ArgType.INT, "chosen by the client to match the pong", 0, 2**31 - 1),
     ), "Clock sync (NTP-style): the client notes its send and receive times around the pong.", reply="pong"),
@@ -174,13 +223,13 @@ MESSAGES: tuple[Message, ...] = (
             max_chars=MAPPING_VALUE_CHARS),
     ), "Set one value of the live mapping; it is checked against the bank and takes effect at the next bar line. "
        "Answered with mapping_value (the value now in force) or mapping_error (nothing changed).",
-       reply="mapping_value"),
+       reply="mapping_value", role="control"),
     Message("mapping_get", "/adaptive/mapping/get", Direction.TO_SERVER, (
         Arg("path", ArgType.STRING, "a mapping key, dotted, as for mapping_set", max_chars=MAPPING_PATH_CHARS),
-    ), "Read one value of the live mapping. Answered with mapping_value or mapping_error.", reply="mapping_value"),
+    ), "Read one value of the live mapping. Answered with mapping_value or mapping_error.", reply="mapping_value", role="listener"),
     Message("mapping_export", "/adaptive/mapping/export", Direction.TO_SERVER, (),
             "Ask for the whole live mapping as TOML. Answered with mapping_text messages (in order; join their texts).",
-            reply="mapping_text"),
+            reply="mapping_text", role="listener"),
     # ------------------------------------------------------------ to the client
     Message("welcome", "/adaptive/welcome", Direction.TO_CLIENT, (
         Arg("protocol_version", ArgType.INT, "this protocol's version", 1, 2**31 - 1),
@@ -190,7 +239,17 @@ MESSAGES: tuple[Message, ...] = (
         Arg("lookahead_ms", ArgType.FLOAT, "how far ahead of playback the server renders and sends", 0.0, 10_000.0),
         Arg("audio_tcp_port", ArgType.INT, "TCP port of the plain audio stream (0: none)", 0, 65535),
         *(_time_args()[1:]),
-    ), "Answer to hello: the session's clock and where its audio stream is."),
+        Arg("client_id", ArgType.STRING, "this client's id: subscribe, unsubscribe and goodbye from another socket "
+            "carry it, and the TCP audio stream wants it first on a server with credentials", max_chars=CLIENT_ID_CHARS),
+        Arg("role", ArgType.STRING, "the role granted", choices=ROLES),
+        Arg("lease_s", ArgType.INT, "a client that sends nothing (a ping will do) for this many seconds is dropped",
+            1, 86_400),
+    ), "Answer to hello: the session's clock, where its audio stream is, and the client's id, role and lease."),
+    Message("retry", "/adaptive/retry", Direction.TO_CLIENT, (
+        Arg("cookie", ArgType.STRING, "say hello again, the same, with this cookie (and, with a role to prove, the "
+            "proof over it); it stays valid for 30 to 60 s and only from this address", max_chars=COOKIE_CHARS),
+    ), "Answer to a hello from a source that has not yet shown it receives at reply_port, or whose role needs a "
+       "proof: no larger than the hello (no amplification), sent to reply_port (no reflection)."),
     Message("pong", "/adaptive/pong", Direction.TO_CLIENT, (
         Arg("sequence", ArgType.INT, "the ping's sequence", 0, 2**31 - 1),
         Arg("receive_time_s", ArgType.INT, "server time the ping arrived: whole seconds", 0, 2**31 - 1),
@@ -239,7 +298,8 @@ MESSAGES: tuple[Message, ...] = (
     ), "A MIDI event as played."),
     Message("mapping_value", "/adaptive/mapping/value", Direction.TO_CLIENT, (
         Arg("path", ArgType.STRING, "the mapping key asked for or set", max_chars=MAPPING_PATH_CHARS),
-        Arg("value", ArgType.STRING, "its value as JSON (-inf as -Infinity)", max_chars=MAPPING_VALUE_CHARS),
+        Arg("value", ArgType.STRING, "its value as strict JSON (RFC 8259); the infinities, which JSON "
+            "lacks, as the strings \"inf\" and \"-inf\" (mapping_set reads them back)", max_chars=MAPPING_VALUE_CHARS),
     ), "Answer to mapping_get and mapping_set."),
     Message("mapping_text", "/adaptive/mapping/text", Direction.TO_CLIENT, (
         Arg("index", ArgType.INT, "this part's number, from 0", 0, 2**31 - 1),
@@ -261,7 +321,7 @@ MESSAGES: tuple[Message, ...] = (
     Message("error", "/adaptive/error", Direction.TO_CLIENT, (
         Arg("code", ArgType.STRING, "what kind of error",
             choices=("malformed", "unknown_address", "wrong_arguments", "out_of_range", "unknown_name",
-                     "too_large", "not_allowed", "internal")),
+                     "too_large", "not_allowed", "internal", "forbidden")),
         Arg("message", ArgType.STRING, "what was wrong and what is allowed", max_chars=ERROR_MESSAGE_CHARS),
     ), "The server rejected a message from this client; nothing else changed."),
 )
@@ -324,13 +384,16 @@ def validate(message: Message, values: list[Any]) -> Decoded:
         ProtocolError: wrong count, wrong type or out of range, naming the
             argument and what is allowed.
     """
-    if len(values) != len(message.args):
-        names = ", ".join(f"{a.name} ({a.type.value})" for a in message.args) or "none"
+    required, total = message.required_args, len(message.args)
+    if not required <= len(values) <= total:
+        names = ", ".join(f"{a.name} ({a.type.value}{', optional' if a.optional else ''})"
+                          for a in message.args) or "none"
+        count = f"{required} to {total}" if required != total else str(total)
         raise ProtocolError(
             "wrong_arguments",
-            f"{message.address} takes {len(message.args)} argument{'s' if len(message.args) != 1 else ''} "
-            f"({names}), got {len(values)}",
+            f"{message.address} takes {count} argument{'s' if total != 1 else ''} ({names}), got {len(values)}",
         )
+    values = list(values) + [arg.default for arg in message.args[len(values):]]
     return Decoded(message, {arg.name: _check_value(message, arg, value) for arg, value in zip(message.args, values)})
 
 
@@ -403,7 +466,7 @@ def encode_osc(name: str, **values: Any) -> bytes:
     from pythonosc.osc_message_builder import OscMessageBuilder
 
     message = BY_NAME[name]
-    decoded = validate(message, [values.get(arg.name) for arg in message.args])
+    decoded = validate(message, [values.get(arg.name, arg.default) for arg in message.args])
     builder = OscMessageBuilder(address=message.address)
     for arg in message.args:
         builder.add_arg(decoded.values[arg.name], arg.type.value)
@@ -447,18 +510,19 @@ def decode_json(text: bytes | str, direction: Direction = Direction.TO_SERVER) -
         raise ProtocolError("unknown_address", f"unknown message type {shown!r} (allowed: {known})")
     names = [arg.name for arg in message.args]
     extra = sorted(set(data) - set(names) - {"type"})
-    missing = [name for name in names if name not in data]
+    missing = [arg.name for arg in message.args if arg.name not in data and not arg.optional]
     if extra or missing:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
         raise ProtocolError("wrong_arguments", f"{message.name}: {'; '.join(parts)} (arguments: {', '.join(names)})")
-    return validate(message, [data[name] for name in names])
+    return validate(message, [data.get(arg.name, arg.default) for arg in message.args])
 
 
 def encode_json(name: str, **values: Any) -> bytes:
     """The JSON form of message ``name`` (validated like :func:`encode_osc`)."""
     message = BY_NAME[name]
-    decoded = validate(message, [values.get(arg.name) for arg in message.args])
-    return json.dumps({"type": name, **decoded.values}, separators=(",", ":")).encode()
+    decoded = validate(message, [values.get(arg.name, arg.default) for arg in message.args])
+    # Strict JSON (RFC 8259): validate() has refused NaN and the infinities, and allow_nan=False makes sure.
+    return json.dumps({"type": name, **decoded.values}, separators=(",", ":"), allow_nan=False).encode()
 
 
 def json_schema() -> dict[str, Any]:
@@ -476,13 +540,15 @@ def json_schema() -> dict[str, Any]:
                 prop["minimum"] = arg.minimum
             if arg.maximum is not None:
                 prop["maximum"] = arg.maximum
+            if arg.optional:
+                prop["default"] = arg.default
             properties[arg.name] = prop
         variants.append({
             "title": message.name,
             "description": f"{message.summary} ({message.direction.value})",
             "type": "object",
             "properties": properties,
-            "required": ["type", *(arg.name for arg in message.args)],
+            "required": ["type", *(arg.name for arg in message.args if not arg.optional)],
             "additionalProperties": False,
         })
     return {
@@ -501,10 +567,13 @@ def protocol_markdown() -> str:
             lines += [f"#### `{message.address}` — {message.name}", "", message.summary, ""]
             if message.reply:
                 lines += [f"Answered with `{BY_NAME[message.reply].address}`.", ""]
+            if message.direction is Direction.TO_SERVER:
+                lines += [f"Role needed: {message.role or 'none (any sender)'}.", ""]
             lines += [f"OSC type tags: `,{message.signature}`", "",
                       "| # | argument | type | allowed | meaning |", "|---|---|---|---|---|"]
             for index, arg in enumerate(message.args):
-                lines.append(f"| {index} | `{arg.name}` | `{arg.type.value}` | {arg.allowed()} | {arg.description} |")
+                allowed = arg.allowed() + (f"; optional (default {arg.default!r})" if arg.optional else "")
+                lines.append(f"| {index} | `{arg.name}` | `{arg.type.value}` | {allowed} | {arg.description} |")
             lines.append("")
     return "\n".join(lines)
 

@@ -36,9 +36,11 @@ import collections
 import logging
 import socket
 import threading
+import time
 from typing import Any, Callable
 
 from adaptive.cue import CueBank
+from bridge.access import ClientTable, Credentials, Role, make_curve_server
 from bridge.audio import XpubSubscriptions
 from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, wire_events
 from bridge.log_limit import RateLimitedLog
@@ -76,17 +78,33 @@ TOPIC_MIDI = b"midi"
 
 class _ZmqPeer:
     """A control message's sender, as the dispatcher sees it (:class:`bridge.dispatch.Peer`):
-    replies go back by its routing id, and its SUB socket filters topics itself."""
+    replies go back by its routing id, and its SUB socket filters topics itself.
+    Its role is its CURVE key's (every message is authenticated), or control
+    on a server without credentials."""
 
-    def __init__(self, server: ZmqServer, identity: bytes, envelope: list[bytes]) -> None:
-        self.server = server
-        self.identity = identity
-        self.envelope = envelope
+    def __init__(self, server: ZmqServer, identity: bytes, envelope: list[bytes], host: str, role: Role | None) -> None:
+        self.server, self.identity, self.envelope, self.host, self.role = server, identity, envelope, host, role
 
-    def hello(self, values: dict[str, Any]) -> None:
-        log.info("ZeroMQ: hello from %s", values["client_name"] or "a client")
+    def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        role = self.role
+        if values["role"]:
+            asked = Role(values["role"])
+            if not role.allows(asked.value):
+                raise ProtocolError("forbidden", f"hello asks for the {asked.value} role and this client's CURVE key "
+                                                 f"is allow-listed for {role.value} (docs/network.md)")
+            role = asked
+        client = self.server.clients.add("zmq", self.identity, self.host, role, name=values["client_name"],
+                                         sample_format=values["sample_format"])
+        log.info("ZeroMQ: hello from %s (%s, role %s)", values["client_name"] or "a client", self.host, role.value)
+        return ("welcome", {"client_id": client.client_id, "role": role.value,
+                            "lease_s": int(self.server.clients.lease_s)})
 
-    def subscribe(self, stream: str, subscribed: bool) -> None:
+    def goodbye(self, client_id: str) -> None:
+        client = self.server.clients.get("zmq", self.identity)
+        if client is not None:
+            self.server.clients.remove(client)
+
+    def subscribe(self, stream: str, subscribed: bool, client_id: str) -> None:
         pass  # validated; the SUB socket's own subscriptions do the filtering
 
     def reply_later(self, replies: list[tuple[str, dict[str, Any]]]) -> None:
@@ -113,6 +131,13 @@ class ZmqServer:
         outbox_blocks: blocks of callbacks queued before the oldest is dropped.
         sndhwm_messages: ZeroMQ send high-water mark per peer, in messages.
         context: a ``zmq.Context`` (default: the process's shared instance).
+        credentials: make both sockets CURVE servers (only allow-listed keys
+            connect; start :func:`bridge.access.start_curve_authenticator` on
+            the context first); a message's role is its key's. None: plain
+            TCP, every sender has the control role.
+        clients: the session's client table (shared with the other
+            transports; default: one of this endpoint's own).
+        clock: monotonic seconds for leases (tests pass a fake one).
 
     Attributes:
         control_endpoint: where the ROUTER is bound, e.g. ``"tcp://127.0.0.1:5555"``.
@@ -144,6 +169,9 @@ class ZmqServer:
         outbox_blocks: int = OUTBOX_BLOCKS,
         sndhwm_messages: int = SNDHWM_MESSAGES,
         context: Any = None,
+        credentials: Credentials | None = None,
+        clients: ClientTable | None = None,
+        clock: Any = time.monotonic,
     ) -> None:
         import zmq  # imported here so the OSC and TCP transports work without pyzmq
 
@@ -159,6 +187,10 @@ class ZmqServer:
         self.mapping = mapping  # a bridge.mapping_watch.MappingControl, or None
         self.host = host
         self.counters: collections.Counter = collections.Counter()
+        self.credentials = credentials
+        self.clients = clients if clients is not None else ClientTable(clock)
+        self.clock = clock
+        self._next_expiry_s = clock() + 1.0
         self._outbox: collections.deque = collections.deque(maxlen=outbox_blocks)
         # Answers made on other threads (mapping_set), sent by the ZeroMQ thread, which owns the socket.
         self._late_replies: collections.deque = collections.deque(maxlen=LATE_REPLIES)
@@ -181,10 +213,12 @@ class ZmqServer:
             self._control.setsockopt(zmq.SNDHWM, sndhwm_messages)
             self._control.setsockopt(zmq.RCVHWM, RCVHWM_MESSAGES)
             self._control.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+            make_curve_server(self._control, credentials)
             self.control_endpoint, self.control_port = _bind(zmq, self._control, host, control_port)
             self._events = context.socket(zmq.XPUB)  # a PUB that tells us its subscriptions
             self._events.setsockopt(zmq.LINGER, 0)
             self._events.setsockopt(zmq.SNDHWM, sndhwm_messages)
+            make_curve_server(self._events, credentials)
             self.events_endpoint, self.events_port = _bind(zmq, self._events, host, events_port)
         except BaseException:
             self._close_sockets()
@@ -251,6 +285,9 @@ class ZmqServer:
                 while self._late_replies:
                     self._reply(*self._late_replies.popleft())
                 self._publish_outbox()
+                if self.clock() >= self._next_expiry_s:
+                    self._next_expiry_s = self.clock() + 1.0
+                    self.clients.expire()
         finally:
             self._close_sockets()
 
@@ -265,7 +302,7 @@ class ZmqServer:
         zmq = self._zmq
         for _ in range(RECEIVE_BATCH):
             try:
-                frames = self._control.recv_multipart(zmq.NOBLOCK)
+                frames = self._control.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             except zmq.ZMQError:
@@ -273,13 +310,15 @@ class ZmqServer:
                 return
             receive_time = self.server_time_seconds()
             self.counters["received"] += 1
-            identity, envelope, payload = frames[0], frames[1:-1], frames[-1]
+            last = frames[-1]
+            identity, envelope, payload = frames[0].bytes, [f.bytes for f in frames[1:-1]], last.bytes
             try:
                 try:
                     if any(envelope) or len(frames) < 2:
                         raise ProtocolError("malformed", "send one JSON message per frame (allowed: a single "
                                                          "frame, after REQ's empty delimiter if any)")
-                    self.handle(payload, identity, envelope, receive_time)
+                    self.handle(payload, identity, envelope, receive_time, role=self._role_of(last),
+                                host=_property(last, "Peer-Address"))
                 except ProtocolError as error:
                     self._reject(identity, envelope, error)
             except Exception as error:  # a bug must not stop the server: count it, answer, keep serving
@@ -293,8 +332,14 @@ class ZmqServer:
                     self.counters["send_errors"] += 1
 
     # ------------------------------------------------------------------ input
+    def _role_of(self, frame: Any) -> Role:
+        """The sender's role: its CURVE key's (the ``User-Id`` the authenticator set), or control without credentials."""
+        if self.credentials is None:
+            return Role.CONTROL
+        return Role(_property(frame, "User-Id"))
+
     def handle(self, payload: bytes, identity: bytes, envelope: list[bytes] | None = None,
-               receive_time_seconds: float | None = None) -> None:
+               receive_time_seconds: float | None = None, role: Role | None = None, host: str = "") -> None:
         """Decode, validate and act on one JSON message from ``identity``
         (call on the ZeroMQ thread only: it may reply on the ROUTER).
 
@@ -303,12 +348,19 @@ class ZmqServer:
             identity: the ROUTER routing id of the sender.
             envelope: frames between identity and payload, echoed in replies.
             receive_time_seconds: server time (seconds) the message arrived (default: now).
+            role: the sender's role (default: control without credentials, none with them).
+            host: the sender's IP address (for the per-host cap).
 
         Raises:
             ProtocolError: anything the server cannot accept.
         """
         envelope = envelope or []
-        peer = _ZmqPeer(self, identity, envelope)
+        if role is None and self.credentials is None:
+            role = Role.CONTROL
+        client = self.clients.get("zmq", identity)
+        if client is not None:
+            self.clients.renew(client)
+        peer = _ZmqPeer(self, identity, envelope, host, role)
         for name, values in self.dispatcher.dispatch(decode_json(payload), peer, receive_time_seconds):
             self._reply(identity, envelope, encode_json(name, **values))
 
@@ -399,3 +451,12 @@ def _bind(zmq: Any, sock: Any, host: str, port: int) -> tuple[str, int]:
     except zmq.ZMQError as error:
         raise OSError(error.errno, f"{error.strerror} ({address}:{port})") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT), int(port)
+
+
+def _property(frame: Any, name: str) -> str:
+    """A ZeroMQ message property (``User-Id``, ``Peer-Address``), or '' where libzmq has none."""
+    try:
+        value = frame.get(name)
+    except Exception:  # zmq.ZMQError (EINVAL): no such property on this connection
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -44,15 +44,28 @@ def parse_value(text: str) -> Any:
     """A value given as text: JSON (``0.3``, ``[[0, -60], [1, 0]]``,
     ``{"valence": [0, 1], "arousal": [-1, 0]}``), else a TOML value
     (``-inf``, ``{ valence = [0, 1], arousal = [-1, 0] }``), else the text
-    itself as a string (``next_bar``)."""
+    itself as a string (``next_bar``). In JSON, the strings ``"inf"`` and
+    ``"-inf"`` stand for the infinities (strict JSON has none; the server's
+    ``mapping_value`` writes them so)."""
     try:
-        return json.loads(text)
+        return _infinities(json.loads(text))
     except ValueError:
         pass
     try:
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def _infinities(value: Any) -> Any:
+    """``value`` (parsed JSON) with the strings ``"inf"``, ``"+inf"`` and ``"-inf"`` as floats."""
+    if isinstance(value, str) and value in ("inf", "+inf", "-inf"):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _infinities(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_infinities(item) for item in value]
+    return value
 
 
 def get_value(resolved: ResolvedMapping, path: str) -> Any:

@@ -62,3 +62,26 @@ def test_the_config_file_and_the_options_name_the_same_settings():
 
     options = build_parser().parse_args(["serve"])
     assert all(hasattr(options, key) for key in CONFIG_KEYS)
+
+
+def test_off_loopback_the_server_refuses_to_start_without_credentials_and_says_how(tmp_path, monkeypatch):
+    monkeypatch.delenv("ADAPTIVE_CREDENTIALS", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        settings("--host", "0.0.0.0")
+    message = str(caught.value)
+    assert "'0.0.0.0' is not loopback" in message
+    assert "adaptive credentials DIR" in message and "--credentials DIR" in message
+    assert "ADAPTIVE_CREDENTIALS" in message and "docs/network.md" in message
+    assert settings("--host", "0.0.0.0", "--credentials", str(tmp_path)).credentials == tmp_path
+    monkeypatch.setenv("ADAPTIVE_CREDENTIALS", str(tmp_path))
+    assert settings("--host", "192.168.1.20").credentials == tmp_path  # the environment variable
+    assert settings().credentials == tmp_path  # and on loopback too, when set
+
+
+def test_credentials_that_cannot_be_read_stop_the_server_with_what_to_do(tmp_path):
+    from app.server import Server
+    from app.settings import ServerSettings
+
+    with pytest.raises(ConfigError, match="adaptive credentials"):
+        Server(ServerSettings(credentials=tmp_path / "none", osc_port=0, audio_tcp_port=0, zmq_audio_port=0,
+                              zmq_control_port=0, zmq_events_port=0))

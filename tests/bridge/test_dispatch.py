@@ -10,19 +10,28 @@ import pytest
 from adaptive.cue import DEFAULT_BANK, load_bank
 from adaptive.events import EventKind, MusicEvent
 from adaptive.scene import SceneUpdate
+from bridge.access import Role
 from bridge.dispatch import EVENT_MESSAGES, Dispatcher, error_reply, event_messages
 from bridge.protocol import BY_NAME, ERROR_MESSAGE_CHARS, MESSAGES, Direction, ProtocolError, validate
 
 
 class RecordingPeer:
-    def __init__(self) -> None:
+    def __init__(self, role=Role.CONTROL) -> None:
         self.calls: list[tuple] = []
+        self.role = role
 
     def hello(self, values):
         self.calls.append(("hello", values["client_name"]))
+        return ("welcome", {"client_id": "c" * 32, "role": "control", "lease_s": 30})
 
-    def subscribe(self, stream, subscribed):
+    def goodbye(self, client_id):
+        self.calls.append(("goodbye", client_id))
+
+    def subscribe(self, stream, subscribed, client_id):
         self.calls.append(("subscribe", stream, subscribed))
+
+    def reply_later(self, replies):
+        self.calls.append(("reply_later", replies))
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +126,36 @@ def test_play_theme_asks_for_a_bank_theme_and_its_start_is_called_back(bank):
     events = [MusicEvent(96_000, EventKind.THEME, {"name": "hero", "requested_frame": 90_000})]
     assert event_messages(events, 48_000) == [("theme", {"frame": 96_000, "time_s": 2, "time_us": 0,
                                                          "theme": "hero"})]
+
+
+# Every message a client may send, with valid arguments, to try each role on.
+SAMPLE_VALUES = {
+    "hello": (9100, 48_000, 2, "s16", "unit"), "goodbye": (), "ping": (1,), "subscribe": ("midi",),
+    "unsubscribe": ("midi",), "scene": ("calm", 0.5, "forest"), "emotion": ("calm",), "emotion_point": (0.1, 0.2),
+    "intensity": (0.5,), "location": ("forest",), "cue": ("",), "stinger": ("danger",), "play_theme": ("hero",),
+    "mapping_set": ("smoothing.hysteresis", "0.3"), "mapping_get": ("smoothing.hysteresis",), "mapping_export": (),
+}
+
+
+@pytest.mark.parametrize("role", [None, *Role])
+@pytest.mark.parametrize("name", sorted(SAMPLE_VALUES))
+def test_each_message_is_refused_to_a_role_below_the_one_it_needs_naming_that_role(bank, name, role):
+    message = BY_NAME[name]
+    dispatcher = Dispatcher(bank, lambda item: None, lambda: 1.0, 48_000,
+                            {"session_id": "s", "block_frames": 1024, "lookahead_ms": 40.0, "audio_tcp_port": 1})
+    needed = {"hello": None, "goodbye": None, "ping": None, "subscribe": "audience", "unsubscribe": "audience",
+              "mapping_get": "listener", "mapping_export": "listener"}.get(name, "control")
+    assert message.role == needed
+    allowed = needed is None or (role is not None and role.rank >= ["audience", "listener", "control"].index(needed))
+    if allowed:
+        dispatcher.dispatch(decoded(name, *SAMPLE_VALUES[name]), RecordingPeer(role))
+    else:
+        with pytest.raises(ProtocolError) as caught:
+            dispatcher.dispatch(decoded(name, *SAMPLE_VALUES[name]), RecordingPeer(role))
+        assert caught.value.code == "forbidden"
+        assert f"needs the {needed} role" in caught.value.message and message.address in caught.value.message
+        assert dispatcher.counters["forbidden"] == 1
+
+
+def test_every_message_a_client_may_send_is_sampled_for_the_role_test():
+    assert set(SAMPLE_VALUES) == {m.name for m in MESSAGES if m.direction is Direction.TO_SERVER}

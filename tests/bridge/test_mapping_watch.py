@@ -144,7 +144,7 @@ def test_live_tuning_sets_reads_and_exports_the_mapping(tone_bank):
     submitted = []
     control = MappingControl(bank, parse_mapping_text(QUIET, bank), submitted.append)
     assert control.set("smoothing.hysteresis", "0.4") == "0.4"
-    assert control.set("cues.low.layers.upper.gain_curve", "[[0, -inf], [1, -3]]") == "[[0, -Infinity], [1, -3]]"
+    assert control.set("cues.low.layers.upper.gain_curve", "[[0, -inf], [1, -3]]") == '[[0, "-inf"], [1, -3]]'
     assert control.set("transitions", '[{"from": "*", "to": "high", "exit": "next_beat"}]')
     assert control.set("transitions.0.exit", "immediate") == '"immediate"'
     assert len(submitted) == 4 and submitted[-1].resolved.find_rule("low", "high").exit.value == "immediate"
@@ -451,3 +451,17 @@ def test_an_exported_default_mapping_checks_renders_and_plots_from_another_folde
     assert main(["render", str(timeline), "--mapping", str(kept), "-o", str(tmp_path / "kept.wav"),
                  "--generator", "rule_based", "--no-progress"]) == 0
     assert (tmp_path / "map.png").stat().st_size > 1000 and (tmp_path / "kept.wav").stat().st_size > 2 * 48000
+
+
+def test_mapping_values_are_strict_json_and_read_back(tone_bank):
+    """Issue 16: Node's JSON.parse rejects Python's -Infinity; infinities travel as "inf"/"-inf"."""
+    control = MappingControl(tone_bank(), parse_mapping_text(QUIET, tone_bank()), lambda change: None)
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    written = control.set("cues.low.layers.upper.gain_curve", "[[0, -inf], [1, -3]]")
+    assert json.loads(written, parse_constant=refuse) == [[0, "-inf"], [1, -3]]
+    assert control.set("cues.low.layers.upper.gain_curve", written) == written  # what it wrote reads back
+    rate = control.get("smoothing.valence_per_second")  # the default: inf (follow at once)
+    assert json.loads(rate, parse_constant=refuse) == "inf"

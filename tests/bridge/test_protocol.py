@@ -55,7 +55,7 @@ def _value(arg):
     if arg.type is ArgType.STRING:
         if arg.choices:
             return st.sampled_from(arg.choices)
-        return st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=64)
+        return st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=min(64, arg.max_chars))
     if arg.type is ArgType.INT:
         return st.integers(int(arg.minimum), int(arg.maximum))
     # float32 on the wire: draw values that float32 holds exactly
@@ -89,7 +89,7 @@ def test_every_datagram_fits_the_limit():
         values = {}
         for arg in message.args:
             if arg.type is ArgType.STRING:
-                values[arg.name] = arg.choices[0] if arg.choices else "x" * 64
+                values[arg.name] = arg.choices[0] if arg.choices else "x" * arg.max_chars
             else:
                 values[arg.name] = arg.maximum if arg.type is ArgType.FLOAT else int(arg.maximum)
         assert len(encode_osc(message.name, **values)) <= MAX_DATAGRAM_BYTES

@@ -65,9 +65,11 @@ def test_hello_is_answered_with_welcome(server, client):
     assert server.control_endpoint.startswith("tcp://127.0.0.1:")
     assert server.events_endpoint == f"tcp://127.0.0.1:{server.events_port}"
     reply = request(client, HELLO)
+    client_id = reply.pop("client_id")
     assert reply == {"type": "welcome", "protocol_version": PROTOCOL_VERSION, "session_id": "abc123",
                      "sample_rate_hz": RATE, "block_frames": 256, "lookahead_ms": 40.0, "audio_tcp_port": 9001,
-                     "time_s": 12, "time_us": 250_000}
+                     "time_s": 12, "time_us": 250_000, "role": "control", "lease_s": 30}
+    assert len(client_id) == 32 and server.clients.by_id(client_id).transport == "zmq"
     assert server.counters["hellos"] == 1
 
 

@@ -35,11 +35,26 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path):
+    yield from _serve(tmp_path, [])
+
+
+@pytest.fixture
+def served_with_credentials(tmp_path):
+    """As ``served``, with a credentials folder (``.credentials``: its loaded secrets and keys)."""
+    from bridge.access import create_credentials, load_credentials
+
+    create_credentials(tmp_path / "credentials")
+    for server in _serve(tmp_path, ["--credentials", str(tmp_path / "credentials")]):
+        server.credentials = load_credentials(tmp_path / "credentials")
+        yield server
+
+
+def _serve(tmp_path, extra: list[str]):
     osc, audio, zmq_audio, control, events = free_ports(5)
     record = tmp_path / "session.jsonl"
     command = [sys.executable, "-m", "app.cli", "serve", "--osc-port", str(osc), "--audio-tcp-port", str(audio),
                "--zmq-audio-port", str(zmq_audio), "--zmq-control-port", str(control),
-               "--zmq-events-port", str(events), "--record", str(record)]
+               "--zmq-events-port", str(events), "--record", str(record), *extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     server = Served(osc, audio, record, process)
     try:

@@ -91,7 +91,9 @@ def test_package_layout_is_what_the_unity_package_manager_reads():
 # One sample of every message the server sends, with values at the edges of their ranges.
 SERVER_MESSAGES = {
     "welcome": dict(protocol_version=1, session_id="default", sample_rate_hz=48000, block_frames=256,
-                    lookahead_ms=40.0, audio_tcp_port=9001, time_s=12, time_us=999_999),
+                    lookahead_ms=40.0, audio_tcp_port=9001, time_s=12, time_us=999_999,
+                    client_id="0123456789abcdef0123456789abcdef", role="listener", lease_s=30),
+    "retry": dict(cookie="0123456789abcdef"),
     "pong": dict(sequence=2**31 - 1, receive_time_s=3, receive_time_us=5, send_time_s=3, send_time_us=7),
     "beat": dict(frame=2**31 - 1, time_s=44739, time_us=242_666, cue="combat", bar_index=12, beat_in_bar=4, bpm=140.0),
     "bar": dict(frame=0, time_s=0, time_us=0, cue="", bar_index=0),
@@ -129,8 +131,9 @@ def test_csharp_codec_reads_every_server_message_and_writes_what_the_server_acce
     reply_port = next(line["port"] for line in lines if line["kind"] == "reply_port")
     sent = [decode_osc(bytes.fromhex(line["hex"])) for line in lines if line["kind"] == "sent"]
     assert [(d.message.name, d.values) for d in sent] == [
-        ("hello", dict(reply_port=reply_port, sample_rate_hz=44100, channels=2, sample_format="f32", client_name="codec-test")),
-        ("subscribe", dict(stream="midi")),
+        ("hello", dict(reply_port=reply_port, sample_rate_hz=44100, channels=2, sample_format="f32", client_name="codec-test",
+                       role="", cookie="", proof="")),
+        ("subscribe", dict(stream="midi", client_id="")),
         ("scene", dict(emotion="tense", intensity=0.25, location="cave é")),
         ("emotion_point", dict(valence=-0.5, arousal=1.0)),
         ("cue", dict(cue="")),
@@ -138,6 +141,10 @@ def test_csharp_codec_reads_every_server_message_and_writes_what_the_server_acce
         ("ping", dict(sequence=1)),
         ("scene", dict(emotion="x" * 64, intensity=0.5, location="")),
     ]
+    from bridge.access import hello_proof
+
+    proof = next(line["hex"] for line in lines if line["kind"] == "proof")
+    assert proof == hello_proof("0123456789abcdef-secret é".encode(), "0123456789abcdef", "listener", 9001)
 
 
 def test_ring_buffer_playback_and_resampler(console_client):
@@ -298,3 +305,26 @@ def assert_the_audio_stream_played_through_the_ring(audio: list[dict], summary: 
     # The resampler (output rates other than 48 kHz): the right number of frames, the same loudness.
     assert abs(summary["resample_out_frames"] - summary["resample_in_frames"] * 44100 / 48000) <= 2
     assert math.isclose(summary["resample_rms_out"], summary["resample_rms_in"], rel_tol=0.02)
+
+
+def test_csharp_client_proves_its_role_and_gets_audio_from_a_server_with_credentials(console_client,
+                                                                                   served_with_credentials):
+    """The same program as a control client of a server with credentials: its hello is answered with a
+    retry, its second hello carries the HMAC proof, the welcome grants control, the TCP audio stream
+    starts after the welcome's client_id, and its scene changes are obeyed."""
+    from bridge.access import Role
+
+    served = served_with_credentials
+    secret = served.credentials.secrets[Role.CONTROL].decode()
+    run = subprocess.run(["mono", str(console_client), "127.0.0.1", str(served.osc_port), "5", "control", secret],
+                         capture_output=True, text=True, timeout=60)
+    served.stop()
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    (welcome,) = [line for line in lines if line["kind"] == "welcome"]
+    assert welcome["role"] == "control" and len(welcome["client_id"]) == 32 and welcome["lease_s"] == 30
+    audio = [line for line in lines if line["kind"] == "audio"]
+    assert sum(a["n_frames"] for a in audio) >= 4 * SAMPLE_RATE_HZ
+    assert {line["cue"] for line in lines if line["kind"] == "beat"} >= {"explore", "combat"}
+    header, inputs, end_frame = load_recording(served.record)
+    assert any(isinstance(item, SceneUpdate) and item.emotion == "angry" for _, item in inputs)

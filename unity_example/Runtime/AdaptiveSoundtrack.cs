@@ -36,6 +36,10 @@ namespace Adaptive.Soundtrack
         [Tooltip("Host running `adaptive serve` (loopback by default)")] public string host = "127.0.0.1";
         [Tooltip("The server's OSC UDP port (adaptive serve --osc-port, default 9000)")] public int oscPort = 9000;
         public string clientName = "unity";
+        [Tooltip("Role to ask for on a server with credentials (control, listener, audience); empty without credentials. See docs/network.md")]
+        public string role = "";
+        [Tooltip("That role's secret (the server's secrets.toml); empty without credentials. Keep it out of version control.")]
+        public string secret = "";
         [Tooltip("At most this many scene messages per second; changes in between are merged")] public float maxSceneRateHz = 20f;
         [Tooltip("Pings for clock sync at start and every resyncSeconds")] public int clockSyncPings = 8;
         public float resyncSeconds = 10f;
@@ -99,7 +103,7 @@ namespace Adaptive.Soundtrack
         {
             try
             {
-                Client = new AdaptiveClient(host, oscPort, clientName, maxSceneRateHz);
+                Client = new AdaptiveClient(host, oscPort, clientName, maxSceneRateHz, role, secret);
             }
             catch (Exception error)
             {
@@ -109,6 +113,7 @@ namespace Adaptive.Soundtrack
             }
             Client.WelcomeReceived += w =>
             {
+                Client.Subscribe("events"); // the client exists now (a hello may need the cookie round trip first)
                 Debug.Log("AdaptiveSoundtrack: joined session '" + w.SessionId + "' at " + w.SampleRateHz +
                           " Hz, audio on tcp port " + w.AudioTcpPort, this);
                 Client.ResendScene(); // a state sent before the server was up was lost
@@ -148,7 +153,10 @@ namespace Adaptive.Soundtrack
                     continue;
                 }
                 Client.SyncClock(clockSyncPings);
-                for (int i = 0; i < resyncSeconds * 10 && running; i++) Thread.Sleep(100);
+                // The pings renew the lease too: resync at least three times per lease.
+                var welcome = Client.Welcome;
+                double every = welcome != null && welcome.LeaseSeconds > 0 ? Math.Min(resyncSeconds, welcome.LeaseSeconds / 3.0) : resyncSeconds;
+                for (int i = 0; i < every * 10 && running; i++) Thread.Sleep(100);
             }
         }
 

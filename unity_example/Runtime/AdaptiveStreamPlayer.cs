@@ -57,7 +57,7 @@ namespace Adaptive.Soundtrack
             int dspBufferFrames, dspBuffers;
             AudioSettings.GetDSPBufferSize(out dspBufferFrames, out dspBuffers);
             ring = new PcmRingBuffer(Mathf.CeilToInt(Mathf.Max(bufferSeconds, targetLatencySeconds * 2 + 0.1f) * outputRate), 2);
-            receiver = new TcpAudioReceiver(target.host, welcome.AudioTcpPort, ring, outputRate);
+            receiver = new TcpAudioReceiver(target.host, welcome.AudioTcpPort, ring, outputRate, welcome.ClientId);
             playback = new PcmStreamPlayback(ring, outputRate, welcome.SampleRateHz, targetLatencySeconds, Math.Max(4096, dspBufferFrames));
             target.StreamClock = playback.ClockMap;
             receiver.Start();

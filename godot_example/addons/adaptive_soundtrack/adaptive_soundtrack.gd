@@ -21,6 +21,10 @@ enum DispatchTiming { WHEN_HEARD, ON_ARRIVAL }
 @export var host := "127.0.0.1"
 @export var osc_port := 9000
 @export var client_name := "godot"
+## On a server with credentials (docs/network.md): the role to ask for (control, listener, audience) and
+## that role's secret (from the server's secrets.toml; keep it out of version control). Empty without.
+@export var role := ""
+@export var secret := ""
 @export var max_scene_rate_hz := 20.0
 @export var dispatch_timing: DispatchTiming = DispatchTiming.WHEN_HEARD
 ## Added to the ping-synced time when no AdaptiveStreamPlayer plays the stream (seconds).
@@ -68,8 +72,15 @@ func _ready() -> void:
 	_push_scene()
 
 
-func _hello() -> void:
-	_send("/adaptive/hello", "iiiss", [_udp.get_local_port(), AudioServer.get_mix_rate(), 2, "s16", client_name.left(64)])
+func _hello(cookie := "") -> void:
+	# After the server's retry the hello carries its cookie and, with a secret, the HMAC-SHA256 proof of the
+	# role's secret over "adaptive-hello|COOKIE|ROLE|REPLY_PORT" (the secret never crosses the wire).
+	var port := _udp.get_local_port()
+	var proof := ""
+	if cookie != "" and secret != "" and role != "":
+		var message := "adaptive-hello|%s|%s|%d" % [cookie, role, port]
+		proof = Crypto.new().hmac_digest(HashingContext.HASH_SHA256, secret.to_utf8_buffer(), message.to_utf8_buffer()).hex_encode()
+	_send("/adaptive/hello", "iiisssss", [port, int(AudioServer.get_mix_rate()), 2, "s16", client_name.left(64), role, cookie, proof])
 	_next_hello = now() + 1.0
 
 
@@ -155,7 +166,8 @@ func _process(_delta: float) -> void:
 		_next_ping += 1
 		_pings[_next_ping] = t
 		_send("/adaptive/ping", "i", [_next_ping])
-		_next_sync = t + (10.0 if _next_ping % 8 == 0 else 0.0)
+		# The pings also renew the client's lease: at least three per lease.
+		_next_sync = t + (minf(10.0, welcome["lease_s"] / 3.0) if _next_ping % 8 == 0 else 0.0)
 	_dispatch_due()
 
 
@@ -165,9 +177,14 @@ func _handle(m: Dictionary, arrival: float) -> void:
 		return
 	var a: Array = m["args"]
 	var address: String = m["address"]
+	if address == "/adaptive/retry":
+		_hello(a[0])  # the server asks for the cookie round trip (and the proof of the role)
+		return
 	if address == "/adaptive/welcome":
 		welcome = {"protocol_version": a[0], "session_id": a[1], "sample_rate_hz": a[2], "block_frames": a[3],
-			"lookahead_ms": a[4], "audio_tcp_port": a[5]}
+			"lookahead_ms": a[4], "audio_tcp_port": a[5], "client_id": "", "role": "", "lease_s": 30}
+		if a.size() >= 11:
+			welcome.merge({"client_id": a[8], "role": a[9], "lease_s": a[10]}, true)
 		welcome_received.emit(welcome)
 		_sent_scene = []  # a state sent before the server was up was lost: send it again
 		_push_scene()
@@ -259,4 +276,6 @@ func _dispatch_due() -> void:
 
 
 func _exit_tree() -> void:
+	if not welcome.is_empty():
+		_send("/adaptive/goodbye", "", [])  # the server forgets this client at once
 	_udp.close()

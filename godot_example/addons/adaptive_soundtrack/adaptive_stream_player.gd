@@ -35,6 +35,7 @@ var _playback: AudioStreamGeneratorPlayback
 var _connected := false
 var _reconnect_delay := RECONNECT_FIRST_SECONDS
 var _reconnect_at := 0.0
+var _token_sent := false  # the welcome's client_id went first on this connection
 
 
 func _init() -> void:
@@ -90,6 +91,10 @@ func _process(_delta: float) -> void:
 		return
 	_tcp.poll()
 	if _tcp.get_status() == StreamPeerTCP.STATUS_CONNECTED:
+		if not _token_sent:
+			# A server with credentials streams nothing before the welcome's client_id and a newline.
+			_tcp.put_data((str(_soundtrack.welcome.get("client_id", "")) + "\n").to_ascii_buffer())
+			_token_sent = true
 		var available := _tcp.get_available_bytes()
 		if available > 0:
 			var got: Array = _tcp.get_data(available)
@@ -102,6 +107,7 @@ func _process(_delta: float) -> void:
 		if t >= _reconnect_at:  # exponential backoff: not every frame while the server is away
 			_bytes = PackedByteArray()  # a block cut by the lost connection is not completed by the next
 			_tcp.connect_to_host(_soundtrack.host, _soundtrack.welcome["audio_tcp_port"])
+			_token_sent = false
 			reconnects += 1
 			_reconnect_at = t + _reconnect_delay
 			_reconnect_delay = minf(_reconnect_delay * 2.0, RECONNECT_MAX_SECONDS)

@@ -65,7 +65,9 @@ static class Program
         const double PrefillSeconds = 0.1;
         const int CallbackFrames = 512;
 
-        using (var client = new AdaptiveClient(host, port, "csharp-console", maxSceneRateHz: 10))
+        string role = args.Length > 3 ? args[3] : "";
+        string secret = args.Length > 4 ? args[4] : null;
+        using (var client = new AdaptiveClient(host, port, "csharp-console", maxSceneRateHz: 10, role: role, secret: secret))
         {
             double helloLocal = ClockSync.Now();
             client.Hello(48000, 2, "s16");
@@ -78,7 +80,8 @@ static class Program
             }
             Emit("kind", "welcome", "protocol_version", welcome.ProtocolVersion, "session_id", welcome.SessionId,
                  "sample_rate_hz", welcome.SampleRateHz, "block_frames", welcome.BlockFrames,
-                 "lookahead_ms", welcome.LookaheadMs, "audio_tcp_port", welcome.AudioTcpPort);
+                 "lookahead_ms", welcome.LookaheadMs, "audio_tcp_port", welcome.AudioTcpPort,
+                 "role", welcome.Role, "client_id", welcome.ClientId, "lease_s", welcome.LeaseSeconds);
             client.Subscribe("events");
 
             // Audio: network thread -> ring -> simulated audio callback at the session rate.
@@ -89,7 +92,7 @@ static class Program
             var check44kOut = new float[check44k.MaxOutputFrames(8192) * 2];
             long check44kIn = 0, check44kOutFrames = 0;
             double sumSquaresIn = 0, sumSquaresOut = 0;
-            var receiver = new TcpAudioReceiver(host, welcome.AudioTcpPort, ring, rate);
+            var receiver = new TcpAudioReceiver(host, welcome.AudioTcpPort, ring, rate, welcome.ClientId);
             double firstBlockLocal = double.NaN;
             firstPlayedLocal = double.NaN;
             receiver.BlockReceived = (h, samples, count) =>

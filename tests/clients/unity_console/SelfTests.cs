@@ -57,7 +57,8 @@ static class SelfTests
                 string typed = "none";
                 switch (m.Address)
                 {
-                    case Addresses.Welcome: WelcomeInfo.From(m); typed = "welcome"; break;
+                    case Addresses.Welcome: typed = "welcome " + WelcomeInfo.From(m).Role; break;
+                    case Addresses.Retry: typed = "retry " + m.GetString(0); break;
                     case Addresses.Beat: typed = "beat " + BeatInfo.From(m).BeatInBar; break;
                     case Addresses.Bar: typed = "bar " + BarInfo.From(m).BarIndex; break;
                     case Addresses.CueChange: typed = "cue_change " + CueChangeInfo.From(m).Cue; break;
@@ -93,6 +94,9 @@ static class SelfTests
             for (int i = 0; i < 8; i++)
                 Console.WriteLine("{\"kind\":\"sent\",\"hex\":\"" + Hex(fakeServer.Receive(ref from)) + "\"}");
             Console.WriteLine("{\"kind\":\"reply_port\",\"port\":" + client.ReplyPort + "}");
+            string proof = AdaptiveClient.HelloProof(System.Text.Encoding.UTF8.GetBytes("0123456789abcdef-secret \u00e9"),
+                                                     "0123456789abcdef", "listener", 9001);
+            Console.WriteLine("{\"kind\":\"proof\",\"hex\":\"" + proof + "\"}");
         }
         return 0;
     }

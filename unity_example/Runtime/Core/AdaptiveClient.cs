@@ -6,6 +6,8 @@ using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Net;
 using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
 using System.Threading;
 
 namespace Adaptive.Soundtrack
@@ -60,6 +62,12 @@ namespace Adaptive.Soundtrack
         double lastSceneSendSeconds = double.NegativeInfinity;
 
         public readonly string ClientName;
+        /// <summary>The role asked for in hello: "control", "listener", "audience", or "" (control on a server
+        /// without credentials). See docs/network.md.</summary>
+        public readonly string Role;
+        readonly byte[] secret;
+        int helloSampleRateHz = 48000, helloChannels = 2;
+        string helloSampleFormat = "s16";
         /// <summary>Scene states are sent at most once per this many seconds; a change in between is held
         /// and sent by <see cref="Tick"/> when the interval has passed (only the newest one).</summary>
         public double MinSceneIntervalSeconds;
@@ -87,10 +95,19 @@ namespace Adaptive.Soundtrack
         /// <param name="port">the server's OSC UDP port (default 9000).</param>
         /// <param name="clientName">free text sent in hello (at most 64 characters).</param>
         /// <param name="maxSceneRateHz">at most this many scene messages per second (default 20).</param>
-        public AdaptiveClient(string host = "127.0.0.1", int port = 9000, string clientName = "unity", double maxSceneRateHz = 20)
+        /// <param name="role">the role to ask for on a server with credentials ("control", "listener",
+        /// "audience"); "" on a server without them.</param>
+        /// <param name="secret">that role's secret (from the server's secrets.toml); null without credentials.
+        /// It never crosses the wire: hello carries an HMAC-SHA256 of it over the server's cookie.</param>
+        public AdaptiveClient(string host = "127.0.0.1", int port = 9000, string clientName = "unity", double maxSceneRateHz = 20,
+                              string role = "", string secret = null)
         {
             if (maxSceneRateHz <= 0) throw new ArgumentOutOfRangeException("maxSceneRateHz", "must be > 0 (messages per second)");
+            if (role != "" && role != "control" && role != "listener" && role != "audience")
+                throw new ArgumentException("role '" + role + "' is not allowed (allowed: control, listener, audience, or \"\")");
             ClientName = Truncate(clientName);
+            Role = role ?? "";
+            this.secret = string.IsNullOrEmpty(secret) ? null : Encoding.UTF8.GetBytes(secret);
             MinSceneIntervalSeconds = 1.0 / maxSceneRateHz;
             IPAddress address;
             if (!IPAddress.TryParse(host, out address))
@@ -135,7 +152,37 @@ namespace Adaptive.Soundtrack
         public void Hello(int sampleRateHz = 48000, int channels = 2, string sampleFormat = "s16")
         {
             Start();
-            Send(Addresses.Hello, ReplyPort, sampleRateHz, channels, sampleFormat, ClientName);
+            helloSampleRateHz = sampleRateHz; helloChannels = channels; helloSampleFormat = sampleFormat;
+            Send(Addresses.Hello, ReplyPort, sampleRateHz, channels, sampleFormat, ClientName, Role, "", "");
+        }
+
+        /// <summary>The server's retry (a source not yet verified, or a role to prove): say hello again with its
+        /// cookie and the proof of the role's secret. Called on the receive thread.</summary>
+        void AnswerRetry(string cookie)
+        {
+            string proof = secret != null && Role != "" ? HelloProof(secret, cookie, Role, ReplyPort) : "";
+            Send(Addresses.Hello, ReplyPort, helloSampleRateHz, helloChannels, helloSampleFormat, ClientName, Role, cookie, proof);
+        }
+
+        /// <summary>A hello's proof (docs/network.md): the hex HMAC-SHA256 of the role's secret over
+        /// "adaptive-hello|COOKIE|ROLE|REPLY_PORT", lower case.</summary>
+        public static string HelloProof(byte[] secret, string cookie, string role, int replyPort)
+        {
+            using (var hmac = new HMACSHA256(secret))
+            {
+                byte[] digest = hmac.ComputeHash(Encoding.UTF8.GetBytes("adaptive-hello|" + cookie + "|" + role + "|" + replyPort));
+                var hex = new StringBuilder(digest.Length * 2);
+                foreach (byte b in digest) hex.Append(b.ToString("x2"));
+                return hex.ToString();
+            }
+        }
+
+        /// <summary>Leaves: the server forgets this client (its streams stop). <see cref="Dispose"/> does it too.</summary>
+        public void Goodbye()
+        {
+            if (Welcome == null) return;
+            try { Send(Addresses.Goodbye); } catch (Exception) { } // closing: nothing to do about a failed send
+            Welcome = null;
         }
 
         /// <summary>Blocks until a welcome arrives (the receive thread stores it); null after the timeout.</summary>
@@ -146,7 +193,8 @@ namespace Adaptive.Soundtrack
             return Welcome;
         }
 
-        /// <summary>Starts receiving a stream: "events" (on by default after hello) or "midi".</summary>
+        /// <summary>Starts receiving a stream: "events" (on by default after hello) or "midi". Send it after the
+        /// welcome: before it the server does not know the client yet.</summary>
         public void Subscribe(string stream) { Send(Addresses.Subscribe, stream); }
         public void Unsubscribe(string stream) { Send(Addresses.Unsubscribe, stream); }
 
@@ -277,6 +325,7 @@ namespace Adaptive.Soundtrack
                 case Addresses.StingerPlayed: item = StingerInfo.From(m); break;
                 case Addresses.Midi: item = MidiInfo.From(m); break;
                 case Addresses.Error: item = ServerError.From(m); break;
+                case Addresses.Retry: AnswerRetry(m.GetString(0)); return;
                 default: throw new OscFormatException("unknown address " + m.Address + " from the server");
             }
             var timed = item as TimedEvent;
@@ -309,6 +358,7 @@ namespace Adaptive.Soundtrack
 
         public void Dispose()
         {
+            Goodbye();
             running = false;
             udp.Close();
             if (receiveThread != null) receiveThread.Join(1000);

@@ -8,6 +8,8 @@ namespace Adaptive.Soundtrack
     public static class Addresses
     {
         public const string Hello = "/adaptive/hello";
+        public const string Goodbye = "/adaptive/goodbye";
+        public const string Retry = "/adaptive/retry";
         public const string Scene = "/adaptive/scene";
         public const string Emotion = "/adaptive/emotion";
         public const string EmotionPoint = "/adaptive/emotion/point";
@@ -48,15 +50,29 @@ namespace Adaptive.Soundtrack
         public double LookaheadMs;
         public int AudioTcpPort;       // 0: no TCP audio stream
         public double ServerTimeSeconds;
+        /// <summary>This client's id: the TCP audio stream wants it first on a server with credentials, and
+        /// subscribe/unsubscribe/goodbye from another socket carry it ("" from an older server).</summary>
+        public string ClientId = "";
+        /// <summary>The role granted: "control", "listener" or "audience".</summary>
+        public string Role = "";
+        /// <summary>Send something (a ping will do) at least this often or the server drops the client.</summary>
+        public int LeaseSeconds;
 
         public static WelcomeInfo From(OscMessage m)
         {
-            return new WelcomeInfo
+            var welcome = new WelcomeInfo
             {
                 ProtocolVersion = m.GetInt(0), SessionId = m.GetString(1), SampleRateHz = m.GetInt(2),
                 BlockFrames = m.GetInt(3), LookaheadMs = m.GetNumber(4), AudioTcpPort = m.GetInt(5),
                 ServerTimeSeconds = ServerTime.Seconds(m, 6),
             };
+            if (m.Args.Length >= 11)
+            {
+                welcome.ClientId = m.GetString(8);
+                welcome.Role = m.GetString(9);
+                welcome.LeaseSeconds = m.GetInt(10);
+            }
+            return welcome;
         }
     }
 

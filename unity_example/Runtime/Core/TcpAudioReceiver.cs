@@ -96,11 +96,16 @@ namespace Adaptive.Soundtrack
         public Action<AudioBlockHeader, float[], int> BlockReceived;
 
         /// <param name="ring">filled with the session's channels (2) at <paramref name="outputRateHz"/>.</param>
-        public TcpAudioReceiver(string host, int port, PcmRingBuffer ring, int outputRateHz)
+        /// <param name="clientId">the welcome's client_id: a server with credentials streams nothing until a
+        /// connection has sent it and a newline (docs/network.md); null or "" sends nothing first.</param>
+        public TcpAudioReceiver(string host, int port, PcmRingBuffer ring, int outputRateHz, string clientId = null)
         {
             if (port <= 0 || port > 65535) throw new ArgumentOutOfRangeException("port", "the welcome's audio_tcp_port (0 means the server has no TCP audio stream)");
             this.host = host; this.port = port; this.ring = ring; OutputRateHz = outputRateHz;
+            this.clientId = clientId ?? "";
         }
+
+        readonly string clientId;
 
         public void Start()
         {
@@ -123,7 +128,13 @@ namespace Adaptive.Soundtrack
                         client.Connect(host, port);
                         Interlocked.Increment(ref connects);
                         haveSequence = false;
-                        ReadBlocks(client.GetStream());
+                        var stream = client.GetStream();
+                        if (clientId.Length > 0)
+                        {
+                            byte[] token = System.Text.Encoding.ASCII.GetBytes(clientId + "\n");
+                            stream.Write(token, 0, token.Length);
+                        }
+                        ReadBlocks(stream);
                     }
                 }
                 catch (Exception error) when (error is IOException || error is SocketException || error is ObjectDisposedException || error is InvalidOperationException)
