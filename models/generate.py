@@ -57,13 +57,14 @@ ROLE_REGISTER_PITCH = {"melody": (60, 88), "arpeggio": (45, 81), "bass": (28, 57
 melody above middle C, the bass below the stave's middle)."""
 ROLE_MAX_NOTES_PER_POSITION = {"melody": 2, "arpeggio": 4, "bass": 1}
 """Notes sounding together at most, per role."""
-AROUSAL_NOTES_PER_BEAT = {"melody": (1.24, 1.76), "arpeggio": (2.27, 3.94), "bass": (0.78, 1.48)}
+AROUSAL_NOTES_PER_BEAT = {"melody": (0.75, 2.7), "arpeggio": (1.4, 4.6), "bass": (0.4, 1.9)}
 """Notes per beat asked through the ``Density`` token at arousal -1 and +1
-(linear between), per role: the median density of VGMIDI's training bars of
-that role in low- and in high-arousal phrases (from the ``Density`` bins,
-interpolated inside the median bin). Asking a part for densities its role
-rarely has (version 2 asked every role for 0.75-3) pushes it out of the
-music it learned."""
+(linear between), per role: from the lower quartile of VGMIDI's training bars
+of that role in low-arousal phrases to the upper quartile of its bars in
+high-arousal phrases (read from the ``Density`` bins, interpolated inside a
+bin), so that the asks span what real game music of that role does. Version
+2 asked every role for 0.75-3, which put a bass at 3 notes a beat, where
+VGMIDI's basses almost never go."""
 AROUSAL_VELOCITY = (64.0, 111.0)
 """Mean MIDI velocity asked through the ``MeanVelocity`` token at arousal -1
 and +1: the lower quartile of VGMIDI's low-arousal bars and the upper quartile
