@@ -230,7 +230,24 @@ def _parse_meter(value: object) -> object:
     return value
 
 
-class Cue(_Frozen):
+class _InKeyAndMeter(_Frozen):
+    """Checks shared by what is written in a key and a meter (cues, themes):
+    ``meter`` may be given as text (``"6/8"``), ``key`` must parse as a
+    :class:`~adaptive.harmony.Key`."""
+
+    @field_validator("meter", mode="before", check_fields=False)
+    @classmethod
+    def _meter_from_text(cls, value: object) -> object:
+        return _parse_meter(value)
+
+    @field_validator("key", check_fields=False)
+    @classmethod
+    def _check_key(cls, text: str) -> str:
+        Key.parse(text)
+        return text
+
+
+class Cue(_InKeyAndMeter):
     """One musical state: tempo, meter, key, chords, loop length and layers.
 
     Attributes:
@@ -262,17 +279,6 @@ class Cue(_Frozen):
     locations: list[str] = Field(default_factory=list)
     gain_db: float = Field(0.0, ge=-60.0, le=12.0, allow_inf_nan=False)
     layers: list[Layer] = Field(min_length=1, max_length=16)
-
-    @field_validator("meter", mode="before")
-    @classmethod
-    def _meter_from_text(cls, value: object) -> object:
-        return _parse_meter(value)
-
-    @field_validator("key")
-    @classmethod
-    def _check_key(cls, text: str) -> str:
-        Key.parse(text)
-        return text
 
     @field_validator("chords")
     @classmethod
@@ -359,7 +365,7 @@ class ThemeStingerSource(_Frozen):
 StingerSource = Annotated[Union[MidiSource, GeneratedStingerSource, ThemeStingerSource], Field(discriminator="kind")]
 
 
-class ThemeSpec(_Frozen):
+class ThemeSpec(_InKeyAndMeter):
     """A theme of the bank (``[themes.NAME]``): a melody with its chords,
     varied by the engine for the emotion, intensity and cue that play it
     (:mod:`adaptive.variation`).
@@ -390,17 +396,6 @@ class ThemeSpec(_Frozen):
     program: int = Field(0, ge=0, le=127)
     quantize: Quantize = Quantize.NEXT_BAR
     gain_db: float = Field(0.0, ge=-60.0, le=12.0, allow_inf_nan=False)
-
-    @field_validator("meter", mode="before")
-    @classmethod
-    def _meter_from_text(cls, value: object) -> object:
-        return _parse_meter(value)
-
-    @field_validator("key")
-    @classmethod
-    def _check_key(cls, text: str) -> str:
-        Key.parse(text)
-        return text
 
     @field_validator("chords")
     @classmethod
