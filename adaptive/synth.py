@@ -40,7 +40,7 @@ SOUNDFONT_CANDIDATES = (
 )
 """Where a General MIDI SoundFont is looked for, in order of preference, when
 none is named. The default bank's gains are balanced for the first (MuseScore
-General); with TimGM6mb a few parts sit up to 6 dB off that balance
+General); with TimGM6mb a few parts sit up to 6.5 dB off that balance
 (docs/cue-bank.md, "Levels and SoundFonts")."""
 
 PREFERRED_SOUNDFONT_PACKAGE = "musescore-general-soundfont"
