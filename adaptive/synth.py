@@ -107,9 +107,9 @@ def choose_soundfont(explicit: Path | str | None = None) -> SoundFontChoice:
         except AssetError as error:
             raise AssetError(f"{error} (named by ${SOUNDFONT_ENV})") from None
         return SoundFontChoice(Path(named), f"${SOUNDFONT_ENV}")
-    for index, candidate in enumerate(SOUNDFONT_CANDIDATES):
+    for candidate in SOUNDFONT_CANDIDATES:
         if candidate.is_file():
-            if index <= 1:
+            if candidate in SOUNDFONT_CANDIDATES[:2]:  # MuseScore General: the file, or its alternatives link
                 return SoundFontChoice(candidate, "the default")
             return SoundFontChoice(candidate, (
                 f"a fallback: the default, {SOUNDFONT_CANDIDATES[0]}, is not installed; "
