@@ -50,7 +50,7 @@ from adaptive.schedule import Schedule
 from adaptive.speculation import DEFAULT_SPECULATIVE_BRIDGES, BridgesAhead, StingersAhead
 from adaptive.stage import Stage
 from adaptive.stinger import StingerPlayer
-from adaptive.synth import Synth, find_soundfont
+from adaptive.synth import Synth, choose_soundfont, soundfont_is_loaded
 from adaptive.transition_runner import BRIDGE_PROGRAM, TransitionRunner
 from adaptive.part import Part
 from adaptive.voice import MidiVoice
@@ -72,7 +72,8 @@ class Session:
 
     Args:
         bank: the cue bank.
-        soundfont: General MIDI SoundFont (default: :func:`adaptive.synth.find_soundfont`).
+        soundfont: General MIDI SoundFont (default: :func:`adaptive.synth.choose_soundfont`,
+            MuseScore General where installed, else TimGM6mb, ...).
         sample_rate_hz: session sample rate (8 000..192 000).
         seed: seeds every generated part; same seed, same music.
         max_block_frames: the largest block :meth:`render` may be asked for.
@@ -129,7 +130,14 @@ class Session:
         if not 1 <= bars_ahead <= 16:
             raise ValueError(f"bars_ahead {bars_ahead} is out of range (allowed: 1..16)")
         self.bank = bank
-        self.soundfont = find_soundfont(soundfont)
+        choice = choose_soundfont(soundfont)
+        self.soundfont = choice.path
+        self.soundfont_origin = choice.origin
+        """How the SoundFont was chosen (``--soundfont``, ``$ADAPTIVE_SOUNDFONT``,
+        the default, or a fallback and what to install): :class:`adaptive.synth.SoundFontChoice`."""
+        if progress is not None and self.soundfont.suffix.lower() == ".sf3" and not soundfont_is_loaded(self.soundfont):
+            # An SF3 file's samples are Ogg Vorbis, decoded while it loads: seconds, worth a word.
+            progress(f"loading SoundFont {choice.describe()}: decoding its samples takes a few seconds")
         self.sample_rate_hz = sample_rate_hz
         self.seed = seed
         self.max_block_frames = max_block_frames

@@ -15,8 +15,9 @@ rendered, never on how the render was split into calls.
 from __future__ import annotations
 
 import ctypes
-import threading
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,27 @@ SOUNDFONT_ENV = "ADAPTIVE_SOUNDFONT"
 """Environment variable naming the General MIDI SoundFont to use."""
 
 SOUNDFONT_CANDIDATES = (
-    Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),  # Debian timgm6mb-soundfont
-    Path("/usr/share/sounds/sf2/default-GM.sf2"),
+    # Debian musescore-general-soundfont (MuseScore General, SF3: Ogg Vorbis samples): the default.
+    Path("/usr/share/sounds/sf3/MuseScore_General_Full.sf3"),
+    # The same font's Debian alternatives link (also set by musescore-general-soundfont-small).
+    Path("/usr/share/sounds/sf3/MuseScore_General.sf3"),
+    # Debian timgm6mb-soundfont: the fallback `./run` installs where the default cannot be installed.
+    Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
     Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),  # Debian fluid-soundfont-gm
+    Path("/usr/share/sounds/sf2/default-GM.sf2"),
     Path("/usr/share/soundfonts/default.sf2"),
 )
-"""Where a General MIDI SoundFont is looked for, in order, when none is named."""
+"""Where a General MIDI SoundFont is looked for, in order of preference, when
+none is named. The default bank's gains are balanced for the first (MuseScore
+General); with TimGM6mb a few parts sit up to 6.5 dB off that balance
+(docs/cue-bank.md, "Levels and SoundFonts")."""
+
+PREFERRED_SOUNDFONT_PACKAGE = "musescore-general-soundfont"
+"""The Debian package that provides the preferred SoundFont, the first of
+:data:`SOUNDFONT_CANDIDATES` (what `./run` installs)."""
+
+FALLBACK_SOUNDFONT_PACKAGE = "timgm6mb-soundfont"
+"""The Debian package `./run` installs when the preferred one cannot be installed."""
 
 DEFAULT_MAX_VOICES = 64
 """Voices one part's synth may sound at once. A SoundFont instrument often
@@ -53,40 +69,76 @@ mixes to about -20 dBFS RMS (measured), with the limiter catching peaks. The
 benchmark's command-line comparison uses the same gain."""
 
 
-def find_soundfont(explicit: Path | str | None = None) -> Path:
-    """The SoundFont to use: ``explicit``, else ``$ADAPTIVE_SOUNDFONT``, else the
-    first of :data:`SOUNDFONT_CANDIDATES` that exists.
+@dataclass(frozen=True)
+class SoundFontChoice:
+    """The SoundFont a session plays and why that one.
+
+    Attributes:
+        path: the SoundFont file.
+        origin: how it was chosen, for the user: ``"--soundfont"``,
+            ``"$ADAPTIVE_SOUNDFONT"``, ``"the default"``, or ``"a fallback: ..."``
+            saying what to install for the default.
+    """
+
+    path: Path
+    origin: str
+
+    def describe(self) -> str:
+        """``PATH (origin)``, as ``adaptive serve`` and ``adaptive render`` print it."""
+        return f"{self.path} ({self.origin})"
+
+
+def choose_soundfont(explicit: Path | str | None = None) -> SoundFontChoice:
+    """The SoundFont to use and why: ``explicit`` (``--soundfont``), else
+    ``$ADAPTIVE_SOUNDFONT``, else the first of :data:`SOUNDFONT_CANDIDATES` that
+    exists (in order of preference: MuseScore General, then TimGM6mb, ...).
 
     Raises:
-        AssetError: the named file is missing or not a SoundFont 2 file, or none
+        AssetError: the named file is missing or not a SoundFont file, or none
             was found (saying what to install).
     """
     if explicit:
         check_soundfont(Path(explicit))
-        return Path(explicit)
+        return SoundFontChoice(Path(explicit), "--soundfont")
     named = os.environ.get(SOUNDFONT_ENV)
     if named:
         try:
             check_soundfont(Path(named))
         except AssetError as error:
             raise AssetError(f"{error} (named by ${SOUNDFONT_ENV})") from None
-        return Path(named)
+        return SoundFontChoice(Path(named), f"${SOUNDFONT_ENV}")
     for candidate in SOUNDFONT_CANDIDATES:
         if candidate.is_file():
-            return candidate
+            if candidate in SOUNDFONT_CANDIDATES[:2]:  # MuseScore General: the file, or its alternatives link
+                return SoundFontChoice(candidate, "the default")
+            return SoundFontChoice(candidate, (
+                f"a fallback: the default, {SOUNDFONT_CANDIDATES[0]}, is not installed; "
+                f"'sudo apt-get install {PREFERRED_SOUNDFONT_PACKAGE}' or './run setup' installs it"))
     raise AssetError(
         "no General MIDI SoundFont found (looked for "
         + ", ".join(str(c) for c in SOUNDFONT_CANDIDATES)
-        + "); install one with 'sudo apt-get install timgm6mb-soundfont' or name a .sf2 file "
+        + f"); install one with 'sudo apt-get install {PREFERRED_SOUNDFONT_PACKAGE}' (or the smaller "
+        f"{FALLBACK_SOUNDFONT_PACKAGE}), or './run setup', or name a .sf2/.sf3 file "
         f"with --soundfont or ${SOUNDFONT_ENV}"
     )
 
 
-def check_soundfont(path: Path) -> None:
-    """Check that ``path`` is a readable SoundFont 2 file (a RIFF ``sfbk`` chunk).
+def find_soundfont(explicit: Path | str | None = None) -> Path:
+    """The SoundFont to use: the path of :func:`choose_soundfont`.
 
     Raises:
-        AssetError: missing, unreadable, or not a SoundFont 2 file.
+        AssetError: as :func:`choose_soundfont`.
+    """
+    return choose_soundfont(explicit).path
+
+
+def check_soundfont(path: Path) -> None:
+    """Check that ``path`` is a readable SoundFont file (a RIFF ``sfbk`` chunk:
+    SoundFont 2, ``.sf2``, or SoundFont 3, ``.sf3``, whose samples are Ogg Vorbis
+    that FluidSynth decodes through libsndfile while it loads the file).
+
+    Raises:
+        AssetError: missing, unreadable, or not a SoundFont file.
     """
     try:
         with open(path, "rb") as handle:
@@ -94,11 +146,11 @@ def check_soundfont(path: Path) -> None:
     except FileNotFoundError:
         raise AssetError(f"{path}: SoundFont not found") from None
     except IsADirectoryError:
-        raise AssetError(f"{path}: is a folder, not a SoundFont (allowed: .sf2 files)") from None
+        raise AssetError(f"{path}: is a folder, not a SoundFont (allowed: .sf2 and .sf3 files)") from None
     except OSError as error:
         raise AssetError(f"{path}: cannot read SoundFont ({error.strerror or error})") from None
     if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"sfbk":
-        raise AssetError(f"{path}: not a SoundFont 2 file (expected a RIFF 'sfbk' header; allowed: .sf2 files)")
+        raise AssetError(f"{path}: not a SoundFont file (expected a RIFF 'sfbk' header; allowed: .sf2 and .sf3 files)")
     declared_bytes = int.from_bytes(header[4:8], "little") + 8
     actual_bytes = path.stat().st_size
     if actual_bytes < declared_bytes:
@@ -178,7 +230,8 @@ class Synth:
             the quietest released voices first.
 
     Raises:
-        AssetError: FluidSynth missing, or the SoundFont cannot be loaded.
+        AssetError: FluidSynth missing, the SoundFont cannot be loaded, or it
+            has no preset for ``program`` (or the percussion kit).
     """
 
     def __init__(self, soundfont: Path, sample_rate_hz: int, program: int = 0, percussion: bool = False,
@@ -204,7 +257,14 @@ class Synth:
             self._synth.delete()
             raise AssetError(f"{soundfont}: FluidSynth could not add this SoundFont to a synthesizer")
         self.channel = PERCUSSION_CHANNEL if percussion else 0
-        self._synth.program_select(self.channel, soundfont_id, 128 if percussion else 0, program)
+        bank = 128 if percussion else 0
+        if self._synth.program_select(self.channel, soundfont_id, bank, program) != 0:
+            _sfont_api().remove(self._synth.synth, self._shared.sfont)
+            self._shared.release()
+            self._synth.delete()
+            what = f"percussion kit {program} (bank 128)" if percussion else f"General MIDI program {program} (bank 0)"
+            raise AssetError(f"{soundfont}: this SoundFont has no preset for {what}; it would play silent "
+                             "(use a General MIDI SoundFont, or another program)")
         self._handle = self._synth.synth
 
     def note_on(self, pitch: int, velocity: int) -> None:
@@ -270,23 +330,62 @@ def _sfont_api() -> _SfontApi:
     return _SFONT_API
 
 
+def soundfont_is_loaded(path: Path | str) -> bool:
+    """Whether this process holds ``path`` loaded already (so a synthesizer
+    playing it starts at once; loading an SF3 file takes seconds)."""
+    try:
+        key = _SharedSoundFont.key(Path(path))
+    except OSError:
+        return False
+    with _SharedSoundFont._lock:
+        return key in _SharedSoundFont._loaded
+
+
+def unload_unused_soundfonts() -> int:
+    """Free every loaded SoundFont no synthesizer uses; returns how many were freed.
+
+    A SoundFont stays loaded after its last synthesizer closes, so the next
+    session of the process starts without loading it again (MuseScore General,
+    an SF3 file, decodes its samples for seconds and holds about 500 MB).
+    """
+    with _SharedSoundFont._lock:
+        unused = [key for key, shared in _SharedSoundFont._loaded.items() if shared.users == 0]
+        for key in unused:
+            _SharedSoundFont._loaded.pop(key).holder.delete()  # deletes the SoundFont it loaded
+    return len(unused)
+
+
 class _SharedSoundFont:
     """One SoundFont loaded once per process and added to every synthesizer
     that plays it (``fluid_synth_add_sfont``), instead of each loading its own
     copy of the sample data: about 6 MB per synthesizer with TimGM6mb, 170 MB
-    for the default bank's 28. A holder synthesizer (never rendered) owns it;
-    the last release deletes the holder and with it the SoundFont. Only the
-    thread that renders uses the synthesizers, as with any Synth.
+    for the default bank's 28 (and with MuseScore General, ~500 MB each). A
+    holder synthesizer (never rendered) owns it. It stays loaded when its last
+    user closes, for the process's next session (loading an SF3 file decodes
+    its samples for seconds), until :func:`unload_unused_soundfonts`. The key
+    is the file's resolved path, size and modification time, so a file
+    replaced on disk is loaded afresh. Only the thread that renders uses the
+    synthesizers, as with any Synth.
     """
 
-    _loaded: dict[Path, "_SharedSoundFont"] = {}
+    _loaded: dict[tuple[Path, int, int], "_SharedSoundFont"] = {}
     _lock = threading.Lock()
 
-    def __init__(self, path: Path, holder: object, sfont: int) -> None:
-        self.path = path
+    def __init__(self, holder: object, sfont: int) -> None:
         self.holder = holder
         self.sfont = sfont
         self.users = 0
+
+    @staticmethod
+    def key(path: Path) -> tuple[Path, int, int]:
+        """``(resolved path, size in bytes, mtime in ns)`` of ``path``.
+
+        Raises:
+            OSError: it cannot be read.
+        """
+        resolved = path.resolve()
+        stat = resolved.stat()
+        return resolved, stat.st_size, stat.st_mtime_ns
 
     @classmethod
     def acquire(cls, path: Path) -> "_SharedSoundFont":
@@ -295,7 +394,10 @@ class _SharedSoundFont:
         Raises:
             AssetError: FluidSynth cannot load it.
         """
-        key = path.resolve()
+        try:
+            key = cls.key(path)
+        except OSError as error:
+            raise AssetError(f"{path}: cannot read SoundFont ({error.strerror or error})") from None
         with cls._lock:
             shared = cls._loaded.get(key)
             if shared is None:
@@ -307,17 +409,14 @@ class _SharedSoundFont:
                 sfont = _sfont_api().get_by_id(holder.synth, soundfont_id) if soundfont_id >= 0 else None
                 if not sfont:
                     holder.delete()
-                    raise AssetError(f"{path}: FluidSynth could not load this SoundFont (corrupt or truncated?)")
-                shared = cls(key, holder, sfont)
+                    raise AssetError(f"{path}: FluidSynth could not load this SoundFont (corrupt or truncated?"
+                                     " an .sf3 file needs a libsndfile with Ogg Vorbis)")
+                shared = cls(holder, sfont)
                 cls._loaded[key] = shared
             shared.users += 1
             return shared
 
     def release(self) -> None:
-        """One user fewer; the last one frees the SoundFont."""
+        """One user fewer (the SoundFont stays loaded; see :func:`unload_unused_soundfonts`)."""
         with self._lock:
             self.users -= 1
-            if self.users == 0:
-                del self._loaded[self.path]
-                self.holder.delete()  # deletes the SoundFont it loaded
-

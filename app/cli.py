@@ -36,7 +36,8 @@ from app.generators import DEFAULT_GENERATOR, register_generators
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bank", type=Path, default=None, help="cue bank TOML file (default: the embedded bank)")
     parser.add_argument("--soundfont", type=Path, default=None,
-                        help="General MIDI SoundFont .sf2 (default: $ADAPTIVE_SOUNDFONT or the system's TimGM6mb)")
+                        help="General MIDI SoundFont .sf2/.sf3 (default: $ADAPTIVE_SOUNDFONT, else the system's "
+                             "MuseScore General, else TimGM6mb)")
 
 
 def _sample_rate(text: str) -> int:
@@ -127,7 +128,7 @@ def _serve_parser(commands) -> None:
     serve.add_argument("--seed", type=int, help="seed of generated parts (default 0)")
     _generator_option(serve, default=None)
     serve.add_argument("--bank", type=Path, help="cue bank TOML file (default: the embedded bank)")
-    serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2")
+    serve.add_argument("--soundfont", type=Path, help="General MIDI SoundFont .sf2/.sf3 (default: as for render)")
     serve.add_argument("--credentials", type=Path, help="credentials folder made by 'adaptive credentials DIR' "
                        "(needed off loopback; default: $ADAPTIVE_CREDENTIALS; see docs/network.md)")
     serve.add_argument("--client-lease-s", type=int, help="drop a client silent this many seconds (default 30)")
@@ -265,7 +266,8 @@ def _render(args: argparse.Namespace) -> int:
                                  progress=lambda message: print(f"adaptive: {message}", file=sys.stderr))
     with _writing(args.output):
         write_wav(args.output, result.audio, args.sample_rate, args.subtype)
-    print(f"wrote {args.output} ({timeline.duration_seconds:g} s at {args.sample_rate} Hz)")
+    print(f"wrote {args.output} ({timeline.duration_seconds:g} s at {args.sample_rate} Hz; "
+          f"SoundFont {result.session.soundfont} ({result.session.soundfont_origin}))")
     if args.midi:
         session = result.session
         with _writing(args.midi):

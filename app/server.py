@@ -74,7 +74,8 @@ class Server:
         self.session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
                                seed=settings.seed, max_block_frames=max(settings.block_frames, 4096),
                                generator=settings.generator, mapping=mapping,
-                               generated_bridges=True)  # a live mapping change may add generated bridges
+                               generated_bridges=True,  # a live mapping change may add generated bridges
+                               progress=lambda message: log.info("%s", message))
         self.recording = None
         if settings.record is not None:
             from adaptive.recording import Recording
@@ -207,7 +208,7 @@ class Server:
         embedded = " (the embedded default)" if bank_path == DEFAULT_BANK.resolve() else ""
         lines = [f"mapping   {mapping_text}",
                  f"bank      {bank_path}{embedded}: {len(self.bank.cues)} cues, {len(self.bank.stingers)} stingers",
-                 f"soundfont {self.session.soundfont}",
+                 f"soundfont {self.session.soundfont} ({self.session.soundfont_origin})",
                  f"generator {describe_generator(self.session.generator_name)}"]
         if self.settings.start is StartMode.AT_ONCE:
             scene = mapping.start_scene()

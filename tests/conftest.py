@@ -1,19 +1,34 @@
 """Fixtures of the whole suite. It runs with the generators the composition
-root registers (``app.generators``), as the ``adaptive`` command does."""
+root registers (``app.generators``), as the ``adaptive`` command does.
+
+The suite renders with TimGM6mb (``TEST_SOUNDFONT``) where it is installed
+(``./run test`` installs it) and ``$ADAPTIVE_SOUNDFONT`` names no other: it
+loads in 0.06 s, where the default, MuseScore General (an SF3 file), decodes
+its samples for several seconds in every process that loads it (each server
+a test starts). ``$ADAPTIVE_SOUNDFONT`` is set, so the servers and commands
+the tests start in subprocesses render with it too. What the default is, and
+that the default bank's programs are all in it, is tested without loading it
+(tests/adaptive/test_synth.py, tests/test_default_soundfont.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from adaptive.cue import CueBank, load_bank
-from adaptive.synth import find_soundfont
+from adaptive.synth import SOUNDFONT_ENV, find_soundfont
 from app.generators import register_generators
 from tests.helpers import TONE_BANK, write_midi, write_sine
 
 register_generators()
+
+TEST_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+"""The SoundFont the suite renders with where installed (Debian timgm6mb-soundfont)."""
+if not os.environ.get(SOUNDFONT_ENV) and TEST_SOUNDFONT.is_file():
+    os.environ[SOUNDFONT_ENV] = str(TEST_SOUNDFONT)
 
 # Hypothesis' 200 ms per-example deadline fails round-trip tests on a loaded
 # machine (another process training a model): the deadline measures the
@@ -26,7 +41,7 @@ settings.load_profile("adaptive")
 
 @pytest.fixture(scope="session")
 def soundfont() -> Path:
-    """The General MIDI SoundFont the tests render with."""
+    """The General MIDI SoundFont the tests render with (TimGM6mb where installed, see above)."""
     return find_soundfont()
 
 

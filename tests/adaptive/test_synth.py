@@ -1,12 +1,15 @@
 """Synthesizers share one loaded SoundFont: the same sound as a synthesizer
-that loads its own copy, and closing one leaves the others playing."""
+that loads its own copy, closing one leaves the others playing, and the
+SoundFont stays loaded for the process's next session. Which SoundFont plays
+when none is named: MuseScore General, else TimGM6mb, else a clear error."""
 
 from __future__ import annotations
 
 import fluidsynth
 import numpy as np
+import pytest
 
-from adaptive.synth import SYNTH_GAIN, Synth, _SharedSoundFont
+from adaptive.synth import SYNTH_GAIN, Synth, _SharedSoundFont, soundfont_is_loaded, unload_unused_soundfonts
 
 
 def render_note(synth_render, note_on, frames: int = 4800) -> np.ndarray:
@@ -17,7 +20,7 @@ def render_note(synth_render, note_on, frames: int = 4800) -> np.ndarray:
 
 
 def users(soundfont) -> int:
-    shared = _SharedSoundFont._loaded.get(soundfont.resolve())
+    shared = _SharedSoundFont._loaded.get(_SharedSoundFont.key(soundfont))
     return 0 if shared is None else shared.users
 
 
@@ -50,4 +53,92 @@ def test_shared_soundfont_sounds_like_a_private_copy_and_outlives_closed_users(s
     later = render_note(second.render_into, second.note_on)  # the SoundFont is still loaded for it
     assert np.array_equal(later, shared_audio)
     second.close()
-    assert users(soundfont) == before  # at 0, the last user freed it
+    assert users(soundfont) == before
+    assert soundfont_is_loaded(soundfont)  # kept for the next session: no second load
+
+
+def test_unused_soundfonts_are_freed_on_request_and_load_again(soundfont):
+    synth = Synth(soundfont, 48_000, program=0)
+    first = render_note(synth.render_into, synth.note_on)
+    synth.close()
+    if users(soundfont) == 0:  # no other test's session holds it
+        assert unload_unused_soundfonts() >= 1
+        assert not soundfont_is_loaded(soundfont)
+    again = Synth(soundfont, 48_000, program=0)
+    try:
+        assert np.array_equal(render_note(again.render_into, again.note_on), first)
+    finally:
+        again.close()
+
+
+# ---------------------------------------------------------------- which SoundFont plays
+
+
+def _fake_soundfont(path):
+    """A file that passes :func:`adaptive.synth.check_soundfont` (a RIFF sfbk header of the right size)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = b"sfbk" + b"\0" * 8
+    path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    return path
+
+
+@pytest.fixture
+def candidates(tmp_path, monkeypatch):
+    """The places a SoundFont is looked for, in tmp_path: MuseScore General (preferred), then TimGM6mb."""
+    from adaptive import synth
+
+    places = (tmp_path / "sf3" / "MuseScore_General_Full.sf3", tmp_path / "sf3" / "MuseScore_General.sf3",
+              tmp_path / "sf2" / "TimGM6mb.sf2", tmp_path / "sf2" / "FluidR3_GM.sf2")
+    monkeypatch.setattr(synth, "SOUNDFONT_CANDIDATES", places)
+    monkeypatch.delenv(synth.SOUNDFONT_ENV, raising=False)
+    return places
+
+
+def test_the_default_soundfont_is_musescore_general_when_installed(candidates):
+    from adaptive.synth import choose_soundfont
+
+    _fake_soundfont(candidates[0])
+    _fake_soundfont(candidates[2])
+    choice = choose_soundfont()
+    assert choice.path == candidates[0] and choice.origin == "the default"
+    assert choice.describe() == f"{candidates[0]} (the default)"
+
+
+def test_timgm6mb_is_the_fallback_and_says_what_to_install_for_the_default(candidates):
+    from adaptive.synth import choose_soundfont
+
+    _fake_soundfont(candidates[2])
+    _fake_soundfont(candidates[3])
+    choice = choose_soundfont()
+    assert choice.path == candidates[2]
+    assert choice.origin.startswith("a fallback") and "apt-get install musescore-general-soundfont" in choice.origin
+
+
+def test_no_soundfont_anywhere_is_a_clear_error_naming_the_packages(candidates):
+    from adaptive.errors import AssetError
+    from adaptive.synth import choose_soundfont
+
+    with pytest.raises(AssetError) as raised:
+        choose_soundfont()
+    message = str(raised.value)
+    assert "no General MIDI SoundFont found" in message
+    assert "musescore-general-soundfont" in message and "timgm6mb-soundfont" in message
+    assert "--soundfont" in message and "$ADAPTIVE_SOUNDFONT" in message
+
+
+def test_a_named_soundfont_wins_over_the_default_and_is_said_so(candidates, tmp_path, monkeypatch):
+    from adaptive.synth import SOUNDFONT_ENV, choose_soundfont
+
+    _fake_soundfont(candidates[0])
+    mine = _fake_soundfont(tmp_path / "mine.sf2")
+    monkeypatch.setenv(SOUNDFONT_ENV, str(mine))
+    assert choose_soundfont().path == mine and choose_soundfont().origin == "$ADAPTIVE_SOUNDFONT"
+    explicit = _fake_soundfont(tmp_path / "explicit.sf3")
+    assert choose_soundfont(explicit).path == explicit and choose_soundfont(explicit).origin == "--soundfont"
+
+
+def test_a_program_the_soundfont_lacks_is_an_error_not_silence(soundfont):
+    from adaptive.errors import AssetError
+
+    with pytest.raises(AssetError, match="no preset for percussion kit 99"):
+        Synth(soundfont, 48_000, program=99, percussion=True)

@@ -1,6 +1,8 @@
 """The protocol from a real Godot runtime: godot_example/godot3_proof/adaptive_proof.gd, run headless by
 Debian's godot3-server against a real ``adaptive serve`` (OSC over PacketPeerUDP, the TCP audio stream
-over StreamPeerTCP, as the Godot 4 addon does)."""
+over StreamPeerTCP, as the Godot 4 addon does); and the addon's stream player's buffering rules (skip
+back to the target latency after a hitch, reconnect backoff), ported to Godot 3 in
+godot_example/godot3_proof/stream_player_proof.gd, against the same real server."""
 
 from __future__ import annotations
 
@@ -71,3 +73,59 @@ def test_gdscript_says_hello_changes_the_cue_and_receives_beats_and_continuous_a
     frames = sum(a["n_frames"] for a in audio)
     assert frames >= 3 * SAMPLE_RATE_HZ
     assert math.sqrt(sum(a["rms"] ** 2 * a["n_frames"] for a in audio) / frames) > 0.01
+
+
+ADDON_PLAYER = REPO / "godot_example" / "addons" / "adaptive_soundtrack" / "adaptive_stream_player.gd"
+PLAYER_PROOF = REPO / "godot_example" / "godot3_proof" / "stream_player_proof.gd"
+
+
+def test_the_proof_runs_the_addons_player_rules():
+    """stream_player_proof.gd is a port: its constants and its skip-back rule are the addon's."""
+    addon, proof = ADDON_PLAYER.read_text(), PLAYER_PROOF.read_text()
+    for constant in ("RECONNECT_FIRST_SECONDS := 0.25", "RECONNECT_MAX_SECONDS := 8.0"):
+        assert constant in addon and constant in proof, constant
+    assert "- 2 * target_frames" in addon and "- 2 * target_frames" in proof
+    assert "_pending.size() + queued - target_frames" in addon and "pending + in_generator - target_frames" in proof
+    assert "_reconnect_delay * 2.0" in addon and "reconnect_delay * 2.0" in proof
+
+
+def test_the_stream_player_skips_back_after_a_hitch_and_backs_off_while_the_server_is_gone(served, tmp_path):
+    """In a real Godot runtime against a real server: a 0.8 s stall of the game's main loop piles 0.8 s of
+    audio up in the socket; the first frame after it skips back to the target latency, so the delay does
+    not grow. With the server stopped, the player retries after 0.25, 0.5, 1, 2 s: not every frame."""
+    env = dict(os.environ, ADAPTIVE_AUDIO_PORT=str(served.audio_tcp_port), ADAPTIVE_HITCH_SECONDS="0.8",
+               HOME=str(tmp_path))
+    process = subprocess.Popen([GODOT, "--no-window", "-s", str(PLAYER_PROOF)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    lines, out = [], []
+    try:
+        for raw in process.stdout:
+            out.append(raw)
+            if raw.startswith("ADAPTIVE "):
+                lines.append(json.loads(raw.removeprefix("ADAPTIVE ")))
+                if lines[-1]["kind"] == "stop_server":
+                    served.stop()
+        process.wait(timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    err = process.stderr.read()
+    by_kind = {line["kind"]: line for line in lines}
+    assert "done" in by_kind, "".join(out)[-3000:] + err[-3000:]
+    assert "SCRIPT ERROR" not in err + "".join(out), err
+
+    hitch = by_kind["hitch"]
+    target = hitch["target_s"]
+    assert hitch["played"] and hitch["reconnects"] == 0
+    assert hitch["steady_max_latency_s"] < 2 * target + 0.05, hitch  # a block (21 ms) beyond twice the target at most
+    assert hitch["skipped_s"] > hitch["hitch_s"] - 3 * target, hitch  # most of the stall's audio skipped...
+    assert hitch["latency_after_first_frame_s"] <= target + 0.03, hitch  # ...at once, back to the target
+    assert hitch["max_latency_after_s"] < 2 * target + 0.05, hitch
+
+    attempts = by_kind["backoff"]["attempts_s"]
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert 3 <= len(attempts) <= 6, attempts  # every frame for 4 s would be ~250
+    # Each wait doubles (0.25, 0.5, 1, 2 s), give or take the frame (16 ms) the retry waits for.
+    assert attempts[0] < 0.1 and 0.25 <= gaps[0] < 0.4, attempts
+    for shorter, longer in zip(gaps, gaps[1:]):
+        assert 1.6 * shorter <= longer <= 2 * shorter + 0.15, attempts

@@ -9,6 +9,7 @@ import math
 import shutil
 import statistics
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -162,9 +163,45 @@ def test_ring_buffer_playback_and_resampler(console_client):
     assert lines["zones"]["tops"] == "+cave=cave +arena=arena +river=arena -arena=river +cave=cave river2=river -all=-"
 
 
+NUNIT_CONSOLE = shutil.which("nunit-console")
+NUNIT_FRAMEWORK = next(iter(sorted(Path("/usr/lib/cli").glob("nunit.framework-*/nunit.framework.dll"))), None)
+"""Debian's NUnit 2.6 (nunit-console, libnunit-framework2.6.3-cil; `./run test` installs them): the
+real framework and console runner, where installed."""
+needs_nunit = pytest.mark.skipif(NUNIT_CONSOLE is None or NUNIT_FRAMEWORK is None,
+                                 reason="Debian's NUnit (nunit-console, libnunit-framework2.6.3-cil) is not "
+                                        "installed; ./run test installs it (the NUnit stand-in test runs instead)")
+
+
+@needs_nunit
+def test_the_packages_edit_mode_tests_pass_under_nunit(tmp_path):
+    """Tests/Editor/*.cs (NUnit Edit Mode tests of Core), compiled with Core against Debian's
+    nunit.framework.dll (NUnit 2.6: the asserts they use are NUnit 2.6's and 3's alike) and run by
+    nunit-console under Mono: every declared test runs and passes."""
+    library = tmp_path / "Adaptive.Soundtrack.Tests.dll"
+    sources = sorted(str(p) for p in (UNITY / "Runtime" / "Core").glob("*.cs"))
+    sources += sorted(str(p) for p in (UNITY / "Tests" / "Editor").glob("*.cs"))
+    result = subprocess.run(["mcs", "-warnaserror+", "-target:library", "-r:" + str(NUNIT_FRAMEWORK),
+                             "-out:" + str(library), *sources], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = tmp_path / "result.xml"
+    run = subprocess.run([NUNIT_CONSOLE, "-nologo", str(library), "-xml=" + str(report)], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    import xml.etree.ElementTree as ElementTree
+
+    cases = ElementTree.parse(report).getroot().iter("test-case")
+    outcomes = {case.get("name").rsplit(".", 1)[-1]: (case.get("executed"), case.get("success")) for case in cases}
+    declared = (UNITY / "Tests" / "Editor" / "CoreTests.cs").read_text().count("[Test]")
+    assert len(outcomes) == declared >= 7, run.stdout + run.stderr
+    assert {name: o for name, o in outcomes.items() if o != ("True", "True")} == {}, run.stdout
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.skipif(NUNIT_CONSOLE is not None and NUNIT_FRAMEWORK is not None,
+                    reason="the real NUnit is installed and runs these tests (test_..._pass_under_nunit)")
 def test_the_packages_edit_mode_tests_pass_under_mono(tmp_path):
-    """Tests/Editor/*.cs (NUnit Edit Mode tests of Core), compiled with Core against the NUnit stand-in
-    (tests/clients/nunit_stub) and run by its runner: every test runs and passes."""
+    """Where NUnit is not installed: Tests/Editor/*.cs compiled with Core against the NUnit stand-in
+    (tests/clients/nunit_stub: NUnit's attributes and the asserts the tests use) and run by its
+    runner: every test runs and passes."""
     exe = tmp_path / "nunit.exe"
     sources = sorted(str(p) for p in (UNITY / "Runtime" / "Core").glob("*.cs"))
     sources += sorted(str(p) for p in (UNITY / "Tests" / "Editor").glob("*.cs"))

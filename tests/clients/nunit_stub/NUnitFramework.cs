@@ -1,5 +1,6 @@
 // A stand-in for the part of NUnit's API that unity_example/Tests/Editor uses (attributes and asserts, with
-// NUnit 3's names and meanings), so those tests compile and run here under Mono without NUnit installed.
+// NUnit 3's names and meanings), so those tests compile and run here under Mono where NUnit is not installed
+// (where Debian's NUnit 2.6 is, tests/clients/test_unity_console.py runs them with it instead).
 // Unity's Test Framework runs the same files against the real nunit.framework.dll.
 using System;
 

@@ -1,7 +1,8 @@
 // Edit Mode tests of the engine-independent Core (Unity's Test Framework: Window > General > Test Runner >
 // EditMode, once the project lists this package under "testables" in Packages/manifest.json). They need no
 // server and no Play Mode. The same file also runs outside Unity, under Mono, in the repository's tests
-// (tests/clients/test_unity_console.py), against a stand-in of the few NUnit attributes and asserts it uses.
+// (tests/clients/test_unity_console.py): with Debian's NUnit 2.6 console runner, or where that is not
+// installed, against a stand-in of the few NUnit attributes and asserts it uses.
 using System;
 using System.Collections.Generic;
 using NUnit.Framework;
