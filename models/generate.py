@@ -116,7 +116,9 @@ def shared_model(checkpoint: str | Path | None = None) -> tuple[NumpyDecoder, di
         if key not in _MODELS:
             vocab = Vocabulary.build()
             model, payload = load_checkpoint(path, vocab)
-            _MODELS[key] = (NumpyDecoder(model), payload, vocab)
+            decoder = NumpyDecoder(model)
+            decoder.warm_up()  # compile (or load the compiled) decoding step now, not in the first bar
+            _MODELS[key] = (decoder, payload, vocab)
         return _MODELS[key]
 
 
@@ -420,7 +422,7 @@ class ModelPartGenerator:
             if self._cache.room() < 1:  # a long bar filled the context: re-open it mid-bar
                 logits = self._open(request, headers, body)
             else:
-                logits = self.decoder.forward(np.full((self._rows, 1), token, np.int64), self._cache)
+                logits = self.decoder.step(np.full(self._rows, token, np.int64), self._cache)
         self._history.append(header + body)
         del self._history[:-64]  # more bars than any context holds
         self.last_tokens += [v.tokens[i] for i in header + body]
