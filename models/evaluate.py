@@ -908,6 +908,8 @@ ABLATION_ROWS: tuple[tuple[str, str, dict], ...] = (
     ("model, constraints + guidance 3", "model", {"guidance_scale": 3.0}),
     ("model, guidance 2, no density/loudness tokens from arousal", "model",
      {"guidance_scale": 2.0, "texture_from_arousal": False}),
+    ("model, guidance 2, melody asked with the cue's chord tokens (version 3)", "model",
+     {"guidance_scale": 2.0, "open_melody_harmony": False}),
 )
 """Rows of ``--ablation``: label, generator, options."""
 
