@@ -27,10 +27,10 @@ What does what (the model card says the same):
   (:data:`ROLE_REGISTER_PITCH`) and notes per onset; the cue's key (pitches in
   its scale, or tones of the bar's chord, so the E chord of A minor may bring
   its G#); a bridge's seams (:class:`adaptive.generator.BarEnding`, and the
-  first note within an octave of the context's last); and for the melody,
-  whose ``Chord`` tokens read ``none`` (:data:`MELODY_OVER_OPEN_HARMONY`),
-  chord tones on the strong beats (:func:`strong_positions`), the rule a
-  harmony textbook gives for a melody over a progression. Nothing biases
+  first note within an octave of the context's last); and, for a melody
+  asked over an open harmony (an option, :data:`MELODY_OVER_OPEN_HARMONY`),
+  chord tones on the strong beats (:func:`strong_positions`) and tones
+  outside the chord shorter than a beat. Nothing biases
   the tonic, the third or the chord tones, and nothing counts notes.
 
 The Transformer runs in numpy (:mod:`models.inference`; its decoding step
@@ -143,17 +143,28 @@ def generation_key(request: BarRequest) -> Key:
     return request.key
 
 
-MELODY_OVER_OPEN_HARMONY = True
-"""Why the melody is asked with ``Chord_none`` and its chord kept by a rule
-(measured on the held-out VGMIDI pieces, free sampling at temperature 0.9
-from each bar's real header; docs/evaluation.md): with the pieces' own chord
-tokens the sampled melodies repeat 16 % of their notes and move by step 31 %
-of the time (the real ones: 12 % and 43 %); with those tokens replaced by a
-progression of one chord a bar, as a cue gives, 23 % and 21 %: the model,
-whose chord labels were estimated from the very notes of each half bar
-(melody included), answers a chord by circling its tones. With ``Chord_none``
-it writes 11 % and 46 %, the real melodies' figures, and the strong-beat rule
-keeps it on the harmony where a listener hears it."""
+MELODY_OVER_OPEN_HARMONY = False
+"""Whether a melody is asked with ``Chord_none`` and keeps the cue's chord by
+rules (:class:`ModelPartGenerator`'s ``open_melody_harmony``): off by default.
+
+Why it exists (measured on the held-out VGMIDI pieces by
+``tools/chord_conditioning_probe.py``, free sampling at temperature 0.9 from
+each bar's real header): with the pieces' own chord tokens the sampled
+melodies repeat 16 % of their notes and move by step 31 % of the time (the
+real ones: 12 % and 43 %); with those tokens replaced by a progression of one
+chord a bar, as a cue gives, 23 % and 21 %: the model, whose chord labels
+were estimated from the very notes of each half bar (melody included),
+answers a chord by circling its tones. With ``Chord_none`` it writes 11 % and
+46 %, the real melodies' figures.
+
+Why it is off (docs/evaluation.md, "Chord tokens and the melody"): over the
+evaluation's grid, asked that way and held to chord tones on strong beats,
+the melody moves by step as real melodies do and repeats fewer notes, but
+stops repeating its bars' rhythms (bar-rhythm repetition 0.12 against the
+real 0.25-0.42) and leaps too seldom (0.08 against 0.13-0.34); the
+classifier tells it from VGMIDI's melodies about as easily (0.92 against
+0.95), so neither way is yet the real thing. Retraining with the chord
+tokens dropped in some windows is the fix this points to."""
 
 
 NON_CHORD_TONE_MAX_BEATS = 1.0
@@ -243,11 +254,12 @@ class ModelPartGenerator:
             the manner of VGMIDI's game music, ``"pop"``, ``"folk"`` and
             ``"chorale"`` in that of POP909, the folk tunes and Bach's chorales,
             ``"unknown"`` in none in particular.
-        open_melody_harmony: the melody's ``Chord`` tokens read ``none`` and
-            the chord is kept by a rule instead: every note on a strong beat
-            (:func:`strong_positions`) is a tone of its half bar's chord (see
-            :data:`MELODY_OVER_OPEN_HARMONY`). False asks the model with the
-            chord tokens, as version 3 did.
+        open_melody_harmony: True asks for the melody with ``Chord`` tokens
+            reading ``none`` and keeps the chord by rules instead: every note
+            on a strong beat (:func:`strong_positions`) is a tone of its half
+            bar's chord, and a tone outside the chord lasts less than
+            :data:`NON_CHORD_TONE_MAX_BEATS`. False (the default,
+            :data:`MELODY_OVER_OPEN_HARMONY`) asks with the cue's chords.
     Raises:
         ValueError: an unknown style, or temperature/top_p out of range.
         ModelError (an :class:`adaptive.errors.AssetError`): the checkpoint is
@@ -259,7 +271,7 @@ class ModelPartGenerator:
     def __init__(self, checkpoint: str | Path | None = None, threads: int = 1,
                  guidance_scale: float = DEFAULT_GUIDANCE_SCALE, texture_from_arousal: bool = True,
                  constrained: bool = True, temperature: float = TEMPERATURE, top_p: float = TOP_P,
-                 style: str = DEFAULT_STYLE, open_melody_harmony: bool = True) -> None:
+                 style: str = DEFAULT_STYLE, open_melody_harmony: bool = MELODY_OVER_OPEN_HARMONY) -> None:
         del threads
         style_token(style)  # raises ValueError for an unknown style
         if not (0.05 <= temperature <= 5.0 and 0.0 < top_p <= 1.0):
