@@ -908,6 +908,8 @@ ABLATION_ROWS: tuple[tuple[str, str, dict], ...] = (
     ("model, constraints + guidance 3", "model", {"guidance_scale": 3.0}),
     ("model, guidance 2, no density/loudness tokens from arousal", "model",
      {"guidance_scale": 2.0, "texture_from_arousal": False}),
+    ("model, guidance 2, melody over an open harmony (Chord_none, strong-beat and passing-tone rules)", "model",
+     {"guidance_scale": 2.0, "open_melody_harmony": True}),
 )
 """Rows of ``--ablation``: label, generator, options."""
 
@@ -1043,6 +1045,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=None, help="the model's nucleus mass")
     parser.add_argument("--style", default=None, help="the model's Style token: game (its default), pop, folk, "
                         "chorale or unknown")
+    parser.add_argument("--open-melody-harmony", choices=("yes", "no"), default=None,
+                        help="yes: the melody asked with Chord_none and the chord kept by the strong-beat and "
+                             "passing-tone rules; no (the model's default): asked with the cue's chord tokens")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 1,2; 1 with --quick)")
     parser.add_argument("--progressions", choices=tuple(PROGRESSION_SETS), default="held_out",
                         help="held_out (default): progressions never used to choose a setting; tuning: those that were")
@@ -1100,8 +1105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m models.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         options = {name: value for name, value in (("guidance_scale", args.guidance), ("temperature", args.temperature),
-                                                   ("top_p", args.top_p), ("style", args.style))
+                                                   ("top_p", args.top_p), ("style", args.style),
+                                                   ("open_melody_harmony", args.open_melody_harmony))
                    if value is not None and args.generator == "model"}
+        if "open_melody_harmony" in options:
+            options["open_melody_harmony"] = options["open_melody_harmony"] == "yes"
         if args.pieces is not None:
             generator, load_seconds = DumpedPieces(args.pieces, grid), 0.0
         else:

@@ -6,7 +6,10 @@ the weights and dispatching a few dozen small operations. On the project's
 machine (AMD EPYC, one thread) a 192 x 768 matrix-vector product takes
 17-24 µs through torch and 11 µs through numpy, and every other small
 operation costs torch a few microseconds more in dispatch; the measured step
-times are in docs/benchmarks.md ("Generator"). Training stays in torch; the
+times are in docs/benchmarks.md ("Generator"). A decoding step (one token
+per row) is :meth:`NumpyDecoder.step`: one Numba-compiled call
+(:mod:`models.fast_step`), since numpy's ~200 small operations a step cost
+more in dispatch than the arithmetic. Training stays in torch; the
 weights are the same float32 numbers, and ``tests/models/test_inference.py``
 checks that this decoder's cached, incremental logits equal the torch model's
 full forward pass.
@@ -17,22 +20,27 @@ C width, H heads, D = C / H, V vocabulary.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
+
+from models import fast_step
+
+log = logging.getLogger("adaptive.generator")
 
 _LN_EPS = 1e-5  # torch.nn.LayerNorm's default
 
 
 class NumpyCache:
-    """Keys and values of every layer, preallocated, float32: keys stored
-    transposed, (n_layer, B, H, D, block_size), so a query multiplies them
-    without a transpose; values (n_layer, B, H, block_size, D).
+    """Keys and values of every layer, preallocated, float32, both
+    (n_layer, B, H, block_size, D): the first ``length`` positions of a head
+    are one contiguous block, which a decoding step reads in order.
 
     ``length`` positions are filled (the same for every row)."""
 
     def __init__(self, n_layer: int, rows: int, n_head: int, block_size: int, head_dim: int) -> None:
-        self.keys = np.zeros((n_layer, rows, n_head, head_dim, block_size), np.float32)
+        self.keys = np.zeros((n_layer, rows, n_head, block_size, head_dim), np.float32)
         self.values = np.zeros((n_layer, rows, n_head, block_size, head_dim), np.float32)
         self.length = 0
         self.block_size = block_size
@@ -60,6 +68,18 @@ def _fold(weight: np.ndarray, bias: np.ndarray, matrix_t: np.ndarray, matrix_bia
     folded = np.ascontiguousarray(weight[:, None] * matrix_t, dtype=np.float32)
     folded_bias = bias @ matrix_t + (0.0 if matrix_bias is None else matrix_bias)
     return folded, folded_bias.astype(np.float32)
+
+
+def _rows_times(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``x @ matrix`` for a few rows ``x`` (B, K) float32 and ``matrix`` (K, N):
+    one vector-matrix product per row, which OpenBLAS runs through its vector
+    path (see :meth:`NumpyDecoder.step`); returns (B, N) float32."""
+    if x.shape[0] == 1:
+        return x @ matrix
+    out = np.empty((x.shape[0], matrix.shape[1]), np.float32)
+    for row in range(x.shape[0]):
+        np.dot(x[row], matrix, out=out[row])
+    return out
 
 
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -101,10 +121,70 @@ class NumpyDecoder:
                 out_w=array(block.mlp.proj.weight).T.copy(), out_b=array(block.mlp.proj.bias),  # (4C, C)
             ))
         self.scale = 1.0 / math.sqrt(self.head_dim)
+        # The same weights stacked over layers, for the compiled step (models.fast_step).
+        self._stacked = tuple(np.ascontiguousarray(np.stack([layer[name] for layer in self.layers]), np.float32)
+                              for name in ("qkv_w", "qkv_b", "proj_w", "proj_b", "fc_w", "fc_b", "out_w", "out_b"))
+        self.compiled = fast_step.decode_step is not None
+        """Whether :meth:`step` runs the compiled step (Numba imports) or the numpy one."""
+
+    def warm_up(self) -> None:
+        """Run one compiled step on a scratch cache, so that compiling (the
+        first process after an install: seconds) or loading the compiled code
+        from its on-disk cache (milliseconds) happens now, at load, rather than
+        in the first bar's deadline."""
+        if self.compiled:
+            try:
+                self.step(np.zeros(1, np.int64), self.new_cache(1))
+            except Exception as error:  # a Numba that cannot compile here (no BLAS, no compiler support)
+                log.warning("the compiled decoding step failed (%s: %s); decoding in numpy instead",
+                            type(error).__name__, error)
+                self.compiled = False
 
     def new_cache(self, rows: int = 1) -> NumpyCache:
         """An empty cache for ``rows`` sequences decoded in step."""
         return NumpyCache(self.n_layer, rows, self.n_head, self.block_size, self.head_dim)
+
+    def step(self, ids: np.ndarray, cache: NumpyCache) -> np.ndarray:
+        """Feed one token per row, ``ids`` (B,) int, after the ``cache.length``
+        tokens already seen; returns the next-token logits, (B, V) float32:
+        :meth:`forward` with T = 1, as one compiled call
+        (:func:`models.fast_step.decode_step`) when Numba imports, else in
+        numpy with one vector-matrix product per row (OpenBLAS multiplies a
+        (2, 192) block by a (192, 768) matrix about five times slower than two
+        (192,) vectors: 60.7 µs against 2 x 11.5 µs on the project's machine,
+        docs/benchmarks.md).
+
+        Raises:
+            ValueError: the context is full (``cache.room() == 0``).
+        """
+        start = cache.length
+        if start + 1 > self.block_size:
+            raise ValueError(f"context of {start + 1} tokens exceeds block_size {self.block_size}")
+        ids = np.ascontiguousarray(ids, np.int64)
+        if self.compiled:
+            logits = fast_step.decode_step(ids, start, self.token_embedding, self.position_embedding, *self._stacked,
+                                           self.head_t, self.head_b, cache.keys, cache.values, self.n_head,
+                                           np.float32(self.scale))
+            cache.length = start + 1
+            return logits
+        (B,) = ids.shape
+        H, D, C = self.n_head, self.head_dim, self.width
+        end = start + 1
+        x = self.token_embedding[ids] + self.position_embedding[start]                  # (B, C)
+        for index, p in enumerate(self.layers):
+            qkv = _rows_times(_normalize(x), p["qkv_w"]) + p["qkv_b"]                    # (B, 3C)
+            cache.keys[index, :, :, start] = qkv[:, C:2 * C].reshape(B, H, D)
+            cache.values[index, :, :, start] = qkv[:, 2 * C:].reshape(B, H, D)
+            q = (qkv[:, :C] * self.scale).reshape(B, H, D, 1)
+            scores = (cache.keys[index, :, :, :end] @ q)[..., 0]                        # (B, H, end)
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            y = (scores[:, :, None, :] @ cache.values[index, :, :, :end]).reshape(B, C)  # (B, C)
+            x = x + (_rows_times(y, p["proj_w"]) + p["proj_b"])
+            hidden = _gelu_tanh(_rows_times(_normalize(x), p["fc_w"]) + p["fc_b"])      # (B, 4C)
+            x = x + (_rows_times(hidden, p["out_w"]) + p["out_b"])
+        cache.length = end
+        return _rows_times(_normalize(x), self.head_t) + self.head_b                  # (B, V)
 
     def forward(self, ids: np.ndarray, cache: NumpyCache) -> np.ndarray:
         """Feed ``ids`` (B, T) int after the ``cache.length`` tokens already seen;
@@ -126,9 +206,9 @@ class NumpyDecoder:
         for index, p in enumerate(self.layers):
             qkv = _normalize(x) @ p["qkv_w"] + p["qkv_b"]                               # (B, T, 3C)
             qkv = qkv.reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)                  # (3, B, H, T, D)
-            cache.keys[index, :, :, :, start:end] = qkv[1].transpose(0, 1, 3, 2)
+            cache.keys[index, :, :, start:end] = qkv[1]
             cache.values[index, :, :, start:end] = qkv[2]
-            scores = (qkv[0] * self.scale) @ cache.keys[index, :, :, :, :end]          # (B, H, T, end)
+            scores = (qkv[0] * self.scale) @ cache.keys[index, :, :, :end].swapaxes(-1, -2)  # (B, H, T, end)
             if mask is not None:
                 scores = scores + mask
             scores = np.exp(scores - scores.max(-1, keepdims=True))

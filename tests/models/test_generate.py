@@ -89,6 +89,39 @@ def test_a_bar_that_changes_chord_at_its_half_takes_the_second_chords_tones(gene
         assert generator.last_tokens[9:11] == ["Chord_0_MAJOR", "Chord_10_MAJOR"]
 
 
+def test_a_melody_over_an_open_harmony_keeps_chord_tones_on_strong_beats_and_passes_quickly():
+    """Asked over an open harmony, the melody's header reads Chord_none, every melody note on beat 1
+    or 3 of 4/4 (beat 1 of 3/4) is a tone of its half bar's chord, and no tone outside the chord
+    lasts a beat or more."""
+    generator = ModelPartGenerator(open_melody_harmony=True)
+    strong_notes = 0
+    for beats in (4, 3):
+        for bar in range(8):
+            chord = PROGRESSION[bar % 4]
+            second = Chord.parse("Dm") if beats == 4 else None
+            part = generator.generate_bar(request(bar, role="melody", beats=beats, arousal=0.5, chord=chord,
+                                                  second_chord=second, seed=7))
+            assert generator.last_tokens[9:11] == ["Chord_none", "Chord_none"]
+            for start, length, pitch in zip(part.start_beats.tolist(), part.duration_beats.tolist(),
+                                            part.pitch.tolist()):
+                half_chord = second if beats == 4 and start >= 2 else chord
+                if pitch % 12 not in half_chord.pitch_classes():
+                    assert length < 1.0, (beats, bar, start, pitch, length)
+                strong = start in ((0.0, 2.0) if beats == 4 else (0.0,))
+                if strong:
+                    strong_notes += 1
+                    tones = (second if beats == 4 and start >= 2 else chord).pitch_classes()
+                    assert pitch % 12 in tones, (beats, bar, start, pitch)
+    assert strong_notes >= 8
+    # Other roles keep asking the model with the cue's chords.
+    generator.generate_bar(request(0, role="bass", chord=Chord.parse("Am")))
+    assert generator.last_tokens[9:11] == ["Chord_9_MINOR", "Chord_9_MINOR"]
+    # By default the melody is asked with the cue's chords.
+    closed = ModelPartGenerator()
+    closed.generate_bar(request(0, role="melody", chord=Chord.parse("F")))
+    assert closed.last_tokens[9:11] == ["Chord_5_MAJOR", "Chord_5_MAJOR"]
+
+
 @pytest.mark.parametrize("beats, unit, meters", [(3, 4, ["3_4"]), (2, 4, ["2_4"]), (6, 8, ["6_8"]),
                                                  (7, 4, ["4_4", "3_4"]), (5, 4, ["3_4", "2_4"]),
                                                  (12, 8, ["6_8", "6_8"])])

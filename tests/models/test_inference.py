@@ -49,3 +49,34 @@ def test_a_context_past_the_block_is_refused(model):
     decoder.forward(np.zeros((1, 60), np.int64), cache)
     with pytest.raises(ValueError, match="exceeds block_size 64"):
         decoder.forward(np.zeros((1, 5), np.int64), cache)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba step", "numpy step"])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_decoding_steps_equal_the_full_torch_forward(model, rows, compiled):
+    """``step`` (one token per row, what generation calls for every token)
+    gives the full forward pass's logits, compiled or in numpy, after a chunk
+    fed by ``forward`` and across the whole block."""
+    decoder = NumpyDecoder(model)
+    if compiled and not decoder.compiled:
+        pytest.skip("numba is not importable here")
+    decoder.compiled = compiled
+    ids = torch.randint(0, 97, (rows, 64), generator=torch.Generator().manual_seed(10 + rows))
+    with torch.no_grad():
+        full = model(ids).numpy()
+    cache = decoder.new_cache(rows)
+    decoder.forward(ids[:, :9].numpy(), cache)
+    for t in range(9, 64):
+        logits = decoder.step(ids[:, t].numpy(), cache)
+        np.testing.assert_allclose(logits, full[:, t], atol=3e-5)
+    assert cache.length == 64
+    with pytest.raises(ValueError, match="exceeds block_size 64"):
+        decoder.step(ids[:, 0].numpy(), cache)
+
+
+def test_warm_up_leaves_a_decoder_ready_and_its_caches_untouched(model):
+    decoder = NumpyDecoder(model)
+    cache = decoder.new_cache(2)
+    decoder.warm_up()
+    assert cache.length == 0 and not cache.keys.any()
+    assert decoder.step(np.array([1, 2]), cache).shape == (2, 97)
