@@ -131,7 +131,11 @@ def _serve_parser(commands) -> None:
     serve.add_argument("--credentials", type=Path, help="credentials folder made by 'adaptive credentials DIR' "
                        "(needed off loopback; default: $ADAPTIVE_CREDENTIALS; see docs/network.md)")
     serve.add_argument("--client-lease-s", type=int, help="drop a client silent this many seconds (default 30)")
-    serve.add_argument("--max-clients", type=int, help="clients of the session at once (default 64)")
+    serve.add_argument("--max-clients", type=int, help="clients of one session at once (default 64)")
+    serve.add_argument("--max-sessions", type=int, help="sessions at once, the default one included (default 16; "
+                                                        "docs/sessions.md)")
+    serve.add_argument("--session-idle-s", type=int, help="end a session (not the default one) after this many "
+                                                          "seconds without a client (default 60)")
     serve.add_argument("--max-clients-per-host", type=int, help="clients from one host at once (default 16)")
     serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
                                                     "the next bar; default: the embedded bank's mapping)")

@@ -16,6 +16,7 @@ from adaptive.errors import ConfigError
 from adaptive.realtime import MAX_LOOKAHEAD_MS
 from adaptive.registry import GENERATORS
 from app.generators import DEFAULT_GENERATOR
+from app.sessions import MAX_SESSIONS, SESSION_IDLE_S
 from bridge.access import LEASE_S, MAX_CLIENTS, MAX_CLIENTS_PER_HOST, how_to_set_credentials, is_loopback
 
 
@@ -105,8 +106,13 @@ class ServerSettings(BaseModel):
             credentials, every client may do everything, which only a loopback
             ``host`` allows (:class:`ConfigError`-worthy otherwise).
         client_lease_s: a client silent this long (seconds, 1..86400) is dropped.
-        max_clients: clients of the session at once (any transport), 1..10000.
+        max_clients: clients of one session at once (any transport), 1..10000.
         max_clients_per_host: clients from one source host at once, 1..10000.
+        max_sessions: sessions the server holds at once, the default one
+            included, 1..1000 (docs/sessions.md); a hello that would make one
+            more is refused, naming this setting.
+        session_idle_s: a session other than the default one ends after this
+            many seconds without a client, 1..86400.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -134,6 +140,8 @@ class ServerSettings(BaseModel):
     client_lease_s: Annotated[int, _within(1, 86_400)] = LEASE_S
     max_clients: Annotated[int, _within(1, 10_000)] = MAX_CLIENTS
     max_clients_per_host: Annotated[int, _within(1, 10_000)] = MAX_CLIENTS_PER_HOST
+    max_sessions: Annotated[int, _within(1, 1000)] = MAX_SESSIONS
+    session_idle_s: Annotated[int, _within(1, 86_400)] = SESSION_IDLE_S
 
     @model_validator(mode="after")
     def _credentials_off_loopback(self) -> ServerSettings:

@@ -490,23 +490,29 @@ class OscServer:
                 if not self._outbox:
                     self._outbox_ready.wait(0.1)
                 self._sender_waiting = False
-            while self._outbox:
-                entry = self._outbox.popleft()
-                events, midi = entry[0], entry[1]
-                session_id = entry[2] if len(entry) > 2 else DEFAULT_SESSION
-                clients = self.clients.clients("osc", session_id)
-                channels = self._midi.get(session_id)
-                if channels is None:
-                    session = self.sessions.get(session_id)
-                    channels = self._midi[session_id] = MidiChannels(session.part_info if session is not None
-                                                                     else self.part_info)
-                for stream, messages in (("events", event_messages(events, self.sample_rate_hz)),
-                                         ("midi", channels.messages(midi, self.sample_rate_hz))):
-                    targets = [c.address for c in clients if stream in c.streams]
-                    for name, values in messages if targets else ():
-                        datagram = encode_osc(name, **values)
-                        for address in targets:
-                            self._send_now(address, datagram)
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the callbacks of every queued block to the clients of its
+        session subscribed to them (the send thread does it; tests call it
+        with no thread started)."""
+        while self._outbox:
+            entry = self._outbox.popleft()
+            events, midi = entry[0], entry[1]
+            session_id = entry[2] if len(entry) > 2 else DEFAULT_SESSION
+            clients = self.clients.clients("osc", session_id)
+            channels = self._midi.get(session_id)
+            if channels is None:
+                session = self.sessions.get(session_id)
+                channels = self._midi[session_id] = MidiChannels(session.part_info if session is not None
+                                                                 else self.part_info)
+            for stream, messages in (("events", event_messages(events, self.sample_rate_hz)),
+                                     ("midi", channels.messages(midi, self.sample_rate_hz))):
+                targets = [c.address for c in clients if stream in c.streams]
+                for name, values in messages if targets else ():
+                    datagram = encode_osc(name, **values)
+                    for address in targets:
+                        self._send_now(address, datagram)
 
 
 def fit_error(code: str, message: str, limit_bytes: int) -> bytes | None:

@@ -155,7 +155,7 @@ DEFAULT_SESSION = "default"
 NEW_SESSION = "new"
 """What a hello's ``session`` says to ask for a new session with an id the server chooses."""
 
-SESSION_END_REASONS = ("request", "idle", "server_stop")
+SESSION_END_REASONS = ("request", "idle", "failed", "server_stop")
 """Why a session ended (``session_ended``)."""
 
 
@@ -272,7 +272,8 @@ MESSAGES: tuple[Message, ...] = (
     Message("session_ended", "/adaptive/session/ended", Direction.TO_CLIENT, (
         Arg("session_id", ArgType.STRING, "the session that ended", max_chars=SESSION_ID_CHARS),
         Arg("reason", ArgType.STRING, "request: a session_end; idle: no client for the server's session_idle_s; "
-            "server_stop: the server stops", choices=SESSION_END_REASONS),
+            "failed: its render thread stopped on an error (logged); server_stop: the server stops",
+            choices=SESSION_END_REASONS),
     ), "A session ended: sent to its clients (who are forgotten: say hello again to join another) and as the "
        "answer to session_end."),
     Message("retry", "/adaptive/retry", Direction.TO_CLIENT, (
