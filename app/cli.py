@@ -5,8 +5,8 @@ Subcommands:
   serve [--config FILE]                                               the real-time server (OSC, ZeroMQ, TCP audio)
   replay RECORDING -o out.wav                                         a served session, rendered again offline
   bank [--bank FILE]                                                  list a cue bank's cues, layers, stingers and themes
-  send [--host H] [--port P] MESSAGE ARGS...                          send one message to a running server
-  monitor [--host H] [--port P] [--midi] [--seconds N]                print a running server's callbacks live
+  send [--host H] [--port P] [--session S] MESSAGE ARGS...            send one message to a running server (session S)
+  monitor [--host H] [--port P] [--session S] [--midi] [--seconds N]  print a running server's callbacks live
   check MAPPING [--bank FILE]                                         check a mapping: every error, then warnings
   mapping export [--host H] [--port P] -o FILE                        write a running server's live mapping as TOML
   plot mapping MAPPING -o map.png                                     the emotion plane, cue regions, transitions
@@ -198,8 +198,8 @@ def _bank_and_mapping(bank_path: Path | None, mapping_path: Path | None, default
 
 
 SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger", "play_theme", "mapping_set",
-                 "mapping_get")
-"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, and live mapping tuning)."""
+                 "mapping_get", "session_end")
+"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, live mapping tuning, and ending a session)."""
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -211,6 +211,9 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--credentials", type=Path, default=None,
                         help="a credentials folder (its secrets.toml gives the role's secret; default: "
                              "$ADAPTIVE_CREDENTIALS); none for a server without credentials")
+    parser.add_argument("--session", default="",
+                        help="the session to join: an id (made if there is none), 'new' for a new one, or nothing "
+                             "for the default session (docs/sessions.md)")
 
 
 def _prepare_output(path: Path) -> None:
@@ -384,7 +387,8 @@ def _connect(args: argparse.Namespace, name: str):
     elif args.role is not None:
         role = args.role
     try:
-        client = AdaptiveClient(args.host, args.port, client_name=name, role=role, secret=secret)
+        client = AdaptiveClient(args.host, args.port, client_name=name, role=role, secret=secret,
+                                session=args.session)
     except OSError as error:
         raise AdaptiveError(f"cannot reach {args.host}:{args.port}: {error.strerror or error}") from None
     try:
@@ -424,7 +428,7 @@ def _send_values(name: str, texts: list[str]) -> dict:
     message = BY_NAME[name]
     kinds = {ArgType.INT: "integer", ArgType.FLOAT: "number", ArgType.STRING: "string"}
     usage = f"{name} takes " + (", ".join(f"{a.name} ({kinds[a.type]}: {a.allowed()})" for a in message.args))
-    if len(texts) != len(message.args):
+    if not message.required_args <= len(texts) <= len(message.args):
         raise AdaptiveError(f"{usage}; got {len(texts)} argument{'s' if len(texts) != 1 else ''}")
     values = []
     for arg, text in zip(message.args, texts):
@@ -444,6 +448,15 @@ def _send(args: argparse.Namespace) -> int:
     values = _send_values(args.message, args.values)  # before any network: bad words fail fast
     client = _connect(args, "adaptive send")
     try:
+        if args.message == "session_end":
+            try:
+                ended = client.end_session(values["session_id"])
+            except ValueError as refused:
+                raise AdaptiveError(str(refused)) from None
+            except TimeoutError as error:
+                raise AdaptiveError(str(error)) from None
+            print(f"ended session {ended['session_id']}")
+            return 0
         if args.message in ("mapping_set", "mapping_get"):
             try:
                 getter = client.set_mapping if args.message == "mapping_set" else client.get_mapping
