@@ -34,17 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from app.settings import MAX_SESSIONS, SESSION_IDLE_S, StartMode  # noqa: F401 (the defaults, named here too)
 from bridge.access import ClientTable
 from bridge.protocol import DEFAULT_SESSION, NEW_SESSION, ProtocolError
 from bridge.sessions import SessionEndpoint, check_session_id
 
 log = logging.getLogger("adaptive.sessions")
-
-SESSION_IDLE_S = 60
-"""A session other than the default one ends after this many seconds without a client."""
-
-MAX_SESSIONS = 16
-"""Sessions a server holds at once, the default one included."""
 
 TICK_SECONDS = 1.0
 """How often (seconds) the host's thread looks for idle sessions."""
@@ -354,8 +349,6 @@ class SessionHost:
         self._thread.start()
 
     def _start_session(self, hosted: HostedSession) -> None:
-        from app.settings import StartMode
-
         if self.settings.start is StartMode.AT_ONCE:
             # Stamped at frame 0 by the render thread like any input (and recorded: a replay plays it too).
             hosted.realtime.submit(hosted.mapping.current.start_scene())

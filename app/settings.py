@@ -16,7 +16,6 @@ from adaptive.errors import ConfigError
 from adaptive.realtime import MAX_LOOKAHEAD_MS
 from adaptive.registry import GENERATORS
 from app.generators import DEFAULT_GENERATOR
-from app.sessions import MAX_SESSIONS, SESSION_IDLE_S
 from bridge.access import LEASE_S, MAX_CLIENTS, MAX_CLIENTS_PER_HOST, how_to_set_credentials, is_loopback
 
 
@@ -44,6 +43,12 @@ def _registered_generator(name: str) -> str:
         raise ValueError(f"{name!r} is not allowed (allowed: {', '.join(GENERATORS)})")
     return name
 
+
+MAX_SESSIONS = 16
+"""Sessions a server holds at once, the default one included (``max_sessions``)."""
+
+SESSION_IDLE_S = 60
+"""A session other than the default one ends after this many seconds without a client (``session_idle_s``)."""
 
 Port = Annotated[int, _within(0, 65535)]
 """A TCP or UDP port; 0: any free one."""
