@@ -252,3 +252,38 @@ def test_a_ping_is_answered_on_the_clock_of_the_senders_session(served):
 def test_recordings_of_other_sessions_go_beside_the_default_one(tmp_path):
     assert recording_path(tmp_path / "run.jsonl", "default") == tmp_path / "run.jsonl"
     assert recording_path(tmp_path / "run.jsonl", "arena-2") == tmp_path / "run.arena-2.jsonl"
+
+
+def test_over_zeromq_a_hello_names_a_session_and_its_callbacks_go_out_on_its_topics(served):
+    import json as json_module
+
+    from bridge.sessions import session_topic
+    from bridge.zmq_server import ZmqServer
+
+    s = served()
+    zmq_server = ZmqServer(s.host.default.session.bank, s.host.default.realtime.submit,
+                           s.host.default.realtime.server_time_seconds, 48_000, s.host.default.endpoint.welcome,
+                           control_port=0, events_port=0, clients=s.clients, clock=s.clock, sessions=s.host)
+    replies, published = [], []
+    zmq_server._reply = lambda identity, envelope, payload: replies.append((identity, json_module.loads(payload)))
+    zmq_server._publish = lambda topic, payload: published.append((topic, json_module.loads(payload)["type"]))
+    try:
+        hello = {"type": "hello", "reply_port": 1, "sample_rate_hz": 48_000, "channels": 2, "sample_format": "s16",
+                 "client_name": "zmq-game", "session": "arena-z"}
+        zmq_server.handle(json_module.dumps(hello).encode(), b"peer-1", host="127.0.0.1")
+        (_, welcome), = replies
+        assert (welcome["type"], welcome["session_id"]) == ("welcome", "arena-z")
+        zmq_server.handle(b'{"type": "cue", "cue": "high"}', b"peer-1", host="127.0.0.1")
+        hosted = s.host.hosted("arena-z")
+        zmq_server._subscriptions.prefixes = frozenset({session_topic("arena-z", b"events")})
+        hosted.realtime.add_sink(zmq_server.sink_for("arena-z"))
+        s.host.default.realtime.add_sink(zmq_server.sink_for("default"))
+        zmq_server._running = True
+        s.play(2.0)
+        zmq_server._publish_outbox()
+        assert published and {topic for topic, _ in published} == {b"session/arena-z/events"}
+        assert ("session/arena-z/events".encode(), "cue_change") in published
+        assert hosted.realtime.counters["inputs"] == 1 and s.host.default.realtime.counters["inputs"] == 0
+    finally:
+        zmq_server._running = False
+        zmq_server.close()
