@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite '{SECTION_TITLE}' in docs/benchmarks.md")
     parser.add_argument("--note", default="", help="a sentence about the machine's load, for the docs")
+    parser.add_argument("--from-json", type=Path, help="report the results of an earlier --json run (runs nothing)")
     return parser
 
 
@@ -234,6 +235,20 @@ def main(argv: list[str] | None = None) -> int:
     if any(n < 1 for n in args.sessions) or args.seconds <= 0:
         print("sessions must be >= 1 and seconds > 0", file=sys.stderr)
         return 2
+    command = (f"python bench/sessions_benchmark.py --sessions {' '.join(map(str, args.sessions))} "
+               f"--seconds {args.seconds:g}")
+    if args.from_json is not None:
+        earlier = json.loads(args.from_json.read_text(encoding="utf-8"))
+        info = {**earlier["machine"], "note": args.note or earlier["machine"].get("note", "")}
+        results = earlier["results"]
+        command = earlier.get("command", command)
+        section = markdown(results, info, command)
+        print(section)
+        if args.write_docs:
+            from docs_section import write_section
+
+            write_section(DOCS, SECTION_TITLE, section)
+        return 0
     results = []
     for n in args.sessions:
         print(f"N = {n}: {args.seconds:g} s ...", flush=True)
@@ -243,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
               f"load at start {result['load_at_start']:.1f}", flush=True)
         results.append(result)
     info = {**machine(), "date": _dt.date.today().isoformat(), "note": args.note}
-    command = "python bench/sessions_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    section = markdown(results, info, command.strip())
+    section = markdown(results, info, command)
     print(section)
     if args.json is not None:
-        args.json.write_text(json.dumps({"machine": info, "results": results}, indent=1) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps({"machine": info, "results": results, "command": command}, indent=1) + "\n",
+                             encoding="utf-8")
     if args.write_docs:
         from docs_section import write_section
 
