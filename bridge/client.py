@@ -49,6 +49,11 @@ from bridge.protocol import Decoded, Direction, ProtocolError, decode_osc, encod
 
 __all__ = ["AdaptiveClient", "ClockSync", "OscClient", "server_seconds"]
 
+SESSION_HELLO_TIMEOUT_S = 15.0
+"""How long a hello that names a session waits for its welcome by default
+(seconds): making a session took 0.45 s on a lightly loaded 2-core machine
+and up to 3.2 s on a loaded one (docs/benchmarks.md)."""
+
 
 def server_seconds(values: dict[str, Any], prefix: str = "time") -> float:
     """Server time in seconds from a message's ``{prefix}_s`` and ``{prefix}_us`` arguments."""
@@ -197,13 +202,19 @@ class AdaptiveClient:
 
     # ------------------------------------------------------------ to the server
     def hello(self, sample_rate_hz: int = 48000, channels: int = 2, sample_format: str = "s16",
-              timeout: float = 2.0) -> dict[str, Any]:
+              timeout: float | None = None) -> dict[str, Any]:
         """Say hello; returns the ``welcome`` values (session_id, sample_rate_hz,
         block_frames, lookahead_ms, audio_tcp_port, time_s, time_us, ...).
+
+        ``timeout``: seconds to wait for the welcome (None: 2 s, or
+        :data:`SESSION_HELLO_TIMEOUT_S` when the hello names a session, which
+        the server may have to make first).
 
         Raises:
             TimeoutError: no welcome within ``timeout`` seconds (is the server running?).
         """
+        if timeout is None:
+            timeout = SESSION_HELLO_TIMEOUT_S if self.session else 2.0
         hello = {"reply_port": self.reply_port, "sample_rate_hz": sample_rate_hz, "channels": channels,
                  "sample_format": sample_format, "client_name": self.client_name, "role": self.role}
         if self.session:

@@ -76,8 +76,8 @@ def test_two_sessions_share_the_ports_and_each_hears_only_itself(server, tmp_pat
         assert wait_until(heard_both, timeout_seconds=25.0), seen
         assert "combat" not in seen[b"events"] and "sorrow" not in seen[f"session/{session_id}/events".encode()]
         # Ending it closes its audio stream and tells its clients; the default session plays on.
-        assert other.end_session(session_id) == {"session_id": session_id, "reason": "request"}
-        assert game.wait_for("session_ended")["session_id"] == session_id
+        assert other.end_session(session_id, timeout=10.0) == {"session_id": session_id, "reason": "request"}
+        assert game.wait_for("session_ended", timeout=10.0)["session_id"] == session_id
         with pytest.raises(StopIteration):
             while True:
                 next(blocks)
