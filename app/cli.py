@@ -5,8 +5,8 @@ Subcommands:
   serve [--config FILE]                                               the real-time server (OSC, ZeroMQ, TCP audio)
   replay RECORDING -o out.wav                                         a served session, rendered again offline
   bank [--bank FILE]                                                  list a cue bank's cues, layers, stingers and themes
-  send [--host H] [--port P] MESSAGE ARGS...                          send one message to a running server
-  monitor [--host H] [--port P] [--midi] [--seconds N]                print a running server's callbacks live
+  send [--host H] [--port P] [--session S] MESSAGE ARGS...            send one message to a running server (session S)
+  monitor [--host H] [--port P] [--session S] [--midi] [--seconds N]  print a running server's callbacks live
   check MAPPING [--bank FILE]                                         check a mapping: every error, then warnings
   mapping export [--host H] [--port P] -o FILE                        write a running server's live mapping as TOML
   plot mapping MAPPING -o map.png                                     the emotion plane, cue regions, transitions
@@ -132,7 +132,11 @@ def _serve_parser(commands) -> None:
     serve.add_argument("--credentials", type=Path, help="credentials folder made by 'adaptive credentials DIR' "
                        "(needed off loopback; default: $ADAPTIVE_CREDENTIALS; see docs/network.md)")
     serve.add_argument("--client-lease-s", type=int, help="drop a client silent this many seconds (default 30)")
-    serve.add_argument("--max-clients", type=int, help="clients of the session at once (default 64)")
+    serve.add_argument("--max-clients", type=int, help="clients of one session at once (default 64)")
+    serve.add_argument("--max-sessions", type=int, help="sessions at once, the default one included (default 16; "
+                                                        "docs/sessions.md)")
+    serve.add_argument("--session-idle-s", type=int, help="end a session (not the default one) after this many "
+                                                          "seconds without a client (default 60)")
     serve.add_argument("--max-clients-per-host", type=int, help="clients from one host at once (default 16)")
     serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
                                                     "the next bar; default: the embedded bank's mapping)")
@@ -195,8 +199,8 @@ def _bank_and_mapping(bank_path: Path | None, mapping_path: Path | None, default
 
 
 SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger", "play_theme", "mapping_set",
-                 "mapping_get")
-"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, and live mapping tuning)."""
+                 "mapping_get", "session_end")
+"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, live mapping tuning, and ending a session)."""
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +212,9 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--credentials", type=Path, default=None,
                         help="a credentials folder (its secrets.toml gives the role's secret; default: "
                              "$ADAPTIVE_CREDENTIALS); none for a server without credentials")
+    parser.add_argument("--session", default="",
+                        help="the session to join: an id (made if there is none), 'new' for a new one, or nothing "
+                             "for the default session (docs/sessions.md)")
 
 
 def _prepare_output(path: Path) -> None:
@@ -382,7 +389,8 @@ def _connect(args: argparse.Namespace, name: str):
     elif args.role is not None:
         role = args.role
     try:
-        client = AdaptiveClient(args.host, args.port, client_name=name, role=role, secret=secret)
+        client = AdaptiveClient(args.host, args.port, client_name=name, role=role, secret=secret,
+                                session=args.session)
     except OSError as error:
         raise AdaptiveError(f"cannot reach {args.host}:{args.port}: {error.strerror or error}") from None
     try:
@@ -422,7 +430,7 @@ def _send_values(name: str, texts: list[str]) -> dict:
     message = BY_NAME[name]
     kinds = {ArgType.INT: "integer", ArgType.FLOAT: "number", ArgType.STRING: "string"}
     usage = f"{name} takes " + (", ".join(f"{a.name} ({kinds[a.type]}: {a.allowed()})" for a in message.args))
-    if len(texts) != len(message.args):
+    if not message.required_args <= len(texts) <= len(message.args):
         raise AdaptiveError(f"{usage}; got {len(texts)} argument{'s' if len(texts) != 1 else ''}")
     values = []
     for arg, text in zip(message.args, texts):
@@ -442,6 +450,15 @@ def _send(args: argparse.Namespace) -> int:
     values = _send_values(args.message, args.values)  # before any network: bad words fail fast
     client = _connect(args, "adaptive send")
     try:
+        if args.message == "session_end":
+            try:
+                ended = client.end_session(values["session_id"])
+            except ValueError as refused:
+                raise AdaptiveError(str(refused)) from None
+            except TimeoutError as error:
+                raise AdaptiveError(str(error)) from None
+            print(f"ended session {ended['session_id']}")
+            return 0
         if args.message in ("mapping_set", "mapping_get"):
             try:
                 getter = client.set_mapping if args.message == "mapping_set" else client.get_mapping

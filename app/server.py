@@ -26,6 +26,7 @@ from pathlib import Path
 from app.generators import register_generators
 from app.settings import ServerSettings, StartMode
 from bridge.audio import encode_block
+from bridge.protocol import DEFAULT_SESSION
 
 log = logging.getLogger("adaptive.server")
 
@@ -35,7 +36,12 @@ SWITCH_INTERVAL_SECONDS = 0.001
 
 
 class Server:
-    """A running server: the session, its render thread and its transports.
+    """A running server: its sessions (:class:`app.sessions.SessionHost`:
+    the ``default`` one from the start, others made by a hello that asks),
+    their render threads and the transports they share.
+
+    The attributes ``session``, ``realtime``, ``mapping`` and ``recording``
+    are the default session's.
 
     Raises:
         AdaptiveError: the bank or SoundFont cannot be loaded.
@@ -44,9 +50,9 @@ class Server:
 
     def __init__(self, settings: ServerSettings) -> None:
         from adaptive.cue import load_bank
-        from adaptive.realtime import GcPauseMonitor, RealtimeSession
-        from adaptive.session import Session
-        from bridge.audio import TcpAudioServer, ZmqAudioPublisher, token_authorizer
+        from adaptive.realtime import GcPauseMonitor
+        from app.sessions import SessionHost
+        from bridge.audio import TcpAudioServer, ZmqAudioPublisher, optional_token_authorizer, token_authorizer
         from bridge.osc_server import OscServer
         from bridge.zmq_server import ZmqServer
 
@@ -61,40 +67,29 @@ class Server:
                 self.credentials = load_credentials(settings.credentials)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
-        self.session_id = "default"  # one session per server for now; clients name it in logs
+        self.session_id = DEFAULT_SESSION  # the session the server starts with; clients name it in logs
         from adaptive.cue import DEFAULT_BANK
         from adaptive.mapping import DEFAULT_MAPPING, ResolvedMapping, load_mapping
-        from bridge.mapping_watch import MappingControl
+        from bridge.access import ClientTable, start_curve_authenticator
+        from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
 
         self.bank = load_bank(settings.bank)
         mapping_path = settings.mapping
         if mapping_path is None and settings.bank.resolve() == DEFAULT_BANK.resolve():
             mapping_path = DEFAULT_MAPPING
         mapping = load_mapping(mapping_path, self.bank) if mapping_path is not None else ResolvedMapping.from_bank(self.bank)
-        self.session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
-                               seed=settings.seed, max_block_frames=max(settings.block_frames, 4096),
-                               generator=settings.generator, mapping=mapping,
-                               generated_bridges=True,  # a live mapping change may add generated bridges
-                               progress=lambda message: log.info("%s", message))
-        self.recording = None
-        if settings.record is not None:
-            from adaptive.recording import Recording
-
-            self.recording = Recording.for_session(settings.record, self.session, settings.bank.resolve())
-        self.realtime = RealtimeSession(self.session, block_frames=settings.block_frames,
-                                        lookahead_ms=settings.lookahead_ms, recording=self.recording,
-                                        thread_priority=settings.realtime_priority)
-        self.gc_monitor = GcPauseMonitor()
-        # Only a file the user named is watched: the embedded default is package data.
-        self.mapping = MappingControl(self.bank, mapping, self.realtime.submit,
-                                      path=settings.mapping.resolve() if settings.mapping is not None else None,
-                                      report_error=self._report_mapping_error, bank_path=settings.bank)
-        from bridge.access import ClientTable, start_curve_authenticator
-        from bridge.midi_out import MidiFileRecorder, VirtualMidiPort
-
-        # One table of clients for the session, whatever their transport: ids, roles, leases, caps.
+        # One table of clients for every session, whatever their transport: ids, roles, sessions, leases, caps.
         self.clients = ClientTable(lease_s=settings.client_lease_s, max_clients=settings.max_clients,
                                    max_clients_per_host=settings.max_clients_per_host)
+        # Every session, the default one included, is made by the host the same way. Only a
+        # mapping file the user named is watched: the embedded default is package data.
+        self.sessions = SessionHost(settings, self.bank, mapping, self.clients,
+                                    mapping_path=settings.mapping.resolve() if settings.mapping is not None else None,
+                                    report_mapping_error=self._report_mapping_error)
+        default = self.sessions.default
+        self.session, self.realtime = default.session, default.realtime
+        self.mapping, self.recording = default.mapping, default.recording
+        self.gc_monitor = GcPauseMonitor()
         self.curve_authenticator = None
         self.midi_recorder = MidiFileRecorder() if settings.midi_file is not None else None
         self.virtual_midi = None
@@ -108,44 +103,75 @@ class Server:
                 import zmq
 
                 self.curve_authenticator = start_curve_authenticator(zmq.Context.instance(), self.credentials)
-            # With credentials, part B's authorize hook wants a client_id of this session first.
-            authorize = token_authorizer(self._audio_token_accepted) if self.credentials is not None else None
+            # With credentials, a TCP audio client sends the client_id of its welcome first, and gets
+            # that client's session; without, a token is optional (none: the default session).
+            if self.credentials is not None:
+                authorize = token_authorizer(self._audio_token_session)
+            else:
+                authorize = optional_token_authorizer(self._audio_token_session,
+                                                      only_default=lambda: len(self.sessions) == 1)
             self.audio_tcp = _bind("audio TCP", settings.audio_tcp_port,
                                    lambda: TcpAudioServer(settings.host, settings.audio_tcp_port,
                                                           authorize=authorize))
             self._closers.append(self.audio_tcp.close)
+            self.sessions.set_audio_tcp_port(self.audio_tcp.port)
             self.audio_zmq = _bind("ZeroMQ audio", settings.zmq_audio_port,
                                    lambda: ZmqAudioPublisher(f"tcp://{settings.host}:{settings.zmq_audio_port}",
                                                              curve=self.credentials))
             self._closers.append(self.audio_zmq.close)
-            welcome = {"session_id": self.session_id, "block_frames": settings.block_frames,
-                       "lookahead_ms": settings.lookahead_ms, "audio_tcp_port": self.audio_tcp.port}
+            welcome = default.endpoint.welcome
             self.osc = _bind("OSC", settings.osc_port, lambda: OscServer(
                 self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
                 welcome, settings.host, settings.osc_port, part_info=self.session.parts, mapping=self.mapping,
-                credentials=self.credentials, clients=self.clients))
+                credentials=self.credentials, clients=self.clients, sessions=self.sessions))
             self._closers.append(self.osc.close)
             self.zmq = _bind("ZeroMQ control", settings.zmq_control_port, lambda: ZmqServer(
                 self.bank, self.realtime.submit, self.realtime.server_time_seconds, settings.sample_rate_hz,
                 welcome, settings.host, settings.zmq_control_port, settings.zmq_events_port,
                 part_info=self.session.parts, mapping=self.mapping, credentials=self.credentials,
-                clients=self.clients))
+                clients=self.clients, sessions=self.sessions))
             self._closers.append(self.zmq.close)
         except BaseException:
             self._close_transports()
             self.session.close()
             raise
-        self.realtime.add_sink(self.osc.on_block)
-        self.realtime.add_sink(self.zmq.on_block)
-        for extra in (self.midi_recorder, self.virtual_midi):
-            if extra is not None:
-                self.realtime.add_sink(extra.on_block)
-        self.realtime.add_sink(self._publish_audio)
+        self._attach_outputs(default)
+        self.sessions.add_started_listener(self._attach_outputs)
+        self.sessions.add_ended_listener(self._session_ended)
 
-    def _audio_token_accepted(self, token: str, host: str) -> bool:
-        """Whether a TCP audio connection from ``host`` sent the client_id of a client of this session from that host."""
+    def _attach_outputs(self, hosted) -> None:
+        """Give session ``hosted`` its outputs: the transports' sinks for it
+        (callbacks and audio to its clients only); the MIDI file and the
+        virtual MIDI port play the default session."""
+        from bridge.sessions import session_topic
+        from bridge.audio import ZmqAudioPublisher
+
+        session_id = hosted.session_id
+        hosted.realtime.add_sink(self.osc.sink_for(session_id))
+        hosted.realtime.add_sink(self.zmq.sink_for(session_id))
+        if session_id == DEFAULT_SESSION:
+            for extra in (self.midi_recorder, self.virtual_midi):
+                if extra is not None:
+                    hosted.realtime.add_sink(extra.on_block)
+            hosted.realtime.add_sink(self._publish_audio)
+        else:
+            topic = session_topic(session_id, ZmqAudioPublisher.TOPIC)
+            hosted.realtime.add_sink(lambda block: self._publish_session_audio(block, session_id, topic))
+
+    def _session_ended(self, session_id: str, reason: str, clients: list) -> None:
+        """Session ``session_id`` ended: tell its clients, close its TCP audio streams."""
+        self.osc.session_ended(session_id, reason, clients)
+        self.zmq.session_ended(session_id, reason, clients)
+        self.audio_tcp.drop_session(session_id)
+
+    def _audio_token_session(self, token: str, host: str) -> str | None:
+        """The session of a TCP audio connection from ``host`` that sent
+        ``token``: that of the client whose client_id it is, if that client
+        is from that host; else None (refused)."""
         client = self.clients.by_id(token)
-        return client is not None and client.host == host
+        if client is None or client.host != host:
+            return None
+        return client.session_id
 
     def access_line(self) -> str:
         """What the server asks of clients, as printed at start."""
@@ -157,29 +183,41 @@ class Server:
                 f"{len(self.credentials.curve_clients)} allow-listed ZeroMQ CURVE keys; server key "
                 f"{self.credentials.curve_public_key.decode()}")
 
-    def _report_mapping_error(self, path: str, message: str) -> None:
-        """Tell every client that an edited mapping file is invalid (from the watch thread)."""
+    def _report_mapping_error(self, session_id: str, path: str, message: str) -> None:
+        """Tell every client of session ``session_id`` that an edited mapping
+        file is invalid (from its mapping thread)."""
         from adaptive.events import EventKind, MusicEvent
 
         osc, zmq = getattr(self, "osc", None), getattr(self, "zmq", None)
+        hosted = self.sessions.hosted(session_id)
         if osc is not None:
-            osc.broadcast("mapping_error", {"path": path[-200:], "message": message})
-        if zmq is not None:
-            zmq.broadcast_events([MusicEvent(self.session.frame, EventKind.MAPPING_ERROR, {"path": path, "message": message})])
+            osc.broadcast("mapping_error", {"path": path[-200:], "message": message}, session_id)
+        if zmq is not None and hosted is not None:
+            zmq.broadcast_events([MusicEvent(hosted.session.frame, EventKind.MAPPING_ERROR,
+                                             {"path": path, "message": message})], session_id)
 
     def _publish_audio(self, block) -> None:
-        to_zmq = self.audio_zmq.has_subscribers()
-        if not to_zmq and not self.audio_tcp.has_clients():
+        """Sink of the default session: its audio blocks to its TCP clients and on ZeroMQ topic ``audio``."""
+        self._publish_session_audio(block, DEFAULT_SESSION, self.audio_zmq.TOPIC)
+
+    def _publish_session_audio(self, block, session_id: str, topic: bytes) -> None:
+        """Sink of session ``session_id`` (on its render thread): its audio
+        blocks to its TCP clients and on its ZeroMQ ``topic``; nothing is
+        encoded when nobody listens."""
+        to_zmq = self.audio_zmq.has_subscribers(topic)
+        if not to_zmq and not self.audio_tcp.has_clients(session_id):
             return  # nobody listens: no encoding
         header, pcm = encode_block(block.sequence, block.first_frame, block.audio, self.settings.sample_rate_hz,
                                    self.audio_tcp.sample_format)
-        self.audio_tcp.publish_encoded(header, pcm)
+        self.audio_tcp.publish_encoded(header, pcm, session_id)
         if not to_zmq:
             return
         if self.audio_zmq.sample_format == self.audio_tcp.sample_format:
-            self.audio_zmq.publish_encoded(header, pcm)
+            self.audio_zmq.publish_encoded(header, pcm, topic)
         else:
-            self.audio_zmq.publish(block.sequence, block.first_frame, block.audio, self.settings.sample_rate_hz)
+            self.audio_zmq.publish_encoded(*encode_block(block.sequence, block.first_frame, block.audio,
+                                                         self.settings.sample_rate_hz, self.audio_zmq.sample_format),
+                                           topic)
 
     def endpoints(self) -> list[str]:
         """One line per endpoint, as printed at start (the ports actually bound)."""
@@ -247,16 +285,15 @@ class Server:
         # 8 ms against a busy thread, 1 ms makes it 0.7-1.6 ms (docs/benchmarks.md).
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self.gc_monitor.install()
-        if self.settings.start is StartMode.AT_ONCE:
-            # Stamped at frame 0 by the render thread like any input (and recorded: a replay plays it too).
-            self.realtime.submit(self.mapping.current.start_scene())
-        self.realtime.start()
+        # Starts the default session (at once: its mapping's starting scene, stamped at frame 0 by the
+        # render thread like any input, and recorded) and the host's thread that ends idle sessions.
+        self.sessions.start()
         self.osc.start()
         self.zmq.start()
-        self.mapping.start()
 
     def close(self) -> None:
-        """Stop every thread, close every socket, finish the recording."""
+        """Stop every thread, close every socket, finish every session's recording."""
+        self.sessions.close()  # every session but the default one, its clients told
         self.mapping.close()
         self.osc.close()
         self.zmq.close()
@@ -351,6 +388,9 @@ def serve(settings: ServerSettings) -> int:
     if warnings:
         print(warnings, file=sys.stderr, flush=True)
     print(server.access_line(), flush=True)
+    print(f"sessions  {DEFAULT_SESSION!r} now; up to {settings.max_sessions} at once (--max-sessions), each other "
+          f"one ending {settings.session_idle_s} s after its last client leaves (--session-idle-s; "
+          "docs/sessions.md)", flush=True)
     priority_checked = False
     try:
         while not stop.wait(0.5):
@@ -376,6 +416,13 @@ def serve(settings: ServerSettings) -> int:
               f"{server.session.generation.counters['generation_misses']} generation misses, "
               f"{server.clients.counters['clients_expired']} clients dropped for silence)",
               flush=True)
+        sessions = server.sessions.counters
+        ended = sum(n for key, n in sessions.items() if key.startswith("sessions_ended_"))
+        print(f"adaptive: sessions: {sessions['sessions_created']} made ({ended} ended: "
+              f"{sessions['sessions_ended_request']} on request, {sessions['sessions_ended_idle']} idle, "
+              f"{sessions['sessions_ended_failed']} failed), {sessions['refused_at_cap']} refused at the cap; "
+              f"the other sessions rendered {sessions['blocks_of_ended_sessions']} blocks with "
+              f"{sessions['underruns_of_ended_sessions']} underruns", flush=True)
         print(f"adaptive: timing: longest block {realtime.max_block_ms:.1f} ms, latest wake-up "
               f"{realtime.max_wake_delay_ms:.1f} ms, longest garbage collection {gc_monitor.max_pause_ms:.1f} ms "
               f"(collections by generation: {'/'.join(map(str, gc_monitor.collections))})", flush=True)

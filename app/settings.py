@@ -44,6 +44,12 @@ def _registered_generator(name: str) -> str:
     return name
 
 
+MAX_SESSIONS = 16
+"""Sessions a server holds at once, the default one included (``max_sessions``)."""
+
+SESSION_IDLE_S = 60
+"""A session other than the default one ends after this many seconds without a client (``session_idle_s``)."""
+
 Port = Annotated[int, _within(0, 65535)]
 """A TCP or UDP port; 0: any free one."""
 
@@ -105,8 +111,13 @@ class ServerSettings(BaseModel):
             credentials, every client may do everything, which only a loopback
             ``host`` allows (:class:`ConfigError`-worthy otherwise).
         client_lease_s: a client silent this long (seconds, 1..86400) is dropped.
-        max_clients: clients of the session at once (any transport), 1..10000.
+        max_clients: clients of one session at once (any transport), 1..10000.
         max_clients_per_host: clients from one source host at once, 1..10000.
+        max_sessions: sessions the server holds at once, the default one
+            included, 1..1000 (docs/sessions.md); a hello that would make one
+            more is refused, naming this setting.
+        session_idle_s: a session other than the default one ends after this
+            many seconds without a client, 1..86400.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -134,6 +145,8 @@ class ServerSettings(BaseModel):
     client_lease_s: Annotated[int, _within(1, 86_400)] = LEASE_S
     max_clients: Annotated[int, _within(1, 10_000)] = MAX_CLIENTS
     max_clients_per_host: Annotated[int, _within(1, 10_000)] = MAX_CLIENTS_PER_HOST
+    max_sessions: Annotated[int, _within(1, 1000)] = MAX_SESSIONS
+    session_idle_s: Annotated[int, _within(1, 86_400)] = SESSION_IDLE_S
 
     @model_validator(mode="after")
     def _credentials_off_loopback(self) -> ServerSettings:

@@ -48,6 +48,9 @@ LEASE_S = 30
 MAX_CLIENTS = 64
 """Clients a session holds at once (any transport)."""
 
+DEFAULT_SESSION = "default"
+"""The session of a client that named none (:data:`bridge.protocol.DEFAULT_SESSION`)."""
+
 MAX_CLIENTS_PER_HOST = 16
 """Clients from one source host (IP address) at once."""
 
@@ -281,6 +284,8 @@ class Client:
         sample_format: what its hello preferred.
         streams: what it subscribed to.
         last_seen_s: clock seconds of its last message.
+        session_id: the session it joined with its hello (every later
+            message of it goes there; docs/sessions.md).
     """
 
     client_id: str
@@ -293,6 +298,7 @@ class Client:
     sample_format: str = "s16"
     streams: set[str] = field(default_factory=lambda: {"events"})
     last_seen_s: float = 0.0
+    session_id: str = DEFAULT_SESSION
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -301,14 +307,14 @@ class Client:
 
 
 class ClientTable:
-    """The clients of one session, across transports: ids, roles, leases and caps.
+    """The clients of a server's sessions, across transports: ids, roles, leases and caps.
 
     Thread-safe (one lock; nothing slow runs under it).
 
     Args:
         clock: seconds, monotonic (tests pass a fake clock).
         lease_s: a client silent this long is dropped by :meth:`expire` (counted ``clients_expired``).
-        max_clients: clients at once (a hello beyond it gets ``not_allowed``).
+        max_clients: clients of one session at once (a hello beyond it gets ``not_allowed``).
         max_clients_per_host: clients at once from one source host.
         on_change: called (without the lock) after clients were added or removed.
 
@@ -353,8 +359,10 @@ class ClientTable:
             if old is not None:
                 self._by_id.pop(old.client_id, None)
             same_host = sum(1 for c in self._by_key.values() if c.host == host)
+            session_id = details.get("session_id", DEFAULT_SESSION)
+            same_session = sum(1 for c in self._by_key.values() if c.session_id == session_id)
             problem = None
-            if len(self._by_key) >= self.max_clients:
+            if same_session >= self.max_clients:
                 problem = (f"this session has its {self.max_clients} clients (the cap, setting max_clients): "
                            "try again when one has left (goodbye) or its lease has run out")
             elif same_host >= self.max_clients_per_host:
@@ -416,10 +424,29 @@ class ClientTable:
             self._changed()
         return gone
 
-    def clients(self, transport: str | None = None) -> list[Client]:
-        """A snapshot of the clients (of one transport, or all)."""
+    def clients(self, transport: str | None = None, session_id: str | None = None) -> list[Client]:
+        """A snapshot of the clients (of one transport, or all; of one session, or all)."""
         with self._lock:
-            return [c for c in self._by_key.values() if transport is None or c.transport == transport]
+            return [c for c in self._by_key.values() if (transport is None or c.transport == transport)
+                    and (session_id is None or c.session_id == session_id)]
+
+    def count(self, session_id: str) -> int:
+        """How many clients session ``session_id`` has now."""
+        with self._lock:
+            return sum(1 for c in self._by_key.values() if c.session_id == session_id)
+
+    def remove_session(self, session_id: str) -> list[Client]:
+        """Forget every client of session ``session_id`` (it ended; counted
+        ``clients_of_ended_sessions``); returns them."""
+        with self._lock:
+            gone = [c for c in self._by_key.values() if c.session_id == session_id]
+            for client in gone:
+                del self._by_key[(client.transport, client.key)]
+                self._by_id.pop(client.client_id, None)
+            self.counters["clients_of_ended_sessions"] += len(gone)
+        if gone:
+            self._changed()
+        return gone
 
     def __len__(self) -> int:
         return len(self._by_key)

@@ -10,6 +10,12 @@ The render thread hands each block it renders (float32, shape
   nothing else on the stream. The first bytes a client receives are a block
   header; a client that starts reading mid-stream resyncs on the magic.
 
+Sessions (docs/sessions.md): one set of ports carries every session. A TCP
+connection is tied to a session by the ``client_id`` token it sends first
+(the ``authorize`` hook answers with the token's session); ZeroMQ blocks of
+session ``ID`` go on topic ``session/ID/audio`` (the default session's on
+``audio``, as before sessions existed).
+
 Both encode a block once and never block the render thread: a slow or
 vanished client loses its oldest blocks (counted in ``dropped_blocks``); the
 music and the other clients carry on. A TCP client that reads nothing for
@@ -61,6 +67,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from bridge.protocol import DEFAULT_SESSION
 
 MAGIC = b"ADA1"
 HEADER = struct.Struct("<4sIQIHHII")
@@ -284,6 +292,7 @@ class _TcpClient:
         self.sent_blocks = 0
         self.dropped_blocks = 0
         self.lagging = False  # the kernel holds more than a block for it: every block goes through the queue
+        self.session_id = DEFAULT_SESSION  # the session whose blocks it receives (set when authorized)
         self.thread = threading.Thread(target=self._run, name=f"audio-tcp-writer-{address[1]}", daemon=True)
 
     def offer(self, data: bytes) -> bool:
@@ -480,8 +489,9 @@ class TcpAudioServer:
     client's own thread before any audio is sent to it; the socket is
     blocking with a timeout of ``send_timeout_seconds`` meanwhile (it may read
     a token the client sends first); False or an exception closes the
-    connection (counted in ``unauthorized_clients``). None: every client is
-    served (loopback's default).
+    connection (counted in ``unauthorized_clients``); True serves it the
+    default session's blocks, a string the blocks of the session of that id.
+    None: every client is served the default session's blocks.
 
     Listening starts in the constructor; ``close()`` (or leaving a ``with``
     block) stops it. ``publish`` is meant to be called from one thread, the
@@ -517,6 +527,7 @@ class TcpAudioServer:
         self.authorize = authorize
         self._lock = threading.Lock()
         self._clients: tuple[_TcpClient, ...] = ()  # served (authorized): publish reads it without the lock
+        self._by_session: dict[str, tuple[_TcpClient, ...]] = {}  # the same, per session (replaced, never mutated)
         self._connections: set[_TcpClient] = set()  # every connection holding a slot
         self._closed = threading.Event()
         self._listener = socket.create_server((host, port), family=_family(host), backlog=16)
@@ -536,7 +547,7 @@ class TcpAudioServer:
         return [TcpClientStats(c.address, len(c.queue), c.sent_blocks, c.dropped_blocks) for c in self._clients]
 
     def publish(self, sequence: int, first_frame: int, audio: np.ndarray, sample_rate_hz: int) -> None:
-        """Send one rendered block to every client without blocking.
+        """Send one rendered block of the default session to its clients without blocking.
 
         ``sequence``: block number; ``first_frame``: session frame of the
         block's first frame; ``audio``: float32, shape ``(n_frames, 2)``;
@@ -545,17 +556,32 @@ class TcpAudioServer:
         """
         self.publish_encoded(*encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format))
 
-    def has_clients(self) -> bool:
-        """Whether any client is connected now."""
-        return bool(self._clients)
+    def has_clients(self, session_id: str | None = None) -> bool:
+        """Whether any client (of session ``session_id``; None: of any) is connected now."""
+        if session_id is None:
+            return bool(self._clients)
+        return bool(self._by_session.get(session_id))
 
-    def publish_encoded(self, header: bytes, pcm: bytes) -> None:
-        """As :meth:`publish`, for a block already encoded (in this server's
-        ``sample_format``) by :func:`encode_block`: lets several transports share one encoding."""
+    def publish_encoded(self, header: bytes, pcm: bytes, session_id: str = DEFAULT_SESSION) -> None:
+        """As :meth:`publish`, for a block of session ``session_id`` already
+        encoded (in this server's ``sample_format``) by :func:`encode_block`:
+        lets several transports share one encoding. Call it from that
+        session's render thread only."""
+        clients = self._by_session.get(session_id)  # a tuple, replaced (never mutated) by other threads
+        if not clients:
+            return
         data = header + pcm
-        for client in self._clients:  # a tuple, replaced (never mutated) by other threads
+        for client in clients:
             if client.offer(data):
                 self.dropped_blocks += 1
+
+    def drop_session(self, session_id: str) -> int:
+        """Disconnect every client of session ``session_id`` (it ended); returns how many."""
+        with self._lock:
+            clients = self._by_session.get(session_id, ())
+        for client in clients:
+            client.stop()
+        return len(clients)
 
     def close(self, timeout_seconds: float = 2.0) -> None:
         """Close the listener and every client, joining threads (at most about ``timeout_seconds``)."""
@@ -611,17 +637,21 @@ class TcpAudioServer:
             sock = client.sock
             try:
                 sock.settimeout(self.send_timeout_seconds)
-                allowed = bool(self.authorize(sock, client.address))
+                allowed = self.authorize(sock, client.address)
             except Exception:  # a hook that fails refuses: nothing reaches an unchecked client
                 allowed = False
             if not allowed:
                 self.unauthorized_clients += 1
                 return False
+            if isinstance(allowed, str):
+                client.session_id = allowed
             sock.setblocking(False)
         with self._lock:
             if self._closed.is_set():
                 return False
             self._clients = self._clients + (client,)
+            self._by_session = {**self._by_session,
+                                client.session_id: self._by_session.get(client.session_id, ()) + (client,)}
         return True
 
     def _count_dropped_client(self) -> None:
@@ -631,6 +661,13 @@ class TcpAudioServer:
     def _remove(self, client: _TcpClient) -> None:
         with self._lock:
             self._clients = tuple(c for c in self._clients if c is not client)
+            by_session = dict(self._by_session)
+            remaining = tuple(c for c in by_session.get(client.session_id, ()) if c is not client)
+            if remaining:
+                by_session[client.session_id] = remaining
+            else:
+                by_session.pop(client.session_id, None)
+            self._by_session = by_session
             self._connections.discard(client)
 
 
@@ -644,20 +681,61 @@ REFUSAL_LINE = b"ERR the audio stream needs the client_id of a welcome, then a n
 """What a TCP audio client whose token is refused reads before the connection closes."""
 
 
-def token_authorizer(accept: Callable[[str, str], bool], timeout_seconds: float = AUTH_TIMEOUT_SECONDS
-                     ) -> Callable[[socket.socket, tuple[str, int]], bool]:
+def token_authorizer(accept: Callable[[str, str], bool | str], timeout_seconds: float = AUTH_TIMEOUT_SECONDS
+                     ) -> Callable[[socket.socket, tuple[str, int]], bool | str]:
     """An ``authorize`` hook for :class:`TcpAudioServer` on a server with
     credentials: the connection must first send a token (the ``client_id`` of
     a welcome, then ``\n``: see :data:`AUTH_LINE_BYTES`) within
-    ``timeout_seconds`` that ``accept(token, peer host)`` accepts; a refused
+    ``timeout_seconds`` that ``accept(token, peer host)`` accepts (True, or
+    the id of the token's session, whose blocks it then receives); a refused
     one is told why in one text line (:data:`REFUSAL_LINE`) and closed
     (counted in ``unauthorized_clients``)."""
 
-    def authorize(sock: socket.socket, address: tuple[str, int]) -> bool:
+    def authorize(sock: socket.socket, address: tuple[str, int]) -> bool | str:
         line = _read_line(sock, AUTH_LINE_BYTES, timeout_seconds)
         token = line.decode("ascii", "replace").strip()
-        if line and accept(token, address[0]):
+        accepted = accept(token, address[0]) if line else False
+        if accepted:
+            return accepted
+        try:
+            sock.sendall(REFUSAL_LINE)
+        except OSError:
+            pass
+        return False
+
+    return authorize
+
+
+OPTIONAL_TOKEN_WAIT_SECONDS = 0.2
+"""On a server without credentials that holds more than the default session:
+how long a new TCP audio connection may take to send its optional token
+(seconds) before it is served the default session."""
+
+
+def optional_token_authorizer(session_of: Callable[[str, str], str | None], only_default: Callable[[], bool],
+                              wait_seconds: float = OPTIONAL_TOKEN_WAIT_SECONDS
+                              ) -> Callable[[socket.socket, tuple[str, int]], bool | str]:
+    """An ``authorize`` hook for :class:`TcpAudioServer` on a server without
+    credentials, where a token is optional: a connection that sends nothing
+    is served the default session, one that first sends a ``client_id`` and
+    ``\n`` is served that client's session.
+
+    While the server holds only the default session (``only_default()``),
+    nothing is read: a connection is served at once, as before sessions
+    existed. Otherwise it has ``wait_seconds`` to send its token line; a
+    token that ``session_of(token, peer host)`` does not know (None) is
+    refused, told why (:data:`REFUSAL_LINE`) and closed."""
+
+    def authorize(sock: socket.socket, address: tuple[str, int]) -> bool | str:
+        if only_default():
             return True
+        readable, _, _ = select.select([sock], [], [], wait_seconds)
+        if not readable:
+            return True
+        line = _read_line(sock, AUTH_LINE_BYTES, wait_seconds)
+        session_id = session_of(line.decode("ascii", "replace").strip(), address[0]) if line else None
+        if session_id is not None:
+            return session_id
         try:
             sock.sendall(REFUSAL_LINE)
         except OSError:
@@ -752,6 +830,7 @@ class ZmqAudioPublisher:
     """
 
     TOPIC = b"audio"
+    """The default session's topic; session ``ID``'s is ``session/ID/audio`` (:func:`bridge.sessions.session_topic`)."""
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:0", *,
                  sample_format: SampleFormat | int = SampleFormat.INT16, sndhwm_messages: int = 64,
@@ -767,6 +846,9 @@ class ZmqAudioPublisher:
         """Blocks ZeroMQ refused to queue (``zmq.Again``)."""
         self.sent_blocks = 0
         """Blocks handed to ZeroMQ."""
+        # Sessions render on their own threads and share this one socket: the lock is held only for a
+        # non-blocking send or a read of queued subscriptions (microseconds), never for a wait.
+        self._lock = threading.Lock()
         self._socket = (context or zmq.Context.instance()).socket(zmq.XPUB)  # a PUB that reports subscriptions
         self._subscriptions = XpubSubscriptions()
         self._socket.setsockopt(zmq.SNDHWM, sndhwm_messages)
@@ -786,23 +868,27 @@ class ZmqAudioPublisher:
         """Send one rendered block without blocking (arguments as ``TcpAudioServer.publish``)."""
         self.publish_encoded(*encode_block(sequence, first_frame, audio, sample_rate_hz, self.sample_format))
 
-    def has_subscribers(self) -> bool:
-        """Whether some SUB socket subscribes to the audio topic now (see
-        :class:`XpubSubscriptions`). Never blocks."""
-        self._subscriptions.update(self._zmq, self._socket)
-        return self._subscriptions.wants(self.TOPIC)
+    def has_subscribers(self, topic: bytes = TOPIC) -> bool:
+        """Whether some SUB socket subscribes to ``topic`` (default: the
+        default session's audio) now (see :class:`XpubSubscriptions`). Never blocks."""
+        with self._lock:
+            self._subscriptions.update(self._zmq, self._socket)
+        return self._subscriptions.wants(topic)
 
-    def publish_encoded(self, header: bytes, pcm: bytes) -> None:
-        """As :meth:`publish`, for a block already encoded by :func:`encode_block`."""
-        try:
-            self._socket.send_multipart([self.TOPIC, header, pcm], flags=self._zmq.NOBLOCK)
-            self.sent_blocks += 1
-        except self._zmq.Again:
-            self.dropped_blocks += 1
+    def publish_encoded(self, header: bytes, pcm: bytes, topic: bytes = TOPIC) -> None:
+        """As :meth:`publish`, for a block already encoded by :func:`encode_block`,
+        on ``topic`` (default: the default session's audio)."""
+        with self._lock:
+            try:
+                self._socket.send_multipart([topic, header, pcm], flags=self._zmq.NOBLOCK)
+                self.sent_blocks += 1
+            except self._zmq.Again:
+                self.dropped_blocks += 1
 
     def close(self) -> None:
         """Close the socket at once (unsent blocks are discarded)."""
-        self._socket.close(linger=0)
+        with self._lock:
+            self._socket.close(linger=0)
 
     def __enter__(self) -> ZmqAudioPublisher:
         return self

@@ -24,6 +24,13 @@ On a server with credentials (docs/network.md) give the role and its secret::
 
 After the welcome a thread pings the server every third of the lease so the
 client is not dropped, and :meth:`close` says goodbye.
+
+A server holds many sessions (docs/sessions.md); name one to join it (it is
+made if there is none), or ask for a new one::
+
+    with AdaptiveClient("127.0.0.1", 9000, session="new") as client:
+        session_id = client.hello()["session_id"]   # give it to the other players' clients
+        audio = client.connect_audio()              # this session's TCP audio stream
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ from bridge.access import hello_proof
 from bridge.protocol import Decoded, Direction, ProtocolError, decode_osc, encode_osc
 
 __all__ = ["AdaptiveClient", "ClockSync", "OscClient", "server_seconds"]
+
+SESSION_HELLO_TIMEOUT_S = 15.0
+"""How long a hello that names a session waits for its welcome by default
+(seconds): making a session took 0.45 s on a lightly loaded 2-core machine
+and up to 3.2 s on a loaded one (docs/benchmarks.md)."""
 
 
 def server_seconds(values: dict[str, Any], prefix: str = "time") -> float:
@@ -84,6 +96,9 @@ class AdaptiveClient:
             "audience"; "": control on a server without credentials).
         secret: that role's secret (text or bytes) on a server with credentials.
         keepalive: ping every third of the welcome's lease so the server keeps the client.
+        session: the session to join: "" (the default session), "new" (a
+            new one; the welcome's ``session_id`` names it) or a session id
+            (joined, or made if there is none).
 
     Attributes:
         errors: every ``error`` message received, as its values
@@ -92,8 +107,9 @@ class AdaptiveClient:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, client_name: str = "python", role: str = "",
-                 secret: str | bytes | None = None, keepalive: bool = True) -> None:
+                 secret: str | bytes | None = None, keepalive: bool = True, session: str = "") -> None:
         self.host = host
+        self.session = session
         self.port = port
         self.client_name = client_name
         self.role = role
@@ -186,15 +202,23 @@ class AdaptiveClient:
 
     # ------------------------------------------------------------ to the server
     def hello(self, sample_rate_hz: int = 48000, channels: int = 2, sample_format: str = "s16",
-              timeout: float = 2.0) -> dict[str, Any]:
+              timeout: float | None = None) -> dict[str, Any]:
         """Say hello; returns the ``welcome`` values (session_id, sample_rate_hz,
         block_frames, lookahead_ms, audio_tcp_port, time_s, time_us, ...).
+
+        ``timeout``: seconds to wait for the welcome (None: 2 s, or
+        :data:`SESSION_HELLO_TIMEOUT_S` when the hello names a session, which
+        the server may have to make first).
 
         Raises:
             TimeoutError: no welcome within ``timeout`` seconds (is the server running?).
         """
+        if timeout is None:
+            timeout = SESSION_HELLO_TIMEOUT_S if self.session else 2.0
         hello = {"reply_port": self.reply_port, "sample_rate_hz": sample_rate_hz, "channels": channels,
                  "sample_format": sample_format, "client_name": self.client_name, "role": self.role}
+        if self.session:
+            hello["session"] = self.session
         deadline = time.monotonic() + timeout
         self.send("hello", **hello)
         for _ in range(3):  # hello; after a retry, hello with its cookie (a stale cookie may need one more)
@@ -277,6 +301,38 @@ class AdaptiveClient:
     def stinger(self, name: str) -> None:
         """Play a stinger at its quantized boundary."""
         self.send("stinger", stinger=name)
+
+    def end_session(self, session_id: str = "", timeout: float = 2.0) -> dict[str, Any]:
+        """End session ``session_id`` ('' = this client's own; the control
+        role); returns the ``session_ended`` answer's values.
+
+        Raises:
+            ValueError: the server refused (the default session, no such session).
+            TimeoutError: no answer.
+        """
+        self.send("session_end", session_id=session_id)
+        for decoded in self.messages(timeout):
+            if decoded.message.name == "session_ended":
+                return decoded.values
+            if decoded.message.name == "error":
+                raise ValueError(f"the server refused ({decoded.values['code']}): {decoded.values['message']}")
+        raise TimeoutError(f"no answer to session_end from {self.host}:{self.port} within {timeout:g} s")
+
+    def connect_audio(self, timeout: float = 2.0) -> socket.socket:
+        """A TCP connection to this client's session's audio stream (the
+        welcome's audio_tcp_port), which sent the welcome's client_id first,
+        so the server streams this session (and, with credentials, lets it
+        in). Read it with :func:`bridge.audio.read_tcp_blocks`.
+
+        Raises:
+            RuntimeError: before :meth:`hello`, or the server has no TCP audio port.
+            OSError: the connection fails.
+        """
+        if self.welcome is None or not self.welcome["audio_tcp_port"]:
+            raise RuntimeError("say hello first: the welcome names the audio port (0: the server has none)")
+        sock = socket.create_connection((self._address[0], self.welcome["audio_tcp_port"]), timeout=timeout)
+        sock.sendall(self.welcome["client_id"].encode("ascii") + b"\n")
+        return sock
 
     # ------------------------------------------------------------ live mapping
     def _mapping_answer(self, timeout: float) -> tuple[str, dict[str, Any]]:

@@ -23,8 +23,9 @@ from adaptive.cue import CueBank
 from adaptive.events import EventKind
 from adaptive.scene import SceneUpdate, StingerTrigger, ThemeTrigger, validate_update
 from adaptive.synth import PERCUSSION_CHANNEL
-from bridge.protocol import (ERROR_MESSAGE_CHARS, MAPPING_PATH_CHARS, MAX_STRING_CHARS, MESSAGES, PROTOCOL_VERSION,
-                             Decoded, Direction, ProtocolError)
+from bridge.protocol import (DEFAULT_SESSION, ERROR_MESSAGE_CHARS, MAPPING_PATH_CHARS, MAX_STRING_CHARS, MESSAGES,
+                             PROTOCOL_VERSION, Decoded, Direction, ProtocolError)
+from bridge.sessions import SessionDirectory, SessionEndpoint, SingleSession
 
 Reply = tuple[str, dict[str, Any]]
 """A message to send back: its name in the protocol table and its values."""
@@ -212,13 +213,18 @@ class Peer(Protocol):
         role: what the sender may do (:class:`bridge.access.Role`), or None:
             nothing but hello, goodbye and ping (a server with credentials, a
             sender that has not said hello).
+        session_id: the session its messages go to: its client's (the one
+            its hello joined), or :data:`bridge.protocol.DEFAULT_SESSION` for
+            a sender that said no hello (optional: absent means the default).
     """
 
     role: Any
 
     def hello(self, values: dict[str, Any]) -> Reply:
         """The sender said hello (``values``: the message's). Returns
-        ``("welcome", {client_id, role, lease_s})`` once the client is known,
+        ``("welcome", {client_id, role, lease_s, _session})`` once the client
+        is known (``_session``: the id of the session it joined, from
+        :meth:`bridge.sessions.SessionDirectory.open`; absent: the default),
         or ``("retry", {cookie})`` to ask for the cookie round trip first.
 
         Raises:
@@ -248,9 +254,21 @@ def forbidden(address: str, needed: str, role: Any) -> ProtocolError:
                                       f"{needed!r} and its proof first (docs/network.md)")
 
 
+def single_session(bank: CueBank, submit: Callable[[Any], None], server_time_seconds: Callable[[], float],
+                   sample_rate_hz: int, welcome: dict[str, Any], mapping: Any = None,
+                   part_info: dict | None = None) -> SingleSession:
+    """The directory of a transport made for one session (the arguments of
+    :class:`Dispatcher`): every hello joins it."""
+    return SingleSession(SessionEndpoint(DEFAULT_SESSION, bank, submit, server_time_seconds, sample_rate_hz, welcome,
+                                         mapping, part_info or {}))
+
+
 class Dispatcher:
     """One handler per message a client may send, bound from the protocol
     table; every transport hands each decoded message to :meth:`dispatch`.
+
+    Every message but hello goes to the sender's session (``peer.session_id``,
+    looked up in ``sessions``); a hello opens the session it names.
 
     Args:
         bank: the cue bank (names are checked against it before an input is queued).
@@ -262,11 +280,13 @@ class Dispatcher:
         mapping: the live mapping (:class:`bridge.mapping_watch.MappingControl`):
             answers mapping_set/get/export and names emotions and stingers.
         counters: where ``hellos``, ``pings`` and ``inputs`` are counted (the transport's).
+        sessions: the server's sessions (:class:`bridge.sessions.SessionDirectory`);
+            None: the one session the arguments above describe.
     """
 
     def __init__(self, bank: CueBank, submit: Callable[[Any], None], server_time_seconds: Callable[[], float],
                  sample_rate_hz: int, welcome: dict[str, Any], mapping: Any = None,
-                 counters: collections.Counter | None = None) -> None:
+                 counters: collections.Counter | None = None, sessions: SessionDirectory | None = None) -> None:
         self.bank = bank
         self.submit = submit
         self.server_time_seconds = server_time_seconds
@@ -274,9 +294,12 @@ class Dispatcher:
         self.welcome = welcome
         self.mapping = mapping
         self.counters = counters if counters is not None else collections.Counter()
+        self.sessions = sessions if sessions is not None else single_session(
+            bank, submit, server_time_seconds, sample_rate_hz, welcome, mapping)
         by_kind = {"hello": self._hello, "goodbye": self._goodbye, "ping": self._ping, "subscribe": self._subscribe,
                    "unsubscribe": self._subscribe, "mapping_set": self._mapping, "mapping_get": self._mapping,
-                   "mapping_export": self._mapping, "stinger": self._input, "play_theme": self._input, **dict.fromkeys(SCENE_INPUTS, self._input)}
+                   "mapping_export": self._mapping, "stinger": self._input, "play_theme": self._input,
+                   "session_end": self._session_end, **dict.fromkeys(SCENE_INPUTS, self._input)}
         self.handlers: dict[str, Callable[[Decoded, Peer, float], list[Reply]]] = {
             message.name: by_kind[message.name] for message in MESSAGES if message.direction is Direction.TO_SERVER}
         """Every message a client may send (the protocol table's ``TO_SERVER``
@@ -284,48 +307,81 @@ class Dispatcher:
 
     def dispatch(self, decoded: Decoded, peer: Peer, received_seconds: float | None = None) -> list[Reply]:
         """Act on one validated message from ``peer`` that arrived at server
-        time ``received_seconds`` (default: now); the replies to send back to it.
+        time ``received_seconds`` of the default session (default: now); the
+        replies to send back to it.
 
         Raises:
-            ProtocolError: anything the server cannot accept.
+            ProtocolError: anything the server cannot accept (a message of a
+                client whose session has ended: ``unknown_name``).
         """
-        received = self.server_time_seconds() if received_seconds is None else received_seconds
         needed = decoded.message.role
         if needed is not None and (peer.role is None or not peer.role.allows(needed)):
             self.counters["forbidden"] += 1
             raise forbidden(decoded.message.address, needed, peer.role)
-        return self.handlers[decoded.message.name](decoded, peer, received)
+        return self.handlers[decoded.message.name](decoded, peer, received_seconds)
 
-    def _hello(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+    def endpoint(self, peer: Peer) -> SessionEndpoint:
+        """The session of ``peer``'s messages.
+
+        Raises:
+            ProtocolError: ``unknown_name``: its session has ended (counted ``ended_session``).
+        """
+        session_id = getattr(peer, "session_id", DEFAULT_SESSION)
+        endpoint = self.sessions.get(session_id)
+        if endpoint is None:
+            self.counters["ended_session"] += 1
+            raise ProtocolError("unknown_name", f"session {session_id!r} has ended: say /adaptive/hello again "
+                                                "(session '' joins the default session, 'new' makes a new one)")
+        return endpoint
+
+    def _hello(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
         name, values = peer.hello(decoded.values)
         if name != "welcome":
             self.counters["retries"] += 1
             return [(name, values)]
         self.counters["hellos"] += 1
-        return [("welcome", {**welcome_values(self.sample_rate_hz, self.server_time_seconds(), self.welcome),
-                             **values})]
+        values = dict(values)
+        endpoint = self.sessions.get(values.pop("_session", DEFAULT_SESSION))
+        if endpoint is None:  # it ended between the hello's open and now
+            raise ProtocolError("unknown_name", "the session asked for ended while joining it: say hello again")
+        return [("welcome", {**welcome_values(endpoint.sample_rate_hz, endpoint.server_time_seconds(),
+                                              endpoint.welcome), **values})]
 
-    def _goodbye(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+    def _goodbye(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
         peer.goodbye(decoded.values["client_id"])
         return []
 
-    def _ping(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+    def _ping(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
+        endpoint = self.endpoint(peer)
         self.counters["pings"] += 1
-        return [("pong", pong_values(decoded.values["sequence"], received, self.server_time_seconds()))]
+        if received is None or endpoint.session_id != DEFAULT_SESSION:
+            # The transport stamps arrival on the default session's clock; another
+            # session's clock is read here, microseconds later on the same thread.
+            received = endpoint.server_time_seconds()
+        return [("pong", pong_values(decoded.values["sequence"], received, endpoint.server_time_seconds()))]
 
-    def _subscribe(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+    def _subscribe(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
         peer.subscribe(decoded.values["stream"], decoded.message.name == "subscribe", decoded.values["client_id"])
         return []
 
-    def _mapping(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
+    def _mapping(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
         from bridge.mapping_watch import mapping_replies
 
-        if decoded.message.name == "mapping_set" and self.mapping is not None:
-            # Checked and applied on the mapping thread; its answer comes later.
-            return self.mapping.request_set(decoded.values["path"], decoded.values["value"], peer.reply_later)
-        return mapping_replies(decoded.message.name, decoded.values, self.mapping)
+        mapping = self.endpoint(peer).mapping
+        if decoded.message.name == "mapping_set" and mapping is not None:
+            # Checked and applied on the session's mapping thread; its answer comes later.
+            return mapping.request_set(decoded.values["path"], decoded.values["value"], peer.reply_later)
+        return mapping_replies(decoded.message.name, decoded.values, mapping)
 
-    def _input(self, decoded: Decoded, peer: Peer, received: float) -> list[Reply]:
-        self.submit(to_input(decoded, self.bank, self.mapping.current if self.mapping is not None else None))
+    def _input(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
+        endpoint = self.endpoint(peer)
+        mapping = endpoint.mapping
+        endpoint.submit(to_input(decoded, endpoint.bank, mapping.current if mapping is not None else None))
         self.counters["inputs"] += 1
         return []
+
+    def _session_end(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
+        session_id = decoded.values["session_id"] or getattr(peer, "session_id", DEFAULT_SESSION)
+        self.sessions.end(session_id, "request")
+        self.counters["sessions_ended"] += 1
+        return [("session_ended", {"session_id": session_id, "reason": "request"})]

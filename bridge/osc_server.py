@@ -49,9 +49,10 @@ from typing import Any, Callable
 
 from adaptive.cue import CueBank
 from bridge.access import Client, ClientTable, CookieJar, Credentials, Role, hello_proof, is_loopback
-from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, wire_events
+from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, single_session, wire_events
 from bridge.log_limit import RateLimitedLog
-from bridge.protocol import ROLES, ProtocolError, decode_osc, encode_osc
+from bridge.protocol import DEFAULT_SESSION, ROLES, ProtocolError, decode_osc, encode_osc
+from bridge.sessions import SessionDirectory
 
 log = logging.getLogger("adaptive.osc")
 
@@ -79,6 +80,11 @@ class _OscPeer:
     client: Client | None
     role: Role | None
     request_bytes: int = 0  # the datagram's size: what an unverified source may get back
+
+    @property
+    def session_id(self) -> str:
+        """The session its messages go to: its client's, else the default."""
+        return self.client.session_id if self.client is not None else DEFAULT_SESSION
 
     def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return self.server._hello(values, self.source)
@@ -124,6 +130,10 @@ class OscServer:
         trust_loopback: treat loopback sources as verified (no cookie round
             trip without credentials); tests turn it off.
         clock: monotonic seconds for leases and cookies (tests pass a fake one).
+        sessions: the server's sessions (:class:`bridge.sessions.SessionDirectory`):
+            a hello opens one, every other message goes to its sender's; None:
+            the one session the arguments above describe. Callbacks of session
+            ``ID`` come through :meth:`sink_for` and go to its clients only.
 
     Attributes:
         counters: ``received``, ``inputs``, ``hellos``, ``retries``, ``pings``,
@@ -153,6 +163,7 @@ class OscServer:
         cookies: CookieJar | None = None,
         trust_loopback: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        sessions: SessionDirectory | None = None,
     ) -> None:
         self.bank = bank
         self.submit = submit
@@ -181,15 +192,19 @@ class OscServer:
         self._outbox: collections.deque = collections.deque(maxlen=OUTBOX_BLOCKS)
         self._outbox_ready = threading.Condition()
         self._lock = threading.Lock()  # guards _wanted_streams
-        # Streams some client subscribes to, replaced (never mutated) under the
-        # lock; the render thread reads it to skip blocks nobody wants.
+        # The streams some client of the default session subscribes to (and
+        # per other session), replaced (never mutated) under the lock; render
+        # threads read them to skip blocks nobody wants.
         self._wanted_streams: frozenset[str] = frozenset()
+        self._wanted_by_session: dict[str, frozenset[str]] = {}
         self._sender_waiting = False  # the send thread is (about to be) asleep on _outbox_ready
         self._running = False
         self._threads: list[threading.Thread] = []
-        self._midi = MidiChannels(self.part_info)
+        self.sessions = sessions if sessions is not None else single_session(
+            bank, submit, server_time_seconds, sample_rate_hz, welcome, mapping, self.part_info)
+        self._midi: dict[str, MidiChannels] = {}  # per session, made on the send thread
         self.dispatcher = Dispatcher(bank, submit, server_time_seconds, sample_rate_hz, welcome, mapping,
-                                     self.counters)
+                                     self.counters, sessions=self.sessions)
         self.clients.add_listener(self._update_wanted_streams)
 
     # ------------------------------------------------------------------ lifecycle
@@ -338,14 +353,17 @@ class OscServer:
         try:  # from here on (host, reply_port) is verified: a refusal goes there in full
             if self.credentials is not None:
                 self._check_proof(role, values["cookie"], reply_port, values["proof"])
+            session = self.sessions.open(values.get("session", ""))
             client = self.clients.add("osc", source, host, Role(role), reply_address=(host, reply_port),
-                                      name=values["client_name"], sample_format=values["sample_format"])
+                                      name=values["client_name"], sample_format=values["sample_format"],
+                                      session_id=session.session_id)
         except ProtocolError as error:
             error.reply_to = (host, reply_port)
             raise
-        log.info("OSC: hello from %s (%s:%d, replies to port %d, role %s)", values["client_name"] or "a client",
-                 source[0], source[1], reply_port, role)
-        return ("welcome", {"client_id": client.client_id, "role": role, "lease_s": int(self.clients.lease_s)})
+        log.info("OSC: hello from %s (%s:%d, replies to port %d, role %s, session %s)",
+                 values["client_name"] or "a client", source[0], source[1], reply_port, role, session.session_id)
+        return ("welcome", {"client_id": client.client_id, "role": role, "lease_s": int(self.clients.lease_s),
+                            "_session": session.session_id})
 
     def _check_proof(self, role: str, cookie: str, reply_port: int, proof: str) -> None:
         secret = self.credentials.secrets.get(Role(role))
@@ -369,10 +387,14 @@ class OscServer:
         self._update_wanted_streams()
 
     def _update_wanted_streams(self) -> None:
-        """Recompute the streams any client wants (when clients or subscriptions change)."""
+        """Recompute, per session, the streams any client wants (when clients or subscriptions change)."""
         clients = self.clients.clients("osc")
         with self._lock:
-            self._wanted_streams = frozenset(stream for client in clients for stream in client.streams)
+            wanted: dict[str, set[str]] = {}
+            for client in clients:
+                wanted.setdefault(client.session_id, set()).update(client.streams)
+            self._wanted_streams = frozenset(wanted.pop(DEFAULT_SESSION, ()))
+            self._wanted_by_session = {session_id: frozenset(streams) for session_id, streams in wanted.items()}
 
     def _reject(self, source: tuple[str, int], error: ProtocolError, request_bytes: int = 0) -> None:
         self.counters["rejected"] += 1
@@ -409,32 +431,55 @@ class OscServer:
 
     # ------------------------------------------------------------------ output
     def on_block(self, block: Any) -> None:
-        """Sink of the real-time session (called on the render thread): queue
-        the block's events and MIDI for the send thread. Never blocks.
+        """Sink of the default session's real-time session: see :meth:`sink_for`."""
+        self._on_block(block, DEFAULT_SESSION)
 
-        Only what some client subscribes to is queued, and the send thread is
-        woken only when it sleeps: waking another thread costs the render
-        thread far more than the rest of this sink."""
-        wanted = self._wanted_streams
+    def sink_for(self, session_id: str) -> Callable[[Any], None]:
+        """The sink of session ``session_id``'s real-time session (called on
+        its render thread): it queues the block's events and MIDI for the send
+        thread, which sends them to that session's clients. Never blocks.
+
+        Only what some client of the session subscribes to is queued, and the
+        send thread is woken only when it sleeps: waking another thread costs
+        the render thread far more than the rest of this sink."""
+        if session_id == DEFAULT_SESSION:
+            return self.on_block
+        return lambda block: self._on_block(block, session_id)
+
+    def _on_block(self, block: Any, session_id: str) -> None:
+        wanted = (self._wanted_streams if session_id == DEFAULT_SESSION
+                  else self._wanted_by_session.get(session_id, ()))
         events = wire_events(block.events) if "events" in wanted and block.events else ()
         midi = block.midi if "midi" in wanted else ()
         if not events and not midi:
             return
         if len(self._outbox) == self._outbox.maxlen:
             self.counters["dropped_blocks"] += 1
-        self._outbox.append((list(events), list(midi)))
+        # (events, midi) of the default session, (events, midi, session_id) of another
+        self._outbox.append((list(events), list(midi)) if session_id == DEFAULT_SESSION
+                            else (list(events), list(midi), session_id))
         if self._sender_waiting:
             with self._outbox_ready:
                 self._outbox_ready.notify()
 
-    def broadcast(self, name: str, values: dict[str, Any]) -> None:
-        """Send message ``name`` to every client that said hello, whatever it
-        subscribed to (e.g. ``mapping_error`` from the mapping watch), from
-        any thread. Never blocks (UDP)."""
+    def broadcast(self, name: str, values: dict[str, Any], session_id: str | None = None) -> None:
+        """Send message ``name`` to every client that said hello (of session
+        ``session_id``; None: of every session), whatever it subscribed to
+        (e.g. ``mapping_error`` from the mapping watch), from any thread.
+        Never blocks (UDP)."""
+        self.send_to(self.clients.clients("osc", session_id), name, values)
+
+    def send_to(self, clients: list[Client], name: str, values: dict[str, Any]) -> None:
+        """Send message ``name`` to ``clients`` (those of them on OSC), from any thread. Never blocks (UDP)."""
         datagram = encode_osc(name, **values)
-        addresses = [client.address for client in self.clients.clients("osc")]
-        for address in addresses:
-            self._send_now(address, datagram)
+        for client in clients:
+            if client.transport == "osc" and client.address is not None:
+                self._send_now(client.address, datagram)
+
+    def session_ended(self, session_id: str, reason: str, clients: list[Client]) -> None:
+        """Session ``session_id`` ended: tell its ``clients`` (already forgotten) with ``session_ended``."""
+        self._midi.pop(session_id, None)
+        self.send_to(clients, "session_ended", {"session_id": session_id, "reason": reason})
 
     def _send_loop(self) -> None:
         while self._running:
@@ -445,16 +490,29 @@ class OscServer:
                 if not self._outbox:
                     self._outbox_ready.wait(0.1)
                 self._sender_waiting = False
-            while self._outbox:
-                events, midi = self._outbox.popleft()
-                clients = self.clients.clients("osc")
-                for stream, messages in (("events", event_messages(events, self.sample_rate_hz)),
-                                         ("midi", self._midi.messages(midi, self.sample_rate_hz))):
-                    targets = [c.address for c in clients if stream in c.streams]
-                    for name, values in messages if targets else ():
-                        datagram = encode_osc(name, **values)
-                        for address in targets:
-                            self._send_now(address, datagram)
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the callbacks of every queued block to the clients of its
+        session subscribed to them (the send thread does it; tests call it
+        with no thread started)."""
+        while self._outbox:
+            entry = self._outbox.popleft()
+            events, midi = entry[0], entry[1]
+            session_id = entry[2] if len(entry) > 2 else DEFAULT_SESSION
+            clients = self.clients.clients("osc", session_id)
+            channels = self._midi.get(session_id)
+            if channels is None:
+                session = self.sessions.get(session_id)
+                channels = self._midi[session_id] = MidiChannels(session.part_info if session is not None
+                                                                 else self.part_info)
+            for stream, messages in (("events", event_messages(events, self.sample_rate_hz)),
+                                     ("midi", channels.messages(midi, self.sample_rate_hz))):
+                targets = [c.address for c in clients if stream in c.streams]
+                for name, values in messages if targets else ():
+                    datagram = encode_osc(name, **values)
+                    for address in targets:
+                        self._send_now(address, datagram)
 
 
 def fit_error(code: str, message: str, limit_bytes: int) -> bytes | None:

@@ -146,6 +146,18 @@ PROOF_CHARS = 64
 CLIENT_ID_CHARS = 32
 """Characters of a client id (hex of 128 random bits)."""
 
+SESSION_ID_CHARS = 32
+"""Longest session id (letters, digits, ``_`` and ``-``; :mod:`bridge.sessions`)."""
+
+DEFAULT_SESSION = "default"
+"""The session a server plays from its start to its end; a hello that names no session joins it."""
+
+NEW_SESSION = "new"
+"""What a hello's ``session`` says to ask for a new session with an id the server chooses."""
+
+SESSION_END_REASONS = ("request", "idle", "failed", "server_stop")
+"""Why a session ended (``session_ended``)."""
+
 
 def _client_id_arg() -> Arg:
     return Arg("client_id", ArgType.STRING, "the welcome's client_id, when sent from another socket than the "
@@ -169,8 +181,13 @@ MESSAGES: tuple[Message, ...] = (
             max_chars=COOKIE_CHARS, default=""),
         Arg("proof", ArgType.STRING, "hex HMAC-SHA256 of the role's secret over 'adaptive-hello|COOKIE|ROLE|REPLY_PORT' "
             "('' on a server without credentials)", max_chars=PROOF_CHARS, default=""),
-    ), "Say hello. Answered with welcome (the client is verified: callbacks start going to reply_port) or, from a "
-       "source not yet verified or when the role needs its proof, with retry (say hello again with its cookie).",
+        Arg("session", ArgType.STRING, f"the session to join: '' = {DEFAULT_SESSION!r} (the server's first "
+            f"session); {NEW_SESSION!r} = a new one with an id the server chooses; any other id (letters, digits, _ "
+            "and -) joins that session, made on demand if there is none (docs/sessions.md)",
+            max_chars=SESSION_ID_CHARS, default=""),
+    ), "Say hello. Answered with welcome (the client is verified: callbacks start going to reply_port; welcome's "
+       "session_id names the session joined) or, from a source not yet verified or when the role needs its proof, "
+       "with retry (say hello again with its cookie).",
        reply="welcome"),
     Message("goodbye", "/adaptive/goodbye", Direction.TO_SERVER, (
         _client_id_arg(),
@@ -230,10 +247,17 @@ MESSAGES: tuple[Message, ...] = (
     Message("mapping_export", "/adaptive/mapping/export", Direction.TO_SERVER, (),
             "Ask for the whole live mapping as TOML. Answered with mapping_text messages (in order; join their texts).",
             reply="mapping_text", role="listener"),
+    Message("session_end", "/adaptive/session/end", Direction.TO_SERVER, (
+        Arg("session_id", ArgType.STRING, "the session to end ('' = the sender's own); the default session "
+            "ends only with the server", max_chars=SESSION_ID_CHARS, default=""),
+    ), "End a session now: its music stops, its recording is closed, its clients are told (session_ended) and "
+       "forgotten (they say hello again to join another). Answered with session_ended.",
+       reply="session_ended", role="control"),
     # ------------------------------------------------------------ to the client
     Message("welcome", "/adaptive/welcome", Direction.TO_CLIENT, (
         Arg("protocol_version", ArgType.INT, "this protocol's version", 1, 2**31 - 1),
-        Arg("session_id", ArgType.STRING, "the session the client joined"),
+        Arg("session_id", ArgType.STRING, "the session the client joined (every later message of this client "
+            "goes to it)", max_chars=SESSION_ID_CHARS),
         Arg("sample_rate_hz", ArgType.INT, "the session's sample rate: frames count at this rate", 8000, 192000),
         Arg("block_frames", ArgType.INT, "frames per audio block", 1, 2**31 - 1),
         Arg("lookahead_ms", ArgType.FLOAT, "how far ahead of playback the server renders and sends", 0.0, 10_000.0),
@@ -245,6 +269,13 @@ MESSAGES: tuple[Message, ...] = (
         Arg("lease_s", ArgType.INT, "a client that sends nothing (a ping will do) for this many seconds is dropped",
             1, 86_400),
     ), "Answer to hello: the session's clock, where its audio stream is, and the client's id, role and lease."),
+    Message("session_ended", "/adaptive/session/ended", Direction.TO_CLIENT, (
+        Arg("session_id", ArgType.STRING, "the session that ended", max_chars=SESSION_ID_CHARS),
+        Arg("reason", ArgType.STRING, "request: a session_end; idle: no client for the server's session_idle_s; "
+            "failed: its render thread stopped on an error (logged); server_stop: the server stops",
+            choices=SESSION_END_REASONS),
+    ), "A session ended: sent to its clients (who are forgotten: say hello again to join another) and as the "
+       "answer to session_end."),
     Message("retry", "/adaptive/retry", Direction.TO_CLIENT, (
         Arg("cookie", ArgType.STRING, "say hello again, the same, with this cookie (and, with a role to prove, the "
             "proof over it); it stays valid for 30 to 60 s and only from this address", max_chars=COOKIE_CHARS),

@@ -13,7 +13,9 @@ sockets are not thread-safe:
 * a **PUB** (callbacks) socket: multipart ``[topic, json]`` messages, topic
   ``b"events"`` (``beat``, ``bar``, ``cue_change``, ``transition``,
   ``stinger_played``) and ``b"midi"`` (``midi``). Subscribe to the topic on a
-  SUB socket. (It is an XPUB: the server reads the subscriptions, so it does
+  SUB socket. These are the default session's; session ``ID``'s callbacks
+  go on ``session/ID/events`` and ``session/ID/midi``
+  (:func:`bridge.sessions.session_topic`, docs/sessions.md). (It is an XPUB: the server reads the subscriptions, so it does
   no work for a topic that nobody subscribes to.)
 
 The render thread calls :meth:`ZmqServer.on_block` (a sink of the real-time
@@ -42,9 +44,10 @@ from typing import Any, Callable
 from adaptive.cue import CueBank
 from bridge.access import ClientTable, Credentials, Role, make_curve_server
 from bridge.audio import XpubSubscriptions
-from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, wire_events
+from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, single_session, wire_events
 from bridge.log_limit import RateLimitedLog
-from bridge.protocol import ProtocolError, decode_json, encode_json
+from bridge.protocol import DEFAULT_SESSION, ProtocolError, decode_json, encode_json
+from bridge.sessions import SessionDirectory, session_topic
 
 log = logging.getLogger("adaptive.zmq")
 
@@ -82,8 +85,11 @@ class _ZmqPeer:
     Its role is its CURVE key's (every message is authenticated), or control
     on a server without credentials."""
 
-    def __init__(self, server: ZmqServer, identity: bytes, envelope: list[bytes], host: str, role: Role | None) -> None:
+    def __init__(self, server: ZmqServer, identity: bytes, envelope: list[bytes], host: str, role: Role | None,
+                 session_id: str = DEFAULT_SESSION) -> None:
         self.server, self.identity, self.envelope, self.host, self.role = server, identity, envelope, host, role
+        self.session_id = session_id
+        """The session its messages go to: its client's, else the default."""
 
     def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         role = self.role
@@ -93,11 +99,13 @@ class _ZmqPeer:
                 raise ProtocolError("forbidden", f"hello asks for the {asked.value} role and this client's CURVE key "
                                                  f"is allow-listed for {role.value} (docs/network.md)")
             role = asked
+        session = self.server.sessions.open(values.get("session", ""))
         client = self.server.clients.add("zmq", self.identity, self.host, role, name=values["client_name"],
-                                         sample_format=values["sample_format"])
-        log.info("ZeroMQ: hello from %s (%s, role %s)", values["client_name"] or "a client", self.host, role.value)
+                                         sample_format=values["sample_format"], session_id=session.session_id)
+        log.info("ZeroMQ: hello from %s (%s, role %s, session %s)", values["client_name"] or "a client", self.host,
+                 role.value, session.session_id)
         return ("welcome", {"client_id": client.client_id, "role": role.value,
-                            "lease_s": int(self.server.clients.lease_s)})
+                            "lease_s": int(self.server.clients.lease_s), "_session": session.session_id})
 
     def goodbye(self, client_id: str) -> None:
         client = self.server.clients.get("zmq", self.identity)
@@ -138,6 +146,10 @@ class ZmqServer:
         clients: the session's client table (shared with the other
             transports; default: one of this endpoint's own).
         clock: monotonic seconds for leases (tests pass a fake one).
+        sessions: the server's sessions (:class:`bridge.sessions.SessionDirectory`):
+            a hello opens one, every other message goes to its sender's; None:
+            the one session the arguments above describe. Callbacks of session
+            ``ID`` come through :meth:`sink_for` and go out on its topics.
 
     Attributes:
         control_endpoint: where the ROUTER is bound, e.g. ``"tcp://127.0.0.1:5555"``.
@@ -172,6 +184,7 @@ class ZmqServer:
         credentials: Credentials | None = None,
         clients: ClientTable | None = None,
         clock: Any = time.monotonic,
+        sessions: SessionDirectory | None = None,
     ) -> None:
         import zmq  # imported here so the OSC and TCP transports work without pyzmq
 
@@ -197,9 +210,11 @@ class ZmqServer:
         self._log = RateLimitedLog(log)
         # Read from the XPUB by the ZeroMQ thread, so the render thread can skip blocks nobody wants.
         self._subscriptions = XpubSubscriptions()
-        self._midi = MidiChannels(self.part_info)
+        self.sessions = sessions if sessions is not None else single_session(
+            bank, submit, server_time_seconds, sample_rate_hz, welcome, mapping, self.part_info)
+        self._midi: dict[str, MidiChannels] = {}  # per session, made on the ZeroMQ thread
         self.dispatcher = Dispatcher(bank, submit, server_time_seconds, sample_rate_hz, welcome, mapping,
-                                     self.counters)
+                                     self.counters, sessions=self.sessions)
         self._running = False
         self._thread: threading.Thread | None = None
         context = context or zmq.Context.instance()
@@ -360,7 +375,8 @@ class ZmqServer:
         client = self.clients.get("zmq", identity)
         if client is not None:
             self.clients.renew(client)
-        peer = _ZmqPeer(self, identity, envelope, host, role)
+        peer = _ZmqPeer(self, identity, envelope, host, role,
+                        client.session_id if client is not None else DEFAULT_SESSION)
         for name, values in self.dispatcher.dispatch(decode_json(payload), peer, receive_time_seconds):
             self._reply(identity, envelope, encode_json(name, **values))
 
@@ -391,34 +407,65 @@ class ZmqServer:
 
     # ------------------------------------------------------------------ output
     def on_block(self, block: Any) -> None:
-        """Sink of the real-time session (called on the render thread): queue
-        the block's events and MIDI for the ZeroMQ thread. Never blocks; when
-        the outbox is full its oldest block is dropped (``dropped_blocks``).
-        Only topics some SUB socket subscribes to are queued."""
-        events = wire_events(block.events) if block.events and self._subscriptions.wants(TOPIC_EVENTS) else ()
-        midi = block.midi if block.midi and self._subscriptions.wants(TOPIC_MIDI) else ()
+        """Sink of the default session's real-time session: see :meth:`sink_for`."""
+        self._on_block(block, DEFAULT_SESSION, TOPIC_EVENTS, TOPIC_MIDI)
+
+    def sink_for(self, session_id: str) -> Callable[[Any], None]:
+        """The sink of session ``session_id``'s real-time session (called on
+        its render thread): queue the block's events and MIDI for the ZeroMQ
+        thread, which publishes them on the session's topics
+        (:func:`bridge.sessions.session_topic`). Never blocks; when the outbox
+        is full its oldest block is dropped (``dropped_blocks``). Only topics
+        some SUB socket subscribes to are queued."""
+        if session_id == DEFAULT_SESSION:
+            return self.on_block
+        events_topic, midi_topic = session_topic(session_id, TOPIC_EVENTS), session_topic(session_id, TOPIC_MIDI)
+        return lambda block: self._on_block(block, session_id, events_topic, midi_topic)
+
+    def _on_block(self, block: Any, session_id: str, events_topic: bytes, midi_topic: bytes) -> None:
+        events = wire_events(block.events) if block.events and self._subscriptions.wants(events_topic) else ()
+        midi = block.midi if block.midi and self._subscriptions.wants(midi_topic) else ()
         if not events and not midi:
             return
         if len(self._outbox) == self._outbox.maxlen:
             self.counters["dropped_blocks"] += 1
-        self._outbox.append((list(events), list(midi)))
+        # (events, midi) of the default session, (events, midi, session_id) of another
+        self._outbox.append((list(events), list(midi)) if session_id == DEFAULT_SESSION
+                            else (list(events), list(midi), session_id))
         self._wake()
 
-    def broadcast_events(self, events: list) -> None:
+    def broadcast_events(self, events: list, session_id: str = DEFAULT_SESSION) -> None:
         """Publish music events (e.g. a ``mapping_error`` from the mapping
-        watch) on the events topic, from any thread. Never blocks."""
-        self._outbox.append((list(events), []))
+        watch) on session ``session_id``'s events topic, from any thread. Never blocks."""
+        self._outbox.append((list(events), []) if session_id == DEFAULT_SESSION else (list(events), [], session_id))
         self._wake()
+
+    def session_ended(self, session_id: str, reason: str, clients: list) -> None:
+        """Session ``session_id`` ended: tell its ZeroMQ ``clients`` (already
+        forgotten) with ``session_ended``, from any thread. Never blocks."""
+        self._midi.pop(session_id, None)
+        for client in clients:
+            if client.transport == "zmq":
+                self._reply_later(client.key, [], [("session_ended", {"session_id": session_id, "reason": reason})])
 
     def _publish_outbox(self) -> None:
         while self._running:
             try:
-                events, midi = self._outbox.popleft()
+                entry = self._outbox.popleft()
             except IndexError:
                 return
+            events, midi = entry[0], entry[1]
+            session_id = entry[2] if len(entry) > 2 else DEFAULT_SESSION
             try:
-                for topic, messages in ((TOPIC_EVENTS, event_messages(events, self.sample_rate_hz)),
-                                        (TOPIC_MIDI, self._midi.messages(midi, self.sample_rate_hz))):
+                channels = self._midi.get(session_id)
+                if channels is None:
+                    session = self.sessions.get(session_id)
+                    channels = self._midi[session_id] = MidiChannels(session.part_info if session is not None
+                                                                     else self.part_info)
+                for topic, messages in ((session_topic(session_id, TOPIC_EVENTS),
+                                         event_messages(events, self.sample_rate_hz)),
+                                        (session_topic(session_id, TOPIC_MIDI),
+                                         channels.messages(midi, self.sample_rate_hz))):
                     for name, values in messages:
                         self._publish(topic, encode_json(name, **values))
             except Exception:  # e.g. a value outside the table: skip the block, keep serving

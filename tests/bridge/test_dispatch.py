@@ -134,6 +134,7 @@ SAMPLE_VALUES = {
     "unsubscribe": ("midi",), "scene": ("calm", 0.5, "forest"), "emotion": ("calm",), "emotion_point": (0.1, 0.2),
     "intensity": (0.5,), "location": ("forest",), "cue": ("",), "stinger": ("danger",), "play_theme": ("hero",),
     "mapping_set": ("smoothing.hysteresis", "0.3"), "mapping_get": ("smoothing.hysteresis",), "mapping_export": (),
+    "session_end": ("",),
 }
 
 
@@ -147,7 +148,11 @@ def test_each_message_is_refused_to_a_role_below_the_one_it_needs_naming_that_ro
               "mapping_get": "listener", "mapping_export": "listener"}.get(name, "control")
     assert message.role == needed
     allowed = needed is None or (role is not None and role.rank >= ["audience", "listener", "control"].index(needed))
-    if allowed:
+    if allowed and name == "session_end":  # allowed, and refused by a one-session endpoint for its own reason
+        with pytest.raises(ProtocolError) as caught:
+            dispatcher.dispatch(decoded(name, *SAMPLE_VALUES[name]), RecordingPeer(role))
+        assert caught.value.code == "not_allowed" and "ends only with the server" in caught.value.message
+    elif allowed:
         dispatcher.dispatch(decoded(name, *SAMPLE_VALUES[name]), RecordingPeer(role))
     else:
         with pytest.raises(ProtocolError) as caught:

@@ -133,7 +133,7 @@ def test_csharp_codec_reads_every_server_message_and_writes_what_the_server_acce
     sent = [decode_osc(bytes.fromhex(line["hex"])) for line in lines if line["kind"] == "sent"]
     assert [(d.message.name, d.values) for d in sent] == [
         ("hello", dict(reply_port=reply_port, sample_rate_hz=44100, channels=2, sample_format="f32", client_name="codec-test",
-                       role="", cookie="", proof="")),
+                       role="", cookie="", proof="", session="")),
         ("subscribe", dict(stream="midi", client_id="")),
         ("scene", dict(emotion="tense", intensity=0.25, location="cave é")),
         ("emotion_point", dict(valence=-0.5, arousal=1.0)),

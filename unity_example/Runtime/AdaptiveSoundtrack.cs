@@ -40,6 +40,8 @@ namespace Adaptive.Soundtrack
         public string role = "";
         [Tooltip("That role's secret (the server's secrets.toml); empty without credentials. Keep it out of version control.")]
         public string secret = "";
+        [Tooltip("Session to join: empty for the server's default session, \"new\" for a new one, or a session id (made if there is none). See docs/sessions.md")]
+        public string session = "";
         [Tooltip("At most this many scene messages per second; changes in between are merged")] public float maxSceneRateHz = 20f;
         [Tooltip("Pings for clock sync at start and every resyncSeconds")] public int clockSyncPings = 8;
         public float resyncSeconds = 10f;
@@ -103,7 +105,7 @@ namespace Adaptive.Soundtrack
         {
             try
             {
-                Client = new AdaptiveClient(host, oscPort, clientName, maxSceneRateHz, role, secret);
+                Client = new AdaptiveClient(host, oscPort, clientName, maxSceneRateHz, role, secret, session);
             }
             catch (Exception error)
             {

@@ -25,6 +25,9 @@ enum DispatchTiming { WHEN_HEARD, ON_ARRIVAL }
 ## that role's secret (from the server's secrets.toml; keep it out of version control). Empty without.
 @export var role := ""
 @export var secret := ""
+## The session to join (docs/sessions.md): empty for the server's default session, "new" for a new one
+## (welcome's session_id names it), or a session id (joined, or made if there is none).
+@export var session := ""
 @export var max_scene_rate_hz := 20.0
 @export var dispatch_timing: DispatchTiming = DispatchTiming.WHEN_HEARD
 ## Added to the ping-synced time when no AdaptiveStreamPlayer plays the stream (seconds).
@@ -80,7 +83,7 @@ func _hello(cookie := "") -> void:
 	if cookie != "" and secret != "" and role != "":
 		var message := "adaptive-hello|%s|%s|%d" % [cookie, role, port]
 		proof = Crypto.new().hmac_digest(HashingContext.HASH_SHA256, secret.to_utf8_buffer(), message.to_utf8_buffer()).hex_encode()
-	_send("/adaptive/hello", "iiisssss", [port, int(AudioServer.get_mix_rate()), 2, "s16", client_name.left(64), role, cookie, proof])
+	_send("/adaptive/hello", "iiissssss", [port, int(AudioServer.get_mix_rate()), 2, "s16", client_name.left(64), role, cookie, proof, session.left(32)])
 	_next_hello = now() + 1.0
 
 

@@ -65,6 +65,9 @@ namespace Adaptive.Soundtrack
         /// <summary>The role asked for in hello: "control", "listener", "audience", or "" (control on a server
         /// without credentials). See docs/network.md.</summary>
         public readonly string Role;
+        /// <summary>The session hello asks to join: "" (the server's default session), "new" (a new one: the
+        /// welcome's SessionId names it) or a session id (joined, or made if there is none). See docs/sessions.md.</summary>
+        public readonly string Session;
         readonly byte[] secret;
         int helloSampleRateHz = 48000, helloChannels = 2;
         string helloSampleFormat = "s16";
@@ -99,14 +102,19 @@ namespace Adaptive.Soundtrack
         /// "audience"); "" on a server without them.</param>
         /// <param name="secret">that role's secret (from the server's secrets.toml); null without credentials.
         /// It never crosses the wire: hello carries an HMAC-SHA256 of it over the server's cookie.</param>
+        /// <param name="session">the session to join: "" (the default one), "new", or a session id (at most 32
+        /// letters, digits, _ and -). See docs/sessions.md.</param>
         public AdaptiveClient(string host = "127.0.0.1", int port = 9000, string clientName = "unity", double maxSceneRateHz = 20,
-                              string role = "", string secret = null)
+                              string role = "", string secret = null, string session = "")
         {
             if (maxSceneRateHz <= 0) throw new ArgumentOutOfRangeException("maxSceneRateHz", "must be > 0 (messages per second)");
             if (role != "" && role != "control" && role != "listener" && role != "audience")
                 throw new ArgumentException("role '" + role + "' is not allowed (allowed: control, listener, audience, or \"\")");
             ClientName = Truncate(clientName);
             Role = role ?? "";
+            Session = session ?? "";
+            if (Session.Length > 32)
+                throw new ArgumentException("session '" + Session + "' is too long (allowed: at most 32 letters, digits, _ and -)");
             this.secret = string.IsNullOrEmpty(secret) ? null : Encoding.UTF8.GetBytes(secret);
             MinSceneIntervalSeconds = 1.0 / maxSceneRateHz;
             IPAddress address;
@@ -153,7 +161,7 @@ namespace Adaptive.Soundtrack
         {
             Start();
             helloSampleRateHz = sampleRateHz; helloChannels = channels; helloSampleFormat = sampleFormat;
-            Send(Addresses.Hello, ReplyPort, sampleRateHz, channels, sampleFormat, ClientName, Role, "", "");
+            Send(Addresses.Hello, ReplyPort, sampleRateHz, channels, sampleFormat, ClientName, Role, "", "", Session);
         }
 
         /// <summary>The server's retry (a source not yet verified, or a role to prove): say hello again with its
@@ -161,7 +169,7 @@ namespace Adaptive.Soundtrack
         void AnswerRetry(string cookie)
         {
             string proof = secret != null && Role != "" ? HelloProof(secret, cookie, Role, ReplyPort) : "";
-            Send(Addresses.Hello, ReplyPort, helloSampleRateHz, helloChannels, helloSampleFormat, ClientName, Role, cookie, proof);
+            Send(Addresses.Hello, ReplyPort, helloSampleRateHz, helloChannels, helloSampleFormat, ClientName, Role, cookie, proof, Session);
         }
 
         /// <summary>A hello's proof (docs/network.md): the hex HMAC-SHA256 of the role's secret over

@@ -1,0 +1,385 @@
+"""Many sessions in one server: :class:`SessionHost` makes, holds and ends them.
+
+A session (docs/sessions.md) is everything one game's score needs: the engine
+core (:class:`adaptive.session.Session`) with its own clock and seed, its
+render thread (:class:`adaptive.realtime.RealtimeSession`), its live mapping
+(:class:`bridge.mapping_watch.MappingControl`: a ``mapping_set`` changes only
+its session), its recording (one file per session) and its outputs (the
+transports' sinks for it, so callbacks and audio reach only its clients).
+
+The host is the transports' :class:`bridge.sessions.SessionDirectory`: a
+hello opens a session (joins it, or makes it from the server's bank and
+mapping), every later message goes to the client's session. The ``default``
+session is made with the host, through the same path as every other, and
+ends only with the server. Another session ends on request
+(``session_end``), or when it has had no client for ``session_idle_s``
+(:meth:`SessionHost.tick`, every second on the host's thread). At most
+``max_sessions`` live at once (the default one included); a hello that would
+make one more is refused, naming the cap and its setting.
+
+Every session stays deterministic and replayable on its own: its inputs are
+stamped on its own clock and recorded in its own file
+(:func:`recording_path`), which ``adaptive replay`` plays back bit for bit.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from app.settings import MAX_SESSIONS, SESSION_IDLE_S, StartMode  # noqa: F401 (the defaults, named here too)
+from bridge.access import ClientTable
+from bridge.protocol import DEFAULT_SESSION, NEW_SESSION, ProtocolError
+from bridge.sessions import SessionEndpoint, check_session_id
+
+log = logging.getLogger("adaptive.sessions")
+
+TICK_SECONDS = 1.0
+"""How often (seconds) the host's thread looks for idle sessions."""
+
+NEW_SESSION_ID_BYTES = 6
+"""Random bytes of a session id the server chooses (12 hex digits)."""
+
+
+def recording_path(record: Path, session_id: str) -> Path:
+    """Where session ``session_id``'s recording goes when the server records
+    to ``record`` (``--record FILE``): the default session's to ``record``
+    itself, as before sessions existed; session ``ID``'s beside it,
+    ``STEM.ID.SUFFIX`` (``run.jsonl`` -> ``run.arena-2.jsonl``)."""
+    if session_id == DEFAULT_SESSION:
+        return record
+    return record.with_name(f"{record.stem}.{session_id}{record.suffix}")
+
+
+@dataclass
+class HostedSession:
+    """One session of the host and the things that are only its.
+
+    Attributes:
+        session_id: its id.
+        session: the engine core (its own clock and seed).
+        realtime: its render thread.
+        mapping: its live mapping.
+        recording: its recording (None: the server does not record).
+        endpoint: what the transports use of it.
+        created_s: host clock seconds when it was made.
+        empty_since_s: host clock seconds since when it has had no client (None: it has some).
+    """
+
+    session_id: str
+    session: Any
+    realtime: Any
+    mapping: Any
+    recording: Any
+    endpoint: SessionEndpoint
+    created_s: float
+    empty_since_s: float | None = None
+
+
+SessionFactory = Callable[[str], HostedSession]
+"""Makes the parts of session ``ID`` (not started): :meth:`SessionHost.build` by default."""
+
+
+class SessionHost:
+    """The sessions of one server (a :class:`bridge.sessions.SessionDirectory`).
+
+    Thread-safe: transports open and end sessions from their threads, the
+    host's own thread ends idle ones; one lock guards the table of sessions
+    (making a session, which loads its synthesizers, happens under it, so two
+    hellos naming the same new session make it once).
+
+    Args:
+        settings: the server's settings (:class:`app.settings.ServerSettings`):
+            bank, SoundFont, rate, seed, generator, block size, lookahead,
+            recording, start mode, ``session_idle_s`` and ``max_sessions``.
+        bank: the loaded cue bank every session plays.
+        mapping: the mapping every session starts from (:class:`adaptive.mapping.ResolvedMapping`).
+        clients: the server's client table (a session's clients are its
+            clients with that ``session_id``).
+        mapping_path: the mapping file each session's live mapping watches (None: none).
+        report_mapping_error: called with ``(session_id, path, message)``
+            when a session's watched mapping file turns invalid.
+        clock: monotonic seconds (tests pass a fake one).
+        factory: makes a session's parts (tests pass a lighter one).
+        realtime_options: extra arguments of each ``RealtimeSession`` (tests
+            pass a fake ``clock`` and ``sleep``).
+
+    Attributes:
+        default: the ``default`` session (made here).
+        counters: ``sessions_created``, ``sessions_ended_request``,
+            ``sessions_ended_idle``, ``sessions_ended_failed``,
+            ``sessions_ended_server_stop``, ``refused_at_cap``,
+            ``refused_bad_id``, ``blocks_of_ended_sessions``,
+            ``underruns_of_ended_sessions``.
+        welcome_base: welcome fields every session shares (block_frames,
+            lookahead_ms, audio_tcp_port); the server sets audio_tcp_port once bound.
+
+    Raises:
+        AdaptiveError: the default session cannot be made (its recording, its SoundFont).
+    """
+
+    def __init__(self, settings: Any, bank: Any, mapping: Any, clients: ClientTable, *,
+                 mapping_path: Path | None = None,
+                 report_mapping_error: Callable[[str, str, str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic, factory: SessionFactory | None = None,
+                 realtime_options: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.bank = bank
+        self.initial_mapping = mapping
+        self.clients = clients
+        self.mapping_path = mapping_path
+        self.report_mapping_error = report_mapping_error or (lambda session_id, path, message: None)
+        self.clock = clock
+        self.realtime_options = dict(realtime_options or {})
+        self.idle_s = float(settings.session_idle_s)
+        self.max_sessions = int(settings.max_sessions)
+        self.counters: collections.Counter = collections.Counter()
+        self.welcome_base: dict[str, Any] = {"block_frames": settings.block_frames,
+                                             "lookahead_ms": settings.lookahead_ms, "audio_tcp_port": 0}
+        self._factory = factory or self.build
+        self._lock = threading.RLock()
+        self._sessions: dict[str, HostedSession] = {}
+        self._started_listeners: list[Callable[[HostedSession], None]] = []
+        self._ended_listeners: list[Callable[[str, str, list], None]] = []
+        self._running = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.default = self._factory(DEFAULT_SESSION)
+        self._sessions[DEFAULT_SESSION] = self.default
+        self.counters["sessions_created"] += 1
+
+    # ------------------------------------------------------------------ making one
+    def build(self, session_id: str) -> HostedSession:
+        """The parts of session ``session_id``, not started: its Session (the
+        server's bank, SoundFont, rate, seed and generator), its recording
+        (:func:`recording_path`, if the server records), its RealtimeSession
+        and its live mapping.
+
+        Raises:
+            AdaptiveError: the SoundFont or generator cannot be loaded, the recording cannot be written.
+        """
+        from adaptive.realtime import RealtimeSession
+        from adaptive.session import Session
+        from bridge.mapping_watch import MappingControl
+
+        settings = self.settings
+        session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
+                          seed=settings.seed, max_block_frames=max(settings.block_frames, 4096),
+                          generator=settings.generator, mapping=self.initial_mapping,
+                          generated_bridges=True,  # a live mapping change may add generated bridges
+                          progress=lambda message: log.info("%s", message))
+        recording = None
+        try:
+            if settings.record is not None:
+                from adaptive.recording import Recording
+
+                recording = Recording.for_session(recording_path(settings.record, session_id), session,
+                                                  settings.bank.resolve())
+            realtime = RealtimeSession(session, block_frames=settings.block_frames,
+                                       lookahead_ms=settings.lookahead_ms, recording=recording,
+                                       thread_priority=settings.realtime_priority, **self.realtime_options)
+            mapping = MappingControl(self.bank, self.initial_mapping, realtime.submit, path=self.mapping_path,
+                                     report_error=lambda path, message: self.report_mapping_error(session_id, path,
+                                                                                                  message),
+                                     bank_path=settings.bank)
+        except BaseException:
+            if recording is not None:
+                recording.close(0)
+            session.close()
+            raise
+        welcome = {"session_id": session_id, **self.welcome_base}
+        endpoint = SessionEndpoint(session_id, self.bank, realtime.submit, realtime.server_time_seconds,
+                                   settings.sample_rate_hz, welcome, mapping, session.parts)
+        return HostedSession(session_id, session, realtime, mapping, recording, endpoint, self.clock())
+
+    def set_audio_tcp_port(self, port: int) -> None:
+        """The TCP audio port every welcome names (once the server has bound it)."""
+        with self._lock:
+            self.welcome_base["audio_tcp_port"] = port
+            for hosted in self._sessions.values():
+                hosted.endpoint.welcome["audio_tcp_port"] = port
+
+    # ------------------------------------------------------------------ listeners
+    def add_started_listener(self, listener: Callable[[HostedSession], None]) -> None:
+        """Call ``listener(hosted)`` for each session made from now on, before
+        it starts (the server attaches the transports' sinks)."""
+        self._started_listeners.append(listener)
+
+    def add_ended_listener(self, listener: Callable[[str, str, list], None]) -> None:
+        """Call ``listener(session_id, reason, clients)`` when a session ends,
+        after its clients were forgotten (``clients``: them)."""
+        self._ended_listeners.append(listener)
+
+    # ------------------------------------------------------------------ the directory
+    def get(self, session_id: str) -> SessionEndpoint | None:
+        """The session ``session_id``'s endpoint, or None."""
+        hosted = self._sessions.get(session_id)
+        return hosted.endpoint if hosted is not None else None
+
+    def hosted(self, session_id: str) -> HostedSession | None:
+        """The session ``session_id``, or None."""
+        return self._sessions.get(session_id)
+
+    def session_ids(self) -> list[str]:
+        """The ids of the sessions now, the default one first."""
+        return list(self._sessions)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def open(self, requested: str) -> SessionEndpoint:
+        """The session a hello names (``''``: the default one; ``new``: a new
+        one with an id the host chooses; another id: that session, made if
+        there is none).
+
+        Raises:
+            ProtocolError: ``out_of_range`` for a malformed id (counted
+                ``refused_bad_id``), ``not_allowed`` at the cap (counted
+                ``refused_at_cap``), ``internal`` if the session cannot be made.
+        """
+        try:
+            session_id = check_session_id(requested)
+        except ProtocolError:
+            self.counters["refused_bad_id"] += 1
+            raise
+        with self._lock:
+            if session_id != NEW_SESSION and session_id in self._sessions:
+                return self._sessions[session_id].endpoint
+            if len(self._sessions) >= self.max_sessions:
+                self.counters["refused_at_cap"] += 1
+                raise ProtocolError("not_allowed", (
+                    f"this server holds {len(self._sessions)} sessions, its cap (setting max_sessions, "
+                    f"--max-sessions {self.max_sessions}): join one that exists, end one (/adaptive/session/end), "
+                    f"or wait until one has had no client for session_idle_s ({self.idle_s:g} s)"))
+            if session_id == NEW_SESSION:
+                session_id = secrets.token_hex(NEW_SESSION_ID_BYTES)
+                while session_id in self._sessions:
+                    session_id = secrets.token_hex(NEW_SESSION_ID_BYTES)
+            try:
+                hosted = self._factory(session_id)
+            except Exception as error:
+                log.exception("cannot make session %s", session_id)
+                raise ProtocolError("internal", f"the server could not make session {session_id!r} "
+                                                f"({type(error).__name__}: {error})") from None
+            hosted.empty_since_s = self.clock()  # until its first client is counted
+            self._sessions[session_id] = hosted
+            self.counters["sessions_created"] += 1
+            for listener in self._started_listeners:
+                listener(hosted)
+            if self._running:
+                self._start_session(hosted)
+                gc.freeze()  # its objects out of the collector's reach, as the server does at start
+        log.info("session %s made (%d sessions)", session_id, len(self._sessions))
+        return hosted.endpoint
+
+    def end(self, session_id: str, reason: str) -> None:
+        """End session ``session_id`` now (``reason``: ``request``, ``idle`` or
+        ``server_stop``; counted ``sessions_ended_<reason>``): its clients are
+        forgotten and the ended-listeners told, then its mapping thread and
+        render thread stop, its recording is closed and its synthesizers freed.
+
+        Raises:
+            ProtocolError: ``not_allowed`` for the default session (unless the
+                server stops), ``unknown_name`` for a session that does not exist.
+        """
+        with self._lock:
+            if session_id == DEFAULT_SESSION and reason != "server_stop":
+                raise ProtocolError("not_allowed", f"the {DEFAULT_SESSION!r} session ends only with the server "
+                                                   "(allowed: the id of another session)")
+            hosted = self._sessions.pop(session_id, None)
+        if hosted is None:
+            others = [s for s in self._sessions if s != DEFAULT_SESSION]
+            shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
+            raise ProtocolError("unknown_name", f"no session {session_id!r} (sessions now: "
+                                                f"{DEFAULT_SESSION}{', ' + shown if shown else ''})")
+        self.counters[f"sessions_ended_{reason}"] += 1
+        gone = self.clients.remove_session(session_id)
+        for listener in self._ended_listeners:
+            try:
+                listener(session_id, reason, gone)
+            except Exception:  # ending must go on
+                log.exception("error telling a transport that session %s ended", session_id)
+        self._stop_session(hosted)
+        log.info("session %s ended (%s; %d sessions)", session_id, reason, len(self._sessions))
+
+    # ------------------------------------------------------------------ idle sessions
+    def tick(self) -> list[str]:
+        """End every session other than the default one that has had no
+        client for ``session_idle_s`` (the host's thread calls it every
+        :data:`TICK_SECONDS`; tests call it on a fake clock); returns their
+        ids. A session whose render thread failed ends too (reason ``failed``)."""
+        now = self.clock()
+        idle = []
+        failed = []
+        with self._lock:
+            for session_id, hosted in self._sessions.items():
+                if session_id == DEFAULT_SESSION:
+                    continue
+                if hosted.realtime.failure is not None:
+                    log.error("session %s: the render thread stopped: %r", session_id, hosted.realtime.failure)
+                    failed.append(session_id)
+                elif self.clients.count(session_id):
+                    hosted.empty_since_s = None
+                elif hosted.empty_since_s is None:
+                    hosted.empty_since_s = now
+                elif now - hosted.empty_since_s >= self.idle_s:
+                    idle.append(session_id)
+        for session_id, reason in [*((s, "failed") for s in failed), *((s, "idle") for s in idle)]:
+            try:
+                self.end(session_id, reason)
+            except ProtocolError:  # ended meanwhile by a request
+                pass
+        return idle
+
+    # ------------------------------------------------------------------ lifetime
+    def start(self) -> None:
+        """Start every session made so far (the default one: its render and
+        mapping threads) and the host's thread that ends idle sessions."""
+        with self._lock:
+            self._running = True
+            for hosted in self._sessions.values():
+                self._start_session(hosted)
+        self._thread = threading.Thread(target=self._run, name="adaptive-sessions", daemon=True)
+        self._thread.start()
+
+    def _start_session(self, hosted: HostedSession) -> None:
+        if self.settings.start is StartMode.AT_ONCE:
+            # Stamped at frame 0 by the render thread like any input (and recorded: a replay plays it too).
+            hosted.realtime.submit(hosted.mapping.current.start_scene())
+        hosted.realtime.start()
+        hosted.mapping.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.tick()
+            except Exception:  # a bug must not stop the expiry for good
+                log.exception("error ending idle sessions")
+
+    def close(self) -> None:
+        """End every session but the default one (told ``server_stop``), stop
+        the host's thread; the server stops the default session itself."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        for session_id in [s for s in self.session_ids() if s != DEFAULT_SESSION]:
+            try:
+                self.end(session_id, "server_stop")
+            except ProtocolError:
+                pass
+
+    def _stop_session(self, hosted: HostedSession) -> None:
+        hosted.mapping.close()
+        try:
+            hosted.realtime.stop()  # closes the recording with its end frame
+        finally:
+            hosted.session.close()
+            for name in ("blocks", "underruns"):
+                self.counters[f"{name}_of_ended_sessions"] += hosted.realtime.counters[name]
