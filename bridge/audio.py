@@ -695,13 +695,7 @@ def token_authorizer(accept: Callable[[str, str], bool | str], timeout_seconds: 
         line = _read_line(sock, AUTH_LINE_BYTES, timeout_seconds)
         token = line.decode("ascii", "replace").strip()
         accepted = accept(token, address[0]) if line else False
-        if accepted:
-            return accepted
-        try:
-            sock.sendall(REFUSAL_LINE)
-        except OSError:
-            pass
-        return False
+        return accepted if accepted else _refuse(sock)
 
     return authorize
 
@@ -734,15 +728,19 @@ def optional_token_authorizer(session_of: Callable[[str, str], str | None], only
             return True
         line = _read_line(sock, AUTH_LINE_BYTES, wait_seconds)
         session_id = session_of(line.decode("ascii", "replace").strip(), address[0]) if line else None
-        if session_id is not None:
-            return session_id
-        try:
-            sock.sendall(REFUSAL_LINE)
-        except OSError:
-            pass
-        return False
+        return session_id if session_id is not None else _refuse(sock)
 
     return authorize
+
+
+def _refuse(sock: socket.socket) -> bool:
+    """Tell a refused TCP audio connection why (:data:`REFUSAL_LINE`, best
+    effort: it may already be gone); returns False, the hook's "refused"."""
+    try:
+        sock.sendall(REFUSAL_LINE)
+    except OSError:
+        pass
+    return False
 
 
 def _read_line(sock: socket.socket, limit_bytes: int, timeout_seconds: float) -> bytes:
