@@ -48,6 +48,12 @@ def _check(test: Any, message: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
+_Text = Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be a string")]
+"""A field that must be a string."""
+_OptionalText = Annotated[str | None, _check(lambda v: v is None or isinstance(v, str), "{value!r} must be a string or null")]
+"""A field that must be a string or null."""
+
+
 def _registered_generator(name: Any) -> bool:
     from adaptive.registry import GENERATORS
 
@@ -125,12 +131,12 @@ class SceneLine(_Line):
 
     frame: Frame
     type: Literal["scene"] = "scene"
-    emotion: Annotated[str | None, _check(lambda v: v is None or isinstance(v, str), "{value!r} must be a string or null")] = None
+    emotion: _OptionalText = None
     valence: Annotated[int | float | None, _check(lambda v: v is None or _is_number(v), "{value!r} must be a number or null")] = None
     arousal: Annotated[int | float | None, _check(lambda v: v is None or _is_number(v), "{value!r} must be a number or null")] = None
     intensity: Annotated[int | float | None, _check(lambda v: v is None or _is_number(v), "{value!r} must be a number or null")] = None
-    location: Annotated[str | None, _check(lambda v: v is None or isinstance(v, str), "{value!r} must be a string or null")] = None
-    cue: Annotated[str | None, _check(lambda v: v is None or isinstance(v, str), "{value!r} must be a string or null")] = None
+    location: _OptionalText = None
+    cue: _OptionalText = None
 
     def item(self) -> SceneUpdate:
         return SceneUpdate(**{name: getattr(self, name) for name in SCENE_FIELDS})
@@ -141,7 +147,7 @@ class StingerLine(_Line):
 
     frame: Frame
     type: Literal["stinger"] = "stinger"
-    name: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be a string")]
+    name: _Text
 
     def item(self) -> StingerTrigger:
         return StingerTrigger(self.name)
@@ -152,7 +158,7 @@ class ThemeLine(_Line):
 
     frame: Frame
     type: Literal["theme"] = "theme"
-    name: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be a string")]
+    name: _Text
 
     def item(self) -> ThemeTrigger:
         return ThemeTrigger(self.name)
@@ -163,7 +169,7 @@ class MappingLine(_Line):
 
     frame: Frame
     type: Literal["mapping"] = "mapping"
-    source: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be a string")] = "<recording>"
+    source: _Text = "<recording>"
     toml: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be the mapping's TOML text (a string)")]
 
     def item(self) -> MappingChange:
@@ -180,7 +186,7 @@ class MappingSetLine(_Line):
 
     frame: Frame
     type: Literal["mapping_set"] = "mapping_set"
-    source: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be a string")] = "<live>"
+    source: _Text = "<live>"
     path: Annotated[str, _check(lambda v: isinstance(v, str) and v, "{value!r} must be a key path (a string)")]
     value: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be the value as text (a string)")]
     sha256: Annotated[str, _check(lambda v: isinstance(v, str) and len(v) == 16,
@@ -206,7 +212,7 @@ class FallbackLine(_Line):
 
     frame: Frame
     type: Literal["generation_fallback"] = "generation_fallback"
-    part: Annotated[str, _check(lambda v: isinstance(v, str), "{value!r} must be a string")]
+    part: _Text
     request: Annotated[int, _check(lambda v: _is_integer(v) and v >= 0, "{value!r} must be an integer >= 0")]
     bar_index: Annotated[int, _check(lambda v: _is_integer(v) and v >= 0, "{value!r} must be an integer >= 0")]
     reason: FallbackReason
