@@ -17,10 +17,13 @@ Where each attribute comes from:
 * **Chord (one per bar).** POP909: ``chord_midi.txt``, the chord covering most
   of the bar (``N`` → ``Chord_none``; qualities reduced to
   :class:`adaptive.harmony.ChordQuality`, see :func:`pop909_chord`). VGMIDI:
-  chord templates — the cosine similarity of the bar's duration-weighted
-  pitch-class histogram with each of the 12 x 9 chord templates (binary
-  chord-tone vectors); the best wins, bars with fewer than 2 notes get
-  ``Chord_none``.
+  chord templates — the cosine similarity of the half bar's duration-weighted
+  pitch-class histogram of its accompaniment (every note but the skyline
+  melody, :func:`skyline_accompaniment`) with each of the 12 x 9 chord
+  templates (binary chord-tone vectors); the best wins, a half bar with fewer
+  than 2 pitch classes keeps the previous chord. The melody's own notes are
+  left out so that a chord token never tells the model which notes its melody
+  holds (models/MODEL_CARD.md, "Chord tokens and the melody").
 * **Valence, arousal.** VGMIDI: the phrase's label in ``vgmidi_labelled.csv``
   (+1 → positive/high, -1 → negative/low). POP909 is unlabelled: ``unknown``.
 * **Tempo.** POP909: the first tempo of the MIDI file. VGMIDI phrases all
@@ -49,11 +52,14 @@ from models.paths import REPO_ROOT, default_cache_dir, default_data_dir  # noqa:
 from models.tokenizer import (HEADER_LENGTH, METERS, REMI_SETTINGS, Vocabulary, bar_header, density_bin, encode_bar,
                               velocity_level)
 
-DATA_FORMAT_VERSION = 2
-MIDI_FORMAT_VERSION = 3
+DATA_FORMAT_VERSION = 3
+"""3: chords from the accompaniment only (folk tunes ``Chord_none``, chorales
+from the three lower voices, VGMIDI without its skyline melody)."""
+MIDI_FORMAT_VERSION = 4
 """Version of the POP909/VGMIDI streams: 3 aligns POP909 to its annotated
 beats, reads VGMIDI's meter from its time signature, leaves out VGMIDI files
-not written to their grid and labels pieces by their phrase."""
+not written to their grid and labels pieces by their phrase; 4 estimates VGMIDI's
+chords without its skyline melody."""
 
 
 # Krumhansl & Kessler (1982) key profiles, tonic first (as in Krumhansl 1990, Table 2.1).
@@ -183,6 +189,24 @@ def _onset_extreme(notes: np.ndarray, highest: bool) -> np.ndarray:
     first = np.ones(len(order), bool)
     first[1:] = onsets[1:] != onsets[:-1]
     return notes[np.sort(order[first])]
+
+
+def skyline_accompaniment(notes: np.ndarray) -> np.ndarray:
+    """The notes of a piano texture that are not its skyline melody (see
+    :func:`skyline_roles`): every note but the highest of each onset when that
+    one is at or above MIDI 55. Chords are estimated from these, so that a
+    melody's chord token says what the accompaniment plays, not which notes the
+    melody itself holds."""
+    if len(notes) == 0:
+        return notes
+    order = np.lexsort((-notes[:, 2], notes[:, 0]))
+    onsets = notes[order, 0]
+    first = np.ones(len(order), bool)
+    first[1:] = onsets[1:] != onsets[:-1]
+    melody_rows = order[first & (notes[order, 2] >= 55)]
+    keep = np.ones(len(notes), bool)
+    keep[melody_rows] = False
+    return notes[keep]
 
 
 def skyline_roles(notes: np.ndarray) -> dict[str, np.ndarray]:
@@ -445,7 +469,7 @@ def tokenize_file(path: Path, source: str, relative: str, vocab: Vocabulary,
         bpm = None
         key = estimate_key(_duration_histogram(every))
         keys = [key] * n_bars
-        chords = _pairs(estimate_span_chords(every, spans, key, melody_only=False))
+        chords = _pairs(estimate_span_chords(skyline_accompaniment(every), spans, key, melody_only=False))
         roles = skyline_roles(every[np.argsort(every[:, 0], kind="stable")])
     return streams_from_roles(source, relative, {r: n for r, n in roles.items() if n is not None and len(n)}, meter,
                               bar_quarters, keys, chords, bpm, valence, arousal, vocab)
@@ -456,8 +480,10 @@ def corpus_streams(piece, vocab: Vocabulary) -> list[Stream]:
     ``melody`` (the top note of each onset); chorales a ``melody`` (soprano),
     a ``bass`` (bass voice) and an ``arpeggio`` (all four voices). Key: the
     Krumhansl-Schmuckler estimate over the whole tune; chords: per half bar,
-    :func:`estimate_span_chords` (folk: diatonic triads from the melody;
-    chorales: all chords from the four voices). Tempo, valence, arousal and
+    folk tunes ``Chord_none`` (a tune alone holds no accompaniment, and chords
+    guessed from its own notes taught the model to circle them), chorales
+    :func:`estimate_span_chords` over the alto, tenor and bass (all 12 x 9
+    chords). Tempo, valence, arousal and
     mean velocity are unknown."""
     meter = meter_of(piece.numerator, piece.denominator)
     if meter is None:
@@ -471,11 +497,12 @@ def corpus_streams(piece, vocab: Vocabulary) -> list[Stream]:
     key = estimate_key(_duration_histogram(every))
     spans = _half_spans(n_bars, bar_quarters, meter_value)
     if piece.source == "chorales":
-        chords = estimate_span_chords(every, spans, key, melody_only=False)
+        lower = np.concatenate(voices[1:]) if len(voices) > 1 else voices[0][:0]
+        chords = estimate_span_chords(lower, spans, key, melody_only=False)
         roles = {"melody": voices[0], "arpeggio": every[np.argsort(every[:, 0], kind="stable")], "bass": voices[-1]}
     else:
         melody = _onset_extreme(voices[0], highest=True)
-        chords = estimate_span_chords(melody, spans, key, melody_only=True)
+        chords = [None] * len(spans)  # no accompaniment: the chords are unknown
         roles = {"melody": melody}
     return streams_from_roles(piece.source, piece.file, roles, meter_value, bar_quarters, [key] * n_bars,
                               _pairs(chords), None, None, None, vocab, has_dynamics=False)

@@ -12,7 +12,8 @@ temperature, seed 0), each after the bar's real header (meter, phrase, key,
 emotion, density, loudness), starting cold (``BOS Role_melody Style_game``).
 The header's two ``Chord`` tokens are, by row:
 
-* ``real``: the piece's own (estimated from the notes of each half bar);
+* ``real``: the piece's own (since data format 3 estimated from each half
+  bar's accompaniment, the notes under the skyline melody);
 * ``progression, one chord a bar``: I-vi-IV-V in the bar's key (i-VI-iv-V in
   minor), both halves the same, as a cue's progression gives them;
 * ``progression, two chords a bar``: the same progression at two chords a bar;

@@ -8,7 +8,7 @@ import pytest
 
 from adaptive.harmony import Chord, ChordQuality, Key, Mode
 from models.dataset import (corpus_streams, default_data_dir, estimate_chord, estimate_key, estimate_span_chords,
-                            heldout_split, meter_of, pop909_chord, tokenize_file, vgmidi_piece_of)
+                            heldout_split, skyline_accompaniment, meter_of, pop909_chord, tokenize_file, vgmidi_piece_of)
 from models.folk_corpus import RawPiece
 from models.realness import decode_bar
 from models.tokenizer import HEADER_LENGTH, HEADER_SLOTS, Vocabulary, bar_header, density_bin, encode_bar, make_remi, velocity_level
@@ -113,11 +113,34 @@ def test_a_folk_tune_in_six_eight_with_a_pickup(vocab):
     headers = [[vocab.tokens[i] for i in row] for row in streams[0].headers]
     assert [h[1] for h in headers] == ["Meter_6_8"] * 3
     assert [h[2] for h in headers] == ["Phrase_0", "Phrase_1", "Phrase_2"]  # counted from the first bar with a note
-    assert headers[1][3] == "Key_2_major" and headers[1][9] == "Chord_2_MAJOR"
+    # A tune alone holds no accompaniment: its chords are unknown, not guessed from its own notes.
+    assert headers[1][3] == "Key_2_major" and headers[1][9:] == ["Chord_none", "Chord_none"]
     assert headers[1][4:9] == ["Valence_unknown", "Arousal_unknown", "Tempo_unknown", "Density_3",
                                "MeanVelocity_unknown"]
     onsets, _, pitches = decode_bar(vocab, streams[0].bars[0])
     assert onsets.tolist() == [2.5] and pitches.tolist() == [64]
+
+
+def test_a_piano_texture_s_chords_come_from_its_accompaniment_not_its_melody():
+    # Melody E F G A (skyline, >= MIDI 55) over a left hand holding C E G then F A C.
+    melody = [(0, 1, 76), (1, 1, 77), (2, 1, 79), (3, 1, 81)]
+    left = [(0, 2, 48), (0, 2, 52), (0, 2, 55), (2, 2, 53), (2, 2, 57), (2, 2, 60)]
+    notes = np.array([(o, d, p, 80) for o, d, p in melody + left], float)
+    accompaniment = skyline_accompaniment(notes)
+    assert sorted(accompaniment[:, 2].tolist()) == [48, 52, 53, 55, 57, 60]
+    spans = np.array([[0, 2], [2, 4]], float)
+    chords = estimate_span_chords(accompaniment, spans, Key(0, Mode.MAJOR), melody_only=False)
+    assert chords == [Chord(0, ChordQuality.MAJOR), Chord(5, ChordQuality.MAJOR)]
+
+
+def test_a_chorale_s_chords_come_from_its_three_lower_voices(vocab):
+    # Soprano sings A over C major held by alto, tenor and bass: the chord is C, not A minor.
+    voices = [np.array([(0, 4, 69)], float), np.array([(0, 4, 64)], float), np.array([(0, 4, 55)], float),
+              np.array([(0, 4, 48)], float)]
+    piece = RawPiece("chorales", "bach/test.mxl", 4, 4, [np.concatenate([v, v + [4, 0, 0]]) for v in voices])
+    streams = corpus_streams(piece, vocab)
+    melody = next(s for s in streams if s.role == "melody")
+    assert {vocab.tokens[i] for i in melody.headers[:, 9:].ravel()} == {"Chord_0_MAJOR"}
 
 
 @needs_data
