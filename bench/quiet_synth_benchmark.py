@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         before, after = best[False], best[True]
         print(f"| {case} | {after['seconds']:g} | {after['synths']} | {100 * before['cpu_share']:.1f} % "
               f"| {100 * after['cpu_share']:.1f} % | {100 * (1 - after['cpu_share'] / before['cpu_share']):.0f} % "
-              f"| {before['calls_per_s']:.0f} -> {after['calls_per_s']:.0f} | {100 * after['skipped_share']:.0f} % "
+              f"| {before['calls_per_s']:.0f} -> {after['calls_per_s']:.0f} | {100 * after['skipped_share']:.1f} % "
               f"| {'yes' if identical else 'NO'} |", flush=True)
         if not identical:
             return 1
