@@ -32,6 +32,11 @@ counting ``decoder.step`` calls while a :class:`ModelPartGenerator` streams
 bounds of the step's share: a bar also costs its prefill (``forward`` of its
 header), sampling and the grammar masks, per bar and not batched (reported
 as the measured whole-bar time at one bar at a time).
+
+**Whole bars** (``--parts``): P parts (roles in turn, seeds 0.., arousal
+0, guidance on) each write ``--bars`` bars, one bar of every part per
+:func:`models.batching.generate_bars` call; bars per second of thread CPU
+time, against P = 1 (one bar at a time). The same bars as written alone.
 """
 
 from __future__ import annotations
@@ -95,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="steps per round (default 40)")
     parser.add_argument("--rounds", type=int, default=12, help="rounds, best kept (default 12)")
     parser.add_argument("--bars", type=int, default=8, help="bars per role to count steps per bar (default 8)")
+    parser.add_argument("--parts", type=int, nargs="*", default=[1, 2, 4, 8, 16],
+                        help="parts written together, for whole bars per second (default 1 2 4 8 16; none: skip)")
     args = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
@@ -141,7 +148,35 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {1000 * matrix_s:.3f} ms | {1000 * matrix_s / rows:.3f} ms | {1e6 * numpy_s:.1f} µs "
                   f"| {1e6 * torch_s:.1f} µs | {bars / (per_bar_steps * compiled_s):.1f} "
                   f"| {bars / (per_bar_steps * matrix_s):.1f} |", flush=True)
+    if args.parts:
+        print()
+        print("| parts written together | bars | thread CPU | bars per second | against one at a time |")
+        print("|---:|---:|---:|---:|---:|")
+        one = None
+        for parts in args.parts:
+            rate = whole_bars_per_second(parts, args.bars)
+            one = rate if one is None else one
+            print(f"| {parts} | {parts * args.bars} | {parts * args.bars / rate:.2f} s | {rate:.1f} "
+                  f"| {rate / one:.2f}x |", flush=True)
     return 0
+
+
+def whole_bars_per_second(parts: int, bars: int) -> float:
+    """Bars per second of thread CPU time when ``parts`` parts write ``bars`` bars each, batched."""
+    from adaptive.generator import BarRequest
+    from adaptive.harmony import Chord, Key
+    from models.batching import generate_bars, pool_for
+    from models.generate import ModelPartGenerator
+
+    progression = [Chord.parse(name) for name in ("C", "Am", "F", "G")]
+    roles = ("melody", "arpeggio", "bass")
+    generators = [ModelPartGenerator() for _ in range(parts)]
+    pool_for(generators)
+    started = time.thread_time()
+    for bar in range(bars):
+        generate_bars([(g, BarRequest(bar, Key.parse("C major"), progression[bar % 4], 4, 120.0, 0.5, 0.0,
+                                      roles[i % 3], i)) for i, g in enumerate(generators)])
+    return parts * bars / (time.thread_time() - started)
 
 
 if __name__ == "__main__":
