@@ -392,3 +392,33 @@ def test_sessions_being_made_count_against_the_cap(served):
     slow.release.set()
     s.host.wait_for_builds(10.0)
     assert [(p, n) for p, n, _ in s.received()] == [(7001, "welcome")] and s.host.session_ids() == ["default", "a"]
+
+
+def test_over_zeromq_a_session_that_cannot_be_made_is_refused_through_the_zeromq_thread(served):
+    import json as json_module
+
+    from bridge.zmq_server import ZmqServer
+
+    slow = SlowFactory()
+    slow.fail_with = RuntimeError("no synthesizers left")
+    s = served(factory=slow)
+    zmq_server = ZmqServer(s.host.default.session.bank, s.host.default.realtime.submit,
+                           s.host.default.realtime.server_time_seconds, 48_000, s.host.default.endpoint.welcome,
+                           control_port=0, events_port=0, clients=s.clients, clock=s.clock, sessions=s.host)
+    replies = []
+    zmq_server._reply = lambda identity, envelope, payload: replies.append((identity, json_module.loads(payload)))
+    try:
+        hello = {"type": "hello", "reply_port": 1, "sample_rate_hz": 48_000, "channels": 2, "sample_format": "s16",
+                 "client_name": "zmq-game", "session": "doomed"}
+        zmq_server.handle(json_module.dumps(hello).encode(), b"peer-1", host="127.0.0.1")
+        assert replies == []  # the ZeroMQ thread goes on; the answer comes when the build ends
+        slow.release.set()
+        s.host.wait_for_builds(10.0)
+        while zmq_server._late_replies:
+            zmq_server._reply(*zmq_server._late_replies.popleft())
+        (identity, error), = replies
+        assert (identity, error["type"], error["code"]) == (b"peer-1", "error", "internal")
+        assert "no synthesizers left" in error["message"]
+        assert zmq_server.counters["rejected_internal"] == 1 and s.clients.count("doomed") == 0
+    finally:
+        zmq_server.close()
