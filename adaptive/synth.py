@@ -10,6 +10,13 @@ applies a MIDI event at the start of the next internal block it computes, so a
 note-on lands up to 63 frames (1.3 ms at 48 kHz) after the frame it was sent
 for. This is deterministic: it depends only on how many frames the synth has
 rendered, never on how the render was split into calls.
+
+A synthesizer with nothing sounding costs no FluidSynth call
+(:meth:`Synth.render_into`): a session's cues hold many parts that are
+silent most of the time (a layer faded out, a part resting, a stinger
+between hits), and rendering them was most of a session's render time.
+The audio stays bit for bit what FluidSynth would have rendered (see
+:class:`Synth` for why, and tests/test_synth.py).
 """
 
 from __future__ import annotations
@@ -197,7 +204,7 @@ class _RenderCalls:
     ``fluid_synth_noteoff(synth, channel, key)`` (FluidSynth 2 API; each returns
     FLUID_OK = 0 or FLUID_FAILED = -1)."""
 
-    __slots__ = ("write_float", "noteon", "noteoff")
+    __slots__ = ("write_float", "noteon", "noteoff", "active_voice_count")
 
     def __init__(self, library: ctypes.PyDLL) -> None:
         self.write_float = library.fluid_synth_write_float
@@ -213,6 +220,21 @@ class _RenderCalls:
         self.noteoff = library.fluid_synth_noteoff
         self.noteoff.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         self.noteoff.restype = ctypes.c_int
+        self.active_voice_count = library.fluid_synth_get_active_voice_count
+        self.active_voice_count.argtypes = [ctypes.c_void_p]
+        self.active_voice_count.restype = ctypes.c_int
+
+
+FLUID_BUFSIZE_FRAMES = 64
+"""FluidSynth's internal block (``FLUID_BUFSIZE``, fixed at build time in
+FluidSynth 2): it computes audio 64 frames at a time, keeps what a call did
+not take for the next call, and applies a note-on at the start of the next
+block it computes."""
+
+
+SKIP_WHEN_QUIET = True
+"""Whether synthesizers made from now on skip FluidSynth while nothing sounds
+(:class:`Synth`); off only to measure what it saves (bench/)."""
 
 
 class Synth:
@@ -221,6 +243,23 @@ class Synth:
     Reverb and chorus are off: effect sends cannot follow the mixer's per-layer
     gains, and the command-line comparison in ``bench/`` uses the same settings.
 
+    **Nothing sounding, no FluidSynth call.** After a render call that leaves
+    FluidSynth with no active voice (``fluid_synth_get_active_voice_count``:
+    releasing voices count as active, so release tails play out; reverb and
+    chorus, whose tails outlive the voices, are off), the rest of the
+    internal block FluidSynth already computed is still rendered (it may hold
+    the last samples of a release), and from there on the synthesizer is
+    *quiet*: :meth:`render_into` writes zeros without calling FluidSynth, and
+    counts the frames it skipped (:attr:`skipped_frames`). FluidSynth with no
+    voice computes zeros, and its only state that advances is where it is in
+    its 64-frame block; so a note-on after a quiet stretch first renders the
+    skipped frames modulo 64 (at most 63, one silent block) into a scratch
+    buffer, which puts FluidSynth at the same place in its block as if it
+    had rendered every frame, and the note starts at the same frame, bit for
+    bit (tests/test_synth.py, tests/test_golden_outputs.py). A voice's age
+    (for voice stealing) is measured between voices started after that, so
+    the shift of FluidSynth's own tick count changes nothing.
+
     Args:
         soundfont: a SoundFont 2 file (checked).
         sample_rate_hz: output rate.
@@ -228,6 +267,8 @@ class Synth:
         percussion: play on the percussion channel (bank 128).
         max_voices: FluidSynth polyphony (1..1024); beyond it FluidSynth ends
             the quietest released voices first.
+        skip_when_quiet: skip FluidSynth while nothing sounds (see above;
+            None: :data:`SKIP_WHEN_QUIET`); off, every frame is rendered.
 
     Raises:
         AssetError: FluidSynth missing, the SoundFont cannot be loaded, or it
@@ -235,7 +276,7 @@ class Synth:
     """
 
     def __init__(self, soundfont: Path, sample_rate_hz: int, program: int = 0, percussion: bool = False,
-                 max_voices: int = DEFAULT_MAX_VOICES) -> None:
+                 max_voices: int = DEFAULT_MAX_VOICES, skip_when_quiet: bool | None = None) -> None:
         fluidsynth, calls = _load_fluidsynth()
         self._write_float, self._noteon, self._noteoff = calls.write_float, calls.noteon, calls.noteoff
         check_soundfont(Path(soundfont))
@@ -266,10 +307,40 @@ class Synth:
             raise AssetError(f"{soundfont}: this SoundFont has no preset for {what}; it would play silent "
                              "(use a General MIDI SoundFont, or another program)")
         self._handle = self._synth.synth
+        self._active_voice_count = calls.active_voice_count
+        self._block_phase_frames = 0  # frames FluidSynth has output, modulo its 64-frame block
+        self._skips = SKIP_WHEN_QUIET if skip_when_quiet is None else bool(skip_when_quiet)
+        self._quiet = self._skips  # no voice, nothing computed left to output: render_into writes zeros
+        self._quiet_frames = 0  # frames skipped since it became quiet (written as zeros)
+        self._draining = False  # no voice, but the rest of its last computed block is still to be output
+        self.render_calls = 0
+        """FluidSynth render calls made (``fluid_synth_write_float``)."""
+        self.rendered_frames = 0
+        """Frames FluidSynth rendered (the catch-up frames of :meth:`note_on` included)."""
+        self.skipped_frames = 0
+        """Frames written as zeros without a FluidSynth call (nothing was sounding)."""
+        self._scratch = np.zeros((FLUID_BUFSIZE_FRAMES, 2), np.float32)
 
     def note_on(self, pitch: int, velocity: int) -> None:
         """Start ``pitch`` (0..127) at ``velocity`` (1..127)."""
+        if self._quiet:
+            self._wake()
+        self._draining = False
         self._noteon(self._handle, self.channel, int(pitch), int(velocity))
+
+    def _wake(self) -> None:
+        """Leave the quiet state before a note-on: render the skipped frames
+        modulo FluidSynth's block (silence, into a scratch buffer), so
+        FluidSynth stands where it would had it rendered every frame."""
+        catch_up_frames = self._quiet_frames % FLUID_BUFSIZE_FRAMES
+        if catch_up_frames:
+            pointer = self._scratch.ctypes.data
+            self._write_float(self._handle, catch_up_frames, pointer, 0, 2, pointer, 1, 2)
+            self.render_calls += 1
+            self.rendered_frames += catch_up_frames
+            self._block_phase_frames = catch_up_frames  # it was at a block's start when it became quiet
+        self._quiet = False
+        self._quiet_frames = 0
 
     def note_off(self, pitch: int) -> None:
         """Release ``pitch``."""
@@ -284,13 +355,47 @@ class Synth:
 
     def active_voice_count(self) -> int:
         """Voices sounding now (including releasing ones)."""
-        return int(self._synth.get_active_voice_count())
+        return int(self._active_voice_count(self._handle))
+
+    @property
+    def quiet(self) -> bool:
+        """Whether nothing sounds and the next render needs no FluidSynth call."""
+        return self._quiet
 
     def render_into(self, out: np.ndarray) -> None:
         """Overwrite ``out`` (shape ``(n_frames, 2)``, float32, C-contiguous) with
-        the next ``n_frames`` of audio."""
+        the next ``n_frames`` of audio: zeros without a FluidSynth call while
+        quiet (see the class)."""
+        n_frames = out.shape[0]
+        if self._quiet:
+            out.fill(0.0)
+            self._quiet_frames += n_frames
+            self.skipped_frames += n_frames
+            return
+        if self._draining:
+            rest_frames = -self._block_phase_frames % FLUID_BUFSIZE_FRAMES  # computed, not yet output
+            if rest_frames < n_frames:
+                if rest_frames:
+                    self._write(out[:rest_frames])
+                out[rest_frames:].fill(0.0)
+                self._draining = False
+                self._quiet = True
+                self._quiet_frames = n_frames - rest_frames
+                self.skipped_frames += n_frames - rest_frames
+                return
+            self._write(out)
+            return
+        self._write(out)
+        if self._skips and self._active_voice_count(self._handle) == 0:
+            self._draining = True
+
+    def _write(self, out: np.ndarray) -> None:
+        """One FluidSynth render call into ``out``."""
         pointer = out.ctypes.data
         self._write_float(self._handle, out.shape[0], pointer, 0, 2, pointer, 1, 2)
+        self.render_calls += 1
+        self.rendered_frames += out.shape[0]
+        self._block_phase_frames = (self._block_phase_frames + out.shape[0]) % FLUID_BUFSIZE_FRAMES
 
     def close(self) -> None:
         """Free the FluidSynth instance (the shared SoundFont stays loaded

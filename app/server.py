@@ -420,7 +420,8 @@ def serve(settings: ServerSettings) -> int:
         ended = sum(n for key, n in sessions.items() if key.startswith("sessions_ended_"))
         print(f"adaptive: sessions: {sessions['sessions_created']} made ({ended} ended: "
               f"{sessions['sessions_ended_request']} on request, {sessions['sessions_ended_idle']} idle, "
-              f"{sessions['sessions_ended_failed']} failed), {sessions['refused_at_cap']} refused at the cap; "
+              f"{sessions['sessions_ended_failed']} failed), {sessions['sessions_build_failed']} could not be made, "
+              f"{sessions['refused_at_cap']} refused at the cap; "
               f"the other sessions rendered {sessions['blocks_of_ended_sessions']} blocks with "
               f"{sessions['underruns_of_ended_sessions']} underruns", flush=True)
         print(f"adaptive: timing: longest block {realtime.max_block_ms:.1f} ms, latest wake-up "

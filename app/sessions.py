@@ -17,6 +17,14 @@ ends only with the server. Another session ends on request
 ``max_sessions`` live at once (the default one included); a hello that would
 make one more is refused, naming the cap and its setting.
 
+Making a session takes 0.5 to 3 s (its synthesizers, its generator). It
+happens on the host's builder thread, never on a transport's receive thread:
+:meth:`SessionHost.opening` answers at once with a future of the session,
+done already when it exists, done later when it is being made; every hello
+for a session being made waits for the same build. The transports send the
+welcome (or the refusal) when the future is done, so the messages of every
+other client keep being answered meanwhile.
+
 Every session stays deterministic and replayable on its own: its inputs are
 stamped on its own clock and recorded in its own file
 (:func:`recording_path`), which ``adaptive replay`` plays back bit for bit.
@@ -30,6 +38,7 @@ import logging
 import secrets
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,12 +46,18 @@ from typing import Any, Callable
 from app.settings import MAX_SESSIONS, SESSION_IDLE_S, StartMode  # noqa: F401 (the defaults, named here too)
 from bridge.access import ClientTable
 from bridge.protocol import DEFAULT_SESSION, NEW_SESSION, ProtocolError
-from bridge.sessions import SessionEndpoint, check_session_id
+from bridge.sessions import SessionEndpoint, check_session_id, opened
 
 log = logging.getLogger("adaptive.sessions")
 
 TICK_SECONDS = 1.0
 """How often (seconds) the host's thread looks for idle sessions."""
+
+BUILDER_THREADS = 1
+"""Threads that make sessions. One: making a session is CPU-bound (loading
+SoundFont presets, warming the generator) and two at once on a 2-core machine
+would take cores from the render threads. Builds wait in the pool's queue,
+which the session cap bounds (a build counts against ``max_sessions``)."""
 
 NEW_SESSION_ID_BYTES = 6
 """Random bytes of a session id the server chooses (12 hex digits)."""
@@ -92,8 +107,9 @@ class SessionHost:
 
     Thread-safe: transports open and end sessions from their threads, the
     host's own thread ends idle ones; one lock guards the table of sessions
-    (making a session, which loads its synthesizers, happens under it, so two
-    hellos naming the same new session make it once).
+    and of the sessions being made. Making one (its synthesizers, its
+    generator: 0.5-3 s) runs on the builder thread, outside the lock
+    (:meth:`opening`); two hellos naming the same new session share one build.
 
     Args:
         settings: the server's settings (:class:`app.settings.ServerSettings`):
@@ -116,8 +132,10 @@ class SessionHost:
         counters: ``sessions_created``, ``sessions_ended_request``,
             ``sessions_ended_idle``, ``sessions_ended_failed``,
             ``sessions_ended_server_stop``, ``refused_at_cap``,
-            ``refused_bad_id``, ``blocks_of_ended_sessions``,
-            ``underruns_of_ended_sessions``.
+            ``refused_bad_id``, ``sessions_build_failed`` (a session
+            that could not be made), ``hellos_joined_build`` (hellos that
+            waited for a build another hello asked for),
+            ``blocks_of_ended_sessions``, ``underruns_of_ended_sessions``.
         welcome_base: welcome fields every session shares (block_frames,
             lookahead_ms, audio_tcp_port); the server sets audio_tcp_port once bound.
 
@@ -146,6 +164,9 @@ class SessionHost:
         self._factory = factory or self.build
         self._lock = threading.RLock()
         self._sessions: dict[str, HostedSession] = {}
+        self._building: dict[str, Future] = {}  # sessions being made -> their future endpoint
+        self._builder = ThreadPoolExecutor(max_workers=BUILDER_THREADS, thread_name_prefix="adaptive-session-build")
+        self._closing = False
         self._started_listeners: list[Callable[[HostedSession], None]] = []
         self._ended_listeners: list[Callable[[str, str, list], None]] = []
         self._running = False
@@ -234,15 +255,24 @@ class SessionHost:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def open(self, requested: str) -> SessionEndpoint:
+    def opening(self, requested: str) -> Future:
         """The session a hello names (``''``: the default one; ``new``: a new
         one with an id the host chooses; another id: that session, made if
-        there is none).
+        there is none), as a future of its :class:`SessionEndpoint`.
+
+        Never waits for a build: the future is done at once when the session
+        exists; when it must be made, the build is queued for the builder
+        thread and the future is done (on that thread) once the session is
+        made and started, or failed with :class:`ProtocolError` ``internal``
+        (counted ``sessions_build_failed``; the other sessions play on). A
+        hello for a session being made gets that build's future, not a
+        second build.
 
         Raises:
-            ProtocolError: ``out_of_range`` for a malformed id (counted
-                ``refused_bad_id``), ``not_allowed`` at the cap (counted
-                ``refused_at_cap``), ``internal`` if the session cannot be made.
+            ProtocolError: at once: ``out_of_range`` for a malformed id
+                (counted ``refused_bad_id``), ``not_allowed`` at the cap
+                (sessions made and being made; counted ``refused_at_cap``) or
+                while the server stops.
         """
         try:
             session_id = check_session_id(requested)
@@ -251,31 +281,91 @@ class SessionHost:
             raise
         with self._lock:
             if session_id != NEW_SESSION and session_id in self._sessions:
-                return self._sessions[session_id].endpoint
-            if len(self._sessions) >= self.max_sessions:
+                return opened(self._sessions[session_id].endpoint)
+            building = self._building.get(session_id)
+            if building is not None:
+                self.counters["hellos_joined_build"] += 1
+                return building
+            if self._closing:
+                raise ProtocolError("not_allowed", "the server is stopping: it makes no new session")
+            held = len(self._sessions) + len(self._building)
+            if held >= self.max_sessions:
                 self.counters["refused_at_cap"] += 1
                 raise ProtocolError("not_allowed", (
-                    f"this server holds {len(self._sessions)} sessions, its cap (setting max_sessions, "
+                    f"this server holds {held} sessions, its cap (setting max_sessions, "
                     f"--max-sessions {self.max_sessions}): join one that exists, end one (/adaptive/session/end), "
                     f"or wait until one has had no client for session_idle_s ({self.idle_s:g} s)"))
             if session_id == NEW_SESSION:
                 session_id = secrets.token_hex(NEW_SESSION_ID_BYTES)
-                while session_id in self._sessions:
+                while session_id in self._sessions or session_id in self._building:
                     session_id = secrets.token_hex(NEW_SESSION_ID_BYTES)
-            try:
-                hosted = self._factory(session_id)
-            except Exception as error:
-                log.exception("cannot make session %s", session_id)
-                raise ProtocolError("internal", f"the server could not make session {session_id!r} "
-                                                f"({type(error).__name__}: {error})") from None
+            # Under the lock: the build cannot finish (it takes the lock) before its future is listed.
+            future = self._builder.submit(self._make, session_id)
+            self._building[session_id] = future
+        return future
+
+    def open(self, requested: str) -> SessionEndpoint:
+        """The session a hello names, as :meth:`opening`, waiting for it to be
+        made (never call it on the builder thread, e.g. from a started-listener).
+
+        Raises:
+            ProtocolError: as :meth:`opening`, and ``internal`` if the session cannot be made.
+        """
+        return self.opening(requested).result()
+
+    def wait_for_builds(self, timeout_s: float | None = None) -> None:
+        """Return once every build asked for before this call has finished
+        and whatever waited for it (the welcomes) has run: one builder thread
+        runs builds, and their futures' callbacks, in order.
+
+        Raises:
+            TimeoutError: not within ``timeout_s`` seconds.
+        """
+        if self._closing:
+            return
+        self._builder.submit(lambda: None).result(timeout_s)
+
+    def building_ids(self) -> list[str]:
+        """The ids of the sessions being made now."""
+        with self._lock:
+            return list(self._building)
+
+    def _make(self, session_id: str) -> SessionEndpoint:
+        """Make, register and start session ``session_id`` (on the builder thread).
+
+        Raises:
+            ProtocolError: ``internal``, naming why it could not be made; ``not_allowed`` if the server stopped meanwhile.
+        """
+        try:
+            hosted = self._factory(session_id)
+        except Exception as error:
+            with self._lock:
+                self._building.pop(session_id, None)
+            self.counters["sessions_build_failed"] += 1
+            log.exception("cannot make session %s", session_id)
+            raise ProtocolError("internal", f"the server could not make session {session_id!r} "
+                                            f"({type(error).__name__}: {error})") from None
+        with self._lock:
+            self._building.pop(session_id, None)
+            if self._closing:
+                self._stop_session(hosted)
+                raise ProtocolError("not_allowed", f"the server stopped while making session {session_id!r}")
             hosted.empty_since_s = self.clock()  # until its first client is counted
             self._sessions[session_id] = hosted
             self.counters["sessions_created"] += 1
-            for listener in self._started_listeners:
-                listener(hosted)
-            if self._running:
-                self._start_session(hosted)
-                gc.freeze()  # its objects out of the collector's reach, as the server does at start
+            try:
+                for listener in self._started_listeners:
+                    listener(hosted)
+                if self._running:
+                    self._start_session(hosted)
+                    gc.freeze()  # its objects out of the collector's reach, as the server does at start
+            except Exception as error:
+                self._sessions.pop(session_id, None)
+                self.counters["sessions_build_failed"] += 1
+                log.exception("cannot start session %s", session_id)
+                self._stop_session(hosted)
+                raise ProtocolError("internal", f"the server could not start session {session_id!r} "
+                                                f"({type(error).__name__}: {error})") from None
         log.info("session %s made (%d sessions)", session_id, len(self._sessions))
         return hosted.endpoint
 
@@ -365,7 +455,12 @@ class SessionHost:
 
     def close(self) -> None:
         """End every session but the default one (told ``server_stop``), stop
-        the host's thread; the server stops the default session itself."""
+        the host's thread and the builder (a build under way finishes and is
+        ended; queued ones are dropped, their hellos refused); the server
+        stops the default session itself."""
+        with self._lock:
+            self._closing = True
+        self._builder.shutdown(wait=True, cancel_futures=True)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)

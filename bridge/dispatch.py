@@ -17,6 +17,9 @@ shared half of the OSC and ZeroMQ endpoints. A transport only frames bytes.
 from __future__ import annotations
 
 import collections
+import logging
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from adaptive.cue import CueBank
@@ -26,6 +29,8 @@ from adaptive.synth import PERCUSSION_CHANNEL
 from bridge.protocol import (DEFAULT_SESSION, ERROR_MESSAGE_CHARS, MAPPING_PATH_CHARS, MAX_STRING_CHARS, MESSAGES,
                              PROTOCOL_VERSION, Decoded, Direction, ProtocolError)
 from bridge.sessions import SessionDirectory, SessionEndpoint, SingleSession
+
+log = logging.getLogger("adaptive.dispatch")
 
 Reply = tuple[str, dict[str, Any]]
 """A message to send back: its name in the protocol table and its values."""
@@ -206,6 +211,29 @@ def error_reply(error: ProtocolError) -> Reply:
     return ("error", {"code": error.code, "message": text})
 
 
+@dataclass(frozen=True)
+class PendingHello:
+    """What :meth:`Peer.hello` answers while the session the hello names is
+    being made (:meth:`bridge.sessions.SessionDirectory.opening`): the
+    dispatcher answers nothing now and, once ``session`` is done (on the
+    thread that made it), calls ``join`` and sends the welcome with ``send``,
+    or the refusal with ``refuse``.
+
+    Attributes:
+        session: the future :class:`bridge.sessions.SessionEndpoint`.
+        join: adds the client to that session; returns ``("welcome",
+            {client_id, role, lease_s, _session})`` as :meth:`Peer.hello`
+            does. Raises ProtocolError (a cap on clients).
+        send: sends replies to the client from any thread; must not block.
+        refuse: answers (and counts) a refusal from any thread; must not block.
+    """
+
+    session: Future
+    join: Callable[[SessionEndpoint], Reply]
+    send: Callable[[list[Reply]], None]
+    refuse: Callable[[ProtocolError], None]
+
+
 class Peer(Protocol):
     """What only the transport that carried a message can do for its sender.
 
@@ -220,12 +248,13 @@ class Peer(Protocol):
 
     role: Any
 
-    def hello(self, values: dict[str, Any]) -> Reply:
+    def hello(self, values: dict[str, Any]) -> Reply | PendingHello:
         """The sender said hello (``values``: the message's). Returns
         ``("welcome", {client_id, role, lease_s, _session})`` once the client
         is known (``_session``: the id of the session it joined, from
-        :meth:`bridge.sessions.SessionDirectory.open`; absent: the default),
-        or ``("retry", {cookie})`` to ask for the cookie round trip first.
+        :meth:`bridge.sessions.SessionDirectory.opening`; absent: the default),
+        ``("retry", {cookie})`` to ask for the cookie round trip first, or a
+        :class:`PendingHello` while its session is being made.
 
         Raises:
             ProtocolError: a hello the transport refuses (a wrong proof, a cap).
@@ -335,7 +364,42 @@ class Dispatcher:
         return endpoint
 
     def _hello(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
-        name, values = peer.hello(decoded.values)
+        answer = peer.hello(decoded.values)
+        if isinstance(answer, PendingHello):
+            # Answered when the session is made, on the thread that made it: this thread goes on serving.
+            self.counters["hellos_waiting"] += 1
+            answer.session.add_done_callback(lambda future: self._hello_made(future, answer))
+            return []
+        return self._welcome(answer)
+
+    def _hello_made(self, future: Future, pending: PendingHello) -> None:
+        """The session of a waiting hello is made (or failed): the client
+        joins it and is welcomed, or gets the refusal. Never raises (it runs
+        as a future's callback)."""
+        try:
+            try:
+                replies = self._welcome(pending.join(future.result()))
+            except ProtocolError:
+                raise
+            except Exception as error:  # a failed or cancelled build, a bug: an error reply and a counter
+                self.counters["internal_errors"] += 1
+                log.error("internal error answering a hello: %r", error, exc_info=True)
+                raise ProtocolError("internal", f"the server failed making the session ({type(error).__name__}); "
+                                                "it is counted, the other sessions play on") from None
+        except ProtocolError as error:
+            try:
+                pending.refuse(error)
+            except Exception:
+                log.exception("cannot send a hello's refusal")
+            return
+        try:
+            pending.send(replies)
+        except Exception:
+            log.exception("cannot send a welcome")
+
+    def _welcome(self, answer: Reply) -> list[Reply]:
+        """The replies to a hello that ``Peer.hello`` answered with ``answer``."""
+        name, values = answer
         if name != "welcome":
             self.counters["retries"] += 1
             return [(name, values)]

@@ -5,7 +5,10 @@ Three threads, none of them the render thread:
 * the **receive thread** reads datagrams, decodes and validates them against
   the protocol table (:mod:`bridge.protocol`) and the cue bank, answers
   ``hello`` and ``ping`` at once, and hands scene inputs to the real-time
-  session (which stamps them with the frame at which they take effect);
+  session (which stamps them with the frame at which they take effect); a
+  hello naming a session that is being made is welcomed later, from the
+  thread that makes it (:meth:`app.sessions.SessionHost.opening`), so the
+  receive thread never waits for a session to be made;
 * the render thread calls :meth:`OscServer.on_block` (a sink of the real-time
   session) which only appends the block's events and MIDI to a bounded queue;
 * the **send thread** encodes callbacks and sends them to every client
@@ -49,7 +52,7 @@ from typing import Any, Callable
 
 from adaptive.cue import CueBank
 from bridge.access import Client, ClientTable, CookieJar, Credentials, Role, hello_proof, is_loopback
-from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, single_session, wire_events
+from bridge.dispatch import Dispatcher, MidiChannels, PendingHello, error_reply, event_messages, single_session, wire_events
 from bridge.log_limit import RateLimitedLog
 from bridge.protocol import DEFAULT_SESSION, ROLES, ProtocolError, decode_osc, encode_osc
 from bridge.sessions import SessionDirectory
@@ -86,8 +89,8 @@ class _OscPeer:
         """The session its messages go to: its client's, else the default."""
         return self.client.session_id if self.client is not None else DEFAULT_SESSION
 
-    def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        return self.server._hello(values, self.source)
+    def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]] | PendingHello:
+        return self.server._hello(values, self.source, self.request_bytes)
 
     def goodbye(self, client_id: str) -> None:
         self.server._goodbye(self._client(client_id, "goodbye"))
@@ -334,7 +337,8 @@ class OscServer:
         return address[1] == self.port and (address[0] == self.host or address[0].startswith("127.")
                                             or self.host in ("0.0.0.0", ""))
 
-    def _hello(self, values: dict[str, Any], source: tuple[str, int]) -> tuple[str, dict[str, Any]]:
+    def _hello(self, values: dict[str, Any], source: tuple[str, int],
+               request_bytes: int = 0) -> tuple[str, dict[str, Any]] | PendingHello:
         host, reply_port = source[0], values["reply_port"]
         if self._is_own_address((host, reply_port)):
             raise ProtocolError("not_allowed", f"reply_port {reply_port} is the server's own OSC port "
@@ -350,20 +354,32 @@ class OscServer:
                 if cookie:
                     self.counters["stale_cookies"] += 1
                 return ("retry", {"cookie": self.cookies.cookie(host, reply_port)})
-        try:  # from here on (host, reply_port) is verified: a refusal goes there in full
-            if self.credentials is not None:
-                self._check_proof(role, values["cookie"], reply_port, values["proof"])
-            session = self.sessions.open(values.get("session", ""))
+
+        def join(session: Any) -> tuple[str, dict[str, Any]]:
             client = self.clients.add("osc", source, host, Role(role), reply_address=(host, reply_port),
                                       name=values["client_name"], sample_format=values["sample_format"],
                                       session_id=session.session_id)
+            log.info("OSC: hello from %s (%s:%d, replies to port %d, role %s, session %s)",
+                     values["client_name"] or "a client", source[0], source[1], reply_port, role, session.session_id)
+            return ("welcome", {"client_id": client.client_id, "role": role, "lease_s": int(self.clients.lease_s),
+                                "_session": session.session_id})
+
+        def refuse(error: ProtocolError) -> None:  # a refusal after the session was made (or failed)
+            error.reply_to = (host, reply_port)
+            self._reject(source, error, request_bytes)
+
+        try:  # from here on (host, reply_port) is verified: a refusal goes there in full
+            if self.credentials is not None:
+                self._check_proof(role, values["cookie"], reply_port, values["proof"])
+            session = self.sessions.opening(values.get("session", ""))
+            if session.done():
+                return join(session.result())
         except ProtocolError as error:
             error.reply_to = (host, reply_port)
             raise
-        log.info("OSC: hello from %s (%s:%d, replies to port %d, role %s, session %s)",
-                 values["client_name"] or "a client", source[0], source[1], reply_port, role, session.session_id)
-        return ("welcome", {"client_id": client.client_id, "role": role, "lease_s": int(self.clients.lease_s),
-                            "_session": session.session_id})
+        # Being made (on the session host's builder thread): welcomed from there when it is.
+        return PendingHello(session, join, lambda replies: self._send_replies(
+            source, self.clients.get("osc", source), replies, request_bytes), refuse)
 
     def _check_proof(self, role: str, cookie: str, reply_port: int, proof: str) -> None:
         secret = self.credentials.secrets.get(Role(role))

@@ -26,6 +26,7 @@ only session ``ID``'s (the ``/`` ends the id).
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -33,7 +34,7 @@ from adaptive.cue import CueBank
 from bridge.protocol import DEFAULT_SESSION, NEW_SESSION, SESSION_ID_CHARS, ProtocolError
 
 __all__ = ["DEFAULT_SESSION", "NEW_SESSION", "SessionDirectory", "SessionEndpoint", "SingleSession",
-           "check_session_id", "session_topic"]
+           "check_session_id", "opened", "session_topic"]
 
 SESSION_ID_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{SESSION_ID_CHARS}}}")
 """What a session id may be: 1 to 32 letters, digits, ``_`` and ``-``."""
@@ -95,11 +96,31 @@ class SessionEndpoint:
     part_info: dict = field(default_factory=dict)
 
 
+def opened(endpoint: SessionEndpoint) -> Future:
+    """A future already done with ``endpoint`` (what :meth:`SessionDirectory.opening`
+    answers for a session that exists)."""
+    future: Future = Future()
+    future.set_result(endpoint)
+    return future
+
+
 class SessionDirectory(Protocol):
     """The sessions of a server, as the transports use them (thread-safe)."""
 
     def get(self, session_id: str) -> SessionEndpoint | None:
         """The session ``session_id``, or None if there is none (it ended, or never was)."""
+
+    def opening(self, requested: str) -> Future:
+        """The session a hello's ``session`` argument names, as a future of
+        its :class:`SessionEndpoint`; never waits for a session to be made.
+        Done at once when it exists; done later, on another thread, when it
+        is being made (failed with a :class:`ProtocolError` if it cannot be).
+        Transports answer the hello when it is done (docs/sessions.md).
+
+        Raises:
+            ProtocolError: a malformed id (``out_of_range``), or at the cap
+                of sessions (``not_allowed``, naming the cap and its setting).
+        """
 
     def open(self, requested: str) -> SessionEndpoint:
         """The session a hello's ``session`` argument names: joined if it
@@ -139,6 +160,9 @@ class SingleSession:
             raise ProtocolError("not_allowed", f"this endpoint serves one session (allowed: session '' or "
                                                f"{DEFAULT_SESSION!r})")
         return self.endpoint
+
+    def opening(self, requested: str) -> Future:
+        return opened(self.open(requested))
 
     def end(self, session_id: str, reason: str) -> None:
         raise ProtocolError("not_allowed", f"this endpoint serves one session, {DEFAULT_SESSION!r}, which ends only "

@@ -44,7 +44,7 @@ from typing import Any, Callable
 from adaptive.cue import CueBank
 from bridge.access import ClientTable, Credentials, Role, make_curve_server
 from bridge.audio import XpubSubscriptions
-from bridge.dispatch import Dispatcher, MidiChannels, error_reply, event_messages, single_session, wire_events
+from bridge.dispatch import Dispatcher, MidiChannels, PendingHello, error_reply, event_messages, single_session, wire_events
 from bridge.log_limit import RateLimitedLog
 from bridge.protocol import DEFAULT_SESSION, ProtocolError, decode_json, encode_json
 from bridge.sessions import SessionDirectory, session_topic
@@ -91,7 +91,7 @@ class _ZmqPeer:
         self.session_id = session_id
         """The session its messages go to: its client's, else the default."""
 
-    def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]] | PendingHello:
         role = self.role
         if values["role"]:
             asked = Role(values["role"])
@@ -99,7 +99,14 @@ class _ZmqPeer:
                 raise ProtocolError("forbidden", f"hello asks for the {asked.value} role and this client's CURVE key "
                                                  f"is allow-listed for {role.value} (docs/network.md)")
             role = asked
-        session = self.server.sessions.open(values.get("session", ""))
+        session = self.server.sessions.opening(values.get("session", ""))
+        if session.done():
+            return self._join(values, role, session.result())
+        # Being made (on the session host's builder thread): welcomed through the ZeroMQ thread when it is.
+        return PendingHello(session, lambda made: self._join(values, role, made), self.reply_later,
+                            lambda error: self.server._reject_later(self.identity, self.envelope, error))
+
+    def _join(self, values: dict[str, Any], role: Role, session: Any) -> tuple[str, dict[str, Any]]:
         client = self.server.clients.add("zmq", self.identity, self.host, role, name=values["client_name"],
                                          sample_format=values["sample_format"], session_id=session.session_id)
         log.info("ZeroMQ: hello from %s (%s, role %s, session %s)", values["client_name"] or "a client", self.host,
@@ -386,6 +393,14 @@ class ZmqServer:
         self._log.warning(f"rejected_{error.code}", "ZeroMQ: rejected a message: %s", error.message)
         name, values = error_reply(error)
         self._reply(identity, envelope, encode_json(name, **values))
+
+    def _reject_later(self, identity: bytes, envelope: list[bytes], error: ProtocolError) -> None:
+        """Refuse a message from another thread (a hello whose session could
+        not be made): counted as :meth:`_reject`, sent by the ZeroMQ thread."""
+        self.counters["rejected"] += 1
+        self.counters[f"rejected_{error.code}"] += 1
+        self._log.warning(f"rejected_{error.code}", "ZeroMQ: rejected a message: %s", error.message)
+        self._reply_later(identity, envelope, [error_reply(error)])
 
     def _reply_later(self, identity: bytes, envelope: list[bytes], replies: list[tuple[str, dict[str, Any]]]) -> None:
         """Queue ``replies`` to ``identity`` from another thread (the ZeroMQ

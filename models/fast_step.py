@@ -38,25 +38,31 @@ except ImportError:  # pragma: no cover - numba and scipy are dependencies; the 
 _LN_EPS = 1e-5  # torch.nn.LayerNorm's default
 
 
-def _decode_step(ids, start, token_embedding, position_embedding, qkv_w, qkv_b, proj_w, proj_b, fc_w, fc_b,
+def _decode_rows(ids, starts, slots, token_embedding, position_embedding, qkv_w, qkv_b, proj_w, proj_b, fc_w, fc_b,
                  out_w, out_b, head_t, head_b, keys, values, n_head, scale):
-    """Feed token ``ids[r]`` (R,) int64 to row ``r`` at position ``start``;
-    write its keys and values into ``keys``/``values`` (N, R, H, S, D) at
-    ``start``; return the next-token logits (R, V) float32. Weights: the
-    :class:`models.inference.NumpyDecoder` ones stacked over layers:
-    ``qkv_w`` (N, C, 3C), ``proj_w`` (N, C, C), ``fc_w`` (N, C, 4C),
-    ``out_w`` (N, 4C, C), biases (N, out); ``head_t`` (C, V)."""
+    """Feed token ``ids[r]`` (R,) int64 to row ``r`` at its own position
+    ``starts[r]`` (R,) int64, its keys and values cached in slot ``slots[r]``
+    (R,) int64 of ``keys``/``values`` (N, slots, H, S, D): written at
+    ``starts[r]``, positions ``0..starts[r]`` read. Returns the next-token
+    logits (R, V) float32. Rows may come from different sequences (different
+    parts, different sessions: a batch); each row is computed on its own, by
+    the same operations whatever the other rows are, so its logits do not
+    depend on the batch. Weights: the :class:`models.inference.NumpyDecoder`
+    ones stacked over layers: ``qkv_w`` (N, C, 3C), ``proj_w`` (N, C, C),
+    ``fc_w`` (N, C, 4C), ``out_w`` (N, 4C, C), biases (N, out); ``head_t`` (C, V)."""
     rows = ids.shape[0]
     n_layer = qkv_w.shape[0]
     width = token_embedding.shape[1]
     head_dim = width // n_head
-    end = start + 1
     inverse_width = np.float32(1.0 / width)
     logits = np.empty((rows, head_t.shape[1]), np.float32)
     x = np.empty(width, np.float32)
     normed = np.empty(width, np.float32)
     y = np.empty(width, np.float32)
     for r in range(rows):
+        start = starts[r]
+        slot = slots[r]
+        end = start + 1
         for c in range(width):
             x[c] = token_embedding[ids[r], c] + position_embedding[start, c]
         for layer in range(n_layer):
@@ -65,14 +71,14 @@ def _decode_step(ids, start, token_embedding, position_embedding, qkv_w, qkv_b, 
             for h in range(n_head):
                 base = h * head_dim
                 for d in range(head_dim):
-                    keys[layer, r, h, start, d] = qkv[width + base + d]
-                    values[layer, r, h, start, d] = qkv[2 * width + base + d]
+                    keys[layer, slot, h, start, d] = qkv[width + base + d]
+                    values[layer, slot, h, start, d] = qkv[2 * width + base + d]
                 # Scores of every position so far, soft-max, then the weighted values: one
                 # matrix-vector product each over the head's contiguous (end, D) block.
-                scores = np.dot(keys[layer, r, h, :end], qkv[base:base + head_dim]) * scale
+                scores = np.dot(keys[layer, slot, h, :end], qkv[base:base + head_dim]) * scale
                 scores = np.exp(scores - scores.max())
                 scores *= np.float32(1.0) / scores.sum()
-                y[base:base + head_dim] = np.dot(scores, values[layer, r, h, :end])
+                y[base:base + head_dim] = np.dot(scores, values[layer, slot, h, :end])
             x += np.dot(y, proj_w[layer]) + proj_b[layer]
             _layer_norm(x, normed, inverse_width)
             hidden = np.dot(normed, fc_w[layer]) + fc_b[layer]
@@ -83,6 +89,18 @@ def _decode_step(ids, start, token_embedding, position_embedding, qkv_w, qkv_b, 
         _layer_norm(x, normed, inverse_width)
         logits[r] = np.dot(normed, head_t) + head_b
     return logits
+
+
+def _decode_step(ids, start, token_embedding, position_embedding, qkv_w, qkv_b, proj_w, proj_b, fc_w, fc_b,
+                 out_w, out_b, head_t, head_b, keys, values, n_head, scale):
+    """Feed token ``ids[r]`` (R,) int64 to row ``r`` at position ``start``
+    (every row at the same one), its cache in slot ``r`` of ``keys``/``values``
+    (N, R, H, S, D): :func:`decode_rows` for one sequence's rows."""
+    rows = ids.shape[0]
+    starts = np.full(rows, start, np.int64)
+    slots = np.arange(rows)
+    return _decode_rows(ids, starts, slots, token_embedding, position_embedding, qkv_w, qkv_b, proj_w, proj_b,
+                        fc_w, fc_b, out_w, out_b, head_t, head_b, keys, values, n_head, scale)
 
 
 def _layer_norm(x, out, inverse_width):
@@ -102,6 +120,7 @@ def _layer_norm(x, out, inverse_width):
 
 if numba is not None:
     _layer_norm = numba.njit(cache=True, fastmath=True, nogil=True)(_layer_norm)
+    _decode_rows = decode_rows = numba.njit(cache=True, fastmath=True, nogil=True)(_decode_rows)
     decode_step = numba.njit(cache=True, fastmath=True, nogil=True)(_decode_step)
 else:  # pragma: no cover
-    decode_step = None
+    decode_step = decode_rows = None

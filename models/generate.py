@@ -52,7 +52,7 @@ from adaptive.generator import BarRequest
 from adaptive.harmony import Chord, Key, Mode
 from adaptive.part import Part
 from models.checkpoint import DEFAULT_CHECKPOINT, ModelError, load_checkpoint
-from models.inference import NumpyCache, NumpyDecoder
+from models.inference import CachePool, NumpyCache, NumpyDecoder
 from models.tokenizer import (HEADER_SLOTS, METERS, PHRASE_BARS, POSITIONS_PER_BEAT, ROLES, Vocabulary, bar_header,
                               density_bin, encode_bar, style_token, velocity_level)
 
@@ -296,6 +296,8 @@ class ModelPartGenerator:
         self.style = style
         self._slot_ids = {name: i for i, name in enumerate(HEADER_SLOTS)}
         self._cache: NumpyCache | None = None
+        self._pool: CachePool | None = None  # where its caches live when batched (models.batching)
+        self._first_slot = 0
         self._rows = 1
         self._next_bar_index: int | None = None
         self._stream_key: tuple | None = None
@@ -311,6 +313,55 @@ class ModelPartGenerator:
         Raises:
             ValueError: unknown role or style, beats_per_bar < 1, a beat unit other
                 than 2, 4 or 8, or a non-finite valence/arousal/bpm.
+        """
+        with _blas_threads.limit(limits=1, user_api="blas"):  # one token's products are too small to share
+            steps = self.bar_steps(request)
+            try:
+                ids, cache = next(steps)
+                while True:
+                    ids, cache = steps.send(self.decoder.step(ids, cache))
+            except StopIteration as finished:
+                return finished.value
+
+    def use_pool(self, pool: CachePool) -> None:
+        """Keep this generator's KV cache in ``pool`` (:class:`models.inference.CachePool`,
+        of the same decoder) from now on, so that its decoding steps can be
+        batched with other generators' (:func:`models.batching.generate_bars`).
+        Takes two slots of the pool for good; the context it holds is copied
+        there, so its next bar continues exactly as it would have.
+
+        Raises:
+            ValueError: the pool belongs to another decoder, or has no two free slots.
+        """
+        if pool.decoder is not self.decoder:
+            raise ValueError("the cache pool belongs to another decoder (another checkpoint)")
+        first_slot = pool.reserve(2)
+        self._pool, self._first_slot = pool, first_slot
+        if self._cache is not None:
+            old, rows = self._cache, self._cache.rows
+            self._cache = pool.cache(first_slot, rows)
+            self._cache.keys[...] = old.keys
+            self._cache.values[...] = old.values
+            self._cache.length = old.length
+
+    def _new_cache(self, rows: int) -> NumpyCache:
+        """An empty cache for ``rows`` sequences: in the pool when it uses one, else its own."""
+        if self._pool is not None:
+            return self._pool.cache(self._first_slot, rows)
+        return self.decoder.new_cache(rows)
+
+    def bar_steps(self, request: BarRequest):
+        """:meth:`generate_bar` as a generator that does not step the decoder
+        itself: it yields ``(ids, cache)`` each time it needs a decoding step
+        (``ids`` (rows,) int64, one token per row of ``cache``), expects the
+        logits ``decoder.step(ids, cache)`` would give, (rows, V), sent back,
+        and returns the bar's :class:`Part`. So a caller can step several
+        generators' rows at once (:func:`models.batching.generate_bars`);
+        the notes are the same as :meth:`generate_bar`'s. Prefills (a bar's
+        header, re-opening the context) run inside, on the calling thread.
+
+        Raises:
+            ValueError: as :meth:`generate_bar`, at the first ``next``.
         """
         if request.role not in ROLES:
             raise ValueError(f"role {request.role!r} is not one of {', '.join(ROLES)}")
@@ -341,13 +392,12 @@ class ModelPartGenerator:
         previous_pitch = self._last_context_pitch(request) if not continuing else None
         bars = model_bars(request)
         to_beats = request.beat_unit / 4.0
-        with _blas_threads.limit(limits=1, user_api="blas"):  # one token's products are too small to share
-            for index, bar in enumerate(bars):
-                ending = request.ending if index == len(bars) - 1 else None
-                for onset, duration, pitch, velocity in self._model_bar(request, bar, scale, rng, previous_pitch,
-                                                                        ending):
-                    notes.append(((bar.offset_quarters + onset) * to_beats, duration * to_beats, pitch, velocity))
-                previous_pitch = None
+        for index, bar in enumerate(bars):
+            ending = request.ending if index == len(bars) - 1 else None
+            bar_notes = yield from self._model_bar(request, bar, scale, rng, previous_pitch, ending)
+            for onset, duration, pitch, velocity in bar_notes:
+                notes.append(((bar.offset_quarters + onset) * to_beats, duration * to_beats, pitch, velocity))
+            previous_pitch = None
         return Part.from_notes(notes)
 
     # ------------------------------------------------------------------ conditioning
@@ -431,7 +481,7 @@ class ModelPartGenerator:
             kept.insert(0, bar)
             budget -= len(bar)
         self._history = kept
-        self._cache = self.decoder.new_cache(len(headers))
+        self._cache = self._new_cache(len(headers))
         rows = []
         for r, header in enumerate(headers):
             earlier = [t for bar in kept for t in (self._unconditional_header(bar) if r else bar)]
@@ -471,6 +521,7 @@ class ModelPartGenerator:
                    previous_pitch: int | None, ending) -> list[tuple[float, float, int, int]]:
         """Write one model bar: feed its header, then sample note tokens under
         the hard rules (:meth:`_allowed`) until the model writes ``Bar``.
+        A generator: yields each decoding step it needs, as :meth:`bar_steps`.
         Returns notes as (onset, duration in quarter notes, pitch, velocity)."""
         v = self.vocab
         halves = self._allowed_pitches(request, bar.chords)
@@ -492,7 +543,7 @@ class ModelPartGenerator:
             if self._cache.room() < 1:  # a long bar filled the context: re-open it mid-bar
                 logits = self._open(request, headers, body)
             else:
-                logits = self.decoder.step(np.full(self._rows, token, np.int64), self._cache)
+                logits = yield np.full(self._rows, token, np.int64), self._cache  # stepped by the caller
         self._history.append(header + body)
         del self._history[:-64]  # more bars than any context holds
         self.last_tokens += [v.tokens[i] for i in header + body]

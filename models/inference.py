@@ -44,10 +44,61 @@ class NumpyCache:
         self.values = np.zeros((n_layer, rows, n_head, block_size, head_dim), np.float32)
         self.length = 0
         self.block_size = block_size
+        self.pool: CachePool | None = None
+        """The pool whose arrays this cache's rows live in (None: its own arrays)."""
+        self.first_slot = 0
+        """Its first row's slot in ``pool``'s arrays."""
 
     def room(self) -> int:
         """Positions still free."""
         return self.block_size - self.length
+
+    @property
+    def rows(self) -> int:
+        """Sequences decoded in step in it."""
+        return self.keys.shape[1]
+
+
+class CachePool:
+    """The KV caches of several sequences (the parts whose bars are decoded
+    together, :mod:`models.batching`) as slots of one pair of arrays, both
+    (n_layer, slots, H, block_size, D) float32, so one compiled step
+    (:func:`models.fast_step.decode_rows`) reads and writes any of them.
+
+    Args:
+        decoder: the decoder whose shapes the caches have.
+        slots: rows the pool holds in all (a part with guidance takes two).
+    """
+
+    def __init__(self, decoder: "NumpyDecoder", slots: int) -> None:
+        self.decoder = decoder
+        self.keys = np.zeros((decoder.n_layer, slots, decoder.n_head, decoder.block_size, decoder.head_dim), np.float32)
+        self.values = np.zeros_like(self.keys)
+        self._free = list(range(slots))
+
+    def reserve(self, rows: int) -> int:
+        """Take ``rows`` consecutive free slots for good; returns the first.
+
+        Raises:
+            ValueError: no ``rows`` consecutive slots are free.
+        """
+        for i, first in enumerate(self._free):
+            if self._free[i:i + rows] == list(range(first, first + rows)):
+                del self._free[i:i + rows]
+                return first
+        raise ValueError(f"the cache pool has no {rows} consecutive free slots ({len(self._free)} free)")
+
+    def cache(self, first_slot: int, rows: int) -> NumpyCache:
+        """An empty cache over slots ``first_slot .. first_slot + rows - 1``
+        (views of the pool's arrays: what it holds is written there)."""
+        cache = NumpyCache.__new__(NumpyCache)
+        cache.keys = self.keys[:, first_slot:first_slot + rows]
+        cache.values = self.values[:, first_slot:first_slot + rows]
+        cache.length = 0
+        cache.block_size = self.decoder.block_size
+        cache.pool = self
+        cache.first_slot = first_slot
+        return cache
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -162,9 +213,14 @@ class NumpyDecoder:
             raise ValueError(f"context of {start + 1} tokens exceeds block_size {self.block_size}")
         ids = np.ascontiguousarray(ids, np.int64)
         if self.compiled:
-            logits = fast_step.decode_step(ids, start, self.token_embedding, self.position_embedding, *self._stacked,
-                                           self.head_t, self.head_b, cache.keys, cache.values, self.n_head,
-                                           np.float32(self.scale))
+            # The same compiled call as a batch of many sequences' rows (step_rows): a row's logits
+            # are the same alone or in a batch.
+            rows = ids.shape[0]
+            if cache.pool is not None:
+                keys, values, slots = cache.pool.keys, cache.pool.values, np.arange(rows) + cache.first_slot
+            else:
+                keys, values, slots = cache.keys, cache.values, np.arange(rows)
+            logits = self.step_rows(ids, np.full(rows, start, np.int64), slots, keys, values)
             cache.length = start + 1
             return logits
         (B,) = ids.shape
@@ -185,6 +241,25 @@ class NumpyDecoder:
             x = x + (_rows_times(hidden, p["out_w"]) + p["out_b"])
         cache.length = end
         return _rows_times(_normalize(x), self.head_t) + self.head_b                  # (B, V)
+
+    def step_rows(self, ids: np.ndarray, starts: np.ndarray, slots: np.ndarray, keys: np.ndarray,
+                  values: np.ndarray) -> np.ndarray:
+        """One token for each row of a batch of sequences: row ``r`` feeds
+        ``ids[r]`` at position ``starts[r]`` of the cache in slot ``slots[r]``
+        of ``keys``/``values`` (N, slots, H, S, D) (a :class:`CachePool`'s
+        arrays, or one cache's); returns the logits (R, V) float32
+        (:func:`models.fast_step.decode_rows`; the caller advances each
+        cache's ``length``). Compiled step only.
+
+        Raises:
+            RuntimeError: the compiled step is not available (no Numba).
+        """
+        if not self.compiled:
+            raise RuntimeError("step_rows needs the compiled decoding step (Numba)")
+        return fast_step.decode_rows(np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(starts, np.int64),
+                                     np.ascontiguousarray(slots, np.int64), self.token_embedding,
+                                     self.position_embedding, *self._stacked, self.head_t, self.head_b, keys, values,
+                                     self.n_head, np.float32(self.scale))
 
     def forward(self, ids: np.ndarray, cache: NumpyCache) -> np.ndarray:
         """Feed ``ids`` (B, T) int after the ``cache.length`` tokens already seen;

@@ -142,3 +142,58 @@ def test_a_program_the_soundfont_lacks_is_an_error_not_silence(soundfont):
 
     with pytest.raises(AssetError, match="no preset for percussion kit 99"):
         Synth(soundfont, 48_000, program=99, percussion=True)
+
+
+def test_a_synthesizer_with_nothing_sounding_makes_no_fluidsynth_call(soundfont):
+    synth = Synth(soundfont, 48_000, program=0)
+    try:
+        out = np.full((1024, 2), 0.5, np.float32)
+        for _ in range(20):
+            synth.render_into(out)
+            assert not out.any()  # overwritten with silence
+        assert synth.render_calls == 0 and synth.skipped_frames == 20 * 1024 and synth.quiet
+    finally:
+        synth.close()
+
+
+def play(synth: Synth, script) -> np.ndarray:
+    """Render ``script``: ("render", n_frames) spans and ("on"/"off", pitch) events between them."""
+    spans = []
+    for kind, value in script:
+        if kind == "render":
+            out = np.zeros((value, 2), np.float32)
+            synth.render_into(out)
+            spans.append(out)
+        elif kind == "on":
+            synth.note_on(value, 100)
+        else:
+            synth.note_off(value)
+    return np.concatenate(spans)
+
+
+# Spans of odd lengths, so FluidSynth's 64-frame blocks fall anywhere in them: a note, its release
+# (which must play to its end), a long silent stretch, then a second note at a frame that is no
+# multiple of 64 from the synthesizer's start, and its release.
+SCRIPT = [("render", 1001), ("on", 60), ("render", 4801), ("off", 60), *[("render", 997)] * 100,
+          ("on", 60), ("render", 333), ("on", 64), ("render", 4803), ("off", 60), ("off", 64),
+          *[("render", 1024)] * 60]
+
+
+def test_a_note_after_a_silent_stretch_sounds_at_its_frame_bit_for_bit(soundfont):
+    skipping = Synth(soundfont, 48_000, program=0)
+    every_frame = Synth(soundfont, 48_000, program=0, skip_when_quiet=False)
+    try:
+        audio = play(skipping, SCRIPT)
+        expected = play(every_frame, SCRIPT)
+        assert np.array_equal(audio, expected)  # releases play out, and the second note starts where it would
+        second_note_frame = 1001 + 4801 + 100 * 997
+        sounding = np.flatnonzero(np.abs(expected[:, 0]) > 0)
+        assert sounding[0] < 1001 + 64 and sounding[0] >= 1001
+        assert np.abs(expected[second_note_frame - 5 * 997: second_note_frame]).max() == 0.0  # a silent stretch
+        later = sounding[sounding >= second_note_frame - 5 * 997]
+        assert second_note_frame <= later[0] < second_note_frame + 64  # FluidSynth's block latency, no more
+        assert skipping.skipped_frames > 40 * 997 and skipping.render_calls < every_frame.render_calls * 0.7
+        assert every_frame.skipped_frames == 0
+    finally:
+        skipping.close()
+        every_frame.close()

@@ -27,7 +27,7 @@ class Served:
     """A SessionHost of the tone bank and an OscServer routing through it, on
     a fake clock; each session's blocks are collected (audio and events)."""
 
-    def __init__(self, tmp_path, bank, **settings) -> None:
+    def __init__(self, tmp_path, bank, factory=None, **settings) -> None:
         self.clock = FakeClock()
         self.settings = ServerSettings(bank=tmp_path / "bank.toml", osc_port=0, block_frames=BLOCK_FRAMES,
                                        lookahead_ms=40.0, record=tmp_path / "run.jsonl", generator="rule_based",
@@ -35,6 +35,8 @@ class Served:
         self.clients = ClientTable(self.clock)
         self.host = SessionHost(self.settings, bank, ResolvedMapping.from_bank(bank), self.clients, clock=self.clock,
                                 realtime_options={"clock": self.clock, "sleep": self.clock.sleep})
+        if factory is not None:  # factory(build, session_id) makes the sessions after the default one
+            self.host._factory = lambda session_id: factory(self.host.build, session_id)
         default = self.host.default
         self.osc = OscServer(bank, default.realtime.submit, default.realtime.server_time_seconds, 48_000,
                              default.endpoint.welcome, port=0, clients=self.clients, clock=self.clock,
@@ -51,14 +53,18 @@ class Served:
         blocks = self.audio.setdefault(hosted.session_id, [])
         hosted.realtime.add_sink(lambda block: blocks.append(block.audio.copy()))
 
-    def send(self, name, port, **values) -> list[tuple[int, str, dict]]:
-        """One message from 127.0.0.1:port; what came back: (port, name, values)."""
+    def send(self, name, port, wait_for_builds=True, **values) -> list[tuple[int, str, dict]]:
+        """One message from 127.0.0.1:port; what came back: (port, name,
+        values), once every session it asked for was made (the welcome of a
+        new session comes from the builder thread), or at once (``wait_for_builds=False``)."""
         self.sent.clear()
         datagram = encode_osc(name, **values)
         try:
             self.osc.handle(datagram, ("127.0.0.1", port))
         except ProtocolError as error:
             self.osc._reject(("127.0.0.1", port), error, len(datagram))
+        if wait_for_builds:
+            self.host.wait_for_builds(10.0)
         return self.received()
 
     def received(self) -> list[tuple[int, str, dict]]:
@@ -99,8 +105,8 @@ class Served:
 def served(tmp_path, tone_bank):
     made = []
 
-    def make(**settings):
-        made.append(Served(tmp_path, tone_bank(), **settings))
+    def make(factory=None, **settings):
+        made.append(Served(tmp_path, tone_bank(), factory, **settings))
         return made[-1]
 
     yield make
@@ -271,6 +277,10 @@ def test_over_zeromq_a_hello_names_a_session_and_its_callbacks_go_out_on_its_top
         hello = {"type": "hello", "reply_port": 1, "sample_rate_hz": 48_000, "channels": 2, "sample_format": "s16",
                  "client_name": "zmq-game", "session": "arena-z"}
         zmq_server.handle(json_module.dumps(hello).encode(), b"peer-1", host="127.0.0.1")
+        assert replies == []  # welcomed once the session is made, through the ZeroMQ thread's queue
+        s.host.wait_for_builds(10.0)
+        while zmq_server._late_replies:
+            zmq_server._reply(*zmq_server._late_replies.popleft())
         (_, welcome), = replies
         assert (welcome["type"], welcome["session_id"]) == ("welcome", "arena-z")
         zmq_server.handle(b'{"type": "cue", "cue": "high"}', b"peer-1", host="127.0.0.1")
@@ -286,4 +296,129 @@ def test_over_zeromq_a_hello_names_a_session_and_its_callbacks_go_out_on_its_top
         assert hosted.realtime.counters["inputs"] == 1 and s.host.default.realtime.counters["inputs"] == 0
     finally:
         zmq_server._running = False
+        zmq_server.close()
+
+
+class SlowFactory:
+    """Makes sessions the host's way, but each one other than the default
+    waits until the test lets it go (as loading synthesizers and a generator
+    takes seconds), or fails when told to."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.made: list[str] = []
+        self.fail_with: Exception | None = None
+
+    def __call__(self, build, session_id):
+        if session_id != "default":
+            self.started.set()
+            assert self.release.wait(10.0), "the test never let the build go"
+            self.made.append(session_id)
+            if self.fail_with is not None:
+                raise self.fail_with
+        return build(session_id)
+
+
+def test_while_a_session_is_being_made_other_clients_are_answered_at_once(served):
+    slow = SlowFactory()
+    s = served(factory=slow)
+    slow.release.set()
+    assert s.hello(7001, "a")["type"] == "welcome"  # made before the slow one below
+    slow.release.clear()
+    assert s.send("hello", 7002, wait_for_builds=False, reply_port=7002, sample_rate_hz=48_000, channels=2,
+                  sample_format="s16", client_name="late", role="", cookie="", proof="", session="b") == []
+    assert slow.started.wait(10.0) and s.host.building_ids() == ["b"]
+    # Session b is being made: a ping from a client of session a, and one from the default session, get pongs now.
+    (port, name, _), = s.send("ping", 7001, wait_for_builds=False, sequence=1)
+    assert (port, name) == (7001, "pong")
+    (port, name, _), = s.send("ping", 7003, wait_for_builds=False, sequence=2)
+    assert (port, name) == (7003, "pong")
+    s.send("cue", 7001, wait_for_builds=False, cue="high")
+    assert cues_sent(s.play(2.0), 7001) == ["high"]  # session a plays and calls back meanwhile
+    assert s.host.hosted("a").realtime.counters["inputs"] == 1
+    # Once b is made its hello is welcomed, from the builder thread, at its reply port.
+    slow.release.set()
+    s.host.wait_for_builds(10.0)
+    (port, name, values), = s.received()
+    assert (port, name, values["session_id"]) == (7002, "welcome", "b")
+    assert s.clients.count("b") == 1 and s.osc.counters["hellos_waiting"] == 2  # a's hello and b's
+
+
+def test_two_hellos_for_the_same_new_session_make_it_once_and_both_are_welcomed(served):
+    slow = SlowFactory()
+    s = served(factory=slow)
+    for port in (7001, 7002):
+        s.send("hello", port, wait_for_builds=False, reply_port=port, sample_rate_hz=48_000, channels=2,
+               sample_format="s16", client_name=f"p{port}", role="", cookie="", proof="", session="arena")
+    slow.release.set()
+    s.host.wait_for_builds(10.0)
+    welcomes = sorted((port, values["session_id"]) for port, name, values in s.received() if name == "welcome")
+    assert welcomes == [(7001, "arena"), (7002, "arena")]
+    assert slow.made == ["arena"] and s.host.counters["sessions_created"] == 2  # the default one and arena
+    assert s.host.counters["hellos_joined_build"] == 1 and s.clients.count("arena") == 2
+
+
+def test_a_session_that_cannot_be_made_gets_an_error_reply_and_a_counter_and_the_music_goes_on(served):
+    slow = SlowFactory()
+    s = served(factory=slow)
+    slow.fail_with = OSError("the SoundFont went away")
+    slow.release.set()
+    (port, name, values), = s.send("hello", 7001, reply_port=7001, sample_rate_hz=48_000, channels=2,
+                                   sample_format="s16", client_name="g", role="", cookie="", proof="",
+                                   session="broken")
+    assert (port, name, values["code"]) == (7001, "error", "internal")
+    assert "could not make session 'broken'" in values["message"] and "SoundFont went away" in values["message"]
+    assert s.host.counters["sessions_build_failed"] == 1 and s.osc.counters["rejected_internal"] == 1
+    assert s.host.session_ids() == ["default"] and s.host.building_ids() == [] and s.clients.count("broken") == 0
+    s.send("cue", 7002, cue="high")  # the default session keeps playing and taking input
+    s.play(1.0)
+    assert s.host.default.realtime.counters["blocks"] > 0 and s.host.default.realtime.counters["inputs"] == 1
+    slow.fail_with = None  # the same id can be asked for again, and is made then
+    assert s.hello(7001, "broken")["session_id"] == "broken"
+
+
+def test_sessions_being_made_count_against_the_cap(served):
+    slow = SlowFactory()
+    s = served(factory=slow, max_sessions=2)
+    s.send("hello", 7001, wait_for_builds=False, reply_port=7001, sample_rate_hz=48_000, channels=2,
+           sample_format="s16", client_name="a", role="", cookie="", proof="", session="a")
+    (port, name, values), = s.send("hello", 7002, wait_for_builds=False, reply_port=7002, sample_rate_hz=48_000,
+                                   channels=2, sample_format="s16", client_name="b", role="", cookie="", proof="",
+                                   session="b")
+    assert (port, name, values["code"]) == (7002, "error", "not_allowed") and "--max-sessions 2" in values["message"]
+    slow.release.set()
+    s.host.wait_for_builds(10.0)
+    assert [(p, n) for p, n, _ in s.received()] == [(7001, "welcome")] and s.host.session_ids() == ["default", "a"]
+
+
+def test_over_zeromq_a_session_that_cannot_be_made_is_refused_through_the_zeromq_thread(served):
+    import json as json_module
+
+    from bridge.zmq_server import ZmqServer
+
+    slow = SlowFactory()
+    slow.fail_with = RuntimeError("no synthesizers left")
+    s = served(factory=slow)
+    zmq_server = ZmqServer(s.host.default.session.bank, s.host.default.realtime.submit,
+                           s.host.default.realtime.server_time_seconds, 48_000, s.host.default.endpoint.welcome,
+                           control_port=0, events_port=0, clients=s.clients, clock=s.clock, sessions=s.host)
+    replies = []
+    zmq_server._reply = lambda identity, envelope, payload: replies.append((identity, json_module.loads(payload)))
+    try:
+        hello = {"type": "hello", "reply_port": 1, "sample_rate_hz": 48_000, "channels": 2, "sample_format": "s16",
+                 "client_name": "zmq-game", "session": "doomed"}
+        zmq_server.handle(json_module.dumps(hello).encode(), b"peer-1", host="127.0.0.1")
+        assert replies == []  # the ZeroMQ thread goes on; the answer comes when the build ends
+        slow.release.set()
+        s.host.wait_for_builds(10.0)
+        while zmq_server._late_replies:
+            zmq_server._reply(*zmq_server._late_replies.popleft())
+        (identity, error), = replies
+        assert (identity, error["type"], error["code"]) == (b"peer-1", "error", "internal")
+        assert "no synthesizers left" in error["message"]
+        assert zmq_server.counters["rejected_internal"] == 1 and s.clients.count("doomed") == 0
+    finally:
         zmq_server.close()
