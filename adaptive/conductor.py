@@ -6,6 +6,7 @@ plays by a new mapping from the next bar line."""
 
 from __future__ import annotations
 
+from adaptive.audience import Audience, AudienceVote, AudienceWeight, aggregate_votes, blend, next_grid_frame
 from adaptive.clock import Quantize, seconds_to_frames
 from adaptive.events import EventKind
 from adaptive.mapping import MappingChange
@@ -42,6 +43,8 @@ class Conductor:
         self.bridges_ahead = bridges_ahead
         self.stingers_ahead = stingers_ahead
         self._follow_pending: int | None = None  # frame of the next scheduled evaluation, if any
+        self.audience = Audience()
+        """The audience's votes and the aggregate in force (:mod:`adaptive.audience`)."""
         bridges_ahead.rules = stage.mapping.transition_rules()
         bridges_ahead.conditioning = stage.mapping.conditioning
         transitions.on_transition_begun = self.generate_ahead
@@ -59,9 +62,17 @@ class Conductor:
         if isinstance(item, MappingChange):
             self._schedule_mapping_change(item, frame)
             return
+        if isinstance(item, AudienceVote):
+            self.audience.add(frame, item)
+            self._evaluate_audience_after(frame)
+            return
+        if isinstance(item, AudienceWeight):
+            self.audience.weight_override = float(item.weight)
+            self._evaluate_audience_after(frame)
+            return
         stage.scene.apply(item, stage.mapping.emotions)
         emotion = stage.scene.emotion
-        stage.smoother.set_target(frame, emotion.valence, emotion.arousal, stage.scene.intensity)
+        stage.smoother.set_target(frame, *self._scene_target())
         self.schedule.emit(frame, EventKind.SCENE, valence=emotion.valence, arousal=emotion.arousal,
                            emotion=stage.scene.emotion_name, intensity=stage.scene.intensity,
                            location=stage.scene.location)
@@ -99,6 +110,57 @@ class Conductor:
         if settle > frame:
             step = max(1, seconds_to_frames(FOLLOW_STEP_SECONDS, stage.sample_rate_hz))
             self._follow_at(min(settle, frame + step))
+
+    def _scene_target(self) -> tuple[float, float, float]:
+        """(valence, arousal, intensity) the smoothing heads for: the control
+        client's scene blended with the audience's aggregate in force
+        (:func:`adaptive.audience.blend`)."""
+        scene, audience = self.stage.scene, self.audience
+        control = (scene.emotion.valence, scene.emotion.arousal, scene.intensity)
+        return blend(control, audience.result, audience.weight(self.stage.mapping.mapping.audience.weight))
+
+    def _evaluate_audience_after(self, frame: int) -> None:
+        """Aggregate the votes on the first frame of the ``[audience]
+        interval_ms`` grid after ``frame`` (one pending evaluation at a time)."""
+        interval = self.stage.mapping.mapping.audience.interval_frames(self.stage.sample_rate_hz)
+        due = next_grid_frame(frame, interval)
+        audience = self.audience
+        if audience.pending_frame is not None and audience.pending_frame <= due:
+            return
+        audience.pending_frame = due
+
+        def evaluate() -> None:
+            if audience.pending_frame == due:
+                audience.pending_frame = None
+                self.evaluate_audience()
+
+        self.schedule.at(due, evaluate)
+
+    def evaluate_audience(self) -> None:
+        """Aggregate the votes in the window at this frame (``[audience]``),
+        blend the result into the scene target before the smoothing, follow
+        the mapping if the target moved, and come back on the next grid frame
+        while votes remain in the window. Emits an ``audience`` event."""
+        stage, audience = self.stage, self.audience
+        frame = self.schedule.frame_now
+        settings = stage.mapping.mapping.audience
+        votes = audience.in_window(frame, settings.window_frames(stage.sample_rate_hz))
+        result = (aggregate_votes(votes, settings.aggregate, stage.mapping.emotions)
+                  if len(votes) >= settings.min_votes else None)
+        before = stage.smoother.valence.target, stage.smoother.arousal.target, stage.smoother.intensity.target
+        audience.result = result
+        target = self._scene_target()
+        weight = audience.weight(settings.weight)
+        self.schedule.emit(frame, EventKind.AUDIENCE, voices=len(votes), weight=weight,
+                           valence=None if result is None else result.valence,
+                           arousal=None if result is None else result.arousal,
+                           intensity=None if result is None else result.intensity,
+                           emotion=None if result is None else result.emotion, target=target)
+        if target != before or (stage.current is None and result is not None):
+            stage.smoother.set_target(frame, *target)
+            self.follow()
+        if votes:
+            self._evaluate_audience_after(frame)
 
     def _follow_at(self, frame: int) -> None:
         """Evaluate the mapping again at ``frame`` (one pending evaluation at a time: the earliest)."""

@@ -43,6 +43,9 @@ class EventKind(WireName):
     """An edited mapping file is invalid (from the mapping watch, not the session)."""
     ERROR = "error"
     """An accepted input could not be played (e.g. the mapping changed since)."""
+    AUDIENCE = "audience"
+    """The audience's votes were aggregated (:mod:`adaptive.audience`): voices,
+    the aggregate, the weight and the scene target."""
 
 
 @dataclass(frozen=True)

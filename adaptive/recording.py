@@ -4,7 +4,7 @@ stamped on arrival, and the stamped stream is what a recording stores).
 
 The format is JSON Lines (UTF-8, one JSON object per line)::
 
-    {"format": "adaptive-recording", "version": 3, "bank": "/abs/bank.toml",
+    {"format": "adaptive-recording", "version": 4, "bank": "/abs/bank.toml",
      "soundfont": "/abs/gm.sf2", "sample_rate_hz": 48000, "seed": 0,
      "generator": "model", "bars_ahead": 1, "speculative_bridges": 2}
     {"frame": 96000, "type": "scene", "emotion": "tense", "valence": null,

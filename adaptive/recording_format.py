@@ -12,17 +12,19 @@ import hashlib
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo, model_validator
 
+from adaptive.audience import VOICE_CHARS, AudienceVote, AudienceWeight
 from adaptive.generation import FallbackReason, GenerationFallback
 from adaptive.mapping import MappingChange
 from adaptive.scene import SceneUpdate, SessionInput, StingerTrigger, ThemeTrigger
 
 RECORDING_FORMAT = "adaptive-recording"
-RECORDING_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+RECORDING_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 """Versions :func:`adaptive.recording.load_recording` reads (1: before generation
-settings and fallbacks; 2: before ``mapping_set`` lines)."""
+settings and fallbacks; 2: before ``mapping_set`` lines; 3: before
+``audience_vote`` and ``audience_weight`` lines)."""
 FALLBACK_REASONS = tuple(reason.value for reason in FallbackReason)
 SCENE_FIELDS = ("emotion", "valence", "arousal", "intensity", "location", "cue")
 """The fields of a ``"scene"`` line besides ``frame`` and ``type`` (see :class:`SceneUpdate`)."""
@@ -203,6 +205,55 @@ def mapping_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _in_range(low: float) -> Any:
+    return _check(lambda v: v is None or (_is_number(v) and low <= v <= 1.0),
+                  "{value!r} is out of range (allowed: a number from " + f"{low:g}" + " to 1, or null)")
+
+
+class AudienceVoteLine(_Line):
+    """An audience vote (:class:`adaptive.audience.AudienceVote`): its voice,
+    and a named ``emotion`` or a ``valence``/``arousal`` point (exactly one),
+    and an ``intensity`` or null."""
+
+    unknown_text: ClassVar[str] = ("unknown field {key!r} (allowed: frame, type, voice, emotion, valence, arousal, "
+                                   "intensity)")
+
+    frame: Frame
+    type: Literal["audience_vote"] = "audience_vote"
+    voice: Annotated[str, _check(lambda v: isinstance(v, str) and 0 < len(v) <= VOICE_CHARS,
+                                 f"{{value!r}} must be a string of 1 to {VOICE_CHARS} characters")]
+    emotion: _OptionalText = None
+    valence: Annotated[int | float | None, _in_range(-1.0)] = None
+    arousal: Annotated[int | float | None, _in_range(-1.0)] = None
+    intensity: Annotated[int | float | None, _in_range(0.0)] = None
+
+    @model_validator(mode="after")
+    def _name_or_point(self) -> "AudienceVoteLine":
+        point = (self.valence is not None, self.arousal is not None)
+        if point[0] != point[1]:
+            raise ValueError("valence and arousal must be given together")
+        if point[0] == (self.emotion is not None):
+            raise ValueError("a vote has an emotion or a valence/arousal point (allowed: exactly one of them)")
+        return self
+
+    def item(self) -> AudienceVote:
+        return AudienceVote(self.voice, self.emotion, self.valence, self.arousal, self.intensity)
+
+
+class AudienceWeightLine(_Line):
+    """A control client's audience weight (:class:`adaptive.audience.AudienceWeight`)."""
+
+    unknown_text: ClassVar[str] = "unknown field {key!r} (allowed: frame, type, weight)"
+
+    frame: Frame
+    type: Literal["audience_weight"] = "audience_weight"
+    weight: Annotated[int | float, _check(lambda v: _is_number(v) and 0.0 <= v <= 1.0,
+                                          "{value!r} is out of range (allowed: a number from 0 to 1)")]
+
+    def item(self) -> AudienceWeight:
+        return AudienceWeight(self.weight)
+
+
 class FallbackLine(_Line):
     missing_text: ClassVar[str] = ("a generation_fallback line has exactly the fields bar_index, frame, part, reason, "
                                    "request, type (got {got})")
@@ -229,7 +280,9 @@ class EndLine(_Line):
 
 
 LINES: dict[str, type[_Line]] = {"scene": SceneLine, "stinger": StingerLine, "theme": ThemeLine, "mapping": MappingLine,
-                                 "mapping_set": MappingSetLine, "generation_fallback": FallbackLine, "end": EndLine}
+                                 "mapping_set": MappingSetLine, "audience_vote": AudienceVoteLine,
+                                 "audience_weight": AudienceWeightLine, "generation_fallback": FallbackLine,
+                                 "end": EndLine}
 """The model of each line ``type`` after the header."""
 
 
@@ -245,13 +298,19 @@ def line_json(frame: int, item: SessionInput | GenerationFallback) -> dict[str, 
         line = ThemeLine(frame=int(frame), name=item.name)
     elif isinstance(item, SceneUpdate):
         line = SceneLine(frame=int(frame), **{name: getattr(item, name) for name in SCENE_FIELDS})
+    elif isinstance(item, AudienceVote):
+        line = AudienceVoteLine(frame=int(frame), voice=item.voice, emotion=item.emotion, valence=item.valence,
+                                arousal=item.arousal, intensity=item.intensity)
+    elif isinstance(item, AudienceWeight):
+        line = AudienceWeightLine(frame=int(frame), weight=item.weight)
     elif isinstance(item, MappingChange) and item.path is not None and item.value is not None:
         line = MappingSetLine(frame=int(frame), source=item.source, path=item.path, value=item.value,
                               sha256=mapping_digest(item.text))
     elif isinstance(item, MappingChange):
         line = MappingLine(frame=int(frame), source=item.source, toml=item.text)
     else:
-        raise TypeError(f"unknown input type {type(item).__name__} (allowed: SceneUpdate, StingerTrigger, ThemeTrigger)")
+        raise TypeError(f"unknown input type {type(item).__name__} (allowed: SceneUpdate, StingerTrigger, ThemeTrigger, MappingChange, "
+                        "AudienceVote, AudienceWeight)")
     return line.model_dump(mode="json")
 
 
@@ -274,7 +333,7 @@ def parse_line(model: type[_Line], data: dict[str, Any]) -> tuple[_Line | None, 
             elif model.invalid_text is not None and key != "frame":
                 text = model.invalid_text
             else:
-                text = f"{key} {cause}" if cause else f"{key} {item['input']!r} is not allowed ({item['msg']})"
+                text = f"{key} {cause}".strip() if cause else f"{key} {item['input']!r} is not allowed ({item['msg']})"
             if text not in problems:
                 problems.append(text)
         return None, problems

@@ -54,7 +54,8 @@ class ThemeTrigger:
 
 
 SessionInput = SceneUpdate | StingerTrigger | ThemeTrigger
-"""What a session accepts (a :class:`adaptive.mapping.MappingChange` too)."""
+"""What a session accepts (a :class:`adaptive.mapping.MappingChange`, an
+:class:`adaptive.audience.AudienceVote` and an :class:`adaptive.audience.AudienceWeight` too)."""
 
 
 @dataclass

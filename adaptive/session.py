@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from adaptive.audience import AudienceVote, AudienceWeight, check_vote, check_weight
 from adaptive.builder import PlayerBuilder
 from adaptive.clock import DEFAULT_SAMPLE_RATE_HZ
 from adaptive.conductor import Conductor
@@ -236,6 +237,10 @@ class Session:
             self.mapping.stinger(item.name)
         elif isinstance(item, ThemeTrigger):
             self.bank.theme(item.name)
+        elif isinstance(item, AudienceVote):
+            check_vote(item, self.mapping.emotion)
+        elif isinstance(item, AudienceWeight):
+            check_weight(item)
         elif isinstance(item, MappingChange):
             if item.resolved is None or item.resolved.bank is not self.bank:
                 item = MappingChange(item.text, parse_mapping_text(item.text, self.bank, item.source), item.source)
@@ -246,7 +251,7 @@ class Session:
                                  "start the session with generated_bridges=True, as the server does)")
         else:
             raise ValueError(f"unknown input type {type(item).__name__} "
-                             "(allowed: SceneUpdate, StingerTrigger, ThemeTrigger, MappingChange)")
+                             "(allowed: SceneUpdate, StingerTrigger, ThemeTrigger, MappingChange, AudienceVote, AudienceWeight)")
         return item
 
     # ------------------------------------------------------------------ render

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
+from adaptive.audience import AudienceAggregate
 from adaptive.clock import Quantize
 from adaptive.cue import Name, TransitionRule
 from adaptive.emotion import DENSITY_NOTES_PER_BEAT, MAJOR_FROM_VALENCE, REGISTER_SEMITONES, VELOCITY
@@ -252,6 +253,38 @@ class Start(_Frozen):
     location: Name | None = None
 
 
+class AudienceMapping(_Frozen):
+    """How audience votes move the scene (``[audience]``; docs/audience.md).
+
+    Attributes:
+        aggregate: ``"mean"``, ``"median"`` or ``"majority"``
+            (:class:`adaptive.audience.AudienceAggregate`).
+        window_s: a vote counts this long after it arrived, seconds (0.1..60);
+            only each voice's latest vote counts.
+        interval_ms: the votes are aggregated every this many milliseconds of
+            session time (10..10 000), on the frames ``k * interval``.
+        weight: how much the audience moves the scene against the control
+            client's own scene input (0..1): ``(1 - weight) * control +
+            weight * audience`` per axis; a control client's ``audience_weight``
+            replaces it at run time.
+        min_votes: voices needed in the window for the audience to have a say (1..100 000).
+    """
+
+    aggregate: AudienceAggregate = AudienceAggregate.MEAN
+    window_s: Number = Field(2.0, ge=0.1, le=60.0)
+    interval_ms: Number = Field(250.0, ge=10.0, le=10_000.0)
+    weight: Number = Field(1.0, ge=0.0, le=1.0)
+    min_votes: int = Field(1, ge=1, le=100_000)
+
+    def window_frames(self, sample_rate_hz: int) -> int:
+        """``window_s`` in frames (at least 1)."""
+        return max(1, round(self.window_s * sample_rate_hz))
+
+    def interval_frames(self, sample_rate_hz: int) -> int:
+        """``interval_ms`` in frames (at least 1)."""
+        return max(1, round(self.interval_ms * sample_rate_hz / 1000.0))
+
+
 class Mapping(_Frozen):
     """The mapping file. See the module docstring and ``docs/mapping.md``."""
 
@@ -265,6 +298,7 @@ class Mapping(_Frozen):
     stingers: dict[Name, StingerMapping] = Field(default_factory=dict)
     smoothing: Smoothing = Smoothing()
     start: Start = Start()
+    audience: AudienceMapping = AudienceMapping()
 
 
 

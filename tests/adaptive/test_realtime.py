@@ -364,7 +364,7 @@ def test_recording_round_trip(tmp_path):
     recording.write_input(480, SceneUpdate(valence=-0.5, arousal=1, location="cave", cue=""))
     recording.close(9600)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[0] == {**HEADER, "version": 3, "bank": str((Path.cwd() / "bank.toml").resolve()),
+    assert lines[0] == {**HEADER, "version": 4, "bank": str((Path.cwd() / "bank.toml").resolve()),
                         "sample_rate_hz": 44100, "seed": 3}  # HEADER (version 2) files are still read
     assert lines[2] == {"frame": 480, "type": "stinger", "name": "hit"}
     assert lines[-1] == {"type": "end", "frame": 9600}
@@ -400,7 +400,7 @@ def test_recording_keeps_generation_fallbacks_and_reads_version_1(tmp_path):
     ([], "line 1: empty file"),
     (["{not json"], "line 1: not valid JSON"),
     ([{**HEADER, "format": "other"}, {"type": "end", "frame": 0}], "line 1: format 'other'"),
-    ([{**HEADER, "version": 4}, {"type": "end", "frame": 0}], "line 1: version 4 is not supported"),
+    ([{**HEADER, "version": 5}, {"type": "end", "frame": 0}], "line 1: version 5 is not supported"),
     ([{**HEADER, "generator": "oracle"}, {"type": "end", "frame": 0}], "line 1: generator 'oracle' is not known"),
     ([{**HEADER, "bars_ahead": 0}, {"type": "end", "frame": 0}], "line 1: bars_ahead 0 is out of range"),
     ([HEADER, {"frame": 0, "type": "generation_fallback", "part": "a/b", "request": -1, "bar_index": 0,

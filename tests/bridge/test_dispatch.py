@@ -74,7 +74,7 @@ def test_an_error_text_is_cut_to_the_same_limit_in_characters_and_bytes():
 
 
 def test_internal_events_are_not_sent_and_wire_events_are():
-    internal = {EventKind.SCENE, EventKind.FOLLOW, EventKind.GAINS, EventKind.ERROR}
+    internal = {EventKind.SCENE, EventKind.FOLLOW, EventKind.GAINS, EventKind.ERROR, EventKind.AUDIENCE}
     assert set(EVENT_MESSAGES) == set(EventKind) - internal
     events = [MusicEvent(48_000, EventKind.BAR, {"cue": "c" * 100, "bar_index": 3}),
               MusicEvent(48_000, EventKind.GAINS, {"cue": "c", "layers": {}})]
