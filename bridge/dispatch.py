@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from adaptive.audience import AudienceVote, AudienceWeight, check_vote
 from adaptive.cue import CueBank
+from adaptive.emotion import named_emotion
 from adaptive.events import EventKind
 from adaptive.scene import SceneUpdate, StingerTrigger, ThemeTrigger, validate_update
 from adaptive.synth import PERCUSSION_CHANNEL
 from bridge.protocol import (DEFAULT_SESSION, ERROR_MESSAGE_CHARS, MAPPING_PATH_CHARS, MAX_STRING_CHARS, MESSAGES,
-                             PROTOCOL_VERSION, Decoded, Direction, ProtocolError)
+                             PROTOCOL_VERSION, VOTES_PER_S, Decoded, Direction, ProtocolError)
 from bridge.sessions import SessionDirectory, SessionEndpoint, SingleSession
 
 log = logging.getLogger("adaptive.dispatch")
@@ -234,6 +237,55 @@ class PendingHello:
     refuse: Callable[[ProtocolError], None]
 
 
+MAX_VOTERS = 100_000
+"""Voters a dispatcher remembers (their voice and token bucket); beyond, the
+one silent longest is forgotten (it then starts again with a full bucket)."""
+
+
+@dataclass
+class _Voter:
+    """One client's voice (a short id recorded with its votes instead of its
+    client id, which is a credential) and its token bucket (:data:`VOTES_PER_S`)."""
+
+    voice: str
+    tokens: float
+    last_s: float
+
+    def take(self, now_s: float) -> bool:
+        """Spend a token at session time ``now_s`` (seconds); False when none is left."""
+        self.tokens = min(float(VOTES_PER_S), self.tokens + max(0.0, now_s - self.last_s) * VOTES_PER_S)
+        self.last_s = max(self.last_s, now_s)
+        if self.tokens < 1.0 - 1e-9:  # 0.1 s is a token, whatever the rounding of the clock's seconds
+            return False
+        self.tokens = max(0.0, self.tokens - 1.0)
+        return True
+
+
+class Voters:
+    """The voices and vote rate limits of a dispatcher's clients, by
+    (session, the peer's ``voice_key``). Thread-safe."""
+
+    def __init__(self, max_voters: int = MAX_VOTERS) -> None:
+        self.max_voters = max_voters
+        self._voters: collections.OrderedDict[tuple[str, Any], _Voter] = collections.OrderedDict()
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def take(self, session_id: str, key: Any, now_s: float) -> str | None:
+        """The voice of ``key`` in ``session_id`` if it may vote at session
+        time ``now_s`` (a token spent), else None (over :data:`VOTES_PER_S`)."""
+        with self._lock:
+            voter = self._voters.get((session_id, key))
+            if voter is None:
+                self._next += 1
+                voter = self._voters[(session_id, key)] = _Voter(f"v{self._next}", float(VOTES_PER_S), now_s)
+                if len(self._voters) > self.max_voters:
+                    self._voters.popitem(last=False)
+            else:
+                self._voters.move_to_end((session_id, key))
+            return voter.voice if voter.take(now_s) else None
+
+
 class Peer(Protocol):
     """What only the transport that carried a message can do for its sender.
 
@@ -244,6 +296,8 @@ class Peer(Protocol):
         session_id: the session its messages go to: its client's (the one
             its hello joined), or :data:`bridge.protocol.DEFAULT_SESSION` for
             a sender that said no hello (optional: absent means the default).
+        voice_key: who it is, stable across its messages (its client id, or
+            its source address): one voice and one vote rate limit each.
     """
 
     role: Any
@@ -325,10 +379,13 @@ class Dispatcher:
         self.counters = counters if counters is not None else collections.Counter()
         self.sessions = sessions if sessions is not None else single_session(
             bank, submit, server_time_seconds, sample_rate_hz, welcome, mapping)
+        self.voters = Voters()
+        """Each voting client's voice and vote rate limit."""
         by_kind = {"hello": self._hello, "goodbye": self._goodbye, "ping": self._ping, "subscribe": self._subscribe,
                    "unsubscribe": self._subscribe, "mapping_set": self._mapping, "mapping_get": self._mapping,
                    "mapping_export": self._mapping, "stinger": self._input, "play_theme": self._input,
-                   "session_end": self._session_end, **dict.fromkeys(SCENE_INPUTS, self._input)}
+                   "session_end": self._session_end, "audience_vote": self._vote,
+                   "audience_weight": self._audience_weight, **dict.fromkeys(SCENE_INPUTS, self._input)}
         self.handlers: dict[str, Callable[[Decoded, Peer, float], list[Reply]]] = {
             message.name: by_kind[message.name] for message in MESSAGES if message.direction is Direction.TO_SERVER}
         """Every message a client may send (the protocol table's ``TO_SERVER``
@@ -441,6 +498,50 @@ class Dispatcher:
         endpoint = self.endpoint(peer)
         mapping = endpoint.mapping
         endpoint.submit(to_input(decoded, endpoint.bank, mapping.current if mapping is not None else None))
+        self.counters["inputs"] += 1
+        return []
+
+    def _vote(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
+        """An audience vote: rate-limited per client on the session clock
+        (:data:`VOTES_PER_S`; counted ``votes_rate_limited``), checked like a
+        scene input, handed to the session with the client's voice."""
+        endpoint = self.endpoint(peer)
+        if received is None or endpoint.session_id != DEFAULT_SESSION:
+            received = endpoint.server_time_seconds()
+        voice = self.voters.take(endpoint.session_id, getattr(peer, "voice_key", None), received)
+        if voice is None:
+            self.counters["votes_rate_limited"] += 1
+            raise ProtocolError("rate_limited", f"{decoded.message.address}: more than {VOTES_PER_S} votes a second "
+                                                f"from this client (allowed: at most {VOTES_PER_S} a second; only "
+                                                "each client's latest vote counts anyway)")
+        values = decoded.values
+        intensity = values["intensity"]
+        if -1.0 < intensity < 0.0:
+            raise ProtocolError("out_of_range", f"{decoded.message.address} argument 'intensity' is {intensity!r} "
+                                                "(allowed: a number from 0 to 1, or -1 for no opinion)")
+        if values["emotion"]:
+            if values["valence"] != 0.0 or values["arousal"] != 0.0:
+                raise ProtocolError("wrong_arguments", f"{decoded.message.address}: a vote names an emotion "
+                                                       f"({values['emotion']!r}) or gives a point (emotion '' and "
+                                                       "valence, arousal), not both (allowed: valence and arousal "
+                                                       "0 with a name)")
+            vote = AudienceVote(voice, emotion=values["emotion"], intensity=None if intensity < 0 else intensity)
+        else:
+            vote = AudienceVote(voice, valence=values["valence"], arousal=values["arousal"],
+                                intensity=None if intensity < 0 else intensity)
+        mapping = endpoint.mapping
+        try:
+            check_vote(vote, mapping.current.emotion if mapping is not None else named_emotion)
+        except KeyError as error:
+            raise ProtocolError("unknown_name", str(error.args[0])) from None
+        except ValueError as error:
+            raise ProtocolError("out_of_range", str(error)) from None
+        endpoint.submit(vote)
+        self.counters["votes"] += 1
+        return []
+
+    def _audience_weight(self, decoded: Decoded, peer: Peer, received: float | None) -> list[Reply]:
+        self.endpoint(peer).submit(AudienceWeight(decoded.values["weight"]))
         self.counters["inputs"] += 1
         return []
 

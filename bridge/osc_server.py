@@ -89,6 +89,11 @@ class _OscPeer:
         """The session its messages go to: its client's, else the default."""
         return self.client.session_id if self.client is not None else DEFAULT_SESSION
 
+    @property
+    def voice_key(self) -> str:
+        """Who it is for audience votes: its client's id, else its source address."""
+        return self.client.client_id if self.client is not None else f"{self.source[0]}:{self.source[1]}"
+
     def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]] | PendingHello:
         return self.server._hello(values, self.source, self.request_bytes)
 

@@ -155,6 +155,10 @@ DEFAULT_SESSION = "default"
 NEW_SESSION = "new"
 """What a hello's ``session`` says to ask for a new session with an id the server chooses."""
 
+VOTES_PER_S = 10
+"""Audience votes a client may send per second (a token bucket of as many
+tokens, refilled at this rate on the session clock; :class:`bridge.dispatch.Dispatcher`)."""
+
 SESSION_END_REASONS = ("request", "idle", "failed", "server_stop")
 """Why a session ended (``session_ended``)."""
 
@@ -247,6 +251,24 @@ MESSAGES: tuple[Message, ...] = (
     Message("mapping_export", "/adaptive/mapping/export", Direction.TO_SERVER, (),
             "Ask for the whole live mapping as TOML. Answered with mapping_text messages (in order; join their texts).",
             reply="mapping_text", role="listener"),
+    Message("audience_vote", "/adaptive/audience/vote", Direction.TO_SERVER, (
+        Arg("emotion", ArgType.STRING, "a named emotion of the mapping (calm, tense, ...), or '' to vote for the "
+            "point valence, arousal"),
+        Arg("valence", ArgType.FLOAT, "with emotion '': unpleasant (-1) to pleasant (+1); else leave it 0",
+            -1.0, 1.0, default=0.0),
+        Arg("arousal", ArgType.FLOAT, "with emotion '': calm (-1) to excited (+1); else leave it 0",
+            -1.0, 1.0, default=0.0),
+        Arg("intensity", ArgType.FLOAT, "how intense the scene should be, 0 to 1; -1 = no opinion",
+            -1.0, 1.0, default=-1.0),
+    ), f"Vote as the audience (docs/audience.md): each client's latest vote within the mapping's [audience] "
+       f"window_s counts once; the votes are aggregated every interval_ms and move the scene as the mapping's "
+       f"[audience] says. At most {VOTES_PER_S} votes a second per client (more are answered with a "
+       f"rate_limited error).", role="audience"),
+    Message("audience_weight", "/adaptive/audience/weight", Direction.TO_SERVER, (
+        Arg("weight", ArgType.FLOAT, "how much the audience moves the scene against the control client's own "
+            "scene input: 0 = ignore the audience, 1 = the audience alone", 0.0, 1.0),
+    ), "Set the audience's weight from the next aggregation on, in place of the mapping's [audience] weight "
+       "(docs/audience.md).", role="control"),
     Message("session_end", "/adaptive/session/end", Direction.TO_SERVER, (
         Arg("session_id", ArgType.STRING, "the session to end ('' = the sender's own); the default session "
             "ends only with the server", max_chars=SESSION_ID_CHARS, default=""),
@@ -352,7 +374,7 @@ MESSAGES: tuple[Message, ...] = (
     Message("error", "/adaptive/error", Direction.TO_CLIENT, (
         Arg("code", ArgType.STRING, "what kind of error",
             choices=("malformed", "unknown_address", "wrong_arguments", "out_of_range", "unknown_name",
-                     "too_large", "not_allowed", "internal", "forbidden")),
+                     "too_large", "not_allowed", "internal", "forbidden", "rate_limited")),
         Arg("message", ArgType.STRING, "what was wrong and what is allowed", max_chars=ERROR_MESSAGE_CHARS),
     ), "The server rejected a message from this client; nothing else changed."),
 )

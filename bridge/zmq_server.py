@@ -90,6 +90,8 @@ class _ZmqPeer:
         self.server, self.identity, self.envelope, self.host, self.role = server, identity, envelope, host, role
         self.session_id = session_id
         """The session its messages go to: its client's, else the default."""
+        self.voice_key = identity
+        """Who it is for audience votes: its ROUTER routing id."""
 
     def hello(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]] | PendingHello:
         role = self.role

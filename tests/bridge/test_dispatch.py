@@ -134,7 +134,7 @@ SAMPLE_VALUES = {
     "unsubscribe": ("midi",), "scene": ("calm", 0.5, "forest"), "emotion": ("calm",), "emotion_point": (0.1, 0.2),
     "intensity": (0.5,), "location": ("forest",), "cue": ("",), "stinger": ("danger",), "play_theme": ("hero",),
     "mapping_set": ("smoothing.hysteresis", "0.3"), "mapping_get": ("smoothing.hysteresis",), "mapping_export": (),
-    "session_end": ("",),
+    "session_end": ("",), "audience_vote": ("calm",), "audience_weight": (0.5,),
 }
 
 
@@ -145,7 +145,7 @@ def test_each_message_is_refused_to_a_role_below_the_one_it_needs_naming_that_ro
     dispatcher = Dispatcher(bank, lambda item: None, lambda: 1.0, 48_000,
                             {"session_id": "s", "block_frames": 1024, "lookahead_ms": 40.0, "audio_tcp_port": 1})
     needed = {"hello": None, "goodbye": None, "ping": None, "subscribe": "audience", "unsubscribe": "audience",
-              "mapping_get": "listener", "mapping_export": "listener"}.get(name, "control")
+              "audience_vote": "audience", "mapping_get": "listener", "mapping_export": "listener"}.get(name, "control")
     assert message.role == needed
     allowed = needed is None or (role is not None and role.rank >= ["audience", "listener", "control"].index(needed))
     if allowed and name == "session_end":  # allowed, and refused by a one-session endpoint for its own reason
@@ -164,3 +164,70 @@ def test_each_message_is_refused_to_a_role_below_the_one_it_needs_naming_that_ro
 
 def test_every_message_a_client_may_send_is_sampled_for_the_role_test():
     assert set(SAMPLE_VALUES) == {m.name for m in MESSAGES if m.direction is Direction.TO_SERVER}
+
+
+class Voter(RecordingPeer):
+    def __init__(self, key, role=Role.AUDIENCE) -> None:
+        super().__init__(role)
+        self.voice_key = key
+
+
+def voting_dispatcher(bank, now):
+    submitted, counters = [], collections.Counter()
+    return Dispatcher(bank, submitted.append, lambda: now[0], 48_000, {}, counters=counters), submitted, counters
+
+
+def test_audience_votes_are_submitted_with_a_voice_per_client_and_checked_like_scene_input(bank):
+    from adaptive.audience import AudienceVote, AudienceWeight
+
+    now = [1.0]
+    dispatcher, submitted, counters = voting_dispatcher(bank, now)
+    alice, bob = Voter("alice"), Voter("bob")
+    assert dispatcher.dispatch(decoded("audience_vote", "tense"), alice) == []
+    dispatcher.dispatch(decoded("audience_vote", "", 0.25, -0.5, 0.75), bob)
+    dispatcher.dispatch(decoded("audience_vote", "calm", 0.0, 0.0, 0.5), alice)
+    assert submitted == [AudienceVote("v1", emotion="tense"), AudienceVote("v2", valence=0.25, arousal=-0.5,
+                                                                            intensity=0.75),
+                         AudienceVote("v1", emotion="calm", intensity=0.5)]
+    assert counters["votes"] == 3
+    for values, code, words in ((("glee",), "unknown_name", "unknown emotion 'glee'"),
+                                (("calm", 0.5, 0.0), "wrong_arguments", "not both"),
+                                (("", 0.0, 0.0, -0.5), "out_of_range", "or -1 for no opinion")):
+        with pytest.raises(ProtocolError) as raised:
+            dispatcher.dispatch(decoded("audience_vote", *values), Voter("carol"))
+        assert raised.value.code == code and words in raised.value.message
+    with pytest.raises(ProtocolError, match=r"argument 'valence' is 1.5 \(allowed: a number from -1 to 1\)"):
+        validate(BY_NAME["audience_vote"], ["", 1.5, 0.0])
+    dispatcher.dispatch(decoded("audience_weight", 0.0), RecordingPeer(Role.CONTROL))
+    assert submitted[-1] == AudienceWeight(0.0)
+
+
+def test_votes_are_rate_limited_per_client_on_the_session_clock(bank):
+    now = [10.0]
+    dispatcher, submitted, counters = voting_dispatcher(bank, now)
+    fast, calm = Voter("fast"), Voter("calm")
+    for _ in range(10):  # a full bucket: ten at once
+        dispatcher.dispatch(decoded("audience_vote", "tense"), fast)
+    with pytest.raises(ProtocolError) as raised:
+        dispatcher.dispatch(decoded("audience_vote", "tense"), fast)
+    assert raised.value.code == "rate_limited" and "at most 10 a second" in raised.value.message
+    dispatcher.dispatch(decoded("audience_vote", "calm"), calm)  # another client is not limited by it
+    now[0] = 10.1  # 0.1 s later: one token back
+    dispatcher.dispatch(decoded("audience_vote", "tense"), fast)
+    with pytest.raises(ProtocolError):
+        dispatcher.dispatch(decoded("audience_vote", "tense"), fast)
+    assert counters["votes"] == 12 and counters["votes_rate_limited"] == 2 and len(submitted) == 12
+
+
+def test_an_audience_client_may_vote_but_not_set_the_scene_or_the_weight(bank):
+    dispatcher, submitted, counters = voting_dispatcher(bank, [0.0])
+    audience = Voter("phone")
+    for name, values in (("scene", ("tense", 0.5, "")), ("emotion_point", (0.1, 0.1)), ("audience_weight", (0.0,)),
+                         ("mapping_set", ("audience.weight", "0"))):
+        with pytest.raises(ProtocolError) as raised:
+            dispatcher.dispatch(decoded(name, *values), audience)
+        assert raised.value.code == "forbidden" and "needs the control role" in raised.value.message
+        assert "has the audience role" in raised.value.message
+    assert submitted == [] and counters["forbidden"] == 4
+    dispatcher.dispatch(decoded("audience_vote", "tense"), Voter("listener", Role.LISTENER))
+    assert len(submitted) == 1
