@@ -199,8 +199,29 @@ def _bank_and_mapping(bank_path: Path | None, mapping_path: Path | None, default
 
 
 SEND_MESSAGES = ("scene", "emotion", "emotion_point", "intensity", "location", "cue", "stinger", "play_theme", "mapping_set",
-                 "mapping_get", "session_end")
-"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, live mapping tuning, and ending a session)."""
+                 "mapping_get", "session_end", "audience_vote", "audience_weight", "vote")
+"""Messages ``adaptive send`` sends (the scene inputs of docs/protocol.md, live mapping tuning, ending a
+session, and audience votes; ``vote`` is ``audience_vote`` with shorter words: ``vote EMOTION [INTENSITY]``
+or ``vote VALENCE AROUSAL [INTENSITY]``)."""
+
+
+def _vote_values(texts: list[str]) -> list[str]:
+    """``vote`` words as ``audience_vote`` words: ``EMOTION [INTENSITY]`` or ``VALENCE AROUSAL [INTENSITY]``.
+
+    Raises:
+        AdaptiveError: a wrong count of words.
+    """
+    usage = "vote takes EMOTION [INTENSITY] or VALENCE AROUSAL [INTENSITY] (intensity 0..1)"
+    try:
+        float(texts[0]) if texts else None
+        point = bool(texts)
+    except ValueError:
+        point = False
+    if point and len(texts) in (2, 3):
+        return ["", *texts]
+    if texts and not point and len(texts) in (1, 2):
+        return [texts[0], "0", "0", *texts[1:]]
+    raise AdaptiveError(f"{usage}; got {' '.join(texts) or 'nothing'}")
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -379,7 +400,7 @@ def _connect(args: argparse.Namespace, name: str):
     folder = args.credentials or (Path(os.environ[CREDENTIALS_ENV]) if os.environ.get(CREDENTIALS_ENV) else None)
     role, secret = "", None
     if folder is not None:
-        role = args.role or ("control" if name == "adaptive send" else "listener")
+        role = args.role or {"adaptive send": "control", "adaptive send vote": "audience"}.get(name, "listener")
         try:
             secret = load_credentials(folder).secrets.get(Role(role))
         except ValueError as error:
@@ -427,6 +448,8 @@ def _send_values(name: str, texts: list[str]) -> dict:
 
     if name not in SEND_MESSAGES:
         raise AdaptiveError(f"unknown message {name!r} (allowed: {', '.join(SEND_MESSAGES)})")
+    if name == "vote":
+        name, texts = "audience_vote", _vote_values(texts)
     message = BY_NAME[name]
     kinds = {ArgType.INT: "integer", ArgType.FLOAT: "number", ArgType.STRING: "string"}
     usage = f"{name} takes " + (", ".join(f"{a.name} ({kinds[a.type]}: {a.allowed()})" for a in message.args))
@@ -448,7 +471,8 @@ def _send(args: argparse.Namespace) -> int:
     from bridge.protocol import BY_NAME
 
     values = _send_values(args.message, args.values)  # before any network: bad words fail fast
-    client = _connect(args, "adaptive send")
+    voting = args.message in ("vote", "audience_vote")
+    client = _connect(args, "adaptive send vote" if voting else "adaptive send")
     try:
         if args.message == "session_end":
             try:
@@ -469,7 +493,7 @@ def _send(args: argparse.Namespace) -> int:
                 raise AdaptiveError(str(error)) from None
             print(f"{values['path']} = {value}")
             return 0
-        client.send(args.message, **values)
+        client.send("audience_vote" if voting else args.message, **values)
         try:
             error = client.wait_for("error", timeout=0.3)
         except TimeoutError:

@@ -302,6 +302,25 @@ class AdaptiveClient:
         """Play a stinger at its quantized boundary."""
         self.send("stinger", stinger=name)
 
+    def vote(self, emotion: str | None = None, valence: float | None = None, arousal: float | None = None,
+             intensity: float | None = None) -> None:
+        """Vote as the audience (any role; docs/audience.md): a named emotion,
+        or a valence/arousal point (each -1..1), and optionally an intensity
+        (0..1). At most 10 votes a second count (more get a ``rate_limited``
+        error); only the latest vote within the mapping's window counts.
+
+        Raises:
+            ValueError: both or neither of a name and a point.
+        """
+        if (emotion is None) == (valence is None or arousal is None):
+            raise ValueError("vote needs an emotion name or a valence and arousal point (exactly one of them)")
+        self.send("audience_vote", emotion=emotion or "", valence=0.0 if valence is None else valence,
+                  arousal=0.0 if arousal is None else arousal, intensity=-1.0 if intensity is None else intensity)
+
+    def audience_weight(self, weight: float) -> None:
+        """Set how much the audience moves the scene, 0..1 (0: ignore it; the control role)."""
+        self.send("audience_weight", weight=weight)
+
     def end_session(self, session_id: str = "", timeout: float = 2.0) -> dict[str, Any]:
         """End session ``session_id`` ('' = this client's own; the control
         role); returns the ``session_ended`` answer's values.
