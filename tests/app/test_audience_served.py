@@ -76,3 +76,19 @@ def test_an_audience_phone_voting_past_ten_a_second_is_answered_rate_limited_and
     s.play(0.55)  # session time 25 blocks (0.53 s) later: five tokens back (the bucket counts on the session clock)
     assert [vote(s, 7101, "tense") for _ in range(5)] == [[]] * 5
     assert vote(s, 7101, "tense")[0][1] == "error"
+
+
+def test_adaptive_send_vote_takes_a_name_or_a_point_and_an_optional_intensity():
+    import pytest
+
+    from adaptive.errors import AdaptiveError
+    from app.cli import _send_values
+
+    assert _send_values("vote", ["tense"]) == {"emotion": "tense", "valence": 0.0, "arousal": 0.0, "intensity": -1.0}
+    assert _send_values("vote", ["tense", "0.8"])["intensity"] == 0.8
+    assert _send_values("vote", ["-0.5", "0.25", "1"]) == {"emotion": "", "valence": -0.5, "arousal": 0.25,
+                                                           "intensity": 1.0}
+    with pytest.raises(AdaptiveError, match=r"vote takes EMOTION \[INTENSITY\] or VALENCE AROUSAL \[INTENSITY\]"):
+        _send_values("vote", [])
+    with pytest.raises(AdaptiveError, match=r"argument 'valence' is 2.0 \(allowed: a number from -1 to 1\)"):
+        _send_values("vote", ["2", "0"])
