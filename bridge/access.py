@@ -73,8 +73,8 @@ SERVER_CERT = "server"
 class Role(enum.Enum):
     """A client's role. ``control``: scene, stingers, cues, mapping changes
     (and everything a listener may); ``listener``: callbacks, MIDI, audio,
-    reading the mapping; ``audience``: callbacks, MIDI, audio (votes and
-    nudges of the sessions issue, once they exist)."""
+    reading the mapping; ``audience``: callbacks, MIDI, audio and votes
+    (``audience_vote``, docs/audience.md)."""
 
     AUDIENCE = "audience"
     LISTENER = "listener"
