@@ -27,6 +27,8 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from adaptive.emotion import EmotionPoint
 from adaptive.events import WireName
 
@@ -146,11 +148,22 @@ def _point(vote: AudienceVote, emotions: Mapping[str, EmotionPoint]) -> tuple[fl
     return float(vote.valence), float(vote.arousal)
 
 
-def nearest_emotion(valence: float, arousal: float, emotions: Mapping[str, EmotionPoint]) -> str:
-    """The named emotion nearest (Euclidean, on the plane) to a point; ties go
-    to the first name in alphabetical order."""
-    return min(sorted(emotions), key=lambda name: math.hypot(emotions[name].valence - valence,
-                                                            emotions[name].arousal - arousal))
+def nearest_emotions(points: list[tuple[float, float]], emotions: Mapping[str, EmotionPoint]) -> list[str]:
+    """The named emotion nearest to each point (Euclidean, on the plane:
+    the least squared distance); ties go to the first name in alphabetical
+    order. One vectorized pass: 1 000 points against 20 names take well
+    under a millisecond, inside a render block.
+
+    Args:
+        points: ``(valence, arousal)`` pairs.
+        emotions: name -> point (at least one).
+    """
+    if not points:
+        return []
+    names = sorted(emotions)
+    table = np.array([(emotions[name].valence, emotions[name].arousal) for name in names])  # (E, 2)
+    squared = ((np.asarray(points, dtype=np.float64)[:, None, :] - table[None, :, :]) ** 2).sum(axis=2)  # (N, E)
+    return [names[index] for index in squared.argmin(axis=1)]  # argmin: the first of equals
 
 
 def aggregate_votes(votes: list[AudienceVote], how: AudienceAggregate,
@@ -171,8 +184,9 @@ def aggregate_votes(votes: list[AudienceVote], how: AudienceAggregate,
     intensities = sorted(float(v.intensity) for v in votes if v.intensity is not None)
     if how is AudienceAggregate.MAJORITY:
         counts: dict[str, int] = {}
-        for vote in votes:
-            name = vote.emotion if vote.emotion is not None else nearest_emotion(*_point(vote, emotions), emotions)
+        named = [vote.emotion for vote in votes if vote.emotion is not None]
+        points = [_point(vote, emotions) for vote in votes if vote.emotion is None]
+        for name in named + nearest_emotions(points, emotions):
             counts[name] = counts.get(name, 0) + 1
         winner = min(counts, key=lambda name: (-counts[name], name))
         point = emotions[winner]

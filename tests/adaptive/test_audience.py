@@ -11,8 +11,9 @@ import re
 import numpy as np
 import pytest
 
-from adaptive.audience import AudienceAggregate, AudienceVote, AudienceWeight, aggregate_votes, blend
-from adaptive.emotion import NAMED_EMOTIONS
+from adaptive.audience import (AudienceAggregate, AudienceVote, AudienceWeight, aggregate_votes, blend,
+                               nearest_emotions)
+from adaptive.emotion import NAMED_EMOTIONS, EmotionPoint
 from adaptive.errors import ConfigError
 from adaptive.mapping import parse_mapping_text
 from adaptive.offline import render_offline
@@ -157,6 +158,14 @@ def test_aggregation_does_not_depend_on_vote_order():
     for how in AudienceAggregate:
         assert aggregate_votes(votes, how, NAMED_EMOTIONS) == aggregate_votes(votes[::-1], how, NAMED_EMOTIONS)
     assert blend((0.0, 0.0, 0.5), None, 1.0) == (0.0, 0.0, 0.5)
+
+
+def test_a_point_vote_counts_for_the_nearest_name_and_an_equal_distance_for_the_first_name():
+    emotions = {"up": EmotionPoint(0.0, 0.5), "down": EmotionPoint(0.0, -0.5), "left": EmotionPoint(-0.9, 0.0)}
+    assert nearest_emotions([(0.0, 0.4), (0.0, 0.0), (-0.6, 0.1)], emotions) == ["up", "down", "left"]
+    votes = [AudienceVote("a", valence=0.0, arousal=0.0), AudienceVote("b", emotion="up")]
+    result = aggregate_votes(votes, AudienceAggregate.MAJORITY, emotions)
+    assert (result.emotion, result.voices, result.intensity) == ("down", 2, None)  # 1 down, 1 up: "down" < "up"
 
 
 def test_block_size_does_not_change_the_audio_of_a_voted_session(tone_bank, soundfont):
