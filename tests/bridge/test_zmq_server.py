@@ -277,3 +277,26 @@ def test_on_block_wakes_the_zmq_thread_at_once(bank, monkeypatch):
         started = time.monotonic()
         server.close()
         assert time.monotonic() - started < 1.0  # close wakes it too
+
+
+@pytest.mark.integration
+def test_audience_votes_over_zeromq_have_a_voice_per_dealer_and_a_rate_limit(server, client):
+    from adaptive.audience import AudienceVote
+
+    other = zmq.Context.instance().socket(zmq.DEALER)
+    other.setsockopt(zmq.LINGER, 0)
+    other.connect(server.control_endpoint)
+    try:
+        client.send(json.dumps({"type": "audience_vote", "emotion": "tense", "intensity": 0.5}).encode())
+        other.send(json.dumps({"type": "audience_vote", "emotion": "", "valence": 0.5, "arousal": -0.25}).encode())
+        assert wait_until(lambda: len(server.submitted) == 2)
+        assert sorted(server.submitted, key=lambda vote: vote.emotion or "") == [
+            AudienceVote("v2" if server.submitted[0].emotion else "v1", valence=0.5, arousal=-0.25),
+            AudienceVote("v1" if server.submitted[0].emotion else "v2", emotion="tense", intensity=0.5)]
+        for _ in range(9):  # the clock stands still (12.25 s): 10 votes, then rate_limited
+            client.send(json.dumps({"type": "audience_vote", "emotion": "calm"}).encode())
+        reply = request(client, {"type": "audience_vote", "emotion": "calm"})
+        assert reply["code"] == "rate_limited" and "at most 10 a second" in reply["message"]
+        assert server.counters["votes_rate_limited"] == 1
+    finally:
+        other.close(linger=0)
