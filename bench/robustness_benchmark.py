@@ -80,8 +80,13 @@ class Server(ServerProcess):
             super().__init__(record=record, extra=extra)
         finally:
             base.REPO = saved
-        text = "".join(self.stdout)
-        match = re.search(r"control\s+(tcp://\S+)", text)
+        match = None
+        deadline = time.monotonic() + 10.0  # the endpoint lines come after "serving" (read by another thread)
+        while time.monotonic() < deadline:
+            match = re.search(r"control\s+(tcp://\S+)", "".join(self.stdout))
+            if match is not None:
+                break
+            time.sleep(0.05)
         self.control_endpoint = match.group(1) if match else None
 
     def log_bytes(self) -> int:
@@ -800,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"running {case} on {args.before_repo} ...", file=sys.stderr, flush=True)
                 results[f"{case}_before"] = run(args.before_repo)
             results["info"]["load_end"] = open("/proc/loadavg").read().split()[0]
+            if args.json:  # after each case: a later case's failure keeps the figures so far
+                args.json.write_text(json.dumps(results, indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     text = markdown(results, results["info"])
