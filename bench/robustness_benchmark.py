@@ -597,7 +597,9 @@ def markdown(results: dict, info: dict) -> str:
              "blocks of 1024 frames, lookahead 40 ms, real-time priority) in a subprocess; the hostile client is "
              "another process on loopback, without credentials. The 'before' column, where given, is the same "
              f"run against {info.get('before', 'the code before issue 13' + chr(39) + 's changes')} (`--before-repo`), "
-             "on the same machine and load; with this load, timings vary from run to run.", ""]
+             "on the same machine and load; with this load, timings vary from run to run. The before-and-after "
+             "tables against the code before issue 13 (a303359) are in this section as of commit a935b93 "
+             "(`git show a935b93:docs/benchmarks.md`).", ""]
     if "osc" in results:
         o = results["osc"]
         a = o["attacker"]
@@ -650,7 +652,8 @@ def markdown(results: dict, info: dict) -> str:
                       "line of every frame, and 6.8 MB of log was written), on a thread that "
                       "runs at the server's raised priority: thousands of such frames a minute kept the render "
                       "thread waiting for the lock past its 40 ms lookahead, more often the more the machine was "
-                      "loaded (issue 13: 12-13 underruns per 20 000 frames, blocks up to 204 ms late; here 3). Now "
+                      "loaded (issue 13: 12-13 underruns per 20 000 frames, blocks up to 204 ms late; 3 in the "
+                      "before-and-after run of 2026-12-01 on a303359). Now "
                       "`decode_json` answers both as `malformed`/`out_of_range`, any other exception in a handler is "
                       "answered with code `internal` and counted, and the log says each kind of problem once per "
                       "10 s with a count (`bridge/log_limit.py`). No lock is shared with the render thread (it "
@@ -708,7 +711,11 @@ def markdown(results: dict, info: dict) -> str:
                   "collection of the sets' objects) and 10 ms after `gc.freeze()`. Now the checking runs in a "
                   "child process (`bridge/mapping_check.py`, started on the first change, shared by the sessions); "
                   "the mapping thread waits for its answer without the lock and unpickles the checked mapping "
-                  "(~1.3 ms of the server's CPU per set, against ~30 ms). Issue 13's first run (before any of its "
+                  "(~1.3 ms of the server's CPU per set, against ~30 ms). What is left of the tail is the "
+                  f"machine's: the quiet p99 of the same run, before any set, was "
+                  f"{m['baseline_ping_ms'].get('p99', 0):.1f} ms. The last published run, with the checks on the "
+                  "mapping thread and the pinger at nice 0, had a p99 of 78.6 ms (load average 6.5-7.7). "
+                  "Issue 13's first run (before any of its "
                   "changes) had each set take ~150 ms of the one receive thread: 25 pings answered in 30 s, and "
                   "each set stored the whole mapping in the recording."]
         lines += [""]
