@@ -11,17 +11,18 @@ from 1 ms to a p99 of 10 ms on an idle machine and 79 ms on a loaded one
 work to another thread cannot help; another process can.
 
 :class:`ProcessChecker` runs :func:`check_set` and :func:`check_file` in one
-child process (a fresh interpreter, talked to over pipes: the server has
-threads, and ``fork`` would copy their locks), shared by every session of the server and started on first use (about 1-2 s
-of imports, so a server that never changes its mapping never pays it). What
-comes back is the checked mapping, pickled (about 27 KB for the default
-mapping, the bank sent by reference; about 1 ms to unpickle, against the
-~30 ms of checking and reading the value back). The child runs
-at nice 0 (the server's threads run at nice -10): it holds none of the
-server's locks, so a lower priority delays only the change's answer.
+child process (a fresh interpreter talked to over pipes: the server has
+threads, and ``fork`` would copy their locks), shared by every session of
+the server and started on first use (about a second of imports, so a server
+that never changes its mapping never pays it). What comes back is the
+checked mapping, pickled with the bank sent by reference (the server's own
+bank object is put back); unpickling it is about 1 ms of the server's time,
+against ~30 ms of checking and reading the value back. The child runs at
+nice 0 (the server's threads run at nice -10): it holds none of the server's
+locks, so a lower priority delays only the change's answer.
 
-:class:`InProcessChecker` does the same work on the calling thread (tools,
-tests, and a server's fallback when no child process can be started).
+:class:`InProcessChecker` does the same work on the calling thread (tools
+and tests without a server).
 
 Both give the same result: the same text (so a recording's digests and
 replay are unchanged), the same checked mapping, the same answer.
@@ -295,7 +296,10 @@ class ProcessChecker:
         """Send one request, return the answer's bytes (under the lock)."""
         if self._child is None or self._child.poll() is not None:
             self._end()
-            self._child = self._start()
+            try:
+                self._child = self._start()
+            except OSError as error:
+                raise CheckerError(f"the mapping checker process cannot start ({error}); nothing changed") from None
         child = self._child
         assert child.stdin is not None and child.stdout is not None
         data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
@@ -388,7 +392,10 @@ def _worker_main() -> None:
         os.nice(max(0, WORKER_NICE - os.getpriority(os.PRIO_PROCESS, 0)))
     except (AttributeError, OSError):  # not POSIX, or refused: it still works
         pass
-    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    requests = sys.stdin.buffer
+    answers = os.fdopen(os.dup(1), "wb")  # the pipe to the server, kept for answers only:
+    os.dup2(2, 1)  # anything a library prints goes to standard error, not into the answers
+    sys.stdout = sys.stderr
     while True:
         head = requests.read(4)
         if len(head) < 4:
