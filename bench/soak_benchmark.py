@@ -146,8 +146,16 @@ def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float | None:
     return sum((t - mean_t) * (m - mean_m) for t, m in samples) / var * 3600.0
 
 
-def run(duration_s: float, rate_hz: float, sample_s: float, warmup_s: float, autogroup_nice: int | None) -> dict:
+def run(duration_s: float, rate_hz: float, sample_s: float, warmup_s: float, autogroup_nice: int | None,
+        client_nice: int | None = None) -> dict:
     from bridge.access import load_credentials
+
+    if client_nice is not None:  # before the server starts: it would inherit a lower value
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, client_nice)
+        except OSError:
+            pass
+    clients_nice = os.getpriority(os.PRIO_PROCESS, 0)
 
     with tempfile.TemporaryDirectory() as folder:
         credentials = Path(folder) / "credentials"
@@ -217,7 +225,7 @@ def run(duration_s: float, rate_hz: float, sample_s: float, warmup_s: float, aut
                 client.close()
             stopped = server.stop()
     rss = [s["rss_mb"] for s in samples]
-    return {"duration_s": duration_s, "wall_s": wall, "rate_hz": rate_hz, "scenes_sent": sent,
+    return {"duration_s": duration_s, "wall_s": wall, "rate_hz": rate_hz, "scenes_sent": sent, "clients_nice": clients_nice,
             "autogroup": autogroup, "alive": alive, "cpu_share": cpu / wall,
             "rss_start_mb": rss[0] if rss else None, "rss_end_mb": rss[-1] if rss else None,
             "rss_peak_mb": max(rss) if rss else None, "vm_hwm_mb": hwm,
@@ -242,7 +250,10 @@ def markdown(result: dict, info: dict) -> str:
     r = result
     lines = [SECTION_TITLE, "",
              f"Measured {info['date']} with `python bench/soak_benchmark.py {info['args']}` on {info['machine']}; "
-             f"{info['load']}. The server's autogroup: {r['autogroup'] or 'left as it was'}.", "",
+             f"{info['load']}. The server's autogroup: {r['autogroup'] or 'left as it was'}; the clients ran at "
+             f"nice {r.get('clients_nice', 0)} (the server's threads at -10). A block that reaches the listener "
+             "after its playback time is late as the game would hear it, whether the server or the listener's "
+             "own wait for a core made it so; the server's underrun count says which.", "",
              f"`adaptive serve --credentials` (default bank, blocks of 1024 frames, lookahead 40 ms, real-time "
              f"priority) in a subprocess for {r['wall_s'] / 60:.1f} min, with three clients on loopback, each "
              "proving its role with the HMAC hello and renewing its lease by ping: **control** sends "
@@ -293,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=120.0, help="left out of the RSS trend (default 120)")
     parser.add_argument("--autogroup-nice", type=int, default=None,
                         help="write this to the server's /proc/PID/autogroup (e.g. -8; Linux, root)")
+    parser.add_argument("--client-nice", type=int, default=None,
+                        help="run the clients at this nice value (e.g. -10, the server's; a game's clients run on "
+                             "their own machine, not behind a training run)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--report-json", type=Path, help="run nothing: report the figures of an earlier --json")
     parser.add_argument("--write-docs", action="store_true", help="rewrite this section of docs/benchmarks.md")
@@ -306,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         info = {"date": time.strftime("%Y-%m-%d"), "args": " ".join(argv),
                 "machine": "{cpu}, {cores} cores".format(**machine_facts()),
                 "load": f"load average {open('/proc/loadavg').read().split()[0]} at the start"}
-        result = run(args.duration_s, args.rate_hz, args.sample_s, args.warmup_s, args.autogroup_nice)
+        result = run(args.duration_s, args.rate_hz, args.sample_s, args.warmup_s, args.autogroup_nice,
+                     args.client_nice)
         info["load"] += f", {open('/proc/loadavg').read().split()[0]} at the end"
     if args.json:
         args.json.write_text(json.dumps({"info": info, "result": result}, indent=1))

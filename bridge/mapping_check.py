@@ -273,6 +273,8 @@ class ProcessChecker:
         if entry is None or entry[0] is not bank:
             data = pickle.dumps(bank, protocol=pickle.HIGHEST_PROTOCOL)
             entry = (bank, data, hashlib.sha256(data).hexdigest())
+            if len(self._banks) >= 4:  # one bank per server in practice; tests make many
+                self._banks.clear()
             self._banks[id(bank)] = entry
         return entry[1], entry[2]
 
