@@ -280,9 +280,24 @@ def markdown(result: dict, info: dict) -> str:
              f"| RSS trend after the warm-up (least squares, MB per hour) | "
              f"{r['rss_slope_mb_per_hour'] if r['rss_slope_mb_per_hour'] is None else round(r['rss_slope_mb_per_hour'], 2)} |",
              f"| errors received by the clients | {sum(len(v) for v in r['client_errors'].values())} |",
+             f"| stalls the server reported (a block or a wake-up over 15 ms) | {len(r.get('server_stalls', []))} |",
              "", "Messages each client received: " + "; ".join(
                  f"{role}: " + ", ".join(f"{name} {count:,}" for name, count in counts.items())
                  for role, counts in r["messages"].items()) + ".", ""]
+    if r["late_blocks"] and not r["server_underruns"]:
+        lines += [f"The server counted no underrun and its latest wake-up was {r['server_max_wake_delay_ms']} ms late, "
+                  f"inside the 40 ms lookahead, so the {r['late_blocks']} late arrival(s) at the listener (at most "
+                  f"{-r['ahead_ms'].get('min', 0):.1f} ms late) are the listener's own delay (nice "
+                  f"{r.get('clients_nice', 0)} on the loaded machine) or its clock synchronization's error; "
+                  "`--client-nice -10` takes that out of a run.", ""]
+    if r["rss_slope_mb_per_hour"] is not None:
+        lines += [f"Memory after the warm-up moved between {r['rss_after_warmup_min_mb']:.1f} and "
+                  f"{r['rss_after_warmup_max_mb']:.1f} MB: a trend of {r['rss_slope_mb_per_hour']:.1f} MB per hour "
+                  f"({r['rss_slope_mb_per_hour'] / r['rss_end_mb']:.2%} of the RSS, the table below shows when)"
+                  "; whether it levels off entirely needs a longer run.", ""]
+    if r["duration_s"] < 3600:
+        lines += [f"**A shorter soak than the issue's hour** ({r['duration_s'] / 60:g} min), on a machine shared with "
+                  "other work: see the load above.", ""]
     samples = r["samples"]
     if samples:
         step = max(1, len(samples) // 12)
