@@ -188,6 +188,7 @@ class SessionHost:
         """
         from adaptive.realtime import RealtimeSession
         from adaptive.session import Session
+        from bridge.mapping_check import shared_checker
         from bridge.mapping_watch import MappingControl
 
         settings = self.settings
@@ -209,7 +210,7 @@ class SessionHost:
             mapping = MappingControl(self.bank, self.initial_mapping, realtime.submit, path=self.mapping_path,
                                      report_error=lambda path, message: self.report_mapping_error(session_id, path,
                                                                                                   message),
-                                     bank_path=settings.bank)
+                                     bank_path=settings.bank, checker=shared_checker())
         except BaseException:
             if recording is not None:
                 recording.close(0)

@@ -44,6 +44,7 @@ def requests(fuzz: int, seed: int, reply_port: int) -> list[tuple[str, bytes]]:
         "intensity": dict(intensity=0.5), "location": dict(location="forest"), "cue": dict(cue=""),
         "stinger": dict(stinger="danger"), "mapping_set": dict(path="smoothing.hysteresis", value="0.3"),
         "mapping_get": dict(path="smoothing.hysteresis"), "mapping_export": {},
+        "play_theme": dict(theme="hero"), "session_end": dict(session_id=""),
     }
     assert set(samples) == {m.name for m in MESSAGES if m.direction is Direction.TO_SERVER}
     out = [(name, encode_osc(name, **values)) for name, values in samples.items()]

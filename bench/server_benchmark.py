@@ -127,7 +127,7 @@ class ServerProcess:
         self._ready = threading.Event()
         threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout, True), daemon=True).start()
         threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr, False), daemon=True).start()
-        if not self._ready.wait(30):
+        if not self._ready.wait(120):  # MuseScore General takes 8-11 CPU s to load; more on a loaded machine
             self.proc.kill()
             raise RuntimeError(f"the server did not start: {''.join(self.stderr)[-2000:]}")
         self.pid = self.proc.pid

@@ -34,16 +34,20 @@ mapping keeps playing.
 keeps the designer's comments and layout), checks the result the same way
 (without the lint warnings, which cost most of the time), and hands it over
 the same way, with the key path and value, so the recording stores the
-change and not the whole mapping. ``mapping_export`` returns that text, so a
+change and not the whole mapping.
+
+**Where the checking runs.** Checking is pure Python (~17 ms a set, ~0.25 s
+a reloaded file) and would hold the interpreter's lock that the socket
+threads need; a server hands it to a child process
+(:class:`bridge.mapping_check.ProcessChecker`), and the mapping thread only
+waits for the answer. ``mapping_export`` returns that text, so a
 tweak made while playing can be kept.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
 import queue
 import threading
 import time
@@ -52,10 +56,11 @@ from typing import Any, Callable
 
 from adaptive.cue import CueBank
 from adaptive.errors import AdaptiveError
-from adaptive.mapping import (MAX_MAPPING_BYTES, MappingChange, ResolvedMapping, check_text, format_report, get_value,
-                              parse_value, set_value_document, set_value_text)
+from adaptive.mapping import MAX_MAPPING_BYTES, MappingChange, ResolvedMapping, set_value_text
 from bridge.log_limit import RateLimitedLog
-from bridge.protocol import ERROR_MESSAGE_CHARS, MAPPING_TEXT_BYTES, MAPPING_VALUE_CHARS
+from bridge.mapping_check import (InProcessChecker, MappingRejected, ProcessChecker, to_json_text,  # noqa: F401
+                                  value_at)  # to_json_text: part of this module's interface
+from bridge.protocol import ERROR_MESSAGE_CHARS, MAPPING_TEXT_BYTES
 
 log = logging.getLogger("adaptive.mapping")
 
@@ -74,59 +79,22 @@ SET_QUEUE_LENGTH = 8
 SETS_PER_SECOND = 10.0
 """Live-tuning changes accepted per second, all clients together, on average
 (a token bucket; a burst of :data:`SET_BURST` passes at once). A change costs
-the mapping thread about 30 ms of CPU with the default mapping (tomlkit edit
-and full check), and that thread shares the interpreter with the socket
-threads: 10 a second is under a third of a core. Faster than any designer
+the checker about 20 ms of CPU with the default mapping (tomlkit edit
+and full check; in a child process in a server, see
+:mod:`bridge.mapping_check`): 10 a second is under a quarter of a core. Faster than any designer
 turns a knob; a client over it gets ``mapping_error`` naming the limit."""
 
 MAX_BUSY_SHARE = 0.5
 """The largest share of the time the mapping thread spends applying changes:
-after each it rests as long as the change took. It shares the interpreter's
-lock with the socket threads, so a ping waits behind it; resting bounds
-that, and a flood of changes fills the queue (and is refused) instead."""
+after each it rests as long as the change took. Checked on the mapping
+thread (no child process), a change holds the interpreter's lock that the
+socket threads need, so a ping waits behind it; resting bounds that, and a
+flood of changes fills the queue (and is refused) instead."""
 
 SET_BURST = 10
 """Live-tuning changes accepted at once after a quiet time (the token bucket's size)."""
 
 Reply = tuple[str, dict[str, Any]]
-
-
-class MappingRejected(Exception):
-    """A mapping change that was refused; nothing changed.
-
-    Attributes:
-        path: the key set or read, or the file reloaded.
-        message: every problem and what is allowed.
-    """
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.message = message
-
-
-def to_json_text(value: Any) -> str:
-    """A mapping value as strict JSON text (RFC 8259, which has no infinities
-    or NaN: ``JSON.parse`` in a browser or Node rejects Python's ``-Infinity``).
-    An infinite number is written as the string ``"inf"`` or ``"-inf"``
-    (TOML's spelling), which :func:`adaptive.mapping.parse_value` reads back
-    as the number; a mapping never holds NaN (the schema refuses it).
-
-    Raises:
-        ValueError: ``value`` holds a NaN.
-    """
-    return json.dumps(_finite(value), allow_nan=False, separators=(", ", ": "))
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every infinite float replaced by ``"inf"`` / ``"-inf"``."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def cut_utf8(text: str, limit_bytes: int) -> list[str]:
@@ -166,6 +134,10 @@ class MappingControl:
         bank_path: the session's cue bank file; :meth:`export_text` names it
             by this absolute path, so an exported mapping works from any folder
             (None: the text's own ``bank`` is kept).
+        checker: where changes are checked (:mod:`bridge.mapping_check`):
+            a server passes the shared :class:`~bridge.mapping_check.ProcessChecker`,
+            so the checking holds none of its interpreter lock; None checks on
+            the mapping thread (or the caller's thread, without one).
 
     Attributes:
         counters: ``reloads``, ``rejected_reloads`` (invalid or too large
@@ -180,7 +152,8 @@ class MappingControl:
                  poll_seconds: float = POLL_SECONDS, *, settle_seconds: float = SETTLE_SECONDS,
                  max_bytes: int = MAX_MAPPING_BYTES, queue_length: int = SET_QUEUE_LENGTH,
                  sets_per_second: float = SETS_PER_SECOND, set_burst: int = SET_BURST,
-                 clock: Callable[[], float] = time.monotonic, bank_path: Path | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, bank_path: Path | None = None,
+                 checker: InProcessChecker | ProcessChecker | None = None) -> None:
         if not sets_per_second > 0 or set_burst < 1 or queue_length < 1:
             raise ValueError(f"sets_per_second ({sets_per_second}) must be > 0, set_burst ({set_burst}) and "
                              f"queue_length ({queue_length}) >= 1")
@@ -203,8 +176,7 @@ class MappingControl:
         self._acted_on: tuple | None = None
         self._digest: str | None = None
         self._jobs: queue.Queue = queue.Queue(maxsize=queue_length)
-        self._document: Any = None  # the live mapping's tomlkit document (parsing it is most of a set's cost)
-        self._document_text: str | None = None  # the text it is of
+        self._checker = checker if checker is not None else InProcessChecker()
         self._rate_lock = threading.Lock()
         self._tokens = float(set_burst)
         self._tokens_at = clock()
@@ -323,11 +295,15 @@ class MappingControl:
         except UnicodeDecodeError as error:
             self._reject_reload(f"{self.path}: not a UTF-8 text file (byte {error.start})")
             return False
-        result = check_text(text, self.bank, str(self.path))
+        try:
+            result = self._checker.check_file(self.bank, text, str(self.path))
+        except BaseException:
+            self._digest = self._acted_on = None  # not checked: try again at the next poll
+            raise
         if result.resolved is None:
-            self._reject_reload(format_report(str(self.path), result))
+            self._reject_reload(result.report)
             return False
-        for line in format_report(str(self.path), result).splitlines():
+        for line in result.report.splitlines():
             log.warning("mapping: %s", line)
         self._accept(MappingChange(result.resolved.text, result.resolved, str(self.path)))
         self.counters["reloads"] += 1
@@ -401,9 +377,9 @@ class MappingControl:
 
     def set(self, path: str, value_text: str) -> str:
         """Set the value at ``path`` (JSON or TOML text, see
-        :func:`adaptive.mapping.parse_value`) in the live mapping, now, on the
-        calling thread (the mapping thread, or a test). Socket threads call
-        :meth:`request_set`.
+        :func:`adaptive.mapping.parse_value`) in the live mapping, now: the
+        calling thread (the mapping thread, or a test) waits for the checker.
+        Socket threads call :meth:`request_set`.
 
         Returns:
             The value now in force at ``path``, as JSON text.
@@ -411,35 +387,18 @@ class MappingControl:
         Raises:
             MappingRejected: a bad path or value, a mapping the bank does not
                 allow (every problem), or one larger than ``max_bytes``; nothing changed.
+            bridge.mapping_check.CheckerError: a
+                :class:`~bridge.mapping_check.ProcessChecker`'s child did not answer; nothing changed.
         """
-        value = parse_value(value_text)
-        if isinstance(value, float) and math.isnan(value):
-            raise MappingRejected(path, f"{path}: NaN is not allowed")
-        current = self._current  # only this thread replaces it
-        document = self._document if self._document_text == current.text else None
-        self._document = None  # edited in place below: kept only if the change is accepted
-        if document is None:
-            import tomlkit
-
-            document = tomlkit.parse(current.text)
-        try:
-            text = set_value_document(document, path, value)
-        except (ValueError, TypeError) as error:
-            self.counters["rejected_sets"] += 1
-            raise MappingRejected(path, str(error)) from None
-        size = len(text.encode("utf-8"))
-        if size > self.max_bytes:
-            self.counters["rejected_sets"] += 1
-            raise MappingRejected(path, f"the mapping would be {size} bytes (allowed: at most {self.max_bytes} "
-                                        "bytes, MAX_MAPPING_BYTES)")
-        result = check_text(text, self.bank, "live", warnings=False)
+        result = self._checker.check_set(self.bank, self._current.text, path, value_text, self.max_bytes)
         if result.resolved is None:
             self.counters["rejected_sets"] += 1
-            raise MappingRejected(path, "; ".join(f"{p.key}: {p.message}" for p in result.errors))
+            raise MappingRejected(path, result.error or "refused")
         self._accept(MappingChange(result.resolved.text, result.resolved, "live", path, value_text))
-        self._document, self._document_text = document, text
         self.counters["sets"] += 1
-        return self.get(path)
+        if result.value is None:  # accepted, but the value cannot be sent back in one message
+            raise MappingRejected(path, result.value_error or "")
+        return result.value
 
     def get(self, path: str) -> str:
         """The value at ``path`` in the live mapping, as JSON text.
@@ -447,15 +406,7 @@ class MappingControl:
         Raises:
             MappingRejected: no such key, a malformed path, or a value too long for one message.
         """
-        try:
-            value = get_value(self.current, path)
-        except (KeyError, ValueError) as error:
-            raise MappingRejected(path, str(error.args[0] if isinstance(error, KeyError) else error)) from None
-        text = to_json_text(value)
-        if len(text) > MAPPING_VALUE_CHARS:
-            raise MappingRejected(path, f"the value of {path} is {len(text)} characters long (allowed in one "
-                                        f"message: {MAPPING_VALUE_CHARS}); read a key inside it, or use mapping_export")
-        return text
+        return value_at(self.current, path)
 
     def export_text(self) -> str:
         """The live mapping as TOML (the designer's file with the live changes),
