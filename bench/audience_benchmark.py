@@ -253,11 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     command = (f"python bench/audience_benchmark.py --clients {' '.join(map(str, args.clients))} "
                f"--seconds {args.seconds:g}")
     text = markdown(results, info, command)
-    print(text)
-    if args.write_docs:
-        from docs_section import write_section
+    from docs_section import publish
 
-        write_section(DOCS, SECTION_TITLE, text)
+    publish(text, args.write_docs, DOCS, SECTION_TITLE)
     return 0
 
 

@@ -27,6 +27,14 @@ def write_section(path: Path, title: str, section: str) -> None:
     path.write_text(new, encoding="utf-8")
 
 
+def publish(text: str, write_docs: bool, path: Path, title: str) -> None:
+    """Print a benchmark's Markdown ``text`` and, with ``write_docs``, make it
+    the section headed ``title`` of ``path`` (:func:`write_section`)."""
+    print(text)
+    if write_docs:
+        write_section(path, title, text)
+
+
 def machine_facts() -> dict:
     """What the benchmarks publish about the machine: ``cpu`` (model name with
     family and model numbers), ``virtual`` (a hypervisor flag), ``cores``,

@@ -788,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-json", type=Path, help="run nothing: report the figures of an earlier --json")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
-    from bench.docs_section import machine_facts, write_section
+    from bench.docs_section import machine_facts, publish
 
     if args.report_json:
         results = json.loads(args.report_json.read_text())
@@ -817,9 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     text = markdown(results, results["info"])
-    print(text)
-    if args.write_docs:
-        write_section(DOCS, SECTION_TITLE, text)
+    publish(text, args.write_docs, DOCS, SECTION_TITLE)
     return 0
 
 
