@@ -27,6 +27,10 @@ child process on loopback with no credentials:
   received and lost, how far behind real time its newest block was, whether
   it was disconnected, whether the idle ones were dropped (freeing their
   slots) and a normal reader could connect.
+* ``tcp_credentials`` — ``adaptive serve --credentials``, twice
+  ``--idle-readers`` connections that send no token and never read, each
+  re-opened as soon as the server drops it, for ``--tcp-seconds``: the
+  blocks an authenticated listener gets in 1 s, every 5 s.
 * ``mapping_file`` — the watched mapping file replaced by a valid one padded
   to ``--padded-mb`` (50) MB: refused or not, the server's peak memory, underruns.
 """
@@ -523,6 +527,93 @@ def run_tcp(repo: Path, seconds: float, idle: int) -> dict:
             "probe_blocks": probes, **stopped}
 
 
+def run_tcp_credentials(repo: Path, seconds: float, hostile: int) -> dict:
+    """With credentials: ``hostile`` connections that send no token and never
+    read, re-opened as soon as the server drops one, while every 5 s a
+    listener that proved its role (HMAC hello, then its client_id on the TCP
+    connection) counts the blocks it gets in 1 s."""
+    from bridge.access import load_credentials
+    from bridge.client import AdaptiveClient
+
+    with tempfile.TemporaryDirectory() as folder:
+        credentials = Path(folder) / "credentials"
+        subprocess.run([sys.executable, "-m", "app.cli", "credentials", str(credentials)], cwd=repo, check=True,
+                       capture_output=True, env=dict(os.environ, PYTHONPATH=str(repo)))
+        secrets = {role.value: secret for role, secret in load_credentials(credentials).secrets.items()}
+        server = Server(repo, extra=["--credentials", str(credentials)])
+        try:
+            time.sleep(2.0)
+            stop = threading.Event()
+            opened = [0]
+
+            def attacker() -> None:
+                socks: list[socket.socket] = []
+                while not stop.is_set():
+                    socks = [s for s in socks if _still_open(s)]
+                    while len(socks) < hostile and not stop.is_set():
+                        try:
+                            s = socket.create_connection(("127.0.0.1", server.tcp_port), timeout=1)
+                            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                            socks.append(s)
+                            opened[0] += 1
+                        except OSError:
+                            break
+                    time.sleep(0.05)
+                for s in socks:
+                    s.close()
+
+            thread = threading.Thread(target=attacker, daemon=True)
+            thread.start()
+            probes = []
+            for _ in range(int(seconds // 5)):
+                time.sleep(5.0)
+                client = AdaptiveClient(port=server.osc_port, client_name="listener", role="listener",
+                                        secret=secrets["listener"])
+                try:
+                    client.hello()
+                    probes.append(_count_blocks(client.connect_audio(timeout=2.0)))
+                except (OSError, TimeoutError, RuntimeError):
+                    probes.append(0)
+                finally:
+                    client.close()
+            stop.set()
+            thread.join(timeout=5)
+            alive = server.alive()
+        finally:
+            stopped = server.stop()
+    return {"seconds": seconds, "hostile": hostile, "hostile_opened": opened[0], "alive": alive,
+            "probe_blocks": probes, **stopped}
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """Whether the server still holds ``sock`` open (a closed one reads EOF or errors without blocking)."""
+    try:
+        sock.setblocking(False)
+        return sock.recv(65536, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _count_blocks(sock: socket.socket) -> int:
+    """Blocks read from an audio connection in 1 s (0 when it is refused or starved)."""
+    from bridge.audio import read_tcp_blocks
+
+    sock.settimeout(2.0)
+    count, deadline = 0, time.monotonic() + 1.0
+    try:
+        for _ in read_tcp_blocks(sock):
+            count += 1
+            if time.monotonic() > deadline:
+                break
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    return count
+
+
 def _probe_reader(port: int) -> int:
     """Blocks a fresh, normal reader receives in 1 s (0: refused or starved)."""
     from bridge.audio import read_tcp_blocks
@@ -736,6 +827,18 @@ def markdown(results: dict, info: dict) -> str:
                           " ".join(map(str, b["probe_blocks"])) if b else None),
                          ("underruns", t["underruns"], b.get("underruns"))], bool(b))
         lines += [""]
+    if "tcp_credentials" in results:
+        t = results["tcp_credentials"]
+        lines += ["### TCP audio with credentials: hostile connections against an authenticated listener", "",
+                  f"`adaptive serve --credentials`; {t['hostile']} connections that send no token and never read, "
+                  f"each re-opened as soon as the server drops it ({t['hostile_opened']} opened in "
+                  f"{t['seconds']:g} s), while every 5 s a listener proves its role (HMAC hello, then its client_id "
+                  "on the TCP connection) and counts the blocks it gets in 1 s (about 47 when served).", ""]
+        lines += _table([("authenticated listener: blocks in 1 s, every 5 s", " ".join(map(str, t["probe_blocks"])),
+                          None),
+                         ("server alive", t["alive"], None),
+                         ("underruns", t["underruns"], None)], False)
+        lines += [""]
     if "mapping_file" in results:
         f, b = results["mapping_file"], results.get("mapping_file_before") or {}
         lines += ["### A mapping file padded to 50 MB", "",
@@ -768,8 +871,9 @@ def main(argv: list[str] | None = None) -> int:
         children[argv[0]](argv[1:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", nargs="+", choices=("osc", "zmq", "mapping", "tcp", "mapping_file"),
-                        default=["osc", "zmq", "mapping", "tcp", "mapping_file"])
+    parser.add_argument("--only", nargs="+", choices=("osc", "zmq", "mapping", "tcp", "tcp_credentials",
+                                                      "mapping_file"),
+                        default=["osc", "zmq", "mapping", "tcp", "tcp_credentials", "mapping_file"])
     parser.add_argument("--osc-datagrams", type=int, default=100_000)
     parser.add_argument("--osc-rate", type=float, default=4000.0, help="OSC datagrams a second")
     parser.add_argument("--zmq-frames", type=int, default=20_000)
@@ -806,6 +910,7 @@ def main(argv: list[str] | None = None) -> int:
                    "zmq": lambda repo: run_zmq(repo, args.zmq_frames),
                    "mapping": lambda repo: run_mapping(repo, args.set_rate, args.set_seconds, args.ping_rate),
                    "tcp": lambda repo: run_tcp(repo, args.tcp_seconds, args.idle_readers),
+                   "tcp_credentials": lambda repo: run_tcp_credentials(repo, args.tcp_seconds, 2 * args.idle_readers),
                    "mapping_file": lambda repo: run_mapping_file(repo, args.padded_mb)}[case]
             results[case] = run(args.server_repo)
             if args.before_repo is not None:
