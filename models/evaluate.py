@@ -910,6 +910,8 @@ ABLATION_ROWS: tuple[tuple[str, str, dict], ...] = (
      {"guidance_scale": 2.0, "texture_from_arousal": False}),
     ("model, guidance 2, melody over an open harmony (Chord_none, strong-beat and passing-tone rules)", "model",
      {"guidance_scale": 2.0, "open_melody_harmony": True}),
+    ("model, guidance 2, one Density for every bar and no repeats (version 4's decoding)", "model",
+     {"guidance_scale": 2.0, "density_contours": False}),
 )
 """Rows of ``--ablation``: label, generator, options."""
 
@@ -1048,6 +1050,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--open-melody-harmony", choices=("yes", "no"), default=None,
                         help="yes: the melody asked with Chord_none and the chord kept by the strong-beat and "
                              "passing-tone rules; no (the model's default): asked with the cue's chord tokens")
+    parser.add_argument("--density-contours", choices=("yes", "no"), default=None,
+                        help="yes (the model's default): each bar's Density token and repeats from a real 8-bar "
+                             "period (models/contours.py); no: the same Density for every bar (version 4's decoding)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 1,2; 1 with --quick)")
     parser.add_argument("--progressions", choices=tuple(PROGRESSION_SETS), default="held_out",
                         help="held_out (default): progressions never used to choose a setting; tuning: those that were")
@@ -1106,10 +1111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = {name: value for name, value in (("guidance_scale", args.guidance), ("temperature", args.temperature),
                                                    ("top_p", args.top_p), ("style", args.style),
-                                                   ("open_melody_harmony", args.open_melody_harmony))
+                                                   ("open_melody_harmony", args.open_melody_harmony),
+                                                   ("density_contours", args.density_contours))
                    if value is not None and args.generator == "model"}
-        if "open_melody_harmony" in options:
-            options["open_melody_harmony"] = options["open_melody_harmony"] == "yes"
+        for flag in ("open_melody_harmony", "density_contours"):
+            if flag in options:
+                options[flag] = options[flag] == "yes"
         if args.pieces is not None:
             generator, load_seconds = DumpedPieces(args.pieces, grid), 0.0
         else:

@@ -18,9 +18,15 @@ What does what (the model card says the same):
   mapping's ``guidance_scale``). Valence also picks the mode of the key
   (major above 0, minor below, as the mapping's ``mode`` does), and arousal
   the ``Density`` and ``MeanVelocity`` tokens when
-  :attr:`ModelPartGenerator.texture_from_arousal` is on (the default, see
-  :data:`AROUSAL_NOTES_PER_BEAT`): conditioning the model learned from real
-  bars, not limits on the notes.
+  :attr:`ModelPartGenerator.texture_from_arousal` is on (the default):
+  conditioning the model learned from real bars, not limits on the notes.
+* **Phrase form** comes from real music (:mod:`models.contours`): the
+  arousal picks how busy a period is among VGMIDI's real 8-bar periods, and
+  one such period, drawn by seed, gives each bar its ``Density`` token (a
+  busy bar, then a held one, as real periods vary) and says which bars
+  repeat an earlier bar: a repeated bar keeps the earlier bar's onsets and
+  note lengths, and, where the real period repeated a motif or the whole
+  bar, its intervals or its notes (the nearest pitch the key allows).
 * **Hard constraints** are only the rules a composer would state: the token
   grammar (``Position`` → ``Pitch`` → ``Velocity`` → ``Duration``, positions
   rising); the meter (positions inside the bar); the role's register
@@ -52,6 +58,7 @@ from adaptive.generator import BarRequest
 from adaptive.harmony import Chord, Key, Mode
 from adaptive.part import Part
 from models.checkpoint import DEFAULT_CHECKPOINT, ModelError, load_checkpoint
+from models.contours import REPEAT_EXACT, REPEAT_MOTIF, REPEAT_NONE, BarPlan, arousal_quantile, load_contours
 from models.inference import CachePool, NumpyCache, NumpyDecoder
 from models.tokenizer import (HEADER_SLOTS, METERS, PHRASE_BARS, POSITIONS_PER_BEAT, ROLES, Vocabulary, bar_header,
                               density_bin, encode_bar, style_token, velocity_level)
@@ -68,7 +75,9 @@ of that role in low-arousal phrases to the upper quartile of its bars in
 high-arousal phrases (read from the ``Density`` bins, interpolated inside a
 bin), so that the asks span what real game music of that role does. Version
 2 asked every role for 0.75-3, which put a bass at 3 notes a beat, where
-VGMIDI's basses almost never go."""
+VGMIDI's basses almost never go. Used only with ``density_contours=False``
+(version 4's decoding); by default :mod:`models.contours` sets each bar's
+``Density``."""
 AROUSAL_VELOCITY = (64.0, 111.0)
 """Mean MIDI velocity asked through the ``MeanVelocity`` token at arousal -1
 and +1: the lower quartile of VGMIDI's low-arousal bars and the upper quartile
@@ -260,10 +269,16 @@ class ModelPartGenerator:
             bar's chord, and a tone outside the chord lasts less than
             :data:`NON_CHORD_TONE_MAX_BEATS`. False (the default,
             :data:`MELODY_OVER_OPEN_HARMONY`) asks with the cue's chords.
+        density_contours: True (the default) asks each bar's ``Density`` from
+            the shape of a real 8-bar period as busy on average as the arousal
+            (or the mapping's notes-per-beat ask) calls for
+            (:mod:`models.contours`); False asks every bar the same bin (the
+            asks of :data:`AROUSAL_NOTES_PER_BEAT`, version 4's decoding).
     Raises:
         ValueError: an unknown style, or temperature/top_p out of range.
         ModelError (an :class:`adaptive.errors.AssetError`): the checkpoint is
             missing, corrupt, truncated, or does not match this code.
+        models.contours.ContourError: the contour table is missing or malformed.
     """
 
     name = "model"
@@ -271,7 +286,8 @@ class ModelPartGenerator:
     def __init__(self, checkpoint: str | Path | None = None, threads: int = 1,
                  guidance_scale: float = DEFAULT_GUIDANCE_SCALE, texture_from_arousal: bool = True,
                  constrained: bool = True, temperature: float = TEMPERATURE, top_p: float = TOP_P,
-                 style: str = DEFAULT_STYLE, open_melody_harmony: bool = MELODY_OVER_OPEN_HARMONY) -> None:
+                 style: str = DEFAULT_STYLE, open_melody_harmony: bool = MELODY_OVER_OPEN_HARMONY,
+                 density_contours: bool = True) -> None:
         del threads
         style_token(style)  # raises ValueError for an unknown style
         if not (0.05 <= temperature <= 5.0 and 0.0 < top_p <= 1.0):
@@ -280,6 +296,7 @@ class ModelPartGenerator:
         self.decoder, self.payload, self.vocab = shared_model(checkpoint)
         self.guidance_scale = guidance_scale
         self.texture_from_arousal = texture_from_arousal
+        self.contours = load_contours() if density_contours else None
         self.constrained = constrained
         self.open_melody_harmony = open_melody_harmony
         v = self.vocab
@@ -302,6 +319,7 @@ class ModelPartGenerator:
         self._next_bar_index: int | None = None
         self._stream_key: tuple | None = None
         self._history: list[list[int]] = []  # token ids (header + notes) of the bars in the context, per bar
+        self._written: dict[int, tuple[int, list]] = {}  # bar_index -> (positions a bar, its notes), this stream
         self.last_tokens: list[str] = []
         """Token strings of the last generated request (headers and notes), for inspection."""
 
@@ -382,6 +400,7 @@ class ModelPartGenerator:
         if not continuing:
             self._cache = None
             self._history = self._context_history(request)
+            self._written = {}
         self._stream_key = stream_key
         self._rows = rows
         self._next_bar_index = request.bar_index + 1
@@ -392,9 +411,15 @@ class ModelPartGenerator:
         previous_pitch = self._last_context_pitch(request) if not continuing else None
         bars = model_bars(request)
         to_beats = request.beat_unit / 4.0
+        plan = self._plan(request)
+        repeat = None
+        if plan is not None and len(bars) == 1 and request.ending is None and plan.repeats_bar is not None:
+            written = self._written.get(plan.repeats_bar)
+            if written is not None and written[0] == bars[0].positions:
+                repeat = (written[1], plan.repeat_kind)
         for index, bar in enumerate(bars):
             ending = request.ending if index == len(bars) - 1 else None
-            bar_notes = yield from self._model_bar(request, bar, scale, rng, previous_pitch, ending)
+            bar_notes = yield from self._model_bar(request, bar, scale, rng, previous_pitch, ending, plan, repeat)
             for onset, duration, pitch, velocity in bar_notes:
                 notes.append(((bar.offset_quarters + onset) * to_beats, duration * to_beats, pitch, velocity))
             previous_pitch = None
@@ -408,7 +433,24 @@ class ModelPartGenerator:
             scale = request.conditioning.guidance_scale
         return float(min(max(scale, 0.0), MAX_GUIDANCE_SCALE))
 
-    def _header(self, request: BarRequest, bar: ModelBar, unconditional: bool) -> list[int]:
+    def _plan(self, request: BarRequest) -> BarPlan | None:
+        """The bar's place in a real period (:mod:`models.contours`): asked from
+        the mapping's notes-per-beat when it asks one, else from the arousal;
+        None without contours or when the density is not asked."""
+        contours = self.contours
+        if contours is None:
+            return None
+        if request.conditioning is not None:
+            notes_per_beat = min(max(request.conditioning.notes_per_beat, 0.25), 16.0)
+            quantile = contours.quantile_of(request.role, notes_per_beat)
+        elif self.texture_from_arousal:
+            quantile = arousal_quantile(request.arousal)
+        else:
+            return None
+        return contours.bar_plan(request.role, quantile, request.seed, request.bar_index)
+
+    def _header(self, request: BarRequest, bar: ModelBar, unconditional: bool,
+                plan: BarPlan | None = None) -> list[int]:
         arousal = min(1.0, max(-1.0, request.arousal))
         valence = min(1.0, max(-1.0, request.valence))
         a01 = (arousal + 1.0) / 2.0
@@ -421,6 +463,8 @@ class ModelPartGenerator:
             low, high = AROUSAL_NOTES_PER_BEAT[request.role]
             density = density_bin(low + a01 * (high - low))
             level = velocity_level(AROUSAL_VELOCITY[0] + a01 * (AROUSAL_VELOCITY[1] - AROUSAL_VELOCITY[0]))
+        if plan is not None and density is not None:
+            density = plan.density_bin
         unknown = STYLE_HEADER_UNKNOWN[request.style or self.style]
         chords = (None, None) if self._open_harmony(request) else bar.chords
         tokens = bar_header(bar.meter, request.bar_index, generation_key(request),
@@ -443,6 +487,9 @@ class ModelPartGenerator:
             header = self._header(request, bar, unconditional=False)
             bar_index = request.bar_index - len(request.context) + i
             header[self._slot_ids["Phrase"]] = self.vocab.id(f"Phrase_{bar_index % PHRASE_BARS}")
+            if header[self._slot_ids["Density"]] != self.vocab.id("Density_unknown"):  # the bar's own, as in training
+                quarters = float(request.beats_per_bar * to_quarters)
+                header[self._slot_ids["Density"]] = self.vocab.id(f"Density_{density_bin(len(part) / quarters)}")
             history.append(header + encode_bar(self.vocab, part.start_beats * to_quarters,
                                                part.duration_beats * to_quarters, part.pitch, part.velocity,
                                                bar.positions))
@@ -518,18 +565,22 @@ class ModelPartGenerator:
         return tuple(register & np.isin(v.pitch % 12, scale + chord.pitch_classes()) for chord in chords)
 
     def _model_bar(self, request: BarRequest, bar: ModelBar, scale: float, rng: np.random.Generator,
-                   previous_pitch: int | None, ending) -> list[tuple[float, float, int, int]]:
+                   previous_pitch: int | None, ending, plan: BarPlan | None = None,
+                   repeat: tuple[list, int] | None = None) -> list[tuple[float, float, int, int]]:
         """Write one model bar: feed its header, then sample note tokens under
         the hard rules (:meth:`_allowed`) until the model writes ``Bar``.
         A generator: yields each decoding step it needs, as :meth:`bar_steps`.
+        ``plan``: the bar's place in a real period (its ``Density`` token);
+        ``repeat``: ``(notes of the earlier bar, repeat kind)`` when the plan
+        has this bar repeat one this part wrote (:class:`_BarState`).
         Returns notes as (onset, duration in quarter notes, pitch, velocity)."""
         v = self.vocab
         halves = self._allowed_pitches(request, bar.chords)
         state = _BarState(bar, ROLE_MAX_NOTES_PER_POSITION[request.role], previous_pitch, ending, *halves,
-                          strong=self._strong_beat_pitches(request, bar.chords, halves))
+                          strong=self._strong_beat_pitches(request, bar.chords, halves), repeat=repeat)
         max_tokens = bar.positions * (1 + 3 * state.max_per_position) + 1
-        header = self._header(request, bar, unconditional=False)
-        headers = [header] + ([self._header(request, bar, unconditional=True)] if self._rows == 2 else [])
+        header = self._header(request, bar, unconditional=False, plan=plan)
+        headers = [header] + ([self._header(request, bar, unconditional=True, plan=plan)] if self._rows == 2 else [])
         logits = self._start(request, headers)
         body: list[int] = []
         while True:
@@ -546,6 +597,9 @@ class ModelPartGenerator:
                 logits = yield np.full(self._rows, token, np.int64), self._cache  # stepped by the caller
         self._history.append(header + body)
         del self._history[:-64]  # more bars than any context holds
+        self._written[request.bar_index] = (bar.positions, state.written)
+        for old in [i for i in self._written if i < request.bar_index - PHRASE_BARS]:
+            del self._written[old]
         self.last_tokens += [v.tokens[i] for i in header + body]
         return state.notes
 
@@ -554,20 +608,31 @@ class ModelPartGenerator:
         if state.expect == "Velocity":
             return self._velocity_ids
         if state.expect == "Duration":
+            allowed = self._durations_ok
             if state.strong is not None and not state.last_is_chord_tone():
-                return self._short_durations  # a melody's tone outside the chord passes: shorter than a beat
-            return self._durations_ok
+                allowed = self._short_durations  # a melody's tone outside the chord passes: shorter than a beat
+            repeated = state.repeated_duration()
+            if repeated is not None and repeated in allowed:
+                return np.array([repeated], np.int64)
+            return allowed
         pitches = self._pitch_candidates(state) if state.position >= 0 else np.zeros(0, np.int64)
         if state.expect == "Pitch":  # right after a Position
-            return pitches if len(pitches) else np.flatnonzero(self._is_pitch)
+            if not len(pitches):
+                return np.flatnonzero(self._is_pitch)
+            target = state.repeated_pitch()
+            if target is not None:  # the motif again: the allowed pitch nearest the earlier bar's interval
+                return pitches[[int(np.argmin(np.abs(self.vocab.pitch[pitches] - target)))]]
+            return pitches
         # After a note: another pitch at this position, a later position, or the end of the bar.
-        later = self._position_ids[(self._position_values > state.position)
-                                   & (self._position_values < state.bar.positions)]
+        later_ok = (self._position_values > state.position) & (self._position_values < state.bar.positions)
+        if state.repeat_positions is not None:  # the earlier bar's rhythm: only its next onset, or the end
+            later_ok &= np.isin(self._position_values, state.next_repeated_position())
+        later = self._position_ids[later_ok]
         parts = [later]
         if len(state.pitches_here) < state.max_per_position:
             parts.append(pitches)
-        if state.ending is None or self._ends_well(state.last_pitch, state.ending) \
-                or not any(len(p) for p in parts):
+        if (state.ending is None or self._ends_well(state.last_pitch, state.ending)
+                or not any(len(p) for p in parts)) and not (state.repeat_positions is not None and len(later)):
             parts.append(np.array([self._bar], np.int64))  # an ending bar closes only on its ending
         return np.concatenate(parts)
 
@@ -634,7 +699,8 @@ class _BarState:
 
     def __init__(self, bar: ModelBar, max_per_position: int, seam_pitch: int | None, ending,
                  first_half: np.ndarray, second_half: np.ndarray,
-                 strong: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 strong: tuple[np.ndarray, np.ndarray] | None = None,
+                 repeat: tuple[list, int] | None = None) -> None:
         self.bar = bar
         self.strong = strong
         self.chord_pitch_classes = tuple(set(chord.pitch_classes()) for chord in bar.chords)
@@ -649,6 +715,47 @@ class _BarState:
         self.last_pitch: int | None = None
         self.velocity = 0
         self.notes: list[tuple[float, float, int, int]] = []
+        self.written: list[tuple[int, int, int]] = []  # (position, pitch, Duration token id) per note
+        self.onset_tops: list[int] = []  # the highest pitch written at each onset so far
+        # An earlier bar this one repeats (models.contours.BarPlan): its onsets,
+        # note lengths and, as a motif or exactly, its top line.
+        self.repeat_kind = REPEAT_NONE
+        self.repeat_positions: list[int] | None = None
+        self._repeat_notes: dict[int, list[tuple[int, int]]] = {}
+        self._repeat_tops: list[int] = []
+        if repeat is not None and repeat[0] and repeat[1] != REPEAT_NONE:
+            notes, self.repeat_kind = repeat
+            for position, pitch, duration in sorted(notes):
+                self._repeat_notes.setdefault(position, []).append((pitch, duration))
+            self.repeat_positions = sorted(self._repeat_notes)
+            self._repeat_tops = [self._repeat_notes[p][-1][0] for p in self.repeat_positions]
+
+    def next_repeated_position(self) -> list[int]:
+        """The repeated bar's next onset after the current position (a list of 0 or 1)."""
+        return [p for p in self.repeat_positions if p > self.position][:1]
+
+    def repeated_duration(self) -> int | None:
+        """The ``Duration`` token id the repeated bar gave this note, or None."""
+        here = self._repeat_notes.get(self.position)
+        if here is None or len(self.pitches_here) > len(here):
+            return None
+        return here[len(self.pitches_here) - 1][1]
+
+    def repeated_pitch(self) -> int | None:
+        """The pitch a repeated motif asks at this onset's first note: the
+        earlier bar's first pitch here (an exact repeat), or the last onset's
+        top pitch moved by the earlier bar's interval (a motif); None when free."""
+        if self.repeat_kind < REPEAT_MOTIF or self.pitches_here or self.position not in self._repeat_notes:
+            return None
+        onset = self.repeat_positions.index(self.position)
+        if len(self._repeat_notes[self.position]) != 1:
+            return None  # a chord in the earlier bar: its notes are the model's to choose
+        if self.repeat_kind == REPEAT_EXACT:
+            return self._repeat_notes[self.position][0][0]
+        if onset == 0 or not self.onset_tops:
+            return None
+        return self.onset_tops[-2] + self._repeat_tops[onset] - self._repeat_tops[onset - 1] \
+            if len(self.onset_tops) >= 2 else None
 
     def last_is_chord_tone(self) -> bool:
         """Whether the last pitch is a tone of the chord of the half bar it sounds in."""
@@ -663,10 +770,12 @@ class _BarState:
             if self.first_position is None:
                 self.first_position = self.position
             self.pitches_here = []
+            self.onset_tops.append(-1)
             self.expect = "Pitch"
         elif kind == "Pitch":
             self.last_pitch = int(vocab.pitch[token])
             self.pitches_here.append(self.last_pitch)
+            self.onset_tops[-1] = max(self.onset_tops[-1], self.last_pitch)
             self.expect = "Velocity"
         elif kind == "Velocity":
             self.velocity = int(vocab.velocity[token])
@@ -674,4 +783,5 @@ class _BarState:
         else:
             self.notes.append((self.position / POSITIONS_PER_BEAT, float(vocab.duration_beats[token]),
                                self.last_pitch, self.velocity))
+            self.written.append((self.position, self.last_pitch, int(token)))
             self.expect = "Position"
