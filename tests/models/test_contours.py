@@ -164,3 +164,20 @@ def test_without_contours_every_bar_asks_the_same_density():
     expected = {f"Density_{load_contours().bar_plan('melody', arousal_quantile(0.3), 3, b).density_bin}"
                 for b in range(PHRASE_BARS)}
     assert asked[0] == expected
+
+
+def test_a_melody_sounds_one_pitch_at_most_three_times_in_a_row_across_bar_lines():
+    from models.generate import ROLE_MAX_REPEATED_NOTES, ModelPartGenerator
+
+    assert ROLE_MAX_REPEATED_NOTES["melody"] == 3
+    longest = 0
+    for seed in range(1, 7):
+        bars = _period(ModelPartGenerator(), "melody", seed, arousal=0.8)
+        onsets = np.concatenate([np.round((p.start_beats + 4 * i) * 4) for i, p in enumerate(bars)])
+        pitches = np.concatenate([p.pitch for p in bars])
+        line = [pitches[onsets == o].max() for o in np.unique(onsets)]
+        run = 1
+        for a, b in zip(line[:-1], line[1:]):
+            run = run + 1 if a == b else 1
+            longest = max(longest, run)
+    assert 2 <= longest <= 3  # repeated notes still happen, never four in a row
