@@ -118,6 +118,8 @@ def _serve_parser(commands) -> None:
                          help="the Ray cluster's head, HOST:PORT (as given to 'ray start --address'), or 'auto'")
     cluster.add_argument("--advertise-host", help="the host clients reach each node at (default: --host, or the "
                                                   "node's IP address when --host is 0.0.0.0)")
+    cluster.add_argument("--no-head-sessions", action="store_true",
+                         help="serve only on Ray's worker nodes, not on its head (as on Kubernetes)")
     cluster.add_argument("--endpoints-file", type=Path, help="write every node's endpoints there as JSON once they "
                                                              "serve (and again when nodes join or leave)")
     _server_options(cluster)
@@ -375,7 +377,7 @@ def _cluster(args: argparse.Namespace) -> int:
         if path is not None:
             _prepare_output(path)
     return run_cluster(args.address, settings.model_dump(mode="json", by_alias=True, exclude_none=True),
-                       args.advertise_host, args.endpoints_file)
+                       args.advertise_host, args.endpoints_file, head_sessions=not args.no_head_sessions)
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -65,6 +66,12 @@ the engine and making the default session took 5-15 s on a loaded 2-core machine
 
 WATCH_INTERVAL_S = 5.0
 """How often (seconds) the driver looks for Ray nodes that joined or died."""
+
+ADVERTISE_HOST_ENV = "ADAPTIVE_ADVERTISE_HOST"
+"""Environment variable of a node's process: the host clients reach that node at (docs/cluster.md)."""
+
+HEAD_RESOURCE = "node:__internal_head__"
+"""The resource only Ray's head node has (how ``--no-head-sessions`` knows it)."""
 
 NODE_NAME_CHARS = 12
 """A node's name: the first hex digits of its Ray node id."""
@@ -147,8 +154,13 @@ class SessionNode:
 
     Args:
         node: its name (unique in the cluster).
-        settings_values: :class:`app.settings.ServerSettings` fields (JSON-able), the same for every node.
-        advertise_host: the host clients reach this node at (None: the bind
+        settings_values: :class:`app.settings.ServerSettings` fields
+            (JSON-able), the same for every node; the recording and MIDI
+            file, if asked for, go to ``STEM.NODE.SUFFIX`` (``run.jsonl`` ->
+            ``run.6142eb385d28.jsonl``; its sessions' beside it, docs/sessions.md).
+        advertise_host: the host clients reach this node at (None:
+            ``$ADAPTIVE_ADVERTISE_HOST`` on this node, e.g. a Kubernetes
+            node's external address from the downward API; else the bind
             host, or this Ray node's IP address when binding every interface).
 
     Raises:
@@ -163,14 +175,19 @@ class SessionNode:
         register_generators()  # before the settings: they name a generator of the registry
         logging.basicConfig(level=logging.INFO, format=f"adaptive[{node}]: %(message)s", stream=sys.stderr)
         self.node = node
+        settings_values = dict(settings_values)
+        for key in ("record", "midi_file"):  # nodes may share a disk: each writes under its own name
+            if settings_values.get(key):
+                path = Path(settings_values[key])
+                settings_values[key] = str(path.with_name(f"{path.stem}.{node}{path.suffix}"))
         settings = ServerSettings.from_values(settings_values, "")
         directory = ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
         self.placement = RayPlacement(directory, node)
         self.server = Server(settings, placement=self.placement)
         self.server.sessions.add_started_listener(lambda hosted: self.placement.confirm(hosted.session_id))
         self.server.start()
-        host = advertise_host or (settings.host if settings.host not in ("0.0.0.0", "::", "")
-                                  else ray.util.get_node_ip_address())
+        host = (advertise_host or os.environ.get(ADVERTISE_HOST_ENV)
+                or (settings.host if settings.host not in ("0.0.0.0", "::", "") else ray.util.get_node_ip_address()))
         self.endpoint_values = {"node": node, "host": host, "osc_port": self.server.osc.port,
                                 "zmq_control_port": _port_of(self.server.zmq.control_endpoint),
                                 "zmq_events_port": _port_of(self.server.zmq.events_endpoint),
@@ -210,15 +227,19 @@ class ClusterDriver:
     Args:
         settings_values: the server settings every node runs with.
         advertise_host: as :class:`SessionNode`'s.
+        head_sessions: serve on Ray's head node too (False: only on worker
+            nodes, as on Kubernetes where the head pod is kept for Ray itself).
 
     Attributes:
         nodes: node name -> its actor handle.
         endpoints: node name -> its endpoints, once started.
     """
 
-    def __init__(self, settings_values: dict[str, Any], advertise_host: str | None = None) -> None:
+    def __init__(self, settings_values: dict[str, Any], advertise_host: str | None = None,
+                 head_sessions: bool = True) -> None:
         self.settings_values = settings_values
         self.advertise_host = advertise_host
+        self.head_sessions = head_sessions
         self.directory = Directory.options(name=DIRECTORY_NAME, namespace=NAMESPACE).remote()
         self.nodes: dict[str, Any] = {}
         self.endpoints: dict[str, dict[str, Any]] = {}
@@ -231,7 +252,8 @@ class ClusterDriver:
         Raises:
             ray.exceptions.RayError: a node actor failed to start (its error names why).
         """
-        alive = {node_name(n["NodeID"]): n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        alive = {node_name(n["NodeID"]): n["NodeID"] for n in ray.nodes()
+                 if n["Alive"] and (self.head_sessions or HEAD_RESOURCE not in n.get("Resources", {}))}
         for name in [name for name in self.nodes if name not in alive]:
             log.warning("Ray node %s left: its sessions are forgotten", name)
             self.nodes.pop(name)
@@ -267,13 +289,14 @@ class ClusterDriver:
 
 
 def run_cluster(address: str, settings_values: dict[str, Any], advertise_host: str | None = None,
-                endpoints_file: Path | None = None) -> int:
+                endpoints_file: Path | None = None, head_sessions: bool = True) -> int:
     """``adaptive cluster``: connect to the Ray cluster at ``address``
     (``HOST:PORT`` of its head, or ``auto``), serve on every node until
     SIGINT or SIGTERM; returns the exit status.
 
     ``endpoints_file``: where to write every node's endpoints as JSON once
-    they serve (and again when nodes join or leave).
+    they serve (and again when nodes join or leave). ``head_sessions``: as
+    :class:`ClusterDriver`'s.
 
     Raises:
         ConnectionError: no Ray cluster at ``address``.
@@ -283,7 +306,7 @@ def run_cluster(address: str, settings_values: dict[str, Any], advertise_host: s
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
         signal.signal(signum, lambda *_: stop.set())
-    driver = ClusterDriver(settings_values, advertise_host)
+    driver = ClusterDriver(settings_values, advertise_host, head_sessions)
     try:
         driver.add_new_nodes()
         _announce(driver, endpoints_file)
