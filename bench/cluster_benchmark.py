@@ -154,7 +154,7 @@ def main() -> int:
              f"rule-based generator. {args.sessions} clients, one after another, say hello with session `new` to "
              "the first node, follow `session_elsewhere` when sent on, and read their session's first TCP audio "
              "block.", "",
-             f"Machine: {facts['cpu']}, {facts['cores']} cores, {facts['memory_gb']} GB, {facts['os']}, Python "
+             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {facts['cpu']}, {facts['cores']} cores, {facts['memory_gb']:.0f} GB, {facts['os']}, Python "
              f"{facts['python']}. Load: {args.load or 'none stated'}.", "",
              "| figure | value |", "|---|---|",
              f"| `ray start` of the head and {args.workers} worker(s) | {cluster_s:.1f} s |",
