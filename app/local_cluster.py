@@ -28,7 +28,7 @@ from pathlib import Path
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
 """Each node's object store (Ray's minimum is 75 MiB); the servers pass no large objects through it."""
 
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 90.0
 """Seconds to wait for a node to say it started (16 s for a head on a loaded 2-core machine)."""
 
 STOP_GRACE_S = 3.0

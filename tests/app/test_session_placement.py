@@ -186,3 +186,29 @@ def test_the_python_client_stops_after_too_many_redirects():
     finally:
         client.close()
         looping.close()
+
+
+def test_over_zeromq_a_session_on_another_node_is_answered_with_session_elsewhere(node):
+    import json
+
+    from bridge.zmq_server import ZmqServer
+
+    far = SessionElsewhere("arena-z", "10.0.0.8", 9200, 9203, 9201)
+    s = node(FakePlacement({"arena-z": far}))
+    zmq_server = ZmqServer(s.host.default.session.bank, s.host.default.realtime.submit,
+                           s.host.default.realtime.server_time_seconds, 48_000, s.host.default.endpoint.welcome,
+                           control_port=0, events_port=0, clients=s.clients, clock=s.clock, sessions=s.host)
+    replies = []
+    zmq_server._reply = lambda identity, envelope, payload: replies.append(json.loads(payload))
+    try:
+        hello = {"type": "hello", "reply_port": 1, "sample_rate_hz": 48_000, "channels": 2, "sample_format": "s16",
+                 "client_name": "zmq-game", "session": "arena-z"}
+        zmq_server.handle(json.dumps(hello).encode(), b"peer-1", host="127.0.0.1")
+        s.host.wait_for_builds(10.0)
+        while zmq_server._late_replies:
+            zmq_server._reply(*zmq_server._late_replies.popleft())
+        assert replies == [{"type": "session_elsewhere", **far.values}]
+        assert zmq_server.counters["hellos_elsewhere"] == 1 and zmq_server.counters["rejected"] == 0
+        assert s.clients.count("arena-z") == 0
+    finally:
+        zmq_server.close()
