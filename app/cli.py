@@ -3,6 +3,7 @@
 Subcommands:
   render TIMELINE -o out.wav [--midi out.mid] [--events out.json]   offline render
   serve [--config FILE]                                               the real-time server (OSC, ZeroMQ, TCP audio)
+  cluster --address HEAD [serve options]                              serve on every node of a Ray cluster (docs/cluster.md)
   replay RECORDING -o out.wav                                         a served session, rendered again offline
   bank [--bank FILE]                                                  list a cue bank's cues, layers, stingers and themes
   send [--host H] [--port P] [--session S] MESSAGE ARGS...            send one message to a running server (session S)
@@ -107,8 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve_parser(commands) -> None:
-    """``adaptive serve``: its options name the settings of :class:`app.settings.ServerSettings`."""
+    """``adaptive serve`` and ``adaptive cluster``: their options name the settings of
+    :class:`app.settings.ServerSettings`."""
     serve = commands.add_parser("serve", help="run the real-time server (OSC and ZeroMQ; see docs/protocol.md)")
+    _server_options(serve)
+    cluster = commands.add_parser("cluster", help="serve on every node of a Ray cluster, sessions placed by a "
+                                                  "directory (pip install '.[cluster]'; docs/cluster.md)")
+    cluster.add_argument("--address", required=True,
+                         help="the Ray cluster's head, HOST:PORT (as given to 'ray start --address'), or 'auto'")
+    cluster.add_argument("--advertise-host", help="the host clients reach each node at (default: --host, or the "
+                                                  "node's IP address when --host is 0.0.0.0)")
+    cluster.add_argument("--no-head-sessions", action="store_true",
+                         help="serve only on Ray's worker nodes, not on its head (as on Kubernetes)")
+    cluster.add_argument("--endpoints-file", type=Path, help="write every node's endpoints there as JSON once they "
+                                                             "serve (and again when nodes join or leave)")
+    _server_options(cluster)
+
+
+def _server_options(serve: argparse.ArgumentParser) -> None:
+    """The options of ``adaptive serve`` (also ``adaptive cluster``'s, for every node)."""
     serve.add_argument("--config", type=Path, help="server settings TOML (keys as the options below, with _ for -)")
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--osc-port", type=int, help="UDP port for OSC (default 9000; 0 = any free port)")
@@ -346,6 +364,20 @@ def _serve(args: argparse.Namespace) -> int:
         if path is not None:
             _prepare_output(path)
     return serve(settings)
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    """``adaptive cluster``: the server on every node of a Ray cluster (app/cluster.py)."""
+    settings = _serve_settings(args)
+    try:
+        from app.cluster import run_cluster
+    except ImportError as error:
+        raise AdaptiveError(f"adaptive cluster needs Ray ({error}): pip install '.[cluster]' (docs/cluster.md)") from None
+    for path in (settings.record, settings.midi_file):
+        if path is not None:
+            _prepare_output(path)
+    return run_cluster(args.address, settings.model_dump(mode="json", by_alias=True, exclude_none=True),
+                       args.advertise_host, args.endpoints_file, head_sessions=not args.no_head_sessions)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -607,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``adaptive`` console script; returns the exit status."""
     register_generators()
     args = build_parser().parse_args(argv)
-    handlers = {"render": _render, "serve": _serve, "replay": _replay, "bank": _bank, "send": _send,
+    handlers = {"render": _render, "serve": _serve, "cluster": _cluster, "replay": _replay, "bank": _bank, "send": _send,
                 "monitor": _monitor, "check": _check, "mapping": _mapping, "plot": _plot,
                 "credentials": _credentials}
     try:

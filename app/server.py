@@ -43,12 +43,17 @@ class Server:
     The attributes ``session``, ``realtime``, ``mapping`` and ``recording``
     are the default session's.
 
+    Args:
+        settings: the server's settings.
+        placement: where a cluster puts sessions (:class:`app.sessions.SessionPlacement`,
+            given by :mod:`app.cluster` to the server of each node; None: a single server).
+
     Raises:
         AdaptiveError: the bank or SoundFont cannot be loaded.
         OSError: a port cannot be bound (with the port in the message).
     """
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, placement=None) -> None:
         from adaptive.cue import load_bank
         from adaptive.realtime import GcPauseMonitor
         from app.sessions import SessionHost
@@ -85,7 +90,7 @@ class Server:
         # mapping file the user named is watched: the embedded default is package data.
         self.sessions = SessionHost(settings, self.bank, mapping, self.clients,
                                     mapping_path=settings.mapping.resolve() if settings.mapping is not None else None,
-                                    report_mapping_error=self._report_mapping_error)
+                                    report_mapping_error=self._report_mapping_error, placement=placement)
         default = self.sessions.default
         self.session, self.realtime = default.session, default.realtime
         self.mapping, self.recording = default.mapping, default.recording

@@ -41,12 +41,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from app.settings import MAX_SESSIONS, SESSION_IDLE_S, StartMode  # noqa: F401 (the defaults, named here too)
 from bridge.access import ClientTable
 from bridge.protocol import DEFAULT_SESSION, NEW_SESSION, ProtocolError
-from bridge.sessions import SessionEndpoint, check_session_id, opened
+from bridge.sessions import SessionElsewhere, SessionEndpoint, check_session_id, opened
 
 log = logging.getLogger("adaptive.sessions")
 
@@ -98,6 +98,30 @@ class HostedSession:
     empty_since_s: float | None = None
 
 
+class SessionPlacement(Protocol):
+    """Where a cluster puts sessions (docs/cluster.md): the session host of
+    one node asks it about every session it does not hold
+    (:class:`app.cluster.RayPlacement` asks the cluster's directory).
+
+    Both methods are called off the transports' threads: :meth:`place` on
+    the host's placement thread, :meth:`forget` where a session ends.
+    """
+
+    def place(self, session_id: str) -> SessionElsewhere | None:
+        """Where session ``session_id`` lives, placing it if it lives
+        nowhere yet: None for this node (the host makes it), else the
+        hosting node's endpoints as the redirect to answer with. May block
+        (a round trip to the directory).
+
+        Raises:
+            ProtocolError: ``not_allowed``: every node is at its cap.
+        """
+
+    def forget(self, session_id: str) -> None:
+        """Session ``session_id`` no longer lives on this node (it ended, or
+        could not be made). Must not block."""
+
+
 SessionFactory = Callable[[str], HostedSession]
 """Makes the parts of session ``ID`` (not started): :meth:`SessionHost.build` by default."""
 
@@ -126,6 +150,12 @@ class SessionHost:
         factory: makes a session's parts (tests pass a lighter one).
         realtime_options: extra arguments of each ``RealtimeSession`` (tests
             pass a fake ``clock`` and ``sleep``).
+        placement: where a cluster puts sessions (:class:`SessionPlacement`;
+            None: a single server, every session is made here). With one, a
+            hello for a session this host does not hold is first placed (on
+            the host's placement thread): made here, or answered with the
+            hosting node's endpoints (``session_elsewhere``, counted
+            ``hellos_elsewhere``). The default session is always this node's own.
 
     Attributes:
         default: the ``default`` session (made here).
@@ -135,7 +165,9 @@ class SessionHost:
             ``refused_bad_id``, ``sessions_build_failed`` (a session
             that could not be made), ``hellos_joined_build`` (hellos that
             waited for a build another hello asked for),
-            ``blocks_of_ended_sessions``, ``underruns_of_ended_sessions``.
+            ``blocks_of_ended_sessions``, ``underruns_of_ended_sessions``;
+            with a placement, ``hellos_elsewhere`` (answered with another
+            node's endpoints) and ``placement_failed`` (the directory could not be asked).
         welcome_base: welcome fields every session shares (block_frames,
             lookahead_ms, audio_tcp_port); the server sets audio_tcp_port once bound.
 
@@ -147,8 +179,9 @@ class SessionHost:
                  mapping_path: Path | None = None,
                  report_mapping_error: Callable[[str, str, str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, factory: SessionFactory | None = None,
-                 realtime_options: dict[str, Any] | None = None) -> None:
+                 realtime_options: dict[str, Any] | None = None, placement: SessionPlacement | None = None) -> None:
         self.settings = settings
+        self.placement = placement
         self.bank = bank
         self.initial_mapping = mapping
         self.clients = clients
@@ -166,6 +199,9 @@ class SessionHost:
         self._sessions: dict[str, HostedSession] = {}
         self._building: dict[str, Future] = {}  # sessions being made -> their future endpoint
         self._builder = ThreadPoolExecutor(max_workers=BUILDER_THREADS, thread_name_prefix="adaptive-session-build")
+        self._placing: dict[str, Future] = {}  # sessions being placed (asked of the placement) -> their future endpoint
+        self._placer = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptive-session-place")
+                        if placement is not None else None)
         self._closing = False
         self._started_listeners: list[Callable[[HostedSession], None]] = []
         self._ended_listeners: list[Callable[[str, str, list], None]] = []
@@ -269,6 +305,13 @@ class SessionHost:
         hello for a session being made gets that build's future, not a
         second build.
 
+        With a placement (a node of a cluster), a session other than the
+        default one that this host neither holds nor makes is first placed,
+        on the placement thread: the future fails with
+        :class:`bridge.sessions.SessionElsewhere` when it lives (or is put)
+        on another node, and goes on as above when it is put here (a
+        ``new`` session gets its id first, so the redirect names it).
+
         Raises:
             ProtocolError: at once: ``out_of_range`` for a malformed id
                 (counted ``refused_bad_id``), ``not_allowed`` at the cap
@@ -283,26 +326,92 @@ class SessionHost:
         with self._lock:
             if session_id != NEW_SESSION and session_id in self._sessions:
                 return opened(self._sessions[session_id].endpoint)
-            building = self._building.get(session_id)
+            building = self._building.get(session_id) or self._placing.get(session_id)
             if building is not None:
                 self.counters["hellos_joined_build"] += 1
                 return building
             if self._closing:
                 raise ProtocolError("not_allowed", "the server is stopping: it makes no new session")
-            held = len(self._sessions) + len(self._building)
-            if held >= self.max_sessions:
-                self.counters["refused_at_cap"] += 1
-                raise ProtocolError("not_allowed", (
-                    f"this server holds {held} sessions, its cap (setting max_sessions, "
-                    f"--max-sessions {self.max_sessions}): join one that exists, end one (/adaptive/session/end), "
-                    f"or wait until one has had no client for session_idle_s ({self.idle_s:g} s)"))
-            if session_id == NEW_SESSION:
-                session_id = secrets.token_hex(NEW_SESSION_ID_BYTES)
-                while session_id in self._sessions or session_id in self._building:
-                    session_id = secrets.token_hex(NEW_SESSION_ID_BYTES)
-            # Under the lock: the build cannot finish (it takes the lock) before its future is listed.
-            future = self._builder.submit(self._make, session_id)
-            self._building[session_id] = future
+            if self._placer is not None and session_id != DEFAULT_SESSION:
+                if session_id == NEW_SESSION:
+                    session_id = self._new_id()
+                future: Future = Future()
+                self._placing[session_id] = future
+                self._placer.submit(self._place, session_id, future)
+                return future
+            return self._open_here(session_id)
+
+    def _new_id(self) -> str:
+        """A fresh session id (:data:`NEW_SESSION_ID_BYTES` random bytes in
+        hex) that no session here has; the caller holds the lock."""
+        session_id = secrets.token_hex(NEW_SESSION_ID_BYTES)
+        while session_id in self._sessions or session_id in self._building or session_id in self._placing:
+            session_id = secrets.token_hex(NEW_SESSION_ID_BYTES)
+        return session_id
+
+    def _place(self, session_id: str, future: Future) -> None:
+        """Ask the placement where session ``session_id`` lives (on the
+        placement thread) and settle ``future``: the redirect, a refusal, or
+        the session made here (chained to its build's future)."""
+        try:
+            elsewhere = self.placement.place(session_id)
+        except ProtocolError as error:
+            elsewhere = error
+        except Exception as error:  # the directory cannot be reached: a clear error, the sessions here play on
+            log.exception("cannot place session %s", session_id)
+            self.counters["placement_failed"] += 1
+            elsewhere = ProtocolError("internal", f"the server could not ask the cluster's directory where session "
+                                                  f"{session_id!r} lives ({type(error).__name__}); try again")
+        with self._lock:
+            self._placing.pop(session_id, None)
+            if elsewhere is None:
+                try:
+                    if session_id in self._sessions:
+                        here = opened(self._sessions[session_id].endpoint)
+                    else:
+                        here = self._building.get(session_id) or self._open_here(session_id)
+                except ProtocolError as error:
+                    elsewhere = error
+        if elsewhere is not None:
+            if isinstance(elsewhere, SessionElsewhere):
+                self.counters["hellos_elsewhere"] += 1
+            else:
+                self.placement.forget(session_id)
+            future.set_exception(elsewhere)
+            return
+
+        def settle(built: Future) -> None:
+            error = (ProtocolError("not_allowed", f"the server stopped while making session {session_id!r}")
+                     if built.cancelled() else built.exception())
+            if error is None:
+                future.set_result(built.result())
+            else:
+                self.placement.forget(session_id)
+                future.set_exception(error)
+
+        here.add_done_callback(settle)
+
+    def _open_here(self, session_id: str) -> Future:
+        """Make session ``session_id`` (``new``: with a fresh id) on this host:
+        its build queued, as a future (the caller holds the lock).
+
+        Raises:
+            ProtocolError: ``not_allowed`` while the server stops or at the cap.
+        """
+        if self._closing:
+            raise ProtocolError("not_allowed", "the server is stopping: it makes no new session")
+        held = len(self._sessions) + len(self._building)
+        if held >= self.max_sessions:
+            self.counters["refused_at_cap"] += 1
+            raise ProtocolError("not_allowed", (
+                f"this server holds {held} sessions, its cap (setting max_sessions, "
+                f"--max-sessions {self.max_sessions}): join one that exists, end one (/adaptive/session/end), "
+                f"or wait until one has had no client for session_idle_s ({self.idle_s:g} s)"))
+        if session_id == NEW_SESSION:
+            session_id = self._new_id()
+        # Under the lock: the build cannot finish (it takes the lock) before its future is listed.
+        future = self._builder.submit(self._make, session_id)
+        self._building[session_id] = future
         return future
 
     def open(self, requested: str) -> SessionEndpoint:
@@ -317,13 +426,16 @@ class SessionHost:
     def wait_for_builds(self, timeout_s: float | None = None) -> None:
         """Return once every build asked for before this call has finished
         and whatever waited for it (the welcomes) has run: one builder thread
-        runs builds, and their futures' callbacks, in order.
+        runs builds, and their futures' callbacks, in order (with a
+        placement, every placement asked for first).
 
         Raises:
             TimeoutError: not within ``timeout_s`` seconds.
         """
         if self._closing:
             return
+        if self._placer is not None:  # placements first: one that puts a session here queues its build
+            self._placer.submit(lambda: None).result(timeout_s)
         self._builder.submit(lambda: None).result(timeout_s)
 
     def building_ids(self) -> list[str]:
@@ -391,6 +503,8 @@ class SessionHost:
             raise ProtocolError("unknown_name", f"no session {session_id!r} (sessions now: "
                                                 f"{DEFAULT_SESSION}{', ' + shown if shown else ''})")
         self.counters[f"sessions_ended_{reason}"] += 1
+        if self.placement is not None:
+            self.placement.forget(session_id)
         gone = self.clients.remove_session(session_id)
         for listener in self._ended_listeners:
             try:
@@ -461,6 +575,8 @@ class SessionHost:
         stops the default session itself."""
         with self._lock:
             self._closing = True
+        if self._placer is not None:
+            self._placer.shutdown(wait=True, cancel_futures=True)
         self._builder.shutdown(wait=True, cancel_futures=True)
         self._stop.set()
         if self._thread is not None:

@@ -55,6 +55,11 @@ SESSION_HELLO_TIMEOUT_S = 15.0
 and up to 3.2 s on a loaded one (docs/benchmarks.md)."""
 
 
+MAX_REDIRECTS = 3
+"""``session_elsewhere`` answers one :meth:`AdaptiveClient.hello` follows
+(a cluster's directory sends a client to the hosting node at once: one)."""
+
+
 def server_seconds(values: dict[str, Any], prefix: str = "time") -> float:
     """Server time in seconds from a message's ``{prefix}_s`` and ``{prefix}_us`` arguments."""
     return values[f"{prefix}_s"] + values[f"{prefix}_us"] / 1e6
@@ -104,6 +109,8 @@ class AdaptiveClient:
         errors: every ``error`` message received, as its values
             (``{"code": ..., "message": ...}``), oldest first.
         welcome: the values of the last ``welcome``, or None before :meth:`hello`.
+        redirected_from: after :meth:`hello` followed a ``session_elsewhere``:
+            the node first asked (``host``, ``port``) and the redirect's values; else None.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, client_name: str = "python", role: str = "",
@@ -122,16 +129,22 @@ class AdaptiveClient:
         self._pongs: dict[int, tuple[float, dict[str, Any]]] = {}
         self._pong_arrived = threading.Condition()
         self._sequence = itertools.count(1)
+        self.redirected_from: dict[str, Any] | None = None
         self._address = (socket.gethostbyname(host), port)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        # Loopback servers answer on loopback; a remote one needs a reachable interface.
-        self._sock.bind(("127.0.0.1" if self._address[0].startswith("127.") else "0.0.0.0", 0))
-        self._sock.settimeout(0.1)
+        self._sock = self._new_socket(self._address[0])
         self._running = True
         self._thread = threading.Thread(target=self._receive_loop, name="adaptive-client", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------ plumbing
+    @staticmethod
+    def _new_socket(server_address: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Loopback servers answer on loopback; a remote one needs a reachable interface.
+        sock.bind(("127.0.0.1" if server_address.startswith("127.") else "0.0.0.0", 0))
+        sock.settimeout(0.1)
+        return sock
+
     @property
     def reply_port(self) -> int:
         """The local UDP port replies and callbacks arrive at."""
@@ -210,28 +223,56 @@ class AdaptiveClient:
         :data:`SESSION_HELLO_TIMEOUT_S` when the hello names a session, which
         the server may have to make first).
 
+        On a node of a cluster (docs/cluster.md) that answers
+        ``session_elsewhere``, the client moves to the node named there
+        (:attr:`host`, :attr:`port` and :attr:`session` change to it; the
+        redirect's values are kept in :attr:`redirected_from`) and says the
+        same hello again, following at most :data:`MAX_REDIRECTS` of them
+        within the same ``timeout``.
+
         Raises:
             TimeoutError: no welcome within ``timeout`` seconds (is the server running?).
+            PermissionError: the server refused the hello (its code and message), or redirected too often.
         """
         if timeout is None:
             timeout = SESSION_HELLO_TIMEOUT_S if self.session else 2.0
-        hello = {"reply_port": self.reply_port, "sample_rate_hz": sample_rate_hz, "channels": channels,
-                 "sample_format": sample_format, "client_name": self.client_name, "role": self.role}
-        if self.session:
-            hello["session"] = self.session
         deadline = time.monotonic() + timeout
-        self.send("hello", **hello)
-        for _ in range(3):  # hello; after a retry, hello with its cookie (a stale cookie may need one more)
-            name, values = self._answer(("welcome", "retry", "error"), deadline)
-            if name == "welcome":
-                self._start_keepalive(values["lease_s"])
-                return values
-            if name == "error":
-                raise PermissionError(f"the server refused the hello ({values['code']}): {values['message']}")
-            cookie = values["cookie"]
-            proof = hello_proof(self.secret, cookie, self.role, self.reply_port) if self.secret and self.role else ""
-            self.send("hello", **hello, cookie=cookie, proof=proof)
-        raise PermissionError("the server kept asking for the cookie round trip (is the clock of its cookies sane?)")
+        for _ in range(MAX_REDIRECTS + 1):
+            hello = {"reply_port": self.reply_port, "sample_rate_hz": sample_rate_hz, "channels": channels,
+                     "sample_format": sample_format, "client_name": self.client_name, "role": self.role}
+            if self.session:
+                hello["session"] = self.session
+            self.send("hello", **hello)
+            for _ in range(3):  # hello; after a retry, hello with its cookie (a stale cookie may need one more)
+                name, values = self._answer(("welcome", "retry", "error", "session_elsewhere"), deadline)
+                if name == "welcome":
+                    self._start_keepalive(values["lease_s"])
+                    return values
+                if name == "error":
+                    raise PermissionError(f"the server refused the hello ({values['code']}): {values['message']}")
+                if name == "session_elsewhere":
+                    self._move_to(values)
+                    break
+                cookie = values["cookie"]
+                proof = hello_proof(self.secret, cookie, self.role, self.reply_port) if self.secret and self.role else ""
+                self.send("hello", **hello, cookie=cookie, proof=proof)
+            else:
+                raise PermissionError("the server kept asking for the cookie round trip (is the clock of its cookies "
+                                      "sane?)")
+        raise PermissionError(f"redirected more than {MAX_REDIRECTS} times between the nodes of a cluster (the last: "
+                              f"udp://{self.host}:{self.port}); is its directory consistent?")
+
+    def _move_to(self, elsewhere: dict[str, Any]) -> None:
+        """Talk to the node a ``session_elsewhere`` names from now on: its
+        host and OSC port, the session id it gives. A socket bound to
+        loopback is swapped for one on every interface when that node is
+        not on loopback (the receive thread picks it up)."""
+        self.redirected_from = {"host": self.host, "port": self.port, **elsewhere}
+        self.host, self.port, self.session = elsewhere["host"], elsewhere["osc_port"], elsewhere["session_id"]
+        self._address = (socket.gethostbyname(self.host), self.port)
+        if not self._address[0].startswith("127.") and self._sock.getsockname()[0].startswith("127."):
+            old, self._sock = self._sock, self._new_socket(self._address[0])
+            old.close()
 
     def _answer(self, names: tuple[str, ...], deadline: float) -> tuple[str, dict[str, Any]]:
         for decoded in self.messages(max(0.0, deadline - time.monotonic())):

@@ -31,7 +31,7 @@ from adaptive.scene import SceneUpdate, StingerTrigger, ThemeTrigger, validate_u
 from adaptive.synth import PERCUSSION_CHANNEL
 from bridge.protocol import (DEFAULT_SESSION, ERROR_MESSAGE_CHARS, MAPPING_PATH_CHARS, MAX_STRING_CHARS, MESSAGES,
                              PROTOCOL_VERSION, VOTES_PER_S, Decoded, Direction, ProtocolError)
-from bridge.sessions import SessionDirectory, SessionEndpoint, SingleSession
+from bridge.sessions import SessionDirectory, SessionElsewhere, SessionEndpoint, SingleSession
 
 log = logging.getLogger("adaptive.dispatch")
 
@@ -207,7 +207,12 @@ def pong_values(sequence: int, received_seconds: float, sent_seconds: float) -> 
 def error_reply(error: ProtocolError) -> Reply:
     """The ``error`` answer to a rejected message: its code and its text, cut
     to ERROR_MESSAGE_CHARS characters and as many UTF-8 bytes (so it fits one
-    datagram whatever the script), with ``...`` where it was cut."""
+    datagram whatever the script), with ``...`` where it was cut. A hello
+    for a session on another node of a cluster
+    (:class:`bridge.sessions.SessionElsewhere`) is answered with
+    ``session_elsewhere`` and that node's endpoints instead."""
+    if isinstance(error, SessionElsewhere):
+        return ("session_elsewhere", dict(error.values))
     text = error.message
     if len(text) > ERROR_MESSAGE_CHARS or len(text.encode()) > ERROR_MESSAGE_CHARS:
         text = text[: ERROR_MESSAGE_CHARS - 3].encode()[: ERROR_MESSAGE_CHARS - 3].decode("utf-8", "ignore") + "..."

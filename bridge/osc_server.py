@@ -55,7 +55,7 @@ from bridge.access import Client, ClientTable, CookieJar, Credentials, Role, hel
 from bridge.dispatch import Dispatcher, MidiChannels, PendingHello, error_reply, event_messages, single_session, wire_events
 from bridge.log_limit import RateLimitedLog
 from bridge.protocol import DEFAULT_SESSION, ROLES, ProtocolError, decode_osc, encode_osc
-from bridge.sessions import SessionDirectory
+from bridge.sessions import SessionDirectory, SessionElsewhere
 
 log = logging.getLogger("adaptive.osc")
 
@@ -418,6 +418,10 @@ class OscServer:
             self._wanted_by_session = {session_id: frozenset(streams) for session_id, streams in wanted.items()}
 
     def _reject(self, source: tuple[str, int], error: ProtocolError, request_bytes: int = 0) -> None:
+        if isinstance(error, SessionElsewhere):  # not a refusal: the session is on another node of the cluster
+            self.counters["hellos_elsewhere"] += 1
+            self._send_error(source, error, request_bytes)
+            return
         self.counters["rejected"] += 1
         self.counters[f"rejected_{error.code}"] += 1
         self._log.warning(f"rejected_{error.code}", "OSC: rejected a datagram from %s:%d: %s", source[0], source[1],
@@ -436,6 +440,9 @@ class OscServer:
         client = self.clients.get("osc", source)
         if client is not None or self._trusted(source):
             self._send_now(client.address if client is not None else source, encode_osc(name, **values))
+            return
+        if name != "error":  # session_elsewhere only to a verified address
+            self.counters["withheld_unverified"] += 1
             return
         datagram = fit_error(values["code"], values["message"], request_bytes)
         if datagram is None:

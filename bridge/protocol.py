@@ -149,6 +149,9 @@ CLIENT_ID_CHARS = 32
 SESSION_ID_CHARS = 32
 """Longest session id (letters, digits, ``_`` and ``-``; :mod:`bridge.sessions`)."""
 
+HOST_CHARS = 253
+"""Longest host name in a ``session_elsewhere`` (a DNS name's limit, RFC 1035)."""
+
 DEFAULT_SESSION = "default"
 """The session a server plays from its start to its end; a hello that names no session joins it."""
 
@@ -298,6 +301,16 @@ MESSAGES: tuple[Message, ...] = (
             choices=SESSION_END_REASONS),
     ), "A session ended: sent to its clients (who are forgotten: say hello again to join another) and as the "
        "answer to session_end."),
+    Message("session_elsewhere", "/adaptive/session/elsewhere", Direction.TO_CLIENT, (
+        Arg("session_id", ArgType.STRING, "the session asked for ('new': the id chosen for it); say hello with "
+            "this id at the node below", max_chars=SESSION_ID_CHARS),
+        Arg("host", ArgType.STRING, "the host (address or name) of the node that hosts it", max_chars=HOST_CHARS),
+        Arg("osc_port", ArgType.INT, "that node's OSC UDP port", 1, 65535),
+        Arg("zmq_control_port", ArgType.INT, "that node's ZeroMQ ROUTER port (0: none)", 0, 65535),
+        Arg("audio_tcp_port", ArgType.INT, "that node's TCP audio port (0: none)", 0, 65535),
+    ), "Answer to a hello, from a node of a cluster (docs/cluster.md), for a session that another node hosts or "
+       "that the cluster's directory places on another node: nothing was joined here; say the same hello, with "
+       "this session_id, to that node (the Python client does it itself). A single server never sends it."),
     Message("retry", "/adaptive/retry", Direction.TO_CLIENT, (
         Arg("cookie", ArgType.STRING, "say hello again, the same, with this cookie (and, with a role to prove, the "
             "proof over it); it stays valid for 30 to 60 s and only from this address", max_chars=COOKIE_CHARS),

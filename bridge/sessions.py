@@ -33,8 +33,8 @@ from typing import Any, Callable, Protocol
 from adaptive.cue import CueBank
 from bridge.protocol import DEFAULT_SESSION, NEW_SESSION, SESSION_ID_CHARS, ProtocolError
 
-__all__ = ["DEFAULT_SESSION", "NEW_SESSION", "SessionDirectory", "SessionEndpoint", "SingleSession",
-           "check_session_id", "opened", "session_topic"]
+__all__ = ["DEFAULT_SESSION", "NEW_SESSION", "SessionDirectory", "SessionElsewhere", "SessionEndpoint",
+           "SingleSession", "check_session_id", "opened", "session_topic"]
 
 SESSION_ID_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{SESSION_ID_CHARS}}}")
 """What a session id may be: 1 to 32 letters, digits, ``_`` and ``-``."""
@@ -68,6 +68,36 @@ def session_topic(session_id: str, topic: bytes) -> bytes:
     if session_id == DEFAULT_SESSION:
         return topic
     return b"session/" + session_id.encode("ascii") + b"/" + topic
+
+
+class SessionElsewhere(ProtocolError):
+    """A hello's session lives on another node of a cluster (docs/cluster.md):
+    the transports answer ``session_elsewhere`` with that node's endpoints
+    (:func:`bridge.dispatch.error_reply`) instead of an ``error``, and the
+    client says the same hello there. Raised (through the future of
+    :meth:`SessionDirectory.opening`) by a directory that places sessions
+    across nodes (:class:`app.sessions.SessionHost` with a placement).
+
+    Args:
+        session_id: the session (its id, also for a hello that asked for ``new``).
+        host: the hosting node's host (address or name, at most
+            :data:`~bridge.protocol.HOST_CHARS` characters).
+        osc_port: its OSC port (1..65535).
+        zmq_control_port: its ZeroMQ ROUTER port (0: none).
+        audio_tcp_port: its TCP audio port (0: none).
+
+    Attributes:
+        values: the ``session_elsewhere`` message's arguments.
+        code: ``not_allowed`` (what an ``error`` would say, for a transport
+            that cannot send the redirect).
+    """
+
+    def __init__(self, session_id: str, host: str, osc_port: int, zmq_control_port: int = 0,
+                 audio_tcp_port: int = 0) -> None:
+        super().__init__("not_allowed", f"session {session_id!r} is on another node: say hello to "
+                                        f"udp://{host}:{osc_port} (OSC) or tcp://{host}:{zmq_control_port} (ZeroMQ)")
+        self.values = {"session_id": session_id, "host": host, "osc_port": int(osc_port),
+                       "zmq_control_port": int(zmq_control_port), "audio_tcp_port": int(audio_tcp_port)}
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from bridge.audio import XpubSubscriptions
 from bridge.dispatch import Dispatcher, MidiChannels, PendingHello, error_reply, event_messages, single_session, wire_events
 from bridge.log_limit import RateLimitedLog
 from bridge.protocol import DEFAULT_SESSION, ProtocolError, decode_json, encode_json
-from bridge.sessions import SessionDirectory, session_topic
+from bridge.sessions import SessionDirectory, SessionElsewhere, session_topic
 
 log = logging.getLogger("adaptive.zmq")
 
@@ -390,6 +390,10 @@ class ZmqServer:
             self._reply(identity, envelope, encode_json(name, **values))
 
     def _reject(self, identity: bytes, envelope: list[bytes], error: ProtocolError) -> None:
+        if isinstance(error, SessionElsewhere):  # not a refusal: the session is on another node of the cluster
+            self.counters["hellos_elsewhere"] += 1
+            self._reply(identity, envelope, encode_json(*error_reply(error)))
+            return
         self.counters["rejected"] += 1
         self.counters[f"rejected_{error.code}"] += 1
         self._log.warning(f"rejected_{error.code}", "ZeroMQ: rejected a message: %s", error.message)
@@ -399,6 +403,10 @@ class ZmqServer:
     def _reject_later(self, identity: bytes, envelope: list[bytes], error: ProtocolError) -> None:
         """Refuse a message from another thread (a hello whose session could
         not be made): counted as :meth:`_reject`, sent by the ZeroMQ thread."""
+        if isinstance(error, SessionElsewhere):  # not a refusal: the session is on another node of the cluster
+            self.counters["hellos_elsewhere"] += 1
+            self._reply_later(identity, envelope, [error_reply(error)])
+            return
         self.counters["rejected"] += 1
         self.counters[f"rejected_{error.code}"] += 1
         self._log.warning(f"rejected_{error.code}", "ZeroMQ: rejected a message: %s", error.message)

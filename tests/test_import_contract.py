@@ -75,6 +75,17 @@ def test_each_package_imports_only_the_layers_it_may() -> None:
     assert problems == []
 
 
+RAY_MODULES = {"app.cluster"}
+"""The only modules that import Ray (the optional extra ``cluster``), and the
+only modules that import them: ``app.cli`` (for ``adaptive cluster``)."""
+
+
+def test_only_the_cluster_module_imports_ray_and_only_the_command_imports_it() -> None:
+    graph = import_graph()
+    assert {name for name, imported in graph.items() if "ray" in imported} == RAY_MODULES
+    assert {name for name, imported in graph.items() if imported & RAY_MODULES} == {"app.cli"}
+
+
 def test_the_engine_imports_no_socket_library() -> None:
     problems = [f"{name} imports {module}" for name, imported in import_graph().items()
                 if name.split(".")[0] == "adaptive" for module in sorted(imported & SOCKET_LIBRARIES)]

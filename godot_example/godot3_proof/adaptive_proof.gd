@@ -4,7 +4,7 @@
 #
 #   ADAPTIVE_OSC_PORT=9000 ADAPTIVE_REPLY_PORT=9100 godot3-server --no-window -s adaptive_proof.gd
 #
-# It says hello, syncs its clock (ping/pong), sends scene states and a stinger, reads beats and audio blocks
+# It says hello, syncs its clock (ping/pong), sends scene states, a stinger and an audience vote, reads beats and audio blocks
 # for ADAPTIVE_RUN_SECONDS (default 4) and prints one JSON object per line on stdout, prefixed "ADAPTIVE "
 # (Godot prints its own lines too). tests/clients/test_godot3_proof.py checks them.
 extends SceneTree
@@ -217,6 +217,8 @@ func _init() -> void:
 	send("/adaptive/scene", "sfs", ["angry", 0.8, "forest"])
 	wait_until(1.0)
 	send("/adaptive/stinger", "s", ["danger"])
+	# An audience vote, as the addon's vote("tense", 0.9) sends it (the server records it).
+	send("/adaptive/audience/vote", "sfff", ["tense", 0.0, 0.0, 0.9])
 	wait_until(max(0.5, run_seconds - 2.2))
 	emit({"kind": "done"})
 	tcp.disconnect_from_host()

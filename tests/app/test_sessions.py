@@ -27,14 +27,14 @@ class Served:
     """A SessionHost of the tone bank and an OscServer routing through it, on
     a fake clock; each session's blocks are collected (audio and events)."""
 
-    def __init__(self, tmp_path, bank, factory=None, **settings) -> None:
+    def __init__(self, tmp_path, bank, factory=None, placement=None, **settings) -> None:
         self.clock = FakeClock()
         self.settings = ServerSettings(bank=tmp_path / "bank.toml", osc_port=0, block_frames=BLOCK_FRAMES,
                                        lookahead_ms=40.0, record=tmp_path / "run.jsonl", generator="rule_based",
                                        realtime_priority=0, start=StartMode.WAIT, **settings)
         self.clients = ClientTable(self.clock)
         self.host = SessionHost(self.settings, bank, ResolvedMapping.from_bank(bank), self.clients, clock=self.clock,
-                                realtime_options={"clock": self.clock, "sleep": self.clock.sleep})
+                                realtime_options={"clock": self.clock, "sleep": self.clock.sleep}, placement=placement)
         if factory is not None:  # factory(build, session_id) makes the sessions after the default one
             self.host._factory = lambda session_id: factory(self.host.build, session_id)
         default = self.host.default

@@ -63,6 +63,13 @@ def test_gdscript_says_hello_changes_the_cue_and_receives_beats_and_continuous_a
     assert change["previous"] == "explore" and change["frame"] == combat[0]["frame"]
     (stinger,) = by_kind["stinger_played"]
     assert stinger["stinger"] == "danger" and stinger["frame"] in {b["frame"] for b in combat}
+    # The audience vote the addon's vote("tense", 0.9) sends reached the session as sent (it is recorded).
+    from adaptive.audience import AudienceVote
+    from adaptive.recording import load_recording
+
+    _, inputs, _ = load_recording(served.record)
+    votes = [item for _, item in inputs if isinstance(item, AudienceVote)]
+    assert [(v.emotion, v.intensity) for v in votes] == [("tense", pytest.approx(0.9))]
 
     audio = by_kind["audio"]
     sequences = [a["sequence"] for a in audio]

@@ -46,6 +46,22 @@ def _function(script: str, name: str) -> str:
     return text[start : min([i for i in following if i > 0] or [len(text)])]
 
 
+def test_the_addon_votes_as_the_protocol_table_says():
+    """vote() and vote_point() send /adaptive/audience/vote with the table's type tags, and refuse an
+    empty name or an intensity out of range (read, not run: no Godot 4 here; the Godot 3 proof sends the
+    same datagram to a real server, test_godot3_proof.py)."""
+    from bridge.protocol import BY_NAME
+
+    message = BY_NAME["audience_vote"]
+    for name in ("vote", "vote_point"):
+        body = _function("adaptive_soundtrack.gd", name)
+        assert f'_send("{message.address}", "{message.signature}"' in body, body
+        assert "_vote_intensity_ok(vote_intensity)" in body and "return false" in body
+    assert "is_empty()" in _function("adaptive_soundtrack.gd", "vote")
+    check = _function("adaptive_soundtrack.gd", "_vote_intensity_ok")
+    assert "vote_intensity == -1.0" in check and "push_error" in check
+
+
 def test_a_zone_checks_its_soundtrack_path_and_leaves_when_it_is_removed():
     """Without Godot 4 these are read, not run: get_node_or_null with a clear push_error, never a bare
     get_node; an _exit_tree that leaves the soundtrack; the soundtrack skips freed zones."""

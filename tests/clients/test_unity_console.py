@@ -129,6 +129,7 @@ def test_csharp_codec_reads_every_server_message_and_writes_what_the_server_acce
         assert line["typed"] != "none" or name == "pong"
     assert [line["kind"] for line in lines[len(decoded):len(decoded) + len(malformed)]] == ["rejected"] * len(malformed)
 
+    assert next(line["ok"] for line in lines if line["kind"] == "vote_refused")  # an empty name, an intensity > 1
     reply_port = next(line["port"] for line in lines if line["kind"] == "reply_port")
     sent = [decode_osc(bytes.fromhex(line["hex"])) for line in lines if line["kind"] == "sent"]
     assert [(d.message.name, d.values) for d in sent] == [
@@ -139,6 +140,8 @@ def test_csharp_codec_reads_every_server_message_and_writes_what_the_server_acce
         ("emotion_point", dict(valence=-0.5, arousal=1.0)),
         ("cue", dict(cue="")),
         ("stinger", dict(stinger="impact")),
+        ("audience_vote", dict(emotion="tense", valence=0.0, arousal=0.0, intensity=0.75)),
+        ("audience_vote", dict(emotion="", valence=0.5, arousal=-1.0, intensity=-1.0)),
         ("ping", dict(sequence=1)),
         ("scene", dict(emotion="x" * 64, intensity=0.5, location="")),
     ]

@@ -231,6 +231,20 @@ namespace Adaptive.Soundtrack
             if (Client != null) Client.TriggerStinger(stinger);
         }
 
+        /// <summary>Votes as the audience (role "audience" on a server with credentials) for a named emotion
+        /// and, optionally, an intensity 0..1 (-1: no opinion); at most 10 votes a second count
+        /// (docs/audience.md). Throws ArgumentException for an empty name or an intensity out of range.</summary>
+        public void Vote(string emotion, float intensity = -1f)
+        {
+            if (Client != null) Client.Vote(emotion, intensity);
+        }
+
+        /// <summary>Votes as the audience for a valence/arousal point (each -1..1) and, optionally, an intensity.</summary>
+        public void Vote(float valence, float arousal, float intensity = -1f)
+        {
+            if (Client != null) Client.Vote(valence, arousal, intensity);
+        }
+
         internal void EnterZone(EmotionZone zone)
         {
             zones.Enter(zone);

@@ -110,6 +110,36 @@ func set_emotion_point(valence: float, arousal: float) -> void:
 	_send("/adaptive/emotion/point", "ff", [clampf(valence, -1, 1), clampf(arousal, -1, 1)])
 
 
+## Votes as the audience (docs/audience.md) for a named emotion of the mapping (calm, tense, ...) and,
+## optionally, an intensity 0..1 (-1: no opinion): /adaptive/audience/vote, as the Python client's vote().
+## Ask for the role "audience" on a server with credentials; at most 10 votes a second count (more get a
+## rate_limited error). Returns false, with push_error, for an empty name or an intensity out of range.
+func vote(vote_emotion: String, vote_intensity := -1.0) -> bool:
+	if vote_emotion.is_empty():
+		push_error("AdaptiveSoundtrack.vote: needs an emotion name (vote_point(valence, arousal) votes for a point)")
+		return false
+	if not _vote_intensity_ok(vote_intensity):
+		return false
+	_send("/adaptive/audience/vote", "sfff", [vote_emotion.left(64), 0.0, 0.0, vote_intensity])
+	return true
+
+
+## Votes as the audience for a valence/arousal point (each -1..1, clamped) and, optionally, an intensity
+## 0..1 (-1: no opinion); see vote(). Returns false, with push_error, for an intensity out of range.
+func vote_point(valence: float, arousal: float, vote_intensity := -1.0) -> bool:
+	if not _vote_intensity_ok(vote_intensity):
+		return false
+	_send("/adaptive/audience/vote", "sfff", ["", clampf(valence, -1, 1), clampf(arousal, -1, 1), vote_intensity])
+	return true
+
+
+func _vote_intensity_ok(vote_intensity: float) -> bool:
+	if vote_intensity == -1.0 or (vote_intensity >= 0.0 and vote_intensity <= 1.0):
+		return true
+	push_error("AdaptiveSoundtrack: a vote's intensity is 0..1, or -1 for no opinion (got %s)" % vote_intensity)
+	return false
+
+
 ## Forces a cue ("" hands the choice back to the mapping).
 func force_cue(cue: String) -> void:
 	_send("/adaptive/cue", "s", [cue.left(64)])

@@ -87,11 +87,17 @@ static class SelfTests
             client.SetEmotionPoint(-0.5f, 2f);             // clamped to 1
             client.ForceCue("");
             client.TriggerStinger("impact");
+            client.Vote("tense", 0.75f);                     // the audience: a named emotion and an intensity
+            client.Vote(0.5f, -2f);                          // a point, arousal clamped to -1, no intensity
+            bool refused = false;
+            try { client.Vote("", 0.5f); } catch (ArgumentException) { refused = true; }
+            try { client.Vote("calm", 1.5f); refused = false; } catch (ArgumentException) { }
+            Console.WriteLine("{\"kind\":\"vote_refused\",\"ok\":" + (refused ? "true" : "false") + "}");
             client.Ping();
             Thread.Sleep(5);                                  // the rate cap: 1000 scene messages/s here
             client.SetScene(new string('x', 80), 0.5f, "");  // truncated to 64 characters
             var from = new IPEndPoint(IPAddress.Any, 0);
-            for (int i = 0; i < 8; i++)
+            for (int i = 0; i < 10; i++)
                 Console.WriteLine("{\"kind\":\"sent\",\"hex\":\"" + Hex(fakeServer.Receive(ref from)) + "\"}");
             Console.WriteLine("{\"kind\":\"reply_port\",\"port\":" + client.ReplyPort + "}");
             string proof = AdaptiveClient.HelloProof(System.Text.Encoding.UTF8.GetBytes("0123456789abcdef-secret \u00e9"),

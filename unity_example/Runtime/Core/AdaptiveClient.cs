@@ -267,6 +267,34 @@ namespace Adaptive.Soundtrack
         /// <summary>Plays a stinger at its quantized boundary (sent at once, never rate-capped).</summary>
         public void TriggerStinger(string stinger) { Send(Addresses.Stinger, Truncate(stinger)); }
 
+        /// <summary>Votes as the audience for a named emotion of the mapping (calm, tense, ...) and,
+        /// optionally, an intensity 0..1 (-1: no opinion): /adaptive/audience/vote, as the Python client's
+        /// vote(). Any role may vote; the server counts at most 10 votes a second per client (more are
+        /// answered with a rate_limited error) and only the latest within the mapping's window
+        /// (docs/audience.md).</summary>
+        /// <exception cref="ArgumentException">An empty emotion, or an intensity outside 0..1 other than -1.</exception>
+        public void Vote(string emotion, float intensity = -1f)
+        {
+            if (string.IsNullOrEmpty(emotion))
+                throw new ArgumentException("Vote needs an emotion name (or use Vote(valence, arousal) for a point)", "emotion");
+            Send(Addresses.AudienceVote, Truncate(emotion), 0f, 0f, CheckedVoteIntensity(intensity));
+        }
+
+        /// <summary>Votes as the audience for a valence/arousal point (each -1..1, clamped) and, optionally,
+        /// an intensity 0..1 (-1: no opinion); see <see cref="Vote(string, float)"/>.</summary>
+        /// <exception cref="ArgumentException">An intensity outside 0..1 other than -1.</exception>
+        public void Vote(float valence, float arousal, float intensity = -1f)
+        {
+            Send(Addresses.AudienceVote, "", Math.Max(-1f, Math.Min(1f, valence)), Math.Max(-1f, Math.Min(1f, arousal)),
+                 CheckedVoteIntensity(intensity));
+        }
+
+        static float CheckedVoteIntensity(float intensity)
+        {
+            if (intensity == -1f || (intensity >= 0f && intensity <= 1f)) return intensity;
+            throw new ArgumentException("a vote's intensity is 0..1, or -1 for no opinion (got " + intensity + ")", "intensity");
+        }
+
         /// <summary>Sends one ping; its pong updates <see cref="Clock"/> on the receive thread.</summary>
         public void Ping()
         {

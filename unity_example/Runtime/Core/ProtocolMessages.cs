@@ -17,6 +17,7 @@ namespace Adaptive.Soundtrack
         public const string Location = "/adaptive/location";
         public const string Cue = "/adaptive/cue";
         public const string Stinger = "/adaptive/stinger";
+        public const string AudienceVote = "/adaptive/audience/vote";
         public const string Subscribe = "/adaptive/subscribe";
         public const string Unsubscribe = "/adaptive/unsubscribe";
         public const string Ping = "/adaptive/ping";

@@ -106,5 +106,16 @@ namespace Adaptive.Soundtrack.Tests
             stack.Exit("cave");
             Assert.IsNull(stack.Top);
         }
+
+        [Test]
+        public void AVoteNeedsAnEmotionNameOrAPointAndAnIntensityInRange()
+        {
+            using (var client = new AdaptiveClient("127.0.0.1", 9, "vote-test"))
+            {
+                Assert.Throws<ArgumentException>(() => client.Vote("", 0.5f));
+                Assert.Throws<ArgumentException>(() => client.Vote("calm", 1.5f));
+                Assert.Throws<ArgumentException>(() => client.Vote(0f, 0f, -0.5f));
+            }
+        }
     }
 }
