@@ -147,6 +147,9 @@ static class SelfTests
         double deadline = ClockSync.Now() + 20;
         while (read < TotalSamples && ClockSync.Now() < deadline)
         {
+            // Only this thread removes samples: once some are there, the frame asked now is the frame of
+            // the samples read next (asked on an empty ring it is -1, and the producer may write before Read).
+            if (ring.AvailableSamples == 0) { Thread.Yield(); continue; }
             double frame = ring.NextServerFrame(1.0);
             int n = ring.Read(buffer, 0, random2.Next(1, 600) * Channels);
             if (n == 0) { Thread.Yield(); continue; }
