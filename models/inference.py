@@ -88,6 +88,23 @@ class CachePool:
                 return first
         raise ValueError(f"the cache pool has no {rows} consecutive free slots ({len(self._free)} free)")
 
+    def release(self, first_slot: int, rows: int) -> None:
+        """Give back slots ``first_slot .. first_slot + rows - 1`` (their part
+        ended); another part may :meth:`reserve` them.
+
+        Raises:
+            ValueError: a slot outside the pool, or one that is free already.
+        """
+        slots = range(first_slot, first_slot + rows)
+        if first_slot < 0 or first_slot + rows > self.keys.shape[1] or any(slot in self._free for slot in slots):
+            raise ValueError(f"slots {first_slot}..{first_slot + rows - 1} are not reserved slots of this pool")
+        self._free = sorted(self._free + list(slots))
+
+    @property
+    def free_slots(self) -> int:
+        """Slots not reserved."""
+        return len(self._free)
+
     def cache(self, first_slot: int, rows: int) -> NumpyCache:
         """An empty cache over slots ``first_slot .. first_slot + rows - 1``
         (views of the pool's arrays: what it holds is written there)."""

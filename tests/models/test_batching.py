@@ -92,3 +92,100 @@ def test_a_batch_refuses_a_generator_twice_and_generators_outside_one_pool():
     with pytest.raises(ValueError, match="role"):  # a bad request is refused as generate_bar refuses it
         pool_for([b])
         generate_bars([(b, replace(request(PARTS[0], 0), role="drums"))])
+
+
+# ---------------------------------------------------------------- in the generation scheduler
+from adaptive.generation import GenerationMode, GenerationScheduler, GenerationWorker  # noqa: E402
+from adaptive.generator import RuleBasedGenerator  # noqa: E402
+from models.batching import BarBatcher  # noqa: E402
+from tests.helpers import FakeClock  # noqa: E402
+
+
+def run_until_idle(scheduler: GenerationScheduler) -> None:
+    for _ in range(100_000):
+        if not scheduler.run_round():
+            return
+    raise AssertionError("the scheduler never ran out of work")
+
+
+def test_sessions_sharing_the_scheduler_get_the_notes_each_part_gets_alone():
+    expected = alone()
+    batcher = BarBatcher()
+    scheduler = GenerationScheduler(clock=FakeClock(0.0), batcher=batcher, threaded=False)
+    # Three sessions (one part each), started 0, 1 and 2 s apart; a fourth with a rule-based part.
+    workers = [GenerationWorker(GenerationMode.REALTIME, scheduler=scheduler,
+                                time_of_frame=lambda frame, start=float(i): start + frame / 48_000)
+               for i in range(4)]
+    streams = [worker.stream("cue/part", generator)
+               for worker, generator in zip(workers, make_generators() + [RuleBasedGenerator()])]
+    tickets = [[] for _ in workers]
+    for bar in range(BARS):  # each asks for its next bar while the others' are being written
+        for i, (worker, stream) in enumerate(zip(workers, streams)):
+            part = PARTS[i] if i < 3 else PARTS[0]
+            tickets[i].append(worker.submit(stream, request(part, bar), deadline_frame=bar * 96_000))
+        for _ in range(5):
+            scheduler.run_round()
+    run_until_idle(scheduler)
+    got = [[notes_of(worker.take(ticket, 0)) for ticket in session] for worker, session in zip(workers, tickets)]
+    assert got[:3] == expected
+    assert got[3] == [notes_of(RuleBasedGenerator().generate_bar(request(PARTS[0], bar))) for bar in range(BARS)]
+    assert scheduler.counters["largest_batch_bars"] >= 2  # bars were written together
+    assert scheduler.counters["batched_bars"] == 3 * BARS and scheduler.counters["bars"] == 4 * BARS
+    assert all(worker.counters["generation_misses"] == 0 for worker in workers)
+
+
+def test_a_session_that_ends_mid_bar_leaves_the_batch_and_frees_its_cache_slots():
+    expected = alone()
+    batcher = BarBatcher(pool_slots=4)  # room for two guided parts
+    scheduler = GenerationScheduler(clock=FakeClock(0.0), batcher=batcher, threaded=False)
+    ending = GenerationWorker(GenerationMode.REALTIME, scheduler=scheduler, time_of_frame=lambda frame: frame)
+    staying = GenerationWorker(GenerationMode.REALTIME, scheduler=scheduler, time_of_frame=lambda frame: frame)
+    melody, arpeggio, _ = make_generators()
+    gone = ending.stream("cue/melody", melody)
+    kept = staying.stream("cue/arpeggio", arpeggio)
+    ending.submit(gone, request(PARTS[0], 0), deadline_frame=0)
+    ending.submit(gone, request(PARTS[0], 1), deadline_frame=1)
+    tickets = [staying.submit(kept, request(PARTS[1], bar), deadline_frame=bar) for bar in range(BARS)]
+    for _ in range(3):
+        scheduler.run_round()  # both bar 0s are being written together
+    pool = melody._pool
+    assert pool is not None and pool.free_slots == 0
+    ending.close()
+    run_until_idle(scheduler)
+    assert [notes_of(staying.take(ticket, 0)) for ticket in tickets] == expected[1]
+    assert pool.free_slots == 2  # the ended part's slots are free for another
+    assert scheduler.counters["withdrawn_requests"] == 1
+    # A part of a new session takes the freed slots and writes as it would alone.
+    newcomer = GenerationWorker(GenerationMode.REALTIME, scheduler=scheduler, time_of_frame=lambda frame: frame)
+    bass = newcomer.stream("cue/bass", make_generators()[2])
+    new_tickets = [newcomer.submit(bass, request(PARTS[2], bar), deadline_frame=bar) for bar in range(BARS)]
+    run_until_idle(scheduler)
+    assert [notes_of(newcomer.take(ticket, 0)) for ticket in new_tickets] == expected[2]
+    assert pool.free_slots == 0 and len(batcher._pools[id(melody.decoder)]) == 1
+
+
+def test_a_failing_part_in_a_batch_fails_alone():
+    batcher = BarBatcher()
+    scheduler = GenerationScheduler(clock=FakeClock(0.0), batcher=batcher, threaded=False)
+    bad_session = GenerationWorker(GenerationMode.REALTIME, scheduler=scheduler, time_of_frame=lambda frame: frame)
+    good_session = GenerationWorker(GenerationMode.REALTIME, scheduler=scheduler, time_of_frame=lambda frame: frame)
+    melody, arpeggio, _ = make_generators()
+    bad = bad_session.stream("cue/melody", melody)
+    good = good_session.stream("cue/arpeggio", arpeggio)
+    sample, calls = melody._sample, []
+
+    def failing_sample(*args):  # the melody fails in the middle of its first bar, mid-batch
+        calls.append(1)
+        if len(calls) == 6:
+            raise FloatingPointError("logits went NaN")
+        return sample(*args)
+
+    melody._sample = failing_sample
+    bad_ticket = bad_session.submit(bad, request(PARTS[0], 0), deadline_frame=0)
+    good_tickets = [good_session.submit(good, request(PARTS[1], bar), deadline_frame=bar) for bar in range(BARS)]
+    run_until_idle(scheduler)
+    played = bad_session.take(bad_ticket, 0)
+    assert notes_of(played) == notes_of(RuleBasedGenerator().generate_bar(request(PARTS[0], 0)))  # the fallback
+    assert bad_session.counters["generation_errors"] == 1 and "NaN" in str(bad_ticket.error)
+    assert scheduler.counters["largest_batch_bars"] == 2
+    assert [notes_of(good_session.take(ticket, 0)) for ticket in good_tickets] == alone()[1]
