@@ -4,8 +4,11 @@ alone, whatever else is in the batch."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from adaptive.generator import BarRequest
@@ -189,3 +192,80 @@ def test_a_failing_part_in_a_batch_fails_alone():
     assert bad_session.counters["generation_errors"] == 1 and "NaN" in str(bad_ticket.error)
     assert scheduler.counters["largest_batch_bars"] == 2
     assert [notes_of(good_session.take(ticket, 0)) for ticket in good_tickets] == alone()[1]
+
+
+def test_two_realtime_sessions_on_the_batched_scheduler_each_replay_bit_for_bit(tmp_path, soundfont):
+    """Two real-time sessions of the model generator share one scheduler that
+    batches their bars. On a fake clock, the scheduler's rounds run on a
+    thread of the test's, held while both sessions render a block: every
+    request of a block is queued before any is written, so both sessions'
+    first bars are written together, and each first bar, taken in the block
+    that asks for it, misses. Each session's recording (its inputs, its
+    misses) replays offline, one bar at a time, to the very same audio."""
+    from adaptive.cue import load_bank
+    from adaptive.realtime import RealtimeSession
+    from adaptive.recording import Recording, load_recording_with_fallbacks, replay
+    from adaptive.scene import SceneUpdate
+    from adaptive.session import Session
+    from app.generators import ModelBarBatcher, register_generators
+    from tests.adaptive.test_generation import BANK, CALM_BAR_FRAMES, RATE
+
+    register_generators()
+    (tmp_path / "bank.toml").write_text(BANK)
+    bank = load_bank(tmp_path / "bank.toml")
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    scheduler = GenerationScheduler(clock=clock, batcher=ModelBarBatcher(), threaded=False)
+    go, stop = threading.Event(), threading.Event()
+
+    def rounds() -> None:  # the scheduler's thread, held while ``go`` is clear
+        while not stop.is_set():
+            go.wait(0.05)
+            if go.is_set() and not scheduler.run_round():
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=rounds, daemon=True)
+    thread.start()
+    runners, audio = [], []
+    for seed, cue in ((5, "calm"), (6, "dark")):
+        worker = GenerationWorker(scheduler=scheduler)
+        session = Session(bank, soundfont=soundfont, sample_rate_hz=RATE, seed=seed, generator="model",
+                          generation=worker)
+        recording = Recording.for_session(tmp_path / f"rec{seed}.jsonl", session, tmp_path / "bank.toml")
+        runner = RealtimeSession(session, block_frames=512, lookahead_ms=40.0, clock=clock,
+                                 sleep=lambda seconds: None, recording=recording)
+        worker.time_of_frame = lambda frame, runner=runner: clock() - runner.server_time_seconds() + frame / RATE
+        runner.submit(SceneUpdate(cue=cue, intensity=1.0))
+        blocks: list[np.ndarray] = []
+        runner.add_sink(lambda block, blocks=blocks: blocks.append(block.audio.copy()))
+        runners.append(runner)
+        audio.append(blocks)
+    total = 3 * CALM_BAR_FRAMES
+    try:
+        while any(runner.frames_rendered < total for runner in runners):
+            go.clear()
+            time.sleep(0.002)  # a round under way finishes
+            for runner in runners:
+                while runner.frames_rendered < total and runner.run_once() == 0.0:
+                    pass
+            go.set()
+            deadline = time.monotonic() + 30
+            while not all(runner.session.generation.idle() for runner in runners) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            now[0] += 512 / RATE
+    finally:
+        stop.set()
+        thread.join(5)
+    for runner in runners:
+        runner.stop()
+    served = [np.concatenate(blocks) for blocks in audio]
+    counters = [dict(runner.session.generation.counters) for runner in runners]
+    for runner in runners:
+        runner.session.close()
+    assert scheduler.counters["largest_batch_bars"] >= 2  # the sessions' bars were written together
+    for (seed, expected), counted in zip(zip((5, 6), served), counters):
+        _, _, fallbacks, _ = load_recording_with_fallbacks(tmp_path / f"rec{seed}.jsonl")
+        assert counted["generated_bars"] >= 2 and counted["generation_misses"] == len(fallbacks) >= 1
+        assert all(fallback.reason == "late" and fallback.bar_index == 0 for fallback in fallbacks)
+        assert np.array_equal(replay(tmp_path / f"rec{seed}.jsonl", block_frames=1000)[:len(expected)], expected)
+    assert not np.array_equal(served[0][:RATE], served[1][:RATE])
