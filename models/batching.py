@@ -172,6 +172,16 @@ class BarBatcher:
         self.pool_slots = pool_slots
         self._pools: dict[int, list[CachePool]] = {}  # id(decoder) -> its pools
         self._placed: dict[int, tuple[ModelPartGenerator, CachePool]] = {}  # id(generator) -> (it, its pool)
+        self._one_blas_thread = None  # held while bars are in flight (entering it costs ~45 us: not every step)
+
+    def _hold_one_blas_thread(self) -> None:
+        if self._one_blas_thread is None:
+            self._one_blas_thread = _blas_threads.limit(limits=1, user_api="blas")
+
+    def _let_go_of_blas_threads(self) -> None:
+        if self._one_blas_thread is not None:
+            self._one_blas_thread.__exit__(None, None, None)
+            self._one_blas_thread = None
 
     def admits(self, generator) -> bool:
         """Whether ``generator`` is a model generator with the compiled step (else its bars are written whole)."""
@@ -198,16 +208,17 @@ class BarBatcher:
 
     def begin(self, generator: ModelPartGenerator, request: BarRequest) -> BarInFlight:
         """Start writing ``request``'s bar with ``generator``: its prefill
-        runs now; an invalid request or a failure finishes it with ``error``."""
-        with _blas_threads.limit(limits=1, user_api="blas"):
-            try:
-                self._place(generator)
-            except ValueError as error:
-                bar = BarInFlight.__new__(BarInFlight)
-                bar.generator, bar.steps, bar.asked = generator, None, None
-                bar.finished, bar.part, bar.error = True, None, error
-                return bar
-            return BarInFlight(generator, request)
+        runs now; an invalid request or a failure finishes it with ``error``.
+        BLAS runs on one thread from now until no bar is in flight."""
+        self._hold_one_blas_thread()
+        try:
+            self._place(generator)
+        except ValueError as error:
+            bar = BarInFlight.__new__(BarInFlight)
+            bar.generator, bar.steps, bar.asked = generator, None, None
+            bar.finished, bar.part, bar.error = True, None, error
+            return bar
+        return BarInFlight(generator, request)
 
     def step(self, bars: list[BarInFlight]) -> None:
         """One decoding step for every unfinished bar of ``bars``: one
@@ -222,25 +233,28 @@ class BarBatcher:
                 bar.finished, bar.error, bar.asked = True, ValueError("a cache outside a pool, or a full context"), None
                 continue
             by_pool.setdefault(id(cache.pool), []).append(bar)
-        with _blas_threads.limit(limits=1, user_api="blas"):
-            for group in by_pool.values():
-                pool = group[0].asked[1].pool
-                ids = np.concatenate([bar.asked[0] for bar in group])
-                starts = np.concatenate([np.full(len(bar.asked[0]), bar.asked[1].length, np.int64) for bar in group])
-                slots = np.concatenate([bar.asked[1].first_slot + np.arange(len(bar.asked[0])) for bar in group])
-                logits = pool.decoder.step_rows(ids, starts, slots, pool.keys, pool.values)  # (rows, V)
-                row = 0
-                for bar in group:
-                    rows = len(bar.asked[0])
-                    bar.asked[1].length += 1
-                    bar._advance(logits[row:row + rows])
-                    row += rows
+        self._hold_one_blas_thread()
+        for group in by_pool.values():
+            pool = group[0].asked[1].pool
+            ids = np.concatenate([bar.asked[0] for bar in group])
+            starts = np.concatenate([np.full(len(bar.asked[0]), bar.asked[1].length, np.int64) for bar in group])
+            slots = np.concatenate([bar.asked[1].first_slot + np.arange(len(bar.asked[0])) for bar in group])
+            logits = pool.decoder.step_rows(ids, starts, slots, pool.keys, pool.values)  # (rows, V)
+            row = 0
+            for bar in group:
+                rows = len(bar.asked[0])
+                bar.asked[1].length += 1
+                bar._advance(logits[row:row + rows])
+                row += rows
+        if all(bar.finished for bar in bars):
+            self._let_go_of_blas_threads()
 
     def drop(self, bar: BarInFlight) -> None:
         """Stop writing ``bar`` (its session ended)."""
         if bar.steps is not None:
             bar.steps.close()
         bar.finished, bar.asked = True, None
+        self._let_go_of_blas_threads()  # held again by the next bar that starts
 
     def release(self, generator) -> None:
         """Free ``generator``'s slots (its session ended; it is not used again)."""

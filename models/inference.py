@@ -73,7 +73,7 @@ class CachePool:
     def __init__(self, decoder: "NumpyDecoder", slots: int) -> None:
         self.decoder = decoder
         self.keys = np.zeros((decoder.n_layer, slots, decoder.n_head, decoder.block_size, decoder.head_dim), np.float32)
-        self.values = np.zeros_like(self.keys)
+        self.values = np.zeros(self.keys.shape, np.float32)  # zeros, not zeros_like: pages are touched only when used
         self._free = list(range(slots))
 
     def reserve(self, rows: int) -> int:
