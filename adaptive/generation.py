@@ -205,6 +205,14 @@ now would only slow the near ones."""
 DEFAULT_MAX_BATCH_BARS = 32
 """At most this many bars written together (64 rows with guidance)."""
 
+DEFAULT_STEPS_PER_BAR = 38.0
+"""Decoding steps a bar takes until measured (38 counted while streaming 8
+bars per role at arousal 0: docs/benchmarks.md, "Decoding in batches")."""
+
+ESTIMATE_WEIGHT = 0.1
+"""Weight of the newest measurement in the scheduler's moving averages
+(a round's cost per bar, steps per bar)."""
+
 
 class _Rank(enum.IntEnum):
     ON_TIME = 0  # can still be ready by its deadline
@@ -233,7 +241,12 @@ class GenerationScheduler:
     deadlines fall within ``horizon_s`` of the earliest are written together,
     one decoding step for all their rows per round (at most
     ``max_batch_bars``); a request that arrives meanwhile joins at the next
-    round, a bar that finishes leaves. A part whose generator the batcher
+    round, a bar that finishes leaves. A bar joins only while every bar of
+    the batch that can still be on time would still be, at the measured cost
+    of a round per bar (:attr:`bar_step_s`) and steps per bar
+    (:attr:`steps_per_bar`): where a batch costs per bar what bars one at a
+    time cost (this project's machine), batching bars whose deadlines are
+    near would make the nearest late. A part whose generator the batcher
     does not admit (the rule-based one) is written whole, between rounds,
     when it comes first. Without a batcher every bar is written whole, one
     at a time.
@@ -279,7 +292,12 @@ class GenerationScheduler:
         self._streams: list[PartStream] = []
         self._workers = 0
         self._orders = 0
-        self._in_flight: list[tuple[Ticket, Any, float]] = []  # (ticket, its bar in the batcher, start time)
+        self._in_flight: list[_InFlight] = []
+        self.bar_step_s: float | None = None
+        """Measured seconds a batched round costs per bar in it (a moving
+        average; None until the first round)."""
+        self.steps_per_bar = DEFAULT_STEPS_PER_BAR
+        """Measured decoding steps a bar takes (a moving average)."""
         self._to_release: list[PartGenerator] = []
         self._batchable: dict[int, bool] = {}  # id(generator) -> batcher.admits(generator)
         self._lock = threading.Lock()
@@ -384,6 +402,25 @@ class GenerationScheduler:
             known = self._batchable[id(generator)] = bool(self.batcher.admits(generator))
         return known
 
+    def _all_on_time(self, batch: list[tuple[Ticket, int]], now: float) -> bool:
+        """Whether every bar of ``batch`` ((ticket, decoding steps it has had))
+        whose deadline can still be met would be ready by it if the batch
+        were stepped as it is: a round costs :attr:`bar_step_s` per bar, a bar
+        needs :attr:`steps_per_bar` steps. On this project's machine a round
+        costs about the same per bar as bars one at a time
+        (docs/benchmarks.md), so a batch only finishes its bars later than
+        one at a time would finish the first: a bar joins only while that
+        keeps every nearer deadline (docs/sessions.md)."""
+        if self.bar_step_s is None:
+            return True  # nothing measured yet
+        round_s = self.bar_step_s * len(batch)
+        for ticket, steps in batch:
+            if ticket.deadline_s is None or self._rank(ticket, now)[0] != _Rank.ON_TIME:
+                continue
+            if now + max(self.steps_per_bar - steps, 1.0) * round_s > ticket.deadline_s:
+                return False
+        return True
+
     def _choose(self, now: float) -> tuple[Ticket | None, list[Ticket]]:
         """With the lock held: the request to write whole now (or None) and
         the requests that join the batch this round; both taken off their
@@ -397,14 +434,14 @@ class GenerationScheduler:
             first.stream.queue.popleft()
             first.stream.busy = True
             return first, []
-        ranks = [self._rank(ticket, now) for ticket, _, _ in self._in_flight] + [self._rank(t, now) for t in heads]
+        ranks = [self._rank(entry.ticket, now) for entry in self._in_flight] + [self._rank(t, now) for t in heads]
         on_time = [key[1] for key in ranks if key[0] == _Rank.ON_TIME]
         with_deadline = any(key[0] != _Rank.SPECULATIVE for key in ranks)
         horizon_end = min(on_time) + self.horizon_s if on_time else NO_DEADLINE
-        room = self.max_batch_bars - len(self._in_flight)
+        batch = [(entry.ticket, entry.steps) for entry in self._in_flight]
         joining: list[Ticket] = []
         for ticket in heads:
-            if room <= 0:
+            if len(batch) >= self.max_batch_bars:
                 break
             rank, deadline, _ = self._rank(ticket, now)
             if not self._is_batchable(ticket.stream.generator):
@@ -413,10 +450,12 @@ class GenerationScheduler:
                 continue  # later: it would only slow the nearer bars
             if rank == _Rank.SPECULATIVE and with_deadline:
                 continue  # only when nothing with a deadline waits
+            if batch and not self._all_on_time(batch + [(ticket, 0)], now):
+                continue  # it would make a nearer bar (or itself) late: it waits for room
             ticket.stream.queue.popleft()
             ticket.stream.busy = True
             joining.append(ticket)
-            room -= 1
+            batch.append((ticket, 0))
         return None, joining
 
     # ------------------------------------------------------------ running
@@ -436,8 +475,8 @@ class GenerationScheduler:
             # Bars of withdrawn parts leave the batch; their generators are released.
             kept = []
             for entry in self._in_flight:
-                if entry[0].stream.withdrawn:
-                    batcher.drop(entry[1])
+                if entry.ticket.stream.withdrawn:
+                    batcher.drop(entry.bar)
                 else:
                     kept.append(entry)
             self._in_flight = kept
@@ -463,28 +502,36 @@ class GenerationScheduler:
             started = self.clock()
             bar = batcher.begin(ticket.stream.generator, ticket.request)
             if bar.finished:
-                self._settle(ticket, bar, started)
+                self._settle(ticket, bar, started, 0)
             else:
-                self._in_flight.append((ticket, bar, started))
+                self._in_flight.append(_InFlight(ticket, bar, started))
         if self._in_flight:
-            bars = [bar for _, bar, _ in self._in_flight]
+            bars = [entry.bar for entry in self._in_flight]
+            round_started = self.clock()
             batcher.step(bars)
+            round_s = self.clock() - round_started
+            per_bar_s = round_s / len(bars)
+            self.bar_step_s = per_bar_s if self.bar_step_s is None else (
+                self.bar_step_s + ESTIMATE_WEIGHT * (per_bar_s - self.bar_step_s))
             self.counters["rounds"] += 1
             self.counters["rows_stepped"] += len(bars)
             self.counters["largest_batch_bars"] = max(self.counters["largest_batch_bars"], len(bars))
             still = []
-            for ticket, bar, started in self._in_flight:
-                if bar.finished:
-                    self._settle(ticket, bar, started)
+            for entry in self._in_flight:
+                entry.steps += 1
+                if entry.bar.finished:
+                    self._settle(entry.ticket, entry.bar, entry.started, entry.steps)
                 else:
-                    still.append((ticket, bar, started))
+                    still.append(entry)
             self._in_flight = still
         return True
 
-    def _settle(self, ticket: Ticket, bar: Any, started: float) -> None:
+    def _settle(self, ticket: Ticket, bar: Any, started: float, steps: int) -> None:
         ticket.part, ticket.error = bar.part, bar.error
         if bar.error is not None:
             self._log_failure(ticket, bar.error)
+        elif steps:
+            self.steps_per_bar += ESTIMATE_WEIGHT * (steps - self.steps_per_bar)
         self.counters["batched_bars"] += 1
         self._finish(ticket, started)
 
@@ -514,14 +561,24 @@ class GenerationScheduler:
                 self.run_round()
             except Exception:  # a bug in the scheduler or a batcher: drop the batch, keep serving
                 log.exception("the generation scheduler failed in a round; the bars in it play their fallbacks")
-                for ticket, _, started in self._in_flight:
-                    ticket.error = RuntimeError("the generation round failed")
-                    self._finish(ticket, started)
+                for entry in self._in_flight:
+                    entry.ticket.error = RuntimeError("the generation round failed")
+                    self._finish(entry.ticket, entry.started)
                 self._in_flight = []
         if self.batcher is not None:
-            for _, bar, _ in self._in_flight:
-                self.batcher.drop(bar)
+            for entry in self._in_flight:
+                self.batcher.drop(entry.bar)
         self._in_flight = []
+
+
+class _InFlight:
+    """A bar in the scheduler's batch: its ticket, its bar in the batcher,
+    when it started (scheduler clock) and the decoding steps it has had."""
+
+    __slots__ = ("ticket", "bar", "started", "steps")
+
+    def __init__(self, ticket: Ticket, bar: Any, started: float) -> None:
+        self.ticket, self.bar, self.started, self.steps = ticket, bar, started, 0
 
 
 class GenerationWorker:

@@ -232,3 +232,70 @@ def test_scheduler_settings_out_of_range_are_refused_naming_what_is_allowed():
         GenerationScheduler(horizon_s=-1.0)
     with pytest.raises(ValueError, match=r"max_batch_bars .*allowed: 1..1024"):
         GenerationScheduler(max_batch_bars=0)
+
+
+class StepBar:
+    """A bar of :class:`StepBatcher`: ``steps`` decoding steps to go."""
+
+    def __init__(self, generator, request, steps: int) -> None:
+        self.generator, self.request, self.left = generator, request, steps
+        self.finished, self.part, self.error = False, None, None
+
+
+class StepBatcher:
+    """A batcher standing in for the model's: every bar needs ``steps`` steps
+    and a round costs ``bar_step_s`` of the fake clock per bar in it (as the
+    compiled step does on this project's machine: no cheaper per bar in a
+    batch). Logs the bars of each round."""
+
+    def __init__(self, clock: FakeClock, steps: int, bar_step_s: float) -> None:
+        self.clock, self.steps, self.bar_step_s = clock, steps, bar_step_s
+        self.rounds: list[list[str]] = []
+
+    def admits(self, generator) -> bool:
+        return isinstance(generator, Logged)
+
+    def begin(self, generator, request):
+        return StepBar(generator, request, self.steps)
+
+    def step(self, bars) -> None:
+        live = [bar for bar in bars if not bar.finished]
+        self.clock.advance(self.bar_step_s * len(live))
+        self.rounds.append([bar.generator.part for bar in live])
+        for bar in live:
+            bar.left -= 1
+            if bar.left == 0:
+                bar.finished, bar.part = True, RuleBasedGenerator().generate_bar(bar.request)
+
+    def drop(self, bar) -> None:
+        bar.finished = True
+
+    def release(self, generator) -> None:
+        pass
+
+
+@pytest.mark.parametrize("b_due_s, batched", [(0.6, False), (2.0, True)])
+def test_a_bar_joins_the_batch_only_while_every_nearer_deadline_is_still_met(b_due_s, batched):
+    """A round costs as much per bar batched as alone: two bars of 30 steps
+    at 10 ms a step take 0.6 s together, 0.3 s for the first one alone. Bar a,
+    due at 0.5 s, would be late in a batch with b: b waits for it (then is
+    on time itself, at 0.6 s). With b due at 2 s both are written together."""
+    clock = FakeClock(0.0)
+    batcher = StepBatcher(clock, steps=30, bar_step_s=0.01)
+    scheduler = GenerationScheduler(clock=clock, batcher=batcher, threaded=False)
+    scheduler.bar_step_s, scheduler.steps_per_bar = 0.01, 30.0  # as measured
+    workers = [GenerationWorker(GenerationMode.REALTIME, scheduler=scheduler, time_of_frame=started_at(0.0))
+               for _ in range(2)]
+    a = workers[0].stream("s0/a", Logged("a", []))
+    b = workers[1].stream("s1/b", Logged("b", []))
+    ticket_a = workers[0].submit(a, request(0), deadline_frame=int(0.5 * RATE))
+    ticket_b = workers[1].submit(b, request(0), deadline_frame=int(b_due_s * RATE))
+    finished = {}
+    while scheduler.run_round():
+        for name, ticket in (("a", ticket_a), ("b", ticket_b)):
+            if ticket.done.is_set():
+                finished.setdefault(name, clock())
+    assert (scheduler.counters["largest_batch_bars"] == 2) is batched
+    assert finished["a"] <= 0.5 + 1e-9 and finished["b"] <= b_due_s + 1e-9  # both on time
+    if not batched:
+        assert batcher.rounds[:30] == [["a"]] * 30 and batcher.rounds[30:] == [["b"]] * 30
