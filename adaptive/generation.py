@@ -241,12 +241,15 @@ class GenerationScheduler:
     deadlines fall within ``horizon_s`` of the earliest are written together,
     one decoding step for all their rows per round (at most
     ``max_batch_bars``); a request that arrives meanwhile joins at the next
-    round, a bar that finishes leaves. A bar joins only while every bar of
-    the batch that can still be on time would still be, at the measured cost
-    of a round per bar (:attr:`bar_step_s`) and steps per bar
-    (:attr:`steps_per_bar`): where a batch costs per bar what bars one at a
-    time cost (this project's machine), batching bars whose deadlines are
-    near would make the nearest late. A part whose generator the batcher
+    round, a bar that finishes leaves. Each round steps the bars in flight
+    in order (earliest deadline first, those that will miss anyway after),
+    each only while every bar stepped that can be on time would still be,
+    at the measured cost of a round per bar (:attr:`bar_step_s`) and steps
+    per bar (:attr:`steps_per_bar`); the others wait (paused) for a later
+    round. Where a batch costs per bar what bars one at a time cost (this
+    project's machine), stepping bars with near deadlines together would
+    make the nearest late; they are batched where there is slack, or when
+    they will all miss anyway. A part whose generator the batcher
     does not admit (the rule-based one) is written whole, between rounds,
     when it comes first. Without a batcher every bar is written whole, one
     at a time.
@@ -438,25 +441,40 @@ class GenerationScheduler:
         on_time = [key[1] for key in ranks if key[0] == _Rank.ON_TIME]
         with_deadline = any(key[0] != _Rank.SPECULATIVE for key in ranks)
         horizon_end = min(on_time) + self.horizon_s if on_time else NO_DEADLINE
-        batch = [(entry.ticket, entry.steps) for entry in self._in_flight]
+        in_flight = len(self._in_flight)
         joining: list[Ticket] = []
         for ticket in heads:
-            if len(batch) >= self.max_batch_bars:
-                break
             rank, deadline, _ = self._rank(ticket, now)
+            # Bars in flight that are paused (below) must not keep a bar that can be on time out.
+            if in_flight >= (2 * self.max_batch_bars if rank == _Rank.ON_TIME else self.max_batch_bars):
+                continue
             if not self._is_batchable(ticket.stream.generator):
                 continue  # written whole when it comes first
             if rank == _Rank.ON_TIME and deadline > horizon_end:
                 continue  # later: it would only slow the nearer bars
             if rank == _Rank.SPECULATIVE and with_deadline:
                 continue  # only when nothing with a deadline waits
-            if batch and not self._all_on_time(batch + [(ticket, 0)], now):
-                continue  # it would make a nearer bar (or itself) late: it waits for room
             ticket.stream.queue.popleft()
             ticket.stream.busy = True
             joining.append(ticket)
-            batch.append((ticket, 0))
+            in_flight += 1
         return None, joining
+
+    def _stepped(self, now: float) -> list["_InFlight"]:
+        """The bars in flight stepped this round: in order (earliest
+        deadline first, those that will miss anyway after), each while
+        every bar chosen that can be on time still would be
+        (:meth:`_all_on_time`), at most ``max_batch_bars``; the others wait
+        for a later round (paused, their state kept)."""
+        chosen: list[_InFlight] = []
+        for entry in sorted(self._in_flight, key=lambda entry: self._rank(entry.ticket, now)):
+            if len(chosen) >= self.max_batch_bars:
+                break
+            if chosen and not self._all_on_time([(e.ticket, e.steps) for e in chosen] + [(entry.ticket, entry.steps)],
+                                                now):
+                continue
+            chosen.append(entry)
+        return chosen
 
     # ------------------------------------------------------------ running
     def run_round(self) -> bool:
@@ -501,42 +519,50 @@ class GenerationScheduler:
         for ticket in joining:
             started = self.clock()
             bar = batcher.begin(ticket.stream.generator, ticket.request)
+            entry = _InFlight(ticket, bar, self.clock() - started)
             if bar.finished:
-                self._settle(ticket, bar, started, 0)
+                self._settle(entry)
             else:
-                self._in_flight.append(_InFlight(ticket, bar, started))
+                self._in_flight.append(entry)
         if self._in_flight:
-            bars = [entry.bar for entry in self._in_flight]
+            stepped = self._stepped(self.clock())
             round_started = self.clock()
-            batcher.step(bars)
+            batcher.step([entry.bar for entry in stepped])
             round_s = self.clock() - round_started
-            per_bar_s = round_s / len(bars)
+            per_bar_s = round_s / len(stepped)
             self.bar_step_s = per_bar_s if self.bar_step_s is None else (
                 self.bar_step_s + ESTIMATE_WEIGHT * (per_bar_s - self.bar_step_s))
             self.counters["rounds"] += 1
-            self.counters["rows_stepped"] += len(bars)
-            self.counters["largest_batch_bars"] = max(self.counters["largest_batch_bars"], len(bars))
+            self.counters["rows_stepped"] += len(stepped)
+            self.counters["largest_batch_bars"] = max(self.counters["largest_batch_bars"], len(stepped))
+            for entry in stepped:
+                entry.steps += 1
+                entry.busy_s += round_s
             still = []
             for entry in self._in_flight:
-                entry.steps += 1
                 if entry.bar.finished:
-                    self._settle(entry.ticket, entry.bar, entry.started, entry.steps)
+                    self._settle(entry)
                 else:
                     still.append(entry)
             self._in_flight = still
         return True
 
-    def _settle(self, ticket: Ticket, bar: Any, started: float, steps: int) -> None:
+    def _settle(self, entry: "_InFlight") -> None:
+        ticket, bar = entry.ticket, entry.bar
         ticket.part, ticket.error = bar.part, bar.error
         if bar.error is not None:
             self._log_failure(ticket, bar.error)
-        elif steps:
-            self.steps_per_bar += ESTIMATE_WEIGHT * (steps - self.steps_per_bar)
+        elif entry.steps:
+            self.steps_per_bar += ESTIMATE_WEIGHT * (entry.steps - self.steps_per_bar)
         self.counters["batched_bars"] += 1
-        self._finish(ticket, started)
+        self._finish(ticket, busy_s=entry.busy_s)
 
-    def _finish(self, ticket: Ticket, started: float) -> None:
-        ticket.stream.last_bar_s = max(0.0, self.clock() - started)
+    def _finish(self, ticket: Ticket, started: float | None = None, busy_s: float | None = None) -> None:
+        """``ticket`` is done; its part's :attr:`PartStream.last_bar_s` is
+        ``busy_s`` (the rounds it was stepped in), or the time since ``started``."""
+        if busy_s is None:
+            busy_s = self.clock() - started if started is not None else 0.0
+        ticket.stream.last_bar_s = max(0.0, busy_s)
         self.counters["bars"] += 1
         with self._lock:
             ticket.stream.busy = False
@@ -563,7 +589,7 @@ class GenerationScheduler:
                 log.exception("the generation scheduler failed in a round; the bars in it play their fallbacks")
                 for entry in self._in_flight:
                     entry.ticket.error = RuntimeError("the generation round failed")
-                    self._finish(entry.ticket, entry.started)
+                    self._finish(entry.ticket, busy_s=entry.busy_s)
                 self._in_flight = []
         if self.batcher is not None:
             for entry in self._in_flight:
@@ -573,12 +599,13 @@ class GenerationScheduler:
 
 class _InFlight:
     """A bar in the scheduler's batch: its ticket, its bar in the batcher,
-    when it started (scheduler clock) and the decoding steps it has had."""
+    the decoding steps it has had, and the seconds spent on it (its prefill
+    and the rounds it was stepped in; not the rounds it waited)."""
 
-    __slots__ = ("ticket", "bar", "started", "steps")
+    __slots__ = ("ticket", "bar", "steps", "busy_s")
 
-    def __init__(self, ticket: Ticket, bar: Any, started: float) -> None:
-        self.ticket, self.bar, self.started, self.steps = ticket, bar, started, 0
+    def __init__(self, ticket: Ticket, bar: Any, busy_s: float) -> None:
+        self.ticket, self.bar, self.steps, self.busy_s = ticket, bar, 0, busy_s
 
 
 class GenerationWorker:
