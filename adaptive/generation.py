@@ -209,6 +209,13 @@ DEFAULT_STEPS_PER_BAR = 38.0
 """Decoding steps a bar takes until measured (38 counted while streaming 8
 bars per role at arousal 0: docs/benchmarks.md, "Decoding in batches")."""
 
+BATCH_TIME_SHARE = 0.5
+"""A bar that can be on time is batched with others only if the batch
+would finish it within this share of the time left to its deadline: the
+estimate leaves out the prefills of bars joining meanwhile and the
+machine's other work (measured: with the whole time left, a scheduler
+twice overloaded missed more bars batched than one by one)."""
+
 ESTIMATE_WEIGHT = 0.1
 """Weight of the newest measurement in the scheduler's moving averages
 (a round's cost per bar, steps per bar)."""
@@ -405,24 +412,19 @@ class GenerationScheduler:
             known = self._batchable[id(generator)] = bool(self.batcher.admits(generator))
         return known
 
-    def _all_on_time(self, batch: list[tuple[Ticket, int]], now: float) -> bool:
-        """Whether every bar of ``batch`` ((ticket, decoding steps it has had))
-        whose deadline can still be met would be ready by it if the batch
-        were stepped as it is: a round costs :attr:`bar_step_s` per bar, a bar
-        needs :attr:`steps_per_bar` steps. On this project's machine a round
+    def _batch_room(self, ticket: Ticket, rank: int, steps: int, now: float) -> float:
+        """How many bars a batch holding this bar (``steps`` decoding steps
+        done) may have for it to be ready by its deadline, with
+        :data:`BATCH_TIME_SHARE` of the time left: a round costs
+        :attr:`bar_step_s` per bar in it, a bar needs :attr:`steps_per_bar`
+        steps. Unbounded for a bar that will miss anyway or has no deadline,
+        or before anything was measured. On this project's machine a round
         costs about the same per bar as bars one at a time
-        (docs/benchmarks.md), so a batch only finishes its bars later than
-        one at a time would finish the first: a bar joins only while that
-        keeps every nearer deadline (docs/sessions.md)."""
-        if self.bar_step_s is None:
-            return True  # nothing measured yet
-        round_s = self.bar_step_s * len(batch)
-        for ticket, steps in batch:
-            if ticket.deadline_s is None or self._rank(ticket, now)[0] != _Rank.ON_TIME:
-                continue
-            if now + max(self.steps_per_bar - steps, 1.0) * round_s > ticket.deadline_s:
-                return False
-        return True
+        (docs/benchmarks.md), so a batch finishes its bars later than one at
+        a time would finish the first (docs/sessions.md)."""
+        if self.bar_step_s is None or self.bar_step_s <= 0.0 or rank != _Rank.ON_TIME or ticket.deadline_s is None:
+            return NO_DEADLINE
+        return BATCH_TIME_SHARE * (ticket.deadline_s - now) / (max(self.steps_per_bar - steps, 1.0) * self.bar_step_s)
 
     def _choose(self, now: float) -> tuple[Ticket | None, list[Ticket]]:
         """With the lock held: the request to write whole now (or None) and
@@ -464,16 +466,19 @@ class GenerationScheduler:
         """The bars in flight stepped this round: in order (earliest
         deadline first, those that will miss anyway after), each while
         every bar chosen that can be on time still would be
-        (:meth:`_all_on_time`), at most ``max_batch_bars``; the others wait
+        (:meth:`_batch_room`), at most ``max_batch_bars``; the others wait
         for a later round (paused, their state kept)."""
+        ranked = sorted(((self._rank(entry.ticket, now), entry) for entry in self._in_flight), key=lambda x: x[0])
         chosen: list[_InFlight] = []
-        for entry in sorted(self._in_flight, key=lambda entry: self._rank(entry.ticket, now)):
+        room = NO_DEADLINE  # the most bars the chosen ones allow
+        for (rank, _, _), entry in ranked:
             if len(chosen) >= self.max_batch_bars:
                 break
-            if chosen and not self._all_on_time([(e.ticket, e.steps) for e in chosen] + [(entry.ticket, entry.steps)],
-                                                now):
+            own = self._batch_room(entry.ticket, rank, entry.steps, now)
+            if chosen and len(chosen) + 1 > min(room, own):
                 continue
             chosen.append(entry)
+            room = min(room, own)
         return chosen
 
     # ------------------------------------------------------------ running
@@ -537,7 +542,7 @@ class GenerationScheduler:
             self.counters["largest_batch_bars"] = max(self.counters["largest_batch_bars"], len(stepped))
             for entry in stepped:
                 entry.steps += 1
-                entry.busy_s += round_s
+                entry.busy_s += per_bar_s  # its share: what it would have cost alone, not the whole round
             still = []
             for entry in self._in_flight:
                 if entry.bar.finished:
@@ -600,7 +605,8 @@ class GenerationScheduler:
 class _InFlight:
     """A bar in the scheduler's batch: its ticket, its bar in the batcher,
     the decoding steps it has had, and the seconds spent on it (its prefill
-    and the rounds it was stepped in; not the rounds it waited)."""
+    and its share of each round it was stepped in: about what it would cost
+    alone, so that a part is not judged slow for having shared its rounds)."""
 
     __slots__ = ("ticket", "bar", "steps", "busy_s")
 

@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="real-time run per row (default 20)")
     parser.add_argument("--bpm", type=float, default=120.0, help="tempo of the real-time run (default 120)")
     parser.add_argument("--skip-realtime", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite '{SECTION_TITLE}' in docs/benchmarks.md")
     args = parser.parse_args(argv)
     import os
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
              "| sessions | bars | generation threads | batched: bars/s (wall) | bars/s (thread CPU) | mean / largest batch "
              "| one by one: bars/s (wall) | bars/s (thread CPU) | batched / one by one (CPU) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for sessions in args.sessions:
+    for sessions in [] if args.skip_throughput else args.sessions:
         batched = throughput(sessions, args.bars, True)
         alone = throughput(sessions, args.bars, False)
         row = (f"| {sessions} | {batched['bars']} | {batched['threads']} | {batched['bars'] / batched['wall_s']:.1f} | "

@@ -279,7 +279,8 @@ def test_a_bar_joins_the_batch_only_while_every_nearer_deadline_is_still_met(b_d
     """A round costs as much per bar batched as alone: two bars of 30 steps
     at 10 ms a step take 0.6 s together, 0.3 s for the first one alone. Bar a,
     due at 0.5 s, would be late in a batch with b: b waits for it (then is
-    on time itself, at 0.6 s). With b due at 2 s both are written together."""
+    on time itself, at 0.6 s). With b due at 2 s, b is stepped with a as
+    soon as a's deadline leaves room (the scheduler keeps half of it spare)."""
     clock = FakeClock(0.0)
     batcher = StepBatcher(clock, steps=30, bar_step_s=0.01)
     scheduler = GenerationScheduler(clock=clock, batcher=batcher, threaded=False)
