@@ -313,6 +313,7 @@ class GenerationScheduler:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
+        self._stopped_thread: threading.Thread | None = None
         self._stop = False
         self._running: Ticket | None = None
 
@@ -332,7 +333,8 @@ class GenerationScheduler:
             if self._workers <= 0 and self._thread is not None:
                 self._stop = True
                 thread, self._thread = self._thread, None
-                self._wake.notify()
+                self._stopped_thread = thread
+                self._wake.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -344,7 +346,10 @@ class GenerationScheduler:
             self._streams.append(stream)
             if self.threaded and self._thread is None:
                 self._stop = False
-                self._thread = threading.Thread(target=self._run, name="adaptive-generation", daemon=True)
+                # A thread stopped by the last worker's close may still be finishing a round: the new one waits for it.
+                self._thread = threading.Thread(target=self._run, args=(self._stopped_thread,),
+                                                name="adaptive-generation", daemon=True)
+                self._stopped_thread = None
                 self._thread.start()
 
     def withdraw(self, streams: Iterable[PartStream]) -> None:
@@ -580,13 +585,16 @@ class GenerationScheduler:
                   "fallback plays", getattr(ticket.stream.generator, "name", "?"), ticket.stream.name,
                   ticket.number, ticket.request.bar_index, type(error).__name__, error)
 
-    def _run(self) -> None:
+    def _run(self, previous: threading.Thread | None = None) -> None:
+        if previous is not None:
+            previous.join()
+        me = threading.current_thread()
         while True:
             with self._wake:
-                while not self._stop and not self._in_flight and not self._to_release and not any(
-                        stream.queue and not stream.busy for stream in self._streams):
+                while not self._stop and self._thread is me and not self._in_flight and not self._to_release \
+                        and not any(stream.queue and not stream.busy for stream in self._streams):
                     self._wake.wait()
-                if self._stop:
+                if self._stop or self._thread is not me:
                     break
             try:
                 self.run_round()
@@ -596,10 +604,15 @@ class GenerationScheduler:
                     entry.ticket.error = RuntimeError("the generation round failed")
                     self._finish(entry.ticket, busy_s=entry.busy_s)
                 self._in_flight = []
-        if self.batcher is not None:
-            for entry in self._in_flight:
+        # Bars of ended sessions are dropped; any other (a session made while this thread
+        # stopped) stays for the thread that follows, which waits for this one.
+        kept = []
+        for entry in self._in_flight:
+            if entry.ticket.stream.withdrawn and self.batcher is not None:
                 self.batcher.drop(entry.bar)
-        self._in_flight = []
+            elif not entry.ticket.stream.withdrawn:
+                kept.append(entry)
+        self._in_flight = kept
 
 
 class _InFlight:

@@ -300,3 +300,15 @@ def test_a_bar_joins_the_batch_only_while_every_nearer_deadline_is_still_met(b_d
     assert finished["a"] <= 0.5 + 1e-9 and finished["b"] <= b_due_s + 1e-9  # both on time
     if not batched:
         assert batcher.rounds[:30] == [["a"]] * 30 and batcher.rounds[30:] == [["b"]] * 30
+
+
+def test_the_thread_starts_again_for_a_session_made_after_the_last_one_ended():
+    scheduler = GenerationScheduler()
+    for round_number in range(3):
+        worker = GenerationWorker(GenerationMode.REALTIME, scheduler=scheduler, time_of_frame=started_at(0.0))
+        part = worker.stream(f"s{round_number}/melody", Logged("x", []))
+        ticket = worker.submit(part, request(0), deadline_frame=0)
+        assert ticket.done.wait(10) and ticket.part is not None
+        assert scheduler.thread_alive()
+        worker.close()
+        assert not scheduler.thread_alive()
