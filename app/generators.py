@@ -3,6 +3,8 @@ generator of ``models/`` registered in :mod:`adaptive.registry`, as the default.
 
 from __future__ import annotations
 
+import sys
+
 from adaptive.errors import ConfigError
 from adaptive.generator import PartGenerator
 from adaptive.registry import register_generator
@@ -64,3 +66,43 @@ def describe_generator(name: str) -> str:
     except ImportError:
         return name
     return f"{name} ({DEFAULT_CHECKPOINT})"
+
+
+class ModelBarBatcher:
+    """The generation scheduler's batcher (:class:`adaptive.generation.BarBatcher`)
+    for the model generator: :class:`models.batching.BarBatcher`, imported
+    only once a model generator exists (so a server playing the rule-based
+    generator never imports PyTorch). Admits nothing before that."""
+
+    def __init__(self) -> None:
+        self._batcher = None
+
+    def _inner(self):
+        if self._batcher is None:
+            from models.batching import BarBatcher
+
+            self._batcher = BarBatcher()
+        return self._batcher
+
+    def admits(self, generator: PartGenerator) -> bool:
+        """Whether ``generator`` is a model generator whose bars can be batched."""
+        if "models.generate" not in sys.modules:  # no model generator can have been made
+            return False
+        return self._inner().admits(generator)
+
+    def begin(self, generator, request):
+        """See :meth:`models.batching.BarBatcher.begin`."""
+        return self._inner().begin(generator, request)
+
+    def step(self, bars) -> None:
+        """See :meth:`models.batching.BarBatcher.step`."""
+        self._inner().step(bars)
+
+    def drop(self, bar) -> None:
+        """See :meth:`models.batching.BarBatcher.drop`."""
+        self._inner().drop(bar)
+
+    def release(self, generator) -> None:
+        """See :meth:`models.batching.BarBatcher.release`."""
+        if self._batcher is not None:
+            self._batcher.release(generator)

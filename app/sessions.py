@@ -73,6 +73,18 @@ def recording_path(record: Path, session_id: str) -> Path:
     return record.with_name(f"{record.stem}.{session_id}{record.suffix}")
 
 
+def _time_of_frame(realtime: Any, clock: Callable[[], float], sample_rate_hz: int) -> Callable[[float], float]:
+    """Session frame -> the scheduler's clock: the reading at which
+    ``realtime`` plays that frame (its start plus frame / rate; before it
+    starts, as if it started now), so that deadlines of sessions started at
+    different times compare."""
+
+    def time_of_frame(frame: float) -> float:
+        return clock() - realtime.server_time_seconds() + frame / sample_rate_hz
+
+    return time_of_frame
+
+
 @dataclass
 class HostedSession:
     """One session of the host and the things that are only its.
@@ -208,6 +220,12 @@ class SessionHost:
         self._running = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        from adaptive.generation import GenerationScheduler
+        from app.generators import ModelBarBatcher
+
+        self.generation = GenerationScheduler(clock=self.realtime_options.get("clock", time.monotonic),
+                                              batcher=ModelBarBatcher())
+        """The one generation thread of every session (docs/sessions.md, "What is shared")."""
         self.default = self._factory(DEFAULT_SESSION)
         self._sessions[DEFAULT_SESSION] = self.default
         self.counters["sessions_created"] += 1
@@ -222,17 +240,23 @@ class SessionHost:
         Raises:
             AdaptiveError: the SoundFont or generator cannot be loaded, the recording cannot be written.
         """
+        from adaptive.generation import GenerationWorker
         from adaptive.realtime import RealtimeSession
         from adaptive.session import Session
         from bridge.mapping_check import shared_checker
         from bridge.mapping_watch import MappingControl
 
         settings = self.settings
-        session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
-                          seed=settings.seed, max_block_frames=max(settings.block_frames, 4096),
-                          generator=settings.generator, mapping=self.initial_mapping,
-                          generated_bridges=True,  # a live mapping change may add generated bridges
-                          progress=lambda message: log.info("%s", message))
+        generation = GenerationWorker(scheduler=self.generation)  # the shared thread; its own misses and fallbacks
+        try:
+            session = Session(self.bank, soundfont=settings.soundfont, sample_rate_hz=settings.sample_rate_hz,
+                              seed=settings.seed, max_block_frames=max(settings.block_frames, 4096),
+                              generator=settings.generator, mapping=self.initial_mapping,
+                              generated_bridges=True,  # a live mapping change may add generated bridges
+                              progress=lambda message: log.info("%s", message), generation=generation)
+        except BaseException:
+            generation.close()
+            raise
         recording = None
         try:
             if settings.record is not None:
@@ -243,6 +267,7 @@ class SessionHost:
             realtime = RealtimeSession(session, block_frames=settings.block_frames,
                                        lookahead_ms=settings.lookahead_ms, recording=recording,
                                        thread_priority=settings.realtime_priority, **self.realtime_options)
+            generation.time_of_frame = _time_of_frame(realtime, self.generation.clock, settings.sample_rate_hz)
             mapping = MappingControl(self.bank, self.initial_mapping, realtime.submit, path=self.mapping_path,
                                      report_error=lambda path, message: self.report_mapping_error(session_id, path,
                                                                                                   message),

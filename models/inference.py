@@ -73,7 +73,7 @@ class CachePool:
     def __init__(self, decoder: "NumpyDecoder", slots: int) -> None:
         self.decoder = decoder
         self.keys = np.zeros((decoder.n_layer, slots, decoder.n_head, decoder.block_size, decoder.head_dim), np.float32)
-        self.values = np.zeros_like(self.keys)
+        self.values = np.zeros(self.keys.shape, np.float32)  # zeros, not zeros_like: pages are touched only when used
         self._free = list(range(slots))
 
     def reserve(self, rows: int) -> int:
@@ -87,6 +87,23 @@ class CachePool:
                 del self._free[i:i + rows]
                 return first
         raise ValueError(f"the cache pool has no {rows} consecutive free slots ({len(self._free)} free)")
+
+    def release(self, first_slot: int, rows: int) -> None:
+        """Give back slots ``first_slot .. first_slot + rows - 1`` (their part
+        ended); another part may :meth:`reserve` them.
+
+        Raises:
+            ValueError: a slot outside the pool, or one that is free already.
+        """
+        slots = range(first_slot, first_slot + rows)
+        if first_slot < 0 or first_slot + rows > self.keys.shape[1] or any(slot in self._free for slot in slots):
+            raise ValueError(f"slots {first_slot}..{first_slot + rows - 1} are not reserved slots of this pool")
+        self._free = sorted(self._free + list(slots))
+
+    @property
+    def free_slots(self) -> int:
+        """Slots not reserved."""
+        return len(self._free)
 
     def cache(self, first_slot: int, rows: int) -> NumpyCache:
         """An empty cache over slots ``first_slot .. first_slot + rows - 1``

@@ -7,6 +7,7 @@ are handed to ``OscServer.handle`` and what it would send is recorded."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -253,6 +254,31 @@ def test_a_ping_is_answered_on_the_clock_of_the_senders_session(served):
     a_seconds = pong["receive_time_s"] + pong["receive_time_us"] / 1e6
     assert name == "pong" and a_seconds == pytest.approx(s.host.hosted("a").realtime.server_time_seconds())
     assert a_seconds < s.host.default.realtime.server_time_seconds() - 0.9
+
+
+def generation_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name == "adaptive-generation"}
+
+
+def test_one_generation_thread_serves_every_session(served):
+    before = generation_threads()  # other tests' sessions may not have been closed
+    s = served()
+    for port, session_id in ((7001, "a"), (7002, "b"), (7003, "c")):
+        s.hello(port, session_id)
+    s.play(0.5)
+    scheduler = s.host.generation
+    workers = [s.host.hosted(session_id).session.generation for session_id in s.host.session_ids()]
+    assert len(workers) == 4 and all(worker.scheduler is scheduler and worker.shared for worker in workers)
+    assert len({id(worker) for worker in workers}) == 4  # each session keeps its own misses and fallbacks
+    assert len(generation_threads() - before) == 1  # one thread for 4 sessions
+    # Deadlines compare across sessions: a session's frame f plays at its start + f / rate on the one clock.
+    a = s.host.hosted("a")
+    assert a.session.generation.time_of_frame(48_000) == pytest.approx(
+        s.clock() - a.realtime.server_time_seconds() + 1.0)
+    parts_of_a = set(a.session.generation.streams)
+    s.send("session_end", 7001, session_id="a")
+    assert not parts_of_a & set(scheduler.streams)  # its parts are withdrawn, the others' stay
+    assert len(generation_threads() - before) == 1 and scheduler.thread_alive()
 
 
 def test_recordings_of_other_sessions_go_beside_the_default_one(tmp_path):
