@@ -272,7 +272,8 @@ class RealtimeSession:
     def start(self) -> None:
         """Start rendering: on a render thread of its own (named
         ``"adaptive-render"``, not a daemon: call :meth:`stop`), or on the
-        shared ``loop``. It renders the first lookahead, then sets ``t0``
+        shared ``loop``. It renders the first lookahead (with a loop: here,
+        on the calling thread, before the loop takes it), then sets ``t0``
         (server time 0 = the playback of frame 0) and keeps pace.
 
         Raises:
@@ -283,6 +284,10 @@ class RealtimeSession:
         self._started = True
         self._running.set()
         if self.loop is not None:
+            # The first lookahead is rendered here, on the caller's thread: a
+            # session's first block takes tens of milliseconds (its first cue
+            # starting), which the loop's other sessions would wait for.
+            self._prefill()
             self.loop.attach(self)
             return
         self._thread = threading.Thread(target=self._run, name="adaptive-render", daemon=False)
@@ -523,8 +528,9 @@ class RenderLoop:
 
     The render step stays as lean as a session's own thread: attaching and
     detaching go through a list under a short lock taken once per pass; a
-    new session's first lookahead (a few blocks) is rendered by the loop
-    when it picks the session up.
+    new session's first lookahead (a few blocks, the first of which takes
+    tens of milliseconds) is rendered before it joins, by the thread that
+    starts it, so the loop's sessions do not wait for it.
 
     Args:
         sleep: sleeps for the given seconds (the sessions' own clocks time
@@ -630,16 +636,11 @@ class RenderLoop:
         return True
 
     def _begin(self, runner: RealtimeSession) -> None:
-        """Render ``runner``'s first lookahead, then put its ``t0`` on the loop's grid."""
+        """Put ``runner`` (its first lookahead rendered by :meth:`RealtimeSession.start`)
+        on the loop, its ``t0`` moved back onto the loop's grid."""
         runner.priority_problem = self.priority_problem
-        try:
-            runner._prefill()
-        except BaseException as error:  # a bug in that session: it fails alone
-            runner.failure = error
-            runner._running.clear()
-            runner._detached.set()
-            return
-        assert runner._t0 is not None
+        if runner._t0 is None:  # not prefilled (nothing rendered yet): start its clock now
+            runner._t0 = runner._clock()
         if self._epoch is None:
             self._epoch = runner._t0
         period_s = runner.block_frames / runner.sample_rate_hz
