@@ -63,7 +63,7 @@ for path in (str(REPO), str(HERE)):
 
 from server_benchmark import SAMPLE_RATE_HZ, ServerProcess, gaps, machine, scene_values  # noqa: E402
 
-SECTION_TITLE = "## Sessions per server"
+SECTION_TITLE = "## Sessions per core"
 DOCS = REPO / "docs" / "benchmarks.md"
 RATE_HZ = 90.0
 
