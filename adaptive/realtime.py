@@ -249,7 +249,7 @@ class RealtimeSession:
         self.loop = loop
         self._loop_slack_frames = ms_to_frames(LOOP_SLACK_MS, session.sample_rate_hz)
         self._started = False
-        self._on_loop = False  # attached to the loop (set and cleared by the loop's thread)
+        self._on_loop = False  # on the loop: from attach until the loop lets go
         self._detached = threading.Event()  # set by the loop when it lets go of this session
 
     # ------------------------------------------------------------------ time
@@ -580,12 +580,21 @@ class RenderLoop:
         return self._thread is not None and self._thread.is_alive()
 
     def attach(self, runner: RealtimeSession) -> None:
-        """Take ``runner`` on (its :meth:`RealtimeSession.start` calls this);
-        the loop renders its first lookahead at its next pass. Starts the
-        loop's thread if it is not running."""
+        """Take ``runner`` on (its :meth:`RealtimeSession.start` calls this,
+        its first lookahead rendered): its ``t0`` is moved back onto the
+        loop's grid (less than one block period), and the loop renders it
+        from its next pass. Starts the loop's thread if it is not running."""
         with self._lock:
-            self._to_attach.append(runner)
+            # Its clock onto the loop's grid now, before anyone reads its server time (a client's clock sync).
+            if runner._t0 is None:  # not prefilled: its clock starts now
+                runner._t0 = runner._clock()
+            if self._epoch is None:
+                self._epoch = runner._t0
+            period_s = runner.block_frames / runner.sample_rate_hz
+            runner._t0 -= (runner._t0 - self._epoch) % period_s
+            runner._on_loop = True
             runner._detached.clear()
+            self._to_attach.append(runner)
             if self._start_thread and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=False)
                 self._thread.start()
@@ -600,6 +609,7 @@ class RenderLoop:
         with self._lock:
             if runner in self._to_attach:  # never picked up
                 self._to_attach.remove(runner)
+                runner._on_loop = False
                 runner._detached.set()
                 return
             on_thread = self._thread is not None and self._thread.is_alive()
@@ -631,22 +641,10 @@ class RenderLoop:
             if not joining and not self._runners and threading.current_thread() is self._thread:
                 self._thread = None  # this thread ends; attach() starts another
                 return False
-        for runner in joining:
-            self._begin(runner)
+            for runner in joining:  # first lookahead rendered by start(), clock on the grid by attach()
+                runner.priority_problem = self.priority_problem
+                self._runners.append(runner)
         return True
-
-    def _begin(self, runner: RealtimeSession) -> None:
-        """Put ``runner`` (its first lookahead rendered by :meth:`RealtimeSession.start`)
-        on the loop, its ``t0`` moved back onto the loop's grid."""
-        runner.priority_problem = self.priority_problem
-        if runner._t0 is None:  # not prefilled (nothing rendered yet): start its clock now
-            runner._t0 = runner._clock()
-        if self._epoch is None:
-            self._epoch = runner._t0
-        period_s = runner.block_frames / runner.sample_rate_hz
-        runner._t0 -= (runner._t0 - self._epoch) % period_s
-        runner._on_loop = True
-        self._runners.append(runner)
 
     def _run(self) -> None:
         if self.thread_priority:

@@ -214,3 +214,24 @@ def test_the_loop_thread_starts_with_the_first_session_and_ends_with_the_last(to
     c.stop()
     for runner in (a, b, c):
         runner.session.close()
+
+
+def test_a_sessions_server_time_is_fixed_when_start_returns(tone_bank, soundfont):
+    # A client may sync its clock as soon as the welcome comes: the loop must not move the session's time later.
+    clock = FakeClock(max_sleep_seconds=0.05)
+    loop = RenderLoop(clock.sleep, start_thread=False)
+    first, _ = runner_on(loop, clock, tone_bank, soundfont)
+    first.start()
+    clock.advance(0.0123)
+    second, _ = runner_on(loop, clock, tone_bank, soundfont)
+    second.start()
+    assert second.frames_rendered >= second.lookahead_frames  # its first lookahead rendered by start()
+    before = second.server_time_seconds()
+    assert 0.0 <= before < BLOCK / RATE  # moved back onto the loop's grid by less than a block
+    loop.run_once()
+    assert second.server_time_seconds() == before
+    play(loop, clock, 0.5)
+    assert second.counters["underruns"] == 0 and first.counters["underruns"] == 0
+    for runner in (first, second):
+        runner.stop()
+        runner.session.close()
