@@ -2,8 +2,8 @@
 
 It runs the engine core (:class:`adaptive.session.Session`) in real time
 (:class:`adaptive.realtime.RealtimeSession`: a bounded lookahead rendered
-ahead of playback; one render loop, :class:`adaptive.realtime.RenderLoop`,
-renders every session's blocks) and connects it to the transports:
+ahead of playback; render loops, :class:`adaptive.realtime.RenderLoop`,
+render every session's blocks) and connects it to the transports:
 
 * OSC over UDP (:mod:`bridge.osc_server`): scene input, hello/ping, and
   beat/bar/cue/transition/stinger/MIDI callbacks to subscribed clients;

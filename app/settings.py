@@ -50,8 +50,13 @@ MAX_SESSIONS = 16
 SESSION_IDLE_S = 60
 """A session other than the default one ends after this many seconds without a client (``session_idle_s``)."""
 
-RENDER_THREADS = 1
-"""Render loops of a server (``render_threads``): one renders every session."""
+RENDER_THREADS = 2
+"""Render loops of a server (``render_threads``): two, one per core of this
+project's 2-core machine. One loop for every session took the least CPU but
+underran ten times as often at 8 sessions (one thread's share of the
+interpreter lock and of a loaded machine's CPU, for every session at once);
+two underran as rarely as a thread per session (docs/benchmarks.md,
+"Sessions per core")."""
 
 MAX_RENDER_THREADS = 64
 """The most render loops a server may have (``render_threads``)."""
@@ -124,12 +129,12 @@ class ServerSettings(BaseModel):
             more is refused, naming this setting.
         session_idle_s: a session other than the default one ends after this
             many seconds without a client, 1..86400.
-        render_threads: threads that render the sessions' blocks, 0..64. 1
-            (the default): one render loop renders every session
-            (:class:`adaptive.realtime.RenderLoop`: one wake-up per block for
-            all of them; docs/sessions.md, "One render loop"); N > 1: N
-            loops, each session on the one holding fewest; 0: a render
-            thread per session (as before the loop; for comparison).
+        render_threads: threads that render the sessions' blocks, 0..64:
+            N render loops (:class:`adaptive.realtime.RenderLoop`: one
+            wake-up per block for all their sessions; docs/sessions.md,
+            "Render loops: many sessions per render thread"), each session on the one holding fewest;
+            default :data:`RENDER_THREADS` (2); 0: a render thread per
+            session (as before the loops; for comparison).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
