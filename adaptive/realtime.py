@@ -20,6 +20,13 @@ driven by a pacing loop (DESIGN.md, "The time model").
   ``generation_misses``). Each fallback is written to the recording, so replay
   plays the same fallbacks.
 
+Many sessions share one render thread (:class:`RenderLoop`): it renders each
+session's next block when it is due, on each session's own clock, and sleeps
+until the next one is due, so a server of N sessions wakes once per block
+period instead of N times (on this project's machine a wake-up cost as much
+as the block it renders, docs/benchmarks.md, "Where a session's render time
+goes").
+
 The module opens no socket and does no file I/O itself: sinks and the recording
 (queue + writer thread) take the output off the render thread.
 """
@@ -66,6 +73,13 @@ MIDI_TRIM_THRESHOLD = 10_000
 """When more than this many MIDI note events have been handed to sinks, they
 are removed from ``session.midi_events`` (memory stays bounded in long sessions)."""
 
+
+LOOP_SLACK_MS = 1.0
+"""A :class:`RenderLoop` renders, in the pass it makes for the session due
+first, every session due within this many milliseconds after it: sessions
+put on the same grid are due at the same instant but for rounding, and
+without it each would cost a wake-up of its own. Their audio is then ahead
+of playback by up to this much more than their lookahead."""
 
 STALL_MS = 15.0
 """A block taking longer than this (ms), or a wake-up this late, is kept in
@@ -156,7 +170,12 @@ class RealtimeSession:
         thread_priority: 1..99: the render thread asks for real-time
             scheduling at this priority (:func:`raise_thread_priority`); when
             refused it goes on at normal priority and says why in
-            :attr:`priority_problem`. 0: normal priority.
+            :attr:`priority_problem`. 0: normal priority. With ``loop``,
+            the loop's thread asks (its own ``thread_priority``).
+        loop: render on this shared :class:`RenderLoop` instead of a thread
+            of its own (None: a thread of its own). Everything else stays
+            the session's own: clock (``t0``), frames, inputs, recording,
+            sinks, counters.
 
     Raises:
         ValueError: ``block_frames``, ``lookahead_ms`` or ``ring_blocks`` out of range.
@@ -174,6 +193,7 @@ class RealtimeSession:
         ring_blocks: int = DEFAULT_RING_BLOCKS,
         midi_trim_threshold: int | None = MIDI_TRIM_THRESHOLD,
         thread_priority: int = 0,
+        loop: "RenderLoop | None" = None,
     ) -> None:
         if not 1 <= block_frames <= session.max_block_frames:
             raise ValueError(f"block_frames {block_frames} is out of range "
@@ -226,6 +246,11 @@ class RealtimeSession:
         """The latest episodes where a block took, or a wake-up came, more than
         :data:`STALL_MS` late: ``(server_time_seconds, block_ms, wake_delay_ms)``."""
         self._wake_due: float | None = None
+        self.loop = loop
+        self._loop_slack_frames = ms_to_frames(LOOP_SLACK_MS, session.sample_rate_hz)
+        self._started = False
+        self._on_loop = False  # on the loop: from attach until the loop lets go
+        self._detached = threading.Event()  # set by the loop when it lets go of this session
 
     # ------------------------------------------------------------------ time
     @property
@@ -245,24 +270,42 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
-        """Start the render thread (named ``"adaptive-render"``, not a daemon:
-        call :meth:`stop`). It renders the first lookahead, then sets ``t0``
+        """Start rendering: on a render thread of its own (named
+        ``"adaptive-render"``, not a daemon: call :meth:`stop`), or on the
+        shared ``loop``. It renders the first lookahead (with a loop: here,
+        on the calling thread, before the loop takes it), then sets ``t0``
         (server time 0 = the playback of frame 0) and keeps pace.
 
         Raises:
             RuntimeError: already started.
         """
-        if self._thread is not None:
+        if self._started:
             raise RuntimeError("the real-time session is already started")
+        self._started = True
         self._running.set()
+        if self.loop is not None:
+            # The first lookahead is rendered here, on the caller's thread: a
+            # session's first block takes tens of milliseconds (its first cue
+            # starting), which the loop's other sessions would wait for.
+            self._prefill()
+            self.loop.attach(self)
+            return
         self._thread = threading.Thread(target=self._run, name="adaptive-render", daemon=False)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the render thread and join it (waiting up to ``timeout`` seconds),
-        then close the recording with the frames rendered as its end frame.
-        Inputs still in the inbox are dropped. Idempotent."""
+        """Stop rendering and wait for it (up to ``timeout`` seconds): join
+        the render thread, or wait until the shared loop has let go of this
+        session (it renders no block of it after this returns); then close
+        the recording with the frames rendered as its end frame. Inputs
+        still in the inbox are dropped. Idempotent.
+
+        Raises:
+            RuntimeError: rendering did not stop within ``timeout``.
+        """
         self._running.clear()
+        if self.loop is not None and self._started:
+            self.loop.detach(self, timeout)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -273,8 +316,24 @@ class RealtimeSession:
 
     @property
     def running(self) -> bool:
-        """Whether the render thread is running."""
+        """Whether it is rendering (its thread is alive, or the loop holds it)."""
+        if self.loop is not None:
+            return self._on_loop
         return self._thread is not None and self._thread.is_alive()
+
+    def seconds_until_due(self, early_frames: int = 0) -> float:
+        """Seconds (server time, by ``clock``) until its next block is due:
+        when fewer than ``lookahead_frames`` frames would remain rendered
+        ahead of playback; 0.0: due now, or within ``early_frames``
+        (:meth:`run_once` with them would render a block), else at least 0.1 ms."""
+        if self.session.frame < self.playback_frame() + self.lookahead_frames + early_frames:
+            return 0.0
+        due = frames_to_seconds(self.session.frame - self.lookahead_frames + 1, self.sample_rate_hz)
+        return max(due - self.server_time_seconds(), 1e-4)
+
+    def frames_ahead(self) -> int:
+        """Frames rendered ahead of playback now (negative: behind, an underrun)."""
+        return self.session.frame - self.playback_frame()
 
     def submit(self, item: SessionInput) -> None:
         """Queue an input (any thread; never blocks, never touches the session).
@@ -317,10 +376,15 @@ class RealtimeSession:
             self.failure = error
             self._running.clear()
 
-    def run_once(self) -> float:
+    def run_once(self, early_frames: int = 0) -> float:
         """One iteration of the render loop (the render thread calls it; tests
         drive it directly with a fake clock): stamp and submit the inputs in the
         inbox, then render one block if the lookahead is not full.
+
+        Args:
+            early_frames: render a block this many frames before it is due
+                (the shared :class:`RenderLoop` renders sessions due within
+                :data:`LOOP_SLACK_MS` in one pass).
 
         Returns:
             0.0 if a block was rendered, else the seconds to sleep before the
@@ -345,7 +409,7 @@ class RealtimeSession:
                 self.counters["underruns"] += 1
         else:
             self._behind = False
-        if rendered >= playback + self.lookahead_frames:
+        if rendered >= playback + self.lookahead_frames + early_frames:
             due = frames_to_seconds(rendered - self.lookahead_frames + 1, self.sample_rate_hz)  # server time the next block is due
             wait = min(max(due - self.server_time_seconds(), 1e-4), MAX_SLEEP_SECONDS)
             self._wake_due = self._clock() + wait
@@ -424,6 +488,215 @@ class RealtimeSession:
                 "playback_frame": self.playback_frame(),
                 "lookahead_frames": self.lookahead_frames, "max_block_ms": round(self.max_block_ms, 2),
                 "max_wake_delay_ms": round(self.max_wake_delay_ms, 2)}
+
+
+class RenderLoop:
+    """One thread that renders every block of many :class:`RealtimeSession`\\ s.
+
+    Each session keeps its own clock (its ``t0``), frame counter, inbox,
+    recording, sinks and counters (underruns, late frames, longest block
+    and wake-up); the loop only decides whose block to render next and
+    sleeps until the next block of any of them is due. Sessions attach
+    with :meth:`RealtimeSession.start` and detach with
+    :meth:`RealtimeSession.stop`; the loop's thread starts with the first
+    session and ends when the last one leaves (a later one starts it again).
+
+    **Fewer wake-ups.** A session's ``t0`` is set when its first lookahead
+    is rendered, then moved back by less than one block period (block
+    frames / rate) so that it falls on the loop's grid: every session of
+    the same block size and rate is then due at the same instants, and one
+    wake-up per block period renders them all (on this project's machine a
+    wake-up of a sleeping thread cost as much as rendering a block,
+    docs/benchmarks.md). Moving ``t0`` back only shifts the session's
+    server time; it renders the same frames, on its own clock.
+
+    **Who goes first (the rule for a slow session).** Each pass renders at
+    most one block of each session that is due, the one with the least
+    audio rendered ahead of playback first (ties: in an order that rotates
+    every pass, so no session is always last). A session that has fallen
+    behind gets one block per pass, like the others, never a burst of
+    catch-up blocks ahead of them; so a slow session (a long block) delays
+    the others by its own block per pass, no more, and the pass repeats
+    without sleeping until no session is due. Sessions underrun only when a
+    whole pass takes longer than the lookahead (40 ms by default): the
+    loop's capacity is one core's worth of blocks, and a server of more
+    sessions than that needs more loops (``render_threads``).
+
+    **Errors.** An exception from one session's render (a bug) ends that
+    session only: it is kept in its :attr:`RealtimeSession.failure`, the
+    session leaves the loop, and the loop goes on with the others.
+
+    The render step stays as lean as a session's own thread: attaching and
+    detaching go through a list under a short lock taken once per pass; a
+    new session's first lookahead (a few blocks, the first of which takes
+    tens of milliseconds) is rendered before it joins, by the thread that
+    starts it, so the loop's sessions do not wait for it.
+
+    Args:
+        sleep: sleeps for the given seconds (the sessions' own clocks time
+            everything else).
+        start_thread: False: no thread of its own; the caller drives
+            :meth:`run_once` (tests, on a fake clock).
+        thread_priority: 0..99: the loop's thread asks for SCHED_FIFO at
+            this priority (0: normal), as a session's own thread does; why
+            it was refused is in :attr:`priority_problem` and in each
+            session's.
+        name: the thread's name.
+
+    Raises:
+        ValueError: ``thread_priority`` out of range.
+    """
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep, *, start_thread: bool = True,
+                 thread_priority: int = 0, name: str = "adaptive-render") -> None:
+        if not 0 <= thread_priority <= 99:
+            raise ValueError(f"thread_priority {thread_priority} is out of range (allowed: 0..99, 0 = normal)")
+        self._sleep = sleep
+        self._start_thread = start_thread
+        self.thread_priority = thread_priority
+        self.name = name
+        self.priority_problem: str | None = None
+        """Why real-time priority was not granted to the loop's thread (None: granted, or not asked for)."""
+        self._runners: list[RealtimeSession] = []  # only the loop's thread (or run_once's caller) touches it
+        self._lock = threading.Lock()
+        self._to_attach: list[RealtimeSession] = []
+        self._to_detach: list[RealtimeSession] = []
+        self._thread: threading.Thread | None = None
+        self._epoch: float | None = None  # the loop's grid: t0 of its first session, by the sessions' clock
+        self._rotation = 0
+        self.passes = 0
+        """Passes made (a pass renders at most one block of each session due)."""
+        self.wake_ups = 0
+        """Times the loop slept and woke up."""
+
+    def __len__(self) -> int:
+        """Sessions on the loop, and waiting to join it."""
+        with self._lock:
+            return len(self._runners) + len(self._to_attach) - len(self._to_detach)
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop's thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def attach(self, runner: RealtimeSession) -> None:
+        """Take ``runner`` on (its :meth:`RealtimeSession.start` calls this,
+        its first lookahead rendered): its ``t0`` is moved back onto the
+        loop's grid (less than one block period), and the loop renders it
+        from its next pass. Starts the loop's thread if it is not running."""
+        with self._lock:
+            # Its clock onto the loop's grid now, before anyone reads its server time (a client's clock sync).
+            if runner._t0 is None:  # not prefilled: its clock starts now
+                runner._t0 = runner._clock()
+            if self._epoch is None:
+                self._epoch = runner._t0
+            period_s = runner.block_frames / runner.sample_rate_hz
+            runner._t0 -= (runner._t0 - self._epoch) % period_s
+            runner._on_loop = True
+            runner._detached.clear()
+            self._to_attach.append(runner)
+            if self._start_thread and (self._thread is None or not self._thread.is_alive()):
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=False)
+                self._thread.start()
+
+    def detach(self, runner: RealtimeSession, timeout: float = 5.0) -> None:
+        """Let go of ``runner`` (its :meth:`RealtimeSession.stop` calls this)
+        and wait until the loop renders nothing more of it.
+
+        Raises:
+            RuntimeError: the loop did not let go within ``timeout`` seconds.
+        """
+        with self._lock:
+            if runner in self._to_attach:  # never picked up
+                self._to_attach.remove(runner)
+                runner._on_loop = False
+                runner._detached.set()
+                return
+            on_thread = self._thread is not None and self._thread.is_alive()
+            if not on_thread or threading.current_thread() is self._thread:
+                if runner in self._runners:
+                    self._runners.remove(runner)
+                runner._on_loop = False
+                runner._detached.set()
+                return
+            if runner._detached.is_set():  # left already (it failed)
+                return
+            if runner not in self._to_detach:  # on the loop, or being picked up: the loop lets go at its next pass
+                self._to_detach.append(runner)
+        if not runner._detached.wait(timeout):
+            raise RuntimeError(f"the render loop did not let go of a session within {timeout} s")
+
+    def _apply_changes(self) -> bool:
+        """Take the sessions that joined and let go of those that left;
+        whether the loop has any session left (if not, its thread ends:
+        decided under the lock, so a session joining meanwhile starts a new one)."""
+        with self._lock:
+            joining, self._to_attach = self._to_attach, []
+            for runner in self._to_detach:
+                if runner in self._runners:
+                    self._runners.remove(runner)
+                runner._on_loop = False
+                runner._detached.set()
+            self._to_detach = []
+            if not joining and not self._runners and threading.current_thread() is self._thread:
+                self._thread = None  # this thread ends; attach() starts another
+                return False
+            for runner in joining:  # first lookahead rendered by start(), clock on the grid by attach()
+                runner.priority_problem = self.priority_problem
+                self._runners.append(runner)
+        return True
+
+    def _run(self) -> None:
+        if self.thread_priority:
+            self.priority_problem = raise_thread_priority(self.thread_priority)
+        while self._apply_changes():
+            wait = self._pass()
+            if wait > 0.0:
+                self._sleep(wait)
+                self.wake_ups += 1
+
+    def run_once(self) -> float:
+        """One pass (the loop's thread calls it; tests drive it directly on a
+        fake clock): take the sessions that joined and let go of those that
+        left, render one block of each session due (least audio ahead first),
+        and say how long to sleep.
+
+        Returns:
+            0.0 if a session is still due, else the seconds until the next
+            block of any session is due (at most :data:`MAX_SLEEP_SECONDS`).
+        """
+        self._apply_changes()
+        return self._pass()
+
+    def _pass(self) -> float:
+        self.passes += 1
+        runners = self._runners
+        if not runners:
+            return MAX_SLEEP_SECONDS
+        count = len(runners)
+        self._rotation = (self._rotation + 1) % count
+        due = [(runner.frames_ahead() / runner.sample_rate_hz, (i - self._rotation) % count, runner)
+               for i, runner in enumerate(runners) if runner.seconds_until_due(runner._loop_slack_frames) == 0.0]
+        due.sort(key=lambda item: (item[0], item[1]))
+        for _, _, runner in due:
+            try:
+                runner.run_once(runner._loop_slack_frames)
+            except BaseException as error:  # a bug in that session: it fails alone, the others play on
+                runner.failure = error
+                runner._running.clear()
+                runner._on_loop = False
+                runners.remove(runner)
+                runner._detached.set()
+        wait = MAX_SLEEP_SECONDS
+        for runner in runners:
+            until_due = runner.seconds_until_due()
+            if until_due == 0.0:
+                return 0.0
+            wait = min(wait, until_due)
+        # Each session measures its wake-up against when its block was due (on its own clock).
+        for runner in runners:
+            runner._wake_due = runner._clock() + runner.seconds_until_due()
+        return max(wait, 1e-4)
 
 
 class GcPauseMonitor:

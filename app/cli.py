@@ -155,6 +155,8 @@ def _server_options(serve: argparse.ArgumentParser) -> None:
                                                         "docs/sessions.md)")
     serve.add_argument("--session-idle-s", type=int, help="end a session (not the default one) after this many "
                                                           "seconds without a client (default 60)")
+    serve.add_argument("--render-threads", type=int, help="render loops rendering the sessions, 0..64 (default 2; "
+                                                          "0: a thread per session)")
     serve.add_argument("--max-clients-per-host", type=int, help="clients from one host at once (default 16)")
     serve.add_argument("--mapping", type=Path, help="the sound designer's mapping (watched: edits take effect at "
                                                     "the next bar; default: the embedded bank's mapping)")

@@ -1,8 +1,9 @@
 """``adaptive serve``: the real-time server.
 
 It runs the engine core (:class:`adaptive.session.Session`) in real time
-(:class:`adaptive.realtime.RealtimeSession`: one render thread rendering a
-bounded lookahead ahead of playback) and connects it to the transports:
+(:class:`adaptive.realtime.RealtimeSession`: a bounded lookahead rendered
+ahead of playback; render loops, :class:`adaptive.realtime.RenderLoop`,
+render every session's blocks) and connects it to the transports:
 
 * OSC over UDP (:mod:`bridge.osc_server`): scene input, hello/ping, and
   beat/bar/cue/transition/stinger/MIDI callbacks to subscribed clients;
@@ -395,7 +396,9 @@ def serve(settings: ServerSettings) -> int:
     print(server.access_line(), flush=True)
     print(f"sessions  {DEFAULT_SESSION!r} now; up to {settings.max_sessions} at once (--max-sessions), each other "
           f"one ending {settings.session_idle_s} s after its last client leaves (--session-idle-s; "
-          "docs/sessions.md)", flush=True)
+          "docs/sessions.md), rendered by "
+          + (f"{settings.render_threads} render loop{'s' if settings.render_threads > 1 else ''}"
+             if settings.render_threads else "a render thread per session") + " (--render-threads)", flush=True)
     priority_checked = False
     try:
         while not stop.wait(0.5):

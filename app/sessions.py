@@ -2,7 +2,9 @@
 
 A session (docs/sessions.md) is everything one game's score needs: the engine
 core (:class:`adaptive.session.Session`) with its own clock and seed, its
-render thread (:class:`adaptive.realtime.RealtimeSession`), its live mapping
+real-time runner (:class:`adaptive.realtime.RealtimeSession`: its own
+clock, frames, counters and sinks, rendered by the host's shared render
+loop, :class:`adaptive.realtime.RenderLoop`), its live mapping
 (:class:`bridge.mapping_watch.MappingControl`: a ``mapping_set`` changes only
 its session), its recording (one file per session) and its outputs (the
 transports' sinks for it, so callbacks and audio reach only its clients).
@@ -206,6 +208,12 @@ class SessionHost:
         self.counters: collections.Counter = collections.Counter()
         self.welcome_base: dict[str, Any] = {"block_frames": settings.block_frames,
                                              "lookahead_ms": settings.lookahead_ms, "audio_tcp_port": 0}
+        from adaptive.realtime import RenderLoop
+
+        self.render_loops = [RenderLoop(self.realtime_options.get("sleep", time.sleep),
+                                        thread_priority=settings.realtime_priority)
+                             for _ in range(settings.render_threads)]
+        """The render loops every session is rendered by (``render_threads``; none: a thread per session)."""
         self._factory = factory or self.build
         self._lock = threading.RLock()
         self._sessions: dict[str, HostedSession] = {}
@@ -235,7 +243,7 @@ class SessionHost:
         """The parts of session ``session_id``, not started: its Session (the
         server's bank, SoundFont, rate, seed and generator), its recording
         (:func:`recording_path`, if the server records), its RealtimeSession
-        and its live mapping.
+        (on the render loop holding fewest sessions) and its live mapping.
 
         Raises:
             AdaptiveError: the SoundFont or generator cannot be loaded, the recording cannot be written.
@@ -266,7 +274,8 @@ class SessionHost:
                                                   settings.bank.resolve())
             realtime = RealtimeSession(session, block_frames=settings.block_frames,
                                        lookahead_ms=settings.lookahead_ms, recording=recording,
-                                       thread_priority=settings.realtime_priority, **self.realtime_options)
+                                       thread_priority=settings.realtime_priority, loop=self._least_loaded_loop(),
+                                       **self.realtime_options)
             generation.time_of_frame = _time_of_frame(realtime, self.generation.clock, settings.sample_rate_hz)
             mapping = MappingControl(self.bank, self.initial_mapping, realtime.submit, path=self.mapping_path,
                                      report_error=lambda path, message: self.report_mapping_error(session_id, path,
@@ -281,6 +290,14 @@ class SessionHost:
         endpoint = SessionEndpoint(session_id, self.bank, realtime.submit, realtime.server_time_seconds,
                                    settings.sample_rate_hz, welcome, mapping, session.parts)
         return HostedSession(session_id, session, realtime, mapping, recording, endpoint, self.clock())
+
+    def _least_loaded_loop(self) -> Any:
+        """The render loop holding fewest sessions (None: a thread per session)."""
+        if not self.render_loops:
+            return None
+        with self._lock:
+            held = collections.Counter(id(hosted.realtime.loop) for hosted in self._sessions.values())
+        return min(self.render_loops, key=lambda loop: held[id(loop)])
 
     def set_audio_tcp_port(self, port: int) -> None:
         """The TCP audio port every welcome names (once the server has bound it)."""

@@ -50,6 +50,17 @@ MAX_SESSIONS = 16
 SESSION_IDLE_S = 60
 """A session other than the default one ends after this many seconds without a client (``session_idle_s``)."""
 
+RENDER_THREADS = 2
+"""Render loops of a server (``render_threads``): two, one per core of this
+project's 2-core machine. One loop for every session took the least CPU but
+underran ten times as often at 8 sessions (one thread's share of the
+interpreter lock and of a loaded machine's CPU, for every session at once);
+two underran as rarely as a thread per session (docs/benchmarks.md,
+"Sessions per core")."""
+
+MAX_RENDER_THREADS = 64
+"""The most render loops a server may have (``render_threads``)."""
+
 Port = Annotated[int, _within(0, 65535)]
 """A TCP or UDP port; 0: any free one."""
 
@@ -118,6 +129,12 @@ class ServerSettings(BaseModel):
             more is refused, naming this setting.
         session_idle_s: a session other than the default one ends after this
             many seconds without a client, 1..86400.
+        render_threads: threads that render the sessions' blocks, 0..64:
+            N render loops (:class:`adaptive.realtime.RenderLoop`: one
+            wake-up per block for all their sessions; docs/sessions.md,
+            "Render loops: many sessions per render thread"), each session on the one holding fewest;
+            default :data:`RENDER_THREADS` (2); 0: a render thread per
+            session (as before the loops; for comparison).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -147,6 +164,7 @@ class ServerSettings(BaseModel):
     max_clients_per_host: Annotated[int, _within(1, 10_000)] = MAX_CLIENTS_PER_HOST
     max_sessions: Annotated[int, _within(1, 1000)] = MAX_SESSIONS
     session_idle_s: Annotated[int, _within(1, 86_400)] = SESSION_IDLE_S
+    render_threads: Annotated[int, _within(0, MAX_RENDER_THREADS)] = RENDER_THREADS
 
     @model_validator(mode="after")
     def _credentials_off_loopback(self) -> ServerSettings:

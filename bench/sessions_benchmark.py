@@ -6,6 +6,8 @@ Run by hand (not in CI), from a source checkout::
     python bench/sessions_benchmark.py                          # N = 1, 2, 4, 8; 30 s each
     python bench/sessions_benchmark.py --seconds 600 --write-docs   # the issue's 10 minutes, into docs/benchmarks.md
     python bench/sessions_benchmark.py --sessions 1 2 --seconds 10  # a quick look
+    python bench/sessions_benchmark.py --sessions 1 10 20 30 40 --seconds 600 --render-threads 1 0 --write-docs
+                                        # sessions per core: the issue's 10 minutes per N, the loop against a thread each
 
 For each N, ``adaptive serve`` runs as a subprocess (the default settings:
 48 kHz, blocks of 1024 frames, lookahead 40 ms, the default bank and
@@ -27,7 +29,13 @@ Measured over the run, after ``--warmup`` seconds:
   when it stops (the default session's, and the other sessions' sum);
 * **gaps**: missing block sequence numbers in the TCP streams the games read
   (a slow reader loses blocks; an underrun does not make a gap);
-* **per extra session**: (figure at N - figure at 1) / (N - 1).
+* **per extra session**: (figure at N - figure at 1) / (N - 1);
+* **sessions per core**: the largest N with 0 underruns and 0 TCP gaps,
+  divided by the machine's cores.
+
+``--render-threads`` runs every N with each value of the server's
+``render_threads`` (1: one render loop for all sessions, the default; 0: a
+render thread per session, as before the loop).
 
 The games run in this process on the same machine: their threads (N audio
 readers, one sender) take CPU the server then lacks, as a real game on the
@@ -55,7 +63,7 @@ for path in (str(REPO), str(HERE)):
 
 from server_benchmark import SAMPLE_RATE_HZ, ServerProcess, gaps, machine, scene_values  # noqa: E402
 
-SECTION_TITLE = "## Sessions per server"
+SECTION_TITLE = "## Sessions per core"
 DOCS = REPO / "docs" / "benchmarks.md"
 RATE_HZ = 90.0
 
@@ -133,10 +141,10 @@ class Game:
         self.sock.close()
 
 
-def run(n_sessions: int, seconds: float, warmup: float) -> dict:
+def run(n_sessions: int, seconds: float, warmup: float, render_threads: int = 1) -> dict:
     """N sessions with one 90 Hz game each, for ``seconds``; the server's figures."""
     load = os.getloadavg()[0]
-    server = ServerProcess(extra=["--max-sessions", str(max(16, n_sessions))])
+    server = ServerProcess(extra=["--max-sessions", str(max(16, n_sessions)), "--render-threads", str(render_threads)])
     games = [Game(server.osc_port, "" if i == 0 else f"bench-{i}") for i in range(n_sessions)]
     try:
         made_seconds = []
@@ -176,7 +184,8 @@ def run(n_sessions: int, seconds: float, warmup: float) -> dict:
     text = "".join(server.stdout)
     others = re.search(r"the other sessions rendered (\d+) blocks with (\d+) underruns", text)
     return {
-        "sessions": n_sessions, "seconds": seconds, "load_at_start": load,
+        "sessions": n_sessions, "render_threads": render_threads, "seconds": seconds, "load_at_start": load,
+        "load_at_end": os.getloadavg()[0],
         "cpu_share": (cpu1 - cpu0) / (wall1 - wall0), "rss_mb": rss_mb, "threads": threads,
         "scene_messages_per_game": sent, "achieved_rate_hz": sent / seconds,
         "hello_seconds": made_seconds,
@@ -188,32 +197,56 @@ def run(n_sessions: int, seconds: float, warmup: float) -> dict:
     }
 
 
+def clean(result: dict) -> bool:
+    """Whether a run had no underrun and no TCP gap."""
+    return (result["underruns_default"] + (result["underruns_others"] or 0)) == 0 and result["tcp_gaps"] == 0
+
+
+def render_label(render_threads: int) -> str:
+    return "one loop" if render_threads == 1 else ("a thread each" if render_threads == 0
+                                                   else f"{render_threads} loops")
+
+
 def markdown(results: list[dict], info: dict, command: str) -> str:
-    base = next((r for r in results if r["sessions"] == 1), None)
     lines = [
         SECTION_TITLE, "",
         f"Measured {info['date']} with `{command}` on {info['cpu']}, {info['cores']} cores, "
         f"{info['memory_gb']:.0f} GB, {info['os']}, Python {info['python']}. N sessions in one `adaptive serve` "
         f"(default settings, no recording), each with one game sending `/adaptive/scene` at {RATE_HZ:g} Hz and "
-        "reading its session's TCP audio (`bench/sessions_benchmark.py`; the games run on the same machine). "
-        f"{info['note']}", "",
-        "| sessions | run | load at start | CPU (share of one core) | RSS | underruns (default + others) "
-        "| TCP gaps | longest block | hello of the last session |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "reading its session's TCP audio (`bench/sessions_benchmark.py`; the games run on the same machine); "
+        "*render*: the server's `render_threads` (one loop for every session, the default, or a render thread "
+        f"per session). {info['note']}", "",
+        "| sessions | render | run | load at start/end | CPU (share of one core) | RSS | threads "
+        "| underruns (default + others) | TCP gaps | longest block | hello of the last session |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         underruns = f"{r['underruns_default']} + {r['underruns_others'] if r['underruns_others'] is not None else 0}"
-        lines.append(f"| {r['sessions']} | {r['seconds']:g} s | {r['load_at_start']:.1f} | {r['cpu_share'] * 100:.1f} % "
-                     f"| {r['rss_mb']:.0f} MB | {underruns} | {r['tcp_gaps']} | {r['max_block_ms']:.1f} ms "
-                     f"| {r['hello_seconds'][-1] * 1000:.0f} ms |")
-    if base is not None:
-        lines += ["", "Per extra session (against N = 1):", "",
-                  "| sessions | CPU per extra session | RSS per extra session |", "|---:|---:|---:|"]
-        for r in results:
-            if r["sessions"] > 1:
-                extra = r["sessions"] - 1
-                lines.append(f"| {r['sessions']} | {(r['cpu_share'] - base['cpu_share']) * 100 / extra:.1f} % "
-                             f"| {(r['rss_mb'] - base['rss_mb']) / extra:.0f} MB |")
+        load = f"{r['load_at_start']:.1f}/{r.get('load_at_end', r['load_at_start']):.1f}"
+        lines.append(f"| {r['sessions']} | {render_label(r.get('render_threads', 0))} | {r['seconds']:g} s | {load} "
+                     f"| {r['cpu_share'] * 100:.1f} % | {r['rss_mb']:.0f} MB | {r['threads']} | {underruns} "
+                     f"| {r['tcp_gaps']} | {r['max_block_ms']:.1f} ms | {r['hello_seconds'][-1] * 1000:.0f} ms |")
+    lines += ["", "Per extra session (against N = 1 with the same render setting), and sessions per core "
+              "(the largest N run with 0 underruns and 0 TCP gaps, over the cores):", "",
+              "| render | sessions | CPU per extra session | RSS per extra session |", "|---|---:|---:|---:|"]
+    for render_threads in sorted({r.get("render_threads", 0) for r in results}, reverse=True):
+        runs = [r for r in results if r.get("render_threads", 0) == render_threads]
+        base = next((r for r in runs if r["sessions"] == 1), None)
+        if base is not None:
+            for r in runs:
+                if r["sessions"] > 1:
+                    extra = r["sessions"] - 1
+                    lines.append(f"| {render_label(render_threads)} | {r['sessions']} "
+                                 f"| {(r['cpu_share'] - base['cpu_share']) * 100 / extra:.1f} % "
+                                 f"| {(r['rss_mb'] - base['rss_mb']) / extra:.1f} MB |")
+    lines.append("")
+    for render_threads in sorted({r.get("render_threads", 0) for r in results}, reverse=True):
+        runs = [r for r in results if r.get("render_threads", 0) == render_threads]
+        good = [r["sessions"] for r in runs if clean(r)]
+        largest = max(good) if good else 0
+        lines.append(f"* {render_label(render_threads)}: the largest N with 0 underruns and 0 gaps: **{largest}** "
+                     f"({largest / info['cores']:.1f} per core; N tried: "
+                     f"{', '.join(str(r['sessions']) for r in runs)})")
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8], help="values of N (default 1 2 4 8)")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per N (default 30; the issue "
                                                                    "asks for 600)")
+    parser.add_argument("--render-threads", type=int, nargs="+", default=[1],
+                        help="the server's render_threads, each run for every N (default 1: one loop; 0: a thread "
+                             "per session)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds after the last hello before measuring")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite '{SECTION_TITLE}' in docs/benchmarks.md")
@@ -236,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print("sessions must be >= 1 and seconds > 0", file=sys.stderr)
         return 2
     command = (f"python bench/sessions_benchmark.py --sessions {' '.join(map(str, args.sessions))} "
-               f"--seconds {args.seconds:g}")
+               f"--seconds {args.seconds:g} --render-threads {' '.join(map(str, args.render_threads))}")
     if args.from_json is not None:
         earlier = json.loads(args.from_json.read_text(encoding="utf-8"))
         info = {**earlier["machine"], "note": args.note or earlier["machine"].get("note", "")}
@@ -250,13 +286,19 @@ def main(argv: list[str] | None = None) -> int:
             write_section(DOCS, SECTION_TITLE, section)
         return 0
     results = []
-    for n in args.sessions:
-        print(f"N = {n}: {args.seconds:g} s ...", flush=True)
-        result = run(n, args.seconds, args.warmup)
-        print(f"  CPU {result['cpu_share'] * 100:.1f} %, RSS {result['rss_mb']:.0f} MB, underruns "
-              f"{result['underruns_default']} + {result['underruns_others']}, TCP gaps {result['tcp_gaps']}, "
-              f"load at start {result['load_at_start']:.1f}", flush=True)
-        results.append(result)
+    for render_threads in args.render_threads:
+        for n in args.sessions:
+            print(f"N = {n}, render_threads {render_threads}: {args.seconds:g} s ...", flush=True)
+            result = run(n, args.seconds, args.warmup, render_threads)
+            print(f"  CPU {result['cpu_share'] * 100:.1f} %, RSS {result['rss_mb']:.0f} MB, threads {result['threads']}, "
+                  f"underruns {result['underruns_default']} + {result['underruns_others']}, TCP gaps "
+                  f"{result['tcp_gaps']}, longest block {result['max_block_ms']:.1f} ms, load "
+                  f"{result['load_at_start']:.1f}/{result['load_at_end']:.1f}", flush=True)
+            results.append(result)
+            if args.json is not None:  # after each run: a long run stopped early keeps what it measured
+                info = {**machine(), "date": _dt.date.today().isoformat(), "note": args.note}
+                args.json.write_text(json.dumps({"machine": info, "results": results, "command": command},
+                                                indent=1) + "\n", encoding="utf-8")
     info = {**machine(), "date": _dt.date.today().isoformat(), "note": args.note}
     section = markdown(results, info, command)
     print(section)

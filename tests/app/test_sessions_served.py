@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -49,6 +50,10 @@ def test_two_sessions_share_the_ports_and_each_hears_only_itself(server, tmp_pat
         session_id = welcome["session_id"]
         assert session_id != "default" and other.hello()["session_id"] == "default"
         assert server.sessions.session_ids() == ["default", session_id]
+        # Two render loops (render_threads = 2), each session on the one holding fewest: a render thread each here.
+        loops = server.sessions.render_loops
+        assert len(loops) == 2 and sorted(len(loop) for loop in loops) == [1, 1]
+        assert wait_until(lambda: [t.name for t in threading.enumerate()].count("adaptive-render") == 2)
         session_events.setsockopt(zmq.SUBSCRIBE, f"session/{session_id}/events".encode())
         audio = game.connect_audio()
         audio.settimeout(5.0)
@@ -82,6 +87,10 @@ def test_two_sessions_share_the_ports_and_each_hears_only_itself(server, tmp_pat
             while True:
                 next(blocks)
         assert server.sessions.session_ids() == ["default"] and server.realtime.running
+        assert sum(len(loop) for loop in loops) == 1 and server.realtime.loop.running  # the default's plays on
+        assert wait_until(lambda: [t.name for t in threading.enumerate()].count("adaptive-render") == 1)
+        frame = server.session.frame
+        assert wait_until(lambda: server.session.frame > frame + 4096)
         assert (tmp_path / f"run.{session_id}.jsonl").exists() and (tmp_path / "run.jsonl").exists()
     finally:
         if audio is not None:
