@@ -911,7 +911,9 @@ ABLATION_ROWS: tuple[tuple[str, str, dict], ...] = (
     ("model, guidance 2, melody over an open harmony (Chord_none, strong-beat and passing-tone rules)", "model",
      {"guidance_scale": 2.0, "open_melody_harmony": True}),
     ("model, guidance 2, one Density for every bar and no repeats (version 4's decoding)", "model",
-     {"guidance_scale": 2.0, "density_contours": False}),
+     {"guidance_scale": 2.0, "density_contours": False, "melody_downbeat_chord_tones": False}),
+    ("model, guidance 2, phrase form, downbeat free (no chord-tone rule)", "model",
+     {"guidance_scale": 2.0, "melody_downbeat_chord_tones": False}),
 )
 """Rows of ``--ablation``: label, generator, options."""
 
@@ -1053,6 +1055,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--density-contours", choices=("yes", "no"), default=None,
                         help="yes (the model's default): each bar's Density token and repeats from a real 8-bar "
                              "period (models/contours.py); no: the same Density for every bar (version 4's decoding)")
+    parser.add_argument("--melody-downbeat-chord-tones", choices=("yes", "no"), default=None,
+                        help="yes (the model's default): every melody note on a bar's downbeat is a tone of the "
+                             "bar's first chord; no: the downbeat is free")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 1,2; 1 with --quick)")
     parser.add_argument("--progressions", choices=tuple(PROGRESSION_SETS), default="held_out",
                         help="held_out (default): progressions never used to choose a setting; tuning: those that were")
@@ -1112,9 +1117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = {name: value for name, value in (("guidance_scale", args.guidance), ("temperature", args.temperature),
                                                    ("top_p", args.top_p), ("style", args.style),
                                                    ("open_melody_harmony", args.open_melody_harmony),
-                                                   ("density_contours", args.density_contours))
+                                                   ("density_contours", args.density_contours),
+                                                   ("melody_downbeat_chord_tones", args.melody_downbeat_chord_tones))
                    if value is not None and args.generator == "model"}
-        for flag in ("open_melody_harmony", "density_contours"):
+        for flag in ("open_melody_harmony", "density_contours", "melody_downbeat_chord_tones"):
             if flag in options:
                 options[flag] = options[flag] == "yes"
         if args.pieces is not None:

@@ -183,6 +183,20 @@ classifier tells it from VGMIDI's melodies about as easily (0.92 against
 tokens dropped in some windows is the fix this points to."""
 
 
+MELODY_DOWNBEAT_CHORD_TONES = True
+"""Whether every melody note on a bar's downbeat is a tone of the bar's first
+chord (:class:`ModelPartGenerator`'s ``melody_downbeat_chord_tones``): on by
+default. A composer's rule (the downbeat, the strongest beat of the metrical
+hierarchy, sounds the harmony; Lerdahl & Jackendoff 1983, ch. 4; Aldwell &
+Schachter, ch. 8: non-chord tones are mostly unaccented). Why (docs/evaluation.md,
+"Phrase form"): with the phrase form's sparser, held bars the key finder
+heard a relative major in a quarter of the minor pieces; with this rule the
+mode matched the valence in 90.0 % of the tuning grid's pieces instead of
+80.0 %, and the VGMIDI classifier found the asked quadrant in 64.6 %
+instead of 62.5 %, while realness moved within its noise (VGMIDI melody
+0.90 → 0.93, ± 0.04-0.07 across folds). Chord tones on both strong beats and
+short non-chord tones (the open-harmony rules) gave 96.7 %, but 0.97."""
+
 NON_CHORD_TONE_MAX_BEATS = 1.0
 """A melody note outside its half bar's chord (written over an open harmony)
 lasts less than this many beats: tones outside the chord pass or neighbour
@@ -270,6 +284,9 @@ class ModelPartGenerator:
             the manner of VGMIDI's game music, ``"pop"``, ``"folk"`` and
             ``"chorale"`` in that of POP909, the folk tunes and Bach's chorales,
             ``"unknown"`` in none in particular.
+        melody_downbeat_chord_tones: True (the default,
+            :data:`MELODY_DOWNBEAT_CHORD_TONES`) keeps every melody note on a
+            bar's downbeat a tone of the bar's first chord.
         open_melody_harmony: True asks for the melody with ``Chord`` tokens
             reading ``none`` and keeps the chord by rules instead: every note
             on a strong beat (:func:`strong_positions`) is a tone of its half
@@ -294,7 +311,8 @@ class ModelPartGenerator:
                  guidance_scale: float = DEFAULT_GUIDANCE_SCALE, texture_from_arousal: bool = True,
                  constrained: bool = True, temperature: float = TEMPERATURE, top_p: float = TOP_P,
                  style: str = DEFAULT_STYLE, open_melody_harmony: bool = MELODY_OVER_OPEN_HARMONY,
-                 density_contours: bool = True) -> None:
+                 density_contours: bool = True,
+                 melody_downbeat_chord_tones: bool = MELODY_DOWNBEAT_CHORD_TONES) -> None:
         del threads
         style_token(style)  # raises ValueError for an unknown style
         if not (0.05 <= temperature <= 5.0 and 0.0 < top_p <= 1.0):
@@ -306,6 +324,7 @@ class ModelPartGenerator:
         self.contours = load_contours() if density_contours else None
         self.constrained = constrained
         self.open_melody_harmony = open_melody_harmony
+        self.melody_downbeat_chord_tones = melody_downbeat_chord_tones
         v = self.vocab
         kind = v.kind
         self._is_position = kind == "Position"
@@ -483,6 +502,10 @@ class ModelPartGenerator:
                             None if "MeanVelocity" in unknown else level, chords)
         return [self.vocab.id(t) for t in tokens]
 
+    def _downbeat_rule(self, request: BarRequest) -> bool:
+        """Whether this request's melody keeps a chord tone on each bar's downbeat (:data:`MELODY_DOWNBEAT_CHORD_TONES`)."""
+        return self.melody_downbeat_chord_tones and request.role == "melody"
+
     def _open_harmony(self, request: BarRequest) -> bool:
         """Whether this request's melody is written over ``Chord_none`` with its chord kept by the strong-beat rule."""
         return self.open_melody_harmony and request.role == "melody"
@@ -554,9 +577,10 @@ class ModelPartGenerator:
     def _strong_beat_pitches(self, request: BarRequest, chords: tuple[Chord, Chord],
                              halves: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
         """Pitch masks (V,) bool for a strong beat of the bar's first and second
-        half: the half's mask narrowed to its chord's tones, or None when the
-        melody is not written over an open harmony."""
-        if not (self._open_harmony(request) and self.constrained):
+        half: the half's mask narrowed to its chord's tones, or None when no
+        rule asks for chord tones (a melody over an open harmony, or the
+        melody's downbeat rule)."""
+        if not ((self._open_harmony(request) or self._downbeat_rule(request)) and self.constrained):
             return None
         v = self.vocab
         return tuple(half & np.isin(v.pitch % 12, chord.pitch_classes()) for half, chord in zip(halves, chords))
@@ -586,8 +610,11 @@ class ModelPartGenerator:
         Returns notes as (onset, duration in quarter notes, pitch, velocity)."""
         v = self.vocab
         halves = self._allowed_pitches(request, bar.chords)
+        open_harmony = self._open_harmony(request)
         state = _BarState(bar, ROLE_MAX_NOTES_PER_POSITION[request.role], previous_pitch, ending, *halves,
-                          strong=self._strong_beat_pitches(request, bar.chords, halves), repeat=repeat,
+                          strong=self._strong_beat_pitches(request, bar.chords, halves),
+                          strong_at=strong_positions(bar.meter, bar.positions) if open_harmony else (0,),
+                          passing_tones_short=open_harmony, repeat=repeat,
                           max_repeated=ROLE_MAX_REPEATED_NOTES.get(request.role) if self.constrained else None,
                           earlier_tops=self._recent_tops)
         max_tokens = bar.positions * (1 + 3 * state.max_per_position) + 1
@@ -622,7 +649,7 @@ class ModelPartGenerator:
             return self._velocity_ids
         if state.expect == "Duration":
             allowed = self._durations_ok
-            if state.strong is not None and not state.last_is_chord_tone():
+            if state.strong is not None and state.passing_tones_short and not state.last_is_chord_tone():
                 allowed = self._short_durations  # a melody's tone outside the chord passes: shorter than a beat
             repeated = state.repeated_duration()
             if repeated is not None and repeated in allowed:
@@ -664,7 +691,7 @@ class ModelPartGenerator:
         v = self.vocab
         second = state.position >= state.bar.positions // 2
         ok = (state.second_half if second else state.first_half).copy()
-        if state.strong is not None and state.position in strong_positions(state.bar.meter, state.bar.positions):
+        if state.strong is not None and state.position in state.strong_at:
             chord_tones = state.strong[second]
             if (ok & chord_tones).any():
                 ok &= chord_tones
@@ -717,9 +744,12 @@ class _BarState:
     def __init__(self, bar: ModelBar, max_per_position: int, seam_pitch: int | None, ending,
                  first_half: np.ndarray, second_half: np.ndarray,
                  strong: tuple[np.ndarray, np.ndarray] | None = None,
+                 strong_at: tuple[int, ...] = (0,), passing_tones_short: bool = False,
                  repeat: tuple[list, int] | None = None, max_repeated: int | None = None,
                  earlier_tops: list[int] | None = None) -> None:
         self.bar = bar
+        self.strong_at = strong_at  # positions whose notes are chord tones (when ``strong`` masks are given)
+        self.passing_tones_short = passing_tones_short  # a tone outside the chord lasts under a beat
         self.max_repeated = max_repeated
         self._earlier_tops = list(earlier_tops or [])
         self.strong = strong

@@ -90,6 +90,25 @@ def test_a_bar_that_changes_chord_at_its_half_takes_the_second_chords_tones(gene
         assert generator.last_tokens[9:11] == ["Chord_0_MAJOR", "Chord_10_MAJOR"]
 
 
+def test_a_melodys_downbeat_sounds_a_tone_of_the_bars_chord():
+    """By default (MELODY_DOWNBEAT_CHORD_TONES) every melody note on a downbeat is a tone of the bar's
+    first chord, asked with the cue's chords; the other beats keep the key rule only."""
+    downbeats, off_chord_elsewhere = 0, 0
+    for seed in (3, 4, 5):
+        melody = ModelPartGenerator()
+        for bar in range(8):
+            chord = Chord.parse(("Am", "F", "C", "E")[bar % 4])
+            part = melody.generate_bar(request(bar, key="A minor", valence=-0.6, role="melody", chord=chord,
+                                               seed=seed))
+            for start, pitch in zip(part.start_beats.tolist(), part.pitch.tolist()):
+                if start == 0.0:
+                    downbeats += 1
+                    assert pitch % 12 in chord.pitch_classes(), (seed, bar, pitch, chord)
+                elif pitch % 12 not in chord.pitch_classes():
+                    off_chord_elsewhere += 1
+    assert downbeats >= 12 and off_chord_elsewhere > 0
+
+
 def test_a_melody_over_an_open_harmony_keeps_chord_tones_on_strong_beats_and_passes_quickly():
     """Asked over an open harmony, the melody's header reads Chord_none, every melody note on beat 1
     or 3 of 4/4 (beat 1 of 3/4) is a tone of its half bar's chord, and no tone outside the chord
