@@ -33,8 +33,10 @@ What does what (the model card says the same):
   (:data:`ROLE_REGISTER_PITCH`) and notes per onset; the cue's key (pitches in
   its scale, or tones of the bar's chord, so the E chord of A minor may bring
   its G#); a bridge's seams (:class:`adaptive.generator.BarEnding`, and the
-  first note within an octave of the context's last); and, for a melody
-  asked over an open harmony (an option, :data:`MELODY_OVER_OPEN_HARMONY`),
+  first note within an octave of the context's last); a melody's downbeat
+  on a tone of the bar's chord (:data:`MELODY_DOWNBEAT_CHORD_TONES`) and no
+  pitch more than three times in a row (:data:`ROLE_MAX_REPEATED_NOTES`);
+  and, for a melody asked over an open harmony (an option, :data:`MELODY_OVER_OPEN_HARMONY`),
   chord tones on the strong beats (:func:`strong_positions`) and tones
   outside the chord shorter than a beat. Nothing biases
   the tonic, the third or the chord tones, and nothing counts notes.
