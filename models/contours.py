@@ -157,10 +157,6 @@ class PhraseContours:
         return BarPlan(int(bins[row, place]), None if source < 0 else bar_index - place + source,
                        int(self._repeat_kind[role][row, place]))
 
-    def density_bin(self, role: str, quantile: float, seed: int, bar_index: int) -> int:
-        """The ``Density`` bin (0..5) of :meth:`bar_plan`."""
-        return self.bar_plan(role, quantile, seed, bar_index).density_bin
-
 
 @dataclass(frozen=True)
 class BarPlan:

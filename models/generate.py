@@ -497,7 +497,7 @@ class ModelPartGenerator:
             low, high = AROUSAL_NOTES_PER_BEAT[request.role]
             density = density_bin(low + a01 * (high - low))
             level = velocity_level(AROUSAL_VELOCITY[0] + a01 * (AROUSAL_VELOCITY[1] - AROUSAL_VELOCITY[0]))
-        if plan is not None and density is not None:
+        if plan is not None:  # a plan exists only when the density is asked: the real period's bar replaces the ask
             density = plan.density_bin
         unknown = STYLE_HEADER_UNKNOWN[request.style or self.style]
         chords = (None, None) if self._open_harmony(request) else bar.chords
@@ -818,10 +818,9 @@ class _BarState:
             return None  # a chord in the earlier bar: its notes are the model's to choose
         if self.repeat_kind == REPEAT_EXACT:
             return self._repeat_notes[self.position][0][0]
-        if onset == 0 or not self.onset_tops:
+        if onset == 0 or len(self.onset_tops) < 2:
             return None
-        return self.onset_tops[-2] + self._repeat_tops[onset] - self._repeat_tops[onset - 1] \
-            if len(self.onset_tops) >= 2 else None
+        return self.onset_tops[-2] + self._repeat_tops[onset] - self._repeat_tops[onset - 1]
 
     def last_is_chord_tone(self) -> bool:
         """Whether the last pitch is a tone of the chord of the half bar it sounds in."""
