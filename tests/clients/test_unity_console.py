@@ -177,7 +177,8 @@ needs_nunit = pytest.mark.skipif(NUNIT_CONSOLE is None or NUNIT_FRAMEWORK is Non
 
 @needs_nunit
 def test_the_packages_edit_mode_tests_pass_under_nunit(tmp_path):
-    """Tests/Editor/*.cs (NUnit Edit Mode tests of Core), compiled with Core against Debian's
+    """Tests/Editor/*.cs (NUnit Edit Mode tests of Core, RedirectTests.cs among them: session_elsewhere
+    followed over a fake transport), compiled with Core against Debian's
     nunit.framework.dll (NUnit 2.6: the asserts they use are NUnit 2.6's and 3's alike) and run by
     nunit-console under Mono: every declared test runs and passes."""
     library = tmp_path / "Adaptive.Soundtrack.Tests.dll"
@@ -193,8 +194,8 @@ def test_the_packages_edit_mode_tests_pass_under_nunit(tmp_path):
 
     cases = ElementTree.parse(report).getroot().iter("test-case")
     outcomes = {case.get("name").rsplit(".", 1)[-1]: (case.get("executed"), case.get("success")) for case in cases}
-    declared = (UNITY / "Tests" / "Editor" / "CoreTests.cs").read_text().count("[Test]")
-    assert len(outcomes) == declared >= 7, run.stdout + run.stderr
+    declared = sum(p.read_text().count("[Test]") for p in (UNITY / "Tests" / "Editor").glob("*.cs"))
+    assert len(outcomes) == declared >= 13, run.stdout + run.stderr
     assert {name: o for name, o in outcomes.items() if o != ("True", "True")} == {}, run.stdout
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -214,8 +215,8 @@ def test_the_packages_edit_mode_tests_pass_under_mono(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     run = subprocess.run(["mono", str(exe)], capture_output=True, text=True, timeout=120)
     results = [json.loads(line) for line in run.stdout.splitlines()]
-    declared = (UNITY / "Tests" / "Editor" / "CoreTests.cs").read_text().count("[Test]")
-    assert len(results) == declared >= 7, run.stdout + run.stderr
+    declared = sum(p.read_text().count("[Test]") for p in (UNITY / "Tests" / "Editor").glob("*.cs"))
+    assert len(results) == declared >= 13, run.stdout + run.stderr
     assert [r for r in results if not r["passed"]] == [] and run.returncode == 0
 
 
@@ -368,3 +369,41 @@ def test_csharp_client_proves_its_role_and_gets_audio_from_a_server_with_credent
     assert {line["cue"] for line in lines if line["kind"] == "beat"} >= {"explore", "combat"}
     header, inputs, end_frame = load_recording(served.record)
     assert any(isinstance(item, SceneUpdate) and item.emotion == "angry" for _, item in inputs)
+
+
+def test_csharp_client_follows_session_elsewhere_from_a_node_to_the_real_server(console_client, served):
+    """A cluster's node, faked by a UDP socket that answers every hello with ``session_elsewhere``, sends the
+    C# client to a real single ``adaptive serve`` (the "hosting node"): the client says the same hello there
+    with the session id it was given, is welcomed into that session, and reads that node's TCP audio stream
+    where the welcome says, as AdaptiveStreamPlayer does."""
+    from tests.app.test_session_placement import FakeNode
+
+    asked = FakeNode(lambda values: ("session_elsewhere", {
+        "session_id": "arena-7", "host": "127.0.0.1", "osc_port": served.osc_port, "zmq_control_port": 0,
+        "audio_tcp_port": served.audio_tcp_port}))
+    try:
+        run = subprocess.run(["mono", str(console_client), "redirect", "127.0.0.1", str(asked.port), "new"],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        asked.close()
+    out, err = served.stop()
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    by_kind: dict[str, list[dict]] = {}
+    for line in map(json.loads, run.stdout.splitlines()):
+        by_kind.setdefault(line["kind"], []).append(line)
+    assert "error" not in by_kind, by_kind["error"]
+    (redirected,) = by_kind["redirected"]
+    assert redirected == {"kind": "redirected", "session_id": "arena-7", "host": "127.0.0.1", "osc_port": served.osc_port,
+                          "zmq_control_port": 0, "audio_tcp_port": served.audio_tcp_port, "from_host": "127.0.0.1",
+                          "from_osc_port": asked.port}
+    (client,) = by_kind["client"]
+    # One hello to the node asked (for a new session, from the first link's port), then the node it named.
+    assert [(h["session"], h["reply_port"], h["client_name"]) for h in asked.hellos] == [
+        ("new", client["first_reply_port"], "csharp-redirect")]
+    assert (client["host"], client["port"], client["session"]) == ("127.0.0.1", served.osc_port, "arena-7")
+    assert client["reply_port"] != client["first_reply_port"]
+    (welcome,) = by_kind["welcome"]
+    assert welcome["session_id"] == "arena-7" and welcome["audio_tcp_port"] == served.audio_tcp_port
+    audio = by_kind["audio"]
+    assert len(audio) == 5 and [a["sequence"] for a in audio] == list(range(audio[0]["sequence"], audio[0]["sequence"] + 5))
+    print({"hello_to_welcome_ms": welcome["hello_to_welcome_ms"]})

@@ -68,6 +68,9 @@ namespace Adaptive.Soundtrack
         public event Action<TransitionInfo> Transition;
         public event Action<StingerInfo> Stinger;
         public event Action<ServerError> ServerErrorReceived;
+        /// <summary>Raised when the client followed a session_elsewhere (a cluster's node sent it to the node that
+        /// hosts its session, docs/cluster.md); the welcome comes from that node next.</summary>
+        public event Action<SessionElsewhereInfo> Redirected;
         /// <summary>Raised as soon as a beat arrives (ahead of time), with the dspTime it will be heard at:
         /// the hook for AudioSource.PlayScheduled, whatever <see cref="dispatchTiming"/> says.</summary>
         public event Action<BeatInfo, double> BeatAhead;
@@ -116,8 +119,8 @@ namespace Adaptive.Soundtrack
             Client.WelcomeReceived += w =>
             {
                 Client.Subscribe("events"); // the client exists now (a hello may need the cookie round trip first)
-                Debug.Log("AdaptiveSoundtrack: joined session '" + w.SessionId + "' at " + w.SampleRateHz +
-                          " Hz, audio on tcp port " + w.AudioTcpPort, this);
+                Debug.Log("AdaptiveSoundtrack: joined session '" + w.SessionId + "' on udp://" + Client.Host + ":" + Client.Port +
+                          " at " + w.SampleRateHz + " Hz, audio on tcp port " + w.AudioTcpPort, this);
                 Client.ResendScene(); // a state sent before the server was up was lost
             };
             Client.BeatReceived += OnBeat;
@@ -125,9 +128,18 @@ namespace Adaptive.Soundtrack
             Client.CueChanged += e => Schedule(e, () => { CurrentCue = e.Cue; if (CueChange != null) CueChange(e); onCueChange.Invoke(e.Cue, e.Previous); });
             Client.TransitionReceived += e => Schedule(e, () => { if (Transition != null) Transition(e); });
             Client.StingerPlayed += e => Schedule(e, () => { if (Stinger != null) Stinger(e); onStinger.Invoke(e.Stinger); });
+            Client.Redirected += r =>
+            {
+                Debug.Log("AdaptiveSoundtrack: session '" + r.SessionId + "' is hosted by udp://" + r.Host + ":" + r.OscPort +
+                          " (udp://" + r.FromHost + ":" + r.FromOscPort + " said so, session_elsewhere); saying hello there", this);
+                if (Redirected != null) Redirected(r);
+            };
             Client.ErrorReceived += e =>
             {
-                Debug.LogWarning("AdaptiveSoundtrack: the server said " + e.Code + ": " + e.Message, this);
+                if (e.Code.StartsWith("client_", StringComparison.Ordinal)) // found by this client, not sent by the server
+                    Debug.LogError("AdaptiveSoundtrack: " + e.Code + ": " + e.Message, this);
+                else
+                    Debug.LogWarning("AdaptiveSoundtrack: the server said " + e.Code + ": " + e.Message, this);
                 if (ServerErrorReceived != null) ServerErrorReceived(e);
             };
             outputSampleRateHz = AudioSettings.outputSampleRate; // main thread only: read it here
@@ -145,9 +157,11 @@ namespace Adaptive.Soundtrack
             {
                 if (Client.Welcome == null)
                 {
-                    // No welcome yet: the server is not up, or the datagram was lost. Say hello again each second.
+                    // No welcome yet: the server is not up, or the datagram was lost. Say hello again each second
+                    // (to the node a session_elsewhere named, if one was followed), unless the redirects looped:
+                    // the cluster would answer the same; the error was logged.
                     for (int i = 0; i < 10 && running && Client.Welcome == null; i++) Thread.Sleep(100);
-                    if (Client.Welcome == null && running)
+                    if (Client.Welcome == null && running && Client.RedirectFailure == null)
                     {
                         Client.Hello(outputSampleRateHz, 2, "s16");
                         Client.Subscribe("events");

@@ -57,7 +57,8 @@ namespace Adaptive.Soundtrack
             int dspBufferFrames, dspBuffers;
             AudioSettings.GetDSPBufferSize(out dspBufferFrames, out dspBuffers);
             ring = new PcmRingBuffer(Mathf.CeilToInt(Mathf.Max(bufferSeconds, targetLatencySeconds * 2 + 0.1f) * outputRate), 2);
-            receiver = new TcpAudioReceiver(target.host, welcome.AudioTcpPort, ring, outputRate, welcome.ClientId);
+            // The node that welcomed the client: after a session_elsewhere, not the host set in the Inspector.
+            receiver = new TcpAudioReceiver(target.Client.Host, welcome.AudioTcpPort, ring, outputRate, welcome.ClientId);
             playback = new PcmStreamPlayback(ring, outputRate, welcome.SampleRateHz, targetLatencySeconds, Math.Max(4096, dspBufferFrames));
             target.StreamClock = playback.ClockMap;
             receiver.Start();

@@ -27,7 +27,7 @@ static class Program
     }
 
     /// <summary>Prints one JSON object from key, value pairs.</summary>
-    static void Emit(params object[] pairs)
+    internal static void Emit(params object[] pairs)
     {
         var b = new StringBuilder("{");
         for (int i = 0; i < pairs.Length; i += 2)
@@ -48,15 +48,68 @@ static class Program
         lock (OutputGate) Console.WriteLine(b.Append('}').ToString());
     }
 
+    /// <summary>Says hello for <paramref name="session"/> to a node that answers session_elsewhere; prints the
+    /// redirect the client followed, the welcome of the node it names, where the client talks now, and the first
+    /// blocks of that node's TCP audio stream (read where the welcome says, as AdaptiveStreamPlayer does).</summary>
+    static int Redirect(string host, int port, string session)
+    {
+        using (var client = new AdaptiveClient(host, port, "csharp-redirect", session: session))
+        {
+            client.Redirected += r => Emit("kind", "redirected", "session_id", r.SessionId, "host", r.Host, "osc_port", r.OscPort,
+                                           "zmq_control_port", r.ZmqControlPort, "audio_tcp_port", r.AudioTcpPort,
+                                           "from_host", r.FromHost, "from_osc_port", r.FromOscPort);
+            client.ErrorReceived += e => Emit("kind", "error", "code", e.Code, "message", e.Message);
+            int firstReplyPort = client.ReplyPort;
+            double helloLocal = ClockSync.Now();
+            client.Hello(48000, 2, "s16");
+            double deadline = helloLocal + 20.0; // a session is made on its first hello: 0.5 to 3 s
+            while (client.Welcome == null && client.RedirectFailure == null && ClockSync.Now() < deadline)
+            {
+                client.DispatchPending();
+                Thread.Sleep(5);
+            }
+            double welcomeLocal = ClockSync.Now();
+            client.DispatchPending();
+            var welcome = client.Welcome;
+            if (welcome == null)
+            {
+                Emit("kind", "fatal", "message", "no welcome after saying hello to udp://" + host + ":" + port);
+                return 1;
+            }
+            Emit("kind", "welcome", "session_id", welcome.SessionId, "audio_tcp_port", welcome.AudioTcpPort,
+                 "client_id", welcome.ClientId, "hello_to_welcome_ms", (welcomeLocal - helloLocal) * 1000);
+            Emit("kind", "client", "host", client.Host, "port", client.Port, "session", client.Session,
+                 "reply_port", client.ReplyPort, "first_reply_port", firstReplyPort);
+            var ring = new PcmRingBuffer(welcome.SampleRateHz, 2);
+            using (var receiver = new TcpAudioReceiver(client.Host, welcome.AudioTcpPort, ring, welcome.SampleRateHz, welcome.ClientId))
+            {
+                int blocks = 0;
+                receiver.BlockReceived = (h, samples, count) =>
+                {
+                    if (Interlocked.Increment(ref blocks) <= 5)
+                        Emit("kind", "audio", "sequence", (long)h.Sequence, "first_frame", (long)h.FirstFrame, "n_frames", h.Frames);
+                };
+                receiver.Start();
+                double until = ClockSync.Now() + 5.0;
+                while (Volatile.Read(ref blocks) < 5 && ClockSync.Now() < until) Thread.Sleep(10);
+            }
+            client.SetScene("tense", 0.6f, "arena");
+            Thread.Sleep(100);
+        }
+        return 0;
+    }
+
     static int Main(string[] args)
     {
         if (args.Length == 1 && args[0] == "codec") return SelfTests.Codec();
         if (args.Length == 1 && args[0] == "ring") return SelfTests.Ring();
+        if (args.Length == 4 && args[0] == "redirect") return Redirect(args[1], int.Parse(args[2], CultureInfo.InvariantCulture), args[3]);
         if (args.Length < 2)
         {
             Console.Error.WriteLine("usage: client.exe HOST OSC_PORT [RUN_SECONDS]   (against a server)\n" +
                                     "       client.exe codec < hex datagrams          (codec checks)\n" +
-                                    "       client.exe ring                           (ring buffer, playback, resampler checks)");
+                                    "       client.exe ring                           (ring buffer, playback, resampler checks)\n" +
+                                    "       client.exe redirect HOST OSC_PORT SESSION (hello to a node that answers session_elsewhere)");
             return 2;
         }
         string host = args[0];

@@ -1,5 +1,7 @@
 // The OSC client of an adaptive server (docs/protocol.md): hello, scene state on change at a capped rate,
 // stingers, clock sync, and callbacks read on a background thread and handed to the caller's thread.
+// On a cluster (docs/cluster.md) it follows a session_elsewhere answer to the node that hosts the session,
+// as the Python client (bridge/client.py) does: at most MaxRedirects in a row.
 // No Unity: the AdaptiveSoundtrack MonoBehaviour wraps it, and Tests~/ConsoleClient runs it under Mono.
 using System;
 using System.Collections.Concurrent;
@@ -48,8 +50,19 @@ namespace Adaptive.Soundtrack
         /// <summary>Longest string argument the server accepts (bridge/protocol.py MAX_STRING_CHARS).</summary>
         public const int MaxStringChars = 64;
 
-        readonly UdpClient udp;
-        readonly IPEndPoint server;
+        /// <summary>session_elsewhere answers followed in a row (until a welcome, or a new <see cref="Hello"/>);
+        /// the next one is not followed and <see cref="RedirectFailure"/> says so. A cluster's directory sends a
+        /// client to the hosting node at once: one. The Python client's MAX_REDIRECTS (bridge/client.py).</summary>
+        public const int MaxRedirects = 3;
+
+        readonly Func<string, int, IOscTransport> connect;
+        volatile IOscTransport transport;
+        volatile string host;
+        volatile int port;
+        volatile string session;
+        readonly object redirectGate = new object();
+        int redirectsInARow;
+        readonly List<string> redirectChain = new List<string>();
         readonly ConcurrentQueue<object> inbox = new ConcurrentQueue<object>();
         readonly ConcurrentDictionary<int, double> pingSendTimes = new ConcurrentDictionary<int, double>();
         readonly object sceneGate = new object();
@@ -66,8 +79,21 @@ namespace Adaptive.Soundtrack
         /// without credentials). See docs/network.md.</summary>
         public readonly string Role;
         /// <summary>The session hello asks to join: "" (the server's default session), "new" (a new one: the
-        /// welcome's SessionId names it) or a session id (joined, or made if there is none). See docs/sessions.md.</summary>
-        public readonly string Session;
+        /// welcome's SessionId names it) or a session id (joined, or made if there is none). See docs/sessions.md.
+        /// A followed session_elsewhere replaces it with the id it names.</summary>
+        public string Session { get { return session; } }
+        /// <summary>The host of the node this client talks to: the one given, or the one a followed
+        /// session_elsewhere named (the TCP audio stream is there too).</summary>
+        public string Host { get { return host; } }
+        /// <summary>That node's OSC UDP port.</summary>
+        public int Port { get { return port; } }
+        /// <summary>After a followed session_elsewhere: the last one (the node that sent it, and the node, ports
+        /// and session id it named); null before.</summary>
+        public volatile SessionElsewhereInfo RedirectedFrom;
+        /// <summary>Set when a redirect was not followed because it was one more than <see cref="MaxRedirects"/>
+        /// in a row (code "client_redirect_loop", the message names every node of the loop); it is also raised
+        /// through <see cref="ErrorReceived"/>. Null otherwise; <see cref="Hello"/> clears it.</summary>
+        public volatile ServerError RedirectFailure;
         readonly byte[] secret;
         int helloSampleRateHz = 48000, helloChannels = 2;
         string helloSampleFormat = "s16";
@@ -92,6 +118,10 @@ namespace Adaptive.Soundtrack
         public event Action<TransitionInfo> TransitionReceived;
         public event Action<StingerInfo> StingerPlayed;
         public event Action<MidiInfo> MidiReceived;
+        /// <summary>Raised when the client followed a session_elsewhere: it now talks to the node named there
+        /// and has said hello to it (the welcome follows as usual). Errors of a redirect not followed come
+        /// through <see cref="ErrorReceived"/> with codes "client_bad_redirect" and "client_redirect_loop".</summary>
+        public event Action<SessionElsewhereInfo> Redirected;
         public event Action<ServerError> ErrorReceived;
 
         /// <param name="host">the server's host (IPv4 address or name).</param>
@@ -104,34 +134,32 @@ namespace Adaptive.Soundtrack
         /// It never crosses the wire: hello carries an HMAC-SHA256 of it over the server's cookie.</param>
         /// <param name="session">the session to join: "" (the default one), "new", or a session id (at most 32
         /// letters, digits, _ and -). See docs/sessions.md.</param>
+        /// <param name="connect">opens the datagram link to a node (host, OSC port); null: UDP
+        /// (<see cref="UdpOscTransport.Connect"/>). Tests pass a fake.</param>
+        /// <exception cref="ArgumentException">a bad rate, role or session, or no IPv4 address for the host.</exception>
         public AdaptiveClient(string host = "127.0.0.1", int port = 9000, string clientName = "unity", double maxSceneRateHz = 20,
-                              string role = "", string secret = null, string session = "")
+                              string role = "", string secret = null, string session = "",
+                              Func<string, int, IOscTransport> connect = null)
         {
             if (maxSceneRateHz <= 0) throw new ArgumentOutOfRangeException("maxSceneRateHz", "must be > 0 (messages per second)");
             if (role != "" && role != "control" && role != "listener" && role != "audience")
                 throw new ArgumentException("role '" + role + "' is not allowed (allowed: control, listener, audience, or \"\")");
             ClientName = Truncate(clientName);
             Role = role ?? "";
-            Session = session ?? "";
-            if (Session.Length > 32)
-                throw new ArgumentException("session '" + Session + "' is too long (allowed: at most 32 letters, digits, _ and -)");
+            this.session = session ?? "";
+            if (this.session.Length > 32)
+                throw new ArgumentException("session '" + this.session + "' is too long (allowed: at most 32 letters, digits, _ and -)");
             this.secret = string.IsNullOrEmpty(secret) ? null : Encoding.UTF8.GetBytes(secret);
             MinSceneIntervalSeconds = 1.0 / maxSceneRateHz;
-            IPAddress address;
-            if (!IPAddress.TryParse(host, out address))
-            {
-                address = Array.Find(Dns.GetHostAddresses(host), a => a.AddressFamily == AddressFamily.InterNetwork);
-                if (address == null) throw new ArgumentException("no IPv4 address for host '" + host + "'");
-            }
-            server = new IPEndPoint(address, port);
-            // Loopback servers answer on loopback; a remote one needs a reachable interface.
-            var local = IPAddress.IsLoopback(address) ? IPAddress.Loopback : IPAddress.Any;
-            udp = new UdpClient(new IPEndPoint(local, 0));
-            udp.Client.ReceiveTimeout = 200;
+            this.connect = connect ?? UdpOscTransport.Connect;
+            transport = this.connect(host, port);
+            this.host = host;
+            this.port = port;
         }
 
-        /// <summary>The local UDP port replies and callbacks arrive at (sent in hello).</summary>
-        public int ReplyPort { get { return ((IPEndPoint)udp.Client.LocalEndPoint).Port; } }
+        /// <summary>The local UDP port replies and callbacks arrive at (sent in hello). A followed
+        /// session_elsewhere opens a new link, so it changes then.</summary>
+        public int ReplyPort { get { return transport.LocalPort; } }
 
         /// <summary>Starts the receive thread (idempotent).</summary>
         public void Start()
@@ -146,7 +174,13 @@ namespace Adaptive.Soundtrack
         void Send(string address, params object[] args)
         {
             byte[] datagram = OscCodec.Encode(address, args);
-            udp.Send(datagram, datagram.Length, server);
+            var link = transport;
+            try { link.Send(datagram); }
+            catch (ObjectDisposedException)
+            {
+                if (link == transport) throw; // closed by Dispose
+                transport.Send(datagram);     // closed by a redirect meanwhile: to the new node
+            }
         }
 
         static string Truncate(string s)
@@ -156,12 +190,91 @@ namespace Adaptive.Soundtrack
         }
 
         /// <summary>Says hello: the server answers with welcome (see <see cref="WaitForWelcome"/>) and sends
-        /// callbacks to <see cref="ReplyPort"/>. <paramref name="sampleFormat"/> is "s16" or "f32".</summary>
+        /// callbacks to <see cref="ReplyPort"/>. <paramref name="sampleFormat"/> is "s16" or "f32".
+        /// <para>A node of a cluster may answer session_elsewhere instead (docs/cluster.md): the client then
+        /// closes its link to that node, opens one to the node named there (<see cref="Host"/>, <see cref="Port"/>,
+        /// <see cref="Session"/> and <see cref="ReplyPort"/> change; <see cref="Redirected"/> is raised) and says the
+        /// same hello again, following at most <see cref="MaxRedirects"/> in a row from this call; one more sets
+        /// <see cref="RedirectFailure"/>. A redirect with a bad argument is not followed (ErrorReceived, code
+        /// "client_bad_redirect", naming the argument; nothing changes).</para></summary>
         public void Hello(int sampleRateHz = 48000, int channels = 2, string sampleFormat = "s16")
         {
+            lock (redirectGate)
+            {
+                redirectsInARow = 0;
+                RedirectFailure = null;
+                redirectChain.Clear();
+                redirectChain.Add("udp://" + host + ":" + port);
+            }
             Start();
             helloSampleRateHz = sampleRateHz; helloChannels = channels; helloSampleFormat = sampleFormat;
             Send(Addresses.Hello, ReplyPort, sampleRateHz, channels, sampleFormat, ClientName, Role, "", "", Session);
+        }
+
+        /// <summary>A session_elsewhere (on the receive thread): check it, then move to the node it names and say
+        /// the same hello there, as bridge/client.py's AdaptiveClient.hello does.</summary>
+        void FollowRedirect(OscMessage m)
+        {
+            string problem;
+            var redirect = SessionElsewhereInfo.TryFrom(m, host, port, out problem);
+            if (redirect == null)
+            {
+                Refuse("client_bad_redirect", problem);
+                return;
+            }
+            if (Welcome != null)
+            {
+                Refuse("client_bad_redirect", "a session_elsewhere arrived after the welcome of session '" + Welcome.SessionId +
+                       "' (allowed: only as the answer to a hello)");
+                return;
+            }
+            IOscTransport old;
+            lock (redirectGate)
+            {
+                if (RedirectFailure != null) return; // the loop was already reported; a late duplicate
+                if (redirectsInARow >= MaxRedirects)
+                {
+                    var failure = new ServerError
+                    {
+                        Code = "client_redirect_loop",
+                        Message = "redirected more than " + MaxRedirects + " times in a row between the nodes of a cluster (" +
+                                  string.Join(" -> ", redirectChain.ToArray()) + " -> udp://" + redirect.Host + ":" + redirect.OscPort +
+                                  ", session '" + redirect.SessionId + "'); not followed: is the cluster's directory consistent?",
+                    };
+                    RedirectFailure = failure;
+                    inbox.Enqueue(failure);
+                    return;
+                }
+                IOscTransport next;
+                try { next = connect(redirect.Host, redirect.OscPort); }
+                catch (Exception error)
+                {
+                    Refuse("client_bad_redirect", "cannot open a link to udp://" + redirect.Host + ":" + redirect.OscPort +
+                           " named by " + m.Address + ": " + error.Message);
+                    return;
+                }
+                redirectsInARow++;
+                redirectChain.Add("udp://" + redirect.Host + ":" + redirect.OscPort);
+                old = transport;
+                transport = next;
+                host = redirect.Host;
+                port = redirect.OscPort;
+                session = redirect.SessionId;
+                RedirectedFrom = redirect;
+            }
+            old.Dispose();
+            inbox.Enqueue(redirect);
+            Send(Addresses.Hello, ReplyPort, helloSampleRateHz, helloChannels, helloSampleFormat, ClientName, Role, "", "", Session);
+        }
+
+        /// <summary>A redirect not followed: nothing changed; the reason goes to ErrorReceived.</summary>
+        void Refuse(string code, string problem)
+        {
+            inbox.Enqueue(new ServerError
+            {
+                Code = code,
+                Message = problem + "; the redirect was not followed (still udp://" + host + ":" + port + ", session '" + Session + "')",
+            });
         }
 
         /// <summary>The server's retry (a source not yet verified, or a role to prove): say hello again with its
@@ -321,13 +434,17 @@ namespace Adaptive.Soundtrack
         // ------------------------------------------------------------------ receiving
         void ReceiveLoop()
         {
-            var from = new IPEndPoint(IPAddress.Any, 0);
             while (running)
             {
+                var link = transport;
                 byte[] datagram;
-                try { datagram = udp.Receive(ref from); }
-                catch (SocketException) { continue; } // timeout, or ICMP port unreachable: keep listening
-                catch (ObjectDisposedException) { return; }
+                try { datagram = link.Receive(); }
+                catch (ObjectDisposedException)
+                {
+                    if (running && link != transport) continue; // a redirect swapped the link
+                    return;
+                }
+                if (datagram == null) continue; // nothing within the wait
                 double arrival = ClockSync.Now();
                 Interlocked.Increment(ref datagramsReceived);
                 try { Handle(OscCodec.Decode(datagram, datagram.Length), arrival); }
@@ -351,6 +468,7 @@ namespace Adaptive.Soundtrack
                     return;
                 case Addresses.Welcome:
                     var welcome = WelcomeInfo.From(m);
+                    lock (redirectGate) redirectsInARow = 0; // "in a row": a welcome ends the run
                     Welcome = welcome;
                     item = welcome;
                     break;
@@ -362,6 +480,7 @@ namespace Adaptive.Soundtrack
                 case Addresses.Midi: item = MidiInfo.From(m); break;
                 case Addresses.Error: item = ServerError.From(m); break;
                 case Addresses.Retry: AnswerRetry(m.GetString(0)); return;
+                case Addresses.SessionElsewhere: FollowRedirect(m); return;
                 default: throw new OscFormatException("unknown address " + m.Address + " from the server");
             }
             var timed = item as TimedEvent;
@@ -386,6 +505,7 @@ namespace Adaptive.Soundtrack
                 else if (item is MidiInfo) Raise(MidiReceived, (MidiInfo)item);
                 else if (item is ServerError) Raise(ErrorReceived, (ServerError)item);
                 else if (item is WelcomeInfo) Raise(WelcomeReceived, (WelcomeInfo)item);
+                else if (item is SessionElsewhereInfo) Raise(Redirected, (SessionElsewhereInfo)item);
             }
             return count;
         }
@@ -396,7 +516,7 @@ namespace Adaptive.Soundtrack
         {
             Goodbye();
             running = false;
-            udp.Close();
+            transport.Dispose();
             if (receiveThread != null) receiveThread.Join(1000);
         }
     }

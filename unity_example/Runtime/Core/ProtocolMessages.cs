@@ -10,6 +10,7 @@ namespace Adaptive.Soundtrack
         public const string Hello = "/adaptive/hello";
         public const string Goodbye = "/adaptive/goodbye";
         public const string Retry = "/adaptive/retry";
+        public const string SessionElsewhere = "/adaptive/session/elsewhere";
         public const string Scene = "/adaptive/scene";
         public const string Emotion = "/adaptive/emotion";
         public const string EmotionPoint = "/adaptive/emotion/point";
@@ -74,6 +75,91 @@ namespace Adaptive.Soundtrack
                 welcome.LeaseSeconds = m.GetInt(10);
             }
             return welcome;
+        }
+    }
+
+    /// <summary>Answer to hello from a node of a cluster (docs/cluster.md, docs/protocol.md
+    /// /adaptive/session/elsewhere): nothing was joined there; the session lives on the node named here, and
+    /// the client says the same hello to it with <see cref="SessionId"/> (AdaptiveClient does it itself).</summary>
+    public sealed class SessionElsewhereInfo
+    {
+        /// <summary>Longest host name (a DNS name's limit, RFC 1035; bridge/protocol.py HOST_CHARS).</summary>
+        public const int MaxHostChars = 253;
+        /// <summary>Longest session id (bridge/protocol.py SESSION_ID_CHARS).</summary>
+        public const int MaxSessionIdChars = 32;
+
+        /// <summary>The session asked for (for "new": the id chosen for it), 1 to 32 letters, digits, _ and -.</summary>
+        public string SessionId;
+        /// <summary>The host (address or name) of the node that hosts it.</summary>
+        public string Host;
+        /// <summary>That node's OSC UDP port, 1..65535.</summary>
+        public int OscPort;
+        /// <summary>That node's ZeroMQ ROUTER port, 0..65535 (0: it has none).</summary>
+        public int ZmqControlPort;
+        /// <summary>That node's TCP audio port, 0..65535 (0: it has none; the welcome says it again).</summary>
+        public int AudioTcpPort;
+        /// <summary>The node that sent the redirect: its host and OSC port, as the client knew them.</summary>
+        public string FromHost;
+        public int FromOscPort;
+
+        static readonly string[] Names = { "session_id", "host", "osc_port", "zmq_control_port", "audio_tcp_port" };
+
+        /// <summary>The redirect in <paramref name="m"/> (received from <paramref name="fromHost"/>:<paramref
+        /// name="fromOscPort"/>), or null and, in <paramref name="problem"/>, a sentence naming the argument
+        /// that is wrong and what is allowed (the protocol table's ranges).</summary>
+        public static SessionElsewhereInfo TryFrom(OscMessage m, string fromHost, int fromOscPort, out string problem)
+        {
+            problem = null;
+            if (m.Args.Length != Names.Length)
+            {
+                problem = m.Address + " has " + m.Args.Length + " arguments ," + m.TypeTags + " (allowed: 5, ,ssiii: " +
+                          string.Join(" ", Names) + ")";
+                return null;
+            }
+            for (int i = 0; i < Names.Length; i++)
+            {
+                bool isString = i < 2;
+                if (isString ? m.Args[i] is string : m.Args[i] is int) continue;
+                problem = m.Address + " argument '" + Names[i] + "' is of type " + OscCodec.TypeTagOf(m.Args[i]) +
+                          " (allowed: " + (isString ? "a string, s" : "an integer, i") + ")";
+                return null;
+            }
+            var info = new SessionElsewhereInfo
+            {
+                SessionId = (string)m.Args[0], Host = (string)m.Args[1], OscPort = (int)m.Args[2],
+                ZmqControlPort = (int)m.Args[3], AudioTcpPort = (int)m.Args[4], FromHost = fromHost, FromOscPort = fromOscPort,
+            };
+            if (!IsSessionId(info.SessionId))
+                problem = m.Address + " argument 'session_id' is '" + info.SessionId + "' (allowed: 1 to " + MaxSessionIdChars +
+                          " letters, digits, _ and -)";
+            else if (info.Host.Length == 0 || info.Host.Length > MaxHostChars || info.Host.Trim() != info.Host)
+                problem = m.Address + " argument 'host' is '" + info.Host + "' (allowed: an address or name of 1 to " +
+                          MaxHostChars + " characters, no surrounding spaces)";
+            else problem = PortProblem(m.Address, "osc_port", info.OscPort, 1) ?? PortProblem(m.Address, "zmq_control_port", info.ZmqControlPort, 0)
+                           ?? PortProblem(m.Address, "audio_tcp_port", info.AudioTcpPort, 0);
+            return problem == null ? info : null;
+        }
+
+        static string PortProblem(string address, string name, int port, int lowest)
+        {
+            if (port >= lowest && port <= 65535) return null;
+            return address + " argument '" + name + "' is " + port + " (allowed: an integer from " + lowest + " to 65535" +
+                   (lowest == 0 ? ", 0: none" : "") + ")";
+        }
+
+        /// <summary>Whether <paramref name="s"/> is a session id: 1 to 32 of A-Z a-z 0-9 _ - (bridge/sessions.py).</summary>
+        public static bool IsSessionId(string s)
+        {
+            if (string.IsNullOrEmpty(s) || s.Length > MaxSessionIdChars) return false;
+            foreach (char c in s)
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+            return true;
+        }
+
+        public override string ToString()
+        {
+            return "session '" + SessionId + "' on udp://" + Host + ":" + OscPort + " (zmq " + ZmqControlPort + ", audio tcp " +
+                   AudioTcpPort + "; redirected by udp://" + FromHost + ":" + FromOscPort + ")";
         }
     }
 
