@@ -4,10 +4,17 @@
 #
 #   ADAPTIVE_OSC_PORT=9000 ADAPTIVE_REPLY_PORT=9100 godot3-server --no-window -s adaptive_proof.gd
 #
-# It says hello, syncs its clock (ping/pong), sends scene states, a stinger and an audience vote, reads beats and audio blocks
-# for ADAPTIVE_RUN_SECONDS (default 4) and prints one JSON object per line on stdout, prefixed "ADAPTIVE "
-# (Godot prints its own lines too). tests/clients/test_godot3_proof.py checks them.
+# It says hello (for the session ADAPTIVE_SESSION, default "": the default one), syncs its clock (ping/pong),
+# sends scene states, a stinger and an audience vote, reads beats and audio blocks (from the TCP port its
+# welcome names) for ADAPTIVE_RUN_SECONDS (default 4) and prints one JSON object per line on stdout, prefixed
+# "ADAPTIVE " (Godot prints its own lines too). tests/clients/test_godot3_proof.py checks them.
+# A node of a cluster may answer the hello with session_elsewhere: the script follows it as the addon does
+# (redirect_problem is the addon's, word for word; at most MAX_REDIRECTS in a row) and says the same hello
+# to the node named there. Without a welcome within ADAPTIVE_HELLO_TIMEOUT_S (default 10) it prints
+# "no_welcome" and "done" and stops.
 extends SceneTree
+
+const MAX_REDIRECTS := 3
 
 var udp := PacketPeerUDP.new()
 var tcp := StreamPeerTCP.new()
@@ -16,6 +23,16 @@ var best_round_trip := 1e9
 var offset_seconds := 0.0  # server time - local time
 var synced := false  # true once the clock sync is done: beats before it (the music plays from the server's start) have no arrival time
 var pings := {}  # ping sequence -> local send time
+var host := "127.0.0.1"  # the node said hello to: the first, or the one a session_elsewhere named
+var osc_port := 0
+var reply_port := 0
+var session := ""
+var welcome := {}
+var redirect_failure := ""
+var redirects_in_a_row := 0
+var redirect_chain := []
+var next_hello := 0.0
+var token_sent := false  # the welcome's client_id went first on the TCP audio stream (it ties it to the session)
 
 
 func emit(d: Dictionary) -> void:
@@ -104,6 +121,77 @@ func send(address: String, tags: String, args: Array) -> void:
 	udp.put_packet(osc_encode(address, tags, args))
 
 
+func hello() -> void:
+	send("/adaptive/hello", "iiissssss", [reply_port, 48000, 2, "s16", "godot3-proof", "", "", "", session])
+	next_hello = now() + 1.0
+
+
+# ----------------------------------------------------------------- a cluster's redirect (as the addon)
+## Why a session_elsewhere's arguments [session_id, host, osc_port, zmq_control_port, audio_tcp_port] cannot
+## be followed, naming the argument and what is allowed (docs/protocol.md's table); "" when they can.
+static func redirect_problem(a: Array) -> String:
+	var names := ["session_id", "host", "osc_port", "zmq_control_port", "audio_tcp_port"]
+	if a.size() != names.size():
+		return "/adaptive/session/elsewhere has %d arguments (allowed: 5: session_id host osc_port zmq_control_port audio_tcp_port)" % a.size()
+	for i in range(names.size()):
+		var want: int = TYPE_STRING if i < 2 else TYPE_INT
+		if typeof(a[i]) != want:
+			var got := "s" if typeof(a[i]) == TYPE_STRING else ("i" if typeof(a[i]) == TYPE_INT else "f or d")
+			return "/adaptive/session/elsewhere argument '%s' is of type %s (allowed: %s)" % [names[i], got, "a string, s" if want == TYPE_STRING else "an integer, i"]
+	var session_id: String = a[0]
+	var allowed := "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+	var id_ok := session_id.length() >= 1 and session_id.length() <= 32
+	for c in session_id:
+		id_ok = id_ok and allowed.find(c) >= 0
+	if not id_ok:
+		return "/adaptive/session/elsewhere argument 'session_id' is '%s' (allowed: 1 to 32 letters, digits, _ and -)" % session_id
+	var node_host: String = a[1]
+	if node_host.length() < 1 or node_host.length() > 253 or node_host.strip_edges() != node_host:
+		return "/adaptive/session/elsewhere argument 'host' is '%s' (allowed: an address or name of 1 to 253 characters, no surrounding spaces)" % node_host
+	var lowest := [1, 0, 0]
+	for i in range(2, 5):
+		if a[i] < lowest[i - 2] or a[i] > 65535:
+			return "/adaptive/session/elsewhere argument '%s' is %d (allowed: an integer from %d to 65535%s)" % [names[i], a[i], lowest[i - 2], ", 0: none" if lowest[i - 2] == 0 else ""]
+	return ""
+
+
+func follow_redirect(a: Array) -> void:
+	var problem := redirect_problem(a)
+	if problem == "" and not welcome.empty():
+		problem = "a session_elsewhere arrived after the welcome of session '%s' (allowed: only as the answer to a hello)" % welcome["session_id"]
+	if problem != "":
+		refuse_redirect(problem)
+		return
+	if redirect_failure != "":
+		return
+	var target := "udp://%s:%d" % [a[1], a[2]]
+	if redirects_in_a_row >= MAX_REDIRECTS:
+		redirect_failure = "redirected more than %d times in a row between the nodes of a cluster (%s -> %s, session '%s'); not followed: is the cluster's directory consistent?" % [MAX_REDIRECTS, PoolStringArray(redirect_chain).join(" -> "), target, a[0]]
+		emit({"kind": "error", "code": "client_redirect_loop", "message": redirect_failure})
+		return
+	# Godot 3's PacketPeerUDP cannot say which port it bound to: the proof listens on the same reply port again.
+	udp.close()
+	var err := udp.listen(reply_port, "127.0.0.1" if a[1].begins_with("127.") or a[1] == "localhost" else "*")
+	if err == OK:
+		err = udp.set_dest_address(a[1], a[2])
+	if err != OK:
+		emit({"kind": "fatal", "message": "cannot reopen udp port %d for %s (error %d)" % [reply_port, target, err]})
+		return
+	emit({"kind": "redirected", "session_id": a[0], "host": a[1], "osc_port": a[2], "zmq_control_port": a[3],
+		"audio_tcp_port": a[4], "from_host": host, "from_osc_port": osc_port})
+	redirects_in_a_row += 1
+	redirect_chain.append(target)
+	host = a[1]
+	osc_port = a[2]
+	session = a[0]
+	hello()
+
+
+func refuse_redirect(problem: String) -> void:
+	emit({"kind": "error", "code": "client_bad_redirect",
+		"message": "%s; the redirect was not followed (still udp://%s:%d, session '%s')" % [problem, host, osc_port, session]})
+
+
 # ----------------------------------------------------------------- receiving
 func poll_udp() -> void:
 	while udp.get_available_packet_count() > 0:
@@ -116,8 +204,12 @@ func poll_udp() -> void:
 		var a: Array = m["args"]
 		match m["address"]:
 			"/adaptive/welcome":
+				welcome = {"session_id": a[1], "audio_tcp_port": a[5], "client_id": a[8] if a.size() >= 11 else ""}
+				redirects_in_a_row = 0
 				emit({"kind": "welcome", "protocol_version": a[0], "session_id": a[1], "sample_rate_hz": a[2],
-					"block_frames": a[3], "lookahead_ms": a[4], "audio_tcp_port": a[5]})
+					"block_frames": a[3], "lookahead_ms": a[4], "audio_tcp_port": a[5], "host": host, "osc_port": osc_port})
+			"/adaptive/session/elsewhere":
+				follow_redirect(a)
 			"/adaptive/pong":
 				if pings.has(a[0]):
 					var t0: float = pings[a[0]]
@@ -146,6 +238,9 @@ func poll_udp() -> void:
 func poll_tcp() -> void:
 	if tcp.get_status() != StreamPeerTCP.STATUS_CONNECTED:
 		return
+	if not token_sent:
+		tcp.put_data((str(welcome["client_id"]) + "\n").to_ascii())
+		token_sent = true
 	var available := tcp.get_available_bytes()
 	if available > 0:
 		var got: Array = tcp.get_data(available)
@@ -192,18 +287,37 @@ func wait_until(seconds: float) -> void:
 
 
 func _init() -> void:
-	var osc_port := int(OS.get_environment("ADAPTIVE_OSC_PORT"))
-	var reply_port := int(OS.get_environment("ADAPTIVE_REPLY_PORT"))
+	osc_port = int(OS.get_environment("ADAPTIVE_OSC_PORT"))
+	reply_port = int(OS.get_environment("ADAPTIVE_REPLY_PORT"))
+	session = OS.get_environment("ADAPTIVE_SESSION")
 	var run_seconds := 4.0
 	if OS.get_environment("ADAPTIVE_RUN_SECONDS") != "":
 		run_seconds = float(OS.get_environment("ADAPTIVE_RUN_SECONDS"))
+	var hello_timeout := 10.0
+	if OS.get_environment("ADAPTIVE_HELLO_TIMEOUT_S") != "":
+		hello_timeout = float(OS.get_environment("ADAPTIVE_HELLO_TIMEOUT_S"))
 	var err := udp.listen(reply_port, "127.0.0.1")
 	if err != OK:
 		emit({"kind": "fatal", "message": "cannot listen on udp port %d (error %d)" % [reply_port, err]})
 		quit()
 		return
-	udp.set_dest_address("127.0.0.1", osc_port)
-	send("/adaptive/hello", "iiiss", [reply_port, 48000, 2, "s16", "godot3-proof"])
+	udp.set_dest_address(host, osc_port)
+	redirect_chain = ["udp://%s:%d" % [host, osc_port]]
+	hello()
+	# The welcome: at once from a single server's default session; a session made on its first hello
+	# takes 0.5 to 3 s. Say hello again each second (as the addon does) unless the redirects looped.
+	var hello_deadline := now() + hello_timeout
+	while welcome.empty() and now() < hello_deadline:
+		poll_udp()
+		if welcome.empty() and redirect_failure == "" and now() >= next_hello:
+			hello()
+		OS.delay_msec(2)
+	if welcome.empty():
+		emit({"kind": "no_welcome", "host": host, "osc_port": osc_port, "session": session})
+		emit({"kind": "done"})
+		udp.close()
+		quit()
+		return
 	wait_until(0.5)
 	for sequence in range(1, 9):
 		pings[sequence] = now()
@@ -211,7 +325,7 @@ func _init() -> void:
 		wait_until(0.03)
 	emit({"kind": "clock", "offset_s": offset_seconds, "round_trip_s": best_round_trip})
 	synced = true
-	tcp.connect_to_host("127.0.0.1", int(OS.get_environment("ADAPTIVE_AUDIO_PORT")))
+	tcp.connect_to_host(host, welcome["audio_tcp_port"])  # the node that welcomed us, where its welcome says
 	send("/adaptive/scene", "sfs", ["calm", 0.5, "forest"])
 	wait_until(1.2)
 	send("/adaptive/scene", "sfs", ["angry", 0.8, "forest"])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,64 @@ class Served:
             self.process.send_signal(signal.SIGTERM)
         out, err = self.process.communicate(timeout=20)
         return out, err
+
+
+def raw_osc(address: str, *args: int | float | str) -> bytes:
+    """An OSC datagram of ``args`` typed as Python types them (int: i, float: f, str: s), unchecked by the
+    protocol table: for a message with values out of range or of the wrong type."""
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    builder = OscMessageBuilder(address)
+    for value in args:
+        builder.add_arg(value, "i" if isinstance(value, int) else "f" if isinstance(value, float) else "s")
+    return builder.build().dgram
+
+
+def session_elsewhere(session_id: str, host: str, osc_port: int, zmq_control_port: int = 0,
+                      audio_tcp_port: int = 0) -> bytes:
+    """A ``session_elsewhere`` datagram as a node of a cluster sends it (encoded by the server's encoder)."""
+    from bridge.protocol import encode_osc
+
+    return encode_osc("session_elsewhere", session_id=session_id, host=host, osc_port=osc_port,
+                      zmq_control_port=zmq_control_port, audio_tcp_port=audio_tcp_port)
+
+
+class FakeClusterNode:
+    """A node of a cluster as a client sees it: a UDP socket on loopback that answers every hello (decoded
+    and checked by the server's decoder, kept in ``hellos``) with the datagram ``answer(hello values)``
+    returns, sent to the hello's reply port."""
+
+    def __init__(self, answer: Callable[[dict], bytes]) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.hellos: list[dict] = []
+        self.answer = answer
+        self.running = True
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        from bridge.protocol import decode_osc
+
+        while self.running:
+            try:
+                datagram, source = self.sock.recvfrom(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            decoded = decode_osc(datagram)
+            if decoded.message.name != "hello":
+                continue
+            self.hellos.append(decoded.values)
+            self.sock.sendto(self.answer(decoded.values), (source[0], decoded.values["reply_port"]))
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(1.0)
+        self.sock.close()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The protocol from a real Godot runtime: godot_example/godot3_proof/adaptive_proof.gd, run headless by
 Debian's godot3-server against a real ``adaptive serve`` (OSC over PacketPeerUDP, the TCP audio stream
-over StreamPeerTCP, as the Godot 4 addon does); and the addon's stream player's buffering rules (skip
+over StreamPeerTCP, as the Godot 4 addon does), also sent there by a cluster's node (``session_elsewhere``,
+followed with the addon's own redirect check); and the addon's stream player's buffering rules (skip
 back to the target latency after a hitch, reconnect backoff), ported to Godot 3 in
 godot_example/godot3_proof/stream_player_proof.gd, against the same real server."""
 
@@ -14,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.clients.conftest import REPO
+from tests.clients.conftest import REPO, FakeClusterNode, raw_osc, session_elsewhere
 from tests.helpers import free_ports
 
 GODOT = shutil.which("godot3-server")
@@ -23,19 +24,29 @@ SAMPLE_RATE_HZ = 48000
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(GODOT is None, reason="Debian's godot3-server is not installed; ./run test installs it")]
 
 
-def test_gdscript_says_hello_changes_the_cue_and_receives_beats_and_continuous_audio(served, tmp_path):
-    (reply_port,) = free_ports(1)
-    env = dict(os.environ, ADAPTIVE_OSC_PORT=str(served.osc_port), ADAPTIVE_AUDIO_PORT=str(served.audio_tcp_port),
-               ADAPTIVE_REPLY_PORT=str(reply_port), ADAPTIVE_RUN_SECONDS="4", HOME=str(tmp_path))
-    run = subprocess.run([GODOT, "--no-window", "-s", str(REPO / "godot_example" / "godot3_proof" / "adaptive_proof.gd")],
-                         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
-    served.stop()
+PROOF = REPO / "godot_example" / "godot3_proof" / "adaptive_proof.gd"
+
+
+def run_proof(tmp_path, osc_port: int, reply_port: int, **env: str) -> dict[str, list[dict]]:
+    """adaptive_proof.gd run headless, saying hello to ``osc_port``: its JSON lines by kind (it ended
+    with ``done`` and without a script error)."""
+    environment = dict(os.environ, ADAPTIVE_OSC_PORT=str(osc_port), ADAPTIVE_REPLY_PORT=str(reply_port),
+                       HOME=str(tmp_path), **env)
+    run = subprocess.run([GODOT, "--no-window", "-s", str(PROOF)], capture_output=True, text=True, timeout=60,
+                         env=environment, cwd=tmp_path)
     lines = [json.loads(line.removeprefix("ADAPTIVE ")) for line in run.stdout.splitlines() if line.startswith("ADAPTIVE ")]
     assert lines and lines[-1]["kind"] == "done", run.stdout[-3000:] + run.stderr[-3000:]
     assert "SCRIPT ERROR" not in run.stderr + run.stdout, run.stderr
     by_kind: dict[str, list[dict]] = {}
     for line in lines:
         by_kind.setdefault(line["kind"], []).append(line)
+    return by_kind
+
+
+def test_gdscript_says_hello_changes_the_cue_and_receives_beats_and_continuous_audio(served, tmp_path):
+    (reply_port,) = free_ports(1)
+    by_kind = run_proof(tmp_path, served.osc_port, reply_port, ADAPTIVE_RUN_SECONDS="4")
+    served.stop()
     assert "decode_error" not in by_kind and "error" not in by_kind, by_kind.get("decode_error", by_kind.get("error"))
     (welcome,) = by_kind["welcome"]
     assert welcome["sample_rate_hz"] == SAMPLE_RATE_HZ and welcome["audio_tcp_port"] == served.audio_tcp_port
@@ -71,15 +82,114 @@ def test_gdscript_says_hello_changes_the_cue_and_receives_beats_and_continuous_a
     votes = [item for _, item in inputs if isinstance(item, AudienceVote)]
     assert [(v.emotion, v.intensity) for v in votes] == [("tense", pytest.approx(0.9))]
 
-    audio = by_kind["audio"]
+    assert_continuous_audio(by_kind["audio"], 3.0)
+
+
+def assert_continuous_audio(audio: list[dict], seconds: float) -> None:
+    """Blocks of the TCP audio stream as the proof read them: consecutive, the session's format, at least
+    ``seconds`` of them, not silent."""
     sequences = [a["sequence"] for a in audio]
     assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
     for a, b in zip(audio, audio[1:]):
         assert b["first_frame"] == a["first_frame"] + a["n_frames"]
     assert {(a["channels"], a["sample_format"], a["sample_rate_hz"]) for a in audio} == {(2, 1, SAMPLE_RATE_HZ)}
     frames = sum(a["n_frames"] for a in audio)
-    assert frames >= 3 * SAMPLE_RATE_HZ
+    assert frames >= seconds * SAMPLE_RATE_HZ
     assert math.sqrt(sum(a["rms"] ** 2 * a["n_frames"] for a in audio) / frames) > 0.01
+
+
+def test_gdscript_follows_session_elsewhere_from_a_node_to_the_real_server_and_plays_there(served, tmp_path):
+    """A cluster's node, faked by a UDP socket, answers the proof's hello for a new session with
+    session_elsewhere naming a real ``adaptive serve``: the proof says the same hello there with the id it
+    was given, is welcomed into that session, reads its audio where the welcome says, and its scene change
+    and stinger are played in that session."""
+    (reply_port,) = free_ports(1)
+    asked = FakeClusterNode(lambda hello: session_elsewhere("arena-5", "127.0.0.1", served.osc_port, 0,
+                                                           served.audio_tcp_port))
+    try:
+        by_kind = run_proof(tmp_path, asked.port, reply_port, ADAPTIVE_SESSION="new", ADAPTIVE_RUN_SECONDS="4")
+    finally:
+        asked.close()
+        served.stop()
+    assert "decode_error" not in by_kind and "error" not in by_kind, by_kind.get("decode_error", by_kind.get("error"))
+    assert [(h["session"], h["reply_port"], h["client_name"]) for h in asked.hellos] == [("new", reply_port, "godot3-proof")]
+    (redirected,) = by_kind["redirected"]
+    assert redirected == {"kind": "redirected", "session_id": "arena-5", "host": "127.0.0.1", "osc_port": served.osc_port,
+                          "zmq_control_port": 0, "audio_tcp_port": served.audio_tcp_port, "from_host": "127.0.0.1",
+                          "from_osc_port": asked.port}
+    (welcome,) = by_kind["welcome"]
+    assert (welcome["session_id"], welcome["host"], welcome["osc_port"]) == ("arena-5", "127.0.0.1", served.osc_port)
+    assert welcome["audio_tcp_port"] == served.audio_tcp_port
+    # Its inputs went to the session it was sent to: angry changed the cue, the stinger played on a beat.
+    combat = [b for b in by_kind["beat"] if b["cue"] == "combat"]
+    assert any(c["cue"] == "combat" for c in by_kind["cue_change"]) and combat
+    (stinger,) = by_kind["stinger_played"]
+    assert stinger["stinger"] == "danger" and stinger["frame"] in {b["frame"] for b in combat}
+    assert_continuous_audio(by_kind["audio"], 2.0)
+
+
+def test_gdscript_stops_after_three_redirects_in_a_row_and_names_the_loop(tmp_path):
+    """Two nodes that send the session to each other: the proof follows 3 redirects (4 hellos), refuses
+    the 4th with an error naming every node of the loop, and says no more hellos."""
+    (reply_port,) = free_ports(1)
+    nodes: list[FakeClusterNode] = []
+    nodes.append(FakeClusterNode(lambda hello: session_elsewhere("arena-9", "127.0.0.1", nodes[1].port)))
+    nodes.append(FakeClusterNode(lambda hello: session_elsewhere("arena-9", "127.0.0.1", nodes[0].port)))
+    try:
+        by_kind = run_proof(tmp_path, nodes[0].port, reply_port, ADAPTIVE_SESSION="arena-9", ADAPTIVE_HELLO_TIMEOUT_S="2")
+    finally:
+        for node in nodes:
+            node.close()
+    assert len(by_kind["redirected"]) == 3 and "welcome" not in by_kind and "no_welcome" in by_kind
+    assert (len(nodes[0].hellos), len(nodes[1].hellos)) == (2, 2)  # none after the loop was found (2 s, hellos each 1 s)
+    (error,) = by_kind["error"]
+    a, b = (f"udp://127.0.0.1:{node.port}" for node in nodes)
+    assert error["code"] == "client_redirect_loop"
+    assert f"more than 3 times in a row between the nodes of a cluster ({a} -> {b} -> {a} -> {b} -> {a}, session 'arena-9')" \
+        in error["message"], error
+
+
+@pytest.mark.parametrize(("arguments", "problem"), [
+    (("arena-9", "127.0.0.1", 70000, 0, 0), "argument 'osc_port' is 70000 (allowed: an integer from 1 to 65535)"),
+    (("arena-9", "127.0.0.1", "9100", 0, 0), "argument 'osc_port' is of type s (allowed: an integer, i)"),
+    (("arena 9!", "127.0.0.1", 9100, 0, 0), "argument 'session_id' is 'arena 9!' (allowed: 1 to 32 letters, digits, _ and -)"),
+])
+def test_gdscript_refuses_a_redirect_with_a_bad_argument_and_nothing_changes(tmp_path, arguments, problem):
+    """A session_elsewhere out of the protocol's ranges (sent as is, unchecked) is not followed: an error
+    names the argument and what is allowed, and the proof keeps saying hello to the same node, for the same
+    session, from the same port."""
+    (reply_port,) = free_ports(1)
+    asked = FakeClusterNode(lambda hello: raw_osc("/adaptive/session/elsewhere", *arguments))
+    try:
+        by_kind = run_proof(tmp_path, asked.port, reply_port, ADAPTIVE_SESSION="arena-1", ADAPTIVE_HELLO_TIMEOUT_S="1.5")
+    finally:
+        asked.close()
+    assert "redirected" not in by_kind and "welcome" not in by_kind
+    errors = by_kind["error"]
+    assert errors and all(e["code"] == "client_bad_redirect" for e in errors)
+    still = f"the redirect was not followed (still udp://127.0.0.1:{asked.port}, session 'arena-1')"
+    assert all(problem in e["message"] and still in e["message"] for e in errors), errors
+    assert len(asked.hellos) == len(errors) >= 1  # said again each second, each refused the same way
+    assert {(h["session"], h["reply_port"]) for h in asked.hellos} == {("arena-1", reply_port)}
+    (no_welcome,) = by_kind["no_welcome"]
+    assert (no_welcome["osc_port"], no_welcome["session"]) == (asked.port, "arena-1")
+
+
+def test_the_proof_checks_a_redirect_with_the_addons_own_function():
+    """redirect_problem is the same text in the proof and the addon (so the runs above check the addon's
+    rule), and both follow at most the Python client's MAX_REDIRECTS in a row."""
+    from bridge.client import MAX_REDIRECTS
+
+    def function(path, name):
+        text = path.read_text()
+        start = text.index(f"static func {name}(")
+        start = text.rindex("\n", 0, text.rindex("\n## Why", 0, start) + 1)  # its doc comment too
+        return text[start:text.index("\n\n\n", start)].strip()
+
+    addon = REPO / "godot_example" / "addons" / "adaptive_soundtrack" / "adaptive_soundtrack.gd"
+    assert function(addon, "redirect_problem") == function(PROOF, "redirect_problem")
+    for path in (addon, PROOF):
+        assert f"const MAX_REDIRECTS := {MAX_REDIRECTS}" in path.read_text(), path
 
 
 ADDON_PLAYER = REPO / "godot_example" / "addons" / "adaptive_soundtrack" / "adaptive_stream_player.gd"

@@ -86,3 +86,30 @@ def test_the_stream_player_skips_back_after_a_hitch_and_backs_off_reconnecting()
 def test_the_music_plays_on_while_the_game_is_paused():
     for script in ("adaptive_soundtrack.gd", "adaptive_stream_player.gd"):
         assert "process_mode = Node.PROCESS_MODE_ALWAYS" in _function(script, "_init"), script
+
+
+def test_the_addon_follows_session_elsewhere_as_the_python_client_does():
+    """On a cluster (docs/cluster.md) a hello may be answered with session_elsewhere: the addon checks it
+    (redirect_problem, the same text the Godot 3 proof runs against real sockets, test_godot3_proof.py),
+    refuses a bad one with nothing changed, stops after MAX_REDIRECTS in a row (counted until a welcome),
+    else closes its socket, opens one to the node named, takes its host, port and session id and says hello
+    there; the stream player then connects to that host. Read, not run: no Godot 4 here."""
+    soundtrack = (ADDON / "adaptive_soundtrack.gd").read_text()
+    assert "signal redirected(info: Dictionary)" in soundtrack
+    handle = _function("adaptive_soundtrack.gd", "_handle")
+    assert 'address == "/adaptive/session/elsewhere"' in handle and "_follow_redirect(a)" in handle
+    assert handle.index('address == "/adaptive/welcome"') < handle.index("_redirects_in_a_row = 0")
+    follow = _function("adaptive_soundtrack.gd", "_follow_redirect")
+    steps = ["redirect_problem(a)", "_refuse_redirect(problem)", "_redirects_in_a_row >= MAX_REDIRECTS",
+             'server_error.emit("client_redirect_loop"', "udp.bind(0, _bind_address(a[1]))", "udp.set_dest_address(a[1], a[2])",
+             "_refuse_redirect(", "_udp.close()", "_udp = udp", "_redirects_in_a_row += 1", "host = a[1]", "osc_port = a[2]",
+             "session = a[0]", "redirected.emit(redirected_from)", "_hello()"]
+    at = 0
+    for step in steps:  # each, in this order
+        found = follow.find(step, at)
+        assert found >= 0, f"{step} not found after {follow[:at][-80:]!r}"
+        at = found + len(step)
+    assert 'server_error.emit("client_bad_redirect"' in _function("adaptive_soundtrack.gd", "_refuse_redirect")
+    assert 'redirect_failure == ""' in _function("adaptive_soundtrack.gd", "_process")  # no hellos after a loop
+    player = _function("adaptive_stream_player.gd", "_connect")
+    assert "_tcp.connect_to_host(_soundtrack.host," in player  # the node the redirect named, not the first one

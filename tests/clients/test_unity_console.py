@@ -15,7 +15,7 @@ import pytest
 
 from adaptive.recording import load_recording
 from adaptive.scene import SceneUpdate, StingerTrigger
-from tests.clients.conftest import REPO
+from tests.clients.conftest import REPO, FakeClusterNode, session_elsewhere
 
 UNITY = REPO / "unity_example"
 SAMPLE_RATE_HZ = 48000
@@ -376,11 +376,8 @@ def test_csharp_client_follows_session_elsewhere_from_a_node_to_the_real_server(
     C# client to a real single ``adaptive serve`` (the "hosting node"): the client says the same hello there
     with the session id it was given, is welcomed into that session, and reads that node's TCP audio stream
     where the welcome says, as AdaptiveStreamPlayer does."""
-    from tests.app.test_session_placement import FakeNode
-
-    asked = FakeNode(lambda values: ("session_elsewhere", {
-        "session_id": "arena-7", "host": "127.0.0.1", "osc_port": served.osc_port, "zmq_control_port": 0,
-        "audio_tcp_port": served.audio_tcp_port}))
+    asked = FakeClusterNode(lambda hello: session_elsewhere("arena-7", "127.0.0.1", served.osc_port, 0,
+                                                           served.audio_tcp_port))
     try:
         run = subprocess.run(["mono", str(console_client), "redirect", "127.0.0.1", str(asked.port), "new"],
                              capture_output=True, text=True, timeout=60)

@@ -5,6 +5,9 @@ extends Node
 ## when the music you hear reaches them (or on arrival). Written from docs/protocol.md.
 ## It processes while the game is paused (process_mode ALWAYS, set in _init; change it in the Inspector if
 ## you want otherwise): pausing the tree for a menu must not stop the music or its callbacks.
+## On a cluster (docs/cluster.md) a node may answer the hello with session_elsewhere: the node then closes
+## its socket, opens one to the node named there (host, osc_port and session change to it) and says the same
+## hello again, as the Python client does: at most MAX_REDIRECTS in a row, then redirect_failure and an error.
 
 signal welcome_received(info: Dictionary)
 ## bar_index from 0, beat_in_bar from 1; info has frame, server_time, cue, bpm.
@@ -13,10 +16,19 @@ signal bar(bar_index: int, info: Dictionary)
 signal cue_changed(cue: String, previous: String, info: Dictionary)
 signal transition(phase: String, from_cue: String, to_cue: String, info: Dictionary)
 signal stinger_played(stinger: String, info: Dictionary)
-## The server rejected a message of ours (code and sentence, see docs/protocol.md "Errors").
+## The server rejected a message of ours (code and sentence, see docs/protocol.md "Errors"), or this node
+## refused a redirect: "client_bad_redirect" (an argument out of the protocol's range, named; nothing changed)
+## or "client_redirect_loop" (more than MAX_REDIRECTS in a row; the message names every node of the loop).
 signal server_error(code: String, message: String)
+## A session_elsewhere was followed: info has the session_id, host, osc_port, zmq_control_port and
+## audio_tcp_port it named and from_host, from_osc_port (the node that sent it). The welcome follows.
+signal redirected(info: Dictionary)
 
 enum DispatchTiming { WHEN_HEARD, ON_ARRIVAL }
+
+## session_elsewhere answers followed in a row (until a welcome); the next is not followed. A cluster's
+## directory sends a client to the hosting node at once: one. The Python client's MAX_REDIRECTS.
+const MAX_REDIRECTS := 3
 
 @export var host := "127.0.0.1"
 @export var osc_port := 9000
@@ -43,6 +55,10 @@ var offset_seconds := 0.0  ## server time minus local time (Time.get_ticks_usec)
 var round_trip_seconds := INF
 ## Set by AdaptiveStreamPlayer: it knows which server frame is being heard.
 var stream_player = null
+## After a followed session_elsewhere: the last one's info (as the redirected signal's); else empty.
+var redirected_from: Dictionary = {}
+## Why hellos stopped: more than MAX_REDIRECTS redirects in a row (the cluster would answer the same); "" else.
+var redirect_failure := ""
 
 var _udp := PacketPeerUDP.new()
 var _zones: Array = []
@@ -54,6 +70,8 @@ var _next_ping := 0
 var _next_sync := 0.0
 var _next_hello := 0.0
 var _due: Array = []  # [frame, server_time, Callable]
+var _redirects_in_a_row := 0
+var _redirect_chain: Array = []  # "udp://host:port" of each node said hello to since the last welcome
 
 
 static func now() -> float:
@@ -65,14 +83,20 @@ func _init() -> void:
 
 
 func _ready() -> void:
-	var err := _udp.bind(0, "127.0.0.1" if host.begins_with("127.") or host == "localhost" else "*")
+	var err := _udp.bind(0, _bind_address(host))
 	if err != OK:
 		push_error("AdaptiveSoundtrack: cannot bind a UDP port (error %d)" % err)
 		set_process(false)
 		return
 	_udp.set_dest_address(host, osc_port)
+	_redirect_chain = ["udp://%s:%d" % [host, osc_port]]
 	_hello()
 	_push_scene()
+
+
+## Loopback servers answer on loopback; a remote one needs a reachable interface.
+static func _bind_address(node_host: String) -> String:
+	return "127.0.0.1" if node_host.begins_with("127.") or node_host == "localhost" else "*"
 
 
 func _hello(cookie := "") -> void:
@@ -89,6 +113,81 @@ func _hello(cookie := "") -> void:
 
 func _send(address: String, tags: String, args: Array) -> void:
 	_udp.put_packet(AdaptiveOsc.encode(address, tags, args))
+
+
+# ------------------------------------------------------------------ a cluster's redirect
+## Why a session_elsewhere's arguments [session_id, host, osc_port, zmq_control_port, audio_tcp_port] cannot
+## be followed, naming the argument and what is allowed (docs/protocol.md's table); "" when they can.
+static func redirect_problem(a: Array) -> String:
+	var names := ["session_id", "host", "osc_port", "zmq_control_port", "audio_tcp_port"]
+	if a.size() != names.size():
+		return "/adaptive/session/elsewhere has %d arguments (allowed: 5: session_id host osc_port zmq_control_port audio_tcp_port)" % a.size()
+	for i in range(names.size()):
+		var want: int = TYPE_STRING if i < 2 else TYPE_INT
+		if typeof(a[i]) != want:
+			var got := "s" if typeof(a[i]) == TYPE_STRING else ("i" if typeof(a[i]) == TYPE_INT else "f or d")
+			return "/adaptive/session/elsewhere argument '%s' is of type %s (allowed: %s)" % [names[i], got, "a string, s" if want == TYPE_STRING else "an integer, i"]
+	var session_id: String = a[0]
+	var allowed := "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+	var id_ok := session_id.length() >= 1 and session_id.length() <= 32
+	for c in session_id:
+		id_ok = id_ok and allowed.find(c) >= 0
+	if not id_ok:
+		return "/adaptive/session/elsewhere argument 'session_id' is '%s' (allowed: 1 to 32 letters, digits, _ and -)" % session_id
+	var node_host: String = a[1]
+	if node_host.length() < 1 or node_host.length() > 253 or node_host.strip_edges() != node_host:
+		return "/adaptive/session/elsewhere argument 'host' is '%s' (allowed: an address or name of 1 to 253 characters, no surrounding spaces)" % node_host
+	var lowest := [1, 0, 0]
+	for i in range(2, 5):
+		if a[i] < lowest[i - 2] or a[i] > 65535:
+			return "/adaptive/session/elsewhere argument '%s' is %d (allowed: an integer from %d to 65535%s)" % [names[i], a[i], lowest[i - 2], ", 0: none" if lowest[i - 2] == 0 else ""]
+	return ""
+
+
+## A session_elsewhere (docs/cluster.md): check it, then move to the node it names and say the same hello
+## there, as bridge/client.py's AdaptiveClient.hello does.
+func _follow_redirect(a: Array) -> void:
+	var problem := redirect_problem(a)
+	if problem == "" and not welcome.is_empty():
+		problem = "a session_elsewhere arrived after the welcome of session '%s' (allowed: only as the answer to a hello)" % welcome["session_id"]
+	if problem != "":
+		_refuse_redirect(problem)
+		return
+	if redirect_failure != "":
+		return  # the loop was already reported; a late duplicate
+	var target := "udp://%s:%d" % [a[1], a[2]]
+	if _redirects_in_a_row >= MAX_REDIRECTS:
+		redirect_failure = "redirected more than %d times in a row between the nodes of a cluster (%s -> %s, session '%s'); not followed: is the cluster's directory consistent?" % [MAX_REDIRECTS, " -> ".join(PackedStringArray(_redirect_chain)), target, a[0]]
+		push_error("AdaptiveSoundtrack: " + redirect_failure)
+		server_error.emit("client_redirect_loop", redirect_failure)
+		return
+	var udp := PacketPeerUDP.new()
+	var err := udp.bind(0, _bind_address(a[1]))
+	if err == OK:
+		err = udp.set_dest_address(a[1], a[2])
+	if err != OK:
+		udp.close()
+		_refuse_redirect("cannot open a UDP socket to %s named by /adaptive/session/elsewhere (error %d)" % [target, err])
+		return
+	_udp.close()  # the node that redirected has nothing of ours: nothing was joined there
+	_udp = udp
+	redirected_from = {"session_id": a[0], "host": a[1], "osc_port": a[2], "zmq_control_port": a[3],
+		"audio_tcp_port": a[4], "from_host": host, "from_osc_port": osc_port}
+	_redirects_in_a_row += 1
+	_redirect_chain.append(target)
+	host = a[1]
+	osc_port = a[2]
+	session = a[0]
+	print("AdaptiveSoundtrack: session '%s' is hosted by %s (udp://%s:%d said so, session_elsewhere); saying hello there" % [session, target, redirected_from["from_host"], redirected_from["from_osc_port"]])
+	redirected.emit(redirected_from)
+	_hello()
+
+
+## A redirect not followed: nothing changed; the reason goes to server_error and the Output panel.
+func _refuse_redirect(problem: String) -> void:
+	var message := "%s; the redirect was not followed (still udp://%s:%d, session '%s')" % [problem, host, osc_port, session]
+	push_error("AdaptiveSoundtrack: " + message)
+	server_error.emit("client_bad_redirect", message)
 
 
 # ------------------------------------------------------------------ scene state and stingers
@@ -192,8 +291,8 @@ func _process(_delta: float) -> void:
 		_handle(AdaptiveOsc.decode(packet), now())
 	_flush_scene()
 	var t := now()
-	if welcome.is_empty() and t >= _next_hello:
-		_hello()  # the server was not up yet, or the datagram was lost
+	if welcome.is_empty() and t >= _next_hello and redirect_failure == "":
+		_hello()  # the server was not up yet, or the datagram was lost (to the node a redirect named, if any)
 	elif not welcome.is_empty() and t >= _next_sync:
 		# Clock sync: one ping per frame, 8 in a row, again every 10 s.
 		_next_ping += 1
@@ -213,7 +312,12 @@ func _handle(m: Dictionary, arrival: float) -> void:
 	if address == "/adaptive/retry":
 		_hello(a[0])  # the server asks for the cookie round trip (and the proof of the role)
 		return
+	if address == "/adaptive/session/elsewhere":
+		_follow_redirect(a)
+		return
 	if address == "/adaptive/welcome":
+		_redirects_in_a_row = 0  # "in a row": a welcome ends the run
+		_redirect_chain = ["udp://%s:%d" % [host, osc_port]]
 		welcome = {"protocol_version": a[0], "session_id": a[1], "sample_rate_hz": a[2], "block_frames": a[3],
 			"lookahead_ms": a[4], "audio_tcp_port": a[5], "client_id": "", "role": "", "lease_s": 30}
 		if a.size() >= 11:
