@@ -33,7 +33,7 @@ namespace Adaptive.Soundtrack
     public class AdaptiveSoundtrack : MonoBehaviour
     {
         [Header("Server")]
-        [Tooltip("Host running `adaptive serve` (loopback by default)")] public string host = "127.0.0.1";
+        [Tooltip("Host running `adaptive serve` (loopback by default), or any node of an `adaptive cluster`: its session_elsewhere is followed to the hosting node (Client.Host)")] public string host = "127.0.0.1";
         [Tooltip("The server's OSC UDP port (adaptive serve --osc-port, default 9000)")] public int oscPort = 9000;
         public string clientName = "unity";
         [Tooltip("Role to ask for on a server with credentials (control, listener, audience); empty without credentials. See docs/network.md")]
