@@ -310,7 +310,8 @@ MESSAGES: tuple[Message, ...] = (
         Arg("audio_tcp_port", ArgType.INT, "that node's TCP audio port (0: none)", 0, 65535),
     ), "Answer to a hello, from a node of a cluster (docs/cluster.md), for a session that another node hosts or "
        "that the cluster's directory places on another node: nothing was joined here; say the same hello, with "
-       "this session_id, to that node (the Python client does it itself). A single server never sends it."),
+       "this session_id, to that node (the Python client, the Unity package and the Godot addon do it "
+       "themselves, at most 3 times in a row). A single server never sends it."),
     Message("retry", "/adaptive/retry", Direction.TO_CLIENT, (
         Arg("cookie", ArgType.STRING, "say hello again, the same, with this cookie (and, with a role to prove, the "
             "proof over it); it stays valid for 30 to 60 s and only from this address", max_chars=COOKIE_CHARS),
