@@ -253,9 +253,11 @@ def main() -> None:
     stems = [layer.voice.audio for player in session.stage.players.values() for layer in player.layers
              if isinstance(layer.voice, StemVoice)]
     stem_bytes = sum(audio.nbytes for audio in stems)
-    distinct = {id(layer.voice.audio) for s in sessions for player in s.stage.players.values()
-                for layer in player.layers if isinstance(layer.voice, StemVoice)}
-    copies_per_extra = (len(distinct) - len(stems)) / (args.sessions - 1) if stems else 0.0
+    distinct = {id(layer.voice.audio): layer.voice.audio.nbytes for s in sessions
+                for player in s.stage.players.values() for layer in player.layers
+                if isinstance(layer.voice, StemVoice)}
+    stems_per_extra_mb = (sum(distinct.values()) - stem_bytes) / 1e6 / (args.sessions - 1)
+    copies_per_extra = stems_per_extra_mb * 1e6 / stem_bytes if stem_bytes else 0.0
 
     inner = batcher._batcher  # models.batching.BarBatcher, once a model part was batched
     pools = [pool for pools in inner._pools.values() for pool in pools] if inner is not None else []
@@ -265,14 +267,20 @@ def main() -> None:
         slots_used += pool.keys.shape[1] - pool.free_slots
         pool_resident += resident_bytes(pool.keys) + resident_bytes(pool.values)
 
+    def new_pool_bytes() -> int:
+        """Bytes of cache pools made since ``pools`` was listed (address space, not resident)."""
+        inner = batcher._batcher
+        now = [pool for pools in inner._pools.values() for pool in pools] if inner is not None else []
+        return sum(pool.keys.nbytes + pool.values.nbytes for pool in now if all(pool is not p for p in pools))
+
     gc.collect()
     tracemalloc.start()
     extra = make(args.sessions)
     gc.collect()
-    python_build = tracemalloc.get_traced_memory()[0] / 1e6
+    python_build = (tracemalloc.get_traced_memory()[0] - new_pool_bytes()) / 1e6
     play(extra, inputs, end_frame)
     gc.collect()
-    python_played = tracemalloc.get_traced_memory()[0] / 1e6
+    python_played = (tracemalloc.get_traced_memory()[0] - new_pool_bytes()) / 1e6  # a new pool is counted above
     tracemalloc.stop()
     for s in sessions + [extra]:
         s.close()
@@ -283,13 +291,14 @@ def main() -> None:
         (f"{synths_per_session} FluidSynth synthesizers", synths_per_session * per_synth_kb[DEFAULT_MAX_VOICES] / 1000,
          f"{per_synth_kb[DEFAULT_MAX_VOICES]:.0f} kB each at {DEFAULT_MAX_VOICES} voices, in a fresh process (mean of "
          f"30; {per_synth_kb[1]:.0f} kB at 1 voice, {per_synth_kb[16]:.0f} kB at 16: {per_voice_kb:.1f} kB a voice)"),
-        (f"stems ({len(stems)})", stem_bytes / 1e6 * copies_per_extra,
-         f"{stem_bytes / 1e6:.1f} MB of float32; copies an extra session adds: {copies_per_extra:g}"),
+        (f"stems ({len(stems)})", stems_per_extra_mb,
+         f"{stem_bytes / 1e6:.1f} MB of float32 a session; copies an extra session adds: {copies_per_extra:g}"),
         ("generated parts' KV caches", pool_resident / 1e6 / args.sessions,
          f"pages of the shared cache pool resident (mincore), over {args.sessions} sessions ({slots_used} slots taken,"
          f" {slot_bytes / 1e6:.2f} MB a slot if full)"),
-        ("Python objects (numpy arrays included)", python_played,
-         f"tracemalloc over one more session: {python_build:.1f} MB once made, {python_played:.1f} MB after playing"),
+        ("Python objects (numpy arrays, stems excepted)", python_played - stems_per_extra_mb,
+         f"tracemalloc over one more session: {python_build:.1f} MB once made, {python_played:.1f} MB after playing, "
+         f"its own stems included (the row above)"),
     ]
     print("\n| part of one session | MB | how measured |")
     print("|---|---:|---|")
