@@ -82,7 +82,7 @@ def shared_stem(path: Path, sample_rate_hz: int) -> np.ndarray:
     same array, made read-only (``flags.writeable`` False) so that no session
     can change what another plays.
 
-    A session of the default bank holds four stems, 36 MB of float32 at
+    A session of the default bank holds four stems, 38 MB of float32 at
     48 kHz; before they were shared, each session loaded its own copy, the
     largest part of the memory an extra session added (docs/benchmarks.md,
     "Memory per session"). The key is the file's resolved path, size,

@@ -70,9 +70,9 @@ def zeros_in_small_pages(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray
     ``madvise`` mode (Debian's default) or ``always``, the first write into
     a 2 MiB region makes all of it resident. A :class:`CachePool`'s slots
     are interleaved (``(n_layer, slots, H, block_size, D)``), so a few
-    tokens written into a few slots made most of the pool resident: 14 MB
-    per session of the default bank where its parts' contexts hold 20-60 KB
-    a (layer, head) (docs/benchmarks.md, "Memory per session"). Where the
+    tokens written into a few slots made most of the pool resident: 14.5 MB
+    per session of the default bank, where its parts' contexts hold 14-55 kB
+    a (layer, row, head) (docs/benchmarks.md, "Memory per session"). Where the
     platform has no ``MADV_NOHUGEPAGE`` the mapping is left as the kernel
     makes it. The mapping is freed with the array.
 
