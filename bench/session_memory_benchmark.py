@@ -176,17 +176,57 @@ def _synths_only(soundfont: Path, voice_counts: list[int], count: int) -> None:
     print(json.dumps(costs))
 
 
+def pool_step_speed(rounds: int = 10, rows: int = 16) -> None:
+    """Thread CPU of one compiled decoding step of ``rows`` rows at positions
+    100-199 of a 32-slot cache pool, its arrays from ``np.zeros`` (numpy asks
+    for huge pages) or from :func:`models.inference.zeros_in_small_pages`
+    (base pages), alternating, a fresh pool each round: best and median
+    over ``rounds``."""
+    import numpy as np
+
+    from models.batching import POOL_SLOTS
+    from models.generate import ModelPartGenerator
+    from models.inference import zeros_in_small_pages
+
+    decoder = ModelPartGenerator().decoder
+    shape = (decoder.n_layer, POOL_SLOTS, decoder.n_head, decoder.block_size, decoder.head_dim)
+    ids = np.random.default_rng(0).integers(0, 100, rows).astype(np.int64)
+    slots = np.arange(rows, dtype=np.int64)
+    makers = {"np.zeros (huge pages)": lambda: np.zeros(shape, np.float32),
+              "zeros_in_small_pages (base pages)": lambda: zeros_in_small_pages(shape)}
+    times: dict[str, list[float]] = {name: [] for name in makers}
+    for _ in range(rounds):
+        for name, make in makers.items():
+            keys, values = make(), make()
+            spent = 0.0
+            for position in range(200):
+                started = time.thread_time()
+                decoder.step_rows(ids, np.full(rows, position, np.int64), slots, keys, values)
+                if position >= 100:
+                    spent += time.thread_time() - started
+            times[name].append(spent / 100 * 1000)
+    print(f"| cache pool's arrays | ms a step ({rows} rows, positions 100-199), best | median |")
+    print("|---|---:|---:|")
+    for name, values in times.items():
+        print(f"| {name} | {min(values):.2f} | {sorted(values)[len(values) // 2]:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=4, help="sessions made and played (>= 2)")
     parser.add_argument("--soundfont", default=None, help="default: the server's choice")
     parser.add_argument("--generator", default=None, help="default: the server's (the model)")
+    parser.add_argument("--pool-step", action="store_true",
+                        help="only time a decoding step with the cache pool in huge pages and in base pages")
     parser.add_argument("--synths-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--voices", type=int, nargs="+", default=[1, 16, 64], help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=30, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.synths_only:
         _synths_only(Path(args.soundfont), args.voices, args.count)
+        return
+    if args.pool_step:
+        pool_step_speed()
         return
     if args.sessions < 2:
         parser.error("--sessions must be at least 2")
