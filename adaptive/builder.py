@@ -20,7 +20,7 @@ from adaptive.part import Part, PartLibrary
 from adaptive.players import LayerPlayer, Player
 from adaptive.registry import make_generator
 from adaptive.stage import Stage
-from adaptive.stem import load_stem, render_part, rendered_stem_path, write_stem
+from adaptive.stem import render_part, rendered_stem_path, shared_stem, write_stem
 from adaptive.synth import Synth
 from adaptive.theme import Theme, load_theme
 from adaptive.transition import bridge_seams, lead_part
@@ -226,7 +226,7 @@ class PlayerBuilder:
     def _stem_audio(self, cue: Cue, source: StemSource) -> np.ndarray:
         bank, rate = self.stage.bank, self.stage.sample_rate_hz
         if source.rendered_from is None:
-            return load_stem(bank.path(source.file), rate)
+            return shared_stem(bank.path(source.file), rate)
         spec = source.rendered_from
         midi_path = bank.path(spec.file)
         length_beats = float(cue.loop_bars * cue.meter.beats_per_bar)
@@ -242,7 +242,7 @@ class PlayerBuilder:
                                 bpm=cue.bpm, sample_rate_hz=rate, length_beats=length_beats,
                                 tail_seconds=spec.tail_seconds)
             write_stem(path, audio, rate)
-        return load_stem(path, rate)
+        return shared_stem(path, rate)
 
     def stinger_voices(self) -> tuple[dict[str, tuple[MidiVoice, Part]], list[tuple[Stinger, PartStream]]]:
         """Each stinger's voice and part (empty for a generated or theme one)

@@ -1,13 +1,17 @@
 """Audio stems: loading (soundfile), resampling (python-soxr) and rendering
 stems from MIDI into the stem cache on first use.
 
-Stems are loaded whole, at cue-bank load time, never on the audio path.
+Stems are loaded whole, at cue-bank load time, never on the audio path, and
+once per process: every session playing the same stem file at the same rate
+plays one read-only array (:func:`shared_stem`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +70,51 @@ def load_stem(path: Path, sample_rate_hz: int) -> np.ndarray:
 
 
 _AUDIO_MAGIC = ((b"RIFF", 8, b"WAVE"), (b"RF64", 8, b"WAVE"), (b"fLaC", None, None), (b"OggS", None, None))
+
+
+_SHARED_STEMS: "weakref.WeakValueDictionary[tuple[Path, int, int, int], np.ndarray]" = weakref.WeakValueDictionary()
+_SHARED_STEMS_LOCK = threading.Lock()
+
+
+def shared_stem(path: Path, sample_rate_hz: int) -> np.ndarray:
+    """:func:`load_stem`, read once per process: every caller asking for the
+    same file at the same rate while an earlier caller still holds it gets the
+    same array, made read-only (``flags.writeable`` False) so that no session
+    can change what another plays.
+
+    A session of the default bank holds four stems, 38 MB of float32 at
+    48 kHz; before they were shared, each session loaded its own copy, the
+    largest part of the memory an extra session added (docs/benchmarks.md,
+    "Memory per session"). The key is the file's resolved path, size,
+    modification time (ns) and the rate, so a stem rewritten on disk is read
+    afresh; the array is freed when the last session holding it is (a weak
+    reference: nothing stays loaded for sessions that ended).
+
+    Returns:
+        Array of shape ``(n_frames, 2)``, float32, read-only.
+
+    Raises:
+        AssetError: as :func:`load_stem`.
+    """
+    try:
+        resolved = path.resolve()
+        stat = resolved.stat()
+    except OSError:
+        return load_stem(path, sample_rate_hz)  # load_stem says what is wrong with it
+    key = (resolved, stat.st_size, stat.st_mtime_ns, int(sample_rate_hz))
+    with _SHARED_STEMS_LOCK:  # one loader at a time: two sessions asking at once read the file once
+        audio = _SHARED_STEMS.get(key)
+        if audio is None:
+            audio = load_stem(path, sample_rate_hz)
+            audio.flags.writeable = False
+            _SHARED_STEMS[key] = audio
+        return audio
+
+
+def shared_stems_loaded() -> int:
+    """Stems held by :func:`shared_stem` now (each counted once, whatever its users)."""
+    with _SHARED_STEMS_LOCK:
+        return len(_SHARED_STEMS)
 
 
 def _check_audio_header(path: Path) -> None:

@@ -112,9 +112,10 @@ def generate_bars(jobs: Sequence[tuple[ModelPartGenerator, BarRequest]]) -> list
 
 POOL_SLOTS = 32
 """Slots of each cache pool the :class:`BarBatcher` makes (16 parts with
-guidance). A pool's arrays are allocated zeroed and only the slots used are
-touched (the operating system maps pages on first write), so an unused slot
-costs address space, not memory."""
+guidance). A pool's arrays are allocated zeroed in base pages
+(:func:`models.inference.zeros_in_small_pages`) and only the positions
+written are touched (the operating system maps a 4 KiB page on its first
+write), so an unused slot costs address space, not memory."""
 
 
 class BarInFlight:

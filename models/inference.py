@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import mmap
 
 import numpy as np
 
@@ -59,6 +60,36 @@ class NumpyCache:
         return self.keys.shape[1]
 
 
+def zeros_in_small_pages(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` in an anonymous mapping of its own that the
+    kernel backs with base pages only (``madvise(MADV_NOHUGEPAGE)``, Linux),
+    so it costs resident memory for the 4 KiB pages written, nothing more.
+
+    Why: numpy asks for transparent huge pages on every array of 4 MiB or
+    more (``madvise(MADV_HUGEPAGE)``), and with the kernel's THP in
+    ``madvise`` mode (Debian's default) or ``always``, the first write into
+    a 2 MiB region makes all of it resident. A :class:`CachePool`'s slots
+    are interleaved (``(n_layer, slots, H, block_size, D)``), so a few
+    tokens written into a few slots made most of the pool resident: 14.5 MB
+    per session of the default bank, where its parts' contexts hold 14-55 kB
+    a (layer, row, head) (docs/benchmarks.md, "Memory per session"). Where the
+    platform has no ``MADV_NOHUGEPAGE`` the mapping is left as the kernel
+    makes it. The mapping is freed with the array.
+
+    Raises:
+        ValueError: a negative dimension.
+    """
+    dtype = np.dtype(dtype)
+    if any(size < 0 for size in shape):
+        raise ValueError(f"shape {shape} has a negative dimension")
+    count = math.prod(shape)
+    mapping = mmap.mmap(-1, max(1, count * dtype.itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                        prot=mmap.PROT_READ | mmap.PROT_WRITE)  # zero-filled, this process's alone
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        mapping.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(mapping, dtype, count=count).reshape(shape)
+
+
 class CachePool:
     """The KV caches of several sequences (the parts whose bars are decoded
     together, :mod:`models.batching`) as slots of one pair of arrays, both
@@ -72,8 +103,10 @@ class CachePool:
 
     def __init__(self, decoder: "NumpyDecoder", slots: int) -> None:
         self.decoder = decoder
-        self.keys = np.zeros((decoder.n_layer, slots, decoder.n_head, decoder.block_size, decoder.head_dim), np.float32)
-        self.values = np.zeros(self.keys.shape, np.float32)  # zeros, not zeros_like: pages are touched only when used
+        shape = (decoder.n_layer, slots, decoder.n_head, decoder.block_size, decoder.head_dim)
+        # Pages are resident only once written (and in base pages: see zeros_in_small_pages).
+        self.keys = zeros_in_small_pages(shape)
+        self.values = zeros_in_small_pages(shape)
         self._free = list(range(slots))
 
     def reserve(self, rows: int) -> int:

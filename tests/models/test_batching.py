@@ -4,6 +4,7 @@ alone, whatever else is in the batch."""
 
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 from dataclasses import replace
@@ -269,3 +270,40 @@ def test_two_realtime_sessions_on_the_batched_scheduler_each_replay_bit_for_bit(
         assert all(fallback.reason == "late" and fallback.bar_index == 0 for fallback in fallbacks)
         assert np.array_equal(replay(tmp_path / f"rec{seed}.jsonl", block_frames=1000)[:len(expected)], expected)
     assert not np.array_equal(served[0][:RATE], served[1][:RATE])
+
+
+def resident_bytes(array: np.ndarray) -> int:
+    """Bytes of ``array``'s pages resident in memory (Linux ``mincore(2)``)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
+    page = mmap.PAGESIZE
+    start = array.ctypes.data // page * page
+    length = array.ctypes.data + array.nbytes - start
+    vector = (ctypes.c_ubyte * ((length + page - 1) // page))()
+    assert libc.mincore(start, length, vector) == 0, ctypes.get_errno()
+    return int(np.count_nonzero(np.frombuffer(vector, np.uint8) & 1)) * page
+
+
+def test_a_cache_pool_holds_in_memory_only_the_pages_its_parts_wrote():
+    """A pool the size the server's batcher makes (32 slots, 38 MB of keys):
+    one part's bar in it makes resident the pages of the positions written,
+    not the 2 MiB huge pages around them (which made most of a pool
+    resident: 14 MB per session of the default bank)."""
+    from models.batching import POOL_SLOTS
+    from models.inference import CachePool
+
+    generator = ModelPartGenerator()
+    pool = CachePool(generator.decoder, POOL_SLOTS)
+    assert pool.keys.nbytes > 16 * 2**20  # large enough for numpy to have asked for huge pages
+    generator.use_pool(pool)
+    generate_bars([(generator, request(PARTS[0], 0))])
+    decoder = generator.decoder
+    written = int(np.count_nonzero(pool.keys[0, 0, 0].any(axis=-1)))  # positions of slot 0's context
+    assert written > 0
+    row_bytes = decoder.head_dim * pool.keys.itemsize
+    # Each (layer, row, head) holds its positions contiguously: at most one page more than they fill.
+    bound = decoder.n_layer * 2 * decoder.n_head * ((written * row_bytes) // mmap.PAGESIZE + 2) * mmap.PAGESIZE
+    assert resident_bytes(pool.keys) <= bound
+    assert resident_bytes(pool.values) <= bound
