@@ -1058,6 +1058,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--melody-downbeat-chord-tones", choices=("yes", "no"), default=None,
                         help="yes (the model's default): every melody note on a bar's downbeat is a tone of the "
                              "bar's first chord; no: the downbeat is free")
+    parser.add_argument("--fresh-rhythms", choices=("yes", "no"), default=None,
+                        help="yes (the model's default): with the phrase form, a melody bar its real period does not "
+                             "repeat does not end on an earlier bar's onset rhythm; no: it may")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 1,2; 1 with --quick)")
     parser.add_argument("--progressions", choices=tuple(PROGRESSION_SETS), default="held_out",
                         help="held_out (default): progressions never used to choose a setting; tuning: those that were")
@@ -1118,9 +1121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    ("top_p", args.top_p), ("style", args.style),
                                                    ("open_melody_harmony", args.open_melody_harmony),
                                                    ("density_contours", args.density_contours),
-                                                   ("melody_downbeat_chord_tones", args.melody_downbeat_chord_tones))
+                                                   ("melody_downbeat_chord_tones", args.melody_downbeat_chord_tones),
+                                                   ("fresh_rhythms", args.fresh_rhythms))
                    if value is not None and args.generator == "model"}
-        for flag in ("open_melody_harmony", "density_contours", "melody_downbeat_chord_tones"):
+        for flag in ("open_melody_harmony", "density_contours", "melody_downbeat_chord_tones", "fresh_rhythms"):
             if flag in options:
                 options[flag] = options[flag] == "yes"
         if args.pieces is not None:

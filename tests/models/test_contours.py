@@ -181,3 +181,31 @@ def test_a_melody_sounds_one_pitch_at_most_three_times_in_a_row_across_bar_lines
             run = run + 1 if a == b else 1
             longest = max(longest, run)
     assert 2 <= longest <= 3  # repeated notes still happen, never four in a row
+
+
+def _onsets(part):
+    return tuple(sorted(set(np.round(part.start_beats * 4).astype(int).tolist())))
+
+
+def test_a_melody_bar_its_period_does_not_repeat_takes_no_earlier_bars_rhythm():
+    """Fresh rhythms (models.generate.PHRASE_FORM_FRESH_RHYTHMS): the bars a
+    real period repeats come back, the others do not come out alike by
+    chance; without the rule they do (eighth notes again and again)."""
+    from models.generate import PHRASE_FORM_FRESH_RHYTHMS, ModelPartGenerator
+
+    assert PHRASE_FORM_FRESH_RHYTHMS
+    contours = load_contours()
+    repeated = {True: 0, False: 0}
+    fresh_bars = 0
+    for fresh in (True, False):
+        for seed in range(1, 7):
+            bars = _period(ModelPartGenerator(fresh_rhythms=fresh), "melody", seed, arousal=0.5)
+            for b, part in enumerate(bars):
+                plan = contours.bar_plan("melody", arousal_quantile(0.5), seed, b)
+                if plan.repeats_bar is not None or not len(part):
+                    continue
+                fresh_bars += fresh
+                repeated[fresh] += _onsets(part) in {_onsets(p) for p in bars[:b] if len(p)}
+    assert fresh_bars >= 15
+    assert repeated[True] == 0, repeated
+    assert repeated[False] >= 2, repeated  # the rule is what keeps them apart
