@@ -33,8 +33,9 @@ ROLES = {"melody": 73, "arpeggio": 46, "bass": 33}
 SAMPLE_RATE_HZ = 44100
 
 
-def generate(quadrant: str, seed: int):
-    """The three parts of one quadrant's piece, as (role, Part) over 8 bars of 4/4."""
+def generate(quadrant: str, seed: int, fresh_rhythms: bool = True):
+    """The three parts of one quadrant's piece, as (role, Part) over 8 bars of 4/4
+    (``fresh_rhythms``: :data:`models.generate.PHRASE_FORM_FRESH_RHYTHMS`)."""
     from adaptive.generator import BarRequest
     from adaptive.harmony import Chord, Key
     from adaptive.part import Part
@@ -43,7 +44,7 @@ def generate(quadrant: str, seed: int):
     valence, arousal, key, chords, bpm = QUADRANTS[quadrant]
     parts = []
     for role in ROLES:
-        generator = ModelPartGenerator()
+        generator = ModelPartGenerator(fresh_rhythms=fresh_rhythms)
         notes = []
         for bar, symbol in enumerate(chords):
             part = generator.generate_bar(BarRequest(bar, Key.parse(key), Chord.parse(symbol), 4, bpm, valence,
@@ -97,15 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", required=True, help="file name prefix, e.g. new or old")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--soundfont", type=Path, default=None, help="default: the engine's (find_soundfont)")
+    parser.add_argument("--fresh-rhythms", choices=("yes", "no"), default="yes",
+                        help="the phrase form's fresh-rhythm rule (default yes, the generator's default)")
+    parser.add_argument("--quadrants", default=",".join(QUADRANTS),
+                        help=f"comma-separated, of {', '.join(QUADRANTS)} (default: all)")
     args = parser.parse_args(argv)
+    quadrants = [q for q in args.quadrants.split(",") if q]
+    unknown = [q for q in quadrants if q not in QUADRANTS]
+    if unknown:
+        parser.error(f"unknown quadrant(s) {', '.join(unknown)}; allowed: {', '.join(QUADRANTS)}")
     import soundfile
 
     from adaptive.synth import find_soundfont
 
     soundfont = args.soundfont or find_soundfont(None)
     args.out.mkdir(parents=True, exist_ok=True)
-    for quadrant in QUADRANTS:
-        parts, bpm = generate(quadrant, args.seed)
+    for quadrant in quadrants:
+        parts, bpm = generate(quadrant, args.seed, args.fresh_rhythms == "yes")
         soundfile.write(args.out / f"{args.label}-{quadrant}.ogg", render(parts, bpm, soundfont), SAMPLE_RATE_HZ,
                         format="OGG", subtype="VORBIS")
         piano_roll(parts, args.out / f"{args.label}-{quadrant}.png", f"{args.label}: {quadrant}")
