@@ -138,24 +138,40 @@ class GainRamp:
             or self.start_amplitude == self.target_amplitude
         )
 
-    def envelope(self, start_frame: int, n_frames: int) -> np.ndarray:
+    def envelope(self, start_frame: int, n_frames: int,
+                 shapes: dict[tuple[int, int, int], np.ndarray] | None = None) -> np.ndarray:
         """Amplitudes for frames ``start_frame .. start_frame + n_frames - 1``,
-        shape ``(n_frames,)``, float32."""
-        # In place on one float64 array: this runs for every ramping layer in every block.
+        shape ``(n_frames,)``, float32.
+
+        ``shapes``: a dict the caller keeps for one block (a player's layers
+        in :meth:`adaptive.players.Player.render`). The ramp's shape, ``cos(pi
+        t)``, depends only on where the block starts within the ramp, the
+        ramp's length and the block's: layers retargeted on the same frame
+        with the same fade (every layer of a cue at a scene input) share it,
+        so it is computed once per block and kept there (read-only); each
+        layer then scales it to its own amplitudes. The result is the same,
+        bit for bit, as without ``shapes``.
+        """
         # power = p0 + (p1 - p0) * (1 - cos(pi t)) / 2, with t from the absolute frame only.
         # np.maximum/np.minimum rather than np.clip, the frame offsets from a kept
         # np.arange and the square root written straight into the float32 result:
         # the same values (bit for bit) as np.clip, a fresh arange and astype,
         # with fewer numpy calls (measured in docs/benchmarks.md).
-        x = np.add(_frame_index(n_frames), start_frame - self.start_frame)
-        x *= 1.0 / max(self.length_frames, 1)
-        np.maximum(x, 0.0, out=x)
-        np.minimum(x, 1.0, out=x)
-        x *= np.pi
-        np.cos(x, out=x)
+        key = (start_frame - self.start_frame, self.length_frames, n_frames)
+        shape = None if shapes is None else shapes.get(key)
+        if shape is None:
+            shape = np.add(_frame_index(n_frames), key[0])
+            shape *= 1.0 / max(self.length_frames, 1)
+            np.maximum(shape, 0.0, out=shape)
+            np.minimum(shape, 1.0, out=shape)
+            shape *= np.pi
+            np.cos(shape, out=shape)
+            if shapes is not None:
+                shape.flags.writeable = False
+                shapes[key] = shape
         p0 = self.start_amplitude**2
         half_change = (self.target_amplitude**2 - p0) * 0.5
-        x *= -half_change
+        x = np.multiply(shape, -half_change, out=None if shapes is not None else shape)
         x += p0 + half_change
         np.maximum(x, 0.0, out=x)  # rounding must not make a power negative
         out = np.empty(n_frames, np.float32)
