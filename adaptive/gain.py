@@ -66,7 +66,8 @@ class GainCurve:
         last = memo.get("_last_answer")
         if last is not None and last[0] == intensity:
             return last[1]
-        x = min(max(intensity, 0.0), 1.0)
+        # min(max(intensity, 0.0), 1.0) and db_to_amplitude, written out: no call but the curve's.
+        x = 0.0 if intensity < 0.0 else 1.0 if intensity > 1.0 else intensity
         first_x, first_amplitude, last_amplitude, segments = self._segments
         if x <= first_x:
             value = first_amplitude
@@ -75,7 +76,11 @@ class GainCurve:
             for x0, x1, span, db0, db_change, a0, a_change, finite in segments:
                 if x <= x1:
                     t = (x - x0) / span
-                    value = db_to_amplitude(db0 + db_change * t) if finite else a0 + a_change * t
+                    if finite:
+                        gain_db = db0 + db_change * t
+                        value = 0.0 if gain_db <= SILENCE_DB else 10.0 ** (gain_db / 20.0)
+                    else:
+                        value = a0 + a_change * t
                     break
         # One tuple, replaced whole: a curve shared by sessions on other threads reads a consistent pair.
         memo["_last_answer"] = (intensity, value)

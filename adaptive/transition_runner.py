@@ -5,12 +5,13 @@ or generated bars) and brings the incoming cue in on its grid."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from adaptive.clock import SteppedTempoGrid, TempoGrid, beats_to_frames, frames_per_beat, seconds_to_frames
 from adaptive.cue import BridgeKind, TransitionRule
 from adaptive.events import EventKind
-from adaptive.gain import GainCurve, amplitude_to_db
+from adaptive.gain import GainCurve
 from adaptive.generation import BarFeed, GenerationWorker
 from adaptive.players import LayerPlayer, Player
 from adaptive.schedule import Schedule
@@ -134,7 +135,8 @@ class TransitionRunner:
         layers = {}
         for layer in player.layers:
             amplitude = layer.gain.target_amplitude
-            layers[layer.layer_name] = [None if amplitude <= 0.0 else round(amplitude_to_db(amplitude), 3),
+            # amplitude_to_db written out (amplitude > 0 here): this runs for every layer at every scene input.
+            layers[layer.layer_name] = [None if amplitude <= 0.0 else round(20.0 * math.log10(amplitude), 3),
                                         layer.gain.length_frames]
         self.schedule.emit(frame, EventKind.GAINS, cue=player.name, layers=layers)
 
