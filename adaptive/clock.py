@@ -19,6 +19,7 @@ import bisect
 import enum
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 DEFAULT_SAMPLE_RATE_HZ = 48_000
 """The session sample rate unless configured otherwise (DESIGN.md)."""
@@ -86,9 +87,10 @@ class TempoGrid:
     origin_frame: int
     sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ
 
-    @property
+    @cached_property
     def frames_per_beat(self) -> float:
-        """Frames in one beat (fractional)."""
+        """Frames in one beat (fractional). Computed once per grid (frozen):
+        every voice asks it in every block."""
         return frames_per_beat(self.bpm, self.sample_rate_hz)
 
     def bpm_at_beat(self, beat: float) -> float:

@@ -10,7 +10,7 @@ from adaptive.audience import Audience, AudienceVote, AudienceWeight, aggregate_
 from adaptive.clock import Quantize, seconds_to_frames
 from adaptive.events import EventKind
 from adaptive.mapping import MappingChange
-from adaptive.scene import SessionInput, StingerTrigger, ThemeTrigger
+from adaptive.scene import SceneUpdate, SessionInput, StingerTrigger, ThemeTrigger
 from adaptive.schedule import Schedule
 from adaptive.speculation import BridgesAhead, StingersAhead
 from adaptive.stage import Stage
@@ -43,6 +43,11 @@ class Conductor:
         self.bridges_ahead = bridges_ahead
         self.stingers_ahead = stingers_ahead
         self._follow_pending: int | None = None  # frame of the next scheduled evaluation, if any
+        self._last_choice: tuple[object, tuple[float, float, str, str | None], str] | None = None
+        self.cue_choices_made = 0
+        """Times the mapping chose a cue afresh (see :meth:`_choose_cue`)."""
+        self.cue_choices_reused = 0
+        """Times the last choice was given again: the same smoothed emotion, location, playing cue and mapping."""
         self.audience = Audience()
         """The audience's votes and the aggregate in force (:mod:`adaptive.audience`)."""
         bridges_ahead.rules = stage.mapping.transition_rules()
@@ -51,8 +56,14 @@ class Conductor:
 
     def apply(self, item: SessionInput) -> None:
         """Act on an accepted input at the frame it takes effect."""
-        stage = self.stage
         frame = self.schedule.frame_now
+        if isinstance(item, SceneUpdate):  # the common case: a game's scene, up to 90 times a second
+            self._apply_scene(item, frame)
+        else:
+            self._apply_other(item, frame)
+
+    def _apply_other(self, item: SessionInput, frame: int) -> None:
+        """Act on an input other than a scene update."""
         if isinstance(item, StingerTrigger):
             self.stingers.trigger(item.name, frame)
             return
@@ -70,6 +81,11 @@ class Conductor:
             self.audience.weight_override = float(item.weight)
             self._evaluate_audience_after(frame)
             return
+        self._apply_scene(item, frame)  # type: ignore[arg-type]
+
+    def _apply_scene(self, item: SceneUpdate, frame: int) -> None:
+        """Follow a scene update: the smoothing's new target, a ``scene`` event, the mapping evaluated."""
+        stage = self.stage
         stage.scene.apply(item, stage.mapping.emotions)
         emotion = stage.scene.emotion
         stage.smoother.set_target(frame, *self._scene_target())
@@ -88,7 +104,7 @@ class Conductor:
         self.schedule.emit(frame, EventKind.FOLLOW, valence=valence, arousal=arousal, intensity=intensity)
         playing = stage.current.name if stage.current else None
         forced = stage.scene.forced_cue
-        wanted = forced or stage.mapping.choose_cue(valence, arousal, stage.scene.location, playing)
+        wanted = forced or self._choose_cue(valence, arousal, stage.scene.location, playing)
         if stage.current is None:
             transitions.start_player(stage.players[wanted], frame, fade_frames=0, previous=None, arousal=arousal)
             stage.current = stage.players[wanted]
@@ -104,12 +120,33 @@ class Conductor:
             stage.gain_intensity = intensity
             for player in stage.players.values():
                 if player.active:
-                    transitions.retarget_layers(player, frame)
-        self.generate_ahead()
+                    transitions.retarget_layers(player, frame, intensity)
+        self.generate_ahead(valence, arousal)
         settle = stage.smoother.settle_frame()
         if settle > frame:
             step = max(1, seconds_to_frames(FOLLOW_STEP_SECONDS, stage.sample_rate_hz))
             self._follow_at(min(settle, frame + step))
+
+    def _choose_cue(self, valence: float, arousal: float, location: str, playing: str | None) -> str:
+        """The mapping's cue for the smoothed emotion at ``location`` given the
+        ``playing`` cue (:meth:`adaptive.mapping.ResolvedMapping.choose_cue`).
+
+        The choice is a pure function of these four and the mapping, and a
+        game repeats them far more often than it changes them (a 90 Hz game's
+        intensity moves, its emotion rarely; the smoothed emotion stands still
+        once it arrives), so the last answer is kept and given again while
+        all five are the same: counted in :attr:`cue_choices_reused`, a fresh
+        evaluation in :attr:`cue_choices_made`."""
+        mapping = self.stage.mapping
+        key = (valence, arousal, location, playing)
+        last = self._last_choice
+        if last is not None and last[0] is mapping and last[1] == key:
+            self.cue_choices_reused += 1
+            return last[2]
+        wanted = mapping.choose_cue(valence, arousal, location, playing)
+        self._last_choice = (mapping, key, wanted)
+        self.cue_choices_made += 1
+        return wanted
 
     def _scene_target(self) -> tuple[float, float, float]:
         """(valence, arousal, intensity) the smoothing heads for: the control
@@ -212,14 +249,16 @@ class Conductor:
         if stage.current is not None:
             self.follow(retarget_all=True)
 
-    def generate_ahead(self) -> None:
+    def generate_ahead(self, valence: float | None = None, arousal: float | None = None) -> None:
         """Refresh what is generated ahead (bridges to the likely next cues,
         generated stingers) for the cue playing or coming and the emotion
-        the music follows."""
+        the music follows: ``valence`` and ``arousal`` (each -1..1) when the
+        caller has them for this frame already, else the smoothing's."""
         stage = self.stage
         if stage.current is None:
             return
-        valence, arousal, _ = stage.smoother.at(self.schedule.frame_now)
+        if valence is None or arousal is None:
+            valence, arousal, _ = stage.smoother.at(self.schedule.frame_now)
         self.bridges_ahead.refresh(stage.current.name, valence, arousal)
         self.stingers_ahead.intensity = stage.scene.intensity
         self.stingers_ahead.refresh(stage.bank.cue(stage.current.name), valence, arousal)

@@ -48,7 +48,8 @@ class Player:
         n = out.shape[0]
         end_frame = start_frame + n
         cue_constant = self.gain.is_constant_over(start_frame, end_frame)
-        cue_envelope = None if cue_constant else self.gain.envelope(start_frame, n)
+        shapes: dict = {}  # ramp shapes the layers share in this block (GainRamp.envelope)
+        cue_envelope = None if cue_constant else self.gain.envelope(start_frame, n, shapes)
         cue_amplitude = self.gain.value_at(start_frame) * self.amplitude
         buffer = scratch[:n]
         for layer in self.layers:
@@ -62,7 +63,7 @@ class Player:
                     out += buffer
                 continue
             layer.voice.render(start_frame, buffer)
-            envelope = layer.gain.envelope(start_frame, n)
+            envelope = layer.gain.envelope(start_frame, n, shapes)
             envelope *= cue_envelope if cue_envelope is not None else np.float32(cue_amplitude)
             if not cue_constant:
                 envelope *= np.float32(self.amplitude)

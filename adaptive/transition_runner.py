@@ -5,12 +5,13 @@ or generated bars) and brings the incoming cue in on its grid."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
-from adaptive.clock import SteppedTempoGrid, TempoGrid, beats_to_frames, seconds_to_frames
+from adaptive.clock import SteppedTempoGrid, TempoGrid, beats_to_frames, frames_per_beat, seconds_to_frames
 from adaptive.cue import BridgeKind, TransitionRule
 from adaptive.events import EventKind
-from adaptive.gain import GainCurve, amplitude_to_db
+from adaptive.gain import GainCurve
 from adaptive.generation import BarFeed, GenerationWorker
 from adaptive.players import LayerPlayer, Player
 from adaptive.schedule import Schedule
@@ -112,12 +113,21 @@ class TransitionRunner:
 
         self.schedule.at(frame + fade_frames, stop)
 
-    def retarget_layers(self, player: Player, frame: int) -> None:
-        """Ramp each layer of ``player`` to its curve's gain at the intensity followed now."""
-        intensity = self.stage.layer_intensity(self.schedule.frame_now)
+    def retarget_layers(self, player: Player, frame: int, intensity: float | None = None) -> None:
+        """Ramp each layer of ``player`` to its curve's gain at the intensity followed now.
+
+        ``intensity``: that intensity (0..1) when the caller has it already
+        (the conductor, at every scene input); ``None`` asks the stage
+        (:meth:`adaptive.stage.Stage.layer_intensity`). Each fade is the
+        layer's ``fade_beats`` at the player's tempo, in whole frames
+        (:func:`adaptive.clock.beats_to_frames`, the beat's length computed
+        once per call)."""
+        if intensity is None:
+            intensity = self.stage.layer_intensity(self.schedule.frame_now)
+        frames_per_beat_now = frames_per_beat(player.bpm, self.stage.sample_rate_hz)
         for layer in player.layers:
-            fade = beats_to_frames(layer.fade_beats, player.bpm, self.stage.sample_rate_hz)
-            layer.gain.ramp_to(layer.curve.amplitude(intensity), frame, fade)
+            # int(round(beats * frames per beat)): beats_to_frames, step for step.
+            layer.gain.ramp_to(layer.curve.amplitude(intensity), frame, int(round(layer.fade_beats * frames_per_beat_now)))
         self.emit_gains(player, frame)
 
     def emit_gains(self, player: Player, frame: int) -> None:
@@ -125,7 +135,8 @@ class TransitionRunner:
         layers = {}
         for layer in player.layers:
             amplitude = layer.gain.target_amplitude
-            layers[layer.layer_name] = [None if amplitude <= 0.0 else round(amplitude_to_db(amplitude), 3),
+            # amplitude_to_db written out (amplitude > 0 here): this runs for every layer at every scene input.
+            layers[layer.layer_name] = [None if amplitude <= 0.0 else round(20.0 * math.log10(amplitude), 3),
                                         layer.gain.length_frames]
         self.schedule.emit(frame, EventKind.GAINS, cue=player.name, layers=layers)
 

@@ -70,6 +70,7 @@ class MidiVoice:
         self._grid: TempoGrid | None = None
         self._next_iteration = 0
         self._sounding: dict[int, int] = {}  # pitch -> count of notes on
+        self._next_start: tuple[object, float, int] | None = None  # (grid, first beat, its frame) of the next iteration
 
     # -- scheduling -------------------------------------------------------
     def start(self, grid: TempoGrid) -> None:
@@ -118,7 +119,12 @@ class MidiVoice:
                 first_beat = 0.0
             else:
                 first_beat = self._next_iteration * self._iteration_length_beats()
-            if grid.beat_to_frame(first_beat) >= end_frame:
+            # Asked in every block, answered the same until the iteration is
+            # scheduled: the frame is kept with the (frozen) grid and beat it is for.
+            next_start = self._next_start
+            if next_start is None or next_start[0] is not grid or next_start[1] != first_beat:
+                next_start = self._next_start = (grid, first_beat, grid.beat_to_frame(first_beat))
+            if next_start[2] >= end_frame:
                 return
             part, first_beat = self._iteration_notes(self._next_iteration)
             self._next_iteration += 1
