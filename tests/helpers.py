@@ -6,6 +6,7 @@ free ports. The fixtures built on them (``soundfont``, ``tone_bank``) are in
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -195,8 +196,6 @@ class OscListener:
     """
 
     def __init__(self, port: int, clock: Callable[[], float] = time.monotonic) -> None:
-        import threading
-
         self.port = port
         self.clock = clock
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -248,4 +247,42 @@ class OscListener:
     def close(self) -> None:
         self._running = False
         self._thread.join(2)
+        self.sock.close()
+
+
+class FakeClusterNode:
+    """A node of a cluster as a client sees it: a UDP socket on loopback that answers every hello (decoded
+    and checked by the server's decoder, kept in ``hellos``) with the datagram ``answer(hello values)``
+    returns, sent to the hello's reply port."""
+
+    def __init__(self, answer: Callable[[dict], bytes]) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.hellos: list[dict] = []
+        self.answer = answer
+        self.running = True
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        from bridge.protocol import decode_osc
+
+        while self.running:
+            try:
+                datagram, source = self.sock.recvfrom(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            decoded = decode_osc(datagram)
+            if decoded.message.name != "hello":
+                continue
+            self.hellos.append(decoded.values)
+            self.sock.sendto(self.answer(decoded.values), (source[0], decoded.values["reply_port"]))
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(1.0)
         self.sock.close()

@@ -6,8 +6,6 @@ tests/app/test_sessions.py; the client against two real UDP sockets."""
 
 from __future__ import annotations
 
-import socket
-import threading
 
 import pytest
 
@@ -15,6 +13,7 @@ from bridge.client import AdaptiveClient
 from bridge.protocol import DEFAULT_SESSION, Direction, ProtocolError, decode_osc, encode_osc
 from bridge.sessions import SessionElsewhere
 from tests.app.test_sessions import Served
+from tests.helpers import FakeClusterNode
 
 OTHER_NODE = SessionElsewhere("x", "10.0.0.7", 9100, 9103, 9101)
 
@@ -115,39 +114,13 @@ def test_a_session_placed_here_beyond_this_nodes_cap_is_refused_and_forgotten(no
     assert placement.forgotten == ["arena-1"]
 
 
-class FakeNode:
-    """A UDP socket answering every hello with ``answer(values)`` (one reply, to the hello's reply port)."""
+def FakeNode(answer):
+    """A :class:`tests.helpers.FakeClusterNode` whose ``answer(values)`` gives ``(message name, its values)``."""
+    def encoded(values: dict) -> bytes:
+        name, reply = answer(values)
+        return encode_osc(name, **reply)
 
-    def __init__(self, answer) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.hellos: list[dict] = []
-        self.answer = answer
-        self.running = True
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while self.running:
-            try:
-                datagram, source = self.sock.recvfrom(65536)
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            decoded = decode_osc(datagram)
-            if decoded.message.name != "hello":
-                continue
-            self.hellos.append(decoded.values)
-            name, values = self.answer(decoded.values)
-            self.sock.sendto(encode_osc(name, **values), (source[0], decoded.values["reply_port"]))
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(1.0)
-        self.sock.close()
+    return FakeClusterNode(encoded)
 
 
 @pytest.mark.integration  # real UDP sockets on loopback

@@ -47,6 +47,9 @@ def raw_osc(address: str, *args: int | float | str) -> bytes:
     return builder.build().dgram
 
 
+from tests.helpers import FakeClusterNode  # noqa: E402,F401  (the clients' tests use it from here)
+
+
 def session_elsewhere(session_id: str, host: str, osc_port: int, zmq_control_port: int = 0,
                       audio_tcp_port: int = 0) -> bytes:
     """A ``session_elsewhere`` datagram as a node of a cluster sends it (encoded by the server's encoder)."""
@@ -56,42 +59,6 @@ def session_elsewhere(session_id: str, host: str, osc_port: int, zmq_control_por
                       zmq_control_port=zmq_control_port, audio_tcp_port=audio_tcp_port)
 
 
-class FakeClusterNode:
-    """A node of a cluster as a client sees it: a UDP socket on loopback that answers every hello (decoded
-    and checked by the server's decoder, kept in ``hellos``) with the datagram ``answer(hello values)``
-    returns, sent to the hello's reply port."""
-
-    def __init__(self, answer: Callable[[dict], bytes]) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.hellos: list[dict] = []
-        self.answer = answer
-        self.running = True
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        from bridge.protocol import decode_osc
-
-        while self.running:
-            try:
-                datagram, source = self.sock.recvfrom(65536)
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            decoded = decode_osc(datagram)
-            if decoded.message.name != "hello":
-                continue
-            self.hellos.append(decoded.values)
-            self.sock.sendto(self.answer(decoded.values), (source[0], decoded.values["reply_port"]))
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(1.0)
-        self.sock.close()
 
 
 @pytest.fixture
