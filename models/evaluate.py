@@ -914,6 +914,8 @@ ABLATION_ROWS: tuple[tuple[str, str, dict], ...] = (
      {"guidance_scale": 2.0, "density_contours": False, "melody_downbeat_chord_tones": False}),
     ("model, guidance 2, phrase form, downbeat free (no chord-tone rule)", "model",
      {"guidance_scale": 2.0, "melody_downbeat_chord_tones": False}),
+    ("model, guidance 2, phrase form, no fresh-rhythm rule (bars alike by chance)", "model",
+     {"guidance_scale": 2.0, "fresh_rhythms": False}),
 )
 """Rows of ``--ablation``: label, generator, options."""
 
