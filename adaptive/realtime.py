@@ -74,6 +74,16 @@ MIDI_TRIM_THRESHOLD = 10_000
 are removed from ``session.midi_events`` (memory stays bounded in long sessions)."""
 
 
+PREFILL_GENERATION_WAIT_S = 5.0
+"""Before playback starts, while the first lookahead is rendered (before
+``t0``), a generated bar's take waits up to this long for the generator
+(:attr:`GenerationMode.WAIT`); from ``t0`` on takes never wait
+(:attr:`GenerationMode.REALTIME`). Nothing is heard yet, so the wait costs
+start-up time (a session answers its hello that much later), not a glitch.
+Without it a cue with a generated layer started on the fallback's bar 0 at
+every start: the first block is due at once, and the model writes a bar in
+50-200 ms (docs/benchmarks.md, "Generator")."""
+
 LOOP_SLACK_MS = 1.0
 """A :class:`RenderLoop` renders, in the pass it makes for the session due
 first, every session due within this many milliseconds after it: sessions
@@ -357,10 +367,17 @@ class RealtimeSession:
     def _prefill(self) -> None:
         """Render the first lookahead before playback starts, then start the
         playback clock (t0): playback begins with the lookahead full, so a
-        cold first block is not an underrun."""
-        while self._running.is_set() and self.session.frame < self.lookahead_frames:
-            self._take_inputs()
-            self._render_block(self.session.frame, 0)
+        cold first block is not an underrun, and the generated bars it takes
+        wait for the generator (up to :data:`PREFILL_GENERATION_WAIT_S` each)."""
+        generation = self.session.generation
+        mode, wait_s = generation.mode, generation.wait_timeout_seconds
+        generation.mode, generation.wait_timeout_seconds = GenerationMode.WAIT, PREFILL_GENERATION_WAIT_S
+        try:  # nothing plays yet: the first bars may wait for the generator (bounded)
+            while self._running.is_set() and self.session.frame < self.lookahead_frames:
+                self._take_inputs()
+                self._render_block(self.session.frame, 0)
+        finally:
+            generation.mode, generation.wait_timeout_seconds = mode, wait_s
         self._t0 = self._clock()
 
     def _run(self) -> None:

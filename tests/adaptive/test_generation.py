@@ -582,3 +582,39 @@ def test_generated_stinger_on_a_transition_boundary_keeps_the_key_it_was_trigger
     assert played and {e.pitch % 12 for e in played} <= {0, 4, 7}  # C major's tonic triad: calm's key
     assert session.generation.counters["generation_misses"] == 0
     session.close()
+
+
+@pytest.mark.integration  # a render thread and a generation worker, paced by a fake clock
+@pytest.mark.parametrize("prefill_wait_s", [None, 0.0], ids=["waits before playback", "no wait (as before)"])
+def test_a_session_starts_on_its_generated_first_bar_not_the_fallback(bank, soundfont, monkeypatch, prefill_wait_s):
+    """While the first lookahead is rendered, before playback starts, a
+    generated bar's take waits for the generator (up to
+    ``PREFILL_GENERATION_WAIT_S``): a cue with a generated layer no longer
+    starts every session on the fallback's bar 0. Without the wait it did."""
+    import adaptive.realtime as realtime
+    from tests.helpers import FakeClock
+
+    if prefill_wait_s is not None:
+        monkeypatch.setattr(realtime, "PREFILL_GENERATION_WAIT_S", prefill_wait_s)
+    made = use_generator(monkeypatch, delay_seconds=0.3)
+    session = make_session(bank, soundfont)
+    clock = FakeClock(max_sleep_seconds=0.05)
+    runner = RealtimeSession(session, block_frames=256, lookahead_ms=40.0, clock=clock, sleep=clock.sleep)
+    runner.submit(SceneUpdate(cue="calm", intensity=1.0))
+    runner.start()
+    try:
+        assert wait_until(lambda: runner.frames_rendered >= CALM_BAR_FRAMES // 2, timeout_seconds=20.0,
+                          poll_seconds=0.001)
+    finally:
+        runner.stop()
+    assert session.generation.mode is GenerationMode.REALTIME  # once playing, takes never wait
+    request = next(request for _, request in made[0].calls if request.bar_index == 0)
+    generated = set(made[0].generate_bar(request).pitch.tolist())      # an octave above the fallback's
+    fallback = set(RuleBasedGenerator().generate_bar(request).pitch.tolist())
+    played = {e.pitch for e in notes(session, "calm/arp", 0, CALM_BAR_FRAMES // 2)}
+    assert played and generated != fallback
+    if prefill_wait_s is None:
+        assert played <= generated and session.generation.counters["generated_bars"] >= 1
+    else:
+        assert played <= fallback and not played <= generated
+    session.close()
