@@ -286,3 +286,19 @@ class FakeClusterNode:
         self.running = False
         self.thread.join(1.0)
         self.sock.close()
+
+
+def one_stem_bank(folder, stem_file: str):
+    """A bank with one cue (120 bpm, a one-bar loop) of one stem layer."""
+    from adaptive.cue import load_bank
+
+    (folder / "bank.toml").write_text(f"""
+[[cues]]
+name = "only"
+bpm = 120
+loop_bars = 1
+  [[cues.layers]]
+  name = "stem"
+  source = {{ kind = "stem", file = "{stem_file}" }}
+""")
+    return load_bank(folder / "bank.toml")

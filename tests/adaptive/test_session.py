@@ -11,7 +11,7 @@ import pytest
 from adaptive.mapping import parse_mapping_text
 from adaptive.scene import SceneUpdate, StingerTrigger
 from adaptive.session import Session
-from tests.helpers import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, render_frames
+from tests.helpers import SAMPLE_RATE_HZ, fade_silent_frames, first_difference, one_stem_bank, render_frames
 
 CALM = SceneUpdate(emotion="calm", intensity=0.3)  # nearest cue: "low"
 AFRAID = SceneUpdate(emotion="afraid")  # nearest cue: "high"
@@ -257,22 +257,6 @@ def test_loud_mix_never_clips(tone_bank, soundfont, tmp_path):
     assert np.abs(audio).max() <= ceiling
     assert np.abs(audio).max() > 0.8  # loud, limited, not silenced
     assert session.counters["limited_blocks"] > 0
-
-
-def one_stem_bank(folder, stem_file: str):
-    """A bank with one cue (120 bpm, a one-bar loop) of one stem layer."""
-    from adaptive.cue import load_bank
-
-    (folder / "bank.toml").write_text(f"""
-[[cues]]
-name = "only"
-bpm = 120
-loop_bars = 1
-  [[cues.layers]]
-  name = "stem"
-  source = {{ kind = "stem", file = "{stem_file}" }}
-""")
-    return load_bank(folder / "bank.toml")
 
 
 def test_stem_at_another_rate_is_resampled(tmp_path, soundfont):

@@ -15,29 +15,13 @@ import pytest
 from adaptive.scene import SceneUpdate
 from adaptive.session import Session
 from adaptive.voice import StemVoice
-from tests.helpers import SAMPLE_RATE_HZ, render_frames, write_sine
+from tests.helpers import SAMPLE_RATE_HZ, one_stem_bank, render_frames, write_sine
 
 
 def stem_voices(session: Session) -> list[StemVoice]:
     """The session's stem voices, in bank order."""
     return [layer.voice for player in session.stage.players.values() for layer in player.layers
             if isinstance(layer.voice, StemVoice)]
-
-
-def one_stem_bank(folder, stem_file: str):
-    """A bank with one cue (120 bpm, a one-bar loop) of one stem layer."""
-    from adaptive.cue import load_bank
-
-    (folder / "bank.toml").write_text(f"""
-[[cues]]
-name = "only"
-bpm = 120
-loop_bars = 1
-  [[cues.layers]]
-  name = "stem"
-  source = {{ kind = "stem", file = "{stem_file}" }}
-""")
-    return load_bank(folder / "bank.toml")
 
 
 def test_sessions_of_the_default_bank_share_every_stem(soundfont):
