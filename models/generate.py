@@ -473,7 +473,7 @@ class ModelPartGenerator:
         if (plan is not None and plan.repeats_bar is None and self.fresh_rhythms and self.constrained
                 and request.role == "melody" and len(bars) == 1 and request.ending is None):
             period_start = request.bar_index - request.bar_index % PHRASE_BARS
-            avoid_rhythms = {tuple(sorted({position for position, _, _ in earlier}))
+            avoid_rhythms = {_BarState.rhythm_of(earlier)
                              for index, (positions, earlier) in self._written.items()
                              if period_start <= index < request.bar_index and positions == bars[0].positions
                              and earlier}
@@ -833,9 +833,15 @@ class _BarState:
             return last[0]
         return None
 
+    @staticmethod
+    def rhythm_of(written: list[tuple[int, int, int]]) -> tuple[int, ...]:
+        """The onset positions (sixteenths), sorted, each once, of a bar's
+        ``written`` notes ((position, pitch, Duration token id) each)."""
+        return tuple(sorted({position for position, _, _ in written}))
+
     def onset_rhythm(self) -> tuple[int, ...]:
-        """The bar's onset positions so far (sixteenths), sorted, each once."""
-        return tuple(sorted({position for position, _, _ in self.written}))
+        """The bar's onset positions so far (:meth:`rhythm_of` its notes)."""
+        return self.rhythm_of(self.written)
 
     def rhythm_can_differ(self, position: int, horizon: int = 3) -> bool:
         """Whether, after an onset at ``position``, the bar can still end on a
