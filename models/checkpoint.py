@@ -120,5 +120,6 @@ def load_checkpoint(path: str | Path, vocab: Vocabulary | None = None) -> tuple[
     if extra:
         raise ModelError(f"{path}: unexpected weights {extra[:3]} for this model config")
     model.load_state_dict(state)
+    model.use_vocabulary(vocab)
     model.prepare_for_decoding()
     return model, {k: v for k, v in payload.items() if k != "state_dict"}

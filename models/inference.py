@@ -209,6 +209,18 @@ class NumpyDecoder:
         # The tied head, with the final LayerNorm's affine part folded in: (C, V).
         self.head_t, self.head_b = _fold(array(model.ln_f.weight), array(model.ln_f.bias),
                                          np.ascontiguousarray(self.token_embedding.T), None)
+        self.relative = getattr(model, "relative", None)
+        """A model with a relative-pitch head (:class:`models.model.RelativePitch`):
+        its scores are more columns of the head, after the vocabulary's, and
+        the logits :meth:`step` and :meth:`forward` return are (B, V + K);
+        ``relative.add`` turns them into the vocabulary's. None without."""
+        if getattr(model, "relative_head", None) is not None:
+            if self.relative is None:
+                raise ValueError("a model with a relative-pitch head needs use_vocabulary(vocab) first")
+            extra_t, extra_b = _fold(array(model.ln_f.weight), array(model.ln_f.bias),
+                                     np.ascontiguousarray(array(model.relative_head.weight).T), None)
+            self.head_t = np.ascontiguousarray(np.concatenate([self.head_t, extra_t], axis=1))
+            self.head_b = np.concatenate([self.head_b, extra_b]).astype(np.float32)
         self.layers = []
         for block in model.blocks:
             qkv_w, qkv_b = _fold(array(block.ln_1.weight), array(block.ln_1.bias),
@@ -247,7 +259,8 @@ class NumpyDecoder:
 
     def step(self, ids: np.ndarray, cache: NumpyCache) -> np.ndarray:
         """Feed one token per row, ``ids`` (B,) int, after the ``cache.length``
-        tokens already seen; returns the next-token logits, (B, V) float32:
+        tokens already seen; returns the next-token logits, (B, V) float32
+        ((B, V + K) with a relative-pitch head, :attr:`relative`):
         :meth:`forward` with T = 1, as one compiled call
         (:func:`models.fast_step.decode_step`) when Numba imports, else in
         numpy with one vector-matrix product per row (OpenBLAS multiplies a
@@ -313,7 +326,8 @@ class NumpyDecoder:
 
     def forward(self, ids: np.ndarray, cache: NumpyCache) -> np.ndarray:
         """Feed ``ids`` (B, T) int after the ``cache.length`` tokens already seen;
-        returns the next-token logits after the last one, (B, V) float32.
+        returns the next-token logits after the last one, (B, V) float32
+        ((B, V + K) with a relative-pitch head, :attr:`relative`).
 
         Raises:
             ValueError: the context would exceed ``block_size``.

@@ -9,6 +9,17 @@ C model width, H heads, D = C / H head width, V vocabulary size.
 Incremental decoding keeps each layer's keys and values in a
 :class:`KVCache`, so a new token costs one position of work instead of the
 whole context.
+
+**Relative pitch** (``ModelConfig.relative_pitch_columns`` > 0): a second, small output head scores every pitch by
+its interval from the last pitch written (-12..+12 semitones, wider leaps
+as an octave) and by its scale degree in the current key (12 per mode),
+added to the absolute pitch logits. An absolute-pitch model trained on
+transposed data has to learn "a step down" once for every pitch and key;
+this head learns it once. The idea is the relative pitch embeddings of
+melody models that predict intervals and scale degrees rather than absolute
+pitches (e.g. the "Melody RNN" lookback/attention models' interval
+features, Waite et al. 2016; and Music Transformer's relative attention,
+Huang et al. 2018, for the same reason: music is transposition-invariant).
 """
 
 from __future__ import annotations
@@ -40,6 +51,79 @@ class ModelConfig:
     n_head: int = 4
     n_embd: int = 192
     dropout: float = 0.0
+    relative_pitch_columns: int = 0
+    """0: no relative-pitch head; else :data:`RELATIVE_PITCH_COLUMNS` (the
+    interval and scale-degree scores, :class:`RelativePitch`)."""
+
+
+RELATIVE_INTERVALS = 25
+"""Interval columns of the relative-pitch head: -12..+12 semitones from the
+last pitch (wider intervals are scored as an octave)."""
+RELATIVE_PITCH_COLUMNS = RELATIVE_INTERVALS + 12 * 2
+"""The relative-pitch head's outputs: 25 intervals, then 12 scale degrees
+(pitch class above the tonic) for each mode (major, minor)."""
+
+
+class RelativePitch:
+    """What the relative-pitch head needs to know of the vocabulary: each
+    token's pitch and key, as tables (numpy, int64, shape (V,), -1 where the
+    token is no pitch or no key).
+
+    Args:
+        pitch_of: MIDI pitch of each ``Pitch_`` token id.
+        key_of: ``12 * mode + tonic pitch class`` of each ``Key_`` token id
+            (mode 0 major, 1 minor).
+    """
+
+    def __init__(self, pitch_of, key_of) -> None:
+        import numpy as np
+
+        self.pitch_of = np.asarray(pitch_of, np.int64)
+        self.key_of = np.asarray(key_of, np.int64)
+        self.pitch_ids = np.flatnonzero(self.pitch_of >= 0)               # (P,)
+        self.pitch_values = self.pitch_of[self.pitch_ids]                 # (P,)
+        self.vocab_size = len(self.pitch_of)
+
+    @classmethod
+    def from_vocabulary(cls, vocab) -> "RelativePitch":
+        """From a :class:`models.tokenizer.Vocabulary` (``Key_<pc>_<mode>`` tokens)."""
+        import numpy as np
+
+        modes = {"major": 0, "minor": 1}
+        key_of = np.full(len(vocab), -1, np.int64)
+        for i, token in enumerate(vocab.tokens):
+            if token.startswith("Key_"):
+                _, pc, mode = token.split("_", 2)
+                key_of[i] = 12 * modes[mode] + int(pc)
+        return cls(vocab.pitch, key_of)
+
+    def columns(self, last_pitch: int | None, key: int | None):
+        """Which relative column scores each pitch token (``pitch_ids``):
+        (interval columns (P,) or None, degree columns (P,) or None), for a
+        position whose last pitch so far is ``last_pitch`` and whose key is
+        ``key`` (``12 * mode + tonic``), either None when unknown."""
+        import numpy as np
+
+        intervals = None if last_pitch is None else np.clip(self.pitch_values - last_pitch, -12, 12) + 12
+        degrees = None if key is None else RELATIVE_INTERVALS + 12 * (key // 12) + (self.pitch_values - key) % 12
+        return intervals, degrees
+
+    def add(self, logits, last_pitch: int | None, key: int | None):
+        """Logits over the vocabulary, (R, V) float32, from a decoder's
+        ``(R, V + RELATIVE_PITCH_COLUMNS)`` (:class:`models.inference.NumpyDecoder`
+        of a model with the head): the pitch tokens' logits plus their interval
+        and degree scores; the same numbers the torch model's ``forward`` gives."""
+        out = logits[:, :self.vocab_size]
+        intervals, degrees = self.columns(last_pitch, key)
+        if intervals is None and degrees is None:
+            return out
+        out = out.copy()
+        extra = logits[:, self.vocab_size:]
+        if intervals is not None:
+            out[:, self.pitch_ids] += extra[:, intervals]
+        if degrees is not None:
+            out[:, self.pitch_ids] += extra[:, degrees]
+        return out
 
 
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
@@ -66,6 +150,8 @@ class KVCache:
         self.values = [torch.zeros(shape, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0
         self.block_size = config.block_size
+        self.last_pitch: torch.Tensor | None = None  # (B,) the last Pitch token's pitch, -1 none (relative pitch)
+        self.key: torch.Tensor | None = None  # (B,) the last Key token's 12 * mode + tonic, -1 none
 
     def room(self) -> int:
         """Positions still free."""
@@ -148,7 +234,12 @@ class MusicTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.head.weight = self.token_embedding.weight  # weight tying (Press & Wolf 2017)
+        self.relative_head = (nn.Linear(config.n_embd, config.relative_pitch_columns, bias=False)
+                              if config.relative_pitch_columns else None)
+        self.relative: RelativePitch | None = None
         self.apply(self._init_weights)
+        if self.relative_head is not None:  # starts as no change: a warm start begins as the model it loads
+            nn.init.zeros_(self.relative_head.weight)
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
@@ -161,6 +252,46 @@ class MusicTransformer(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def use_vocabulary(self, vocab) -> "MusicTransformer":
+        """Give the relative-pitch head its vocabulary tables (each token's
+        pitch and key); needed before :meth:`forward` when the model has the
+        head (:attr:`ModelConfig.relative_pitch_columns`), harmless otherwise."""
+        if self.relative_head is not None:
+            self.relative = RelativePitch.from_vocabulary(vocab)
+            self._pitch_of = torch.from_numpy(self.relative.pitch_of)
+            self._key_of = torch.from_numpy(self.relative.key_of)
+            self._pitch_ids = torch.from_numpy(self.relative.pitch_ids)
+            self._pitch_values = torch.from_numpy(self.relative.pitch_values)
+        return self
+
+    @staticmethod
+    def _carried(values: torch.Tensor, initial: torch.Tensor | None) -> torch.Tensor:
+        """For each position, the last value >= 0 at or before it ((B, T)
+        long, -1 = none), starting from ``initial`` (B,) (what came before)."""
+        B, T = values.shape
+        first = torch.full((B, 1), -1, dtype=values.dtype) if initial is None else initial.view(B, 1)
+        padded = torch.cat([first, values], dim=1)                               # (B, T + 1)
+        where = torch.where(padded >= 0, torch.arange(T + 1), 0).cummax(dim=1).values
+        return padded.gather(1, where)[:, 1:]                                    # (B, T)
+
+    def _relative_logits(self, idx: torch.Tensor, normed: torch.Tensor, logits: torch.Tensor,
+                         cache: KVCache | None) -> torch.Tensor:
+        """``logits`` (B, T, V) plus, on the pitch tokens, the relative-pitch
+        head's interval and scale-degree scores (:class:`RelativePitch`)."""
+        if self.relative is None:
+            raise RuntimeError("a model with a relative-pitch head needs use_vocabulary(vocab) before forward")
+        extra = linear(normed, self.relative_head)                               # (B, T, K)
+        last = self._carried(self._pitch_of[idx], None if cache is None else cache.last_pitch)  # (B, T)
+        key = self._carried(self._key_of[idx], None if cache is None else cache.key)           # (B, T)
+        if cache is not None:
+            cache.last_pitch, cache.key = last[:, -1], key[:, -1]
+        pitches = self._pitch_values.view(1, 1, -1)                               # (1, 1, P)
+        intervals = (pitches - last[..., None]).clamp(-12, 12) + 12               # (B, T, P)
+        degrees = RELATIVE_INTERVALS + 12 * (key[..., None] // 12) + (pitches - key[..., None]) % 12
+        scores = (extra.gather(-1, intervals) * (last[..., None] >= 0)
+                  + extra.gather(-1, degrees.clamp(min=0)) * (key[..., None] >= 0))   # (B, T, P)
+        return logits.index_add(-1, self._pitch_ids, scores)
 
     def prepare_for_decoding(self) -> "MusicTransformer":
         """Eval mode, and a transposed copy of every Linear weight for the fast
@@ -195,4 +326,8 @@ class MusicTransformer(nn.Module):
             x = block(x, cache, layer)                                # (B, T, C)
         if cache is not None:
             cache.length += T
-        return linear(self.ln_f(x), self.head)                        # (B, T, V)
+        normed = self.ln_f(x)
+        logits = linear(normed, self.head)                            # (B, T, V)
+        if self.relative_head is not None:
+            logits = self._relative_logits(idx, normed, logits, cache)
+        return logits

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from models.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from models.dataset import (Stream, cached_streams, default_cache_dir, default_data_dir, held_out_files,
                             heldout_split)
-from models.model import ModelConfig, MusicTransformer
+from models.model import RELATIVE_PITCH_COLUMNS, ModelConfig, MusicTransformer
 from models.tokenizer import HEADER_SLOTS, PHRASE_BARS, SOURCE_STYLE, Vocabulary, style_token
 
 MODELS_DIR = Path(__file__).resolve().parent
@@ -71,6 +71,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     seed: int = 1234
     max_minutes: float = 0.0  # 0 = no limit; else stop, export and plot after this long
+    relative_pitch: bool = False  # the relative-pitch head (models.model.RELATIVE_PITCH_COLUMNS)
+    relative_learning_rate_factor: float = 10.0  # the new head's learning rate, times the others'
 
 
 SOURCE_GROUPS = {"pop909": ("pop909",), "vgmidi": ("vgmidi", "vgmidi_piece"), "folk": ("essen", "oneills", "ryans"),
@@ -182,12 +184,26 @@ def learning_rate(step: int, config: TrainConfig, elapsed_seconds: float = 0.0) 
     return config.min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_learning_rate)
 
 
+def model_config_of(config: TrainConfig, dropout: float, vocab_size: int | None = None) -> ModelConfig:
+    """The :class:`ModelConfig` a run of ``config`` trains."""
+    return ModelConfig(vocab_size=vocab_size or len(Vocabulary.build()), block_size=config.block_size,
+                       n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd, dropout=dropout,
+                       relative_pitch_columns=RELATIVE_PITCH_COLUMNS if config.relative_pitch else 0)
+
+
 def make_optimizer(model: MusicTransformer, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW (betas 0.9/0.95, as nanoGPT) with weight decay on matrices only."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    """AdamW (betas 0.9/0.95, as nanoGPT) with weight decay on matrices only;
+    the relative-pitch head (new in a warm start, zero at first) learns
+    ``relative_learning_rate_factor`` times faster than the rest, so that a
+    short run on two cores teaches it something (its group's ``lr_factor``)."""
+    relative = [p for n, p in model.named_parameters() if n.startswith("relative_head.")]
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("relative_head.")]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate, betas=(0.9, 0.95))
+    groups = [{"params": decay, "weight_decay": config.weight_decay, "lr_factor": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_factor": 1.0}]
+    if relative:
+        groups.append({"params": relative, "weight_decay": 0.0, "lr_factor": config.relative_learning_rate_factor})
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95))
 
 
 def evaluate(model: MusicTransformer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -244,9 +260,7 @@ def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Voca
     eval_batches = [held_sampler.batch(eval_rng, config.batch_size, shares(config, False))
                     for _ in range(config.eval_batches)]
 
-    model_config = ModelConfig(vocab_size=len(vocab), block_size=config.block_size, n_layer=config.n_layer,
-                               n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout)
-    model = MusicTransformer(model_config)
+    model = MusicTransformer(model_config_of(config, config.dropout, len(vocab))).use_vocabulary(vocab)
     optimizer = make_optimizer(model, config)
     history = {"step": [], "train_loss": [], "heldout_loss": [], "seconds": []}
     step, elapsed = 0, 0.0
@@ -270,7 +284,7 @@ def train(config: TrainConfig, streams: list[Stream], heldout: dict, vocab: Voca
     bar = tqdm(total=config.steps, initial=step, desc="training", disable=not progress)
     while step < config.steps:
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config, time.perf_counter() - started)
+            group["lr"] = learning_rate(step, config, time.perf_counter() - started) * group.get("lr_factor", 1.0)
         final_phase = (step >= config.steps * (1 - config.final_fraction)
                        or (config.max_minutes > 0
                            and time.perf_counter() - started > config.max_minutes * 60 * (1 - config.final_fraction)))
@@ -363,8 +377,7 @@ def export_run(run_path: Path, out: Path, vocab: Vocabulary, heldout: dict) -> N
     if stored is not None and list(stored) != list(vocab.tokens):
         raise ValueError(f"{run_path}: trained with another vocabulary ({len(stored)} tokens, this code {len(vocab)})")
     config = TrainConfig(**{f.name: state["config"][f.name] for f in fields(TrainConfig) if f.name in state["config"]})
-    model = MusicTransformer(ModelConfig(vocab_size=len(vocab), block_size=config.block_size, n_layer=config.n_layer,
-                                         n_head=config.n_head, n_embd=config.n_embd, dropout=0.0))
+    model = MusicTransformer(model_config_of(config, 0.0, len(vocab))).use_vocabulary(vocab)
     model.load_state_dict(state["model"])
     save_checkpoint(out, model, vocab, asdict(config), heldout, state["history"])
 

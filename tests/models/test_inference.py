@@ -80,3 +80,94 @@ def test_warm_up_leaves_a_decoder_ready_and_its_caches_untouched(model):
     decoder.warm_up()
     assert cache.length == 0 and not cache.keys.any()
     assert decoder.step(np.array([1, 2]), cache).shape == (2, 97)
+
+
+# ---------------------------------------------------------------- the relative-pitch head
+
+
+@pytest.fixture(scope="module")
+def relative_model():
+    """A small model with the relative-pitch head, weights random (not zero),
+    over the real vocabulary (its Pitch_ and Key_ tokens)."""
+    from models.model import RELATIVE_PITCH_COLUMNS
+    from models.tokenizer import Vocabulary
+
+    vocab = Vocabulary.build()
+    torch.manual_seed(1)
+    model = MusicTransformer(ModelConfig(vocab_size=len(vocab), block_size=64, n_layer=2, n_head=4, n_embd=32,
+                                         relative_pitch_columns=RELATIVE_PITCH_COLUMNS)).use_vocabulary(vocab)
+    torch.nn.init.normal_(model.relative_head.weight, std=0.5)
+    return model.eval(), vocab
+
+
+def _tokens(vocab, names):
+    return torch.tensor([[vocab.id(n) for n in names]])
+
+
+def test_the_relative_head_scores_each_pitch_by_its_interval_and_scale_degree(relative_model):
+    """After ``Key_2_minor`` and ``Pitch_62``, the head adds to ``Pitch_64``
+    the score of a step up (+2) and of degree 2 of D minor (E); to no other
+    token anything."""
+    from models.model import RELATIVE_INTERVALS
+
+    model, vocab = relative_model
+    ids = _tokens(vocab, ["BOS_None", "Key_2_minor", "Position_0", "Pitch_62", "Velocity_79", "Duration_1.0.4",
+                          "Position_4"])
+    with torch.no_grad():
+        logits = model(ids)[0, -1]
+        model.relative_head, head = None, model.relative_head
+        plain = model(ids)[0, -1]
+        model.relative_head = head
+        hidden = _last_hidden(model, ids)
+        extra = head(hidden)
+    difference = logits - plain
+    pitch_64 = vocab.id("Pitch_64")
+    expected = extra[12 + 2] + extra[RELATIVE_INTERVALS + 12 * 1 + 2]
+    torch.testing.assert_close(difference[pitch_64], expected, atol=1e-5, rtol=1e-4)
+    others = torch.ones(len(vocab), dtype=torch.bool)
+    others[torch.from_numpy(vocab.ids_with_prefix("Pitch_"))] = False
+    assert float(difference[others].abs().max()) == 0.0
+    # a leap of two octaves is scored as an octave
+    pitch_86 = vocab.id("Pitch_86")
+    torch.testing.assert_close(difference[pitch_86], extra[24] + extra[RELATIVE_INTERVALS + 12 + 0], atol=1e-5,
+                               rtol=1e-4)
+
+
+def _last_hidden(model, ids):
+    x = model.token_embedding(ids) + model.position_embedding(torch.arange(ids.shape[1]))
+    for block in model.blocks:
+        x = block(x)
+    return model.ln_f(x)[0, -1]
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_numpy_decoding_with_the_relative_head_equals_the_torch_forward(relative_model, rows):
+    """The numpy decoder returns the head's scores as extra columns; with the
+    last pitch and key of the sequence, ``RelativePitch.add`` gives the torch
+    model's logits, as the generator uses them; and the torch KV cache
+    carries the last pitch and key across calls."""
+    model, vocab = relative_model
+    rng = np.random.default_rng(rows)
+    pitch_ids, key_ids = vocab.ids_with_prefix("Pitch_"), vocab.ids_with_prefix("Key_")
+    ids = rng.choice(np.concatenate([pitch_ids[30:60], key_ids, np.arange(20)]), size=(rows, 50))
+    ids[:, 0] = vocab.id("BOS_None")
+    with torch.no_grad():
+        full = model(torch.from_numpy(ids)).numpy()
+        cache = KVCache(model.config, batch_size=rows)
+        model(torch.from_numpy(ids[:, :20]), cache)
+        steps = np.concatenate([model(torch.from_numpy(ids[:, t:t + 1]), cache).numpy() for t in range(20, 50)], 1)
+    np.testing.assert_allclose(steps, full[:, 20:], atol=3e-5, rtol=1e-4)
+    decoder = NumpyDecoder(model)
+    cache = decoder.new_cache(rows)
+    decoder.forward(ids[:, :20], cache)
+    relative = decoder.relative
+    for t in range(20, 50):
+        raw = decoder.step(ids[:, t], cache)
+        assert raw.shape == (rows, len(vocab) + model.config.relative_pitch_columns)
+        seen = ids[0, :t + 1]
+        pitches = [int(vocab.pitch[i]) for i in seen if vocab.pitch[i] >= 0]
+        keys = [int(relative.key_of[i]) for i in seen if relative.key_of[i] >= 0]
+        if rows == 2 and ids[1, :t + 1].tolist() != seen.tolist():
+            raw = raw[:1]  # the generator's rows share their pitches; here only row 0 is checked
+        logits = relative.add(raw, pitches[-1] if pitches else None, keys[-1] if keys else None)
+        np.testing.assert_allclose(logits[0], full[0, t], atol=3e-5, rtol=1e-4)

@@ -14,7 +14,7 @@ from models.checkpoint import load_checkpoint
 from models.dataset import all_files, build_streams, default_data_dir
 from models.generate import ModelPartGenerator
 from models.tokenizer import Vocabulary
-from models.model import ModelConfig, MusicTransformer
+from models.model import RELATIVE_PITCH_COLUMNS, ModelConfig, MusicTransformer
 from models.train import TrainConfig, WindowSampler, learning_rate, train, warm_start
 
 DATA = default_data_dir()
@@ -109,3 +109,33 @@ def test_warm_start_keeps_learned_rows_when_tokens_are_appended(tmp_path, few_st
 def test_learning_rate_warms_up_then_decays():
     rates = [learning_rate(s, TINY) for s in range(TINY.steps)]
     assert rates[0] < rates[4] and rates[5] > rates[-1] >= TINY.min_learning_rate
+
+
+def test_a_relative_pitch_head_starts_as_the_model_it_warm_starts_from_then_learns(tmp_path, few_streams):
+    """``--relative-pitch``: warm-started from a model without the head, the
+    new model first gives the same logits (the head starts at zero); after
+    training the head scores pitches, and the exported checkpoint generates."""
+    torch.set_num_threads(1)
+    vocab, streams, heldout = few_streams
+    short = dataclasses.replace(TINY, steps=10)
+    train(short, streams, heldout, vocab, tmp_path / "old", None, progress=False)
+    relative = dataclasses.replace(TINY, steps=20, relative_pitch=True)
+    config = ModelConfig(vocab_size=len(vocab), block_size=short.block_size, n_layer=short.n_layer,
+                         n_head=short.n_head, n_embd=short.n_embd, dropout=0.0)
+    old, new = MusicTransformer(config), MusicTransformer(dataclasses.replace(
+        config, relative_pitch_columns=RELATIVE_PITCH_COLUMNS)).use_vocabulary(vocab)
+    warm_start(old, tmp_path / "old" / "run.pt", vocab)
+    warm_start(new, tmp_path / "old" / "run.pt", vocab)
+    ids = torch.tensor([[vocab.id(t) for t in ("BOS_None", "Key_7_major", "Position_0", "Pitch_67", "Velocity_79",
+                                               "Duration_1.0.4", "Position_4")]])
+    with torch.no_grad():
+        torch.testing.assert_close(new.eval()(ids), old.eval()(ids))
+    out = tmp_path / "relative.pt"
+    train(relative, streams, heldout, vocab, tmp_path / "new", out, progress=False,
+          init_from=tmp_path / "old" / "run.pt")
+    model, _ = load_checkpoint(out)
+    assert model.config.relative_pitch_columns == RELATIVE_PITCH_COLUMNS
+    assert float(model.relative_head.weight.detach().abs().max()) > 0.01  # it learned something
+    part = ModelPartGenerator(out).generate_bar(BarRequest(0, Key.parse("G major"), Chord.parse("G"), 4, 100.0,
+                                                           0.5, 0.5, "melody", 1))
+    assert len(part) > 0 and set((part.pitch % 12).tolist()) <= set(Key.parse("G major").scale_pitch_classes())
