@@ -904,8 +904,8 @@ ABLATION_ROWS: tuple[tuple[str, str, dict], ...] = (
     ("model, no constraints, no guidance", "model", {"constrained": False, "guidance_scale": 1.0}),
     ("model, musical constraints only (no guidance)", "model", {"guidance_scale": 1.0}),
     ("model, constraints + guidance 1.5", "model", {"guidance_scale": 1.5}),
-    ("model, constraints + guidance 2 (default)", "model", {"guidance_scale": 2.0}),
-    ("model, constraints + guidance 3", "model", {"guidance_scale": 3.0}),
+    ("model, constraints + guidance 2", "model", {"guidance_scale": 2.0}),
+    ("model, constraints + guidance 3 (default)", "model", {"guidance_scale": 3.0}),
     ("model, guidance 2, no density/loudness tokens from arousal", "model",
      {"guidance_scale": 2.0, "texture_from_arousal": False}),
     ("model, guidance 2, melody over an open harmony (Chord_none, strong-beat and passing-tone rules)", "model",
@@ -916,6 +916,8 @@ ABLATION_ROWS: tuple[tuple[str, str, dict], ...] = (
      {"guidance_scale": 2.0, "melody_downbeat_chord_tones": False}),
     ("model, guidance 2, phrase form, no fresh-rhythm rule (bars alike by chance)", "model",
      {"guidance_scale": 2.0, "fresh_rhythms": False}),
+    ("model, guidance 3, no repeat weight (the melody's last note as likely as the model says)", "model",
+     {"guidance_scale": 3.0, "repeat_weight": 1.0}),
 )
 """Rows of ``--ablation``: label, generator, options."""
 
@@ -1063,6 +1065,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh-rhythms", choices=("yes", "no"), default=None,
                         help="yes (the model's default): with the phrase form, a melody bar its real period does not "
                              "repeat does not end on an earlier bar's onset rhythm; no: it may")
+    parser.add_argument("--repeat-weight", default=None, metavar="W|ROLE=W,...",
+                        help="the factor (0, 1] on the probability of the top line repeating its last pitch: one "
+                             "number for the melody, or role=factor pairs (default: the model's ROLE_REPEAT_WEIGHT; "
+                             "1 = none)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 1,2; 1 with --quick)")
     parser.add_argument("--progressions", choices=tuple(PROGRESSION_SETS), default="held_out",
                         help="held_out (default): progressions never used to choose a setting; tuning: those that were")
@@ -1093,6 +1099,22 @@ def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Grid:
             parser.error(f"--roles {args.roles!r}: allowed roles are melody, arpeggio, bass")
         grid = Grid(**{**asdict(grid), "roles": roles})
     return grid
+
+
+def _repeat_weight(text: str) -> dict[str, float]:
+    """``--repeat-weight``: ``"0.5"`` (the melody) or ``"melody=0.5,arpeggio=0.8"``.
+
+    Raises:
+        ValueError: not a number, or not role=number pairs.
+    """
+    try:
+        if "=" not in text:
+            return {"melody": float(text)}
+        pairs = (item.split("=") for item in text.split(",") if item.strip())
+        return {role.strip(): float(value) for role, value in pairs}
+    except ValueError:
+        raise ValueError(f"--repeat-weight {text!r}: a number (the melody's) or role=number pairs, "
+                         "e.g. melody=0.5,arpeggio=0.8") from None
 
 
 def _progress(message: str) -> None:
@@ -1129,6 +1151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for flag in ("open_melody_harmony", "density_contours", "melody_downbeat_chord_tones", "fresh_rhythms"):
             if flag in options:
                 options[flag] = options[flag] == "yes"
+        if args.repeat_weight is not None and args.generator == "model":
+            options["repeat_weight"] = _repeat_weight(args.repeat_weight)
         if args.pieces is not None:
             generator, load_seconds = DumpedPieces(args.pieces, grid), 0.0
         else:

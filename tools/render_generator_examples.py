@@ -33,9 +33,10 @@ ROLES = {"melody": 73, "arpeggio": 46, "bass": 33}
 SAMPLE_RATE_HZ = 44100
 
 
-def generate(quadrant: str, seed: int, fresh_rhythms: bool = True):
-    """The three parts of one quadrant's piece, as (role, Part) over 8 bars of 4/4
-    (``fresh_rhythms``: :data:`models.generate.PHRASE_FORM_FRESH_RHYTHMS`)."""
+def generate(quadrant: str, seed: int, **generator_options):
+    """The three parts of one quadrant's piece, as (role, Part) over 8 bars of 4/4;
+    ``generator_options``: keyword arguments of ``ModelPartGenerator`` (none:
+    its defaults, in any checkout)."""
     from adaptive.generator import BarRequest
     from adaptive.harmony import Chord, Key
     from adaptive.part import Part
@@ -44,7 +45,7 @@ def generate(quadrant: str, seed: int, fresh_rhythms: bool = True):
     valence, arousal, key, chords, bpm = QUADRANTS[quadrant]
     parts = []
     for role in ROLES:
-        generator = ModelPartGenerator(fresh_rhythms=fresh_rhythms)
+        generator = ModelPartGenerator(**generator_options)
         notes = []
         for bar, symbol in enumerate(chords):
             part = generator.generate_bar(BarRequest(bar, Key.parse(key), Chord.parse(symbol), 4, bpm, valence,
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soundfont", type=Path, default=None, help="default: the engine's (find_soundfont)")
     parser.add_argument("--fresh-rhythms", choices=("yes", "no"), default="yes",
                         help="the phrase form's fresh-rhythm rule (default yes, the generator's default)")
+    parser.add_argument("--repeat-weight", type=float, default=None,
+                        help="the factor on the melody repeating its last note (default: the generator's "
+                             "ROLE_REPEAT_WEIGHT; 1 = none)")
     parser.add_argument("--quadrants", default=",".join(QUADRANTS),
                         help=f"comma-separated, of {', '.join(QUADRANTS)} (default: all)")
     args = parser.parse_args(argv)
@@ -114,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     soundfont = args.soundfont or find_soundfont(None)
     args.out.mkdir(parents=True, exist_ok=True)
     for quadrant in quadrants:
-        parts, bpm = generate(quadrant, args.seed, args.fresh_rhythms == "yes")
+        options = {} if args.fresh_rhythms == "yes" else {"fresh_rhythms": False}
+        if args.repeat_weight is not None:
+            options["repeat_weight"] = {"melody": args.repeat_weight}
+        parts, bpm = generate(quadrant, args.seed, **options)
         soundfile.write(args.out / f"{args.label}-{quadrant}.ogg", render(parts, bpm, soundfont), SAMPLE_RATE_HZ,
                         format="OGG", subtype="VORBIS")
         piano_roll(parts, args.out / f"{args.label}-{quadrant}.png", f"{args.label}: {quadrant}")

@@ -209,3 +209,36 @@ def test_a_melody_bar_its_period_does_not_repeat_takes_no_earlier_bars_rhythm():
     assert fresh_bars >= 15
     assert repeated[True] == 0, repeated
     assert repeated[False] >= 2, repeated  # the rule is what keeps them apart
+
+
+def _repeat_share(bars):
+    onsets = np.concatenate([np.round((p.start_beats + 4 * i) * 4) for i, p in enumerate(bars)])
+    pitches = np.concatenate([p.pitch for p in bars])
+    line = np.array([pitches[onsets == o].max() for o in np.unique(onsets)])
+    return np.mean(line[1:] == line[:-1]), len(line) - 1
+
+
+def test_a_melody_repeats_its_last_note_less_often_with_the_repeat_weight():
+    """ROLE_REPEAT_WEIGHT: the model's own melodies repeat notes more often
+    than real ones (its context breeds repeats); the factor brings the share
+    down, and repeats a composer would write still happen."""
+    from models.generate import ROLE_REPEAT_WEIGHT, ModelPartGenerator
+
+    assert 0.0 < ROLE_REPEAT_WEIGHT["melody"] < 1.0
+    shares = {}
+    for weight in (None, 1.0):
+        counts = [_repeat_share(_period(ModelPartGenerator(repeat_weight=weight), "melody", seed, arousal=0.5))
+                  for seed in range(1, 7)]
+        intervals = sum(n for _, n in counts)
+        shares[weight] = sum(share * n for share, n in counts) / intervals
+        assert intervals >= 150
+    assert shares[None] <= 0.75 * shares[1.0], shares
+    assert shares[None] > 0.02, shares  # not banned: a repeated note is still a melody's
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.5, {"lead": 0.5}, {"melody": -1.0}])
+def test_a_repeat_weight_out_of_range_or_for_an_unknown_role_is_refused(weight):
+    from models.generate import ModelPartGenerator
+
+    with pytest.raises(ValueError, match="repeat_weight"):
+        ModelPartGenerator(repeat_weight=weight)
