@@ -702,9 +702,9 @@ class ModelPartGenerator:
             allowed = self._allowed(state)
             discount = None
             if repeat_weight < 1.0 and len(allowed) > 1:
-                last = state.previous_top()
-                if last in self._pitch_ids:
-                    discount = (self._pitch_ids[last], repeat_weight)
+                previous_top = state.previous_top()
+                if previous_top in self._pitch_ids:
+                    discount = (self._pitch_ids[previous_top], repeat_weight)
             token = self._sample(logits, scale, allowed, rng, self.temperature, self.top_p, discount)
             if token == self._bar:
                 break

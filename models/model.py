@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -64,6 +65,18 @@ RELATIVE_PITCH_COLUMNS = RELATIVE_INTERVALS + 12 * 2
 (pitch class above the tonic) for each mode (major, minor)."""
 
 
+def relative_columns(pitches, last_pitch, key):
+    """The relative-pitch head's column scoring each of ``pitches`` (MIDI),
+    after ``last_pitch`` (MIDI) in ``key`` (``12 * mode + tonic pitch
+    class``): (interval column 0..24, degree column 25..48). numpy arrays or
+    torch tensors, broadcast together; the one formula training
+    (:meth:`MusicTransformer.forward`) and decoding (:class:`RelativePitch`)
+    share."""
+    intervals = (pitches - last_pitch).clip(-12, 12) + 12
+    degrees = RELATIVE_INTERVALS + 12 * (key // 12) + (pitches - key) % 12
+    return intervals, degrees
+
+
 class RelativePitch:
     """What the relative-pitch head needs to know of the vocabulary: each
     token's pitch and key, as tables (numpy, int64, shape (V,), -1 where the
@@ -76,8 +89,6 @@ class RelativePitch:
     """
 
     def __init__(self, pitch_of, key_of) -> None:
-        import numpy as np
-
         self.pitch_of = np.asarray(pitch_of, np.int64)
         self.key_of = np.asarray(key_of, np.int64)
         self.pitch_ids = np.flatnonzero(self.pitch_of >= 0)               # (P,)
@@ -87,8 +98,6 @@ class RelativePitch:
     @classmethod
     def from_vocabulary(cls, vocab) -> "RelativePitch":
         """From a :class:`models.tokenizer.Vocabulary` (``Key_<pc>_<mode>`` tokens)."""
-        import numpy as np
-
         modes = {"major": 0, "minor": 1}
         key_of = np.full(len(vocab), -1, np.int64)
         for i, token in enumerate(vocab.tokens):
@@ -102,11 +111,8 @@ class RelativePitch:
         (interval columns (P,) or None, degree columns (P,) or None), for a
         position whose last pitch so far is ``last_pitch`` and whose key is
         ``key`` (``12 * mode + tonic``), either None when unknown."""
-        import numpy as np
-
-        intervals = None if last_pitch is None else np.clip(self.pitch_values - last_pitch, -12, 12) + 12
-        degrees = None if key is None else RELATIVE_INTERVALS + 12 * (key // 12) + (self.pitch_values - key) % 12
-        return intervals, degrees
+        intervals, degrees = relative_columns(self.pitch_values, last_pitch or 0, key or 0)
+        return None if last_pitch is None else intervals, None if key is None else degrees
 
     def add(self, logits, last_pitch: int | None, key: int | None):
         """Logits over the vocabulary, (R, V) float32, from a decoder's
@@ -286,11 +292,10 @@ class MusicTransformer(nn.Module):
         key = self._carried(self._key_of[idx], None if cache is None else cache.key)           # (B, T)
         if cache is not None:
             cache.last_pitch, cache.key = last[:, -1], key[:, -1]
-        pitches = self._pitch_values.view(1, 1, -1)                               # (1, 1, P)
-        intervals = (pitches - last[..., None]).clamp(-12, 12) + 12               # (B, T, P)
-        degrees = RELATIVE_INTERVALS + 12 * (key[..., None] // 12) + (pitches - key[..., None]) % 12
+        # (B, T, P) each; where the last pitch or the key is -1 (none yet) its term is masked out
+        intervals, degrees = relative_columns(self._pitch_values.view(1, 1, -1), last[..., None], key[..., None])
         scores = (extra.gather(-1, intervals) * (last[..., None] >= 0)
-                  + extra.gather(-1, degrees.clamp(min=0)) * (key[..., None] >= 0))   # (B, T, P)
+                  + extra.gather(-1, degrees) * (key[..., None] >= 0))
         return logits.index_add(-1, self._pitch_ids, scores)
 
     def prepare_for_decoding(self) -> "MusicTransformer":

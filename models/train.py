@@ -184,9 +184,9 @@ def learning_rate(step: int, config: TrainConfig, elapsed_seconds: float = 0.0) 
     return config.min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_learning_rate)
 
 
-def model_config_of(config: TrainConfig, dropout: float, vocab_size: int | None = None) -> ModelConfig:
-    """The :class:`ModelConfig` a run of ``config`` trains."""
-    return ModelConfig(vocab_size=vocab_size or len(Vocabulary.build()), block_size=config.block_size,
+def model_config_of(config: TrainConfig, dropout: float, vocab_size: int) -> ModelConfig:
+    """The :class:`ModelConfig` a run of ``config`` trains over ``vocab_size`` tokens."""
+    return ModelConfig(vocab_size=vocab_size, block_size=config.block_size,
                        n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd, dropout=dropout,
                        relative_pitch_columns=RELATIVE_PITCH_COLUMNS if config.relative_pitch else 0)
 
