@@ -234,10 +234,13 @@ class NumpyDecoder:
                 out_w=array(block.mlp.proj.weight).T.copy(), out_b=array(block.mlp.proj.bias),  # (4C, C)
             ))
         self.scale = 1.0 / math.sqrt(self.head_dim)
-        # The same weights stacked over layers, for the compiled step (models.fast_step).
-        self._stacked = tuple(np.ascontiguousarray(np.stack([layer[name] for layer in self.layers]), np.float32)
+        # The same weights stacked over layers, matrices transposed (each output's weights
+        # contiguous), for the compiled step (models.fast_step).
+        self._stacked = tuple(np.ascontiguousarray(np.stack([layer[name].T if name.endswith("_w") else layer[name]
+                                                             for layer in self.layers]), np.float32)
                               for name in ("qkv_w", "qkv_b", "proj_w", "proj_b", "fc_w", "fc_b", "out_w", "out_b"))
-        self.compiled = fast_step.decode_step is not None
+        self._head_tt = np.ascontiguousarray(self.head_t.T)                   # (V, C)
+        self.compiled = fast_step.decode_rows is not None
         """Whether :meth:`step` runs the compiled step (Numba imports) or the numpy one."""
 
     def warm_up(self) -> None:
@@ -262,7 +265,7 @@ class NumpyDecoder:
         tokens already seen; returns the next-token logits, (B, V) float32
         ((B, V + K) with a relative-pitch head, :attr:`relative`):
         :meth:`forward` with T = 1, as one compiled call
-        (:func:`models.fast_step.decode_step`) when Numba imports, else in
+        (:func:`models.fast_step.decode_rows`) when Numba imports, else in
         numpy with one vector-matrix product per row (OpenBLAS multiplies a
         (2, 192) block by a (192, 768) matrix about five times slower than two
         (192,) vectors: 60.7 µs against 2 x 11.5 µs on the project's machine,
@@ -321,7 +324,7 @@ class NumpyDecoder:
             raise RuntimeError("step_rows needs the compiled decoding step (Numba)")
         return fast_step.decode_rows(np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(starts, np.int64),
                                      np.ascontiguousarray(slots, np.int64), self.token_embedding,
-                                     self.position_embedding, *self._stacked, self.head_t, self.head_b, keys, values,
+                                     self.position_embedding, *self._stacked, self._head_tt, self.head_b, keys, values,
                                      self.n_head, np.float32(self.scale))
 
     def forward(self, ids: np.ndarray, cache: NumpyCache) -> np.ndarray:

@@ -82,6 +82,48 @@ def test_warm_up_leaves_a_decoder_ready_and_its_caches_untouched(model):
     assert decoder.step(np.array([1, 2]), cache).shape == (2, 97)
 
 
+def test_the_compiled_tanh_is_float32_exact_over_the_range_gelu_meets():
+    from models import fast_step
+    if fast_step.decode_rows is None:
+        pytest.skip("numba is not importable here")
+    z = np.linspace(-12, 12, 240_001, dtype=np.float32)
+    approx = np.array([fast_step._tanh(value) for value in z[::97]] + [fast_step._tanh(np.float32(40.0))])
+    exact = np.append(np.tanh(z[::97].astype(np.float64)), 1.0)
+    assert np.abs(approx - exact).max() < 5e-7
+    gelu = np.array([fast_step._gelu_tanh(value) for value in z[::97]])
+    reference = torch.nn.functional.gelu(torch.from_numpy(z[::97]), approximate="tanh").numpy()
+    np.testing.assert_allclose(gelu, reference, atol=2e-6)
+
+
+def test_a_rows_logits_are_the_same_alone_and_anywhere_in_a_batch(model):
+    """Generation of one part must give the same notes whether its rows are
+    stepped alone or among other sessions' rows (the compiled step pairs rows
+    through one pass over the weights): bit for bit, not just close."""
+    decoder = NumpyDecoder(model)
+    if not decoder.compiled:
+        pytest.skip("numba is not importable here")
+    rng = np.random.default_rng(5)
+    pool_keys = np.zeros((2, 6, 4, 64, 8), np.float32)
+    pool_values = np.zeros_like(pool_keys)
+    starts = np.array([7, 3, 12, 0, 30, 5])
+    for slot, length in enumerate(starts):  # each slot a context of its own, random tokens
+        cache = decoder.new_cache(1)
+        decoder.forward(rng.integers(0, 97, (1, max(length, 1))), cache)
+        pool_keys[:, slot], pool_values[:, slot] = cache.keys[:, 0], cache.values[:, 0]
+    ids = rng.integers(0, 97, 6)
+
+    def step(rows):
+        keys, values = pool_keys.copy(), pool_values.copy()
+        rows = np.array(rows)
+        return decoder.step_rows(ids[rows], starts[rows], rows, keys, values)
+
+    batch = step(range(6))
+    for row in range(6):
+        np.testing.assert_array_equal(step([row])[0], batch[row])
+    np.testing.assert_array_equal(step([4, 1, 3]), batch[[4, 1, 3]])
+    np.testing.assert_array_equal(step([2, 5, 0, 1, 4]), batch[[2, 5, 0, 1, 4]])
+
+
 # ---------------------------------------------------------------- the relative-pitch head
 
 
