@@ -204,7 +204,38 @@ def _decode_rows(ids, starts, slots, token_embedding, position_embedding, qkv_t,
     return logits
 
 
+def _draw(logits, rows, allowed, scale, temperature, top_p, discount_id, discount_factor, uniform):
+    """The token :meth:`models.generate.ModelPartGenerator._sample` draws,
+    compiled, the same float64 operations in the same order (IEEE, no
+    ``fastmath``): guided scores of the ``allowed`` ids (int64) from the
+    logits' rows (``rows`` 1, or 2: conditional then unconditional), over
+    ``temperature``, soft-max weights, the ``discount_id`` token's weight
+    times ``discount_factor`` (-1: none), a stable sort, the nucleus of mass
+    ``top_p``, then inverse-CDF sampling with ``uniform`` in [0, 1)."""
+    n = allowed.shape[0]
+    scores = np.empty(n, np.float64)
+    for i in range(n):
+        conditional = np.float64(logits[0, allowed[i]])
+        if rows == 2:
+            unconditional = np.float64(logits[1, allowed[i]])
+            scores[i] = (unconditional + scale * (conditional - unconditional)) / temperature
+        else:
+            scores[i] = conditional / temperature
+    weights = np.exp(scores - scores.max())
+    if discount_id >= 0:
+        for i in range(n):
+            if allowed[i] == discount_id:
+                weights[i] *= discount_factor
+    order = np.argsort(-weights, kind="mergesort")
+    cumulative = np.cumsum(weights[order])
+    keep = np.searchsorted(cumulative, top_p * cumulative[-1]) + 1
+    keep = min(keep, n)
+    choice = np.searchsorted(cumulative[:keep], uniform * cumulative[keep - 1], side="right")
+    return allowed[order[min(choice, keep - 1)]]
+
+
 if numba is not None:
+    draw = numba.njit(cache=True, nogil=True)(_draw)
     _jit = numba.njit(cache=True, fastmath=True, nogil=True)
     _rows_times = _jit(_rows_times)
     _tanh = _jit(_tanh)
@@ -212,4 +243,4 @@ if numba is not None:
     _layer_norm_rows = _jit(_layer_norm_rows)
     _decode_rows = decode_rows = _jit(_decode_rows)
 else:  # pragma: no cover
-    decode_rows = None
+    decode_rows = draw = None

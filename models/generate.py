@@ -59,6 +59,7 @@ from threadpoolctl import ThreadpoolController
 from adaptive.generator import BarRequest
 from adaptive.harmony import Chord, Key, Mode
 from adaptive.part import Part
+from models import fast_step
 from models.checkpoint import DEFAULT_CHECKPOINT, ModelError, load_checkpoint
 from models.contours import REPEAT_EXACT, REPEAT_MOTIF, REPEAT_NONE, BarPlan, arousal_quantile, load_contours
 from models.inference import CachePool, NumpyCache, NumpyDecoder
@@ -808,7 +809,13 @@ class ModelPartGenerator:
         conditional, then the unconditional one), with temperature and nucleus
         sampling, by inverse-CDF sampling with one uniform draw. ``discount``:
         (token id, factor): that token's probability times the factor, before
-        the nucleus (:data:`ROLE_REPEAT_WEIGHT`)."""
+        the nucleus (:data:`ROLE_REPEAT_WEIGHT`). Compiled
+        (:func:`models.fast_step.draw`, the same operations) when Numba imports."""
+        if fast_step.draw is not None:
+            uniform = rng.random()
+            discount_id, factor = discount if discount is not None else (-1, 1.0)
+            return int(fast_step.draw(logits, logits.shape[0], allowed, float(scale), float(temperature),
+                                      float(top_p), int(discount_id), float(factor), uniform))
         conditional = logits[0, allowed].astype(np.float64)
         if logits.shape[0] == 2:
             unconditional = logits[1, allowed].astype(np.float64)

@@ -188,6 +188,14 @@ def _gelu_tanh(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 
+COMPILED_PREFILL_ROWS = 48
+"""A prompt of at most this many rows (tokens x guidance rows: a bar's
+header) is fed by the compiled step, above it by numpy's matrix products:
+on the project's machine (AMD EPYC, family 25) 11 tokens x 2 rows took
+2.9 ms compiled against 3.7 ms in numpy, 172 x 2 took 40 ms against 27 ms
+(numpy's matrix-matrix products win once the rows are many)."""
+
+
 class NumpyDecoder:
     """The weights of a trained model as float32 numpy arrays, and its forward pass.
 
@@ -339,6 +347,18 @@ class NumpyDecoder:
         start = cache.length
         if start + T > self.block_size:
             raise ValueError(f"context of {start + T} tokens exceeds block_size {self.block_size}")
+        if self.compiled and B * T <= COMPILED_PREFILL_ROWS:
+            # A bar's header: one compiled call, each token a row at its position (rows of one
+            # sequence see each other causally, models.fast_step.decode_rows).
+            if cache.pool is not None:
+                keys, values, first = cache.pool.keys, cache.pool.values, cache.first_slot
+            else:
+                keys, values, first = cache.keys, cache.values, 0
+            logits = self.step_rows(np.ascontiguousarray(ids, np.int64).reshape(-1),
+                                    np.tile(np.arange(start, start + T, dtype=np.int64), B),
+                                    np.repeat(np.arange(first, first + B, dtype=np.int64), T), keys, values)
+            cache.length = start + T
+            return logits.reshape(B, T, -1)[:, -1]
         H, D, C = self.n_head, self.head_dim, self.width
         x = self.token_embedding[ids] + self.position_embedding[start:start + T]        # (B, T, C)
         end = start + T

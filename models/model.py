@@ -94,6 +94,7 @@ class RelativePitch:
         self.pitch_ids = np.flatnonzero(self.pitch_of >= 0)               # (P,)
         self.pitch_values = self.pitch_of[self.pitch_ids]                 # (P,)
         self.vocab_size = len(self.pitch_of)
+        self._columns: dict[tuple[int | None, int | None], tuple] = {}  # columns() by (last pitch, key)
 
     @classmethod
     def from_vocabulary(cls, vocab) -> "RelativePitch":
@@ -111,8 +112,12 @@ class RelativePitch:
         (interval columns (P,) or None, degree columns (P,) or None), for a
         position whose last pitch so far is ``last_pitch`` and whose key is
         ``key`` (``12 * mode + tonic``), either None when unknown."""
-        intervals, degrees = relative_columns(self.pitch_values, last_pitch or 0, key or 0)
-        return None if last_pitch is None else intervals, None if key is None else degrees
+        found = self._columns.get((last_pitch, key))
+        if found is None:  # at most 128 x 24 pairs; each computed once
+            intervals, degrees = relative_columns(self.pitch_values, last_pitch or 0, key or 0)
+            found = self._columns[(last_pitch, key)] = (None if last_pitch is None else intervals,
+                                                        None if key is None else degrees)
+        return found
 
     def add(self, logits, last_pitch: int | None, key: int | None):
         """Logits over the vocabulary, (R, V) float32, from a decoder's
