@@ -36,7 +36,8 @@ as the measured whole-bar time at one bar at a time).
 **Whole bars** (``--parts``): P parts (roles in turn, seeds 0.., arousal
 0, guidance on) each write ``--bars`` bars, one bar of every part per
 :func:`models.batching.generate_bars` call; bars per second of thread CPU
-time, against P = 1 (one bar at a time). The same bars as written alone.
+time, batched and the same P parts one bar at a time. The same bars either
+way.
 """
 
 from __future__ import annotations
@@ -134,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 compiled_cache.length -= 1  # the same position again: the context stays at --context
 
             def matrix_step():
-                decoder.forward(ids[:, None], matrix_cache)
+                decoder.compiled = False  # forward's numpy path (it feeds a short prompt compiled)
+                try:
+                    decoder.forward(ids[:, None], matrix_cache)
+                finally:
+                    decoder.compiled = True
                 matrix_cache.length -= 1
 
             x = rng.standard_normal((rows, 192)).astype(np.float32)
@@ -150,19 +155,22 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {bars / (per_bar_steps * matrix_s):.1f} |", flush=True)
     if args.parts:
         print()
-        print("| parts written together | bars | thread CPU | bars per second | against one at a time |")
-        print("|---:|---:|---:|---:|---:|")
-        one = None
+        print("| parts written together | bars | batched: thread CPU | bars per second "
+              "| the same parts one at a time: bars per second | batched against one at a time |")
+        print("|---:|---:|---:|---:|---:|---:|")
         for parts in args.parts:
-            rate = whole_bars_per_second(parts, args.bars)
-            one = rate if one is None else one
+            rate = whole_bars_per_second(parts, args.bars, batched=True)
+            alone = whole_bars_per_second(parts, args.bars, batched=False)
             print(f"| {parts} | {parts * args.bars} | {parts * args.bars / rate:.2f} s | {rate:.1f} "
-                  f"| {rate / one:.2f}x |", flush=True)
+                  f"| {alone:.1f} | {rate / alone:.2f}x |", flush=True)
     return 0
 
 
-def whole_bars_per_second(parts: int, bars: int) -> float:
-    """Bars per second of thread CPU time when ``parts`` parts write ``bars`` bars each, batched."""
+def whole_bars_per_second(parts: int, bars: int, batched: bool = True) -> float:
+    """Bars per second of thread CPU time when ``parts`` parts (roles in
+    turn, seeds 0..) write ``bars`` bars each: batched (one
+    :func:`models.batching.generate_bars` call for a bar of every part), or
+    one part's bar at a time (``generate_bar``), the same bars either way."""
     from adaptive.generator import BarRequest
     from adaptive.harmony import Chord, Key
     from models.batching import generate_bars, pool_for
@@ -171,11 +179,17 @@ def whole_bars_per_second(parts: int, bars: int) -> float:
     progression = [Chord.parse(name) for name in ("C", "Am", "F", "G")]
     roles = ("melody", "arpeggio", "bass")
     generators = [ModelPartGenerator() for _ in range(parts)]
-    pool_for(generators)
+    if batched:
+        pool_for(generators)
     started = time.thread_time()
     for bar in range(bars):
-        generate_bars([(g, BarRequest(bar, Key.parse("C major"), progression[bar % 4], 4, 120.0, 0.5, 0.0,
-                                      roles[i % 3], i)) for i, g in enumerate(generators)])
+        jobs = [(g, BarRequest(bar, Key.parse("C major"), progression[bar % 4], 4, 120.0, 0.5, 0.0, roles[i % 3], i))
+                for i, g in enumerate(generators)]
+        if batched:
+            generate_bars(jobs)
+        else:
+            for generator, request in jobs:
+                generator.generate_bar(request)
     return parts * bars / (time.thread_time() - started)
 
 
