@@ -814,7 +814,8 @@ class ModelPartGenerator:
         if fast_step.draw is not None:
             uniform = rng.random()
             discount_id, factor = discount if discount is not None else (-1, 1.0)
-            return int(fast_step.draw(logits, logits.shape[0], allowed, float(scale), float(temperature),
+            return int(fast_step.draw(np.ascontiguousarray(logits, np.float32), logits.shape[0],
+                                      np.ascontiguousarray(allowed, np.int64), float(scale), float(temperature),
                                       float(top_p), int(discount_id), float(factor), uniform))
         conditional = logits[0, allowed].astype(np.float64)
         if logits.shape[0] == 2:

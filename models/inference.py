@@ -252,13 +252,17 @@ class NumpyDecoder:
         """Whether :meth:`step` runs the compiled step (Numba imports) or the numpy one."""
 
     def warm_up(self) -> None:
-        """Run one compiled step on a scratch cache, so that compiling (the
+        """Run one compiled step on a scratch cache (and one compiled draw,
+        :func:`models.fast_step.draw`), so that compiling (the
         first process after an install: seconds) or loading the compiled code
         from its on-disk cache (milliseconds) happens now, at load, rather than
         in the first bar's deadline."""
         if self.compiled:
             try:
                 self.step(np.zeros(1, np.int64), self.new_cache(1))
+                # The compiled sampler too, with the argument types generation passes.
+                fast_step.draw(np.zeros((2, 4), np.float32), 2, np.arange(3, dtype=np.int64), 3.0, 0.9, 0.95, -1,
+                               1.0, 0.5)
             except Exception as error:  # a Numba that cannot compile here (no BLAS, no compiler support)
                 log.warning("the compiled decoding step failed (%s: %s); decoding in numpy instead",
                             type(error).__name__, error)
@@ -338,7 +342,11 @@ class NumpyDecoder:
     def forward(self, ids: np.ndarray, cache: NumpyCache) -> np.ndarray:
         """Feed ``ids`` (B, T) int after the ``cache.length`` tokens already seen;
         returns the next-token logits after the last one, (B, V) float32
-        ((B, V + K) with a relative-pitch head, :attr:`relative`).
+        ((B, V + K) with a relative-pitch head, :attr:`relative`). A prompt of
+        at most :data:`COMPILED_PREFILL_ROWS` rows (B x T) goes through the
+        compiled step, each token a row at its position; a longer one through
+        numpy's matrix products. The two agree to float32 rounding (about
+        1e-5 in a logit).
 
         Raises:
             ValueError: the context would exceed ``block_size``.
