@@ -41,13 +41,7 @@ import numpy as np
 
 try:
     import numba
-    # Numba's np.dot (the attention's products) calls the BLAS SciPy ships (its own OpenBLAS, not
-    # numpy's). Loaded here, at import, so that the thread limits models.generate sets around a bar
-    # (threadpoolctl, which sees only the libraries loaded when its controller is made) reach it
-    # too: a two-thread gemv on a two-core machine shared with the render thread took three times
-    # as long.
-    import scipy.linalg.cython_blas  # noqa: F401
-except ImportError:  # pragma: no cover - numba and scipy are dependencies; the numpy step covers their absence
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy step covers its absence
     numba = None
 
 _LN_EPS = 1e-5  # torch.nn.LayerNorm's default
