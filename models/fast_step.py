@@ -200,8 +200,8 @@ def _decode_rows(ids, starts, slots, token_embedding, position_embedding, qkv_t,
 
 def _draw(logits, rows, allowed, scale, temperature, top_p, discount_id, discount_factor, uniform):
     """The token :meth:`models.generate.ModelPartGenerator._sample` draws,
-    compiled, the same float64 operations in the same order (IEEE, no
-    ``fastmath``): guided scores of the ``allowed`` ids (int64) from the
+    compiled (:data:`draw`; plain numpy when Numba does not import), in
+    float64 IEEE arithmetic (no ``fastmath``): guided scores of the ``allowed`` ids (int64) from the
     logits' rows (``rows`` 1, or 2: conditional then unconditional), over
     ``temperature``, soft-max weights, the ``discount_id`` token's weight
     times ``discount_factor`` (-1: none), a stable sort, the nucleus of mass
@@ -237,4 +237,5 @@ if numba is not None:
     _layer_norm_rows = _jit(_layer_norm_rows)
     _decode_rows = decode_rows = _jit(_decode_rows)
 else:  # pragma: no cover
-    decode_rows = draw = None
+    decode_rows = None
+    draw = _draw

@@ -809,31 +809,12 @@ class ModelPartGenerator:
         conditional, then the unconditional one), with temperature and nucleus
         sampling, by inverse-CDF sampling with one uniform draw. ``discount``:
         (token id, factor): that token's probability times the factor, before
-        the nucleus (:data:`ROLE_REPEAT_WEIGHT`). Compiled
-        (:func:`models.fast_step.draw`, the same operations) when Numba imports."""
-        if fast_step.draw is not None:
-            uniform = rng.random()
-            discount_id, factor = discount if discount is not None else (-1, 1.0)
-            return int(fast_step.draw(np.ascontiguousarray(logits, np.float32), logits.shape[0],
-                                      np.ascontiguousarray(allowed, np.int64), float(scale), float(temperature),
-                                      float(top_p), int(discount_id), float(factor), uniform))
-        conditional = logits[0, allowed].astype(np.float64)
-        if logits.shape[0] == 2:
-            unconditional = logits[1, allowed].astype(np.float64)
-            scores = unconditional + scale * (conditional - unconditional)
-        else:
-            scores = conditional
-        scores = scores / temperature
-        weights = np.exp(scores - scores.max())
-        if discount is not None:
-            weights[allowed == discount[0]] *= discount[1]
-        order = np.argsort(-weights, kind="stable")
-        sorted_weights = weights[order]
-        cumulative = np.cumsum(sorted_weights)
-        keep = int(np.searchsorted(cumulative, top_p * cumulative[-1])) + 1
-        cumulative = cumulative[:keep]
-        choice = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
-        return int(allowed[order[min(choice, keep - 1)]])
+        the nucleus (:data:`ROLE_REPEAT_WEIGHT`). One compiled call,
+        :func:`models.fast_step.draw`."""
+        discount_id, factor = discount if discount is not None else (-1, 1.0)
+        return int(fast_step.draw(np.ascontiguousarray(logits, np.float32), logits.shape[0],
+                                  np.ascontiguousarray(allowed, np.int64), float(scale), float(temperature),
+                                  float(top_p), int(discount_id), float(factor), rng.random()))
 
 
 class _BarState:
@@ -886,8 +867,7 @@ class _BarState:
         (across the bar line), which the next onset may not repeat; else None."""
         if self.max_repeated is None:
             return None
-        tops = self._earlier_tops + [t for t in self.onset_tops[:-1] if t >= 0]
-        last = tops[-self.max_repeated:]
+        last = self._tops_before()[-self.max_repeated:]
         if len(last) == self.max_repeated and len(set(last)) == 1:
             return last[0]
         return None
@@ -895,8 +875,13 @@ class _BarState:
     def previous_top(self) -> int | None:
         """The top pitch of the onset before the current one (across the bar
         line), or None at a part's first onset."""
-        tops = self._earlier_tops + [t for t in self.onset_tops[:-1] if t >= 0]
+        tops = self._tops_before()
         return tops[-1] if tops else None
+
+    def _tops_before(self) -> list[int]:
+        """The top pitches of the part's onsets before the current one, oldest first (the
+        last bars' and this bar's so far)."""
+        return self._earlier_tops + [t for t in self.onset_tops[:-1] if t >= 0]
 
     @staticmethod
     def rhythm_of(written: list[tuple[int, int, int]]) -> tuple[int, ...]:

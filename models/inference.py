@@ -291,16 +291,7 @@ class NumpyDecoder:
             raise ValueError(f"context of {start + 1} tokens exceeds block_size {self.block_size}")
         ids = np.ascontiguousarray(ids, np.int64)
         if self.compiled:
-            # The same compiled call as a batch of many sequences' rows (step_rows): a row's logits
-            # are the same alone or in a batch.
-            rows = ids.shape[0]
-            if cache.pool is not None:
-                keys, values, slots = cache.pool.keys, cache.pool.values, np.arange(rows) + cache.first_slot
-            else:
-                keys, values, slots = cache.keys, cache.values, np.arange(rows)
-            logits = self.step_rows(ids, np.full(rows, start, np.int64), slots, keys, values)
-            cache.length = start + 1
-            return logits
+            return self._compiled_prompt(ids[:, None], cache)
         (B,) = ids.shape
         H, D, C = self.n_head, self.head_dim, self.width
         end = start + 1
@@ -319,6 +310,23 @@ class NumpyDecoder:
             x = x + (_rows_times(hidden, p["out_w"]) + p["out_b"])
         cache.length = end
         return _rows_times(_normalize(x), self.head_t) + self.head_b                  # (B, V)
+
+    def _compiled_prompt(self, ids: np.ndarray, cache: NumpyCache) -> np.ndarray:
+        """Feed ``ids`` (B, T) after the cached tokens in one compiled call
+        (:meth:`step_rows`), each token a row at its position (rows of one
+        sequence see each other causally, and a row's logits are the same
+        alone or in a batch); returns the logits after the last token, (B, V)."""
+        B, T = ids.shape
+        start = cache.length
+        if cache.pool is not None:
+            keys, values, first = cache.pool.keys, cache.pool.values, cache.first_slot
+        else:
+            keys, values, first = cache.keys, cache.values, 0
+        logits = self.step_rows(np.ascontiguousarray(ids, np.int64).reshape(-1),
+                                np.tile(np.arange(start, start + T, dtype=np.int64), B),
+                                np.repeat(np.arange(first, first + B, dtype=np.int64), T), keys, values)
+        cache.length = start + T
+        return logits.reshape(B, T, -1)[:, -1]
 
     def step_rows(self, ids: np.ndarray, starts: np.ndarray, slots: np.ndarray, keys: np.ndarray,
                   values: np.ndarray) -> np.ndarray:
@@ -356,17 +364,7 @@ class NumpyDecoder:
         if start + T > self.block_size:
             raise ValueError(f"context of {start + T} tokens exceeds block_size {self.block_size}")
         if self.compiled and B * T <= COMPILED_PREFILL_ROWS:
-            # A bar's header: one compiled call, each token a row at its position (rows of one
-            # sequence see each other causally, models.fast_step.decode_rows).
-            if cache.pool is not None:
-                keys, values, first = cache.pool.keys, cache.pool.values, cache.first_slot
-            else:
-                keys, values, first = cache.keys, cache.values, 0
-            logits = self.step_rows(np.ascontiguousarray(ids, np.int64).reshape(-1),
-                                    np.tile(np.arange(start, start + T, dtype=np.int64), B),
-                                    np.repeat(np.arange(first, first + B, dtype=np.int64), T), keys, values)
-            cache.length = start + T
-            return logits.reshape(B, T, -1)[:, -1]
+            return self._compiled_prompt(ids, cache)
         H, D, C = self.n_head, self.head_dim, self.width
         x = self.token_embedding[ids] + self.position_embedding[start:start + T]        # (B, T, C)
         end = start + T
