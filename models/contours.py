@@ -40,7 +40,8 @@ from models.tokenizer import N_DENSITY_BINS, PHRASE_BARS, ROLES
 CONTOURS_PATH = Path(__file__).resolve().parent / "phrase_contours.json"
 """The committed table (JSON, about 60 kB): ``{"format": 1, "source": str,
 "roles": {role: {"mean_notes_per_beat": [float, ...] (ascending),
-"density_bins": [[int x 8], ...]}}}``."""
+"density_bins": [[int x 8], ...], "repeat_of": [[int x 8], ...],
+"repeat_kind": [[int x 8], ...], "downbeat": [[0 or 1 x 8], ...]}}}``."""
 
 CONTOUR_SOURCES = ("vgmidi", "vgmidi_piece")
 """Stream sources whose periods make the table: VGMIDI's game music, the
@@ -57,7 +58,7 @@ NEIGHBOURHOOD = 0.05
 are the candidates a seed draws from (at least :data:`MIN_CANDIDATES`)."""
 
 MIN_CANDIDATES = 8
-FORMAT = 2
+FORMAT = 3
 
 REPEAT_NONE, REPEAT_RHYTHM, REPEAT_MOTIF, REPEAT_EXACT = 0, 1, 2, 3
 """How a bar repeats an earlier bar of its period (:class:`BarPlan`)."""
@@ -86,6 +87,7 @@ class PhraseContours:
         self._bins: dict[str, np.ndarray] = {}
         self._repeat_of: dict[str, np.ndarray] = {}
         self._repeat_kind: dict[str, np.ndarray] = {}
+        self._downbeat: dict[str, np.ndarray] = {}
         roles = table.get("roles", {})
         for role in ROLES:
             if role not in roles:
@@ -95,9 +97,10 @@ class PhraseContours:
                 bins = np.asarray(roles[role]["density_bins"], int)
                 repeat_of = np.asarray(roles[role]["repeat_of"], int)
                 repeat_kind = np.asarray(roles[role]["repeat_kind"], int)
+                downbeat = np.asarray(roles[role]["downbeat"], int)
             except (KeyError, TypeError, ValueError) as error:
                 raise ContourError(f"contour table, role {role!r}: expected mean_notes_per_beat, density_bins, "
-                                   f"repeat_of and repeat_kind as numbers, rows of {PHRASE_BARS} bins each "
+                                   f"repeat_of, repeat_kind and downbeat as numbers, rows of {PHRASE_BARS} bins each "
                                    f"({type(error).__name__}: {error})") from None
             if bins.ndim != 2 or bins.shape[1] != PHRASE_BARS or len(bins) != len(means) or len(bins) < MIN_CANDIDATES:
                 raise ContourError(f"contour table, role {role!r}: expected at least {MIN_CANDIDATES} rows of "
@@ -109,6 +112,9 @@ class PhraseContours:
             if repeat_of.shape != bins.shape or repeat_kind.shape != bins.shape:
                 raise ContourError(f"contour table, role {role!r}: repeat_of and repeat_kind need the shape of "
                                    f"density_bins {bins.shape}, got {repeat_of.shape} and {repeat_kind.shape}")
+            if downbeat.shape != bins.shape or not np.isin(downbeat, (0, 1)).all():
+                raise ContourError(f"contour table, role {role!r}: downbeat needs the shape of density_bins "
+                                   f"{bins.shape} and values 0 or 1, got shape {downbeat.shape}")
             places = np.arange(PHRASE_BARS)
             if np.any(repeat_of >= places) or np.any(repeat_of < -1) or np.any((repeat_of < 0) != (repeat_kind == 0)) \
                     or repeat_kind.min() < REPEAT_NONE or repeat_kind.max() > REPEAT_EXACT:
@@ -117,6 +123,7 @@ class PhraseContours:
                                    f"-1 with kind {REPEAT_NONE})")
             self._means[role], self._bins[role] = means, bins
             self._repeat_of[role], self._repeat_kind[role] = repeat_of, repeat_kind
+            self._downbeat[role] = downbeat.astype(bool)
 
     def periods(self, role: str) -> int:
         """Number of real periods held for ``role``."""
@@ -155,7 +162,7 @@ class PhraseContours:
         place = bar_index % PHRASE_BARS
         source = int(self._repeat_of[role][row, place])
         return BarPlan(int(bins[row, place]), None if source < 0 else bar_index - place + source,
-                       int(self._repeat_kind[role][row, place]))
+                       int(self._repeat_kind[role][row, place]), bool(self._downbeat[role][row, place]))
 
 
 @dataclass(frozen=True)
@@ -171,11 +178,14 @@ class BarPlan:
             :data:`REPEAT_MOTIF` (also the same intervals of the top line:
             the motif again, moved to another degree, as in a sequence) or
             :data:`REPEAT_EXACT` (the same notes).
+        downbeat: whether the real bar has a note starting on its downbeat
+            (False: it starts with a rest or a note held from the bar before).
     """
 
     density_bin: int
     repeats_bar: int | None
     repeat_kind: int
+    downbeat: bool = True
 
 
 def arousal_quantile(arousal: float) -> float:
@@ -243,9 +253,20 @@ def repeats(bars: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[
     return repeat_of, repeat_kind
 
 
+def downbeats(bars: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[int]:
+    """For each bar of a period, 1 if a note starts on its downbeat, else 0
+    (the bar starts with a rest or with a note held from the bar before).
+
+    Args:
+        bars: per bar, ``(onsets, durations, pitches)`` (quarter notes from
+            the bar's downbeat), as :func:`repeats` takes them.
+    """
+    return [int(bool(np.any(np.abs(np.asarray(onsets, float)) < 1e-9))) for onsets, _, _ in bars]
+
+
 def period_rows(streams: Sequence, vocab, held_out: set[str]) -> dict[str, list[tuple]]:
-    """``(mean notes per beat, per-bar density bins, repeat_of, repeat_kind)``
-    of every 8-bar period (from a ``Phrase_0`` bar, density known in all 8
+    """``(mean notes per beat, per-bar density bins, repeat_of, repeat_kind,
+    downbeat)`` of every 8-bar period (from a ``Phrase_0`` bar, density known in all 8
     bars) of the streams from :data:`CONTOUR_SOURCES` whose file is not in
     ``held_out``, by role (:func:`repeats` for the last two)."""
     from models.realness import decode_bar
@@ -270,7 +291,7 @@ def period_rows(streams: Sequence, vocab, held_out: set[str]) -> dict[str, list[
                 continue
             bars = [decode_bar(vocab, stream.bars[start + i]) for i in range(PHRASE_BARS)]
             notes = sum(len(bar[0]) for bar in bars)
-            rows[stream.role].append((notes / sum(quarters), bins, *repeats(bars)))
+            rows[stream.role].append((notes / sum(quarters), bins, *repeats(bars), downbeats(bars)))
     return rows
 
 
@@ -278,11 +299,12 @@ def build_table(rows: dict[str, list[tuple]], source: str) -> dict:
     """The JSON table from :func:`period_rows`, each role's periods sorted by mean (ties by bins)."""
     roles = {}
     for role, periods in rows.items():
-        periods = sorted(periods, key=lambda r: (r[0], r[1], r[2], r[3]))
+        periods = sorted(periods, key=lambda r: (r[0], r[1], r[2], r[3], r[4]))
         roles[role] = {"mean_notes_per_beat": [round(r[0], 4) for r in periods],
                        "density_bins": [list(r[1]) for r in periods],
                        "repeat_of": [list(r[2]) for r in periods],
-                       "repeat_kind": [list(r[3]) for r in periods]}
+                       "repeat_kind": [list(r[3]) for r in periods],
+                       "downbeat": [list(r[4]) for r in periods]}
     return {"format": FORMAT, "source": source, "roles": roles}
 
 

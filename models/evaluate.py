@@ -918,6 +918,8 @@ ABLATION_ROWS: tuple[tuple[str, str, dict], ...] = (
      {"guidance_scale": 2.0, "fresh_rhythms": False}),
     ("model, guidance 3, no repeat weight (the melody's last note as likely as the model says)", "model",
      {"guidance_scale": 3.0, "repeat_weight": 1.0}),
+    ("model, guidance 3, downbeats left to the model (no downbeat plan)", "model",
+     {"guidance_scale": 3.0, "downbeat_onsets": False}),
 )
 """Rows of ``--ablation``: label, generator, options."""
 
@@ -1065,6 +1067,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh-rhythms", choices=("yes", "no"), default=None,
                         help="yes (the model's default): with the phrase form, a melody bar its real period does not "
                              "repeat does not end on an earlier bar's onset rhythm; no: it may")
+    parser.add_argument("--downbeat-onsets", choices=("yes", "no"), default=None,
+                        help="yes (the model's default): with the phrase form, a bar its real period does not repeat "
+                             "has a note on its downbeat exactly when the real bar has one; no: the model decides")
     parser.add_argument("--repeat-weight", default=None, metavar="W|ROLE=W,...",
                         help="the factor (0, 1] on the probability of the top line repeating its last pitch: one "
                              "number for the melody, or role=factor pairs (default: the model's ROLE_REPEAT_WEIGHT; "
@@ -1146,9 +1151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    ("open_melody_harmony", args.open_melody_harmony),
                                                    ("density_contours", args.density_contours),
                                                    ("melody_downbeat_chord_tones", args.melody_downbeat_chord_tones),
-                                                   ("fresh_rhythms", args.fresh_rhythms))
+                                                   ("fresh_rhythms", args.fresh_rhythms),
+                                                   ("downbeat_onsets", args.downbeat_onsets))
                    if value is not None and args.generator == "model"}
-        for flag in ("open_melody_harmony", "density_contours", "melody_downbeat_chord_tones", "fresh_rhythms"):
+        for flag in ("open_melody_harmony", "density_contours", "melody_downbeat_chord_tones", "fresh_rhythms",
+                     "downbeat_onsets"):
             if flag in options:
                 options[flag] = options[flag] == "yes"
         if args.repeat_weight is not None and args.generator == "model":
