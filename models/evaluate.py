@@ -721,13 +721,15 @@ def render_markdown(results: dict) -> str:
         "A random forest on 84 symbolic features of each piece (key-relative pitch classes, top-line "
         "intervals, step/leap/repeat and tonic shares, onset positions, note lengths, bar-rhythm and "
         "bar-interval repetition, density and register; `models/realness.py`), balanced accuracy in "
-        "stratified 5-fold cross-validation on equal numbers of real and generated 8-bar pieces. "
+        "stratified 5-fold cross-validation on equal numbers of real and generated 8-bar pieces, the mean "
+        "over 8 draws (each its own subsample and fold split; ± = a draw's standard deviation, the mean's "
+        "is about a third of it). "
         "0.50 = cannot be told apart; target <= 0.70. Real pieces: 8-bar windows from bar 0 of a period of "
         "the model's held-out files, in 4/4, each role as the training data defines it.",
         "",
         "| Reference | Role | Pieces each | Balanced accuracy | Most telling features |",
         "|---|---|---|---|---|",
-        *[f"| {ref} | {role} | {f['n_per_class']} | {_number(f['balanced_accuracy'])} ± {_number(f['fold_std'])} "
+        *[f"| {ref} | {role} | {f['n_per_class']} | {_number(f['balanced_accuracy'])} ± {_number(f.get('draw_sd', f['fold_std']))} "
           f"| {', '.join(name for name, _ in f['top_features'][:3])} |"
           for ref, roles in results.get("realness", {}).items() for role, f in roles.items()],
         "",

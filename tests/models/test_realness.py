@@ -43,9 +43,32 @@ def test_the_classifier_separates_stepwise_tunes_from_leaping_ones_and_not_a_set
 
     stepwise = [walk([1, 2]) for _ in range(40)]
     leaping = [walk([5, 7, 9]) for _ in range(40)]
-    assert classifier_accuracy(stepwise, leaping, trees=60)["balanced_accuracy"] > 0.9
+    apart = classifier_accuracy(stepwise, leaping, trees=60, draws=3)
+    assert apart["balanced_accuracy"] > 0.9 and apart["draws"] == 3
+    assert apart["top_features"][0][0] in ("step_share", "leap_share", "mean_abs_interval", "interval_std")
     more_stepwise = [walk([1, 2]) for _ in range(40)]
-    assert classifier_accuracy(stepwise, more_stepwise, trees=60)["balanced_accuracy"] < 0.7
+    assert classifier_accuracy(stepwise, more_stepwise, trees=60, draws=3)["balanced_accuracy"] < 0.7
     ranges = statistic_ranges(stepwise, leaping)
     assert ranges["step_share"]["inside"] is False and ranges["leap_share"]["generated_median"] > 0.8
     assert statistic_ranges(stepwise, more_stepwise)["step_share"]["inside"] is True
+
+
+def test_the_figure_is_a_mean_over_draws_each_with_its_own_subsample():
+    """Repeated cross-validation: every draw subsamples the larger set and
+    splits the folds anew, so a draw's figures differ; the mean of several
+    is reported, with their spread."""
+    rng = np.random.default_rng(1)
+
+    def walk(step_sizes, n):
+        pitches = [67]
+        for _ in range(n):
+            pitches.append(int(np.clip(pitches[-1] + rng.choice(step_sizes) * rng.choice([-1, 1]), 55, 85)))
+        return melody(pitches, tonic=7)
+
+    real = [walk([1, 2, 3], 15) for _ in range(20)]
+    generated = [walk([1, 2, 3, 4], 15) for _ in range(60)]
+    single = [classifier_accuracy(real, generated, seed=s, trees=40, draws=1)["balanced_accuracy"] for s in range(4)]
+    mean = classifier_accuracy(real, generated, seed=0, trees=40, draws=4)
+    assert len(set(single)) > 1  # the subsample and the folds matter
+    assert mean["balanced_accuracy"] == pytest.approx(np.mean(single))
+    assert mean["draw_sd"] == pytest.approx(np.std(single))
