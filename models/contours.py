@@ -38,7 +38,7 @@ import numpy as np
 from models.tokenizer import N_DENSITY_BINS, PHRASE_BARS, ROLES
 
 CONTOURS_PATH = Path(__file__).resolve().parent / "phrase_contours.json"
-"""The committed table (JSON, about 60 kB): ``{"format": 1, "source": str,
+"""The committed table (JSON, about 250 kB): ``{"format": 3, "source": str,
 "roles": {role: {"mean_notes_per_beat": [float, ...] (ascending),
 "density_bins": [[int x 8], ...], "repeat_of": [[int x 8], ...],
 "repeat_kind": [[int x 8], ...], "downbeat": [[0 or 1 x 8], ...]}}}``."""
@@ -268,7 +268,8 @@ def period_rows(streams: Sequence, vocab, held_out: set[str]) -> dict[str, list[
     """``(mean notes per beat, per-bar density bins, repeat_of, repeat_kind,
     downbeat)`` of every 8-bar period (from a ``Phrase_0`` bar, density known in all 8
     bars) of the streams from :data:`CONTOUR_SOURCES` whose file is not in
-    ``held_out``, by role (:func:`repeats` for the last two)."""
+    ``held_out``, by role (:func:`repeats` for repeat_of and repeat_kind,
+    :func:`downbeats` for downbeat)."""
     from models.realness import decode_bar
     from models.tokenizer import HEADER_SLOTS, METERS
 

@@ -729,7 +729,7 @@ def render_markdown(results: dict) -> str:
         "",
         "| Reference | Role | Pieces each | Balanced accuracy | Most telling features |",
         "|---|---|---|---|---|",
-        *[f"| {ref} | {role} | {f['n_per_class']} | {_number(f['balanced_accuracy'])} ± {_number(f.get('draw_sd', f['fold_std']))} "
+        *[f"| {ref} | {role} | {f['n_per_class']} | {_number(f['balanced_accuracy'])} ± {_number(f['draw_sd'])} "
           f"| {', '.join(name for name, _ in f['top_features'][:3])} |"
           for ref, roles in results.get("realness", {}).items() for role, f in roles.items()],
         "",

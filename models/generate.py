@@ -778,7 +778,7 @@ class ModelPartGenerator:
         if state.repeat_positions is not None:  # the earlier bar's rhythm: only its next onset, or the end
             later_ok &= np.isin(self._position_values, state.next_repeated_position())
         elif state.downbeat is not None and state.position < 0:  # the real bar starts on its downbeat, or not
-            if state.downbeat:
+            if state.awaits_downbeat():
                 later_ok &= self._position_values == 0
             elif (later_ok & (self._position_values != 0)).any():
                 later_ok &= self._position_values != 0
@@ -791,8 +791,7 @@ class ModelPartGenerator:
         if len(state.pitches_here) < state.max_per_position:
             parts.append(pitches)
         if ((state.ending is None or self._ends_well(state.last_pitch, state.ending) or not any(len(p) for p in parts))
-                and not (len(later) and (state.repeat_positions is not None
-                                         or (state.downbeat is True and state.position < 0)))
+                and not (len(later) and (state.repeat_positions is not None or state.awaits_downbeat()))
                 and not (len(later) and state.avoid_rhythms and state.onset_rhythm() in state.avoid_rhythms)):
             parts.append(np.array([self._bar], np.int64))  # an ending bar closes only on its ending
         return np.concatenate(parts)
@@ -897,6 +896,10 @@ class _BarState:
                 self._repeat_notes.setdefault(position, []).append((pitch, duration))
             self.repeat_positions = sorted(self._repeat_notes)
             self._repeat_tops = [self._repeat_notes[p][-1][0] for p in self.repeat_positions]
+
+    def awaits_downbeat(self) -> bool:
+        """Whether the bar has no onset yet and its real bar starts on the downbeat (its first onset must)."""
+        return self.downbeat is True and self.position < 0
 
     def worn_pitch(self) -> int | None:
         """The pitch the top line's last ``max_repeated`` notes all sounded
